@@ -1,0 +1,41 @@
+# protoc-x: `make demo`, `make test`, `make build`, `make bench`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test build check bench system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the tests run against: memcached, and thrift-compiler for Apache thrift stubs.
+system-deps:
+	@missing=""; \
+	command -v memcached >/dev/null 2>&1 || missing="$$missing memcached"; \
+	command -v thrift >/dev/null 2>&1 || missing="$$missing thrift-compiler"; \
+	if [ -n "$$missing" ]; then \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get install -y $$missing || { $$SUDO apt-get update && $$SUDO apt-get install -y $$missing; }; \
+	fi
+
+build: $(STAMP)
+	$(VENV)/bin/protoc-x build specs -o generated
+
+check: $(STAMP)
+	$(VENV)/bin/protoc-x check specs
+
+demo: $(STAMP)
+	$(PY) -m protoc_x.demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/codec_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,677 @@
+"""Check a spec tree: names, references, widths, semantics, status map. Produces a ``Checked``
+symbol table that the planner uses; every problem is a SpecError at the offending position."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from runtime import api
+
+from . import nodes as n
+from .diagnostics import Pos, SpecError  # noqa: F401 (Pos re-exported)
+
+IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*$")
+#: names a field may not take: they are the frame's API or the generated code's own
+RESERVED = {
+    "encode", "length", "direction", "protocol", "request", "frame", "field_values", "blank",
+    "self", "null", "true", "false", "FIELD_NAMES", "FIELD_ENUMS",
+    "get_request_id", "set_request_id", "get_stream_type", "is_heartbeat", "is_goaway",
+    "get_timeout", "get_status", "get_service", "get_method", "get_headers", "get_header",
+    "set_header", "del_header", "get_body", "set_body",
+}  # fmt: skip
+SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
+STREAM_KINDS = ("request", "oneway", "quiet", "response")
+TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
+BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2}
+
+
+@dataclass
+class FieldInfo:
+    """One named field of the frame or of an ``inside`` layout."""
+
+    name: str
+    kind: str  # int | enum | bits | bytes | string | map | ext
+    node: object  # n.Field or n.BitField
+    pos: Pos
+    enum: str | None = None
+    owner: str | None = None  # None: the frame; else the bytes field an inside layout reads
+    int_type: n.IntType | None = None
+    ext: object | None = None  # the field-type class for ext fields
+    count: bool = False  # sized by element count: len() is a count
+    paths: list = field(default_factory=list)  # branch paths it appears on
+
+
+@dataclass
+class Checked:
+    spec: n.Protocol
+    enums: dict[str, n.Enum]
+    fields: dict[str, FieldInfo]
+    bindings: dict[str, n.Binding]
+    uses_direction: bool
+    body_targets: dict[str, list[n.Inside]]
+    modules: set[str] = field(default_factory=set)
+
+
+def _fieldtype_modules() -> dict:
+    from runtime import fieldtypes
+
+    return fieldtypes.MODULES
+
+
+def _walk_expr(e) -> Iterator:
+    yield e
+    for attr in ("obj", "key", "operand", "left", "right", "item", "test", "then", "orelse"):
+        sub = getattr(e, attr, None)
+        if sub is not None and not isinstance(sub, (str, Pos)):
+            yield from _walk_expr(sub)
+    for sub in getattr(e, "options", ()) or ():
+        yield from _walk_expr(sub)
+    for sub in getattr(e, "args", ()) or ():
+        yield from _walk_expr(sub)
+
+
+def check_identifier(name: str, pos: Pos, what: str) -> None:
+    if name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+        raise SpecError(
+            pos, f"{what} {name!r} may not start with '_' (reserved for generated code)"
+        )
+    if not IDENT.match(name):
+        raise SpecError(pos, f"{what} {name!r} is not a valid identifier")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) and name != "type":
+        raise SpecError(pos, f"{what} {name!r} is a Python keyword")
+
+
+def _check_field_name(name: str, pos: Pos) -> None:
+    check_identifier(name, pos, "field name")
+    if name in RESERVED:
+        raise SpecError(pos, f"field name {name!r} is reserved for the frame API")
+
+
+def fits(value: int, t: n.IntType) -> bool:
+    if t.signed:
+        return -(1 << (t.width - 1)) <= value < (1 << (t.width - 1))
+    return 0 <= value < (1 << t.width)
+
+
+class Checker:
+    def __init__(self, spec: n.Protocol, stem: str | None):
+        self.spec = spec
+        self.stem = stem
+        self.enums: dict[str, n.Enum] = {}
+        self.fields: dict[str, FieldInfo] = {}
+        self.modules: set[str] = set()
+        self.read_order: list[str] = []
+
+    # ---- entry point ---------------------------------------------------------------
+    def run(self) -> Checked:
+        s = self.spec
+        check_identifier(s.name, s.pos, "protocol name")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", s.name):
+            raise SpecError(
+                s.pos, f"protocol name {s.name!r} must be lowercase letters, digits, '_'"
+            )
+        if self.stem is not None and s.name != self.stem:
+            raise SpecError(
+                s.pos, f"protocol name {s.name!r} differs from its file name {self.stem!r}"
+            )
+        seen: dict[str, Pos] = {}
+        for st in s.statements:
+            if st.kind in ("enums", "insides", "bindings", "header_bindings"):
+                continue
+            if st.kind in seen:
+                raise SpecError(
+                    st.pos, f"duplicate {st.kind} statement (first at line {seen[st.kind].line})"
+                )
+            seen[st.kind] = st.pos
+        if s.byte_order not in ("big", "little"):
+            raise SpecError(s.pos, f"byte_order must be big or little, not {s.byte_order!r}")
+        if s.pool not in ("multiplex", "pingpong"):
+            raise SpecError(s.pos, f"pool must be multiplex or pingpong, not {s.pool!r}")
+        if not s.frame:
+            raise SpecError(s.pos, "the protocol has no frame layout")
+        for e in s.enums:
+            self.enum(e)
+        for p in s.detect:
+            for v in p.values:
+                if not fits(v, p.type):
+                    raise SpecError(
+                        p.pos, f"detect value {v:#x} does not fit in {p.type.width} bits"
+                    )
+        self.layout(s.frame, owner=None, path=())
+        uses_direction = any(
+            isinstance(x, n.Name) and x.name == "direction"
+            for item in self._all_items(s.frame)
+            if isinstance(item, n.IfBlock)
+            for x in _walk_expr(item.test)
+        )
+        body_targets: dict[str, list[n.Inside]] = {}
+        for inside in s.insides:
+            target = self.fields.get(inside.target)
+            if target is None or target.owner is not None:
+                raise SpecError(inside.pos, f"unknown frame field {inside.target!r}")
+            if target.kind != "bytes":
+                raise SpecError(
+                    inside.pos, f"'inside' needs a bytes field; {inside.target!r} is {target.kind}"
+                )
+            self.expr(inside.test, ctx="frame")
+            body_targets.setdefault(inside.target, []).append(inside)
+            self.layout(inside.items, owner=inside.target, path=(("inside", id(inside)),))
+        # expressions inside layouts need every field known first
+        for info in list(self.fields.values()):
+            self.field_exprs(info)
+        for item in self._all_items(s.frame):
+            if isinstance(item, n.IfBlock):
+                self.expr(item.test, ctx="condition")
+        for inside in s.insides:
+            for item in self._all_items(inside.items):
+                if isinstance(item, n.IfBlock):
+                    self.expr(item.test, ctx="frame")
+        bindings = self.semantics()
+        return Checked(
+            s, self.enums, self.fields, bindings, uses_direction, body_targets, self.modules
+        )
+
+    def _all_items(self, items) -> Iterator:
+        for item in items:
+            yield item
+            if isinstance(item, n.IfBlock):
+                yield from self._all_items(item.body)
+                yield from self._all_items(item.orelse)
+
+    # ---- declarations --------------------------------------------------------------
+    def enum(self, e: n.Enum) -> None:
+        check_identifier(e.name, e.pos, "enum name")
+        if e.name in self.enums:
+            raise SpecError(e.pos, f"duplicate enum {e.name!r}")
+        if e.type.width not in (8, 16, 32, 64):
+            raise SpecError(e.type.pos, f"enum type must be 8, 16, 32 or 64 bits wide")
+        names: set[str] = set()
+        values: set[int] = set()
+        for m in e.members:
+            check_identifier(m.name, m.pos, "enum member")
+            if m.name in names:
+                raise SpecError(m.pos, f"duplicate enum member {m.name!r} in {e.name}")
+            if m.value in values:
+                raise SpecError(m.pos, f"duplicate enum value {m.value} in {e.name}")
+            if not fits(m.value, e.type):
+                raise SpecError(
+                    m.pos, f"enum value {m.value} of {m.name!r} overflows {e.type.width} bits"
+                )
+            names.add(m.name)
+            values.add(m.value)
+        self.enums[e.name] = e
+
+    def _ext_class(self, ref: n.ExtRef):
+        module = _fieldtype_modules().get(ref.module)
+        if module is None:
+            raise SpecError(
+                ref.pos,
+                f"unknown field-type library {ref.module!r} (have: {', '.join(sorted(_fieldtype_modules()))})",
+            )
+        cls = module.TYPES.get(ref.name)
+        if cls is None:
+            raise SpecError(ref.pos, f"unknown field type {ref.module}.{ref.name}")
+        params, kinds = cls.PARAMS, cls.PARAM_TYPES
+        if len(ref.args) != len(params):
+            raise SpecError(
+                ref.pos,
+                f"{ref.module}.{ref.name} takes {len(params)} argument(s) ({', '.join(params)}), got {len(ref.args)}",
+            )
+        for arg, kind, pname in zip(ref.args, kinds, params):
+            if not isinstance(arg, kind):
+                raise SpecError(
+                    ref.pos, f"{ref.module}.{ref.name}: {pname} must be {kind.__name__}"
+                )
+        self.modules.add(ref.module)
+        return cls
+
+    def _declare(self, info: FieldInfo, path: tuple) -> None:
+        _check_field_name(info.name, info.pos)
+        old = self.fields.get(info.name)
+        if old is None:
+            info.paths.append(path)
+            self.fields[info.name] = info
+            return
+        # the same name may appear on exclusive branches (a request and a response layout)
+        exclusive = all(self._exclusive(p, path) for p in old.paths)
+        if not exclusive or old.owner != info.owner:
+            raise SpecError(
+                info.pos, f"duplicate field {info.name!r} (first at line {old.pos.line})"
+            )
+        if old.kind != info.kind or old.enum != info.enum:
+            raise SpecError(
+                info.pos,
+                f"field {info.name!r} has another type on another branch (line {old.pos.line})",
+            )
+        old.paths.append(path)
+
+    @staticmethod
+    def _exclusive(a: tuple, b: tuple) -> bool:
+        for x, y in zip(a, b):
+            if x != y:
+                return x[0] == y[0] and x[0] not in ("inside",)
+        return False
+
+    def layout(self, items, owner: str | None, path: tuple) -> None:
+        for item in items:
+            if isinstance(item, n.IfBlock):
+                self.layout(item.body, owner, path + ((id(item), True),))
+                self.layout(item.orelse, owner, path + ((id(item), False),))
+            elif isinstance(item, n.Bits):
+                self.bits(item, owner, path)
+            else:
+                self.field_decl(item, owner, path)
+
+    def bits(self, b: n.Bits, owner, path) -> None:
+        total = sum(f.width for f in b.fields)
+        if total != b.type.width:
+            raise SpecError(b.pos, f"bit fields add up to {total} bits, not {b.type.width}")
+        for f in b.fields:
+            if f.width < 1:
+                raise SpecError(f.pos, "a bit field is at least 1 bit wide")
+            if f.enum is not None:
+                e = self.enums.get(f.enum)
+                if e is None:
+                    raise SpecError(f.pos, f"unknown enum {f.enum!r}")
+                for m in e.members:
+                    if not 0 <= m.value < (1 << f.width):
+                        raise SpecError(
+                            f.pos,
+                            f"enum {f.enum} value {m.value} overflows the {f.width}-bit field {f.name!r}",
+                        )
+            if f.const is not None and not 0 <= f.const < (1 << f.width):
+                raise SpecError(
+                    f.pos, f"constant {f.const:#x} overflows the {f.width}-bit field {f.name!r}"
+                )
+            kind = "enum" if f.enum else "bits"
+            self._declare(FieldInfo(f.name, kind, f, f.pos, enum=f.enum, owner=owner), path)
+
+    def field_decl(self, f: n.Field, owner, path) -> None:
+        t = f.type
+        info = FieldInfo(f.name, "", f, f.pos, owner=owner)
+        if isinstance(t, n.IntType):
+            if t.width == 24 and t.signed:
+                raise SpecError(t.pos, "i24 is not supported; use u24")
+            info.kind, info.int_type = "int", t
+        elif isinstance(t, n.EnumRef):
+            e = self.enums.get(t.name)
+            if e is None:
+                raise SpecError(t.pos, f"unknown type {t.name!r}")
+            info.kind, info.enum, info.int_type = "enum", t.name, e.type
+        elif isinstance(t, n.BytesType):
+            info.kind = "bytes"
+        elif isinstance(t, n.StringType):
+            info.kind = "string"
+        elif isinstance(t, n.MapType):
+            info.kind = "map"
+            if isinstance(t.length, n.ExtRef):
+                cls = self._ext_class(t.length)
+                if cls.VALUE != "int":
+                    raise SpecError(t.length.pos, "a map's length prefix must be an integer type")
+        elif isinstance(t, n.ExtType):
+            info.kind = "ext"
+            info.ext = self._ext_class(t.ref)
+        size = getattr(t, "size", None)
+        if isinstance(size, n.SizeCount):
+            if info.kind in ("bytes", "string"):
+                raise SpecError(size.pos, f"{info.kind} are sized in bytes, not by count")
+            info.count = True
+        if isinstance(size, n.SizeRest) and owner is None and info.kind == "map":
+            pass
+        if f.nullable and info.kind not in ("bytes", "string"):
+            raise SpecError(f.pos, "only bytes and string fields can be nullable")
+        if f.value is not None and info.kind not in ("int", "enum"):
+            raise SpecError(
+                f.value.pos, f"only integer fields can have a value, {f.name!r} is {info.kind}"
+            )
+        if (
+            isinstance(f.value, n.IntLit)
+            and info.int_type
+            and not fits(f.value.value, info.int_type)
+        ):
+            raise SpecError(
+                f.value.pos,
+                f"constant {f.value.value:#x} overflows {info.int_type.width}-bit field {f.name!r}",
+            )
+        self._declare(info, path)
+
+    def field_exprs(self, info: FieldInfo) -> None:
+        f = info.node
+        if not isinstance(f, n.Field):
+            return
+        ctx = "frame" if info.owner is None else "inside"
+        size = getattr(f.type, "size", None)
+        if isinstance(size, (n.SizeBytes, n.SizeCount)):
+            self.expr(size.expr, ctx=ctx, before=info)
+        if isinstance(size, n.SizeRest) and info.owner is None:
+            if not self._has_frame_size():
+                raise SpecError(size.pos, "'rest' needs a frame length field (= sizeof(frame) ...)")
+        if f.value is not None and not isinstance(f.value, n.IntLit):
+            if isinstance(f.value, n.Name) and info.kind == "enum":
+                self.enum_member(info.enum, f.value)
+                return
+            self.expr(f.value, ctx="recompute", owner=info.owner)
+            for e in _walk_expr(f.value):
+                if isinstance(e, n.Call) and e.func == "crc32" and e.module is None:
+                    if info.int_type is None or info.int_type.width != 32:
+                        raise SpecError(f.pos, "a crc32 field must be 32 bits wide")
+
+    def _has_frame_size(self) -> bool:
+        for info in self.fields.values():
+            v = getattr(info.node, "value", None)
+            if v is not None and any(
+                isinstance(e, n.Call) and e.func == "sizeof" for e in _walk_expr(v)
+            ):
+                return True
+        return False
+
+    def enum_member(self, enum: str, name: n.Name) -> int:
+        for m in self.enums[enum].members:
+            if m.name == name.name:
+                return m.value
+        raise SpecError(name.pos, f"{name.name!r} is not a member of enum {enum}")
+
+    # ---- expressions ---------------------------------------------------------------
+    def expr(
+        self,
+        e,
+        ctx: str,
+        before: FieldInfo | None = None,
+        owner=None,
+        target: FieldInfo | None = None,
+    ):
+        """Check an expression. ``ctx``: frame | condition | recompute | inside | template.
+        Returns the enum name of the value when it is an enum field, for member resolution."""
+        if isinstance(e, (n.IntLit, n.StrLit, n.Const)):
+            return None
+        if isinstance(e, n.Name):
+            if e.name == "direction" and ctx in ("condition", "frame"):
+                return "$direction"
+            info = self.fields.get(e.name)
+            if info is None:
+                if target is not None and target.enum:
+                    self.enum_member(target.enum, e)
+                    return None
+                raise SpecError(e.pos, f"unknown field {e.name!r}")
+            if ctx == "template":
+                raise SpecError(e.pos, f"templates read fields as request.{e.name}")
+            if (
+                before is not None
+                and info.owner == before.owner
+                and self._order(info) >= self._order(before)
+            ):
+                raise SpecError(
+                    e.pos,
+                    f"field {e.name!r} is read after {before.name!r}: a size may only use earlier fields",
+                )
+            return info.enum
+        if isinstance(e, n.Param):
+            allowed = TEMPLATE_PARAMS.get(ctx, set())
+            if e.name not in allowed:
+                raise SpecError(e.pos, f"${e.name} is not available here")
+            return None
+        if isinstance(e, n.Attr):
+            if not (
+                isinstance(e.obj, n.Name)
+                and e.obj.name == "request"
+                and ctx in ("template", "reply", "error_response", "success_response")
+            ):
+                raise SpecError(
+                    e.pos,
+                    "only request.<field> can be read with '.' (in reply and response templates)",
+                )
+            info = self.fields.get(e.name)
+            if info is None:
+                raise SpecError(e.pos, f"unknown field {e.name!r}")
+            return info.enum
+        if isinstance(e, n.Index):
+            self.expr(e.obj, ctx, before, owner)
+            if not isinstance(e.obj, n.Name) or self.fields[e.obj.name].kind not in ("map", "ext"):
+                raise SpecError(e.pos, "only map fields can be indexed")
+            if not isinstance(e.key, n.StrLit):
+                raise SpecError(e.key.pos, "a map key must be a string")
+            return None
+        if isinstance(e, n.Unary):
+            self.expr(e.operand, ctx, before, owner)
+            return None
+        if isinstance(e, n.BinOp):
+            if e.op in ("==", "!="):
+                le = self._side(e.left, e.right, ctx, before, owner)
+                re_ = self._side(e.right, e.left, ctx, before, owner)
+                if "$direction" in (le, re_):
+                    other = e.right if le == "$direction" else e.left
+                    if not (isinstance(other, n.Name) and other.name in ("request", "response")):
+                        raise SpecError(other.pos, "direction compares with request or response")
+                return None
+            self.expr(e.left, ctx, before, owner)
+            self.expr(e.right, ctx, before, owner)
+            return None
+        if isinstance(e, n.In):
+            enum = self.expr(e.item, ctx, before, owner)
+            for o in e.options:
+                if isinstance(o, n.Name) and o.name not in self.fields and enum:
+                    self.enum_member(enum, o)
+                else:
+                    self.expr(o, ctx, before, owner)
+            return None
+        if isinstance(e, n.Cond):
+            self.expr(e.test, ctx, before, owner)
+            a = self.expr(e.then, ctx, before, owner, target)
+            self.expr(e.orelse, ctx, before, owner, target)
+            return a
+        if isinstance(e, n.Call):
+            return self.call(e, ctx, before, owner)
+        raise SpecError(e.pos, "unsupported expression")
+
+    def _side(self, e, other, ctx, before, owner):
+        if isinstance(e, n.Name) and e.name not in self.fields and e.name != "direction":
+            # an enum member: resolved against the other side's enum
+            oenum = None
+            if isinstance(other, n.Name) and other.name in self.fields:
+                oenum = self.fields[other.name].enum
+            elif isinstance(other, n.Attr) and other.name in self.fields:
+                oenum = self.fields[other.name].enum
+            elif isinstance(other, n.Name) and other.name == "direction":
+                return None
+            if oenum is None:
+                raise SpecError(e.pos, f"unknown field {e.name!r}")
+            self.enum_member(oenum, e)
+            return None
+        return self.expr(e, ctx, before, owner)
+
+    def _order(self, info: FieldInfo) -> int:
+        if not self.read_order:
+            self.read_order = list(self.fields)
+        return self.read_order.index(info.name)
+
+    def call(self, e: n.Call, ctx, before, owner):
+        if e.module is not None:
+            module = _fieldtype_modules().get(e.module)
+            if module is None or e.func not in module.FUNCTIONS:
+                raise SpecError(e.pos, f"unknown function {e.module}.{e.func}")
+            self.modules.add(e.module)
+            for a in e.args:
+                self.expr(a, ctx, before, owner)
+            return None
+        if e.func not in BUILTINS:
+            raise SpecError(e.pos, f"unknown function {e.func!r}")
+        if len(e.args) != BUILTINS[e.func]:
+            raise SpecError(e.pos, f"{e.func}() takes {BUILTINS[e.func]} argument(s)")
+        if e.func in ("sizeof", "crc32"):
+            if ctx != "recompute" or owner is not None:
+                raise SpecError(e.pos, f"{e.func}() is only for recomputed frame fields")
+            if not (isinstance(e.args[0], n.Name) and e.args[0].name == "frame"):
+                raise SpecError(e.args[0].pos, f"{e.func}() takes 'frame'")
+            return None
+        if e.func == "len":
+            a = e.args[0]
+            if not isinstance(a, n.Name) or a.name not in self.fields:
+                raise SpecError(a.pos, "len() takes a field name")
+            if ctx != "recompute":
+                raise SpecError(e.pos, "len() is only for recomputed fields")
+            info = self.fields[a.name]
+            if info.kind in ("int", "enum", "bits"):
+                raise SpecError(a.pos, f"len() of an integer field {a.name!r}")
+            return None
+        if e.func == "name":
+            a = e.args[0]
+            if (
+                not isinstance(a, n.Name)
+                or a.name not in self.fields
+                or not self.fields[a.name].enum
+            ):
+                raise SpecError(a.pos, "name() takes an enum field")
+            return None
+        for a in e.args:
+            self.expr(a, ctx, before, owner)
+        return None
+
+    # ---- semantics -----------------------------------------------------------------
+    def semantics(self) -> dict[str, n.Binding]:
+        s = self.spec
+        out: dict[str, n.Binding] = {}
+        for b in s.bindings:
+            if b.name not in SEMANTIC_BINDINGS:
+                raise SpecError(
+                    b.pos, f"unknown binding {b.name!r} (one of: {', '.join(SEMANTIC_BINDINGS)})"
+                )
+            if b.name in out:
+                raise SpecError(b.pos, f"duplicate binding {b.name!r}")
+            self.expr(b.expr, ctx="frame")
+            if b.name in ("body", "headers", "request_id"):
+                if not isinstance(b.expr, n.Name):
+                    raise SpecError(b.expr.pos, f"{b.name} must name a field")
+                info = self.fields[b.expr.name]
+                kind = info.kind
+                if kind == "ext":
+                    kind = {"bytes": "bytes", "map": "map", "int": "int"}.get(info.ext.VALUE, "ext")
+                want = {"body": "bytes", "headers": "map", "request_id": "int"}[b.name]
+                if kind != want and not (want == "int" and kind == "enum"):
+                    raise SpecError(
+                        b.expr.pos, f"{b.name} must be a {want} field, {b.expr.name!r} is {kind}"
+                    )
+            out[b.name] = b
+        keys: set[str] = set()
+        for hb in s.header_bindings:
+            if hb.name in keys:
+                raise SpecError(hb.pos, f"duplicate header {hb.name!r}")
+            keys.add(hb.name)
+            self.expr(hb.expr, ctx="frame")
+        if s.pool == "multiplex" and "request_id" not in out:
+            raise SpecError(
+                s.pos, "a multiplex protocol needs a request_id binding (request_id = <field>)"
+            )
+        if not s.stream:
+            raise SpecError(
+                s.pos, "the protocol has no stream block (which frames are requests, responses...)"
+            )
+        for i, rule in enumerate(s.stream):
+            if rule.kind not in STREAM_KINDS:
+                raise SpecError(
+                    rule.pos,
+                    f"unknown stream type {rule.kind!r} (one of: {', '.join(STREAM_KINDS)})",
+                )
+            if rule.test is None:
+                if i != len(s.stream) - 1:
+                    raise SpecError(rule.pos, "'else' must be the last stream rule")
+            else:
+                self.expr(rule.test, ctx="frame")
+        if s.stream[-1].test is not None:
+            raise SpecError(s.stream[-1].pos, "the stream block must end with an 'else' rule")
+        if s.heartbeat is not None:
+            self.expr(s.heartbeat.test, ctx="frame")
+            names = set()
+            for t in s.heartbeat.templates:
+                if t.name not in ("ping", "reply"):
+                    raise SpecError(
+                        t.pos, f"heartbeat templates are ping and reply, not {t.name!r}"
+                    )
+                if t.name in names:
+                    raise SpecError(t.pos, f"duplicate {t.name} template")
+                names.add(t.name)
+                self.template(t, "ping" if t.name == "ping" else "reply")
+        if s.goaway is not None:
+            self.expr(s.goaway, ctx="frame")
+        self.status_map()
+        if s.error_response is not None:
+            self.template(s.error_response, "error_response")
+        elif not s.no_error_response:
+            raise SpecError(
+                s.pos, "the protocol needs an error_response (or 'error_response none')"
+            )
+        if s.success_response is not None:
+            self.template(s.success_response, "success_response")
+        return out
+
+    def template(self, t: n.Template, ctx: str) -> None:
+        seen = set()
+        for a in t.assigns:
+            info = self.fields.get(a.name)
+            if info is None:
+                raise SpecError(a.pos, f"unknown field {a.name!r} in {t.name}")
+            if a.name in seen:
+                raise SpecError(a.pos, f"{a.name!r} assigned twice")
+            seen.add(a.name)
+            if (
+                info.kind == "bits"
+                and info.node.const is not None
+                or (isinstance(info.node, n.Field) and info.node.value is not None)
+            ):
+                raise SpecError(
+                    a.pos, f"{a.name!r} is computed by the encoder; it cannot be assigned"
+                )
+            if isinstance(a.expr, n.Name) and info.enum:
+                self.enum_member(info.enum, a.expr)
+                continue
+            self.expr(a.expr, ctx=ctx, target=info)
+
+    def status_map(self) -> None:
+        s = self.spec
+        if not s.status_rows:
+            raise SpecError(s.pos, "the protocol has no status_map")
+        forward: dict[int, n.StatusRow] = {}
+        codes: dict[int, n.StatusRow] = {}
+        names: set[str] = set()
+        for row in s.status_rows:
+            check_identifier(row.name, row.pos, "status name")
+            if row.code in codes:
+                raise SpecError(
+                    row.pos,
+                    f"protocol code {row.code} appears twice in the status map (also line {codes[row.code].pos.line}): the reverse map must be a function",
+                )
+            if row.name in names:
+                raise SpecError(row.pos, f"duplicate status name {row.name!r}")
+            codes[row.code] = row
+            names.add(row.name)
+            if row.backward not in api.RUNTIME_CODES:
+                raise SpecError(
+                    row.pos,
+                    f"{row.backward} is not a runtime code (one of {', '.join(map(str, api.RUNTIME_CODES))})",
+                )
+            for code in row.forward:
+                if code not in api.RUNTIME_CODES:
+                    raise SpecError(
+                        row.pos,
+                        f"{code} is not a runtime code (one of {', '.join(map(str, api.RUNTIME_CODES))})",
+                    )
+                if code in forward:
+                    raise SpecError(
+                        row.pos,
+                        f"runtime code {code} maps to two protocol codes ({forward[code].code} on line {forward[code].pos.line} and {row.code}): the forward map must be a function",
+                    )
+                forward[code] = row
+        missing = [c for c in api.RUNTIME_CODES if c not in forward]
+        if missing:
+            raise SpecError(
+                s.pos,
+                f"the status map does not answer runtime code(s) {', '.join(map(str, missing))}",
+            )
+        if s.status_others is not None and s.status_others not in api.RUNTIME_CODES:
+            raise SpecError(s.pos, f"{s.status_others} is not a runtime code")
+
+
+def check(spec: n.Protocol, stem: str | None = None) -> Checked:
+    return Checker(spec, stem).run()

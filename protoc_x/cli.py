@@ -1,0 +1,205 @@
+"""The ``protoc-x`` command line: build, check, decode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.api import DecodeError, Direction, XFrame
+
+from . import __version__
+from .compiler import compile_all, write_all
+from .diagnostics import SpecError
+
+
+def _json_value(value: Any, enum: dict | None = None) -> Any:
+    if enum is not None and isinstance(value, int):
+        return enum.get(value, value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(_json_value(k)): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raw = getattr(value, "data", None)  # field-type wrappers of raw encodings
+    if isinstance(raw, (bytes, bytearray)):
+        return bytes(raw).hex()
+    return str(value)
+
+
+def frame_json(name: str, frame: XFrame) -> dict[str, Any]:
+    """The contract's JSON view of one decoded frame."""
+    fields = {
+        key: _json_value(value, frame.FIELD_ENUMS.get(key))
+        for key, value in frame.field_values().items()
+    }
+    return {
+        "protocol": name,
+        "length": frame.length,
+        "stream_type": frame.get_stream_type().value,
+        "request_id": frame.get_request_id(),
+        "heartbeat": bool(frame.is_heartbeat()),
+        "goaway": bool(frame.is_goaway()),
+        "status": frame.get_status(),
+        "timeout_ms": frame.get_timeout(),
+        "service": frame.get_service(),
+        "method": frame.get_method(),
+        "headers": frame.get_headers(),
+        "body_length": len(frame.get_body() or b""),
+        "fields": fields,
+    }
+
+
+def _cmd_build(args: argparse.Namespace, write: bool) -> int:
+    paths = args.paths or ["specs"]
+    try:
+        compiled = compile_all(paths)
+    except SpecError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except (FileNotFoundError, UnicodeDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if write:
+        out = write_all(compiled, Path(args.output))
+        for path in out:
+            print(path)
+    else:
+        for c in compiled:
+            print(f"{c.source}: ok")
+    return 0
+
+
+def _read_input(args: argparse.Namespace) -> bytes:
+    if args.file in (None, "-"):
+        data = sys.stdin.buffer.read()
+    else:
+        data = Path(args.file).read_bytes()
+    if args.hex:
+        text = "".join(data.decode("ascii", "replace").split())
+        try:
+            return bytes.fromhex(text)
+        except ValueError as e:
+            raise DecodeError(0, f"input is not hex: {e}") from None
+    return data
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from .loader import protocols
+
+    try:
+        protos = protocols(args.protocols or [])
+    except SpecError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    proto = protos.get(args.protocol)
+    if proto is None:
+        print(
+            f"error: unknown protocol {args.protocol!r} (have: {', '.join(sorted(protos))})",
+            file=sys.stderr,
+        )
+        return 1
+    direction = Direction(args.direction) if args.direction else None
+    if proto.needs_direction and direction is None:
+        print(
+            f"error: {proto.name} frames do not say their direction: pass --direction",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        data = _read_input(args)
+    except DecodeError as e:
+        print(f"error: offset {e.offset}: {e.reason}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not data:
+        print("error: offset 0: no input", file=sys.stderr)
+        return 1
+    pos = 0
+    while pos < len(data):
+        try:
+            frame = proto.decode(data, pos, direction)
+            if frame is None:
+                print(
+                    f"error: offset {len(data)}: incomplete frame starting at offset {pos} (need more bytes)",
+                    file=sys.stderr,
+                )
+                return 1
+            obj = frame_json(proto.name, frame)
+        except DecodeError as e:
+            offset = e.offset if e.offset >= pos else pos + e.offset
+            print(f"error: offset {offset}: {e.reason}", file=sys.stderr)
+            return 1
+        print(json.dumps(obj, separators=(",", ":"), ensure_ascii=False), flush=True)
+        if args.roundtrip:
+            original = data[pos : pos + frame.length]
+            again = frame.encode()
+            if again != original:
+                diff = next(
+                    (i for i, (a, b) in enumerate(zip(original, again)) if a != b),
+                    min(len(original), len(again)),
+                )
+                print(
+                    f"error: offset {pos + diff}: roundtrip differs (frame at offset {pos}, {len(original)} bytes in, {len(again)} out)",
+                    file=sys.stderr,
+                )
+                return 1
+        pos += frame.length
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="protoc-x", description="Compile .xproto protocol specs into proxy codecs."
+    )
+    parser.add_argument("--version", action="version", version=f"protoc-x {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="compile specs into generated modules")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="spec files or directories (default: specs/)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="generated",
+        metavar="DIR",
+        help="output directory (default: generated/)",
+    )
+
+    p = sub.add_parser("check", help="check specs, write nothing")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="spec files or directories (default: specs/)"
+    )
+
+    p = sub.add_parser("decode", help="decode raw frames to JSON Lines")
+    p.add_argument("protocol")
+    p.add_argument("file", nargs="?", metavar="FILE|-", help="input file (default: stdin)")
+    p.add_argument("--hex", action="store_true", help="input is hex text (whitespace ignored)")
+    p.add_argument(
+        "--direction",
+        choices=("request", "response"),
+        help="for protocols whose frames do not say it",
+    )
+    p.add_argument("--roundtrip", action="store_true", help="re-encode each frame and compare")
+    p.add_argument(
+        "--protocols", action="append", metavar="PATH", help="extra specs or generated modules"
+    )
+
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        return _cmd_build(args, write=True)
+    if args.command == "check":
+        return _cmd_build(args, write=False)
+    return _cmd_decode(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,947 @@
+"""Emit a planned spec as a Python module: method bodies are written here from the plan, the
+module around them comes from the Jinja2 templates in protoc_x/templates/, and black formats
+the result. Spec strings reach the output only through ``repr``; spec names only after the
+checker has accepted them as plain identifiers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import black
+import jinja2
+
+from . import nodes as n
+from .check import Checked, FieldInfo
+from .plan import Branch, Crc, Leaf, Plan, Run, Var
+
+#: the runtime.api names generated code may use; the module imports those it does use
+API_NAMES = (
+    "DecodeError", "Direction", "PoolMode", "StreamType", "Struct", "XFrame", "XProtocol",
+    "after", "as_bytes", "before", "coalesce", "crc32", "default_message", "map_get", "overrun",
+    "read_kvmap", "read_kvmap_count", "text", "to_int", "utf8", "write_kvmap",
+)  # fmt: skip
+
+
+class Code:
+    """Indented lines of Python."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.depth = 0
+
+    def __call__(self, line: str) -> "Code":
+        self.lines.append("    " * self.depth + line)
+        return self
+
+    def indent(self) -> "Code":
+        self.depth += 1
+        return self
+
+    def dedent(self) -> "Code":
+        self.depth -= 1
+        return self
+
+    def text(self, base: int = 2) -> str:
+        pad = "    " * base
+        return "\n".join(pad + line if line else line for line in self.lines)
+
+
+@dataclass
+class Module:
+    """Module-level constants the method bodies refer to."""
+
+    order: str
+    structs: dict[str, str] = field(default_factory=dict)  # fmt → name
+    struct_docs: dict[str, str] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)  # constructor source → name
+    functions: dict[str, str] = field(default_factory=dict)  # module.func → name
+
+    def struct(self, fmt: str, doc: str) -> str:
+        full = self.order + fmt
+        if full not in self.structs:
+            self.structs[full] = f"_S{len(self.structs)}"
+            self.struct_docs[full] = doc
+        return self.structs[full]
+
+    def fieldtype(self, ref: n.ExtRef) -> str:
+        args = ", ".join(repr(a) for a in ref.args)
+        src = f"{ref.module}.TYPES[{ref.name!r}]({args})"
+        if src not in self.types:
+            self.types[src] = f"_T{len(self.types)}"
+        return self.types[src]
+
+    def function(self, module: str, func: str) -> str:
+        key = f"{module}.FUNCTIONS[{func!r}]"
+        if key not in self.functions:
+            self.functions[key] = f"_F{len(self.functions)}"
+        return self.functions[key]
+
+
+class Exprs:
+    """Compiles spec expressions to Python source. ``ref`` maps a field name to its access."""
+
+    def __init__(
+        self,
+        checked: Checked,
+        mod: Module,
+        ref,
+        direction: str = "self.direction",
+        lens=None,
+        total: str = "total",
+    ):
+        self.c = checked
+        self.mod = mod
+        self.ref = ref
+        self.direction = direction
+        self.lens = lens or {}
+        self.total = total
+
+    def member(self, enum: str, name: str) -> int:
+        for m in self.c.enums[enum].members:
+            if m.name == name:
+                return m.value
+        raise KeyError(name)
+
+    def enum_of(self, e) -> str | None:
+        if isinstance(e, (n.Name, n.Attr)):
+            name = e.name
+            info = self.c.fields.get(name)
+            return info.enum if info else None
+        return None
+
+    def __call__(self, e, enum: str | None = None) -> str:
+        c = self
+        if isinstance(e, n.IntLit):
+            return repr(e.value)
+        if isinstance(e, n.StrLit):
+            return repr(e.value)
+        if isinstance(e, n.Const):
+            return repr(e.value)
+        if isinstance(e, n.Name):
+            if e.name in self.c.fields:
+                return self.ref(e.name)
+            if enum is not None:
+                return repr(self.member(enum, e.name))
+            raise KeyError(e.name)
+        if isinstance(e, n.Param):
+            return f"p_{e.name}"
+        if isinstance(e, n.Attr):
+            return f"request.{e.name}"
+        if isinstance(e, n.Index):
+            return f"map_get({c(e.obj)}, {c(e.key)})"
+        if isinstance(e, n.Unary):
+            return f"(not {c(e.operand)})" if e.op == "not" else f"(-{c(e.operand)})"
+        if isinstance(e, n.BinOp):
+            if e.op in ("==", "!="):
+                for a, b in ((e.left, e.right), (e.right, e.left)):
+                    if (
+                        isinstance(a, n.Name)
+                        and a.name == "direction"
+                        and a.name not in self.c.fields
+                    ):
+                        which = "REQUEST" if b.name == "request" else "RESPONSE"
+                        op = "is" if e.op == "==" else "is not"
+                        return f"({self.direction} {op} Direction.{which})"
+                left_enum, right_enum = self.enum_of(e.left), self.enum_of(e.right)
+                return f"({c(e.left, right_enum)} {e.op} {c(e.right, left_enum)})"
+            if e.op == "??":
+                return f"coalesce({c(e.left, enum)}, {c(e.right, enum)})"
+            return f"({c(e.left)} {e.op} {c(e.right)})"
+        if isinstance(e, n.In):
+            item_enum = self.enum_of(e.item)
+            opts = ", ".join(c(o, item_enum) for o in e.options)
+            return f"({c(e.item)} in ({opts},))"
+        if isinstance(e, n.Cond):
+            return f"({c(e.then, enum)} if {c(e.test)} else {c(e.orelse, enum)})"
+        if isinstance(e, n.Call):
+            args = e.args
+            if e.module is not None:
+                fn = self.mod.function(e.module, e.func)
+                return f"{fn}({', '.join(c(a) for a in args)})"
+            if e.func == "len":
+                return self.lens[args[0].name]
+            if e.func == "sizeof":
+                return self.total
+            if e.func == "int":
+                return f"to_int({c(args[0])})"
+            if e.func == "name":
+                info = self.c.fields[args[0].name]
+                return f"_E_{info.enum}.get({c(args[0])})"
+            if e.func in ("before", "after"):
+                return f"{e.func}(text({c(args[0])}), {c(args[1])})"
+        raise AssertionError(f"cannot compile {e!r}")
+
+
+def _int_fields(item) -> list:
+    return list(item.fields) if isinstance(item, n.Bits) else [item]
+
+
+class Emitter:
+    def __init__(self, plan: Plan, source_name: str):
+        self.p = plan
+        self.c = plan.checked
+        self.s = plan.checked.spec
+        self.mod = Module(plan.order)
+        self.source_name = source_name
+        self.cls = "".join(part.capitalize() for part in self.s.name.split("_")) + "Frame"
+        self.leaves: list[Leaf] = []
+        self.frame_fields = [f for f in self.c.fields.values() if f.owner is None]
+        self.inner_fields = [f for f in self.c.fields.values() if f.owner is not None]
+        self.targets = sorted(plan.insides)
+
+    # ---- helpers -------------------------------------------------------------------
+    def attr(self, name: str, obj: str = "self") -> str:
+        return f"{obj}.{name}"
+
+    def exprs(self, obj: str, **kw) -> Exprs:
+        return Exprs(self.c, self.mod, lambda name: f"{obj}.{name}", **kw)
+
+    def length_codec(self, t: n.MapType) -> str:
+        if isinstance(t.length, n.IntType):
+            fmt = {8: "B", 16: "H", 32: "I", 64: "Q"}[t.length.width]
+            if t.length.signed:
+                fmt = fmt.lower()
+            return self.mod.struct(fmt, "map entry length")
+        return self.mod.fieldtype(t.length)
+
+    def contexts(self, items) -> list[str]:
+        mods = set()
+        for item in items:
+            info = self.c.fields.get(getattr(item, "name", ""))
+            if info is not None and info.kind == "ext":
+                mods.add(info.node.type.ref.module)
+        return sorted(mods)
+
+    # ---- decode --------------------------------------------------------------------
+    def decode_body(self) -> str:
+        w = Code()
+        w("n = len(buf)")
+        if self.c.uses_direction:
+            w("if direction is None:")
+            w(f"    raise ValueError({self.s.name + ' frames need a direction'!r})")
+        self.decode_node(self.p.tree, w)
+        return w.text()
+
+    def decode_node(self, node, w: Code) -> None:
+        if isinstance(node, Leaf):
+            self.decode_leaf(node, w)
+            return
+        need = 0
+        for name, off in node.peeks:
+            need = max(need, off + self.peek_width(name))
+        if need:
+            w(f"if n - start < {need}:")
+            w("    return None")
+        for name, off in node.peeks:
+            w(f"pk_{name} = {self.peek_code(name, off)}")
+        ex = Exprs(self.c, self.mod, lambda name: f"pk_{name}", direction="direction")
+        w(f"if {ex(node.test)}:").indent()
+        self.decode_node(node.then, w)
+        w.dedent()("else:").indent()
+        self.decode_node(node.orelse, w)
+        w.dedent()
+
+    def peek_width(self, name: str) -> int:
+        info = self.c.fields[name]
+        if isinstance(info.node, n.BitField):
+            return self.bits_of(name).type.nbytes
+        return info.int_type.nbytes
+
+    def bits_of(self, name: str) -> n.Bits:
+        def walk(items):
+            for item in items:
+                if isinstance(item, n.Bits) and any(f.name == name for f in item.fields):
+                    return item
+                if isinstance(item, n.IfBlock):
+                    found = walk(item.body) or walk(item.orelse)
+                    if found:
+                        return found
+            return None
+
+        return walk(self.s.frame)
+
+    def peek_code(self, name: str, off: int) -> str:
+        info = self.c.fields[name]
+        order = "big" if self.p.order == ">" else "little"
+        if isinstance(info.node, n.BitField):
+            bits = self.bits_of(name)
+            shift, mask = self.bit_shift(bits, name)
+            width = bits.type.nbytes
+            raw = (
+                f"buf[start + {off}]"
+                if width == 1
+                else f"int.from_bytes(buf[start + {off} : start + {off + width}], {order!r})"
+            )
+            return f"({raw} >> {shift}) & {mask:#x}"
+        t = info.int_type
+        if t.nbytes == 1 and not t.signed:
+            return f"buf[start + {off}]"
+        return f"int.from_bytes(buf[start + {off} : start + {off + t.nbytes}], {t.order or order!r}, signed={t.signed})"
+
+    @staticmethod
+    def bit_shift(bits: n.Bits, name: str) -> tuple[int, int]:
+        shift = bits.type.width
+        for f in bits.fields:
+            shift -= f.width
+            if f.name == name:
+                return shift, (1 << f.width) - 1
+        raise KeyError(name)
+
+    def unpack_run(self, run: Run, w: Code, at: str, base: str) -> None:
+        """Unpack ``run`` at position ``at``; ``base`` is the code for its start in errors."""
+        targets, expand = [], []
+        for i, item in enumerate(run.items):
+            if isinstance(item, n.Bits):
+                tmp = f"b{len(expand)}"
+                targets.append(tmp)
+                expand.append((tmp, item))
+            else:
+                targets.append(f"f.{item.name}")
+        doc = ", ".join(
+            (f"bits({', '.join(b.name for b in it.fields)})" if isinstance(it, n.Bits) else it.name)
+            for it in run.items
+        )
+        s = self.mod.struct(run.fmt, doc)
+        if len(targets) == 1:
+            w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
+        else:
+            w(f"({', '.join(targets)}) = {s}.unpack_from(buf, {at})")
+        for tmp, bits in expand:
+            for bf in bits.fields:
+                shift, mask = self.bit_shift(bits, bf.name)
+                w(
+                    f"f.{bf.name} = ({tmp} >> {shift}) & {mask:#x}"
+                    if shift
+                    else f"f.{bf.name} = {tmp} & {mask:#x}"
+                )
+        rel = 0
+        for item in run.items:
+            for fld in _int_fields(item):
+                const = self.const_of(fld)
+                if const is not None:
+                    w(f"if f.{fld.name} != {const!r}:")
+                    w(
+                        f"    raise DecodeError({base} + {rel}, {fld.name + ': expected %#x, got %#x'!r} % ({const!r}, f.{fld.name}))"
+                    )
+            rel += (
+                item.type.nbytes
+                if isinstance(item, n.Bits)
+                else self.c.fields[item.name].int_type.nbytes
+            )
+
+    def const_of(self, fld) -> int | None:
+        if isinstance(fld, n.BitField):
+            return fld.const
+        if isinstance(fld.value, n.IntLit):
+            return fld.value.value
+        info = self.c.fields[fld.name]
+        if isinstance(fld.value, n.Name) and info.enum:
+            return Exprs(self.c, self.mod, str).member(info.enum, fld.value.name)
+        return None
+
+    def decode_leaf(self, leaf: Leaf, w: Code) -> None:
+        present = set()
+        for step in leaf.steps:
+            if isinstance(step, Run):
+                for item in step.items:
+                    present.update(f.name for f in _int_fields(item))
+            else:
+                present.add(step.field.name)
+        prefix = leaf.prefix.size if leaf.prefix else 0
+        if prefix:
+            w(f"if n - start < {prefix}:")
+            w("    return None")
+        w(f"f = _new({self.cls})")
+        absent = [
+            f.name
+            for f in self.frame_fields
+            if f.name not in present and f.name not in self.targets
+        ]
+        absent += [f"_raw_{t}" for t in self.targets if t not in present]
+        if absent:
+            w(" = ".join(f"f.{a}" for a in absent) + " = None")
+        for t in self.targets:
+            w(f"f._state_{t} = 0")
+            if t not in present:
+                w(f"f._at_{t} = 0")
+        if leaf.prefix:
+            self.unpack_run(leaf.prefix, w, "start", "start")
+        size = leaf.size
+        ex = self.exprs("f")
+        sizes: dict[str, str] = {}
+        if size.mode == "length_field":
+            fld = self.c.fields[size.length_field]
+            total = f"f.{size.length_field}" + (
+                f" - {size.delta}" if size.delta > 0 else f" + {-size.delta}" if size.delta else ""
+            )
+            w(f"end = start + {total}")
+            w(f"if end - start < {prefix + leaf.fixed_tail}:")
+            w(
+                f"    raise DecodeError(start + {self.p.offsets.get(size.length_field, 0)}, {size.length_field + ': frame length %d is shorter than its header'!r} % (end - start))"
+            )
+        else:
+            terms = [str(prefix + leaf.fixed_tail)] if prefix + leaf.fixed_tail else []
+            for i, var in enumerate(size.sized):
+                name = var.field.name
+                z = f"z{i}"
+                sizes[name] = z
+                w(f"{z} = {ex(var.field.type.size.expr)}")
+                if self.never_negative(var.field.type.size.expr):
+                    terms.append(z)
+                elif var.field.nullable:
+                    w(f"if {z} < -1:")
+                    w(f"    raise DecodeError(start, {name + ': negative size %d'!r} % {z})")
+                    terms.append(f"({z} if {z} > 0 else 0)")
+                else:
+                    w(f"if {z} < 0:")
+                    w(f"    raise DecodeError(start, {name + ': negative size %d'!r} % {z})")
+                    terms.append(z)
+            w(f"end = start + {' + '.join(terms) or '0'}")
+        w("if end > n:")
+        w("    return None")
+        w(f"pos = start + {prefix}")
+        checked_bounds = size.mode == "length_field"
+        for mod in self.contexts([s.field for s in leaf.steps if isinstance(s, Var)]):
+            w(f"ctx_{mod} = {mod}.new_context()")
+        for step in leaf.steps:
+            if step is leaf.prefix:
+                continue
+            if isinstance(step, Run):
+                if checked_bounds:
+                    w(f"if pos + {step.size} > end:")
+                    w(
+                        f"    raise overrun(pos, {step.items[0].fields[0].name if isinstance(step.items[0], n.Bits) else step.items[0].name!r}, {step.size})"
+                    )
+                self.unpack_run(step, w, "pos", "pos")
+                w(f"pos += {step.size}")
+            elif isinstance(step, Crc):
+                name = step.field.name
+                s = self.mod.struct("I", "crc32")
+                w(f"({'f.' + name},) = {s}.unpack_from(buf, pos)")
+                w(f"if f.{name} != crc32(memoryview(buf)[start:pos]):")
+                w(f"    raise DecodeError(pos, {name + ': crc32 mismatch'!r})")
+                w("pos += 4")
+            else:
+                self.decode_var(
+                    step.field, step.info, w, sizes.get(step.field.name), checked_bounds, ex, "f"
+                )
+        if checked_bounds:
+            w("if pos != end:")
+            w(
+                "    raise DecodeError(pos, '%d unexpected bytes at the end of the frame' % (end - pos))"
+            )
+        w("f.length = end - start")
+        w("f.direction = direction")
+        w("return f")
+
+    def decode_var(
+        self,
+        fld: n.Field,
+        info: FieldInfo,
+        w: Code,
+        z: str | None,
+        checked: bool,
+        ex: Exprs,
+        obj: str,
+    ) -> None:
+        """Read one variable-size field at ``pos`` (bounded by ``end``) into ``obj``."""
+        name = fld.name
+        t = fld.type
+        target = f"{obj}._raw_{name}" if name in self.targets else f"{obj}.{name}"
+        size = getattr(t, "size", None)
+        if info.kind == "ext":
+            ft = self.mod.fieldtype(t.ref)
+            ctx = f"ctx_{t.ref.module}"
+            if size is None:
+                w(f"{target}, pos = {ft}.read(buf, pos, end, {ctx})")
+                return
+            w("items = []")
+            if isinstance(size, n.SizeCount):
+                w(f"count = {ex(size.expr)}")
+                w("if count < 0 or count > end - pos:")
+                w(f"    raise DecodeError(pos, {name + ': bad element count %d'!r} % count)")
+                w("for _ in range(count):")
+                w(f"    item, pos = {ft}.read(buf, pos, end, {ctx})")
+                w("    items.append(item)")
+            else:
+                stop = "end" if isinstance(size, n.SizeRest) else f"pos + {ex(size.expr)}"
+                w(f"stop = {stop}")
+                w("if stop > end or stop < pos:")
+                w(f"    raise DecodeError(pos, {name + ': bad size'!r})")
+                w("while pos < stop:")
+                w(f"    item, pos = {ft}.read(buf, pos, stop, {ctx})")
+                w("    items.append(item)")
+            w(f"{target} = items")
+            return
+        if isinstance(size, n.SizeCount):
+            codec = self.length_codec(t)
+            w(
+                f"{target}, pos = read_kvmap_count(buf, pos, end, {ex(size.expr)}, {codec}, {self.signed_length(t)})"
+            )
+            return
+        if z is None:
+            z = "z"
+            if isinstance(size, n.SizeRest):
+                w("z = end - pos")
+            else:
+                w(f"z = {ex(size.expr)}")
+                lo = "-1" if fld.nullable else "0"
+                w(f"if z < {lo}:")
+                w(f"    raise DecodeError(pos, {name + ': negative size %d'!r} % z)")
+                w("if pos + z > end:")
+                w(f"    raise overrun(pos, {name!r}, z)")
+        if fld.nullable:
+            w(f"if {z} == -1:")
+            w(f"    {target} = None")
+            w("else:").indent()
+        if info.kind == "bytes":
+            w(f"{target} = bytes(buf[pos : pos + {z}])")
+            if name in self.targets:
+                w(f"{obj}._at_{name} = pos - start")
+        elif info.kind == "string":
+            w(f"{target} = utf8(buf, pos, pos + {z})")
+        elif info.kind == "map":
+            w(
+                f"{target} = read_kvmap(buf, pos, pos + {z}, {self.length_codec(t)}, {self.signed_length(t)})"
+            )
+        w(f"pos += {z}")
+        if fld.nullable:
+            w.dedent()
+
+    def never_negative(self, e) -> bool:
+        """A size that is an unsigned field cannot be negative: no check needed."""
+        if isinstance(e, n.Name) and e.name in self.c.fields:
+            t = self.c.fields[e.name].int_type
+            return t is not None and not t.signed
+        return isinstance(e, n.IntLit) and e.value >= 0
+
+    @staticmethod
+    def signed_length(t: n.MapType) -> bool:
+        return isinstance(t.length, n.IntType) and t.length.signed
+
+    # ---- encode --------------------------------------------------------------------
+    def encode_body(self) -> str:
+        w = Code()
+        self.encode_node(self.p.tree, w)
+        return w.text()
+
+    def encode_node(self, node, w: Code) -> None:
+        if isinstance(node, Leaf):
+            self.encode_leaf(node, w)
+            return
+        ex = self.exprs("self")
+        w(f"if {ex(node.test)}:").indent()
+        self.encode_node(node.then, w)
+        w.dedent()("else:").indent()
+        self.encode_node(node.orelse, w)
+        w.dedent()
+
+    def part_code(self, fld: n.Field, info: FieldInfo, obj: str = "self") -> str:
+        value = f"{obj}.{fld.name}"
+        t = fld.type
+        if info.kind == "bytes":
+            return value
+        if info.kind == "string":
+            if fld.nullable:
+                return f"None if {value} is None else {value}.encode()"
+            return f"{value}.encode()"
+        if info.kind == "map":
+            if isinstance(t.size, n.SizeCount):
+                return f"write_kvmap({value}, {self.length_codec(t)})"
+            return f"write_kvmap({value}, {self.length_codec(t)})"
+        ft = self.mod.fieldtype(t.ref)
+        ctx = f"ctx_{t.ref.module}"
+        if t.size is None:
+            return f"{ft}.write({value}, {ctx})"
+        return f'b"".join([{ft}.write(item, {ctx}) for item in {value}])'
+
+    def len_code(self, fld: n.Field, info: FieldInfo, part: str, obj: str = "self") -> str:
+        size = getattr(fld.type, "size", None)
+        if isinstance(size, n.SizeCount):
+            return f"len({obj}.{fld.name})"
+        if fld.nullable:
+            return f"(-1 if {part} is None else len({part}))"
+        return f"len({part})"
+
+    def run_values(self, run: Run, ex: Exprs) -> list[str]:
+        values = []
+        for item in run.items:
+            if isinstance(item, n.Bits):
+                terms = []
+                for bf in item.fields:
+                    shift, mask = self.bit_shift(item, bf.name)
+                    v = repr(bf.const) if bf.const is not None else f"(self.{bf.name} & {mask:#x})"
+                    terms.append(f"{v} << {shift}" if shift else v)
+                values.append(" | ".join(terms))
+                continue
+            const = self.const_of(item)
+            if const is not None:
+                values.append(repr(const))
+            elif item.value is not None:
+                values.append(ex(item.value))
+            else:
+                values.append(f"self.{item.name}")
+        return values
+
+    def encode_leaf(self, leaf: Leaf, w: Code) -> None:
+        lens: dict[str, str] = {}
+        parts: dict[str, str] = {}
+        mods = self.contexts([s.field for s in leaf.steps if isinstance(s, Var)])
+        for mod in mods:
+            w(f"ctx_{mod} = {mod}.new_context()")
+        for step in leaf.steps:
+            if isinstance(step, Var):
+                part = f"p_{step.field.name}"
+                w(f"{part} = {self.part_code(step.field, step.info)}")
+                parts[step.field.name] = part
+                lens[step.field.name] = self.len_code(step.field, step.info, part)
+        fixed = sum(s.size for s in leaf.steps if isinstance(s, Run)) + sum(
+            4 for s in leaf.steps if isinstance(s, Crc)
+        )
+        needs_total = any(
+            isinstance(e, n.Call) and e.func == "sizeof"
+            for s in leaf.steps
+            if isinstance(s, Run)
+            for item in s.items
+            if isinstance(item, n.Field) and item.value is not None
+            for e in __import__("protoc_x.check", fromlist=["_walk_expr"])._walk_expr(item.value)
+        )
+        if needs_total:
+            terms = [str(fixed)] + [
+                (
+                    f"(len({p}) if {p} is not None else 0)"
+                    if self.c.fields[name].node.nullable
+                    else f"len({p})"
+                )
+                for name, p in parts.items()
+            ]
+            w(f"total = {' + '.join(terms)}")
+        ex = self.exprs("self", lens=lens)
+        chunks = []
+        for step in leaf.steps:
+            if isinstance(step, Run):
+                doc = ", ".join(
+                    (
+                        f"bits({', '.join(b.name for b in it.fields)})"
+                        if isinstance(it, n.Bits)
+                        else it.name
+                    )
+                    for it in step.items
+                )
+                s = self.mod.struct(step.fmt, doc)
+                chunks.append(f"{s}.pack({', '.join(self.run_values(step, ex))})")
+            elif isinstance(step, Var):
+                p = parts[step.field.name]
+                chunks.append(f"{p} or b''" if step.field.nullable else p)
+        crc = next((s for s in leaf.steps if isinstance(s, Crc)), None)
+        joined = (
+            "b''.join([" + ", ".join(chunks) + "])"
+            if len(chunks) > 1
+            else (chunks[0] if chunks else "b''")
+        )
+        if crc is not None:
+            s = self.mod.struct("I", "crc32")
+            w(f"data = {joined}")
+            w(f"return data + {s}.pack(crc32(data))")
+        else:
+            w(f"return {joined}")
+
+    # ---- inside layouts ------------------------------------------------------------
+    def inside_parse(self, target: str) -> str:
+        w = Code()
+        inner = [f for f in self.inner_fields if f.owner == target]
+        w(f"buf = self._raw_{target}")
+        w("pos = 0")
+        w("end = len(buf)")
+        if inner:
+            w(" = ".join(f"self._{f.name}" for f in inner) + " = None")
+        ex = self.exprs("self")
+        first = True
+        for ip in self.p.insides[target]:
+            w(f"{'if' if first else 'elif'} {ex(ip.inside.test)}:").indent()
+            first = False
+            for mod in self.contexts(list(self._flat(ip.items))):
+                w(f"ctx_{mod} = {mod}.new_context()")
+            w("try:").indent()
+            self.inside_items(ip.items, w)
+            w("if pos != end:")
+            w(
+                "    raise DecodeError(pos, '%d unexpected bytes after the last field' % (end - pos))"
+            )
+            w.dedent()("except DecodeError as e:")
+            w(
+                f"    raise DecodeError(e.offset + self._at_{target}, {target + ': '!r} + e.reason) from None"
+            )
+            w.dedent()
+        w(f"self._state_{target} = 1")
+        return w.text()
+
+    def _flat(self, items):
+        for item in items:
+            if isinstance(item, n.IfBlock):
+                yield from self._flat(item.body)
+                yield from self._flat(item.orelse)
+            else:
+                yield item
+
+    def inside_items(self, items, w: Code) -> None:
+        ex = Exprs(
+            self.c,
+            self.mod,
+            lambda name: f"self._{name}" if self.c.fields[name].owner else f"self.{name}",
+        )
+        for item in items:
+            if isinstance(item, n.IfBlock):
+                w(f"if {ex(item.test)}:").indent()
+                self.inside_items(item.body, w)
+                w.dedent()
+                if item.orelse:
+                    w("else:").indent()
+                    self.inside_items(item.orelse, w)
+                    w.dedent()
+                continue
+            if isinstance(item, n.Bits) or self.c.fields[item.name].kind in ("int", "enum"):
+                run = Run(
+                    self.p.order
+                    and __import__("protoc_x.plan", fromlist=["_fmt"])._fmt(
+                        item, self.c, self.p.order
+                    ),
+                    (
+                        item.type.nbytes
+                        if isinstance(item, n.Bits)
+                        else self.c.fields[item.name].int_type.nbytes
+                    ),
+                    [item],
+                    None,
+                )
+                w(f"if pos + {run.size} > end:")
+                w(f"    raise overrun(pos, {getattr(item, 'name', 'bits')!r}, {run.size})")
+                sub = Code()
+                self.unpack_run(run, sub, "pos", "pos")
+                for line in sub.lines:
+                    w(line.replace("f.", "self._"))
+                w(f"pos += {run.size}")
+                continue
+            sub = Code()
+            self.decode_var(item, self.c.fields[item.name], sub, None, True, ex, "self")
+            for line in sub.lines:
+                w(
+                    line.replace(f"self.{item.name} ", f"self._{item.name} ").replace(
+                        f"self.{item.name},", f"self._{item.name},"
+                    )
+                )
+
+    def inside_build(self, target: str) -> str:
+        w = Code()
+        ex = self.exprs("self")
+        for ip in self.p.insides[target]:
+            w(f"if {ex(ip.inside.test)}:").indent()
+            for mod in self.contexts(list(self._flat(ip.items))):
+                w(f"ctx_{mod} = {mod}.new_context()")
+            w("parts = []")
+            self.build_items(ip.items, w)
+            w("return b''.join(parts)")
+            w.dedent()
+        w(f"return self._raw_{target}")
+        return w.text()
+
+    def build_items(self, items, w: Code) -> None:
+        ex = Exprs(
+            self.c,
+            self.mod,
+            lambda name: f"self._{name}" if self.c.fields[name].owner else f"self.{name}",
+        )
+        for item in items:
+            if isinstance(item, n.IfBlock):
+                w(f"if {ex(item.test)}:").indent()
+                self.build_items(item.body, w)
+                w.dedent()
+                if item.orelse:
+                    w("else:").indent()
+                    self.build_items(item.orelse, w)
+                    w.dedent()
+                continue
+            if isinstance(item, n.Bits) or self.c.fields[item.name].kind in ("int", "enum"):
+                from .plan import _fmt
+
+                run = Run(_fmt(item, self.c, self.p.order), 0, [item], None)
+                s = self.mod.struct(run.fmt, getattr(item, "name", "bits"))
+                vals = [v.replace("self.", "self._") for v in self.run_values(run, ex)]
+                w(f"parts.append({s}.pack({', '.join(vals)}))")
+                continue
+            info = self.c.fields[item.name]
+            code = self.part_code(item, info).replace(f"self.{item.name}", f"self._{item.name}")
+            w(f"parts.append({code})")
+
+    # ---- semantics -----------------------------------------------------------------
+    def bindings(self) -> dict[str, str]:
+        ex = self.exprs("self")
+        out = {}
+        b = self.c.bindings
+        for key in ("request_id", "timeout_ms", "status", "service", "method"):
+            if key in b:
+                code = ex(b[key].expr)
+                if key in ("service", "method"):
+                    code = f"text({code})"
+                out[key] = code
+        if "request_id" in b:
+            out["request_id_field"] = b["request_id"].expr.name
+        if "body" in b:
+            out["body_field"] = b["body"].expr.name
+        if "headers" in b:
+            out["headers_field"] = b["headers"].expr.name
+        out["header_extras"] = [(hb.name, ex(hb.expr)) for hb in self.s.header_bindings]
+        rules = []
+        for rule in self.s.stream:
+            rules.append((ex(rule.test) if rule.test is not None else None, rule.kind.upper()))
+        out["stream"] = rules
+        if self.s.heartbeat is not None:
+            out["heartbeat"] = ex(self.s.heartbeat.test)
+        if self.s.goaway is not None:
+            out["goaway"] = ex(self.s.goaway)
+        return out
+
+    def template_body(self, t: n.Template, direction: str, id_code: str | None) -> str:
+        w = Code()
+        w(f"f = {self.cls}.blank()")
+        w(f"f.direction = Direction.{direction}")
+        for a in t.assigns:
+            info = self.c.fields[a.name]
+            ex = Exprs(self.c, self.mod, lambda name: f"request.{name}")
+            value = ex(a.expr, info.enum)
+            if info.kind == "bytes":
+                value = f"as_bytes({value})"
+            elif info.kind == "string":
+                value = f"text({value})"
+            elif info.kind == "map" or (info.kind == "ext" and info.ext.VALUE == "map"):
+                value = f"dict({value} or {{}})"
+            elif info.kind == "ext" and info.ext.VALUE == "bytes":
+                value = f"as_bytes({value})"
+            elif info.kind == "ext" and info.ext.VALUE == "str":
+                value = f"text({value})"
+            w(f"f.{a.name} = {value}")
+        if id_code is not None and "request_id" in self.c.bindings:
+            w(f"f.set_request_id({id_code})")
+        w("return f")
+        return w.text()
+
+    def defaults(self) -> list[tuple[str, str]]:
+        out = []
+        for f in self.c.fields.values():
+            name = (
+                f"_{f.name}"
+                if f.owner
+                else (f"_raw_{f.name}" if f.name in self.targets else f.name)
+            )
+            node = f.node
+            if f.kind in ("int", "enum", "bits"):
+                const = self.const_of(node)
+                value = repr(const) if const is not None else "0"
+                if f.owner:
+                    value = "None"
+            elif f.kind == "bytes":
+                value = 'b""'
+            elif f.kind == "string":
+                value = '""'
+            elif f.kind == "map":
+                value = "{}"
+            else:
+                value = "[]" if getattr(node.type, "size", None) is not None else "None"
+            out.append((name, value))
+        for t in self.targets:
+            out.append((f"_state_{t}", "1"))
+            out.append((f"_at_{t}", "0"))
+        return out
+
+    # ---- module --------------------------------------------------------------------
+    def render(self) -> str:
+        s = self.s
+        decode = self.decode_body()
+        encode = self.encode_body()
+        insides = {t: (self.inside_parse(t), self.inside_build(t)) for t in self.targets}
+        binds = self.bindings()
+        templates = {}
+        hb = {t.name: t for t in (s.heartbeat.templates if s.heartbeat else ())}
+        if "ping" in hb:
+            templates["ping"] = self.template_body(hb["ping"], "REQUEST", "p_id")
+        if "reply" in hb:
+            templates["reply"] = self.template_body(
+                hb["reply"], "RESPONSE", "request.get_request_id()"
+            )
+        if s.error_response is not None:
+            templates["error"] = self.template_body(
+                s.error_response, "RESPONSE", "request.get_request_id()"
+            )
+        if s.success_response is not None:
+            templates["success"] = self.template_body(
+                s.success_response, "RESPONSE", "request.get_request_id()"
+            )
+        slots = []
+        for f in self.frame_fields:
+            slots.append(f"_raw_{f.name}" if f.name in self.targets else f.name)
+        for t in self.targets:
+            slots += [f"_state_{t}", f"_at_{t}"]
+        slots += [f"_{f.name}" for f in self.inner_fields]
+        forward = {}
+        for row in s.status_rows:
+            for code in row.forward:
+                forward[code] = row.code
+        backward = {row.code: row.backward for row in s.status_rows}
+        enums = {e.name: sorted(((m.value, m.name) for m in e.members)) for e in s.enums}
+        field_enums = {f.name: f.enum for f in self.c.fields.values() if f.enum}
+        detect = [
+            (
+                p.offset,
+                p.type.nbytes,
+                "big" if (p.type.order or s.byte_order) == "big" else "little",
+                sorted(p.values),
+            )
+            for p in s.detect
+        ]
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+        )
+        env.filters["pyrepr"] = repr
+        text = env.get_template("module.py.j2").render(
+            spec=s,
+            source_name=self.source_name,
+            cls=self.cls,
+            proto_cls=self.cls[: -len("Frame")] + "Protocol",
+            modules=sorted(self.c.modules),
+            mod=self.mod,
+            decode=decode,
+            encode=encode,
+            insides=insides,
+            inner_fields=self.inner_fields,
+            b=binds,
+            templates=templates,
+            slots=slots,
+            field_names=[f.name for f in self.c.fields.values()],
+            defaults=self.defaults(),
+            forward=sorted(forward.items()),
+            backward=sorted(backward.items()),
+            others=s.status_others if s.status_others is not None else 500,
+            enums=enums,
+            field_enums=sorted(field_enums.items()),
+            detect=detect,
+            detect_length=self.p.detect_length,
+            recomputed=self.p.recomputed,
+            has_error=not s.no_error_response,
+            needs_direction=self.c.uses_direction,
+        )
+        used = sorted(name for name in API_NAMES if re.search(rf"\b{name}\b", text))
+        text = text.replace(
+            "from runtime.api import IMPORTS", f"from runtime.api import ({', '.join(used)},)"
+        )
+        return black.format_str(text, mode=black.Mode(line_length=100))
+
+
+def emit(plan: Plan, source_name: str) -> str:
+    return Emitter(plan, source_name).render()

@@ -1,0 +1,64 @@
+"""Find protocol codecs: the built-in generated modules plus extra specs (.xproto, compiled in
+memory) or generated modules (.py) named by the user."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import sys
+import types
+from pathlib import Path
+
+from runtime.api import XProtocol
+
+from .compiler import compile_source, find_specs
+
+
+def builtin_protocols() -> dict[str, XProtocol]:
+    import generated
+
+    out = {}
+    for info in sorted(pkgutil.iter_modules(generated.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"generated.{info.name}")
+        proto = getattr(module, "PROTOCOL", None)
+        if isinstance(proto, XProtocol):
+            out[proto.name] = proto
+    return out
+
+
+def load_module_source(name: str, code: str, origin: str) -> types.ModuleType:
+    module = types.ModuleType(f"protocx_user_{name}")
+    module.__file__ = origin
+    exec(compile(code, origin, "exec"), module.__dict__)  # our own compiler's output
+    return module
+
+
+def load_path(path: Path) -> list[XProtocol]:
+    """Protocols defined by a spec, a generated module, or a directory of specs."""
+    if path.suffix == ".py":
+        spec = importlib.util.spec_from_file_location(f"protocx_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{path}: cannot load")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return [module.PROTOCOL]
+    out = []
+    for spec_path in find_specs([path]):
+        text = spec_path.read_text(encoding="utf-8")
+        code = compile_source(text, str(spec_path), spec_path.stem)
+        out.append(load_module_source(spec_path.stem, code, str(spec_path)).PROTOCOL)
+    return out
+
+
+def protocols(extra: list[str | Path] = ()) -> dict[str, XProtocol]:
+    """Built-in protocols plus those under ``extra``; a name defined twice is an error."""
+    found = builtin_protocols()
+    builtin = set(found)
+    for p in extra:
+        for proto in load_path(Path(p)):
+            if proto.name in found and proto.name not in builtin:
+                raise ValueError(f"protocol {proto.name!r} is defined twice")
+            found[proto.name] = proto
+    return found

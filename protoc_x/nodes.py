@@ -1,0 +1,338 @@
+"""The spec tree: frozen dataclasses produced by the parser, each carrying its source position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .diagnostics import Pos
+
+# ---- expressions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntLit:
+    value: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class StrLit:
+    value: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Const:
+    """null, true or false."""
+
+    value: object
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Name:
+    """A field, an enum member, a stream kind or ``direction``: resolved by the checker."""
+
+    name: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Param:
+    """``$status``, ``$message``, ``$id``: values a template receives from the runtime."""
+
+    name: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Attr:
+    """``request.field`` in templates."""
+
+    obj: "Expr"
+    name: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Index:
+    """``headers["service"]``: a key of a map field."""
+
+    obj: "Expr"
+    key: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # "-" or "not"
+    operand: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # + - * % == != < <= > >= and or ??
+    left: "Expr"
+    right: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class In:
+    item: "Expr"
+    options: tuple["Expr", ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Cond:
+    test: "Expr"
+    then: "Expr"
+    orelse: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Call:
+    """A built-in function (len, sizeof, crc32, int, name, before, after) or ``module.func``."""
+
+    func: str
+    args: tuple["Expr", ...]
+    pos: Pos
+    module: str | None = None
+
+
+Expr = Union[IntLit, StrLit, Const, Name, Param, Attr, Index, Unary, BinOp, In, Cond, Call]
+
+# ---- types -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntType:
+    width: int  # bits
+    signed: bool
+    order: str | None  # "big", "little", or None for the protocol's byte order
+    pos: Pos
+
+    @property
+    def nbytes(self) -> int:
+        return self.width // 8
+
+
+@dataclass(frozen=True)
+class EnumRef:
+    name: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class SizeBytes:
+    expr: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class SizeCount:
+    expr: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class SizeRest:
+    pos: Pos
+
+
+Size = Union[SizeBytes, SizeCount, SizeRest]
+
+
+@dataclass(frozen=True)
+class ExtRef:
+    """A type from runtime/fieldtypes: ``hessian2.string``, ``tars.int(4)``."""
+
+    module: str
+    name: str
+    args: tuple[object, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class BytesType:
+    size: Size
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class StringType:
+    size: Size
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class MapType:
+    """Key/value pairs, each key and value prefixed by its length."""
+
+    length: IntType | ExtRef
+    size: Size
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ExtType:
+    ref: ExtRef
+    size: Size | None
+    pos: Pos
+
+
+TypeExpr = Union[IntType, EnumRef, BytesType, StringType, MapType, ExtType]
+
+# ---- layout ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: TypeExpr
+    value: Expr | None  # a constant (checked on decode) or a recomputed expression
+    nullable: bool
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class BitField:
+    name: str
+    width: int
+    enum: str | None
+    const: int | None
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Bits:
+    type: IntType
+    fields: tuple[BitField, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class IfBlock:
+    test: Expr
+    body: tuple["Item", ...]
+    orelse: tuple["Item", ...]
+    pos: Pos
+
+
+Item = Union[Field, Bits, IfBlock]
+
+
+@dataclass(frozen=True)
+class Inside:
+    """A layout read from inside a bytes field when ``test`` holds (dubbo's hessian2 body)."""
+
+    target: str
+    test: Expr
+    items: tuple[Item, ...]
+    pos: Pos
+
+
+# ---- protocol --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnumMember:
+    name: str
+    value: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Enum:
+    name: str
+    type: IntType
+    members: tuple[EnumMember, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Probe:
+    type: IntType
+    offset: int
+    values: tuple[int, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Binding:
+    name: str
+    expr: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class StreamRule:
+    test: Expr | None  # None: else
+    kind: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Assign:
+    name: str
+    expr: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    assigns: tuple[Assign, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    test: Expr
+    templates: tuple[Template, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    code: int
+    name: str
+    forward: tuple[int, ...]  # runtime codes answered with this protocol code
+    backward: int  # the runtime code this protocol code means
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One top-level statement, kept in source order for duplicate checks."""
+
+    kind: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    pos: Pos
+    byte_order: str = "big"
+    pool: str = "multiplex"
+    ordered: bool = False
+    detect: tuple[Probe, ...] = ()
+    enums: tuple[Enum, ...] = ()
+    frame: tuple[Item, ...] = ()
+    insides: tuple[Inside, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+    header_bindings: tuple[Binding, ...] = ()
+    stream: tuple[StreamRule, ...] = ()
+    heartbeat: Heartbeat | None = None
+    goaway: Expr | None = None
+    status_rows: tuple[StatusRow, ...] = ()
+    status_others: int | None = None
+    error_response: Template | None = None
+    no_error_response: bool = False
+    success_response: Template | None = None
+    statements: tuple[Statement, ...] = field(default=())

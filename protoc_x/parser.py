@@ -1,0 +1,400 @@
+"""Parse .xproto text into the spec tree (protoc_x.nodes) with Lark; every node keeps its position."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import lark
+from lark import Token, Transformer, v_args
+
+from . import nodes as n
+from .diagnostics import Pos, SpecError
+
+GRAMMAR_NAME = "xproto.lark"
+
+
+def _grammar_text() -> str:
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "grammars" / GRAMMAR_NAME, here / "grammars" / GRAMMAR_NAME):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"{GRAMMAR_NAME} not found next to protoc_x")
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> lark.Lark:
+    return lark.Lark(_grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True)
+
+
+def _pos(meta_or_token) -> Pos:
+    line = getattr(meta_or_token, "line", None)
+    col = getattr(meta_or_token, "column", None)
+    return Pos(line or 1, col or 1)
+
+
+_INT_TYPE = re.compile(r"([ui])(8|16|24|32|64)(le|be)?$")
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "0": "\0"}
+
+
+def int_type(token: Token) -> n.IntType:
+    m = _INT_TYPE.match(str(token))
+    assert m, token
+    order = {"le": "little", "be": "big", None: None}[m.group(3)]
+    return n.IntType(int(m.group(2)), m.group(1) == "i", order, _pos(token))
+
+
+def _int(token: Token) -> int:
+    return int(str(token), 0)
+
+
+def _string(token: Token) -> str:
+    body = str(token)[1:-1]
+    out, i = [], 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            e = body[i + 1]
+            if e == "x":
+                out.append(chr(int(body[i + 2 : i + 4], 16)))
+                i += 4
+                continue
+            out.append(_ESCAPES[e])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@v_args(meta=True)
+class _ToNodes(Transformer):
+    # ---- protocol items ------------------------------------------------------------
+    def start(self, meta, children):
+        return children[0]
+
+    def protocol(self, meta, children):
+        name, *items = children
+        fields: dict = {"statements": []}
+        for kind, pos, value in items:
+            fields["statements"].append(n.Statement(kind, pos))
+            if kind in ("enums", "insides", "bindings", "header_bindings"):
+                fields.setdefault(kind, []).append(value)
+            elif kind == "pool":
+                fields["pool"], fields["ordered"] = value
+            elif kind == "status_map":
+                rows, others = value
+                fields.setdefault("status_rows", rows)
+                if others:
+                    fields.setdefault("status_others", others[0][1])
+            else:
+                fields.setdefault(kind, value)
+        for key in ("enums", "insides", "bindings", "header_bindings", "statements"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        return n.Protocol(name=str(name), pos=_pos(name), **fields)
+
+    def byte_order(self, meta, children):
+        return ("byte_order", _pos(meta), str(children[0]))
+
+    def pool(self, meta, children):
+        return ("pool", _pos(meta), (str(children[0]), children[1] is not None))
+
+    def detect(self, meta, children):
+        return ("detect", _pos(meta), tuple(children))
+
+    def probe_eq(self, meta, children):
+        t, offset, value = children
+        return n.Probe(int_type(t), _int(offset) if offset else 0, (_int(value),), _pos(meta))
+
+    def probe_in(self, meta, children):
+        t, offset, *values = children
+        offs = _int(offset) if offset else 0
+        return n.Probe(int_type(t), offs, tuple(_int(v) for v in values), _pos(meta))
+
+    def enum_def(self, meta, children):
+        name, t, *members = children
+        return ("enums", _pos(meta), n.Enum(str(name), int_type(t), tuple(members), _pos(name)))
+
+    def enum_member(self, meta, children):
+        return n.EnumMember(str(children[0]), children[1], _pos(meta))
+
+    def signed_int(self, meta, children):
+        return (
+            -_int(children[0])
+            if len(children) == 1 and meta.column != children[0].column
+            else _int(children[0])
+        )
+
+    def frame(self, meta, children):
+        return ("frame", _pos(meta), tuple(children))
+
+    def inside(self, meta, children):
+        target, test, *items = children
+        return ("insides", _pos(meta), n.Inside(str(target), test, tuple(items), _pos(meta)))
+
+    def field(self, meta, children):
+        name, type_, value, nullable = children
+        return n.Field(str(name), type_, value, nullable is not None, _pos(name))
+
+    def if_block(self, meta, children):
+        test, *rest = children
+        orelse: tuple = ()
+        if rest and isinstance(rest[-1], tuple) and rest[-1][:1] == ("else",):
+            orelse = rest.pop()[1]
+        elif rest and rest[-1] is None:
+            rest.pop()
+        return n.IfBlock(test, tuple(rest), orelse, _pos(meta))
+
+    def else_block(self, meta, children):
+        return ("else", tuple(children))
+
+    def else_if(self, meta, children):
+        return ("else", tuple(children))
+
+    def bits(self, meta, children):
+        t, *fields = children
+        return n.Bits(int_type(t), tuple(fields), _pos(meta))
+
+    def bit_field(self, meta, children):
+        name, width, enum, const = children
+        return n.BitField(
+            str(name),
+            _int(width),
+            str(enum) if enum is not None else None,
+            _int(const) if const is not None else None,
+            _pos(name),
+        )
+
+    # ---- types ---------------------------------------------------------------------
+    def int_type(self, meta, children):
+        return int_type(children[0])
+
+    def named_type(self, meta, children):
+        return n.EnumRef(str(children[0]), _pos(children[0]))
+
+    def bytes_type(self, meta, children):
+        return n.BytesType(children[0], _pos(meta))
+
+    def string_type(self, meta, children):
+        return n.StringType(children[0], _pos(meta))
+
+    def map_type(self, meta, children):
+        return n.MapType(children[0], children[1], _pos(meta))
+
+    def ext_type(self, meta, children):
+        return n.ExtType(children[0], children[1], _pos(meta))
+
+    def fieldtype_ref(self, meta, children):
+        module, name, *args = children
+        args = tuple(a for a in args if a is not None)
+        return n.ExtRef(str(module), str(name), args, _pos(module))
+
+    def literal(self, meta, children):
+        c = children[0]
+        if isinstance(c, Token) and c.type == "STRING":
+            return _string(c)
+        return c
+
+    def fixed_length(self, meta, children):
+        return int_type(children[0])
+
+    def ext_length(self, meta, children):
+        return children[0]
+
+    def size_bytes(self, meta, children):
+        return n.SizeBytes(children[0], _pos(meta))
+
+    def size_count(self, meta, children):
+        return n.SizeCount(children[0], _pos(meta))
+
+    def size_rest(self, meta, children):
+        return n.SizeRest(_pos(meta))
+
+    # ---- semantics -----------------------------------------------------------------
+    def binding(self, meta, children):
+        name, expr = children
+        return ("bindings", _pos(name), n.Binding(str(name), expr, _pos(name)))
+
+    def header_binding(self, meta, children):
+        key, expr = children
+        return ("header_bindings", _pos(meta), n.Binding(_string(key), expr, _pos(key)))
+
+    def stream(self, meta, children):
+        return ("stream", _pos(meta), tuple(children))
+
+    def stream_when(self, meta, children):
+        return n.StreamRule(children[0], str(children[1]), _pos(children[1]))
+
+    def stream_else(self, meta, children):
+        return n.StreamRule(None, str(children[0]), _pos(children[0]))
+
+    def heartbeat(self, meta, children):
+        test, *templates = children
+        templates = tuple(t for t in templates if t is not None)
+        return ("heartbeat", _pos(meta), n.Heartbeat(test, templates, _pos(meta)))
+
+    def template(self, meta, children):
+        name, *assigns = children
+        return n.Template(str(name), tuple(assigns), _pos(name))
+
+    def assign(self, meta, children):
+        return n.Assign(str(children[0]), children[1], _pos(children[0]))
+
+    def goaway(self, meta, children):
+        return ("goaway", _pos(meta), children[0])
+
+    def status_map(self, meta, children):
+        rows = tuple(c for c in children if isinstance(c, n.StatusRow))
+        others = [c for c in children if not isinstance(c, n.StatusRow)]
+        return ("status_map", _pos(meta), (rows, others))
+
+    def status_code(self, meta, children):
+        code, name, forward, backward = children
+        return n.StatusRow(code, str(name), forward or (), _int(backward), _pos(meta))
+
+    def status_others(self, meta, children):
+        return ("others", _int(children[0]), _pos(meta))
+
+    def code_list(self, meta, children):
+        return tuple(_int(c) for c in children)
+
+    def error_response(self, meta, children):
+        return (
+            "error_response",
+            _pos(meta),
+            n.Template("error_response", tuple(children), _pos(meta)),
+        )
+
+    def no_error_response(self, meta, children):
+        return ("no_error_response", _pos(meta), True)
+
+    def success_response(self, meta, children):
+        t = n.Template("success_response", tuple(children), _pos(meta))
+        return ("success_response", _pos(meta), t)
+
+    # ---- expressions ---------------------------------------------------------------
+    def cond(self, meta, c):
+        return n.Cond(c[0], c[1], c[2], _pos(meta))
+
+    def coalesce(self, meta, c):
+        return n.BinOp("??", c[0], c[1], _pos(meta))
+
+    def or_(self, meta, c):
+        return n.BinOp("or", c[0], c[1], _pos(meta))
+
+    def and_(self, meta, c):
+        return n.BinOp("and", c[0], c[1], _pos(meta))
+
+    def not_(self, meta, c):
+        return n.Unary("not", c[0], _pos(meta))
+
+    def compare(self, meta, c):
+        return n.BinOp(str(c[1]), c[0], c[2], _pos(meta))
+
+    def in_(self, meta, c):
+        return n.In(c[0], tuple(c[1:]), _pos(meta))
+
+    def binop(self, meta, c):
+        return n.BinOp(str(c[1]), c[0], c[2], _pos(meta))
+
+    def neg(self, meta, c):
+        if isinstance(c[0], n.IntLit):
+            return n.IntLit(-c[0].value, _pos(meta))
+        return n.Unary("-", c[0], _pos(meta))
+
+    def index(self, meta, c):
+        return n.Index(c[0], c[1], _pos(meta))
+
+    def attr(self, meta, c):
+        return n.Attr(c[0], str(c[1]), _pos(meta))
+
+    def call(self, meta, c):
+        func, *args = c
+        args = tuple(a for a in args if a is not None)
+        if isinstance(func, n.Name):
+            return n.Call(func.name, args, func.pos)
+        if isinstance(func, n.Attr) and isinstance(func.obj, n.Name):
+            return n.Call(func.name, args, func.obj.pos, module=func.obj.name)
+        raise SpecError(_pos(meta), "only functions and field-type functions can be called")
+
+    def int_lit(self, meta, c):
+        return n.IntLit(_int(c[0]), _pos(c[0]))
+
+    def str_lit(self, meta, c):
+        return n.StrLit(_string(c[0]), _pos(c[0]))
+
+    def name(self, meta, c):
+        return n.Name(str(c[0]), _pos(c[0]))
+
+    def param(self, meta, c):
+        return n.Param(str(c[0]), _pos(meta))
+
+    def null(self, meta, c):
+        return n.Const(None, _pos(meta))
+
+    def true(self, meta, c):
+        return n.Const(True, _pos(meta))
+
+    def false(self, meta, c):
+        return n.Const(False, _pos(meta))
+
+
+_TOKEN_NAMES = {
+    "NAME": "a name",
+    "INT": "a number",
+    "STRING": "a string",
+    "INT_TYPE": "an integer type",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "EQUAL": "'='",
+    "COLON": "':'",
+    "COMMA": "','",
+    "$END": "end of file",
+}
+
+
+def _describe(expected) -> str:
+    names = sorted({_TOKEN_NAMES.get(e, e.strip('"').lower()) for e in expected})
+    if len(names) > 6:
+        names = names[:6] + ["..."]
+    return ", ".join(names)
+
+
+def parse(source: str, path: str = "<spec>") -> n.Protocol:
+    """Parse one spec; raise SpecError (already located at ``path``) on a syntax error."""
+    try:
+        tree = _lark().parse(source)
+        return _ToNodes().transform(tree)
+    except lark.exceptions.UnexpectedCharacters as e:
+        err = SpecError(Pos(e.line, e.column), f"unexpected character {source[e.pos_in_stream]!r}")
+    except lark.exceptions.UnexpectedToken as e:
+        tok = e.token
+        if tok.type == "$END":
+            what = "unexpected end of file"
+            lines = source.splitlines() or [""]
+            pos = Pos(len(lines), len(lines[-1]) + 1)
+        else:
+            what = f"unexpected {str(tok)!r}"
+            pos = Pos(tok.line, tok.column)
+        err = SpecError(pos, f"{what}; expected {_describe(e.expected)}")
+    except lark.exceptions.UnexpectedEOF as e:
+        lines = source.splitlines() or [""]
+        err = SpecError(Pos(len(lines), len(lines[-1]) + 1), "unexpected end of file")
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, SpecError):
+            err = e.orig_exc
+        else:
+            raise
+    raise err.located(path, source)
+
+
+def parse_file(path: str | Path) -> n.Protocol:
+    path = Path(path)
+    source = path.read_text(encoding="utf-8")
+    return parse(source, str(path))

@@ -1,0 +1,291 @@
+"""Plan a checked spec: the frame's layout variants (one per path through its if/else blocks),
+fixed-width runs merged into one ``struct.Struct`` each, where every field sits, how the
+decoder learns the frame's size, and which fields the encoder recomputes. The plan is plain
+data; ``protoc_x.emit`` turns it into code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from . import nodes as n
+from .check import Checked, FieldInfo, _walk_expr
+from .diagnostics import SpecError
+
+_FMT = {(8, False): "B", (8, True): "b", (16, False): "H", (16, True): "h",
+        (32, False): "I", (32, True): "i", (64, False): "Q", (64, True): "q"}  # fmt: skip
+
+
+@dataclass
+class Run:
+    """Consecutive fixed-width items read or written with one Struct."""
+
+    fmt: str  # struct format without byte order
+    size: int
+    items: list  # n.Field | n.Bits, in order
+    offset: int | None  # offset from the frame start when fixed, else None
+
+    @property
+    def struct_key(self) -> str:
+        return self.fmt
+
+
+@dataclass
+class Var:
+    """A variable-size item: bytes, string, map or a field type."""
+
+    field: n.Field
+    info: FieldInfo
+
+
+@dataclass
+class Crc:
+    field: n.Field
+
+
+Step = Union[Run, Var, Crc]
+
+
+@dataclass
+class FrameSize:
+    """How the decoder learns a leaf's size before reading its variable part."""
+
+    mode: str  # "length_field": a field holds sizeof(frame) + delta; "sum": header sizes add up
+    length_field: str | None = None
+    delta: int = 0  # sizeof(frame) = field_value - delta
+    sized: list = field(default_factory=list)  # mode sum: Var items sized by header fields
+
+
+@dataclass
+class Leaf:
+    """One layout variant of the frame: a straight line of steps."""
+
+    steps: list[Step]
+    prefix: Run | None  # the leading fixed-width run (holds every fixed-offset field)
+    size: FrameSize
+    fixed_tail: int  # bytes of fixed-width steps after the prefix (mode sum)
+
+
+@dataclass
+class Branch:
+    """An if/else in the frame layout: test over fields at fixed offsets (peeked)."""
+
+    test: n.Expr
+    peeks: list[tuple[str, int]]  # (field name, offset)
+    then: "Node"
+    orelse: "Node"
+
+
+Node = Union[Leaf, Branch]
+
+
+@dataclass
+class InsidePlan:
+    inside: n.Inside
+    items: tuple  # sequential items (if blocks kept, decoded in place)
+
+
+@dataclass
+class Plan:
+    checked: Checked
+    order: str  # ">" or "<"
+    tree: Node
+    insides: dict[str, list[InsidePlan]]
+    recomputed: list[str]
+    offsets: dict[str, int]  # fixed offset of each fixed-offset field (for peeks)
+    detect_length: int
+
+
+def _is_fixed(item, checked: Checked) -> bool:
+    if isinstance(item, n.Bits):
+        return True
+    if isinstance(item, n.Field):
+        info = checked.fields[item.name]
+        return (
+            info.kind in ("int", "enum") and info.int_type is not None and info.int_type.width != 24
+        )
+    return False
+
+
+def _width(item, checked: Checked) -> int:
+    if isinstance(item, n.Bits):
+        return item.type.nbytes
+    return checked.fields[item.name].int_type.nbytes
+
+
+def _fmt(item, checked: Checked, order: str) -> str:
+    t = item.type if isinstance(item, n.Bits) else checked.fields[item.name].int_type
+    if t.order is not None and {"big": ">", "little": "<"}[t.order] != order:
+        raise SpecError(
+            t.pos, "a field with a byte order other than the protocol's must stand alone"
+        )
+    if t.width == 24:
+        raise SpecError(t.pos, "24-bit integers are not supported in this version")
+    return _FMT[(t.width, isinstance(item, n.Bits) and False or t.signed)]
+
+
+def _is_crc(item) -> bool:
+    return (
+        isinstance(item, n.Field) and isinstance(item.value, n.Call) and item.value.func == "crc32"
+    )
+
+
+class Planner:
+    def __init__(self, checked: Checked):
+        self.c = checked
+        self.order = ">" if checked.spec.byte_order == "big" else "<"
+        self.offsets: dict[str, int] = {}
+
+    def run(self) -> Plan:
+        tree = self.node(list(self.c.spec.frame), [], 0)
+        insides = {
+            target: [InsidePlan(i, i.items) for i in lst]
+            for target, lst in self.c.body_targets.items()
+        }
+        recomputed = [
+            f.name
+            for f in self.c.fields.values()
+            if isinstance(f.node, n.Field)
+            and f.node.value is not None
+            and not isinstance(f.node.value, n.IntLit)
+            and not (isinstance(f.node.value, n.Name))
+        ]
+        detect_length = max((p.offset + p.type.nbytes for p in self.c.spec.detect), default=0)
+        return Plan(self.c, self.order, tree, insides, recomputed, self.offsets, detect_length)
+
+    def node(self, items: list, done: list, offset: int | None) -> Node:
+        """Walk ``items``; ``done`` are items already placed on this path (with fixed offsets
+        while ``offset`` is not None)."""
+        for i, item in enumerate(items):
+            if isinstance(item, n.IfBlock):
+                peeks = self.peeks(item.test, done)
+                rest = items[i + 1 :]
+                then = self.node(list(item.body) + rest, done, offset)
+                orelse = self.node(list(item.orelse) + rest, done, offset)
+                return Branch(item.test, peeks, then, orelse)
+            if offset is not None and _is_fixed(item, self.c):
+                self._place(item, offset)
+                offset += _width(item, self.c)
+            else:
+                offset = None
+            done = done + [item]
+        return self.leaf(done)
+
+    def _place(self, item, offset: int) -> None:
+        names = [f.name for f in item.fields] if isinstance(item, n.Bits) else [item.name]
+        for name in names:
+            old = self.offsets.get(name)
+            if old is None:
+                self.offsets[name] = offset
+            elif old != offset:
+                self.offsets[name] = -1  # differs by variant: not peekable
+
+    def peeks(self, test: n.Expr, done: list) -> list[tuple[str, int]]:
+        placed = {}
+        offset = 0
+        for item in done:
+            if not _is_fixed(item, self.c):
+                break
+            if isinstance(item, n.Bits):
+                for f in item.fields:
+                    placed[f.name] = offset
+            else:
+                placed[item.name] = offset
+            offset += _width(item, self.c)
+        out = []
+        for e in _walk_expr(test):
+            if isinstance(e, n.Name) and e.name in self.c.fields:
+                if e.name not in placed:
+                    raise SpecError(
+                        e.pos,
+                        f"a layout condition may only test fields at a fixed offset before it; {e.name!r} is not one",
+                    )
+                if (e.name, placed[e.name]) not in out:
+                    out.append((e.name, placed[e.name]))
+        return out
+
+    def leaf(self, items: list) -> Leaf:
+        steps: list[Step] = []
+        for item in items:
+            if _is_crc(item):
+                steps.append(Crc(item))
+            elif _is_fixed(item, self.c):
+                fmt = _fmt(item, self.c, self.order)
+                if steps and isinstance(steps[-1], Run):
+                    steps[-1].fmt += fmt
+                    steps[-1].size += _width(item, self.c)
+                    steps[-1].items.append(item)
+                else:
+                    steps.append(Run(fmt, _width(item, self.c), [item], None))
+            else:
+                steps.append(Var(item, self.c.fields[item.name]))
+        for i, s in enumerate(steps):
+            if isinstance(s, Crc) and i != len(steps) - 1:
+                raise SpecError(s.field.pos, "a crc32 field must be the last field of its layout")
+        prefix = steps[0] if steps and isinstance(steps[0], Run) else None
+        if prefix is not None:
+            prefix.offset = 0
+        size = self.frame_size(steps, prefix)
+        fixed_tail = sum(s.size for s in steps[1:] if isinstance(s, Run)) + sum(
+            4 for s in steps if isinstance(s, Crc)
+        )
+        return Leaf(steps, prefix, size, fixed_tail)
+
+    def frame_size(self, steps: list[Step], prefix: Run | None) -> FrameSize:
+        prefix_names = set()
+        if prefix is not None:
+            for item in prefix.items:
+                if isinstance(item, n.Field):
+                    prefix_names.add(item.name)
+                    v = item.value
+                    if v is not None and any(
+                        isinstance(e, n.Call) and e.func == "sizeof" for e in _walk_expr(v)
+                    ):
+                        return FrameSize(
+                            "length_field", length_field=item.name, delta=self._delta(v)
+                        )
+                else:
+                    prefix_names.update(f.name for f in item.fields)
+        sized = []
+        for s in steps[1:] if prefix is not None else steps:
+            if isinstance(s, (Run, Crc)):
+                continue
+            size = getattr(s.field.type, "size", None)
+            ok = (
+                isinstance(size, n.SizeBytes)
+                and s.info.kind in ("bytes", "string", "map", "ext")
+                and all(
+                    not (isinstance(e, n.Name) and e.name in self.c.fields)
+                    or e.name in prefix_names
+                    for e in _walk_expr(size.expr)
+                )
+                and (s.info.kind != "ext" or True)
+            )
+            if not ok:
+                raise SpecError(
+                    s.field.pos,
+                    f"cannot tell the frame's size before reading {s.field.name!r}: give the frame a "
+                    "length field (= sizeof(frame) ...) or size every variable field by header fields",
+                )
+            sized.append(s)
+        return FrameSize("sum", sized=sized)
+
+    def _delta(self, v: n.Expr) -> int:
+        """For ``x = sizeof(frame) + k`` return k, so that sizeof(frame) = x - k."""
+        if isinstance(v, n.Call) and v.func == "sizeof":
+            return 0
+        if (
+            isinstance(v, n.BinOp)
+            and v.op in ("+", "-")
+            and isinstance(v.left, n.Call)
+            and v.left.func == "sizeof"
+            and isinstance(v.right, n.IntLit)
+        ):
+            return v.right.value if v.op == "+" else -v.right.value
+        raise SpecError(
+            v.pos, "a frame length must be sizeof(frame), sizeof(frame) + N or sizeof(frame) - N"
+        )
+
+
+def plan(checked: Checked) -> Plan:
+    return Planner(checked).run()

@@ -1,0 +1,407 @@
+"""The stable API between the runtime and protocol codecs (generated modules and plug-ins).
+
+A codec module exposes ``PROTOCOL``, an :class:`XProtocol`, whose frames are :class:`XFrame`
+instances. The model follows MOSN's XProtocol/XFrame (mosn/api xprotocol.go), in Python
+spelling, and is sans-IO: bytes in, frames out; a frame in, bytes out.
+
+Generated code imports only this module and ``runtime.fieldtypes``; plug-ins built for another
+major ``API_VERSION`` are refused. Documented for plug-in authors in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from typing import Any, Callable, ClassVar, Iterator
+
+API_VERSION = (1, 0)
+
+# Re-exported so generated modules need no other import.
+Struct = struct.Struct
+crc32 = zlib.crc32
+
+#: The runtime's status codes: the vocabulary of hijack and of the status maps.
+RUNTIME_CODES = (200, 400, 403, 404, 429, 500, 502, 503, 504)
+
+RUNTIME_REASONS = {
+    200: "ok",
+    400: "codec error",
+    403: "denied",
+    404: "no route",
+    429: "rate limited",
+    500: "internal error",
+    502: "upstream unreachable or reset",
+    503: "overflow or no healthy endpoint",
+    504: "timeout",
+}
+
+
+class DecodeError(Exception):
+    """The bytes cannot be a frame of this protocol. ``offset`` counts from the buffer start."""
+
+    def __init__(self, offset: int, reason: str):
+        super().__init__(f"offset {offset}: {reason}")
+        self.offset = offset
+        self.reason = reason
+
+
+class Match(enum.Enum):
+    """Result of :meth:`XProtocol.match` (MOSN: Success / Failed / Again)."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    AGAIN = "again"  # not enough bytes to decide
+
+
+class PoolMode(enum.Enum):
+    MULTIPLEX = "multiplex"  # many requests in flight per connection, matched by request id
+    PINGPONG = "pingpong"  # one request per connection at a time
+
+
+class StreamType(enum.Enum):
+    REQUEST = "request"
+    ONEWAY = "oneway"  # never answered
+    QUIET = "quiet"  # answered only on some outcomes (memcached GETQ, SETQ...)
+    RESPONSE = "response"
+
+
+class Direction(enum.Enum):
+    """Which way a frame travels; decoders of protocols whose bytes do not say it need it."""
+
+    REQUEST = "request"
+    RESPONSE = "response"
+
+
+def text(value: Any) -> str | None:
+    """A header or routing value as a string (bytes as UTF-8, invalid bytes replaced)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def to_int(value: Any) -> int | None:
+    """A value read as an integer (the ``int()`` of spec expressions); None if it is not one."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(text(value).strip())
+    except (ValueError, AttributeError):
+        return None
+
+
+def before(value: str | None, sep: str) -> str | None:
+    """The part before the first ``sep``; None when ``sep`` is absent (spec ``before()``)."""
+    if value is None:
+        return None
+    head, found, _ = value.partition(sep)
+    return head if found else None
+
+
+def after(value: str | None, sep: str) -> str | None:
+    """The part after the first ``sep``; the whole value when ``sep`` is absent."""
+    if value is None:
+        return None
+    _, found, tail = value.partition(sep)
+    return tail if found else value
+
+
+def need(buf_len: int, pos: int, size: int, limit: int | None) -> bool:
+    """True when ``size`` bytes at ``pos`` are available; raise if they overrun a known frame."""
+    if pos + size <= buf_len and (limit is None or pos + size <= limit):
+        return True
+    if limit is not None and pos + size > limit:
+        raise DecodeError(pos, f"field of {size} bytes overruns the frame")
+    return False
+
+
+class XFrame:
+    """One decoded frame. Generated subclasses hold the spec's fields as attributes.
+
+    Semantic accessors are methods with MOSN-style names so that they never collide with a
+    spec's field names (a spec may call a field ``status`` or ``headers``).
+    """
+
+    __slots__ = ("length", "direction")
+
+    protocol: ClassVar["XProtocol"]
+    #: spec field names in layout order (for ``field_values``)
+    FIELD_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.length = 0  # bytes the frame occupied on the wire (0 if built, not decoded)
+        self.direction: Direction | None = None
+
+    # -- identity -------------------------------------------------------------------------
+    def get_request_id(self) -> int | None:
+        raise NotImplementedError
+
+    def set_request_id(self, request_id: int) -> None:
+        raise NotImplementedError
+
+    def get_stream_type(self) -> StreamType:
+        raise NotImplementedError
+
+    def is_heartbeat(self) -> bool:
+        return False
+
+    def is_goaway(self) -> bool:
+        return False
+
+    def get_timeout(self) -> int | None:
+        """The timeout the frame carries, in ms; None when it carries none, <0 never."""
+        return None
+
+    def get_status(self) -> int | None:
+        """The protocol's own status code on responses, else None."""
+        return None
+
+    # -- routing view ---------------------------------------------------------------------
+    def get_service(self) -> str | None:
+        return None
+
+    def get_method(self) -> str | None:
+        return None
+
+    def get_headers(self) -> dict[str, str | None]:
+        return {}
+
+    def get_header(self, name: str) -> str | None:
+        return self.get_headers().get(name)
+
+    def set_header(self, name: str, value: str) -> None:
+        raise NotImplementedError(f"{self.protocol.name} frames have no writable header map")
+
+    def del_header(self, name: str) -> None:
+        raise NotImplementedError(f"{self.protocol.name} frames have no writable header map")
+
+    # -- body -----------------------------------------------------------------------------
+    def get_body(self) -> bytes:
+        return b""
+
+    def set_body(self, body: bytes) -> None:
+        raise NotImplementedError
+
+    # -- bytes ----------------------------------------------------------------------------
+    def encode(self) -> bytes:
+        """The frame's bytes, with lengths and checksums recomputed."""
+        raise NotImplementedError
+
+    def field_values(self) -> dict[str, Any]:
+        """Every named field of the layout present in this frame, under the spec's names."""
+        out = {}
+        for name in self.FIELD_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class XProtocol:
+    """A protocol codec. Generated modules export one instance as ``PROTOCOL``."""
+
+    name: ClassVar[str] = ""
+    pool_mode: ClassVar[PoolMode] = PoolMode.MULTIPLEX
+    #: responses come back in request order on a connection
+    ordered: ClassVar[bool] = False
+    #: False when the protocol cannot express an error (kafka): the runtime closes instead
+    has_error_response: ClassVar[bool] = True
+    #: the frames' bytes do not say their direction: decode needs ``direction``
+    needs_direction: ClassVar[bool] = False
+    #: detection: ((offset, width, byteorder, frozenset of values), ...); () = not detectable
+    detect: ClassVar[tuple[tuple[int, int, str, frozenset[int]], ...]] = ()
+    #: bytes needed to decide a match
+    detect_length: ClassVar[int] = 0
+    frame_class: ClassVar[type[XFrame]]
+
+    def match(self, data: bytes) -> Match:
+        if not self.detect:
+            return Match.FAILED
+        for offset, width, order, values in self.detect:
+            if len(data) < offset + width:
+                return Match.AGAIN
+            if int.from_bytes(data[offset : offset + width], order) not in values:
+                return Match.FAILED
+        return Match.SUCCESS
+
+    def decode(
+        self, buf: bytes, start: int = 0, direction: Direction | None = None
+    ) -> XFrame | None:
+        """Decode one frame at ``buf[start:]``: the frame (its ``length`` says how many bytes it
+        took), None when more bytes are needed, or DecodeError for bytes that cannot be one."""
+        raise NotImplementedError
+
+    def decode_all(self, buf: bytes, direction: Direction | None = None) -> Iterator[XFrame]:
+        """Every whole frame in ``buf``; DecodeError on garbage or a partial frame at the end."""
+        pos = 0
+        while pos < len(buf):
+            frame = self.decode(buf, pos, direction)
+            if frame is None:
+                raise DecodeError(len(buf), "incomplete frame at the end of the input")
+            pos += frame.length
+            yield frame
+
+    def encode(self, frame: XFrame) -> bytes:
+        return frame.encode()
+
+    # -- stream-layer hooks ---------------------------------------------------------------
+    def trigger(self, request_id: int) -> XFrame | None:
+        """A heartbeat request with this id, or None if the protocol has none."""
+        return None
+
+    def reply(self, request: XFrame) -> XFrame | None:
+        """The answer to a heartbeat request, or None."""
+        return None
+
+    def hijack(self, request: XFrame, code: int, message: str | None = None) -> XFrame | None:
+        """The protocol's own error response to ``request`` for a runtime code; None when the
+        protocol has no error response (the runtime then closes the connection)."""
+        return None
+
+    def success_response(self, request: XFrame) -> XFrame | None:
+        """The success response ``protoc-x serve`` sends, carrying the request's body."""
+        return None
+
+    def map_status(self, code: int) -> int | None:
+        """Runtime code → the protocol's status code."""
+        return None
+
+    def runtime_status(self, status: int) -> int:
+        """The protocol's status code → runtime code."""
+        return 200 if status == 0 else 500
+
+    def generate_request_id(self, counter: int) -> int:
+        return counter
+
+
+def default_message(code: int) -> str:
+    """The human message error responses carry, e.g. ``protoc-x: 429 rate limited``."""
+    return f"protoc-x: {code} {RUNTIME_REASONS.get(code, 'error')}"
+
+
+Factory = Callable[..., Any]
+
+
+# ---- helpers generated codecs call (part of the stable API) ----------------------------
+
+
+def utf8(buf: bytes, start: int, stop: int) -> str:
+    """``buf[start:stop]`` as UTF-8 text; DecodeError (at ``start``) when it is not UTF-8."""
+    try:
+        return bytes(buf[start:stop]).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DecodeError(start + e.start, "invalid UTF-8 in a string field") from None
+
+
+def as_bytes(value: Any) -> bytes:
+    """A template value for a bytes field: text becomes UTF-8."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
+
+
+def read_kvmap(buf: bytes, pos: int, end: int, length: Any, signed: bool) -> dict:
+    """Key/value pairs until ``end``, each key and value prefixed by a length read with
+    ``length`` (a Struct, or a field type with ``read``). With a signed prefix, -1 means null."""
+    out: dict = {}
+    is_struct = isinstance(length, struct.Struct)
+    width = length.size if is_struct else 0
+    while pos < end:
+        pair = []
+        for _ in (0, 1):
+            if is_struct:
+                if pos + width > end:
+                    raise DecodeError(pos, "map entry length overruns the map")
+                (size,) = length.unpack_from(buf, pos)
+                pos += width
+            else:
+                size, pos = length.read(buf, pos, end, None)
+            if size < 0:
+                if not signed or size != -1:
+                    raise DecodeError(pos - width, f"negative map entry length {size}")
+                pair.append(None)
+                continue
+            if pos + size > end:
+                raise DecodeError(pos, f"map entry of {size} bytes overruns the map")
+            pair.append(utf8(buf, pos, pos + size))
+            pos += size
+        if pair[0] is None:
+            raise DecodeError(pos, "null map key")
+        out[pair[0]] = pair[1]
+    return out
+
+
+def read_kvmap_count(
+    buf: bytes, pos: int, end: int, count: int, length: Any, signed: bool
+) -> tuple[dict, int]:
+    """Like :func:`read_kvmap` for a map bounded by its number of pairs; returns (map, pos)."""
+    if count < 0 or count > end - pos:
+        raise DecodeError(pos, f"bad map entry count {count}")
+    out: dict = {}
+    is_struct = isinstance(length, struct.Struct)
+    width = length.size if is_struct else 0
+    for _ in range(count):
+        pair = []
+        for _ in (0, 1):
+            if is_struct:
+                if pos + width > end:
+                    raise DecodeError(pos, "map entry length overruns the frame")
+                (size,) = length.unpack_from(buf, pos)
+                pos += width
+            else:
+                size, pos = length.read(buf, pos, end, None)
+            if size < 0:
+                if not signed or size != -1:
+                    raise DecodeError(pos - width, f"negative map entry length {size}")
+                pair.append(None)
+                continue
+            if pos + size > end:
+                raise DecodeError(pos, f"map entry of {size} bytes overruns the frame")
+            pair.append(utf8(buf, pos, pos + size))
+            pos += size
+        if pair[0] is None:
+            raise DecodeError(pos, "null map key")
+        out[pair[0]] = pair[1]
+    return out, pos
+
+
+def write_kvmap(items: dict | None, length: Any) -> bytes:
+    """The inverse of :func:`read_kvmap`; None values are written with length -1."""
+    if not items:
+        return b""
+    is_struct = isinstance(length, struct.Struct)
+    parts = []
+    for key, value in items.items():
+        for item in (key, value):
+            if item is None:
+                parts.append(length.pack(-1) if is_struct else length.write(-1, None))
+                continue
+            data = item.encode("utf-8") if isinstance(item, str) else as_bytes(item)
+            parts.append(length.pack(len(data)) if is_struct else length.write(len(data), None))
+            parts.append(data)
+    return b"".join(parts)
+
+
+def map_get(items: dict | None, key: str) -> Any:
+    """``m["key"]`` of spec expressions: None when the map or the key is absent."""
+    if items is None:
+        return None
+    return items.get(key)
+
+
+def coalesce(first: Any, second: Any) -> Any:
+    """``a ?? b`` of spec expressions."""
+    return first if first is not None else second
+
+
+def overrun(pos: int, name: str, size: int) -> DecodeError:
+    """The error for a field whose ``size`` bytes at ``pos`` run past its frame."""
+    return DecodeError(pos, f"{name}: {size} bytes overrun the frame")

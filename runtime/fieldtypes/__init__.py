@@ -1,0 +1,26 @@
+"""The field-type library: value encodings of other serialization formats that specs use as
+field types (``hessian2.string``, ``thrift.field(1, "i32")``, ``tars.int(4)``, ``varint.signed``).
+
+Each module exports ``TYPES`` (name → class with ``PARAMS``, ``PARAM_TYPES``, ``VALUE``, and
+instances with ``read(buf, pos, end, ctx) -> (value, pos)`` and ``write(value, ctx) -> bytes``),
+``FUNCTIONS`` (helpers spec expressions may call) and ``new_context()`` (the per-message state
+passed as ``ctx`` to every field of one message). Readers never read at or past ``end`` and raise
+only :class:`runtime.api.DecodeError`. Field types encode one value each; message layouts belong
+to the specs.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import hessian2, tars, thrift, varint
+
+#: library name (as specs spell it) → module
+MODULES: dict[str, ModuleType] = {
+    "hessian2": hessian2,
+    "thrift": thrift,
+    "tars": tars,
+    "varint": varint,
+}
+
+__all__ = ["MODULES", "hessian2", "tars", "thrift", "varint"]

@@ -1,0 +1,407 @@
+"""TARS (TUP) tag-length-value values, as TarsGo's tars/protocol/codec reads and writes them.
+
+Owns the encoding of one tagged field: its head byte ``(tag << 4) | type`` (``0xF0 | type``
+then a tag byte for tags >= 15) and its value, plus skipping whole fields of any type. Every
+reader is tagged: it skips fields with lower tags, and finds its field absent (None, nothing
+consumed) when the next field has a higher tag, a struct ends, or the frame ends.
+
+Writers produce exactly TarsGo's bytes (smallest integer width, 0 as ZERO, STRING1 up to 255
+bytes) so that decoded frames re-encode byte for byte.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from runtime.api import DecodeError
+
+MAX_DEPTH = 64
+
+# head types (TarsGo codec constants)
+INT1, INT2, INT4, INT8, FLOAT, DOUBLE, STRING1, STRING4 = 0, 1, 2, 3, 4, 5, 6, 7
+MAP, LIST, STRUCT_BEGIN, STRUCT_END, ZERO, SIMPLE_LIST = 8, 9, 10, 11, 12, 13
+
+TYPE_NAMES = (
+    "int1",
+    "int2",
+    "int4",
+    "int8",
+    "float",
+    "double",
+    "string1",
+    "string4",
+    "map",
+    "list",
+    "struct",
+    "struct end",
+    "zero",
+    "simple list",
+    "type 14",
+    "type 15",
+)
+
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+_U32 = struct.Struct(">I")
+
+# fixed value sizes by type; -1: variable or invalid
+_SIZE = (1, 2, 4, 8, 4, 8, -1, -1, -1, -1, -1, 0, 0, -1, -1, -1)
+_INT_READERS = {INT1: _I8, INT2: _I16, INT4: _I32, INT8: _I64}
+
+
+def _head(ty: int, tag: int) -> bytes:
+    if tag < 15:
+        return bytes(((tag << 4) | ty,))
+    return bytes((0xF0 | ty, tag))
+
+
+def _int_value(buf, pos: int, end: int, ty: int, head: int) -> tuple[int, int]:
+    """The integer of type ``ty`` whose value starts at ``pos`` (its head was at ``head``)."""
+    if ty == ZERO:
+        return 0, pos
+    s = _INT_READERS.get(ty)
+    if s is None:
+        raise DecodeError(head, f"expected an integer, found {TYPE_NAMES[ty]}")
+    new = pos + s.size
+    if new > end:
+        raise DecodeError(pos, f"{TYPE_NAMES[ty]} overruns the frame")
+    return s.unpack_from(buf, pos)[0], new
+
+
+def _length(buf, pos: int, end: int) -> tuple[int, int]:
+    """A container length: an int32-compatible integer with tag 0, never negative."""
+    if pos >= end:
+        raise DecodeError(pos, "expected a length, found the end of the frame")
+    b = buf[pos]
+    ty, tag, p = b & 15, b >> 4, pos + 1
+    if tag == 15:
+        if p >= end:
+            raise DecodeError(pos, "head overruns the frame")
+        tag = buf[p]
+        p += 1
+    if tag != 0 or ty == INT8:
+        raise DecodeError(pos, f"expected a length (int, tag 0), found {TYPE_NAMES[ty]} tag {tag}")
+    n, p = _int_value(buf, p, end, ty, pos)
+    if n < 0:
+        raise DecodeError(pos, f"negative length {n}")
+    return n, p
+
+
+def _skip(buf, pos: int, end: int, ty: int, depth: int) -> int:
+    """The position after the value of type ``ty`` starting at ``pos`` (after its head)."""
+    size = _SIZE[ty]
+    if size >= 0:
+        new = pos + size
+        if new > end:
+            raise DecodeError(pos, f"{TYPE_NAMES[ty]} overruns the frame")
+        return new
+    if ty == STRING1:
+        if pos >= end:
+            raise DecodeError(pos, "string length overruns the frame")
+        new = pos + 1 + buf[pos]
+        if new > end:
+            raise DecodeError(pos, "string overruns the frame")
+        return new
+    if ty == STRING4:
+        if pos + 4 > end:
+            raise DecodeError(pos, "string length overruns the frame")
+        new = pos + 4 + _U32.unpack_from(buf, pos)[0]
+        if new > end:
+            raise DecodeError(pos, "string overruns the frame")
+        return new
+    if ty == SIMPLE_LIST:
+        if pos >= end:
+            raise DecodeError(pos, "simple list overruns the frame")
+        b = buf[pos]
+        # TarsGo checks the element head's type only; Java the same
+        if b & 15 != INT1:
+            raise DecodeError(pos, f"simple list of {TYPE_NAMES[b & 15]}, expected int1")
+        p = pos + (2 if b >> 4 == 15 else 1)
+        n, p = _length(buf, p, end)
+        new = p + n
+        if new > end:
+            raise DecodeError(p, f"simple list of {n} bytes overruns the frame")
+        return new
+    if ty > SIMPLE_LIST:
+        raise DecodeError(pos, f"value of unknown type {ty}")
+    if depth > MAX_DEPTH:
+        raise DecodeError(pos, f"values nested deeper than {MAX_DEPTH} levels")
+    depth += 1
+    if ty == STRUCT_BEGIN:
+        while True:
+            if pos >= end:
+                raise DecodeError(pos, "struct has no end before the end of the frame")
+            b = buf[pos]
+            t = b & 15
+            pos += 2 if b >> 4 == 15 else 1
+            if pos > end:
+                raise DecodeError(pos - 2, "head overruns the frame")
+            if t == STRUCT_END:
+                return pos
+            pos = _skip(buf, pos, end, t, depth)
+    # MAP and LIST: a length then that many (MAP: twice as many) whole fields
+    n, pos = _length(buf, pos, end)
+    if ty == MAP:
+        n *= 2
+    if n > end - pos:  # every field takes at least one byte: refuse before looping
+        raise DecodeError(pos, f"{TYPE_NAMES[ty]} of {n} fields overruns the frame")
+    for _ in range(n):
+        if pos >= end:
+            raise DecodeError(pos, f"{TYPE_NAMES[ty]} overruns the frame")
+        b = buf[pos]
+        pos += 2 if b >> 4 == 15 else 1
+        if pos > end:
+            raise DecodeError(pos - 2, "head overruns the frame")
+        pos = _skip(buf, pos, end, b & 15, depth)
+    return pos
+
+
+def _seek(buf, pos: int, end: int, tag: int) -> tuple[int, int, int]:
+    """Skip fields with lower tags. Returns (type, value position, head position) of the field
+    with ``tag``, or (-1, position, position) when it is absent."""
+    while pos < end:
+        b = buf[pos]
+        ty, cur, p = b & 15, b >> 4, pos + 1
+        if cur == 15:
+            if p >= end:
+                raise DecodeError(pos, "head overruns the frame")
+            cur = buf[p]
+            p += 1
+        if ty == STRUCT_END or cur > tag:
+            return -1, pos, pos
+        if cur == tag:
+            return ty, p, pos
+        pos = _skip(buf, p, end, ty, 1)
+    return -1, pos, pos
+
+
+def _string_value(buf, pos: int, end: int, ty: int, head: int) -> tuple[str, int]:
+    if ty == STRING1:
+        if pos >= end:
+            raise DecodeError(pos, "string length overruns the frame")
+        start = pos + 1
+        stop = start + buf[pos]
+    elif ty == STRING4:
+        if pos + 4 > end:
+            raise DecodeError(pos, "string length overruns the frame")
+        start = pos + 4
+        stop = start + _U32.unpack_from(buf, pos)[0]
+    else:
+        raise DecodeError(head, f"expected a string, found {TYPE_NAMES[ty]}")
+    if stop > end:
+        raise DecodeError(pos, "string overruns the frame")
+    try:
+        return str(buf[start:stop], "utf-8"), stop
+    except UnicodeDecodeError as e:
+        raise DecodeError(start + e.start, "invalid UTF-8 in a string") from None
+
+
+def _write_int(value: int, heads: tuple[bytes, ...]) -> bytes:
+    # TarsGo WriteInt64 → WriteInt32 → WriteInt16 → WriteInt8: the smallest width wins
+    if value == 0:
+        return heads[ZERO]
+    if -0x80 <= value <= 0x7F:
+        return heads[INT1] + _I8.pack(value)
+    if -0x8000 <= value <= 0x7FFF:
+        return heads[INT2] + _I16.pack(value)
+    if -0x80000000 <= value <= 0x7FFFFFFF:
+        return heads[INT4] + _I32.pack(value)
+    if -(1 << 63) <= value < (1 << 63):
+        return heads[INT8] + _I64.pack(value)
+    raise ValueError(f"tars int {value} overflows 64 bits")
+
+
+def _write_string(value: str, heads: tuple[bytes, ...]) -> bytes:
+    data = value.encode("utf-8")
+    n = len(data)
+    if n <= 255:
+        return heads[STRING1] + bytes((n,)) + data
+    if n > 0xFFFFFFFF:
+        raise ValueError("tars string longer than 4 GiB")
+    return heads[STRING4] + _U32.pack(n) + data
+
+
+def _heads(tag: int) -> tuple[bytes, ...]:
+    return tuple(_head(ty, tag) for ty in range(14))
+
+
+_TAG0 = _heads(0)
+_TAG1 = _heads(1)
+
+
+class _Tagged:
+    PARAMS = ("tag",)
+    PARAM_TYPES = (int,)
+    VALUE = "raw"
+    __slots__ = ("tag", "heads")
+
+    def __init__(self, tag: int):
+        if not 0 <= tag <= 255:
+            raise ValueError(f"tars tag {tag} is not in 0..255")
+        self.tag = tag
+        self.heads = _heads(tag)
+
+
+class Int(_Tagged):
+    """An integer field: int1/int2/int4/int8 or ZERO on the wire."""
+
+    VALUE = "int"
+    __slots__ = ()
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        ty, p, head = _seek(buf, pos, end, self.tag)
+        if ty < 0:
+            return None, p
+        return _int_value(buf, p, end, ty, head)
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            return b""
+        return _write_int(value, self.heads)
+
+
+class String(_Tagged):
+    """A string field (string1: u8 length, string4: u32 length), UTF-8."""
+
+    VALUE = "str"
+    __slots__ = ()
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        ty, p, head = _seek(buf, pos, end, self.tag)
+        if ty < 0:
+            return None, p
+        return _string_value(buf, p, end, ty, head)
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            return b""
+        return _write_string(value, self.heads)
+
+
+class Bytes(_Tagged):
+    """A ``vector<byte>`` field: a simple list (as TarsGo and Java write it), or a plain list
+    of int1 elements (as some older writers do); always written as a simple list."""
+
+    VALUE = "bytes"
+    __slots__ = ()
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        ty, p, head = _seek(buf, pos, end, self.tag)
+        if ty < 0:
+            return None, p
+        if ty == SIMPLE_LIST:
+            if p >= end:
+                raise DecodeError(p, "simple list overruns the frame")
+            b = buf[p]
+            if b & 15 != INT1:
+                raise DecodeError(p, f"simple list of {TYPE_NAMES[b & 15]}, expected int1")
+            p += 2 if b >> 4 == 15 else 1
+            n, p = _length(buf, p, end)
+            stop = p + n
+            if stop > end:
+                raise DecodeError(p, f"simple list of {n} bytes overruns the frame")
+            return bytes(buf[p:stop]), stop
+        if ty == LIST:
+            n, p = _length(buf, p, end)
+            if n > end - p:
+                raise DecodeError(p, f"list of {n} elements overruns the frame")
+            out = bytearray(n)
+            for i in range(n):
+                if p >= end:
+                    raise DecodeError(p, "list overruns the frame")
+                b = buf[p]
+                if b == 0x0C:  # ZERO, tag 0
+                    p += 1
+                elif b == 0x00:  # int1, tag 0
+                    if p + 2 > end:
+                        raise DecodeError(p, "list element overruns the frame")
+                    out[i] = buf[p + 1]
+                    p += 2
+                else:
+                    raise DecodeError(p, "a byte list element must be an int1 with tag 0")
+            return bytes(out), p
+        raise DecodeError(head, f"expected bytes (simple list), found {TYPE_NAMES[ty]}")
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            return b""
+        data = bytes(value)
+        return self.heads[SIMPLE_LIST] + b"\x00" + _write_int(len(data), _TAG0) + data
+
+
+class Map(_Tagged):
+    """A ``map<string, string>`` field → dict[str, str] (keys tag 0, values tag 1)."""
+
+    VALUE = "map"
+    __slots__ = ()
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        ty, p, head = _seek(buf, pos, end, self.tag)
+        if ty < 0:
+            return None, p
+        if ty != MAP:
+            raise DecodeError(head, f"expected a map, found {TYPE_NAMES[ty]}")
+        n, p = _length(buf, p, end)
+        if 4 * n > end - p:  # an entry is two heads and two lengths at least
+            raise DecodeError(p, f"map of {n} entries overruns the frame")
+        out = {}
+        for _ in range(n):
+            pair = []
+            for want in (0, 1):
+                if p >= end:
+                    raise DecodeError(p, "map overruns the frame")
+                b = buf[p]
+                t, tag, h = b & 15, b >> 4, p
+                p += 1
+                if tag == 15:
+                    if p >= end:
+                        raise DecodeError(h, "head overruns the frame")
+                    tag = buf[p]
+                    p += 1
+                if tag != want:
+                    raise DecodeError(h, f"map entry has tag {tag}, expected {want}")
+                s, p = _string_value(buf, p, end, t, h)
+                pair.append(s)
+            out[pair[0]] = pair[1]
+        return out, p
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            return b""
+        parts = [self.heads[MAP], _write_int(len(value), _TAG0)]
+        for k, v in value.items():
+            if k is None or v is None:
+                raise ValueError("tars map<string, string> cannot hold None")
+            parts.append(_write_string(k, _TAG0))
+            parts.append(_write_string(v, _TAG1))
+        return b"".join(parts)
+
+
+class Any(_Tagged):
+    """Any field: the raw bytes of the whole field, head included, written back verbatim."""
+
+    VALUE = "raw"
+    __slots__ = ()
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        ty, p, head = _seek(buf, pos, end, self.tag)
+        if ty < 0:
+            return None, p
+        new = _skip(buf, p, end, ty, 1)
+        return bytes(buf[head:new]), new
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            return b""
+        return bytes(value)
+
+
+TYPES: dict[str, type] = {"int": Int, "string": String, "bytes": Bytes, "map": Map, "any": Any}
+FUNCTIONS: dict[str, object] = {}
+
+
+def new_context() -> None:
+    """TARS values need no per-message state."""
+    return None

@@ -1,0 +1,162 @@
+"""Every check of the compiler: a bad spec → ``file:line:col: error: message``, the source line,
+a caret, exit 1, and no file written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOOD = """\
+protocol mini {
+    pool multiplex
+    detect u8 == 0x4d
+    enum Dir : u8 { request = 0, response = 1 }
+    frame {
+        magic u8 = 0x4d
+        dir Dir
+        id u32
+        size u16 = len(data)
+        data bytes[size]
+    }
+    request_id = id
+    body = data
+    stream {
+        dir == response => response
+        else => request
+    }
+    status_map {
+        0 ok <- 200 -> 200
+        1 fail <- 400, 403, 404, 429, 500, 502, 503, 504 -> 500
+    }
+    error_response { dir = response, data = $message }
+}
+"""
+
+
+def variant(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new, 1)
+
+
+# (id, spec text, stem, expected "line:col: error: message")
+CASES = [
+    ("syntax", variant("magic u8 = 0x4d", "magic u8 = }"), "mini",
+     "6:20: error: unexpected '}'; expected"),
+    ("unexpected-character", variant("id u32", "id u32 ;"), "mini",
+     "8:16: error: unexpected character ';'"),
+    ("unknown-field", variant("data bytes[size]", "data bytes[sise]"), "mini",
+     "10:20: error: unknown field 'sise'"),
+    ("unknown-type", variant("dir Dir", "dir Direction"), "mini",
+     "7:13: error: unknown type 'Direction'"),
+    ("unknown-enum-member", variant("dir == response", "dir == reply"), "mini",
+     "15:16: error: 'reply' is not a member of enum Dir"),
+    ("duplicate-field", variant("id u32", "id u32\n        id u16"), "mini",
+     "9:9: error: duplicate field 'id' (first at line 8)"),
+    ("duplicate-enum-member", variant("response = 1", "request = 1"), "mini",
+     "4:34: error: duplicate enum member 'request' in Dir"),
+    ("constant-overflow", variant("magic u8 = 0x4d", "magic u8 = 0x14d"), "mini",
+     "6:20: error: constant 0x14d overflows 8-bit field 'magic'"),
+    ("enum-overflow", variant("response = 1", "response = 256"), "mini",
+     "4:34: error: enum value 256 of 'response' overflows 8 bits"),
+    ("bits-width", variant("dir Dir", "bits u8 { a : 3, b : 4 }"), "mini",
+     "7:9: error: bit fields add up to 7 bits, not 8"),
+    ("multiplex-without-id", variant("request_id = id\n", ""), "mini",
+     "1:10: error: a multiplex protocol needs a request_id binding (request_id = <field>)"),
+    ("status-forward-twice", variant("0 ok <- 200 -> 200", "0 ok <- 200, 400 -> 200"), "mini",
+     "20:9: error: runtime code 400 maps to two protocol codes (0 on line 19 and 1): the forward "
+     "map must be a function"),
+    ("status-backward-twice", variant("1 fail", "0 fail"), "mini",
+     "20:9: error: protocol code 0 appears twice in the status map (also line 19): the reverse "
+     "map must be a function"),
+    ("status-incomplete", variant("1 fail <- 400, 403, 404, 429, 500, 502, 503, 504",
+                                  "1 fail <- 400, 403, 404, 429, 500, 502, 503"), "mini",
+     "1:10: error: the status map does not answer runtime code(s) 504"),
+    ("status-unknown-code", variant("0 ok <- 200 -> 200", "0 ok <- 200, 418 -> 200"), "mini",
+     "19:9: error: 418 is not a runtime code (one of 200, 400, 403, 404, 429, 500, 502, 503, 504)"),
+    ("name-differs-from-file", GOOD, "other",
+     "1:10: error: protocol name 'mini' differs from its file name 'other'"),
+    ("python-keyword", variant("id u32", "class u32"), "mini",
+     "8:9: error: field name 'class' is a Python keyword"),
+    ("dunder", variant("id u32", "__init__ u32"), "mini",
+     "8:9: error: field name '__init__' may not start with '_' (reserved for generated code)"),
+    ("reserved-name", variant("id u32", "encode u32"), "mini",
+     "8:9: error: field name 'encode' is reserved for the frame API"),
+    ("unknown-fieldtype", variant("data bytes[size]", "data hessian3.string"), "mini",
+     "10:14: error: unknown field-type library 'hessian3' (have: hessian2, tars, thrift, varint)"),
+    ("unknown-binding", variant("body = data", "payload = data"), "mini",
+     "13:5: error: unknown binding 'payload' (one of: request_id, timeout_ms, status, body, "
+     "service, method, headers)"),
+    ("unknown-stream-type", variant("=> response\n", "=> reply\n"), "mini",
+     "15:28: error: unknown stream type 'reply' (one of: request, oneway, quiet, response)"),
+    ("size-uses-later-field", variant("size u16 = len(data)\n        data bytes[size]",
+                                      "data bytes[size]\n        size u16 = len(data)"), "mini",
+     "9:20: error: field 'size' is read after 'data': a size may only use earlier fields"),
+    ("condition-at-variable-offset",
+     variant("data bytes[size]", "data bytes[size]\n        if id == 1 { x u8 }\n        tag u8\n        if tag == 1 { y u8 }"),
+     "mini", "13:12: error: a layout condition may only test fields at a fixed offset before it; 'tag' is not one"),
+    ("frame-size-unknown", variant("data bytes[size]", "data bytes[size]\n        extra map(u8)[count 2]"),
+     "mini", "11:9: error: cannot tell the frame's size before reading 'extra': give the frame a length "
+     "field (= sizeof(frame) ...) or size every variable field by header fields"),
+    ("rest-without-length", variant("data bytes[size]", "data bytes[rest]"), "mini",
+     "10:20: error: 'rest' needs a frame length field (= sizeof(frame) ...)"),
+    ("template-unknown-field", variant("error_response { dir = response", "error_response { dir = response, colour = 1"),
+     "mini", "22:38: error: unknown field 'colour' in error_response"),
+    ("template-unknown-param", variant("data = $message", "data = $secret"), "mini",
+     "22:45: error: $secret is not available here"),
+    ("crc-not-last", variant("size u16 = len(data)", "check u32 = crc32(frame)\n        size u16 = len(data)"),
+     "mini", "9:9: error: a crc32 field must be the last field of its layout"),
+    ("missing-error-response", variant("    error_response { dir = response, data = $message }\n", ""), "mini",
+     "1:10: error: the protocol needs an error_response (or 'error_response none')"),
+]  # fmt: skip
+
+
+def _run(args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "protoc_x.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("case_id,text,stem,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_spec_is_rejected_with_position_and_no_output(tmp_path, case_id, text, stem, expected):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    spec = spec_dir / f"{stem}.xproto"
+    spec.write_text(text)
+    out = tmp_path / "out"
+    result = _run(["build", str(spec_dir), "-o", str(out)], cwd=Path(__file__).parents[2])
+    assert result.returncode == 1, result.stderr
+    first, source_line, caret = result.stderr.splitlines()[:3]
+    assert first.startswith(f"{spec}:{expected}"), first
+    line, col = (int(x) for x in expected.split(":")[:2])
+    assert source_line == text.splitlines()[line - 1]
+    assert caret == " " * (col - 1) + "^"
+    assert not out.exists(), "no file may be written"
+    check = _run(["check", str(spec_dir)], cwd=Path(__file__).parents[2])
+    assert check.returncode == 1 and check.stderr.splitlines()[0] == first
+
+
+def test_one_bad_spec_among_good_ones_writes_nothing(tmp_path):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "mini.xproto").write_text(GOOD)
+    (spec_dir / "zbad.xproto").write_text(
+        GOOD.replace("protocol mini", "protocol zbad").replace("id u32", "id u99")
+    )
+    out = tmp_path / "out"
+    result = _run(["build", str(spec_dir), "-o", str(out)], cwd=Path(__file__).parents[2])
+    assert result.returncode == 1
+    assert "zbad.xproto:" in result.stderr
+    assert not out.exists()
+
+
+def test_good_spec_builds(tmp_path):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "mini.xproto").write_text(GOOD)
+    out = tmp_path / "out"
+    result = _run(["build", str(spec_dir), "-o", str(out)], cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stderr
+    assert (out / "mini.py").is_file()

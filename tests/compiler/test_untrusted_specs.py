@@ -1,0 +1,62 @@
+"""Specs are untrusted: nothing in one can put code into a generated module."""
+
+from __future__ import annotations
+
+import io
+import tokenize
+
+import pytest
+
+from protoc_x.compiler import compile_source
+from protoc_x.diagnostics import SpecError
+from protoc_x.loader import load_module_source
+
+from .test_bad_specs import GOOD
+
+PAYLOAD = "__import__('os').system('touch /tmp/protocx-pwned')"
+
+SMUGGLING_STRINGS = [
+    '"\\"; ' + PAYLOAD.replace('"', "") + '; \\""',
+    '"\\"\\"\\" + ' + PAYLOAD.replace('"', "") + ' + \\"\\"\\""',
+    '"\\n' + PAYLOAD.replace('"', "") + '\\n"',
+    '"\\\\\\n' + PAYLOAD.replace('"', "") + '"',
+    '"\\x22)\\x0a' + PAYLOAD.replace('"', "") + '#"',
+]
+
+
+def _outside_strings(code: str) -> str:
+    """The module text with every string literal removed (comments stay)."""
+    kept = []
+    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+        if tok.type not in (tokenize.STRING,):
+            kept.append(tok.string)
+    return " ".join(kept)
+
+
+@pytest.mark.parametrize("literal", SMUGGLING_STRINGS)
+def test_strings_stay_string_literals(literal, tmp_path):
+    spec = GOOD.replace(
+        "error_response { dir = response, data = $message }",
+        f"error_response {{ dir = response, data = {literal} }}\n"
+        f"    header {literal} = id\n"
+        f'    # a comment """ \' {PAYLOAD}\n',
+    )
+    code = compile_source(spec, "mini.xproto", "mini")
+    outside = _outside_strings(code)
+    assert "system" not in outside and "pwned" not in outside and "__import__" not in outside
+    module = load_module_source("mini", code, "mini.xproto")
+    assert not (tmp_path / "pwned").exists()
+    frame = module.PROTOCOL.decode(bytes([0x4D, 0, 0, 0, 0, 1, 0, 0]))
+    reply = module.PROTOCOL.hijack(frame, 500)
+    assert b"system" in reply.encode()  # the string arrives as data, intact
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["os.system", "x'y", 'x"y', "x\\y", "import", "__class__", "_hidden", "a-b", "1abc"],
+)
+def test_names_that_could_carry_code_are_rejected(name):
+    spec = GOOD.replace("id u32", f"{name} u32")
+    with pytest.raises(SpecError) as info:
+        compile_source(spec, "mini.xproto", "mini")
+    assert info.value.pos.line == 8
