@@ -7,7 +7,6 @@ class_len, header_len, content_len recomputed.
 
 from runtime.api import (
     DecodeError,
-    Direction,
     PoolMode,
     StreamType,
     Struct,
@@ -19,7 +18,6 @@ from runtime.api import (
     map_get,
     read_kvmap,
     text,
-    utf8,
     write_kvmap,
 )
 
@@ -285,84 +283,84 @@ class BoltProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
-        if n - start < 2:
-            return None
-        pk_kind = buf[start + 1]
-        if pk_kind == 0:
-            if n - start < 20:
+        try:
+            if n - start < 2:
                 return None
-            f = _new(BoltFrame)
-            f.timeout = None
-            (
-                f.proto,
-                f.kind,
-                f.cmd,
-                f.ver2,
-                f.id,
-                f.codec,
-                f.status,
-                f.class_len,
-                f.header_len,
-                f.content_len,
-            ) = _S0.unpack_from(buf, start)
-            if f.proto != 1:
-                raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (1, f.proto))
-            z0 = f.class_len
-            z1 = f.header_len
-            z2 = f.content_len
-            end = start + 20 + z0 + z1 + z2
-            if end > n:
-                return None
-            pos = start + 20
-            f.class_name = utf8(buf, pos, pos + z0)
-            pos += z0
-            f.headers = read_kvmap(buf, pos, pos + z1, _S1, True)
-            pos += z1
-            f.content = bytes(buf[pos : pos + z2])
-            pos += z2
-            f.length = end - start
-            f.direction = direction
-            return f
-        else:
-            if n - start < 22:
-                return None
-            f = _new(BoltFrame)
-            f.status = None
-            (
-                f.proto,
-                f.kind,
-                f.cmd,
-                f.ver2,
-                f.id,
-                f.codec,
-                f.timeout,
-                f.class_len,
-                f.header_len,
-                f.content_len,
-            ) = _S2.unpack_from(buf, start)
-            if f.proto != 1:
-                raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (1, f.proto))
-            z0 = f.class_len
-            z1 = f.header_len
-            z2 = f.content_len
-            end = start + 22 + z0 + z1 + z2
-            if end > n:
-                return None
-            pos = start + 22
-            f.class_name = utf8(buf, pos, pos + z0)
-            pos += z0
-            f.headers = read_kvmap(buf, pos, pos + z1, _S1, True)
-            pos += z1
-            f.content = bytes(buf[pos : pos + z2])
-            pos += z2
-            f.length = end - start
-            f.direction = direction
-            return f
+            pk_kind = buf[start + 1]
+            if pk_kind == 0:
+                if n - start < 20:
+                    return None
+                f = _new(BoltFrame)
+                f.timeout = None
+                (
+                    f.proto,
+                    f.kind,
+                    f.cmd,
+                    f.ver2,
+                    f.id,
+                    f.codec,
+                    f.status,
+                    f.class_len,
+                    f.header_len,
+                    f.content_len,
+                ) = _S0.unpack_from(buf, start)
+                if f.proto != 1:
+                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (1, f.proto))
+                z0 = f.class_len
+                z1 = f.header_len
+                z2 = f.content_len
+                end = start + 20 + z0 + z1 + z2
+                if end > n:
+                    return None
+                pos = start + 20
+                f.class_name = buf[pos : pos + z0].decode()
+                pos += z0
+                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
+                pos += z1
+                f.content = buf[pos : pos + z2]
+                pos += z2
+                f.length = end - start
+                return f
+            else:
+                if n - start < 22:
+                    return None
+                f = _new(BoltFrame)
+                f.status = None
+                (
+                    f.proto,
+                    f.kind,
+                    f.cmd,
+                    f.ver2,
+                    f.id,
+                    f.codec,
+                    f.timeout,
+                    f.class_len,
+                    f.header_len,
+                    f.content_len,
+                ) = _S2.unpack_from(buf, start)
+                if f.proto != 1:
+                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (1, f.proto))
+                z0 = f.class_len
+                z1 = f.header_len
+                z2 = f.content_len
+                end = start + 22 + z0 + z1 + z2
+                if end > n:
+                    return None
+                pos = start + 22
+                f.class_name = buf[pos : pos + z0].decode()
+                pos += z0
+                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
+                pos += z1
+                f.content = buf[pos : pos + z2]
+                pos += z2
+                f.length = end - start
+                return f
+        except UnicodeDecodeError as e:
+            raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def trigger(self, request_id):
         p_id = request_id
         f = BoltFrame.blank()
-        f.direction = Direction.REQUEST
         f.kind = 1
         f.cmd = 0
         f.ver2 = 1
@@ -373,7 +371,6 @@ class BoltProtocol(XProtocol):
 
     def reply(self, request):
         f = BoltFrame.blank()
-        f.direction = Direction.RESPONSE
         f.kind = 0
         f.cmd = 0
         f.ver2 = request.ver2
@@ -386,7 +383,6 @@ class BoltProtocol(XProtocol):
         p_status = self.map_status(code)
         p_message = message if message is not None else default_message(code)
         f = BoltFrame.blank()
-        f.direction = Direction.RESPONSE
         f.kind = 0
         f.cmd = 2
         f.ver2 = request.ver2
@@ -399,7 +395,6 @@ class BoltProtocol(XProtocol):
 
     def success_response(self, request):
         f = BoltFrame.blank()
-        f.direction = Direction.RESPONSE
         f.kind = 0
         f.cmd = 2
         f.ver2 = request.ver2

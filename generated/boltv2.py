@@ -7,7 +7,6 @@ class_len, header_len, content_len, crc recomputed.
 
 from runtime.api import (
     DecodeError,
-    Direction,
     PoolMode,
     StreamType,
     Struct,
@@ -20,7 +19,6 @@ from runtime.api import (
     map_get,
     read_kvmap,
     text,
-    utf8,
     write_kvmap,
 )
 
@@ -362,188 +360,186 @@ class Boltv2Protocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
-        if n - start < 3:
-            return None
-        pk_kind = buf[start + 2]
-        if pk_kind == 0:
-            if n - start < 12:
+        try:
+            if n - start < 3:
                 return None
-            pk_ver1 = buf[start + 1]
-            pk_crc_on = (buf[start + 11] >> 0) & 0x1
-            if (pk_ver1 == 2) and (pk_crc_on == 1):
-                if n - start < 22:
+            pk_kind = buf[start + 2]
+            if pk_kind == 0:
+                if n - start < 12:
                     return None
-                f = _new(Boltv2Frame)
-                f.timeout = None
-                (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.status,
-                    f.class_len,
-                    f.header_len,
-                    f.content_len,
-                ) = _S0.unpack_from(buf, start)
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                if f.proto != 2:
-                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
-                z0 = f.class_len
-                z1 = f.header_len
-                z2 = f.content_len
-                end = start + 26 + z0 + z1 + z2
-                if end > n:
-                    return None
-                pos = start + 22
-                f.class_name = utf8(buf, pos, pos + z0)
-                pos += z0
-                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True)
-                pos += z1
-                f.content = bytes(buf[pos : pos + z2])
-                pos += z2
-                (f.crc,) = _S2.unpack_from(buf, pos)
-                if f.crc != crc32(memoryview(buf)[start:pos]):
-                    raise DecodeError(pos, "crc: crc32 mismatch")
-                pos += 4
-                f.length = end - start
-                f.direction = direction
-                return f
+                pk_ver1 = buf[start + 1]
+                pk_crc_on = (buf[start + 11] >> 0) & 0x1
+                if (pk_ver1 == 2) and (pk_crc_on == 1):
+                    if n - start < 22:
+                        return None
+                    f = _new(Boltv2Frame)
+                    f.timeout = None
+                    (
+                        f.proto,
+                        f.ver1,
+                        f.kind,
+                        f.cmd,
+                        f.ver2,
+                        f.id,
+                        f.codec,
+                        b0,
+                        f.status,
+                        f.class_len,
+                        f.header_len,
+                        f.content_len,
+                    ) = _S0.unpack_from(buf, start)
+                    f.switch_reserved = (b0 >> 1) & 0x7F
+                    f.crc_on = b0 & 0x1
+                    if f.proto != 2:
+                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
+                    z0 = f.class_len
+                    z1 = f.header_len
+                    z2 = f.content_len
+                    end = start + 26 + z0 + z1 + z2
+                    if end > n:
+                        return None
+                    pos = start + 22
+                    f.class_name = buf[pos : pos + z0].decode()
+                    pos += z0
+                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
+                    pos += z1
+                    f.content = buf[pos : pos + z2]
+                    pos += z2
+                    (f.crc,) = _S2.unpack_from(buf, pos)
+                    if f.crc != crc32(memoryview(buf)[start:pos]):
+                        raise DecodeError(pos, "crc: crc32 mismatch")
+                    pos += 4
+                    f.length = end - start
+                    return f
+                else:
+                    if n - start < 22:
+                        return None
+                    f = _new(Boltv2Frame)
+                    f.timeout = f.crc = None
+                    (
+                        f.proto,
+                        f.ver1,
+                        f.kind,
+                        f.cmd,
+                        f.ver2,
+                        f.id,
+                        f.codec,
+                        b0,
+                        f.status,
+                        f.class_len,
+                        f.header_len,
+                        f.content_len,
+                    ) = _S0.unpack_from(buf, start)
+                    f.switch_reserved = (b0 >> 1) & 0x7F
+                    f.crc_on = b0 & 0x1
+                    if f.proto != 2:
+                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
+                    z0 = f.class_len
+                    z1 = f.header_len
+                    z2 = f.content_len
+                    end = start + 22 + z0 + z1 + z2
+                    if end > n:
+                        return None
+                    pos = start + 22
+                    f.class_name = buf[pos : pos + z0].decode()
+                    pos += z0
+                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
+                    pos += z1
+                    f.content = buf[pos : pos + z2]
+                    pos += z2
+                    f.length = end - start
+                    return f
             else:
-                if n - start < 22:
+                if n - start < 12:
                     return None
-                f = _new(Boltv2Frame)
-                f.timeout = f.crc = None
-                (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.status,
-                    f.class_len,
-                    f.header_len,
-                    f.content_len,
-                ) = _S0.unpack_from(buf, start)
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                if f.proto != 2:
-                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
-                z0 = f.class_len
-                z1 = f.header_len
-                z2 = f.content_len
-                end = start + 22 + z0 + z1 + z2
-                if end > n:
-                    return None
-                pos = start + 22
-                f.class_name = utf8(buf, pos, pos + z0)
-                pos += z0
-                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True)
-                pos += z1
-                f.content = bytes(buf[pos : pos + z2])
-                pos += z2
-                f.length = end - start
-                f.direction = direction
-                return f
-        else:
-            if n - start < 12:
-                return None
-            pk_ver1 = buf[start + 1]
-            pk_crc_on = (buf[start + 11] >> 0) & 0x1
-            if (pk_ver1 == 2) and (pk_crc_on == 1):
-                if n - start < 24:
-                    return None
-                f = _new(Boltv2Frame)
-                f.status = None
-                (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.timeout,
-                    f.class_len,
-                    f.header_len,
-                    f.content_len,
-                ) = _S3.unpack_from(buf, start)
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                if f.proto != 2:
-                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
-                z0 = f.class_len
-                z1 = f.header_len
-                z2 = f.content_len
-                end = start + 28 + z0 + z1 + z2
-                if end > n:
-                    return None
-                pos = start + 24
-                f.class_name = utf8(buf, pos, pos + z0)
-                pos += z0
-                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True)
-                pos += z1
-                f.content = bytes(buf[pos : pos + z2])
-                pos += z2
-                (f.crc,) = _S2.unpack_from(buf, pos)
-                if f.crc != crc32(memoryview(buf)[start:pos]):
-                    raise DecodeError(pos, "crc: crc32 mismatch")
-                pos += 4
-                f.length = end - start
-                f.direction = direction
-                return f
-            else:
-                if n - start < 24:
-                    return None
-                f = _new(Boltv2Frame)
-                f.status = f.crc = None
-                (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.timeout,
-                    f.class_len,
-                    f.header_len,
-                    f.content_len,
-                ) = _S3.unpack_from(buf, start)
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                if f.proto != 2:
-                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
-                z0 = f.class_len
-                z1 = f.header_len
-                z2 = f.content_len
-                end = start + 24 + z0 + z1 + z2
-                if end > n:
-                    return None
-                pos = start + 24
-                f.class_name = utf8(buf, pos, pos + z0)
-                pos += z0
-                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True)
-                pos += z1
-                f.content = bytes(buf[pos : pos + z2])
-                pos += z2
-                f.length = end - start
-                f.direction = direction
-                return f
+                pk_ver1 = buf[start + 1]
+                pk_crc_on = (buf[start + 11] >> 0) & 0x1
+                if (pk_ver1 == 2) and (pk_crc_on == 1):
+                    if n - start < 24:
+                        return None
+                    f = _new(Boltv2Frame)
+                    f.status = None
+                    (
+                        f.proto,
+                        f.ver1,
+                        f.kind,
+                        f.cmd,
+                        f.ver2,
+                        f.id,
+                        f.codec,
+                        b0,
+                        f.timeout,
+                        f.class_len,
+                        f.header_len,
+                        f.content_len,
+                    ) = _S3.unpack_from(buf, start)
+                    f.switch_reserved = (b0 >> 1) & 0x7F
+                    f.crc_on = b0 & 0x1
+                    if f.proto != 2:
+                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
+                    z0 = f.class_len
+                    z1 = f.header_len
+                    z2 = f.content_len
+                    end = start + 28 + z0 + z1 + z2
+                    if end > n:
+                        return None
+                    pos = start + 24
+                    f.class_name = buf[pos : pos + z0].decode()
+                    pos += z0
+                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
+                    pos += z1
+                    f.content = buf[pos : pos + z2]
+                    pos += z2
+                    (f.crc,) = _S2.unpack_from(buf, pos)
+                    if f.crc != crc32(memoryview(buf)[start:pos]):
+                        raise DecodeError(pos, "crc: crc32 mismatch")
+                    pos += 4
+                    f.length = end - start
+                    return f
+                else:
+                    if n - start < 24:
+                        return None
+                    f = _new(Boltv2Frame)
+                    f.status = f.crc = None
+                    (
+                        f.proto,
+                        f.ver1,
+                        f.kind,
+                        f.cmd,
+                        f.ver2,
+                        f.id,
+                        f.codec,
+                        b0,
+                        f.timeout,
+                        f.class_len,
+                        f.header_len,
+                        f.content_len,
+                    ) = _S3.unpack_from(buf, start)
+                    f.switch_reserved = (b0 >> 1) & 0x7F
+                    f.crc_on = b0 & 0x1
+                    if f.proto != 2:
+                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
+                    z0 = f.class_len
+                    z1 = f.header_len
+                    z2 = f.content_len
+                    end = start + 24 + z0 + z1 + z2
+                    if end > n:
+                        return None
+                    pos = start + 24
+                    f.class_name = buf[pos : pos + z0].decode()
+                    pos += z0
+                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
+                    pos += z1
+                    f.content = buf[pos : pos + z2]
+                    pos += z2
+                    f.length = end - start
+                    return f
+        except UnicodeDecodeError as e:
+            raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def trigger(self, request_id):
         p_id = request_id
         f = Boltv2Frame.blank()
-        f.direction = Direction.REQUEST
         f.ver1 = 1
         f.kind = 1
         f.cmd = 0
@@ -555,7 +551,6 @@ class Boltv2Protocol(XProtocol):
 
     def reply(self, request):
         f = Boltv2Frame.blank()
-        f.direction = Direction.RESPONSE
         f.ver1 = request.ver1
         f.kind = 0
         f.cmd = 0
@@ -570,7 +565,6 @@ class Boltv2Protocol(XProtocol):
         p_status = self.map_status(code)
         p_message = message if message is not None else default_message(code)
         f = Boltv2Frame.blank()
-        f.direction = Direction.RESPONSE
         f.ver1 = request.ver1
         f.kind = 0
         f.cmd = 2
@@ -585,7 +579,6 @@ class Boltv2Protocol(XProtocol):
 
     def success_response(self, request):
         f = Boltv2Frame.blank()
-        f.direction = Direction.RESPONSE
         f.ver1 = request.ver1
         f.kind = 0
         f.cmd = 2

@@ -7,7 +7,6 @@ body_len recomputed.
 
 from runtime.api import (
     DecodeError,
-    Direction,
     PoolMode,
     StreamType,
     Struct,
@@ -446,17 +445,15 @@ class DubboProtocol(XProtocol):
         if end > n:
             return None
         pos = start + 16
-        f._raw_body = bytes(buf[pos : pos + z0])
+        f._raw_body = buf[pos : pos + z0]
         f._at_body = pos - start
         pos += z0
         f.length = end - start
-        f.direction = direction
         return f
 
     def trigger(self, request_id):
         p_id = request_id
         f = DubboFrame.blank()
-        f.direction = Direction.REQUEST
         f.is_request = 1
         f.two_way = 1
         f.event = 1
@@ -467,7 +464,6 @@ class DubboProtocol(XProtocol):
 
     def reply(self, request):
         f = DubboFrame.blank()
-        f.direction = Direction.RESPONSE
         f.event = 1
         f.serialization = request.serialization
         f.status = 20
@@ -479,7 +475,6 @@ class DubboProtocol(XProtocol):
         p_status = self.map_status(code)
         p_message = message if message is not None else default_message(code)
         f = DubboFrame.blank()
-        f.direction = Direction.RESPONSE
         f.serialization = request.serialization
         f.status = p_status
         f.error_message = text(p_message)
@@ -488,7 +483,6 @@ class DubboProtocol(XProtocol):
 
     def success_response(self, request):
         f = DubboFrame.blank()
-        f.direction = Direction.RESPONSE
         f.serialization = request.serialization
         f.status = 20
         f.body = as_bytes(request.body)

@@ -16,7 +16,6 @@ from runtime.api import (
     as_bytes,
     overrun,
     text,
-    utf8,
 )
 
 _new = object.__new__
@@ -231,61 +230,70 @@ class KafkaProtocol(XProtocol):
         n = len(buf)
         if direction is None:
             raise ValueError("kafka frames need a direction")
-        if direction is Direction.REQUEST:
-            if n - start < 14:
-                return None
-            f = _new(KafkaFrame)
-            f.size, f.api_key, f.api_version, f.correlation_id, f.client_id_len = _S0.unpack_from(
-                buf, start
-            )
-            end = start + f.size + 4
-            if end - start < 14:
-                raise DecodeError(
-                    start + 0, "size: frame length %d is shorter than its header" % (end - start)
+        try:
+            if direction is Direction.REQUEST:
+                if n - start < 14:
+                    return None
+                f = _new(KafkaFrame)
+                f.size, f.api_key, f.api_version, f.correlation_id, f.client_id_len = (
+                    _S0.unpack_from(buf, start)
                 )
-            if end > n:
-                return None
-            pos = start + 14
-            z = f.client_id_len
-            if z < -1:
-                raise DecodeError(pos, "client_id: negative size %d" % z)
-            if pos + z > end:
-                raise overrun(pos, "client_id", z)
-            if z == -1:
-                f.client_id = None
-            else:
-                f.client_id = utf8(buf, pos, pos + z)
+                end = start + f.size + 4
+                if end - start < 14:
+                    raise DecodeError(
+                        start + 0,
+                        "size: frame length %d is shorter than its header" % (end - start),
+                    )
+                if end > n:
+                    return None
+                pos = start + 14
+                z = f.client_id_len
+                if z < -1:
+                    raise DecodeError(pos, "client_id: negative size %d" % z)
+                if pos + z > end:
+                    raise overrun(pos, "client_id", z)
+                if z == -1:
+                    f.client_id = None
+                else:
+                    f.client_id = buf[pos : pos + z].decode()
+                    pos += z
+                z = end - pos
+                f.body = buf[pos : pos + z]
                 pos += z
-            z = end - pos
-            f.body = bytes(buf[pos : pos + z])
-            pos += z
-            if pos != end:
-                raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
-            f.length = end - start
-            f.direction = direction
-            return f
-        else:
-            if n - start < 8:
-                return None
-            f = _new(KafkaFrame)
-            f.api_key = f.api_version = f.client_id_len = f.client_id = None
-            f.size, f.correlation_id = _S1.unpack_from(buf, start)
-            end = start + f.size + 4
-            if end - start < 8:
-                raise DecodeError(
-                    start + 0, "size: frame length %d is shorter than its header" % (end - start)
-                )
-            if end > n:
-                return None
-            pos = start + 8
-            z = end - pos
-            f.body = bytes(buf[pos : pos + z])
-            pos += z
-            if pos != end:
-                raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
-            f.length = end - start
-            f.direction = direction
-            return f
+                if pos != end:
+                    raise DecodeError(
+                        pos, "%d unexpected bytes at the end of the frame" % (end - pos)
+                    )
+                f.length = end - start
+                f.direction = direction
+                return f
+            else:
+                if n - start < 8:
+                    return None
+                f = _new(KafkaFrame)
+                f.api_key = f.api_version = f.client_id_len = f.client_id = None
+                f.size, f.correlation_id = _S1.unpack_from(buf, start)
+                end = start + f.size + 4
+                if end - start < 8:
+                    raise DecodeError(
+                        start + 0,
+                        "size: frame length %d is shorter than its header" % (end - start),
+                    )
+                if end > n:
+                    return None
+                pos = start + 8
+                z = end - pos
+                f.body = buf[pos : pos + z]
+                pos += z
+                if pos != end:
+                    raise DecodeError(
+                        pos, "%d unexpected bytes at the end of the frame" % (end - pos)
+                    )
+                f.length = end - start
+                f.direction = direction
+                return f
+        except UnicodeDecodeError as e:
+            raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def success_response(self, request):
         f = KafkaFrame.blank()

@@ -7,7 +7,6 @@ key_len, extras_len, total_body recomputed.
 
 from runtime.api import (
     DecodeError,
-    Direction,
     PoolMode,
     StreamType,
     Struct,
@@ -318,14 +317,13 @@ class MemcachedProtocol(XProtocol):
             if end > n:
                 return None
             pos = start + 24
-            f.extras = bytes(buf[pos : pos + z0])
+            f.extras = buf[pos : pos + z0]
             pos += z0
-            f.key = bytes(buf[pos : pos + z1])
+            f.key = buf[pos : pos + z1]
             pos += z1
-            f.value = bytes(buf[pos : pos + z2])
+            f.value = buf[pos : pos + z2]
             pos += z2
             f.length = end - start
-            f.direction = direction
             return f
         else:
             if n - start < 24:
@@ -352,20 +350,18 @@ class MemcachedProtocol(XProtocol):
             if end > n:
                 return None
             pos = start + 24
-            f.extras = bytes(buf[pos : pos + z0])
+            f.extras = buf[pos : pos + z0]
             pos += z0
-            f.key = bytes(buf[pos : pos + z1])
+            f.key = buf[pos : pos + z1]
             pos += z1
-            f.value = bytes(buf[pos : pos + z2])
+            f.value = buf[pos : pos + z2]
             pos += z2
             f.length = end - start
-            f.direction = direction
             return f
 
     def trigger(self, request_id):
         p_id = request_id
         f = MemcachedFrame.blank()
-        f.direction = Direction.REQUEST
         f.magic = 128
         f.opcode = 10
         f.set_request_id(p_id)
@@ -373,7 +369,6 @@ class MemcachedProtocol(XProtocol):
 
     def reply(self, request):
         f = MemcachedFrame.blank()
-        f.direction = Direction.RESPONSE
         f.magic = 129
         f.opcode = 10
         f.status = 0
@@ -384,7 +379,6 @@ class MemcachedProtocol(XProtocol):
         p_status = self.map_status(code)
         p_message = message if message is not None else default_message(code)
         f = MemcachedFrame.blank()
-        f.direction = Direction.RESPONSE
         f.magic = 129
         f.opcode = request.opcode
         f.status = p_status
@@ -394,7 +388,6 @@ class MemcachedProtocol(XProtocol):
 
     def success_response(self, request):
         f = MemcachedFrame.blank()
-        f.direction = Direction.RESPONSE
         f.magic = 129
         f.opcode = request.opcode
         f.status = 0

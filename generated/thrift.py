@@ -7,7 +7,6 @@ frame_len, name_len recomputed.
 
 from runtime.api import (
     DecodeError,
-    Direction,
     PoolMode,
     StreamType,
     Struct,
@@ -19,7 +18,6 @@ from runtime.api import (
     default_message,
     overrun,
     text,
-    utf8,
 )
 from runtime.fieldtypes import thrift
 
@@ -286,50 +284,52 @@ class ThriftProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
-        if n - start < 12:
-            return None
-        f = _new(ThriftFrame)
-        f._state_body = 0
-        f.frame_len, b0, f.name_len = _S0.unpack_from(buf, start)
-        f.version = (b0 >> 16) & 0xFFFF
-        f.unused = (b0 >> 8) & 0xFF
-        f.type = b0 & 0xFF
-        if f.version != 32769:
-            raise DecodeError(start + 4, "version: expected %#x, got %#x" % (32769, f.version))
-        end = start + f.frame_len + 4
-        if end - start < 16:
-            raise DecodeError(
-                start + 0, "frame_len: frame length %d is shorter than its header" % (end - start)
-            )
-        if end > n:
-            return None
-        pos = start + 12
-        z = f.name_len
-        if z < 0:
-            raise DecodeError(pos, "name: negative size %d" % z)
-        if pos + z > end:
-            raise overrun(pos, "name", z)
-        f.name = utf8(buf, pos, pos + z)
-        pos += z
-        if pos + 4 > end:
-            raise overrun(pos, "seqid", 4)
-        (f.seqid,) = _S1.unpack_from(buf, pos)
-        pos += 4
-        z = end - pos
-        f._raw_body = bytes(buf[pos : pos + z])
-        f._at_body = pos - start
-        pos += z
-        if pos != end:
-            raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
-        f.length = end - start
-        f.direction = direction
-        return f
+        try:
+            if n - start < 12:
+                return None
+            f = _new(ThriftFrame)
+            f._state_body = 0
+            f.frame_len, b0, f.name_len = _S0.unpack_from(buf, start)
+            f.version = (b0 >> 16) & 0xFFFF
+            f.unused = (b0 >> 8) & 0xFF
+            f.type = b0 & 0xFF
+            if f.version != 32769:
+                raise DecodeError(start + 4, "version: expected %#x, got %#x" % (32769, f.version))
+            end = start + f.frame_len + 4
+            if end - start < 16:
+                raise DecodeError(
+                    start + 0,
+                    "frame_len: frame length %d is shorter than its header" % (end - start),
+                )
+            if end > n:
+                return None
+            pos = start + 12
+            z = f.name_len
+            if z < 0:
+                raise DecodeError(pos, "name: negative size %d" % z)
+            if pos + z > end:
+                raise overrun(pos, "name", z)
+            f.name = buf[pos : pos + z].decode()
+            pos += z
+            if pos + 4 > end:
+                raise overrun(pos, "seqid", 4)
+            (f.seqid,) = _S1.unpack_from(buf, pos)
+            pos += 4
+            z = end - pos
+            f._raw_body = buf[pos : pos + z]
+            f._at_body = pos - start
+            pos += z
+            if pos != end:
+                raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
+            f.length = end - start
+            return f
+        except UnicodeDecodeError as e:
+            raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def hijack(self, request, code, message=None):
         p_status = self.map_status(code)
         p_message = message if message is not None else default_message(code)
         f = ThriftFrame.blank()
-        f.direction = Direction.RESPONSE
         f.type = 3
         f.name = text(request.name)
         f.message = p_message
@@ -339,7 +339,6 @@ class ThriftProtocol(XProtocol):
 
     def success_response(self, request):
         f = ThriftFrame.blank()
-        f.direction = Direction.RESPONSE
         f.type = 2
         f.name = text(request.name)
         f.body = as_bytes(request.body)

@@ -7,7 +7,6 @@ payload_len recomputed.
 
 from runtime.api import (
     DecodeError,
-    Direction,
     PoolMode,
     StreamType,
     Struct,
@@ -187,10 +186,9 @@ class XexampleProtocol(XProtocol):
             if end > n:
                 return None
             pos = start + 13
-            f.payload = bytes(buf[pos : pos + z0])
+            f.payload = buf[pos : pos + z0]
             pos += z0
             f.length = end - start
-            f.direction = direction
             return f
         else:
             if n - start < 11:
@@ -205,16 +203,14 @@ class XexampleProtocol(XProtocol):
             if end > n:
                 return None
             pos = start + 11
-            f.payload = bytes(buf[pos : pos + z0])
+            f.payload = buf[pos : pos + z0]
             pos += z0
             f.length = end - start
-            f.direction = direction
             return f
 
     def trigger(self, request_id):
         p_id = request_id
         f = XexampleFrame.blank()
-        f.direction = Direction.REQUEST
         f.type = 0
         f.dir = 0
         f.set_request_id(p_id)
@@ -222,7 +218,6 @@ class XexampleProtocol(XProtocol):
 
     def reply(self, request):
         f = XexampleFrame.blank()
-        f.direction = Direction.RESPONSE
         f.type = 0
         f.dir = 1
         f.status = 0
@@ -233,7 +228,6 @@ class XexampleProtocol(XProtocol):
         p_status = self.map_status(code)
         p_message = message if message is not None else default_message(code)
         f = XexampleFrame.blank()
-        f.direction = Direction.RESPONSE
         f.type = 1
         f.dir = 1
         f.status = p_status
@@ -243,7 +237,6 @@ class XexampleProtocol(XProtocol):
 
     def success_response(self, request):
         f = XexampleFrame.blank()
-        f.direction = Direction.RESPONSE
         f.type = 1
         f.dir = 1
         f.status = 0

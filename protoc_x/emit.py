@@ -221,8 +221,21 @@ class Emitter:
         if self.c.uses_direction:
             w("if direction is None:")
             w(f"    raise ValueError({self.s.name + ' frames need a direction'!r})")
-        self.decode_node(self.p.tree, w)
+        body = Code()
+        self.decode_node(self.p.tree, body)
+        self.guard_utf8(body, w)
         return w.text()
+
+    @staticmethod
+    def guard_utf8(body: Code, w: Code) -> None:
+        """Strings decode inline; one handler turns bad UTF-8 into a DecodeError at the field."""
+        if not any(".decode()" in line for line in body.lines):
+            w.lines.extend("    " * w.depth + line for line in body.lines)
+            return
+        w("try:")
+        w.lines.extend("    " * (w.depth + 1) + line for line in body.lines)
+        w("except UnicodeDecodeError as e:")
+        w("    raise DecodeError(pos + e.start, 'invalid UTF-8 in a string field') from None")
 
     def decode_node(self, node, w: Code) -> None:
         if isinstance(node, Leaf):
@@ -433,7 +446,8 @@ class Emitter:
                 "    raise DecodeError(pos, '%d unexpected bytes at the end of the frame' % (end - pos))"
             )
         w("f.length = end - start")
-        w("f.direction = direction")
+        if self.c.uses_direction:
+            w("f.direction = direction")
         w("return f")
 
     def decode_var(
@@ -497,15 +511,14 @@ class Emitter:
             w(f"    {target} = None")
             w("else:").indent()
         if info.kind == "bytes":
-            w(f"{target} = bytes(buf[pos : pos + {z}])")
+            w(f"{target} = buf[pos : pos + {z}]")
             if name in self.targets:
                 w(f"{obj}._at_{name} = pos - start")
         elif info.kind == "string":
-            w(f"{target} = utf8(buf, pos, pos + {z})")
+            w(f"{target} = buf[pos : pos + {z}].decode()")  # UnicodeDecodeError: see guard_utf8
         elif info.kind == "map":
-            w(
-                f"{target} = read_kvmap(buf, pos, pos + {z}, {self.length_codec(t)}, {self.signed_length(t)})"
-            )
+            codec, signed = self.length_codec(t), self.signed_length(t)
+            w(f"{target} = read_kvmap(buf, pos, pos + {z}, {codec}, {signed}) if {z} else {{}}")
         w(f"pos += {z}")
         if fld.nullable:
             w.dedent()
@@ -665,7 +678,9 @@ class Emitter:
             for mod in self.contexts(list(self._flat(ip.items))):
                 w(f"ctx_{mod} = {mod}.new_context()")
             w("try:").indent()
-            self.inside_items(ip.items, w)
+            items = Code()
+            self.inside_items(ip.items, items)
+            self.guard_utf8(items, w)
             w("if pos != end:")
             w(
                 "    raise DecodeError(pos, '%d unexpected bytes after the last field' % (end - pos))"
@@ -806,7 +821,8 @@ class Emitter:
     def template_body(self, t: n.Template, direction: str, id_code: str | None) -> str:
         w = Code()
         w(f"f = {self.cls}.blank()")
-        w(f"f.direction = Direction.{direction}")
+        if self.c.uses_direction:
+            w(f"f.direction = Direction.{direction}")
         for a in t.assigns:
             info = self.c.fields[a.name]
             ex = Exprs(self.c, self.mod, lambda name: f"request.{name}")

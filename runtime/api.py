@@ -311,44 +311,48 @@ def as_bytes(value: Any) -> bytes:
 def read_kvmap(buf: bytes, pos: int, end: int, length: Any, signed: bool) -> dict:
     """Key/value pairs until ``end``, each key and value prefixed by a length read with
     ``length`` (a Struct, or a field type with ``read``). With a signed prefix, -1 means null."""
-    out: dict = {}
-    is_struct = isinstance(length, struct.Struct)
-    width = length.size if is_struct else 0
-    while pos < end:
-        pair = []
-        for _ in (0, 1):
-            if is_struct:
-                if pos + width > end:
-                    raise DecodeError(pos, "map entry length overruns the map")
-                (size,) = length.unpack_from(buf, pos)
-                pos += width
-            else:
-                size, pos = length.read(buf, pos, end, None)
+    if not isinstance(length, struct.Struct):
+        out, pos = _read_pairs(buf, pos, end, None, length, signed)
+        return out
+    # the hot case (bolt's header map): a fixed-width length, written out for speed
+    unpack = length.unpack_from
+    width = length.size
+    out = {}
+    try:
+        while pos < end:
+            (size,) = unpack(buf, pos)
+            pos += width
+            if size < 0 or pos + size > end:
+                raise DecodeError(pos - width, f"bad map key length {size}")
+            key = buf[pos : pos + size].decode()
+            pos += size
+            (size,) = unpack(buf, pos)
+            pos += width
             if size < 0:
-                if not signed or size != -1:
-                    raise DecodeError(pos - width, f"negative map entry length {size}")
-                pair.append(None)
+                if size != -1 or not signed:
+                    raise DecodeError(pos - width, f"bad map value length {size}")
+                out[key] = None
                 continue
             if pos + size > end:
-                raise DecodeError(pos, f"map entry of {size} bytes overruns the map")
-            pair.append(utf8(buf, pos, pos + size))
+                raise DecodeError(pos - width, f"map value of {size} bytes overruns the map")
+            out[key] = buf[pos : pos + size].decode()
             pos += size
-        if pair[0] is None:
-            raise DecodeError(pos, "null map key")
-        out[pair[0]] = pair[1]
+    except struct.error:
+        raise DecodeError(pos, "map entry length overruns the frame") from None
+    except UnicodeDecodeError:
+        raise DecodeError(pos, "invalid UTF-8 in a map entry") from None
+    if pos != end:
+        raise DecodeError(end, "map entry length overruns the map")
     return out
 
 
-def read_kvmap_count(
-    buf: bytes, pos: int, end: int, count: int, length: Any, signed: bool
-) -> tuple[dict, int]:
-    """Like :func:`read_kvmap` for a map bounded by its number of pairs; returns (map, pos)."""
-    if count < 0 or count > end - pos:
-        raise DecodeError(pos, f"bad map entry count {count}")
+def _read_pairs(buf, pos, end, count, length, signed) -> tuple[dict, int]:
     out: dict = {}
     is_struct = isinstance(length, struct.Struct)
     width = length.size if is_struct else 0
-    for _ in range(count):
+    n = 0
+    while (pos < end) if count is None else (n < count):
+        n += 1
         pair = []
         for _ in (0, 1):
             if is_struct:
@@ -373,19 +377,42 @@ def read_kvmap_count(
     return out, pos
 
 
+def read_kvmap_count(
+    buf: bytes, pos: int, end: int, count: int, length: Any, signed: bool
+) -> tuple[dict, int]:
+    """Like :func:`read_kvmap` for a map bounded by its number of pairs; returns (map, pos)."""
+    if count < 0 or count > end - pos:
+        raise DecodeError(pos, f"bad map entry count {count}")
+    return _read_pairs(buf, pos, end, count, length, signed)
+
+
 def write_kvmap(items: dict | None, length: Any) -> bytes:
     """The inverse of :func:`read_kvmap`; None values are written with length -1."""
     if not items:
         return b""
-    is_struct = isinstance(length, struct.Struct)
+    if isinstance(length, struct.Struct):
+        pack = length.pack
+        parts = []
+        append = parts.append
+        for key, value in items.items():
+            data = key.encode()
+            append(pack(len(data)))
+            append(data)
+            if value is None:
+                append(pack(-1))
+                continue
+            data = value.encode() if isinstance(value, str) else as_bytes(value)
+            append(pack(len(data)))
+            append(data)
+        return b"".join(parts)
     parts = []
     for key, value in items.items():
         for item in (key, value):
             if item is None:
-                parts.append(length.pack(-1) if is_struct else length.write(-1, None))
+                parts.append(length.write(-1, None))
                 continue
             data = item.encode("utf-8") if isinstance(item, str) else as_bytes(item)
-            parts.append(length.pack(len(data)) if is_struct else length.write(len(data), None))
+            parts.append(length.write(len(data), None))
             parts.append(data)
     return b"".join(parts)
 

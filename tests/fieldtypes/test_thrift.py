@@ -1,0 +1,357 @@
+"""thrift field types: vectors from the binary protocol, structs encoded by the ``thrift`` and
+``thriftpy2`` packages, tagged-field semantics, round trips and fuzz."""
+
+import struct
+
+import pytest
+import thriftpy2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TMemoryBuffer
+from thriftpy2.protocol import TBinaryProtocolFactory
+from thriftpy2.utils import serialize
+
+from runtime.api import DecodeError
+from runtime.fieldtypes import thrift
+
+T = thrift.TYPES
+STRING = T["string"]()
+STRUCT = T["struct"]()
+STOP = T["stop"]()
+field = T["field"]
+
+IDL = """
+struct Inner { 1: i32 a, 2: string b }
+struct All {
+  1: bool flag, 2: byte tiny, 3: i16 small, 4: i32 mid, 5: i64 big, 6: double ratio,
+  7: string name, 8: binary blob, 9: Inner inner, 10: list<Inner> items,
+  11: map<string, list<i32>> index, 12: set<i64> ids, 14: map<i32, i16> fixed,
+  20: list<string> names
+}
+"""
+
+ALL_FIELDS = [  # (id, kind, attribute)
+    (1, "bool", "flag"),
+    (2, "byte", "tiny"),
+    (3, "i16", "small"),
+    (4, "i32", "mid"),
+    (5, "i64", "big"),
+    (6, "double", "ratio"),
+    (7, "string", "name"),
+    (8, "binary", "blob"),
+    (9, "struct", "inner"),
+    (10, "list", "items"),
+    (11, "map", "index"),
+    (12, "set", "ids"),
+    (14, "map", "fixed"),
+    (20, "list", "names"),
+]
+
+
+@pytest.fixture(scope="module")
+def idl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("idl") / "all.thrift"
+    path.write_text(IDL)
+    return thriftpy2.load(str(path), module_name="all_thrift")
+
+
+def _all(idl):
+    return idl.All(
+        flag=True,
+        tiny=-3,
+        small=-300,
+        mid=70000,
+        big=-(2**40),
+        ratio=0.25,
+        name="héllo 😀",
+        blob=b"\x00\xff",
+        inner=idl.Inner(1, "x"),
+        items=[idl.Inner(2, "y"), idl.Inner(3, "z")],
+        index={"a": [1, 2], "b": []},
+        ids={5, -6},
+        fixed={1: 2},
+        names=["p", "q"],
+    )
+
+
+def _ser(obj) -> bytes:
+    return serialize(obj, TBinaryProtocolFactory())
+
+
+def test_contract():
+    assert set(T) == {"string", "struct", "field", "stop"}
+    assert T["field"].PARAMS == ("id", "kind") and T["field"].PARAM_TYPES == (int, str)
+    assert (STRING.VALUE, STRUCT.VALUE, STOP.VALUE) == ("str", "raw", "none")
+    for name, cls in T.items():
+        assert len(cls.PARAMS) == len(cls.PARAM_TYPES)
+        assert cls.VALUE in ("str", "int", "bytes", "map", "raw", "list", "none")
+    assert field(1, "i32").VALUE == "int"
+    assert field(1, "string").VALUE == "str"
+    assert field(1, "binary").VALUE == "bytes"
+    assert field(1, "map").VALUE == "raw"
+    assert thrift.new_context() is None and thrift.FUNCTIONS == {}
+    with pytest.raises(ValueError):
+        field(1, "float")
+    with pytest.raises(ValueError):
+        field(40000, "i32")
+
+
+def test_string_vectors():
+    data = b"\x00\x00\x00\x05hello"
+    assert STRING.read(data, 0, len(data), None) == ("hello", 9)
+    assert STRING.write("hello", None) == data
+    assert STRING.write("", None) == b"\x00\x00\x00\x00"
+    assert STRING.write("é", None) == b"\x00\x00\x00\x02\xc3\xa9"
+    with pytest.raises(DecodeError) as e:
+        STRING.read(b"\xff\xff\xff\xff", 0, 4, None)
+    assert e.value.offset == 0
+    with pytest.raises(DecodeError) as e:
+        STRING.read(b"\x00\x00\x00\x05hell", 0, 8, None)
+    with pytest.raises(DecodeError) as e:  # the bytes exist, but past end
+        STRING.read(b"\x00\x00\x00\x05hello", 0, 8, None)
+    with pytest.raises(DecodeError) as e:
+        STRING.read(b"xx\x00\x00\x00\x02a\xff", 2, 8, None)
+    assert e.value.offset == 7
+
+
+def test_application_exception_from_the_thrift_package():
+    buf = TMemoryBuffer()
+    proto = TBinaryProtocol(buf)
+    proto.writeMessageBegin("ping", TMessageType.EXCEPTION, 7)
+    TApplicationException(TApplicationException.UNKNOWN_METHOD, "no such method 😀").write(proto)
+    proto.writeMessageEnd()
+    data = buf.getvalue()
+    # envelope: version | type, name, seqid — the spec's part; the struct starts after it
+    (word,) = struct.unpack_from(">I", data, 0)
+    assert word == 0x80010000 | TMessageType.EXCEPTION
+    name, pos = STRING.read(data, 4, len(data), None)
+    assert name == "ping"
+    pos += 4
+    start = pos
+    message, pos = field(1, "string").read(data, pos, len(data), None)
+    kind, pos = field(2, "i32").read(data, pos, len(data), None)
+    _, pos = STOP.read(data, pos, len(data), None)
+    assert (message, kind, pos) == (
+        "no such method 😀",
+        TApplicationException.UNKNOWN_METHOD,
+        len(data),
+    )
+    assert STRUCT.read(data, start, len(data), None) == (data[start:], len(data))
+    rebuilt = (
+        field(1, "string").write(message, None)
+        + field(2, "i32").write(kind, None)
+        + STOP.write(None, None)
+    )
+    assert rebuilt == data[start:]
+
+
+def test_every_kind_against_thriftpy2(idl):
+    obj = _all(idl)
+    data = _ser(obj)
+    end = len(data)
+    assert STRUCT.read(data, 0, end, None) == (data, end)
+    pos = 0
+    parts = []
+    for fid, kind, attr in ALL_FIELDS:
+        f = field(fid, kind)
+        value, new = f.read(data, pos, end, None)
+        expected = getattr(obj, attr)
+        if kind in ("struct", "list", "set", "map"):
+            # the raw bytes are exactly what thriftpy2 writes for that value alone
+            wrapper = idl.All(**{attr: expected})
+            assert f.write(value, None) + b"\x00" == _ser(wrapper)
+        else:
+            assert value == expected
+        parts.append(data[pos:new])
+        assert f.write(value, None) == data[pos:new]
+        pos = new
+    assert STOP.read(data, pos, end, None) == (None, end)
+    assert b"".join(parts) + b"\x00" == data
+
+
+def test_tagged_semantics(idl):
+    data = _ser(_all(idl))
+    end = len(data)
+    # skipping: field 12 is found behind eleven fields of every type
+    ids, pos = field(12, "set").read(data, 0, end, None)
+    assert ids is not None
+    # absent: id 13 is missing, the reader stops before field 14 and consumes nothing
+    assert field(13, "i32").read(data, pos, end, None) == (None, pos)
+    # absent at the end of a struct: STOP is not consumed
+    last = data.rindex(b"\x00")
+    assert field(30, "i32").read(data, pos, end, None) == (None, last)
+    assert field(30, "i32").read(data, last, end, None) == (None, last)
+    # absent at the end of the frame
+    assert field(1, "i32").read(data, end, end, None) == (None, end)
+    # the wrong wire type for the id
+    with pytest.raises(DecodeError) as e:
+        field(4, "string").read(data, 0, end, None)
+    assert e.value.offset == data.index(b"\x08\x00\x04")
+    assert field(5, "i64").write(None, None) == b""
+    # stop skips what is left
+    assert STOP.read(data, 0, end, None) == (None, end)
+
+
+def test_binary_vs_string():
+    data = b"\x0b\x00\x01\x00\x00\x00\x02\xff\xfe\x00"
+    assert field(1, "binary").read(data, 0, len(data), None) == (b"\xff\xfe", 9)
+    with pytest.raises(DecodeError) as e:
+        field(1, "string").read(data, 0, len(data), None)
+    assert e.value.offset == 7
+
+
+def test_bool_and_numbers():
+    assert field(1, "bool").write(True, None) == b"\x02\x00\x01\x01"
+    assert field(1, "bool").write(False, None) == b"\x02\x00\x01\x00"
+    assert field(1, "bool").read(b"\x02\x00\x01\x02", 0, 4, None) == (True, 4)
+    assert field(-1, "i16").write(-2, None) == b"\x06\xff\xff\xff\xfe"
+    assert field(2, "double").write(1.5, None) == b"\x04\x00\x02" + struct.pack(">d", 1.5)
+
+
+def test_empty_containers_may_carry_any_element_type():
+    # nothing is skipped, so the element types are not looked at
+    data = b"\x0f\x00\x01\x00\x00\x00\x00\x00" + b"\x0d\x00\x02\x00\x00\x00\x00\x00\x00" + b"\x00"
+    assert STRUCT.read(data, 0, len(data), None) == (data, len(data))
+
+
+@pytest.mark.parametrize(
+    "hexed,offset",
+    [
+        ("", 0),  # no STOP
+        ("08000100", 3),  # i32 cut short
+        ("0800", 0),  # header cut short
+        ("07000100", 0),  # unknown type 7
+        ("0f0001" "08ffffffff" "00", 4),  # negative list size
+        ("0f0001" "0800000002" "00000001" "00", 8),  # list overruns
+        ("0f0001" "0c7fffffff" "00", 8),  # huge list of structs
+        ("0d0001" "0b0b00000001" "00", 9),  # map entry overruns
+        ("0f0001" "0900000001" "00", 3),  # unknown element type
+        ("0b0001" "ffffffff" "00", 3),  # negative string length
+    ],
+)
+def test_struct_errors(hexed, offset):
+    data = bytes.fromhex(hexed)
+    with pytest.raises(DecodeError) as e:
+        STRUCT.read(data, 0, len(data), None)
+    assert e.value.offset == offset
+    with pytest.raises(DecodeError):
+        STOP.read(data, 0, len(data), None)
+
+
+def test_deep_nesting_is_a_decode_error():
+    depth = 200
+    data = b"\x0c\x00\x01" * depth + b"\x00" * (depth + 1)
+    with pytest.raises(DecodeError):
+        STRUCT.read(data, 0, len(data), None)
+    lists = b"\x0f\x00\x01" + b"\x0f\x00\x00\x00\x01" * depth + b"\x08\x00\x00\x00\x00" + b"\x00"
+    with pytest.raises(DecodeError):
+        STRUCT.read(lists, 0, len(lists), None)
+    shallow = b"\x0c\x00\x01" * 10 + b"\x00" * 11
+    assert STRUCT.read(shallow, 0, len(shallow), None) == (shallow, len(shallow))
+
+
+def test_memoryview_and_bytearray(idl):
+    data = _ser(_all(idl))
+    for buf in (memoryview(data), bytearray(data)):
+        assert STRUCT.read(buf, 0, len(data), None) == (data, len(data))
+        assert field(7, "string").read(buf, 0, len(data), None)[0] == "héllo 😀"
+        assert field(8, "binary").read(buf, 0, len(data), None)[0] == b"\x00\xff"
+
+
+# ---- round trips -----------------------------------------------------------------------
+
+KIND_VALUES = {
+    "bool": st.booleans(),
+    "byte": st.integers(-128, 127),
+    "i16": st.integers(-(2**15), 2**15 - 1),
+    "i32": st.integers(-(2**31), 2**31 - 1),
+    "i64": st.integers(-(2**63), 2**63 - 1),
+    "double": st.floats(allow_nan=False),
+    "string": st.text(),
+    "binary": st.binary(),
+}
+
+
+# st.text() builds its character tables on first use: slow once on a fresh machine
+TEXT = settings(suppress_health_check=[HealthCheck.too_slow])
+
+
+@TEXT
+@given(st.sampled_from(sorted(KIND_VALUES)), st.data(), st.integers(-(2**15), 2**15 - 1))
+def test_field_round_trip(kind, data, fid):
+    value = data.draw(KIND_VALUES[kind])
+    f = field(fid, kind)
+    encoded = f.write(value, None) + b"\x00"
+    assert f.read(encoded, 0, len(encoded), None) == (value, len(encoded) - 1)
+    assert STRUCT.read(encoded, 0, len(encoded), None) == (encoded, len(encoded))
+
+
+@TEXT
+@given(st.text())
+def test_string_round_trip(text):
+    data = STRING.write(text, None)
+    assert STRING.read(data, 0, len(data), None) == (text, len(data))
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.builds(
+        dict,
+        flag=st.booleans(),
+        mid=st.integers(-(2**31), 2**31 - 1),
+        name=st.text(max_size=20),
+        ids=st.sets(st.integers(-(2**63), 2**63 - 1), max_size=5),
+        names=st.lists(st.text(max_size=5), max_size=5),
+        index=st.dictionaries(
+            st.text(max_size=5), st.lists(st.integers(-(2**31), 2**31 - 1), max_size=3), max_size=3
+        ),
+    )
+)
+def test_thriftpy2_structs_skip_exactly(idl, kwargs):
+    data = _ser(idl.All(**kwargs))
+    assert STRUCT.read(data + b"junk", 0, len(data), None) == (data, len(data))
+    assert STOP.read(data, 0, len(data), None) == (None, len(data))
+
+
+# ---- fuzz ------------------------------------------------------------------------------
+
+READERS = [STRING, STRUCT, STOP] + [field(i, k) for i, k, _ in ALL_FIELDS]
+
+
+def _outcome(reader, buf, pos, end):
+    try:
+        return reader.read(buf, pos, end, None)
+    except DecodeError as e:
+        return ("error", e.offset)
+
+
+def _check(data: bytes, end: int):
+    for reader in READERS:
+        got = _outcome(reader, data, 0, end)
+        assert 0 <= got[1] <= end  # the position after a value, or the offset of an error
+        # whatever lies past end changes nothing
+        assert _outcome(reader, data[:end] + b"\x0c\x0f\xff", 0, end) == got
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64))
+def test_fuzz_random_bytes(data):
+    _check(data, len(data))
+
+
+@pytest.fixture(scope="module")
+def valid_struct(idl):
+    return _ser(_all(idl))
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_fuzz_mutated_structs(valid_struct, data):
+    buf = bytearray(valid_struct)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] = data.draw(st.integers(0, 255))
+    end = data.draw(st.integers(0, len(buf)))
+    _check(bytes(buf), end)
