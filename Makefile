@@ -31,7 +31,13 @@ check: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m protoc_x.demo
 
-test: $(STAMP) system-deps
+# npm packages of the dubbo peer (sofa-rpc-node's dubbo server, hessian.js), pinned by the lock file.
+NODE_STAMP := tests/peers/node/node_modules/.installed-stamp
+$(NODE_STAMP): tests/peers/node/package-lock.json
+	npm ci --prefix tests/peers/node --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+test: $(STAMP) system-deps $(NODE_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -283,6 +283,8 @@ class BoltProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
+        if n - start >= 1 and buf[start] != 1:
+            raise DecodeError(start, "proto: expected %#x, got %#x" % (1, buf[start]))
         try:
             if n - start < 2:
                 return None
@@ -304,8 +306,6 @@ class BoltProtocol(XProtocol):
                     f.header_len,
                     f.content_len,
                 ) = _S0.unpack_from(buf, start)
-                if f.proto != 1:
-                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (1, f.proto))
                 z0 = f.class_len
                 z1 = f.header_len
                 z2 = f.content_len
@@ -338,8 +338,6 @@ class BoltProtocol(XProtocol):
                     f.header_len,
                     f.content_len,
                 ) = _S2.unpack_from(buf, start)
-                if f.proto != 1:
-                    raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (1, f.proto))
                 z0 = f.class_len
                 z1 = f.header_len
                 z2 = f.content_len

@@ -360,6 +360,8 @@ class Boltv2Protocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
+        if n - start >= 1 and buf[start] != 2:
+            raise DecodeError(start, "proto: expected %#x, got %#x" % (2, buf[start]))
         try:
             if n - start < 3:
                 return None
@@ -390,8 +392,6 @@ class Boltv2Protocol(XProtocol):
                     ) = _S0.unpack_from(buf, start)
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    if f.proto != 2:
-                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
                     z0 = f.class_len
                     z1 = f.header_len
                     z2 = f.content_len
@@ -432,8 +432,6 @@ class Boltv2Protocol(XProtocol):
                     ) = _S0.unpack_from(buf, start)
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    if f.proto != 2:
-                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
                     z0 = f.class_len
                     z1 = f.header_len
                     z2 = f.content_len
@@ -475,8 +473,6 @@ class Boltv2Protocol(XProtocol):
                     ) = _S3.unpack_from(buf, start)
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    if f.proto != 2:
-                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
                     z0 = f.class_len
                     z1 = f.header_len
                     z2 = f.content_len
@@ -517,8 +513,6 @@ class Boltv2Protocol(XProtocol):
                     ) = _S3.unpack_from(buf, start)
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    if f.proto != 2:
-                        raise DecodeError(start + 0, "proto: expected %#x, got %#x" % (2, f.proto))
                     z0 = f.class_len
                     z1 = f.header_len
                     z2 = f.content_len

@@ -429,6 +429,12 @@ class DubboProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
+        if n - start >= 2 and int.from_bytes(buf[start : start + 2], "big", signed=False) != 55995:
+            raise DecodeError(
+                start,
+                "magic: expected %#x, got %#x"
+                % (55995, int.from_bytes(buf[start : start + 2], "big", signed=False)),
+            )
         if n - start < 16:
             return None
         f = _new(DubboFrame)
@@ -438,8 +444,6 @@ class DubboProtocol(XProtocol):
         f.two_way = (b0 >> 6) & 0x1
         f.event = (b0 >> 5) & 0x1
         f.serialization = b0 & 0x1F
-        if f.magic != 55995:
-            raise DecodeError(start + 0, "magic: expected %#x, got %#x" % (55995, f.magic))
         z0 = f.body_len
         end = start + 16 + z0
         if end > n:

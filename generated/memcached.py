@@ -291,7 +291,7 @@ class MemcachedProtocol(XProtocol):
         n = len(buf)
         if n - start < 1:
             return None
-        pk_magic = buf[start + 0]
+        pk_magic = buf[start]
         if pk_magic == 129:
             if n - start < 24:
                 return None

@@ -284,6 +284,15 @@ class ThriftProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
+        if (
+            n - start >= 8
+            and (int.from_bytes(buf[start + 4 : start + 8], "big") >> 16) & 0xFFFF != 32769
+        ):
+            raise DecodeError(
+                start + 4,
+                "version: expected %#x, got %#x"
+                % (32769, (int.from_bytes(buf[start + 4 : start + 8], "big") >> 16) & 0xFFFF),
+            )
         try:
             if n - start < 12:
                 return None
@@ -293,8 +302,6 @@ class ThriftProtocol(XProtocol):
             f.version = (b0 >> 16) & 0xFFFF
             f.unused = (b0 >> 8) & 0xFF
             f.type = b0 & 0xFF
-            if f.version != 32769:
-                raise DecodeError(start + 4, "version: expected %#x, got %#x" % (32769, f.version))
             end = start + f.frame_len + 4
             if end - start < 16:
                 raise DecodeError(

@@ -169,6 +169,8 @@ class XexampleProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
+        if n - start >= 1 and buf[start] != 120:
+            raise DecodeError(start, "magic: expected %#x, got %#x" % (120, buf[start]))
         if n - start < 3:
             return None
         pk_dir = buf[start + 2]
@@ -179,8 +181,6 @@ class XexampleProtocol(XProtocol):
             f.magic, f.type, f.dir, f.request_id, f.status, f.payload_len = _S0.unpack_from(
                 buf, start
             )
-            if f.magic != 120:
-                raise DecodeError(start + 0, "magic: expected %#x, got %#x" % (120, f.magic))
             z0 = f.payload_len
             end = start + 13 + z0
             if end > n:
@@ -196,8 +196,6 @@ class XexampleProtocol(XProtocol):
             f = _new(XexampleFrame)
             f.status = None
             f.magic, f.type, f.dir, f.request_id, f.payload_len = _S1.unpack_from(buf, start)
-            if f.magic != 120:
-                raise DecodeError(start + 0, "magic: expected %#x, got %#x" % (120, f.magic))
             z0 = f.payload_len
             end = start + 11 + z0
             if end > n:

@@ -174,6 +174,11 @@ class Exprs:
         raise AssertionError(f"cannot compile {e!r}")
 
 
+def _at(offset: int) -> str:
+    """Code for the position ``offset`` bytes into the frame."""
+    return f"start + {offset}" if offset else "start"
+
+
 def _int_fields(item) -> list:
     return list(item.fields) if isinstance(item, n.Bits) else [item]
 
@@ -221,10 +226,56 @@ class Emitter:
         if self.c.uses_direction:
             w("if direction is None:")
             w(f"    raise ValueError({self.s.name + ' frames need a direction'!r})")
+        self.early_constants(w)
         body = Code()
         self.decode_node(self.p.tree, body)
         self.guard_utf8(body, w)
         return w.text()
+
+    def early_constants(self, w: Code) -> None:
+        """Check the leading constants (magic) as soon as their bytes arrive, so garbage is
+        refused at once instead of after a whole header; later reads need not check again."""
+        self.checked_early: set[str] = set()
+        offset = 0
+        for item in self.s.frame:
+            if isinstance(item, n.IfBlock) or not self._fixed(item):
+                break
+            for fld in _int_fields(item):
+                const = self.const_of(fld)
+                if const is None:
+                    continue
+                width = self.peek_width(fld.name)
+                where = offset + (
+                    self.bit_offset(item, fld.name) if isinstance(item, n.Bits) else 0
+                )
+                w(
+                    f"if n - start >= {offset + width} and {self.peek_code(fld.name, offset)} != {const!r}:"
+                )
+                w(
+                    f"    raise DecodeError({_at(where)}, {fld.name + ': expected %#x, got %#x'!r} % ({const!r}, {self.peek_code(fld.name, offset)}))"
+                )
+                self.checked_early.add(fld.name)
+            offset += (
+                item.type.nbytes
+                if isinstance(item, n.Bits)
+                else self.c.fields[item.name].int_type.nbytes
+            )
+
+    def _fixed(self, item) -> bool:
+        if isinstance(item, n.Bits):
+            return True
+        info = self.c.fields[item.name]
+        return info.kind in ("int", "enum")
+
+    @staticmethod
+    def bit_offset(bits: n.Bits, name: str) -> int:
+        """Byte offset of a bit field's first byte within its container."""
+        used = 0
+        for f in bits.fields:
+            if f.name == name:
+                return used // 8
+            used += f.width
+        return 0
 
     @staticmethod
     def guard_utf8(body: Code, w: Code) -> None:
@@ -290,8 +341,8 @@ class Emitter:
             return f"({raw} >> {shift}) & {mask:#x}"
         t = info.int_type
         if t.nbytes == 1 and not t.signed:
-            return f"buf[start + {off}]"
-        return f"int.from_bytes(buf[start + {off} : start + {off + t.nbytes}], {t.order or order!r}, signed={t.signed})"
+            return f"buf[{_at(off)}]"
+        return f"int.from_bytes(buf[{_at(off)} : {_at(off + t.nbytes)}], {t.order or order!r}, signed={t.signed})"
 
     @staticmethod
     def bit_shift(bits: n.Bits, name: str) -> tuple[int, int]:
@@ -333,7 +384,7 @@ class Emitter:
         for item in run.items:
             for fld in _int_fields(item):
                 const = self.const_of(fld)
-                if const is not None:
+                if const is not None and fld.name not in getattr(self, "checked_early", ()):
                     w(f"if f.{fld.name} != {const!r}:")
                     w(
                         f"    raise DecodeError({base} + {rel}, {fld.name + ': expected %#x, got %#x'!r} % ({const!r}, f.{fld.name}))"

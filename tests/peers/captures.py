@@ -1,0 +1,118 @@
+"""Real frames from third-party protocol libraries, and real peers to accept ours.
+
+Two halves of our own code agreeing proves nothing: these captures come from the libraries that
+speak each protocol in the wild, recorded on 127.0.0.1 by a relay between their own clients and
+servers, and every `Capture.expect` is known without any protoc-x codec (what the library was
+asked to send, what its own objects say, or what the protocol documentation fixes).
+
+Capture functions (each starts what it needs and stops it again; a second or two each):
+
+- `bolt_anthunder()`            anthunder AioClient -> AioListener (bolt v1)
+- `thrift_thriftpy2()`          thriftpy2 client/server (framed, strict binary)
+- `thrift_apache()`             Apache thrift generated client/processor (framed, strict binary)
+- `memcached_binary(port)`      python-binary-memcached <-> memcached (binary protocol)
+- `dubbo_ssl_python()`          dubbo-ssl-python DubboClient -> sofa-rpc-node dubbo server
+- `dubbo_sofa_rpc_node()`       npm dubbo-remoting/hessian.js -> sofa-rpc-node dubbo server
+
+Peers that accept (modified) frames:
+
+- `anthunder_server()`          -> (host, port) of an anthunder AioListener (see HELLO_SERVICE)
+- `thrift_server(kind)`         -> (host, port); kind "thriftpy2" or "apache"; THRIFT_IDL
+- `memcached_server()`          -> (host, port) of `memcached -B binary`
+- `dubbo_server()`              -> DubboServer (unpacks as (host, port)); it reports how it
+                                   decoded each request (`wait_request`) and what it answered
+- `dubbo_decode(frames)`        dubbo-remoting's own decoder, without a server
+- `send_and_receive(host, port, data, min_bytes=None, timeout=5.0)` raw socket round trip
+
+The node packages come from node/package-lock.json: `npm ci --prefix tests/peers/node`.
+"""
+
+from __future__ import annotations
+
+from .anthunder_peer import (
+    ECHO_PREFIX,
+    HELLO_METHOD,
+    HELLO_SERVICE,
+    MISSING_SERVICE,
+    PROTOBUF_CONTENT,
+    SOFA_BOLT_NODE_PING,
+    anthunder_server,
+    bolt_anthunder,
+    invoke_hello,
+)
+from .capture import Capture
+from .dubbo_peers import (
+    NPM_INSTALL,
+    DubboServer,
+    dubbo_decode,
+    dubbo_server,
+    dubbo_sofa_rpc_node,
+    dubbo_ssl_python,
+)
+from .framing import (
+    bolt_frame_length,
+    dubbo_frame_length,
+    memcached_frame_length,
+    split_frames,
+    thrift_framed_length,
+)
+from .memcached_peer import OPCODES as MEMCACHED_OPCODES
+from .memcached_peer import memcached_binary, memcached_server
+from .recording import RecordingRelay, recording_relay, send_and_receive
+from .thrift_peers import (
+    THRIFT_IDL,
+    apache_stubs,
+    thrift_apache,
+    thrift_server,
+    thrift_thriftpy2,
+    thriftpy2_module,
+)
+
+__all__ = [
+    "Capture",
+    "DubboServer",
+    "ECHO_PREFIX",
+    "HELLO_METHOD",
+    "HELLO_SERVICE",
+    "MEMCACHED_OPCODES",
+    "MISSING_SERVICE",
+    "NPM_INSTALL",
+    "PROTOBUF_CONTENT",
+    "RecordingRelay",
+    "SOFA_BOLT_NODE_PING",
+    "THRIFT_IDL",
+    "all_captures",
+    "anthunder_server",
+    "apache_stubs",
+    "bolt_anthunder",
+    "bolt_frame_length",
+    "dubbo_decode",
+    "dubbo_frame_length",
+    "dubbo_server",
+    "dubbo_sofa_rpc_node",
+    "dubbo_ssl_python",
+    "invoke_hello",
+    "memcached_binary",
+    "memcached_frame_length",
+    "memcached_server",
+    "recording_relay",
+    "send_and_receive",
+    "split_frames",
+    "thrift_apache",
+    "thrift_framed_length",
+    "thrift_server",
+    "thrift_thriftpy2",
+    "thriftpy2_module",
+]
+
+
+def all_captures() -> dict[str, list[Capture]]:
+    """Every capture function's frames, by protocol ("bolt", "thrift", "memcached", "dubbo")."""
+    with memcached_server() as (_host, port):
+        memcached = memcached_binary(port)
+    return {
+        "bolt": bolt_anthunder(),
+        "thrift": thrift_thriftpy2() + thrift_apache(),
+        "memcached": memcached,
+        "dubbo": dubbo_ssl_python() + dubbo_sofa_rpc_node(),
+    }
