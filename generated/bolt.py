@@ -13,15 +13,12 @@ from runtime.api import (
     XFrame,
     XProtocol,
     as_bytes,
-    coalesce,
     default_message,
     map_get,
-    read_kvmap,
+    read_kvmap_fixed,
     text,
-    write_kvmap,
+    write_kvmap_fixed,
 )
-
-_new = object.__new__
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # proto, kind, cmd, ver2, id, codec, status, class_len, header_len, content_len
@@ -121,26 +118,10 @@ class BoltFrame(XFrame):
         "kind": _E_Kind,
     }
 
-    def __init__(self):
-        XFrame.__init__(self)
-        self.proto = None
-        self.kind = None
-        self.cmd = None
-        self.ver2 = None
-        self.id = None
-        self.codec = None
-        self.status = None
-        self.timeout = None
-        self.class_len = None
-        self.header_len = None
-        self.content_len = None
-        self.class_name = None
-        self.headers = None
-        self.content = None
-
     @classmethod
     def blank(cls):
-        """A frame with every field at its zero value (templates start from it)."""
+        """A frame with every field at its zero value: build frames from it (decode sets
+        every field itself, so the class has no __init__ to slow it down)."""
         f = cls()
         f.proto = 1
         f.kind = 0
@@ -156,6 +137,7 @@ class BoltFrame(XFrame):
         f.class_name = ""
         f.headers = {}
         f.content = b""
+        f.length = 0
         return f
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -185,14 +167,14 @@ class BoltFrame(XFrame):
         return self.status
 
     def get_service(self):
-        return text(
-            coalesce(
-                map_get(self.headers, "service"), map_get(self.headers, "sofa_head_target_service")
-            )
+        return (
+            c0
+            if (c0 := self.headers.get("service")) is not None
+            else self.headers.get("sofa_head_target_service")
         )
 
     def get_method(self):
-        return text(map_get(self.headers, "sofa_head_method_name"))
+        return self.headers.get("sofa_head_method_name")
 
     def get_headers(self):
         items = self.headers
@@ -223,7 +205,7 @@ class BoltFrame(XFrame):
     def encode(self):
         if self.kind == 0:
             p_class_name = self.class_name.encode()
-            p_headers = write_kvmap(self.headers, _S1)
+            p_headers = write_kvmap_fixed(self.headers, _S1)
             p_content = self.content
             return b"".join(
                 [
@@ -246,7 +228,7 @@ class BoltFrame(XFrame):
             )
         else:
             p_class_name = self.class_name.encode()
-            p_headers = write_kvmap(self.headers, _S1)
+            p_headers = write_kvmap_fixed(self.headers, _S1)
             p_content = self.content
             return b"".join(
                 [
@@ -286,13 +268,10 @@ class BoltProtocol(XProtocol):
         if n - start >= 1 and buf[start] != 1:
             raise DecodeError(start, "proto: expected %#x, got %#x" % (1, buf[start]))
         try:
-            if n - start < 2:
+            if n - start < 20:
                 return None
-            pk_kind = buf[start + 1]
-            if pk_kind == 0:
-                if n - start < 20:
-                    return None
-                f = _new(BoltFrame)
+            if buf[start + 1] == 0:
+                f = BoltFrame()
                 f.timeout = None
                 (
                     f.proto,
@@ -302,29 +281,32 @@ class BoltProtocol(XProtocol):
                     f.id,
                     f.codec,
                     f.status,
-                    f.class_len,
-                    f.header_len,
-                    f.content_len,
+                    v_class_len,
+                    v_header_len,
+                    v_content_len,
                 ) = _S0.unpack_from(buf, start)
-                z0 = f.class_len
-                z1 = f.header_len
-                z2 = f.content_len
-                end = start + 20 + z0 + z1 + z2
+                f.class_len = v_class_len
+                f.header_len = v_header_len
+                f.content_len = v_content_len
+                end = start + 20 + v_class_len + v_header_len + v_content_len
                 if end > n:
                     return None
                 pos = start + 20
-                f.class_name = buf[pos : pos + z0].decode()
-                pos += z0
-                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
-                pos += z1
-                f.content = buf[pos : pos + z2]
-                pos += z2
+                f.class_name = buf[pos : pos + v_class_len].decode()
+                pos += v_class_len
+                f.headers = (
+                    read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
+                    if v_header_len
+                    else {}
+                )
+                pos += v_header_len
+                f.content = buf[pos : pos + v_content_len]
                 f.length = end - start
                 return f
             else:
                 if n - start < 22:
                     return None
-                f = _new(BoltFrame)
+                f = BoltFrame()
                 f.status = None
                 (
                     f.proto,
@@ -334,23 +316,26 @@ class BoltProtocol(XProtocol):
                     f.id,
                     f.codec,
                     f.timeout,
-                    f.class_len,
-                    f.header_len,
-                    f.content_len,
+                    v_class_len,
+                    v_header_len,
+                    v_content_len,
                 ) = _S2.unpack_from(buf, start)
-                z0 = f.class_len
-                z1 = f.header_len
-                z2 = f.content_len
-                end = start + 22 + z0 + z1 + z2
+                f.class_len = v_class_len
+                f.header_len = v_header_len
+                f.content_len = v_content_len
+                end = start + 22 + v_class_len + v_header_len + v_content_len
                 if end > n:
                     return None
                 pos = start + 22
-                f.class_name = buf[pos : pos + z0].decode()
-                pos += z0
-                f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
-                pos += z1
-                f.content = buf[pos : pos + z2]
-                pos += z2
+                f.class_name = buf[pos : pos + v_class_len].decode()
+                pos += v_class_len
+                f.headers = (
+                    read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
+                    if v_header_len
+                    else {}
+                )
+                pos += v_header_len
+                f.content = buf[pos : pos + v_content_len]
                 f.length = end - start
                 return f
         except UnicodeDecodeError as e:

@@ -13,16 +13,13 @@ from runtime.api import (
     XFrame,
     XProtocol,
     as_bytes,
-    coalesce,
     crc32,
     default_message,
     map_get,
-    read_kvmap,
+    read_kvmap_fixed,
     text,
-    write_kvmap,
+    write_kvmap_fixed,
 )
-
-_new = object.__new__
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # proto, ver1, kind, cmd, ver2, id, codec, bits(switch_reserved, crc_on), status, class_len, header_len, content_len
@@ -132,30 +129,10 @@ class Boltv2Frame(XFrame):
         "kind": _E_Kind,
     }
 
-    def __init__(self):
-        XFrame.__init__(self)
-        self.proto = None
-        self.ver1 = None
-        self.kind = None
-        self.cmd = None
-        self.ver2 = None
-        self.id = None
-        self.codec = None
-        self.switch_reserved = None
-        self.crc_on = None
-        self.status = None
-        self.timeout = None
-        self.class_len = None
-        self.header_len = None
-        self.content_len = None
-        self.class_name = None
-        self.headers = None
-        self.content = None
-        self.crc = None
-
     @classmethod
     def blank(cls):
-        """A frame with every field at its zero value (templates start from it)."""
+        """A frame with every field at its zero value: build frames from it (decode sets
+        every field itself, so the class has no __init__ to slow it down)."""
         f = cls()
         f.proto = 2
         f.ver1 = 0
@@ -175,6 +152,7 @@ class Boltv2Frame(XFrame):
         f.headers = {}
         f.content = b""
         f.crc = 0
+        f.length = 0
         return f
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -204,14 +182,14 @@ class Boltv2Frame(XFrame):
         return self.status
 
     def get_service(self):
-        return text(
-            coalesce(
-                map_get(self.headers, "service"), map_get(self.headers, "sofa_head_target_service")
-            )
+        return (
+            c0
+            if (c0 := self.headers.get("service")) is not None
+            else self.headers.get("sofa_head_target_service")
         )
 
     def get_method(self):
-        return text(map_get(self.headers, "sofa_head_method_name"))
+        return self.headers.get("sofa_head_method_name")
 
     def get_headers(self):
         items = self.headers
@@ -243,7 +221,7 @@ class Boltv2Frame(XFrame):
         if self.kind == 0:
             if (self.ver1 == 2) and (self.crc_on == 1):
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap(self.headers, _S1)
+                p_headers = write_kvmap_fixed(self.headers, _S1)
                 p_content = self.content
                 data = b"".join(
                     [
@@ -269,7 +247,7 @@ class Boltv2Frame(XFrame):
                 return data + _S2.pack(crc32(data))
             else:
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap(self.headers, _S1)
+                p_headers = write_kvmap_fixed(self.headers, _S1)
                 p_content = self.content
                 return b"".join(
                     [
@@ -295,7 +273,7 @@ class Boltv2Frame(XFrame):
         else:
             if (self.ver1 == 2) and (self.crc_on == 1):
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap(self.headers, _S1)
+                p_headers = write_kvmap_fixed(self.headers, _S1)
                 p_content = self.content
                 data = b"".join(
                     [
@@ -321,7 +299,7 @@ class Boltv2Frame(XFrame):
                 return data + _S2.pack(crc32(data))
             else:
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap(self.headers, _S1)
+                p_headers = write_kvmap_fixed(self.headers, _S1)
                 p_content = self.content
                 return b"".join(
                     [
@@ -363,18 +341,11 @@ class Boltv2Protocol(XProtocol):
         if n - start >= 1 and buf[start] != 2:
             raise DecodeError(start, "proto: expected %#x, got %#x" % (2, buf[start]))
         try:
-            if n - start < 3:
+            if n - start < 22:
                 return None
-            pk_kind = buf[start + 2]
-            if pk_kind == 0:
-                if n - start < 12:
-                    return None
-                pk_ver1 = buf[start + 1]
-                pk_crc_on = (buf[start + 11] >> 0) & 0x1
-                if (pk_ver1 == 2) and (pk_crc_on == 1):
-                    if n - start < 22:
-                        return None
-                    f = _new(Boltv2Frame)
+            if buf[start + 2] == 0:
+                if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
+                    f = Boltv2Frame()
                     f.timeout = None
                     (
                         f.proto,
@@ -386,35 +357,36 @@ class Boltv2Protocol(XProtocol):
                         f.codec,
                         b0,
                         f.status,
-                        f.class_len,
-                        f.header_len,
-                        f.content_len,
+                        v_class_len,
+                        v_header_len,
+                        v_content_len,
                     ) = _S0.unpack_from(buf, start)
+                    f.class_len = v_class_len
+                    f.header_len = v_header_len
+                    f.content_len = v_content_len
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    z0 = f.class_len
-                    z1 = f.header_len
-                    z2 = f.content_len
-                    end = start + 26 + z0 + z1 + z2
+                    end = start + 26 + v_class_len + v_header_len + v_content_len
                     if end > n:
                         return None
                     pos = start + 22
-                    f.class_name = buf[pos : pos + z0].decode()
-                    pos += z0
-                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
-                    pos += z1
-                    f.content = buf[pos : pos + z2]
-                    pos += z2
+                    f.class_name = buf[pos : pos + v_class_len].decode()
+                    pos += v_class_len
+                    f.headers = (
+                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
+                        if v_header_len
+                        else {}
+                    )
+                    pos += v_header_len
+                    f.content = buf[pos : pos + v_content_len]
+                    pos += v_content_len
                     (f.crc,) = _S2.unpack_from(buf, pos)
                     if f.crc != crc32(memoryview(buf)[start:pos]):
                         raise DecodeError(pos, "crc: crc32 mismatch")
-                    pos += 4
                     f.length = end - start
                     return f
                 else:
-                    if n - start < 22:
-                        return None
-                    f = _new(Boltv2Frame)
+                    f = Boltv2Frame()
                     f.timeout = f.crc = None
                     (
                         f.proto,
@@ -426,36 +398,35 @@ class Boltv2Protocol(XProtocol):
                         f.codec,
                         b0,
                         f.status,
-                        f.class_len,
-                        f.header_len,
-                        f.content_len,
+                        v_class_len,
+                        v_header_len,
+                        v_content_len,
                     ) = _S0.unpack_from(buf, start)
+                    f.class_len = v_class_len
+                    f.header_len = v_header_len
+                    f.content_len = v_content_len
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    z0 = f.class_len
-                    z1 = f.header_len
-                    z2 = f.content_len
-                    end = start + 22 + z0 + z1 + z2
+                    end = start + 22 + v_class_len + v_header_len + v_content_len
                     if end > n:
                         return None
                     pos = start + 22
-                    f.class_name = buf[pos : pos + z0].decode()
-                    pos += z0
-                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
-                    pos += z1
-                    f.content = buf[pos : pos + z2]
-                    pos += z2
+                    f.class_name = buf[pos : pos + v_class_len].decode()
+                    pos += v_class_len
+                    f.headers = (
+                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
+                        if v_header_len
+                        else {}
+                    )
+                    pos += v_header_len
+                    f.content = buf[pos : pos + v_content_len]
                     f.length = end - start
                     return f
             else:
-                if n - start < 12:
+                if n - start < 24:
                     return None
-                pk_ver1 = buf[start + 1]
-                pk_crc_on = (buf[start + 11] >> 0) & 0x1
-                if (pk_ver1 == 2) and (pk_crc_on == 1):
-                    if n - start < 24:
-                        return None
-                    f = _new(Boltv2Frame)
+                if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
+                    f = Boltv2Frame()
                     f.status = None
                     (
                         f.proto,
@@ -467,35 +438,36 @@ class Boltv2Protocol(XProtocol):
                         f.codec,
                         b0,
                         f.timeout,
-                        f.class_len,
-                        f.header_len,
-                        f.content_len,
+                        v_class_len,
+                        v_header_len,
+                        v_content_len,
                     ) = _S3.unpack_from(buf, start)
+                    f.class_len = v_class_len
+                    f.header_len = v_header_len
+                    f.content_len = v_content_len
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    z0 = f.class_len
-                    z1 = f.header_len
-                    z2 = f.content_len
-                    end = start + 28 + z0 + z1 + z2
+                    end = start + 28 + v_class_len + v_header_len + v_content_len
                     if end > n:
                         return None
                     pos = start + 24
-                    f.class_name = buf[pos : pos + z0].decode()
-                    pos += z0
-                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
-                    pos += z1
-                    f.content = buf[pos : pos + z2]
-                    pos += z2
+                    f.class_name = buf[pos : pos + v_class_len].decode()
+                    pos += v_class_len
+                    f.headers = (
+                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
+                        if v_header_len
+                        else {}
+                    )
+                    pos += v_header_len
+                    f.content = buf[pos : pos + v_content_len]
+                    pos += v_content_len
                     (f.crc,) = _S2.unpack_from(buf, pos)
                     if f.crc != crc32(memoryview(buf)[start:pos]):
                         raise DecodeError(pos, "crc: crc32 mismatch")
-                    pos += 4
                     f.length = end - start
                     return f
                 else:
-                    if n - start < 24:
-                        return None
-                    f = _new(Boltv2Frame)
+                    f = Boltv2Frame()
                     f.status = f.crc = None
                     (
                         f.proto,
@@ -507,25 +479,28 @@ class Boltv2Protocol(XProtocol):
                         f.codec,
                         b0,
                         f.timeout,
-                        f.class_len,
-                        f.header_len,
-                        f.content_len,
+                        v_class_len,
+                        v_header_len,
+                        v_content_len,
                     ) = _S3.unpack_from(buf, start)
+                    f.class_len = v_class_len
+                    f.header_len = v_header_len
+                    f.content_len = v_content_len
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
-                    z0 = f.class_len
-                    z1 = f.header_len
-                    z2 = f.content_len
-                    end = start + 24 + z0 + z1 + z2
+                    end = start + 24 + v_class_len + v_header_len + v_content_len
                     if end > n:
                         return None
                     pos = start + 24
-                    f.class_name = buf[pos : pos + z0].decode()
-                    pos += z0
-                    f.headers = read_kvmap(buf, pos, pos + z1, _S1, True) if z1 else {}
-                    pos += z1
-                    f.content = buf[pos : pos + z2]
-                    pos += z2
+                    f.class_name = buf[pos : pos + v_class_len].decode()
+                    pos += v_class_len
+                    f.headers = (
+                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
+                        if v_header_len
+                        else {}
+                    )
+                    pos += v_header_len
+                    f.content = buf[pos : pos + v_content_len]
                     f.length = end - start
                     return f
         except UnicodeDecodeError as e:

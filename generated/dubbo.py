@@ -21,8 +21,6 @@ from runtime.api import (
 )
 from runtime.fieldtypes import hessian2
 
-_new = object.__new__
-
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # magic, bits(is_request, two_way, event, serialization), status, id, body_len
 _S0 = Struct(">HBBQI")
@@ -107,33 +105,10 @@ class DubboFrame(XFrame):
     )
     FIELD_ENUMS = {}
 
-    def __init__(self):
-        XFrame.__init__(self)
-        self.magic = None
-        self.is_request = None
-        self.two_way = None
-        self.event = None
-        self.serialization = None
-        self.status = None
-        self.id = None
-        self.body_len = None
-        self._raw_body = None
-        self._state_body = None
-        self._at_body = None
-        self._dubbo_version = None
-        self._service_path = None
-        self._service_version = None
-        self._method_name = None
-        self._param_types = None
-        self._arguments = None
-        self._attachments = None
-        self._error_message = None
-        self._state_body = 1
-        self._at_body = 0
-
     @classmethod
     def blank(cls):
-        """A frame with every field at its zero value (templates start from it)."""
+        """A frame with every field at its zero value: build frames from it (decode sets
+        every field itself, so the class has no __init__ to slow it down)."""
         f = cls()
         f.magic = 55995
         f.is_request = 0
@@ -154,6 +129,7 @@ class DubboFrame(XFrame):
         f._error_message = None
         f._state_body = 1
         f._at_body = 0
+        f.length = 0
         return f
 
     # -- body: bytes on the wire, read through its 'inside' layouts on first use --------
@@ -437,21 +413,20 @@ class DubboProtocol(XProtocol):
             )
         if n - start < 16:
             return None
-        f = _new(DubboFrame)
+        f = DubboFrame()
         f._state_body = 0
-        f.magic, b0, f.status, f.id, f.body_len = _S0.unpack_from(buf, start)
+        f.magic, b0, f.status, f.id, v_body_len = _S0.unpack_from(buf, start)
+        f.body_len = v_body_len
         f.is_request = (b0 >> 7) & 0x1
         f.two_way = (b0 >> 6) & 0x1
         f.event = (b0 >> 5) & 0x1
         f.serialization = b0 & 0x1F
-        z0 = f.body_len
-        end = start + 16 + z0
+        end = start + 16 + v_body_len
         if end > n:
             return None
         pos = start + 16
-        f._raw_body = buf[pos : pos + z0]
+        f._raw_body = buf[pos : pos + v_body_len]
         f._at_body = pos - start
-        pos += z0
         f.length = end - start
         return f
 

@@ -15,10 +15,7 @@ from runtime.api import (
     XProtocol,
     as_bytes,
     overrun,
-    text,
 )
-
-_new = object.__new__
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # size, api_key, api_version, correlation_id, client_id_len
@@ -126,6 +123,7 @@ class KafkaFrame(XFrame):
         "client_id_len",
         "client_id",
         "body",
+        "direction",
     )
     FIELD_NAMES = (
         "size",
@@ -140,19 +138,10 @@ class KafkaFrame(XFrame):
         "api_key": _E_ApiKey,
     }
 
-    def __init__(self):
-        XFrame.__init__(self)
-        self.size = None
-        self.api_key = None
-        self.api_version = None
-        self.correlation_id = None
-        self.client_id_len = None
-        self.client_id = None
-        self.body = None
-
     @classmethod
     def blank(cls):
-        """A frame with every field at its zero value (templates start from it)."""
+        """A frame with every field at its zero value: build frames from it (decode sets
+        every field itself, so the class has no __init__ to slow it down)."""
         f = cls()
         f.size = 0
         f.api_key = 0
@@ -161,6 +150,8 @@ class KafkaFrame(XFrame):
         f.client_id_len = 0
         f.client_id = ""
         f.body = b""
+        f.length = 0
+        f.direction = None
         return f
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -177,10 +168,10 @@ class KafkaFrame(XFrame):
         return StreamType.REQUEST
 
     def get_service(self):
-        return text(self.client_id)
+        return self.client_id
 
     def get_method(self):
-        return text(_E_ApiKey.get(self.api_key))
+        return _E_ApiKey.get(self.api_key)
 
     def get_body(self):
         return self.body
@@ -231,14 +222,17 @@ class KafkaProtocol(XProtocol):
         if direction is None:
             raise ValueError("kafka frames need a direction")
         try:
+            if n - start < 8:
+                return None
             if direction is Direction.REQUEST:
                 if n - start < 14:
                     return None
-                f = _new(KafkaFrame)
-                f.size, f.api_key, f.api_version, f.correlation_id, f.client_id_len = (
+                f = KafkaFrame()
+                v_size, f.api_key, f.api_version, f.correlation_id, f.client_id_len = (
                     _S0.unpack_from(buf, start)
                 )
-                end = start + f.size + 4
+                f.size = v_size
+                end = start + v_size + 4
                 if end - start < 14:
                     raise DecodeError(
                         start + 0,
@@ -268,12 +262,11 @@ class KafkaProtocol(XProtocol):
                 f.direction = direction
                 return f
             else:
-                if n - start < 8:
-                    return None
-                f = _new(KafkaFrame)
+                f = KafkaFrame()
                 f.api_key = f.api_version = f.client_id_len = f.client_id = None
-                f.size, f.correlation_id = _S1.unpack_from(buf, start)
-                end = start + f.size + 4
+                v_size, f.correlation_id = _S1.unpack_from(buf, start)
+                f.size = v_size
+                end = start + v_size + 4
                 if end - start < 8:
                     raise DecodeError(
                         start + 0,

@@ -17,8 +17,6 @@ from runtime.api import (
     text,
 )
 
-_new = object.__new__
-
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # magic, opcode, key_len, extras_len, data_type, status, total_body, opaque, cas
 _S0 = Struct(">BBHBBHIIQ")
@@ -135,25 +133,10 @@ class MemcachedFrame(XFrame):
         "opcode": _E_Opcode,
     }
 
-    def __init__(self):
-        XFrame.__init__(self)
-        self.magic = None
-        self.opcode = None
-        self.key_len = None
-        self.extras_len = None
-        self.data_type = None
-        self.status = None
-        self.vbucket = None
-        self.total_body = None
-        self.opaque = None
-        self.cas = None
-        self.extras = None
-        self.key = None
-        self.value = None
-
     @classmethod
     def blank(cls):
-        """A frame with every field at its zero value (templates start from it)."""
+        """A frame with every field at its zero value: build frames from it (decode sets
+        every field itself, so the class has no __init__ to slow it down)."""
         f = cls()
         f.magic = 0
         f.opcode = 0
@@ -168,6 +151,7 @@ class MemcachedFrame(XFrame):
         f.extras = b""
         f.key = b""
         f.value = b""
+        f.length = 0
         return f
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -208,7 +192,7 @@ class MemcachedFrame(XFrame):
         return self.status
 
     def get_method(self):
-        return text(_E_Opcode.get(self.opcode))
+        return _E_Opcode.get(self.opcode)
 
     def get_headers(self):
         out = {}
@@ -289,73 +273,68 @@ class MemcachedProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
-        if n - start < 1:
+        if n - start < 24:
             return None
-        pk_magic = buf[start]
-        if pk_magic == 129:
-            if n - start < 24:
-                return None
-            f = _new(MemcachedFrame)
+        if buf[start] == 129:
+            f = MemcachedFrame()
             f.vbucket = None
             (
                 f.magic,
                 f.opcode,
-                f.key_len,
-                f.extras_len,
+                v_key_len,
+                v_extras_len,
                 f.data_type,
                 f.status,
-                f.total_body,
+                v_total_body,
                 f.opaque,
                 f.cas,
             ) = _S0.unpack_from(buf, start)
-            z0 = f.extras_len
-            z1 = f.key_len
-            z2 = (f.total_body - f.extras_len) - f.key_len
+            f.key_len = v_key_len
+            f.extras_len = v_extras_len
+            f.total_body = v_total_body
+            z2 = (v_total_body - v_extras_len) - v_key_len
             if z2 < 0:
                 raise DecodeError(start, "value: negative size %d" % z2)
-            end = start + 24 + z0 + z1 + z2
+            end = start + 24 + v_extras_len + v_key_len + z2
             if end > n:
                 return None
             pos = start + 24
-            f.extras = buf[pos : pos + z0]
-            pos += z0
-            f.key = buf[pos : pos + z1]
-            pos += z1
+            f.extras = buf[pos : pos + v_extras_len]
+            pos += v_extras_len
+            f.key = buf[pos : pos + v_key_len]
+            pos += v_key_len
             f.value = buf[pos : pos + z2]
-            pos += z2
             f.length = end - start
             return f
         else:
-            if n - start < 24:
-                return None
-            f = _new(MemcachedFrame)
+            f = MemcachedFrame()
             f.status = None
             (
                 f.magic,
                 f.opcode,
-                f.key_len,
-                f.extras_len,
+                v_key_len,
+                v_extras_len,
                 f.data_type,
                 f.vbucket,
-                f.total_body,
+                v_total_body,
                 f.opaque,
                 f.cas,
             ) = _S0.unpack_from(buf, start)
-            z0 = f.extras_len
-            z1 = f.key_len
-            z2 = (f.total_body - f.extras_len) - f.key_len
+            f.key_len = v_key_len
+            f.extras_len = v_extras_len
+            f.total_body = v_total_body
+            z2 = (v_total_body - v_extras_len) - v_key_len
             if z2 < 0:
                 raise DecodeError(start, "value: negative size %d" % z2)
-            end = start + 24 + z0 + z1 + z2
+            end = start + 24 + v_extras_len + v_key_len + z2
             if end > n:
                 return None
             pos = start + 24
-            f.extras = buf[pos : pos + z0]
-            pos += z0
-            f.key = buf[pos : pos + z1]
-            pos += z1
+            f.extras = buf[pos : pos + v_extras_len]
+            pos += v_extras_len
+            f.key = buf[pos : pos + v_key_len]
+            pos += v_key_len
             f.value = buf[pos : pos + z2]
-            pos += z2
             f.length = end - start
             return f
 

@@ -20,8 +20,6 @@ from runtime.api import (
 )
 from runtime.fieldtypes import tars
 
-_new = object.__new__
-
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # packet_len
 _S0 = Struct(">I")
@@ -87,6 +85,7 @@ class TarsFrame(XFrame):
         "status",
         "iRet",
         "sResultDesc",
+        "direction",
     )
     FIELD_NAMES = (
         "packet_len",
@@ -105,25 +104,10 @@ class TarsFrame(XFrame):
     )
     FIELD_ENUMS = {}
 
-    def __init__(self):
-        XFrame.__init__(self)
-        self.packet_len = None
-        self.iVersion = None
-        self.cPacketType = None
-        self.iMessageType = None
-        self.iRequestId = None
-        self.sServantName = None
-        self.sFuncName = None
-        self.sBuffer = None
-        self.iTimeout = None
-        self.context = None
-        self.status = None
-        self.iRet = None
-        self.sResultDesc = None
-
     @classmethod
     def blank(cls):
-        """A frame with every field at its zero value (templates start from it)."""
+        """A frame with every field at its zero value: build frames from it (decode sets
+        every field itself, so the class has no __init__ to slow it down)."""
         f = cls()
         f.packet_len = 0
         f.iVersion = None
@@ -138,6 +122,8 @@ class TarsFrame(XFrame):
         f.status = None
         f.iRet = None
         f.sResultDesc = None
+        f.length = 0
+        f.direction = None
         return f
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -294,13 +280,14 @@ class TarsProtocol(XProtocol):
         n = len(buf)
         if direction is None:
             raise ValueError("tars frames need a direction")
+        if n - start < 4:
+            return None
         if direction is Direction.REQUEST:
-            if n - start < 4:
-                return None
-            f = _new(TarsFrame)
+            f = TarsFrame()
             f.iRet = f.sResultDesc = None
-            (f.packet_len,) = _S0.unpack_from(buf, start)
-            end = start + f.packet_len
+            (v_packet_len,) = _S0.unpack_from(buf, start)
+            f.packet_len = v_packet_len
+            end = start + v_packet_len
             if end - start < 4:
                 raise DecodeError(
                     start + 0,
@@ -326,12 +313,11 @@ class TarsProtocol(XProtocol):
             f.direction = direction
             return f
         else:
-            if n - start < 4:
-                return None
-            f = _new(TarsFrame)
+            f = TarsFrame()
             f.sServantName = f.sFuncName = f.iTimeout = None
-            (f.packet_len,) = _S0.unpack_from(buf, start)
-            end = start + f.packet_len
+            (v_packet_len,) = _S0.unpack_from(buf, start)
+            f.packet_len = v_packet_len
+            end = start + v_packet_len
             if end - start < 4:
                 raise DecodeError(
                     start + 0,

@@ -21,8 +21,6 @@ from runtime.api import (
 )
 from runtime.fieldtypes import thrift
 
-_new = object.__new__
-
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # frame_len, bits(version, unused, type), name_len
 _S0 = Struct(">IIi")
@@ -98,27 +96,10 @@ class ThriftFrame(XFrame):
         "type": _E_MessageType,
     }
 
-    def __init__(self):
-        XFrame.__init__(self)
-        self.frame_len = None
-        self.version = None
-        self.unused = None
-        self.type = None
-        self.name_len = None
-        self.name = None
-        self.seqid = None
-        self._raw_body = None
-        self._state_body = None
-        self._at_body = None
-        self._message = None
-        self._exc_type = None
-        self._stop = None
-        self._state_body = 1
-        self._at_body = 0
-
     @classmethod
     def blank(cls):
-        """A frame with every field at its zero value (templates start from it)."""
+        """A frame with every field at its zero value: build frames from it (decode sets
+        every field itself, so the class has no __init__ to slow it down)."""
         f = cls()
         f.frame_len = 0
         f.version = 32769
@@ -133,6 +114,7 @@ class ThriftFrame(XFrame):
         f._stop = None
         f._state_body = 1
         f._at_body = 0
+        f.length = 0
         return f
 
     # -- body: bytes on the wire, read through its 'inside' layouts on first use --------
@@ -239,10 +221,10 @@ class ThriftFrame(XFrame):
         return self.exc_type if (self.type == 3) else 0
 
     def get_service(self):
-        return text(before(text(self.name), ":"))
+        return before(text(self.name), ":")
 
     def get_method(self):
-        return text(after(text(self.name), ":"))
+        return after(text(self.name), ":")
 
     def get_body(self):
         return self.body
@@ -296,13 +278,14 @@ class ThriftProtocol(XProtocol):
         try:
             if n - start < 12:
                 return None
-            f = _new(ThriftFrame)
+            f = ThriftFrame()
             f._state_body = 0
-            f.frame_len, b0, f.name_len = _S0.unpack_from(buf, start)
+            v_frame_len, b0, f.name_len = _S0.unpack_from(buf, start)
+            f.frame_len = v_frame_len
             f.version = (b0 >> 16) & 0xFFFF
             f.unused = (b0 >> 8) & 0xFF
             f.type = b0 & 0xFF
-            end = start + f.frame_len + 4
+            end = start + v_frame_len + 4
             if end - start < 16:
                 raise DecodeError(
                     start + 0,

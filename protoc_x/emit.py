@@ -14,13 +14,15 @@ import jinja2
 
 from . import nodes as n
 from .check import Checked, FieldInfo
+from .check import _walk_expr as _walk
 from .plan import Branch, Crc, Leaf, Plan, Run, Var
 
 #: the runtime.api names generated code may use; the module imports those it does use
 API_NAMES = (
     "DecodeError", "Direction", "PoolMode", "StreamType", "Struct", "XFrame", "XProtocol",
     "after", "as_bytes", "before", "coalesce", "crc32", "default_message", "map_get", "overrun",
-    "read_kvmap", "read_kvmap_count", "text", "to_int", "utf8", "write_kvmap",
+    "read_kvmap", "read_kvmap_count", "read_kvmap_fixed", "text", "to_int", "utf8", "write_kvmap",
+    "write_kvmap_fixed",
 )  # fmt: skip
 
 
@@ -90,7 +92,10 @@ class Exprs:
         direction: str = "self.direction",
         lens=None,
         total: str = "total",
+        present: frozenset = frozenset(),
     ):
+        self.present = present  # frame maps that every layout has (never None)
+        self.temps = 0
         self.c = checked
         self.mod = mod
         self.ref = ref
@@ -130,6 +135,8 @@ class Exprs:
         if isinstance(e, n.Attr):
             return f"request.{e.name}"
         if isinstance(e, n.Index):
+            if isinstance(e.obj, n.Name) and e.obj.name in self.present:
+                return f"{c(e.obj)}.get({c(e.key)})"  # a map every layout has: never None
             return f"map_get({c(e.obj)}, {c(e.key)})"
         if isinstance(e, n.Unary):
             return f"(not {c(e.operand)})" if e.op == "not" else f"(-{c(e.operand)})"
@@ -147,7 +154,11 @@ class Exprs:
                 left_enum, right_enum = self.enum_of(e.left), self.enum_of(e.right)
                 return f"({c(e.left, right_enum)} {e.op} {c(e.right, left_enum)})"
             if e.op == "??":
-                return f"coalesce({c(e.left, enum)}, {c(e.right, enum)})"
+                tmp = f"c{self.temps}"
+                self.temps += 1
+                return (
+                    f"({tmp} if ({tmp} := {c(e.left, enum)}) is not None else {c(e.right, enum)})"
+                )
             return f"({c(e.left)} {e.op} {c(e.right)})"
         if isinstance(e, n.In):
             item_enum = self.enum_of(e.item)
@@ -195,13 +206,51 @@ class Emitter:
         self.frame_fields = [f for f in self.c.fields.values() if f.owner is None]
         self.inner_fields = [f for f in self.c.fields.values() if f.owner is not None]
         self.targets = sorted(plan.insides)
+        leaves = list(self._leaves(plan.tree))
+        names = [
+            {it.name for st in leaf.steps if isinstance(st, Var) for it in [st.field]}
+            for leaf in leaves
+        ]
+        self.always_present = (
+            frozenset(
+                name
+                for name in set.intersection(*names)
+                if self.c.fields[name].kind == "map" and name not in self.targets
+            )
+            if names
+            else frozenset()
+        )
+
+    def _leaves(self, node):
+        if isinstance(node, Leaf):
+            yield node
+        else:
+            yield from self._leaves(node.then)
+            yield from self._leaves(node.orelse)
 
     # ---- helpers -------------------------------------------------------------------
     def attr(self, name: str, obj: str = "self") -> str:
         return f"{obj}.{name}"
 
     def exprs(self, obj: str, **kw) -> Exprs:
+        kw.setdefault("present", self.always_present if obj == "self" else frozenset())
         return Exprs(self.c, self.mod, lambda name: f"{obj}.{name}", **kw)
+
+    def is_text(self, e) -> bool:
+        """The expression is already str or None: no text() conversion needed."""
+        if isinstance(e, n.StrLit):
+            return True
+        if isinstance(e, n.Name):
+            info = self.c.fields.get(e.name)
+            return info is not None and info.kind == "string"
+        if isinstance(e, n.Index):
+            info = self.c.fields.get(getattr(e.obj, "name", ""))
+            return info is not None and info.kind == "map"  # length-prefixed text pairs
+        if isinstance(e, n.BinOp) and e.op == "??":
+            return self.is_text(e.left) and self.is_text(e.right)
+        if isinstance(e, n.Cond):
+            return self.is_text(e.then) and self.is_text(e.orelse)
+        return isinstance(e, n.Call) and e.module is None and e.func in ("name", "before", "after")
 
     def length_codec(self, t: n.MapType) -> str:
         if isinstance(t.length, n.IntType):
@@ -288,23 +337,39 @@ class Emitter:
         w("except UnicodeDecodeError as e:")
         w("    raise DecodeError(pos + e.start, 'invalid UTF-8 in a string field') from None")
 
-    def decode_node(self, node, w: Code) -> None:
+    def decode_node(self, node, w: Code, have: int = 0) -> None:
+        """Decode code for a branch or leaf; ``have``: bytes already known to be there."""
         if isinstance(node, Leaf):
-            self.decode_leaf(node, w)
+            self.decode_leaf(node, w, have)
             return
         need = 0
         for name, off in node.peeks:
             need = max(need, off + self.peek_width(name))
-        if need:
+        # wait for the shortest header of any layout below at once: one check, not two
+        shortest = min((leaf.prefix.size if leaf.prefix else 0) for leaf in self._leaves(node))
+        need = max(need, shortest)
+        if need > have:
             w(f"if n - start < {need}:")
             w("    return None")
-        for name, off in node.peeks:
-            w(f"pk_{name} = {self.peek_code(name, off)}")
-        ex = Exprs(self.c, self.mod, lambda name: f"pk_{name}", direction="direction")
+            have = need
+        tests = {name: self.peek_code(name, off) for name, off in node.peeks}
+        uses = {
+            name: sum(1 for e in _walk(node.test) if isinstance(e, n.Name) and e.name == name)
+            for name in tests
+        }
+        for name, code in tests.items():
+            if uses[name] > 1:
+                w(f"pk_{name} = {code}")
+        ex = Exprs(
+            self.c,
+            self.mod,
+            lambda name: f"pk_{name}" if uses[name] > 1 else tests[name],
+            direction="direction",
+        )
         w(f"if {ex(node.test)}:").indent()
-        self.decode_node(node.then, w)
+        self.decode_node(node.then, w, have)
         w.dedent()("else:").indent()
-        self.decode_node(node.orelse, w)
+        self.decode_node(node.orelse, w, have)
         w.dedent()
 
     def peek_width(self, name: str) -> int:
@@ -353,14 +418,20 @@ class Emitter:
                 return shift, (1 << f.width) - 1
         raise KeyError(name)
 
-    def unpack_run(self, run: Run, w: Code, at: str, base: str) -> None:
-        """Unpack ``run`` at position ``at``; ``base`` is the code for its start in errors."""
-        targets, expand = [], []
+    def unpack_run(
+        self, run: Run, w: Code, at: str, base: str, local: frozenset = frozenset()
+    ) -> None:
+        """Unpack ``run`` at position ``at``; ``base`` is the code for its start in errors.
+        Fields in ``local`` also land in ``v_<name>`` locals, for the size arithmetic after."""
+        targets, expand, copies = [], [], []
         for i, item in enumerate(run.items):
             if isinstance(item, n.Bits):
                 tmp = f"b{len(expand)}"
                 targets.append(tmp)
                 expand.append((tmp, item))
+            elif item.name in local:
+                targets.append(f"v_{item.name}")
+                copies.append(item.name)
             else:
                 targets.append(f"f.{item.name}")
         doc = ", ".join(
@@ -372,6 +443,9 @@ class Emitter:
             w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
         else:
             w(f"({', '.join(targets)}) = {s}.unpack_from(buf, {at})")
+        if copies:
+            for c in copies:
+                w(f"f.{c} = v_{c}")
         for tmp, bits in expand:
             for bf in bits.fields:
                 shift, mask = self.bit_shift(bits, bf.name)
@@ -405,7 +479,23 @@ class Emitter:
             return Exprs(self.c, self.mod, str).member(info.enum, fld.value.name)
         return None
 
-    def decode_leaf(self, leaf: Leaf, w: Code) -> None:
+    def size_locals(self, leaf: Leaf) -> frozenset:
+        """Prefix fields the leaf's size arithmetic reads: kept in locals as well."""
+        names = set()
+        if leaf.size.mode == "length_field":
+            names.add(leaf.size.length_field)
+        for var in leaf.size.sized:
+            names.update(
+                e.name
+                for e in _walk(var.field.type.size.expr)
+                if isinstance(e, n.Name) and e.name in self.c.fields
+            )
+        prefix = set()
+        if leaf.prefix:
+            prefix = {it.name for it in leaf.prefix.items if isinstance(it, n.Field)}
+        return frozenset(names & prefix)
+
+    def decode_leaf(self, leaf: Leaf, w: Code, have: int = 0) -> None:
         present = set()
         for step in leaf.steps:
             if isinstance(step, Run):
@@ -414,10 +504,10 @@ class Emitter:
             else:
                 present.add(step.field.name)
         prefix = leaf.prefix.size if leaf.prefix else 0
-        if prefix:
+        if prefix > have:
             w(f"if n - start < {prefix}:")
             w("    return None")
-        w(f"f = _new({self.cls})")
+        w(f"f = {self.cls}()")
         absent = [
             f.name
             for f in self.frame_fields
@@ -430,14 +520,15 @@ class Emitter:
             w(f"f._state_{t} = 0")
             if t not in present:
                 w(f"f._at_{t} = 0")
-        if leaf.prefix:
-            self.unpack_run(leaf.prefix, w, "start", "start")
         size = leaf.size
-        ex = self.exprs("f")
+        local = self.size_locals(leaf)
+        if leaf.prefix:
+            self.unpack_run(leaf.prefix, w, "start", "start", local)
+        ex = Exprs(self.c, self.mod, lambda name: f"v_{name}" if name in local else f"f.{name}")
         sizes: dict[str, str] = {}
         if size.mode == "length_field":
             fld = self.c.fields[size.length_field]
-            total = f"f.{size.length_field}" + (
+            total = ex(n.Name(size.length_field, self.s.pos)) + (
                 f" - {size.delta}" if size.delta > 0 else f" + {-size.delta}" if size.delta else ""
             )
             w(f"end = start + {total}")
@@ -450,8 +541,12 @@ class Emitter:
             for i, var in enumerate(size.sized):
                 name = var.field.name
                 z = f"z{i}"
+                expr = var.field.type.size.expr
+                if isinstance(expr, n.Name) and expr.name in local:
+                    z = f"v_{expr.name}"  # the size is a header field: use it as it is
+                else:
+                    w(f"{z} = {ex(expr)}")
                 sizes[name] = z
-                w(f"{z} = {ex(var.field.type.size.expr)}")
                 if self.never_negative(var.field.type.size.expr):
                     terms.append(z)
                 elif var.field.nullable:
@@ -496,6 +591,12 @@ class Emitter:
             w(
                 "    raise DecodeError(pos, '%d unexpected bytes at the end of the frame' % (end - pos))"
             )
+        if (
+            not checked_bounds
+            and w.lines[-1] == "    " * w.depth + w.lines[-1].strip()
+            and w.lines[-1].strip().startswith("pos += ")
+        ):
+            w.lines.pop()  # nothing reads pos after the last field
         w("f.length = end - start")
         if self.c.uses_direction:
             w("f.direction = direction")
@@ -569,7 +670,8 @@ class Emitter:
             w(f"{target} = buf[pos : pos + {z}].decode()")  # UnicodeDecodeError: see guard_utf8
         elif info.kind == "map":
             codec, signed = self.length_codec(t), self.signed_length(t)
-            w(f"{target} = read_kvmap(buf, pos, pos + {z}, {codec}, {signed}) if {z} else {{}}")
+            reader = "read_kvmap_fixed" if isinstance(t.length, n.IntType) else "read_kvmap"
+            w(f"{target} = {reader}(buf, pos, pos + {z}, {codec}, {signed}) if {z} else {{}}")
         w(f"pos += {z}")
         if fld.nullable:
             w.dedent()
@@ -612,9 +714,8 @@ class Emitter:
                 return f"None if {value} is None else {value}.encode()"
             return f"{value}.encode()"
         if info.kind == "map":
-            if isinstance(t.size, n.SizeCount):
-                return f"write_kvmap({value}, {self.length_codec(t)})"
-            return f"write_kvmap({value}, {self.length_codec(t)})"
+            writer = "write_kvmap_fixed" if isinstance(t.length, n.IntType) else "write_kvmap"
+            return f"{writer}({value}, {self.length_codec(t)})"
         ft = self.mod.fieldtype(t.ref)
         ctx = f"ctx_{t.ref.module}"
         if t.size is None:
@@ -849,7 +950,7 @@ class Emitter:
         for key in ("request_id", "timeout_ms", "status", "service", "method"):
             if key in b:
                 code = ex(b[key].expr)
-                if key in ("service", "method"):
+                if key in ("service", "method") and not self.is_text(b[key].expr):
                     code = f"text({code})"
                 out[key] = code
         if "request_id" in b:
@@ -920,6 +1021,9 @@ class Emitter:
         for t in self.targets:
             out.append((f"_state_{t}", "1"))
             out.append((f"_at_{t}", "0"))
+        out.append(("length", "0"))
+        if self.c.uses_direction:
+            out.append(("direction", "None"))
         return out
 
     # ---- module --------------------------------------------------------------------
@@ -951,6 +1055,8 @@ class Emitter:
         for t in self.targets:
             slots += [f"_state_{t}", f"_at_{t}"]
         slots += [f"_{f.name}" for f in self.inner_fields]
+        if self.c.uses_direction:
+            slots.append("direction")
         forward = {}
         for row in s.status_rows:
             for code in row.forward:

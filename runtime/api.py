@@ -128,15 +128,16 @@ class XFrame:
     spec's field names (a spec may call a field ``status`` or ``headers``).
     """
 
-    __slots__ = ("length", "direction")
+    # ``length``: bytes the frame occupied on the wire (0 when built, not decoded). Frames of
+    # protocols whose bytes do not say their direction add a ``direction`` slot.
+    __slots__ = ("length",)
+    direction: Direction | None = None
 
     protocol: ClassVar["XProtocol"]
     #: spec field names in layout order (for ``field_values``)
     FIELD_NAMES: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self) -> None:
-        self.length = 0  # bytes the frame occupied on the wire (0 if built, not decoded)
-        self.direction: Direction | None = None
+    #: enum fields: name → {value: member name}
+    FIELD_ENUMS: ClassVar[dict[str, dict[int, str]]] = {}
 
     # -- identity -------------------------------------------------------------------------
     def get_request_id(self) -> int | None:
@@ -314,16 +315,23 @@ def read_kvmap(buf: bytes, pos: int, end: int, length: Any, signed: bool) -> dic
     if not isinstance(length, struct.Struct):
         out, pos = _read_pairs(buf, pos, end, None, length, signed)
         return out
-    # the hot case (bolt's header map): a fixed-width length, written out for speed
+    return read_kvmap_fixed(buf, pos, end, length, signed)
+
+
+def read_kvmap_fixed(buf: bytes, pos: int, end: int, length: struct.Struct, signed: bool) -> dict:
+    """:func:`read_kvmap` for a fixed-width length prefix (generated code calls it directly)."""
+    # the hot case (bolt's header map): a fixed-width length, written out for speed. An entry
+    # that overruns ``end`` shows as ``pos != end`` after the loop; negative lengths are checked
+    # at once (they would walk backwards).
     unpack = length.unpack_from
     width = length.size
     out = {}
     try:
         while pos < end:
             (size,) = unpack(buf, pos)
+            if size < 0:
+                raise DecodeError(pos, f"bad map key length {size}")
             pos += width
-            if size < 0 or pos + size > end:
-                raise DecodeError(pos - width, f"bad map key length {size}")
             key = buf[pos : pos + size].decode()
             pos += size
             (size,) = unpack(buf, pos)
@@ -333,8 +341,6 @@ def read_kvmap(buf: bytes, pos: int, end: int, length: Any, signed: bool) -> dic
                     raise DecodeError(pos - width, f"bad map value length {size}")
                 out[key] = None
                 continue
-            if pos + size > end:
-                raise DecodeError(pos - width, f"map value of {size} bytes overruns the map")
             out[key] = buf[pos : pos + size].decode()
             pos += size
     except struct.error:
@@ -342,7 +348,7 @@ def read_kvmap(buf: bytes, pos: int, end: int, length: Any, signed: bool) -> dic
     except UnicodeDecodeError:
         raise DecodeError(pos, "invalid UTF-8 in a map entry") from None
     if pos != end:
-        raise DecodeError(end, "map entry length overruns the map")
+        raise DecodeError(end, "a map entry overruns the map")
     return out
 
 
@@ -391,9 +397,18 @@ def write_kvmap(items: dict | None, length: Any) -> bytes:
     if not items:
         return b""
     if isinstance(length, struct.Struct):
-        pack = length.pack
-        parts = []
-        append = parts.append
+        return write_kvmap_fixed(items, length)
+    return _write_pairs(items, length)
+
+
+def write_kvmap_fixed(items: dict | None, length: struct.Struct) -> bytes:
+    """:func:`write_kvmap` for a fixed-width length prefix (generated code calls it directly)."""
+    if not items:
+        return b""
+    pack = length.pack
+    parts: list[bytes] = []
+    append = parts.append
+    try:
         for key, value in items.items():
             data = key.encode()
             append(pack(len(data)))
@@ -401,18 +416,25 @@ def write_kvmap(items: dict | None, length: Any) -> bytes:
             if value is None:
                 append(pack(-1))
                 continue
-            data = value.encode() if isinstance(value, str) else as_bytes(value)
+            data = value.encode()
             append(pack(len(data)))
             append(data)
         return b"".join(parts)
+    except AttributeError:
+        pass  # a bytes or non-text value: the general loop below
+    return _write_pairs(items, length)
+
+
+def _write_pairs(items: dict, length: Any) -> bytes:
+    is_struct = isinstance(length, struct.Struct)
     parts = []
     for key, value in items.items():
         for item in (key, value):
             if item is None:
-                parts.append(length.write(-1, None))
+                parts.append(length.pack(-1) if is_struct else length.write(-1, None))
                 continue
             data = item.encode("utf-8") if isinstance(item, str) else as_bytes(item)
-            parts.append(length.write(len(data), None))
+            parts.append(length.pack(len(data)) if is_struct else length.write(len(data), None))
             parts.append(data)
     return b"".join(parts)
 
