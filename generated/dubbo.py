@@ -189,21 +189,29 @@ class DubboFrame(XFrame):
     def _build_body(self):
         if ((self.is_request == 1) and (self.event == 0)) and (self.serialization == 2):
             ctx_hessian2 = hessian2.new_context()
+            p_dubbo_version = _T0.write(self.dubbo_version, ctx_hessian2)
+            p_service_path = _T0.write(self.service_path, ctx_hessian2)
+            p_service_version = _T0.write(self.service_version, ctx_hessian2)
+            p_method_name = _T0.write(self.method_name, ctx_hessian2)
+            p_param_types = _T0.write(self.param_types, ctx_hessian2)
+            p_arguments = b"".join([_T1.write(item, ctx_hessian2) for item in self.arguments])
+            p_attachments = _T2.write(self.attachments, ctx_hessian2)
             parts = []
-            parts.append(_T0.write(self._dubbo_version, ctx_hessian2))
-            parts.append(_T0.write(self._service_path, ctx_hessian2))
-            parts.append(_T0.write(self._service_version, ctx_hessian2))
-            parts.append(_T0.write(self._method_name, ctx_hessian2))
-            parts.append(_T0.write(self._param_types, ctx_hessian2))
-            parts.append(b"".join([_T1.write(item, ctx_hessian2) for item in self._arguments]))
-            parts.append(_T2.write(self._attachments, ctx_hessian2))
+            parts.append(p_dubbo_version)
+            parts.append(p_service_path)
+            parts.append(p_service_version)
+            parts.append(p_method_name)
+            parts.append(p_param_types)
+            parts.append(p_arguments)
+            parts.append(p_attachments)
             return b"".join(parts)
         if (((self.is_request == 0) and (self.event == 0)) and (self.serialization == 2)) and (
             self.status != 20
         ):
             ctx_hessian2 = hessian2.new_context()
+            p_error_message = _T0.write(self.error_message, ctx_hessian2)
             parts = []
-            parts.append(_T0.write(self._error_message, ctx_hessian2))
+            parts.append(p_error_message)
             return b"".join(parts)
         return self._raw_body
 
@@ -346,7 +354,9 @@ class DubboFrame(XFrame):
     def get_headers(self):
         items = self.attachments
         out = {key: text(value) for key, value in items.items()} if items else {}
-        out["version"] = text(self.service_version)
+        value = text(self.service_version)
+        if value is not None:
+            out["version"] = value
         return out
 
     def get_header(self, name):

@@ -196,12 +196,14 @@ class MemcachedFrame(XFrame):
 
     def get_headers(self):
         out = {}
-        out["key"] = text(self.key)
+        value = text((self.key if (self.key_len > 0) else None))
+        if value is not None:
+            out["key"] = value
         return out
 
     def get_header(self, name):
         if name == "key":
-            return text(self.key)
+            return text((self.key if (self.key_len > 0) else None))
         return None
 
     def get_body(self):

@@ -151,10 +151,13 @@ class ThriftFrame(XFrame):
     def _build_body(self):
         if self.type == 3:
             ctx_thrift = thrift.new_context()
+            p_message = _T0.write(self.message, ctx_thrift)
+            p_exc_type = _T1.write(self.exc_type, ctx_thrift)
+            p_stop = _T2.write(self.stop, ctx_thrift)
             parts = []
-            parts.append(_T0.write(self._message, ctx_thrift))
-            parts.append(_T1.write(self._exc_type, ctx_thrift))
-            parts.append(_T2.write(self._stop, ctx_thrift))
+            parts.append(p_message)
+            parts.append(p_exc_type)
+            parts.append(p_stop)
             return b"".join(parts)
         return self._raw_body
 

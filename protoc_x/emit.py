@@ -15,7 +15,7 @@ import jinja2
 from . import nodes as n
 from .check import Checked, FieldInfo
 from .check import _walk_expr as _walk
-from .plan import Branch, Crc, Leaf, Plan, Run, Var
+from .plan import Branch, Crc, Leaf, Plan, Run, Var, single_run
 
 #: the runtime.api names generated code may use; the module imports those it does use
 API_NAMES = (
@@ -60,8 +60,8 @@ class Module:
     types: dict[str, str] = field(default_factory=dict)  # constructor source → name
     functions: dict[str, str] = field(default_factory=dict)  # module.func → name
 
-    def struct(self, fmt: str, doc: str) -> str:
-        full = self.order + fmt
+    def struct(self, fmt: str, doc: str, order: str | None = None) -> str:
+        full = (order or self.order) + fmt
         if full not in self.structs:
             self.structs[full] = f"_S{len(self.structs)}"
             self.struct_docs[full] = doc
@@ -438,7 +438,7 @@ class Emitter:
             (f"bits({', '.join(b.name for b in it.fields)})" if isinstance(it, n.Bits) else it.name)
             for it in run.items
         )
-        s = self.mod.struct(run.fmt, doc)
+        s = self.mod.struct(run.fmt, doc, run.order)
         if len(targets) == 1:
             w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
         else:
@@ -771,7 +771,7 @@ class Emitter:
             if isinstance(s, Run)
             for item in s.items
             if isinstance(item, n.Field) and item.value is not None
-            for e in __import__("protoc_x.check", fromlist=["_walk_expr"])._walk_expr(item.value)
+            for e in _walk(item.value)
         )
         if needs_total:
             terms = [str(fixed)] + [
@@ -795,7 +795,7 @@ class Emitter:
                     )
                     for it in step.items
                 )
-                s = self.mod.struct(step.fmt, doc)
+                s = self.mod.struct(step.fmt, doc, step.order)
                 chunks.append(f"{s}.pack({', '.join(self.run_values(step, ex))})")
             elif isinstance(step, Var):
                 p = parts[step.field.name]
@@ -870,19 +870,7 @@ class Emitter:
                     w.dedent()
                 continue
             if isinstance(item, n.Bits) or self.c.fields[item.name].kind in ("int", "enum"):
-                run = Run(
-                    self.p.order
-                    and __import__("protoc_x.plan", fromlist=["_fmt"])._fmt(
-                        item, self.c, self.p.order
-                    ),
-                    (
-                        item.type.nbytes
-                        if isinstance(item, n.Bits)
-                        else self.c.fields[item.name].int_type.nbytes
-                    ),
-                    [item],
-                    None,
-                )
+                run = single_run(item, self.c, self.p.order)
                 w(f"if pos + {run.size} > end:")
                 w(f"    raise overrun(pos, {getattr(item, 'name', 'bits')!r}, {run.size})")
                 sub = Code()
@@ -901,46 +889,51 @@ class Emitter:
                 )
 
     def inside_build(self, target: str) -> str:
+        """Bytes of ``target`` from its inside fields (read through their properties: the
+        state is 'modified', so they do not re-parse). Variable parts are encoded first so that
+        recomputed lengths can use them."""
         w = Code()
         ex = self.exprs("self")
         for ip in self.p.insides[target]:
             w(f"if {ex(ip.inside.test)}:").indent()
             for mod in self.contexts(list(self._flat(ip.items))):
                 w(f"ctx_{mod} = {mod}.new_context()")
+            lens: dict[str, str] = {}
+            self.build_parts(ip.items, w, lens)
             w("parts = []")
-            self.build_items(ip.items, w)
+            self.build_items(ip.items, w, lens)
             w("return b''.join(parts)")
             w.dedent()
         w(f"return self._raw_{target}")
         return w.text()
 
-    def build_items(self, items, w: Code) -> None:
-        ex = Exprs(
-            self.c,
-            self.mod,
-            lambda name: f"self._{name}" if self.c.fields[name].owner else f"self.{name}",
-        )
+    def build_parts(self, items, w: Code, lens: dict) -> None:
+        for item in self._flat(items):
+            if isinstance(item, n.Field) and self.c.fields[item.name].kind not in ("int", "enum"):
+                info = self.c.fields[item.name]
+                part = f"p_{item.name}"
+                w(f"{part} = {self.part_code(item, info)}")
+                lens[item.name] = self.len_code(item, info, part)
+
+    def build_items(self, items, w: Code, lens: dict) -> None:
+        ex = self.exprs("self", lens=lens)
         for item in items:
             if isinstance(item, n.IfBlock):
                 w(f"if {ex(item.test)}:").indent()
-                self.build_items(item.body, w)
+                self.build_items(item.body, w, lens)
                 w.dedent()
                 if item.orelse:
                     w("else:").indent()
-                    self.build_items(item.orelse, w)
+                    self.build_items(item.orelse, w, lens)
                     w.dedent()
                 continue
             if isinstance(item, n.Bits) or self.c.fields[item.name].kind in ("int", "enum"):
-                from .plan import _fmt
-
-                run = Run(_fmt(item, self.c, self.p.order), 0, [item], None)
-                s = self.mod.struct(run.fmt, getattr(item, "name", "bits"))
-                vals = [v.replace("self.", "self._") for v in self.run_values(run, ex)]
-                w(f"parts.append({s}.pack({', '.join(vals)}))")
+                run = single_run(item, self.c, self.p.order)
+                s = self.mod.struct(run.fmt, getattr(item, "name", "bits"), run.order)
+                w(f"parts.append({s}.pack({', '.join(self.run_values(run, ex))}))")
                 continue
-            info = self.c.fields[item.name]
-            code = self.part_code(item, info).replace(f"self.{item.name}", f"self._{item.name}")
-            w(f"parts.append({code})")
+            empty = " or b''" if item.nullable else ""  # a null string takes no bytes
+            w(f"parts.append(p_{item.name}{empty})")
 
     # ---- semantics -----------------------------------------------------------------
     def bindings(self) -> dict[str, str]:

@@ -24,6 +24,7 @@ class Run:
     size: int
     items: list  # n.Field | n.Bits, in order
     offset: int | None  # offset from the frame start when fixed, else None
+    order: str = ">"  # struct byte order: ">" or "<"
 
     @property
     def struct_key(self) -> str:
@@ -113,15 +114,20 @@ def _width(item, checked: Checked) -> int:
     return checked.fields[item.name].int_type.nbytes
 
 
-def _fmt(item, checked: Checked, order: str) -> str:
+def _fmt(item, checked: Checked, order: str) -> tuple[str, str]:
+    """(byte order, struct code) of a fixed-width item; ``order`` is the protocol's."""
     t = item.type if isinstance(item, n.Bits) else checked.fields[item.name].int_type
-    if t.order is not None and {"big": ">", "little": "<"}[t.order] != order:
-        raise SpecError(
-            t.pos, "a field with a byte order other than the protocol's must stand alone"
-        )
     if t.width == 24:
         raise SpecError(t.pos, "24-bit integers are not supported in this version")
-    return _FMT[(t.width, isinstance(item, n.Bits) and False or t.signed)]
+    if t.order is not None:
+        order = {"big": ">", "little": "<"}[t.order]
+    return order, _FMT[(t.width, not isinstance(item, n.Bits) and t.signed)]
+
+
+def single_run(item, checked: Checked, order: str) -> Run:
+    """A run of one fixed-width item (layouts read field by field)."""
+    o, code = _fmt(item, checked, order)
+    return Run(code, _width(item, checked), [item], None, o)
 
 
 def _is_crc(item) -> bool:
@@ -210,13 +216,13 @@ class Planner:
             if _is_crc(item):
                 steps.append(Crc(item))
             elif _is_fixed(item, self.c):
-                fmt = _fmt(item, self.c, self.order)
-                if steps and isinstance(steps[-1], Run):
-                    steps[-1].fmt += fmt
+                order, code = _fmt(item, self.c, self.order)
+                if steps and isinstance(steps[-1], Run) and steps[-1].order == order:
+                    steps[-1].fmt += code
                     steps[-1].size += _width(item, self.c)
                     steps[-1].items.append(item)
                 else:
-                    steps.append(Run(fmt, _width(item, self.c), [item], None))
+                    steps.append(Run(code, _width(item, self.c), [item], None, order))
             else:
                 steps.append(Var(item, self.c.fields[item.name]))
         for i, s in enumerate(steps):
