@@ -155,6 +155,36 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.network import parse_address
+    from runtime.serve import main as serve_main
+
+    from .loader import protocols
+
+    try:
+        protos = protocols(args.protocols or [])
+    except SpecError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    proto = protos.get(args.protocol)
+    if proto is None:
+        print(
+            f"error: unknown protocol {args.protocol!r} (have: {', '.join(sorted(protos))})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        host, port = parse_address(args.listen)
+    except ValueError:
+        print(f"error: --listen: not HOST:PORT: {args.listen!r}", file=sys.stderr)
+        return 1
+    try:
+        return serve_main(proto, host, port, args.name)
+    except OSError as e:
+        print(f"error: cannot listen on {args.listen}: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="protoc-x", description="Compile .xproto protocol specs into proxy codecs."
@@ -193,7 +223,23 @@ def main(argv: list[str] | None = None) -> int:
         "--protocols", action="append", metavar="PATH", help="extra specs or generated modules"
     )
 
+    p = sub.add_parser("run", help="run the proxy")
+    p.add_argument("config", metavar="CONFIG", help="YAML config")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
+
+    p = sub.add_parser("serve", help="a test upstream answering every request with success")
+    p.add_argument("protocol")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT")
+    p.add_argument("--protocols", action="append", metavar="PATH", help="extra specs or modules")
+    p.add_argument("--name", default="serve", help="name in log lines")
+
     args = parser.parse_args(argv)
+    if args.command == "run":
+        from runtime.run import main as run_main
+
+        return run_main(args.config, args.workers)
+    if args.command == "serve":
+        return _cmd_serve(args)
     if args.command == "build":
         return _cmd_build(args, write=True)
     if args.command == "check":

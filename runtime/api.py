@@ -62,7 +62,7 @@ class PoolMode(enum.Enum):
 class StreamType(enum.Enum):
     REQUEST = "request"
     ONEWAY = "oneway"  # never answered
-    QUIET = "quiet"  # answered only on some outcomes (memcached GETQ, SETQ...)
+    QUIET = "quiet"  # answered only on some outcomes (a cache's quiet get or set)
     RESPONSE = "response"
 
 
@@ -211,7 +211,7 @@ class XProtocol:
     pool_mode: ClassVar[PoolMode] = PoolMode.MULTIPLEX
     #: responses come back in request order on a connection
     ordered: ClassVar[bool] = False
-    #: False when the protocol cannot express an error (kafka): the runtime closes instead
+    #: False when the protocol cannot express an error: the runtime closes instead
     has_error_response: ClassVar[bool] = True
     #: the frames' bytes do not say their direction: decode needs ``direction``
     needs_direction: ClassVar[bool] = False
@@ -320,7 +320,7 @@ def read_kvmap(buf: bytes, pos: int, end: int, length: Any, signed: bool) -> dic
 
 def read_kvmap_fixed(buf: bytes, pos: int, end: int, length: struct.Struct, signed: bool) -> dict:
     """:func:`read_kvmap` for a fixed-width length prefix (generated code calls it directly)."""
-    # the hot case (bolt's header map): a fixed-width length, written out for speed. An entry
+    # the hot case (an RPC header map): a fixed-width length, written out for speed. An entry
     # that overruns ``end`` shows as ``pos != end`` after the loop; negative lengths are checked
     # at once (they would walk backwards).
     unpack = length.unpack_from

@@ -1,0 +1,211 @@
+"""Network layer: framed connections on asyncio/uvloop transports.
+
+A ``FramedConnection`` owns a transport, a receive buffer and the decode loop (one read →
+every whole frame in it), batches its writes (one transport write per loop turn), and tells its
+owner when the transport's write buffer is full or drained (backpressure). What a frame means
+is the owner's business (runtime.proxy, runtime.serve, runtime.client)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from .api import DecodeError, Direction, XFrame, XProtocol
+
+log = logging.getLogger("protoc_x")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class FramedConnection(asyncio.Protocol):
+    """One TCP connection carrying frames of one protocol (chosen later for detection)."""
+
+    direction: Direction = Direction.REQUEST  # what this side decodes
+    max_frame_bytes: int = 16 * 1024 * 1024
+
+    def __init__(self, proto: XProtocol | None = None):
+        self.proto = proto
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.out: list[bytes] = []
+        self.flush_scheduled = False
+        self.closed = False
+        self.write_paused = False  # the transport's write buffer is above its high-water mark
+        self.loop = asyncio.get_event_loop()
+        self.last_activity = self.loop.time()
+        self.partial_since: float | None = None  # a frame started but not complete
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.last_activity = self.loop.time()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        buf = self.buf
+        if buf:
+            buf += data
+            data = bytes(buf)
+        if self.proto is None:
+            self.buf = bytearray(data)
+            if not self.choose_protocol(data) or self.closed:
+                return
+            self.buf = bytearray()
+        pos = 0
+        end = len(data)
+        decode = self.proto.decode
+        direction = self.direction
+        try:
+            while pos < end:
+                frame = decode(data, pos, direction)
+                if frame is None:
+                    break
+                length = frame.length
+                self.on_frame(frame, data, pos, length)
+                pos += length
+                if self.closed:
+                    return
+        except DecodeError as e:
+            self.on_decode_error(e)
+            return
+        rest = end - pos
+        if rest:
+            if rest > self.max_frame_bytes:
+                self.fail(f"frame larger than max_frame_bytes ({self.max_frame_bytes})")
+                return
+            self.buf = bytearray(data[pos:]) if pos else bytearray(data)
+            if self.partial_since is None:
+                self.partial_since = self.last_activity
+        else:
+            if buf:
+                self.buf = bytearray()
+            self.partial_since = None
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.on_close(exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.on_write_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.on_write_resumed()
+
+    # -- writing ------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """Queue bytes; everything queued in one loop turn goes out in one write."""
+        if self.closed:
+            return
+        self.out.append(data)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.closed or not self.out:
+            self.out.clear()
+            return
+        out = self.out
+        self.out = []
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.out:
+            self.flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.out.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def fail(self, reason: str) -> None:
+        """Close this connection for a protocol-level reason, with a log line."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        log.warning("closing connection from %s: %s", peer, reason)
+        self.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # -- for subclasses -----------------------------------------------------------------
+    def is_idle(self) -> bool:
+        """No request in flight: the idle timeout may close it."""
+        return True
+
+    def choose_protocol(self, data: bytes) -> bool:
+        """Pick ``self.proto`` from the first bytes; False to wait (or after closing)."""
+        return False
+
+    def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
+        raise NotImplementedError
+
+    def on_decode_error(self, error: DecodeError) -> None:
+        self.fail(f"undecodable bytes at offset {error.offset}: {error.reason}")
+
+    def on_close(self, exc) -> None:
+        pass
+
+    def on_write_paused(self) -> None:
+        pass
+
+    def on_write_resumed(self) -> None:
+        pass
+
+
+class Sweeper:
+    """Closes connections that sat idle, or on half a frame, for too long. One timer for a
+    whole listener rather than one per connection."""
+
+    def __init__(self, idle_s: float, frame_s: float, period: float | None = None):
+        self.idle_s = idle_s
+        self.frame_s = frame_s
+        self.period = period or max(0.05, min(idle_s, frame_s) / 4)
+        self.conns: set[FramedConnection] = set()
+        self.handle: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_event_loop()
+
+    def start(self) -> None:
+        self.handle = self.loop.call_later(self.period, self.sweep)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.conns):
+            if conn.closed:
+                self.conns.discard(conn)
+            elif conn.partial_since is not None and now - conn.partial_since > self.frame_s:
+                conn.fail(f"frame not complete after {self.frame_s * 1000:.0f} ms")
+            elif now - conn.last_activity > self.idle_s and conn.is_idle():
+                conn.fail(f"idle for {self.idle_s * 1000:.0f} ms")
+        self.handle = self.loop.call_later(self.period, self.sweep)
+
+
+def make_server_factory(factory: Callable[[], FramedConnection], sweeper: Sweeper | None):
+    def build() -> FramedConnection:
+        conn = factory()
+        if sweeper is not None:
+            sweeper.conns.add(conn)
+        return conn
+
+    return build

@@ -1,0 +1,431 @@
+"""Upstream side: clusters, their endpoints, connection pools (multiplex: requests share a
+connection and are matched by a per-connection id; pingpong: one request per connection at a
+time), keepalive heartbeats, goaway, and the circuit breakers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from .api import DecodeError, Direction, PoolMode, StreamType, XFrame, XProtocol
+from .network import FramedConnection
+from .router import make_balancer
+from .stream import Stream
+
+log = logging.getLogger("protoc_x")
+UNHEALTHY_S = 1.0  # an endpoint that refused a connection sits out this long
+
+
+class Probe:
+    """The proxy's own request on an upstream connection: a keepalive or a barrier."""
+
+    __slots__ = ("kind", "seq", "done", "timer", "timer_cb")
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.seq = 0
+        self.done = False
+        self.timer = None
+
+
+class UpstreamConnection(FramedConnection):
+    direction = Direction.RESPONSE
+
+    def __init__(self, pool: "EndpointPool", proto: XProtocol):
+        super().__init__(proto)
+        self.pool = pool
+        self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
+        self.ordered = proto.ordered
+        self.inflight: dict[int, Any] = {}
+        self.current: Any = None  # pingpong: the request being served
+        self.quiet: deque = deque()  # ordered protocols: quiet requests, in writing order
+        self.next_id = 0
+        self.seq = 0
+        self.retired = False  # goaway: no new requests; close when the last one is answered
+        self.paused_downstreams: set = set()
+        self.keepalive_failures = 0
+        self.keepalive_timer: asyncio.TimerHandle | None = None
+
+    # -- requests out -----------------------------------------------------------------
+    def new_id(self) -> int:
+        self.next_id = (self.next_id + 1) & 0x7FFFFFFF or 1
+        return self.proto.generate_request_id(self.next_id)
+
+    def write_stream(self, stream: Stream) -> None:
+        stream.upstream = self
+        self.seq += 1
+        stream.seq = self.seq
+        if stream.kind is StreamType.ONEWAY:
+            data = stream.raw
+        elif self.multiplex:
+            uid = self.new_id()
+            while uid in self.inflight:
+                uid = self.new_id()
+            self.inflight[uid] = stream
+            frame = stream.request
+            frame.set_request_id(uid)
+            data = frame.encode()
+            frame.set_request_id(stream.down_id)
+        else:
+            self.current = stream
+            data = stream.raw
+        down = stream.downstream
+        if self.ordered and down is not None:
+            if stream.kind is StreamType.QUIET:
+                self.quiet.append(stream)
+                down.quiet_streams.append(stream)
+            elif down.quiet_streams:
+                self.barrier_elsewhere(down)
+        self.send(data)
+        if self.write_paused and stream.downstream is not None:
+            stream.downstream.pause_reading()
+            self.paused_downstreams.add(stream.downstream)
+
+    def barrier_elsewhere(self, down) -> None:
+        """The downstream's earlier quiet requests sit on other connections (a hashing
+        cluster): a heartbeat there completes them once answered, before this answer is due."""
+        waiting = [s for s in down.quiet_streams if not s.done]
+        down.quiet_streams[:] = waiting
+        for conn in {
+            s.upstream for s in waiting if s.upstream is not self and s.upstream is not None
+        }:
+            if not conn.closed:
+                conn.write_probe(Probe("barrier"))
+
+    def write_probe(self, probe: Probe) -> bool:
+        """A heartbeat of our own (keepalive or barrier); False if the protocol has none."""
+        uid = self.new_id()
+        while uid in self.inflight:
+            uid = self.new_id()
+        ping = self.proto.trigger(uid)
+        if ping is None:
+            return False
+        self.seq += 1
+        probe.seq = self.seq
+        self.inflight[uid] = probe
+        self.send(ping.encode())
+        return True
+
+    def forget(self, stream: Stream) -> None:
+        """A stream gave up (timeout): its late answer will be dropped."""
+        if self.multiplex:
+            for uid, s in list(self.inflight.items()):
+                if s is stream:
+                    del self.inflight[uid]
+                    break
+        elif self.current is stream:
+            # a pingpong connection still owes this answer: it cannot serve anyone else
+            self.current = None
+            self.abort()
+        if stream in self.quiet:
+            self.quiet.remove(stream)
+
+    def busy(self) -> int:
+        return len(self.inflight) + (1 if self.current is not None else 0)
+
+    # -- answers in -------------------------------------------------------------------
+    def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
+        if frame.is_goaway():
+            self.retire()
+            return
+        if self.multiplex:
+            stream = self.inflight.pop(frame.get_request_id(), None)
+        else:
+            stream, self.current = self.current, None
+        if stream is None:
+            return  # an answer nobody waits for any more (timed out)
+        if self.quiet:
+            self.complete_quiet_before(stream.seq)
+        if isinstance(stream, Probe):
+            self.probe_answered(stream)
+        else:
+            if stream.kind is StreamType.QUIET and stream in self.quiet:
+                self.quiet.remove(stream)
+            if self.multiplex:
+                frame.set_request_id(stream.down_id)
+                data = frame.encode()
+            else:
+                data = bytes(buf[start : start + length])
+            stream.finish(frame, data)
+        if not self.multiplex:
+            self.pool.release(self)
+        elif self.retired and not self.inflight:
+            self.close()
+
+    def complete_quiet_before(self, seq: int) -> None:
+        """An ordered protocol answered something written later: quiet requests written
+        before it got no answer, which is their success."""
+        quiet = self.quiet
+        while quiet and quiet[0].seq < seq:
+            stream = quiet.popleft()
+            if self.multiplex:
+                for uid, s in list(self.inflight.items()):
+                    if s is stream:
+                        del self.inflight[uid]
+                        break
+            stream.finish(None, None)
+
+    def on_decode_error(self, error: DecodeError) -> None:
+        log.warning("upstream %s sent undecodable bytes: %s", self.pool.endpoint, error)
+        self.abort()
+        self.on_close(error)
+
+    def on_close(self, exc) -> None:
+        self.closed = True
+        if self.keepalive_timer is not None:
+            self.keepalive_timer.cancel()
+        streams = list(self.inflight.values())
+        self.inflight.clear()
+        if self.current is not None:
+            streams.append(self.current)
+            self.current = None
+        self.quiet.clear()
+        self.pool.lost(self)
+        for stream in streams:
+            if isinstance(stream, Probe):
+                continue
+            if stream.kind is StreamType.QUIET:
+                stream.finish(None, None)
+            else:
+                stream.fail(502)
+        self.resume_downstreams()
+
+    def on_write_resumed(self) -> None:
+        self.resume_downstreams()
+
+    def resume_downstreams(self) -> None:
+        paused, self.paused_downstreams = self.paused_downstreams, set()
+        for down in paused:
+            down.resume_reading()
+
+    def retire(self) -> None:
+        self.retired = True
+        self.pool.retire(self)
+        if not self.busy():
+            self.close()
+
+    # -- keepalive --------------------------------------------------------------------
+    def start_keepalive(self, interval: float, timeout: float, failures: int) -> None:
+        def tick() -> None:
+            if self.closed:
+                return
+            idle = self.loop.time() - self.last_activity
+            if idle >= interval and not self.busy():
+                probe = Probe("keepalive")
+                if self.write_probe(probe):
+                    probe.timer = self.loop.call_later(
+                        timeout, lambda: self.probe_missed(probe, failures)
+                    )
+            self.keepalive_timer = self.loop.call_later(interval, tick)
+
+        self.keepalive_timer = self.loop.call_later(interval, tick)
+
+    def probe_answered(self, probe: Probe) -> None:
+        probe.done = True
+        if probe.timer is not None:
+            probe.timer.cancel()
+        if probe.kind == "keepalive":
+            self.keepalive_failures = 0
+
+    def probe_missed(self, probe: Probe, failures: int) -> None:
+        if probe.done or self.closed:
+            return
+        for uid, s in list(self.inflight.items()):
+            if s is probe:
+                del self.inflight[uid]
+        self.keepalive_failures += 1
+        if self.keepalive_failures >= failures:
+            log.warning("upstream %s missed %d keepalives: closing", self.pool.endpoint, failures)
+            self.abort()
+            self.on_close(None)
+
+
+class EndpointPool:
+    """Connections to one endpoint of a cluster."""
+
+    def __init__(self, cluster: "Cluster", endpoint: str, proto: XProtocol):
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.host, _, port = endpoint.rpartition(":")
+        self.host = self.host.strip("[]")
+        self.port = int(port)
+        self.proto = proto
+        self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
+        self.max_connections = cluster.max_connections or (1 if self.multiplex else 1024)
+        self.conns: list[UpstreamConnection] = []  # established, accepting requests
+        self.idle: list[UpstreamConnection] = []  # pingpong: free connections
+        self.connecting = 0
+        self.waiting: deque[Stream] = deque()
+        self.rr = 0
+        self.unhealthy_until = 0.0
+        self.active = 0  # requests in flight here (least_request)
+        self.loop = asyncio.get_event_loop()
+
+    def healthy(self) -> bool:
+        return self.loop.time() >= self.unhealthy_until
+
+    def send(self, stream: Stream) -> None:
+        stream.endpoint = self
+        if self.multiplex:
+            conns = self.conns
+            if conns and (len(conns) + self.connecting >= self.max_connections or self.connecting):
+                self.rr += 1
+                conns[self.rr % len(conns)].write_stream(stream)
+                return
+            if not conns and self.connecting:
+                self.queue(stream)
+                return
+            if len(conns) + self.connecting < self.max_connections:
+                self.queue(stream)
+                self.connect()
+                return
+            conns[0].write_stream(stream)
+            return
+        if self.idle:
+            conn = self.idle.pop()
+            self.write_pingpong(conn, stream)
+            return
+        self.queue(stream)
+        if len(self.conns) + self.connecting < self.max_connections:
+            self.connect()
+
+    def write_pingpong(self, conn: UpstreamConnection, stream: Stream) -> None:
+        conn.write_stream(stream)
+        if stream.kind is StreamType.ONEWAY:
+            self.release(conn)  # nothing comes back: the connection is free again
+
+    def queue(self, stream: Stream) -> None:
+        self.waiting.append(stream)
+        self.cluster.pending += 1
+
+    def dequeue(self) -> Stream | None:
+        while self.waiting:
+            stream = self.waiting.popleft()
+            self.cluster.pending -= 1
+            if not stream.done:
+                return stream
+        return None
+
+    def connect(self) -> None:
+        self.connecting += 1
+        asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> None:
+        conn = None
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: UpstreamConnection(self, self.proto), self.host, self.port
+                ),
+                self.cluster.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as e:
+            self.connecting -= 1
+            self.unhealthy_until = self.loop.time() + UNHEALTHY_S
+            log.warning("cannot connect to %s: %s", self.endpoint, e or "timeout")
+            if not self.conns and not self.connecting:
+                while (stream := self.dequeue()) is not None:
+                    stream.fail(502)
+            return
+        self.connecting -= 1
+        self.conns.append(conn)
+        ka = self.cluster.keepalive
+        if ka is not None:
+            conn.start_keepalive(ka[0], ka[1], ka[2])
+        if self.multiplex:
+            while (stream := self.dequeue()) is not None:
+                self.send(stream)
+        else:
+            self.release(conn)
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """A pingpong connection is free: give it the next waiting request."""
+        if conn.closed or conn.retired:
+            return
+        stream = self.dequeue()
+        if stream is not None:
+            self.write_pingpong(conn, stream)
+        else:
+            self.idle.append(conn)
+
+    def lost(self, conn: UpstreamConnection) -> None:
+        for lst in (self.conns, self.idle):
+            if conn in lst:
+                lst.remove(conn)
+        if self.waiting and len(self.conns) + self.connecting < self.max_connections:
+            self.connect()
+
+    def retire(self, conn: UpstreamConnection) -> None:
+        for lst in (self.conns, self.idle):
+            if conn in lst:
+                lst.remove(conn)
+
+    def close(self) -> None:
+        for conn in list(self.conns) + list(self.idle):
+            conn.close()
+
+
+class Cluster:
+    """A named set of endpoints speaking one protocol, with a load balancer and breakers."""
+
+    def __init__(self, config, proto_for) -> None:
+        self.name = config.name
+        self.config = config
+        self.proto_for = proto_for  # protocol name → XProtocol
+        self.connect_timeout = config.connect_timeout_ms / 1000
+        self.request_timeout = config.request_timeout_ms / 1000
+        self.max_connections = config.max_connections
+        ka = config.keepalive
+        self.keepalive = (ka.interval_ms / 1000, ka.timeout_ms / 1000, ka.failures) if ka else None
+        cb = config.circuit_breakers
+        self.max_pending = cb.max_pending_requests if cb else 1024
+        self.max_requests = cb.max_requests if cb else 10000
+        self.endpoints = [str(e) for e in config.endpoints]
+        self.pools: dict[tuple[str, str], EndpointPool] = {}  # (protocol, endpoint) → pool
+        self.balancer = make_balancer(config.lb_policy, self.endpoints, active=self.active_at)
+        self.pending = 0
+        self.active = 0
+
+    def active_at(self, endpoint: str) -> int:
+        return sum(p.active for (name, ep), p in self.pools.items() if ep == endpoint)
+
+    def pool(self, proto: XProtocol, endpoint: str) -> EndpointPool:
+        key = (proto.name, endpoint)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = EndpointPool(self, endpoint, proto)
+        return pool
+
+    def dispatch(self, stream: Stream, key: str | None) -> None:
+        """Send ``stream`` to an endpoint, or fail it with 503 (breakers, no healthy one)."""
+        if self.active >= self.max_requests or self.pending >= self.max_pending:
+            stream.fail(503, "protoc-x: 503 circuit breaker open")
+            return
+        proto = stream.downstream.proto
+        unhealthy = (
+            frozenset(ep for ep in self.endpoints if not self.pool(proto, ep).healthy())
+            if any(not p.healthy() for p in self.pools.values())
+            else frozenset()
+        )
+        endpoint = self.balancer.pick(key, unhealthy)
+        if endpoint is None:
+            stream.fail(503, "protoc-x: 503 no healthy endpoint")
+            return
+        pool = self.pool(proto, endpoint)
+        if stream.kind is not StreamType.ONEWAY:
+            stream.cluster = self
+            self.active += 1
+            pool.active += 1
+        pool.send(stream)
+
+    def stream_done(self, stream: Stream) -> None:
+        self.active -= 1
+        if stream.endpoint is not None:
+            stream.endpoint.active -= 1
+        stream.cluster = None
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()

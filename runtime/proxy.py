@@ -1,0 +1,270 @@
+"""Proxy layer: downstream connections, and the path of one request — decode, local
+heartbeats, routing, cluster and endpoint choice — wired to the upstream pools; plus the
+listeners and the graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Sequence
+
+from .api import DecodeError, Direction, StreamType, XFrame, XProtocol
+from .engine import detect
+from .network import FramedConnection, Sweeper, make_server_factory
+from .pool import Cluster
+from .router import RouteTable, WeightedPicker
+from .stream import OrderedOutput, Stream
+
+log = logging.getLogger("protoc_x")
+
+
+class Route:
+    """A route's action, resolved: which cluster(s), and its timeout."""
+
+    __slots__ = ("cluster", "picker", "timeout", "clusters")
+
+    def __init__(self, action, clusters: dict[str, Cluster]):
+        self.timeout = action.timeout_ms / 1000 if action.timeout_ms else None
+        if action.cluster is not None:
+            self.cluster = clusters[action.cluster]
+            self.picker = None
+        else:
+            self.cluster = None
+            self.picker = WeightedPicker([(w.name, w.weight) for w in action.weighted_clusters])
+        self.clusters = clusters
+
+    def choose(self) -> Cluster:
+        if self.cluster is not None:
+            return self.cluster
+        return self.clusters[self.picker.pick()]
+
+
+class Listener:
+    """A listening address: its protocols, routes and connection limits."""
+
+    def __init__(self, config, protocols: Sequence[XProtocol], routes: RouteTable, proxy: "Proxy"):
+        self.config = config
+        self.name = config.name
+        self.protocols = list(protocols)
+        self.routes = routes
+        self.proxy = proxy
+        self.sweeper = Sweeper(config.idle_timeout_ms / 1000, config.frame_timeout_ms / 1000)
+        self.server: asyncio.AbstractServer | None = None
+        self.conns: set[DownstreamConnection] = set()
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        factory = make_server_factory(lambda: DownstreamConnection(self), self.sweeper)
+        if sock is not None:
+            self.server = await loop.create_server(factory, sock=sock)
+        else:
+            self.server = await loop.create_server(
+                factory, self.config.address.host, self.config.address.port, reuse_address=True
+            )
+        self.sweeper.start()
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.sweeper.stop()
+
+
+class DownstreamConnection(FramedConnection):
+    direction = Direction.REQUEST
+
+    def __init__(self, listener: Listener):
+        protocols = listener.protocols
+        super().__init__(protocols[0] if len(protocols) == 1 else None)
+        self.listener = listener
+        self.max_frame_bytes = listener.config.max_frame_bytes
+        self.inflight = 0
+        self.output: OrderedOutput | None = None
+        self.quiet_streams: list[Stream] = []
+        self.draining = False
+        if self.proto is not None:
+            self.protocol_chosen()
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.listener.conns.add(self)
+        if self.listener.proxy.draining:
+            self.close()
+
+    def protocol_chosen(self) -> None:
+        if self.proto.ordered:
+            self.output = OrderedOutput(self.send)
+
+    def choose_protocol(self, data: bytes) -> bool:
+        found = detect(self.listener.protocols, data)
+        if found is None:
+            if len(data) > 64:
+                self.fail("no protocol of this listener matches the first bytes")
+            return False
+        if found is False:
+            names = ", ".join(p.name for p in self.listener.protocols)
+            self.fail(f"first bytes {bytes(data[:8]).hex()} match none of: {names}")
+            return False
+        self.proto = found
+        self.protocol_chosen()
+        return True
+
+    def is_idle(self) -> bool:
+        return self.inflight == 0
+
+    # -- requests -----------------------------------------------------------------------
+    def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
+        kind = frame.get_stream_type()
+        if kind is StreamType.RESPONSE:
+            log.warning("%s: a client sent a response frame; dropped", self.listener.name)
+            return
+        proto = self.proto
+        if frame.is_heartbeat():
+            reply = proto.reply(frame)
+            if reply is not None and kind is not StreamType.ONEWAY:
+                data = reply.encode()
+                if self.output is not None:
+                    self.output.fill(self.output.reserve(), data)
+                else:
+                    self.send(data)
+            return
+        stream = Stream(self, frame, kind, bytes(buf[start : start + length]))
+        if self.output is not None and kind is not StreamType.ONEWAY:
+            stream.slot = self.output.reserve()
+        if kind is not StreamType.ONEWAY:
+            self.inflight += 1
+        try:
+            service = frame.get_service()
+            method = frame.get_method()
+            route = self.listener.routes.match(service, method, frame.get_header)
+        except DecodeError as e:
+            stream.fail(400, f"protoc-x: 400 {e.reason}")
+            return
+        if route is None:
+            stream.fail(404, f"protoc-x: 404 no route for service {service!r} method {method!r}")
+            return
+        cluster = route.choose()
+        timeout = frame.get_timeout()
+        if timeout is None or timeout <= 0:
+            timeout = None
+        else:
+            timeout = timeout / 1000
+        timeout = timeout or route.timeout or cluster.request_timeout
+        if kind is not StreamType.ONEWAY:
+            stream.timer = self.loop.call_later(timeout, stream.on_timeout)
+        header = cluster.balancer.hash_header
+        key = None
+        if header is not None:
+            try:
+                key = frame.get_header(header)
+            except DecodeError:
+                key = None
+        cluster.dispatch(stream, key)
+
+    def on_decode_error(self, error: DecodeError) -> None:
+        # bytes that are not a frame: no request id to answer, so the connection goes
+        self.fail(f"undecodable request bytes: {error.reason}")
+
+    # -- answers ------------------------------------------------------------------------
+    def deliver(self, stream: Stream, data: bytes | None) -> None:
+        if stream.kind is not StreamType.ONEWAY:
+            self.inflight -= 1
+        if self.closed:
+            return
+        if stream.slot is not None:
+            self.output.fill(stream.slot, data)
+        elif data is not None:
+            self.send(data)
+        if self.draining and self.inflight == 0:
+            self.close()
+
+    def answer_error(self, stream: Stream, code: int, message: str | None) -> None:
+        if stream.kind is StreamType.QUIET:
+            self.deliver(stream, None)
+            return
+        frame = self.proto.hijack(stream.request, code, message)
+        if frame is None:
+            # the protocol cannot express an error: its clients reconnect and retry
+            self.deliver(stream, None)
+            self.fail(f"runtime code {code} and the protocol has no error response")
+            return
+        if stream.down_id is not None:
+            frame.set_request_id(stream.down_id)
+        self.deliver(stream, frame.encode())
+
+    def on_write_paused(self) -> None:
+        self.pause_reading()  # a client that does not read its answers sends no more
+
+    def on_write_resumed(self) -> None:
+        self.resume_reading()
+
+    def on_close(self, exc) -> None:
+        self.listener.conns.discard(self)
+
+    def drain(self) -> None:
+        self.draining = True
+        if self.inflight == 0:
+            self.close()
+
+
+class Proxy:
+    """Everything a config describes, running."""
+
+    def __init__(self, config, protocols: dict[str, XProtocol]):
+        self.config = config
+        self.protocols = protocols
+        self.draining = False
+        self.clusters = {c.name: Cluster(c, protocols) for c in config.clusters}
+        tables = {}
+        for rc in config.route_configs:
+            resolved = []
+            for vh in rc.virtual_hosts:
+                routes = [_ResolvedRoute(r.match, Route(r.route, self.clusters)) for r in vh.routes]
+                resolved.append(_ResolvedVHost(vh.name, vh.domains, routes))
+            tables[rc.name] = RouteTable(resolved)
+        self.listeners = [
+            Listener(l, [protocols[p] for p in l.protocol], tables[l.route_config], self)
+            for l in config.listeners
+        ]
+
+    async def start(self, socks: dict[str, socket.socket] | None = None) -> None:
+        for listener in self.listeners:
+            await listener.start((socks or {}).get(listener.name))
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
+        self.draining = True
+        for listener in self.listeners:
+            listener.stop_accepting()
+        conns = [c for listener in self.listeners for c in list(listener.conns)]
+        for conn in conns:
+            conn.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(not c.closed for c in conns) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in conns:
+            if not conn.closed:
+                conn.abort()
+        for cluster in self.clusters.values():
+            cluster.close()
+        for listener in self.listeners:
+            if listener.server is not None:
+                await listener.server.wait_closed()
+
+
+class _ResolvedRoute:
+    __slots__ = ("match", "route")
+
+    def __init__(self, match, route):
+        self.match = match
+        self.route = route
+
+
+class _ResolvedVHost:
+    __slots__ = ("name", "domains", "routes")
+
+    def __init__(self, name, domains, routes):
+        self.name = name
+        self.domains = domains
+        self.routes = routes

@@ -1,0 +1,111 @@
+"""Stream layer: one ``Stream`` per downstream request, from routing to its answer, and the
+ordered output that returns answers in request order where the protocol needs it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .api import StreamType, XFrame
+
+if TYPE_CHECKING:
+    from .proxy import DownstreamConnection
+
+
+class Slot:
+    """A place in a downstream connection's answer order."""
+
+    __slots__ = ("done", "data")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.data: bytes | None = None
+
+
+class OrderedOutput:
+    """Answers leave in request order: a finished answer waits for those before it."""
+
+    def __init__(self, send) -> None:
+        self.slots: deque[Slot] = deque()
+        self.send = send
+
+    def reserve(self) -> Slot:
+        slot = Slot()
+        self.slots.append(slot)
+        return slot
+
+    def fill(self, slot: Slot, data: bytes | None) -> None:
+        slot.done = True
+        slot.data = data
+        slots = self.slots
+        while slots and slots[0].done:
+            head = slots.popleft()
+            if head.data is not None:
+                self.send(head.data)
+
+
+class Stream:
+    """One request in flight: where it came from, where it went, and its deadline."""
+
+    __slots__ = (
+        "downstream", "request", "down_id", "kind", "slot", "timer", "upstream", "seq",
+        "cluster", "endpoint", "done", "raw", "internal", "started",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        downstream: "DownstreamConnection | None",
+        request: XFrame,
+        kind: StreamType,
+        raw: bytes,
+    ):
+        self.downstream = downstream
+        self.request = request
+        self.down_id = request.get_request_id()
+        self.kind = kind
+        self.slot: Slot | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.upstream = None  # the UpstreamConnection it was written to
+        self.seq = 0  # order of writing on that connection
+        self.cluster = None
+        self.endpoint = None
+        self.done = False
+        self.raw = raw  # the request's bytes as they arrived
+        self.internal = None  # set for the proxy's own requests (keepalive, barrier)
+        self.started = 0.0
+
+    def finish(self, frame: XFrame | None, data: bytes | None) -> None:
+        """The upstream answered (``frame``/``data``) or, for a quiet request, completed
+        silently (None)."""
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.cluster is not None:
+            self.cluster.stream_done(self)
+        if self.downstream is not None:
+            self.downstream.deliver(self, data)
+
+    def fail(self, code: int, message: str | None = None) -> None:
+        """Answer with the protocol's own error for a runtime code (quiet: nothing)."""
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.cluster is not None:
+            self.cluster.stream_done(self)
+        if self.downstream is not None:
+            self.downstream.answer_error(self, code, message)
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.forget(self)
+        if self.kind is StreamType.QUIET:
+            self.finish(None, None)  # its client expects no answer
+        else:
+            self.fail(504)

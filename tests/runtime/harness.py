@@ -1,0 +1,123 @@
+"""Test harness: the proxy, `serve` upstreams and codec clients as tasks of one event loop,
+all on real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from runtime.api import Direction, XFrame
+from runtime.client import Client
+from runtime.config import parse_config
+from runtime.engine import load_protocols
+from runtime.network import FramedConnection
+from runtime.proxy import Proxy
+from runtime.run import install_loop
+from runtime.serve import serve
+
+PROTOCOLS = load_protocols()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(coro) -> Any:
+    install_loop()
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def config(listeners, route_configs, clusters, **extra) -> dict:
+    return {"listeners": listeners, "route_configs": route_configs, "clusters": clusters, **extra}
+
+
+def simple_config(
+    protocol, port: int, endpoints: list[str], cluster_extra=None, listener_extra=None
+) -> dict:
+    """One listener → one route → one cluster."""
+    return config(
+        [{"name": "main", "address": f"127.0.0.1:{port}", "protocol": protocol,
+          "route_config": "main", **(listener_extra or {})}],
+        [{"name": "main", "virtual_hosts": [
+            {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]}],
+        [{"name": "up", "endpoints": endpoints, **(cluster_extra or {})}],
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def proxy_running(data: dict, base_dir: Path = Path(".")) -> AsyncIterator[Proxy]:
+    cfg = parse_config(data, base_dir)
+    proxy = Proxy(cfg, PROTOCOLS)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.drain(0.5)
+
+
+@contextlib.asynccontextmanager
+async def upstream(protocol: str, port: int, stats: dict | None = None):
+    server = await serve(PROTOCOLS[protocol], "127.0.0.1", port, f"up{port}", stats)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class Recorder(FramedConnection):
+    """An upstream that records every request frame and answers like `serve`, or not at all
+    (``answer=False``), or only after ``delay`` seconds."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, proto, seen: list, answer=True, delay=0.0):
+        super().__init__(proto)
+        self.seen = seen
+        self.answer = answer
+        self.delay = delay
+
+    def on_frame(self, frame: XFrame, buf, start, length) -> None:
+        self.seen.append(frame)
+        if not self.answer:
+            return
+        if frame.is_heartbeat():
+            reply = self.proto.reply(frame)
+            out = reply.encode() if reply is not None else None
+        else:
+            resp = self.proto.success_response(frame)
+            out = resp.encode() if resp is not None else None
+        if out is None or frame.get_stream_type().value == "oneway":
+            return
+        if self.delay:
+            self.loop.call_later(self.delay, self.send, out)
+        else:
+            self.send(out)
+
+
+@contextlib.asynccontextmanager
+async def recorder(protocol: str, port: int, seen: list, **kw):
+    loop = asyncio.get_running_loop()
+    conns: list = []
+
+    def factory():
+        conn = Recorder(PROTOCOLS[protocol], seen, **kw)
+        conns.append(conn)
+        return conn
+
+    server = await loop.create_server(factory, "127.0.0.1", port, reuse_address=True)
+    server.conns = conns
+    try:
+        yield server
+    finally:
+        server.close()
+        for c in conns:
+            c.abort()
+
+
+async def client(protocol: str, port: int) -> Client:
+    return await Client.connect(PROTOCOLS[protocol], "127.0.0.1", port)
