@@ -110,14 +110,56 @@ async def recorder(protocol: str, port: int, seen: list, **kw):
         return conn
 
     server = await loop.create_server(factory, "127.0.0.1", port, reuse_address=True)
-    server.conns = conns
     try:
-        yield server
+        yield RecorderServer(server, conns)
     finally:
         server.close()
         for c in conns:
             c.abort()
 
 
+class RecorderServer:
+    """A recording upstream's server and the connections it accepted."""
+
+    def __init__(self, server, conns: list):
+        self.server = server
+        self.conns = conns
+
+
 async def client(protocol: str, port: int) -> Client:
     return await Client.connect(PROTOCOLS[protocol], "127.0.0.1", port)
+
+
+@contextlib.contextmanager
+def proxy_in_thread(data: dict, base_dir: Path = Path(".")):
+    """The proxy on its own event loop in a thread, for blocking peer libraries."""
+    import threading
+
+    install_loop()
+    loop = asyncio.new_event_loop()
+    cfg = parse_config(data, base_dir)
+    started = threading.Event()
+    holder: list = []
+
+    async def start():
+        proxy = Proxy(cfg, PROTOCOLS)
+        await proxy.start()
+        holder.append(proxy)
+
+    def main():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    proxy = holder[0]
+    try:
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.drain(0.5), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
