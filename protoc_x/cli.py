@@ -179,7 +179,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: --listen: not HOST:PORT: {args.listen!r}", file=sys.stderr)
         return 1
     try:
-        return serve_main(proto, host, port, args.name)
+        return serve_main(proto, host, port, args.name, args.verbose)
     except OSError as e:
         print(f"error: cannot listen on {args.listen}: {e}", file=sys.stderr)
         return 1
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", required=True, metavar="HOST:PORT")
     p.add_argument("--protocols", action="append", metavar="PATH", help="extra specs or modules")
     p.add_argument("--name", default="serve", help="name in log lines")
+    p.add_argument("--verbose", action="store_true", help="log every request")
 
     args = parser.parse_args(argv)
     if args.command == "run":

@@ -30,11 +30,12 @@ class ServeConnection(FramedConnection):
                 self.send(reply.encode())
             return
         self.stats["requests"] = self.stats.get("requests", 0) + 1
-        log.info(
-            "%s %s: id=%s service=%s method=%s body=%dB",
-            self.name, self.proto.name, frame.get_request_id(), frame.get_service(),
-            frame.get_method(), len(frame.get_body() or b""),
-        )  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s: id=%s service=%s method=%s body=%dB",
+                self.name, self.proto.name, frame.get_request_id(), frame.get_service(),
+                frame.get_method(), len(frame.get_body() or b""),
+            )  # fmt: skip
         if kind is StreamType.ONEWAY:
             return
         response = self.proto.success_response(frame)
@@ -53,16 +54,19 @@ async def serve(
     )
 
 
-def main(proto: XProtocol, host: str, port: int, name: str) -> int:
+def main(proto: XProtocol, host: str, port: int, name: str, verbose: bool = False) -> int:
     import signal
 
     from .run import install_loop
 
     install_loop()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO, format="%(message)s"
+    )
+    stats: dict = {}
 
     async def go() -> None:
-        server = await serve(proto, host, port, name)
+        server = await serve(proto, host, port, name, stats)
         log.info("%s: serving %s on %s:%d", name, proto.name, host, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -70,6 +74,7 @@ def main(proto: XProtocol, host: str, port: int, name: str) -> int:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         server.close()
+        log.info("%s: served %d requests", name, stats.get("requests", 0))
 
     asyncio.run(go())
     return 0
