@@ -389,3 +389,51 @@ def test_closed_port_502_breaker_503_no_route_404():
             assert nowhere.get_status() == 6 and b"404" in bytes(nowhere.get_body())  # NO_PROCESSOR
 
     run(scenario())
+
+
+def test_no_healthy_endpoint_is_503_after_a_refused_connect():
+    async def scenario():
+        closed, port = free_port(), free_port()
+        async with proxy_running(simple_config("bolt", port, [f"127.0.0.1:{closed}"])):
+            c = await client("bolt", port)
+            assert (await c.call(bolt_request(1))).get_status() == 0x10  # 502: refused
+            answer = await c.call(bolt_request(2))  # the endpoint now sits out: none healthy
+            assert answer.get_status() == 4 and b"503" in bytes(answer.get_body())
+
+    run(scenario())
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), seconds) == b""
+    except (asyncio.TimeoutError, ConnectionError):
+        return False
+
+
+def test_oversized_frame_slow_frame_and_idle_connections_are_closed():
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"], listener_extra={
+            "max_frame_bytes": 4096, "frame_timeout_ms": 300, "idle_timeout_ms": 600})  # fmt: skip
+        async with upstream("bolt", up), proxy_running(cfg):
+            big = bolt_request(1, b"x" * 10000).encode()
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(big[:6000])
+            assert await _closed_within(r, 2), "a frame over max_frame_bytes must close"
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(bolt_request(2).encode()[:10])  # half a header, then nothing
+            t0 = time.monotonic()
+            assert await _closed_within(r, 2)
+            assert 0.25 <= time.monotonic() - t0 < 1.5
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(bolt_request(3).encode())
+            head = await r.readexactly(20)
+            assert head[0] == 1
+            t0 = time.monotonic()
+            await r.read(10000)
+            assert await _closed_within(r, 3)
+            assert 0.4 <= time.monotonic() - t0 < 2.5
+            c = await client("bolt", port)  # others are unaffected
+            assert (await c.call(bolt_request(4))).get_status() == 0
+
+    run(scenario())
