@@ -259,6 +259,7 @@ class BoltProtocol(XProtocol):
     ordered = False
     has_error_response = True
     needs_direction = False
+    writable_headers = True
     detect = ((0, 1, "big", frozenset([1])),)
     detect_length = 1
     frame_class = BoltFrame

@@ -332,6 +332,7 @@ class Boltv2Protocol(XProtocol):
     ordered = False
     has_error_response = True
     needs_direction = False
+    writable_headers = True
     detect = ((0, 1, "big", frozenset([2])),)
     detect_length = 1
     frame_class = Boltv2Frame

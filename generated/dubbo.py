@@ -409,6 +409,7 @@ class DubboProtocol(XProtocol):
     ordered = False
     has_error_response = True
     needs_direction = False
+    writable_headers = True
     detect = ((0, 2, "big", frozenset([55995])),)
     detect_length = 2
     frame_class = DubboFrame

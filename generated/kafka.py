@@ -213,6 +213,7 @@ class KafkaProtocol(XProtocol):
     ordered = True
     has_error_response = False
     needs_direction = True
+    writable_headers = False
     detect = ()
     detect_length = 0
     frame_class = KafkaFrame

@@ -269,6 +269,7 @@ class MemcachedProtocol(XProtocol):
     ordered = True
     has_error_response = True
     needs_direction = False
+    writable_headers = False
     detect = ((0, 1, "big", frozenset([128])),)
     detect_length = 1
     frame_class = MemcachedFrame

@@ -272,6 +272,7 @@ class TarsProtocol(XProtocol):
     ordered = False
     has_error_response = True
     needs_direction = True
+    writable_headers = True
     detect = ()
     detect_length = 0
     frame_class = TarsFrame

@@ -263,6 +263,7 @@ class ThriftProtocol(XProtocol):
     ordered = True
     has_error_response = True
     needs_direction = False
+    writable_headers = False
     detect = ((4, 2, "big", frozenset([32769])),)
     detect_length = 6
     frame_class = ThriftFrame

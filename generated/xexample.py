@@ -153,6 +153,7 @@ class XexampleProtocol(XProtocol):
     ordered = False
     has_error_response = True
     needs_direction = False
+    writable_headers = False
     detect = ((0, 1, "big", frozenset([120])),)
     detect_length = 1
     frame_class = XexampleFrame

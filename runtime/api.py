@@ -215,6 +215,8 @@ class XProtocol:
     has_error_response: ClassVar[bool] = True
     #: the frames' bytes do not say their direction: decode needs ``direction``
     needs_direction: ClassVar[bool] = False
+    #: frames have a header map that ``set_header`` writes (and the encoder carries)
+    writable_headers: ClassVar[bool] = False
     #: detection: ((offset, width, byteorder, frozenset of values), ...); () = not detectable
     detect: ClassVar[tuple[tuple[int, int, str, frozenset[int]], ...]] = ()
     #: bytes needed to decide a match

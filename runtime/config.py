@@ -27,7 +27,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable
+from typing import Annotated, Any, Iterable, Literal
 
 import yaml
 from pydantic import (
@@ -141,6 +141,11 @@ _TYPE_NAMES = {
 }
 
 
+def _num(value: Any) -> str:
+    """A bound as written: 0, not 0.0."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _message(err: dict[str, Any]) -> tuple[tuple[str | int, ...], str]:
     """Turn one pydantic error into (loc, short human message)."""
     kind = err["type"]
@@ -159,9 +164,15 @@ def _message(err: dict[str, Any]) -> tuple[tuple[str | int, ...], str]:
             message += " (quote it in YAML)"
         return loc, message
     if kind == "greater_than":
-        return loc, f"must be greater than {ctx['gt']}, got {_show(value)}"
+        return loc, f"must be greater than {_num(ctx['gt'])}, got {_show(value)}"
     if kind == "greater_than_equal":
-        return loc, f"must be at least {ctx['ge']}, got {_show(value)}"
+        return loc, f"must be at least {_num(ctx['ge'])}, got {_show(value)}"
+    if kind == "less_than_equal":
+        return loc, f"must be at most {_num(ctx['le'])}, got {_show(value)}"
+    if kind == "less_than":
+        return loc, f"must be less than {_num(ctx['lt'])}, got {_show(value)}"
+    if kind == "literal_error":
+        return loc, f"expected {ctx['expected']}, got {_show(value)}"
     if kind in ("too_short", "string_too_short") and ctx.get("min_length") == 1:
         return loc, "must not be empty"
     if kind == "too_short":
@@ -364,6 +375,27 @@ def _exactly_one(model: BaseModel, keys: tuple[str, ...], *, allow_none: bool = 
         raise _fail(f"needs one of {names}")
 
 
+class AccessLog(_Model):
+    path: StrictStr = "-"  # "-": stderr
+    format: Literal["text", "json"] = "text"
+
+
+class StreamFilterEntry(_Model):
+    """A filter by name; its ``config`` is checked against the filter's own model in the
+    cross-reference pass (the registry lives in runtime.filters)."""
+
+    name: Name
+    config: dict[str, Any] = {}
+
+
+class RetryBudget(_Model):
+    percent: Annotated[float, Field(gt=0, le=100)] = 20.0
+
+
+class Admin(_Model):
+    address: ListenAddress
+
+
 class Listener(_Model):
     name: Name
     address: ListenAddress
@@ -372,8 +404,8 @@ class Listener(_Model):
     max_frame_bytes: PositiveInt = 16 * 1024 * 1024
     idle_timeout_ms: PositiveInt = 600_000
     frame_timeout_ms: PositiveInt = 30_000
-    access_log: Unsupported = _unsupported_field()
-    stream_filters: Unsupported = _unsupported_field()
+    access_log: AccessLog | None = None
+    stream_filters: tuple[StreamFilterEntry, ...] = ()
 
     _protocol_is_list: bool = PrivateAttr(default=False)
 
@@ -459,7 +491,7 @@ class RouteAction(_Model):
     cluster: Name | None = None
     weighted_clusters: Annotated[tuple[WeightedCluster, ...], NonEmpty] | None = None
     timeout_ms: PositiveInt | None = None
-    retries: Unsupported = _unsupported_field()
+    retries: NonNegativeInt = 0  # on connect failure or reset before an answer
 
     @model_validator(mode="after")
     def _one_target(self) -> RouteAction:
@@ -518,7 +550,7 @@ class Cluster(_Model):
     max_connections: PositiveInt | None = None  # None: the protocol's default (decided later)
     keepalive: Keepalive | None = None
     circuit_breakers: CircuitBreakers | None = None
-    retry_budget: Unsupported = _unsupported_field()
+    retry_budget: RetryBudget | None = None
 
     @property
     def lb_kind(self) -> str:
@@ -536,7 +568,7 @@ class Cluster(_Model):
 class Config(_Model):
     protocols: tuple[ProtocolPath, ...] = ()
     drain_timeout_ms: NonNegativeInt = 5_000
-    admin: Unsupported = _unsupported_field()
+    admin: Admin | None = None
     listeners: Annotated[tuple[Listener, ...], NonEmpty]
     route_configs: tuple[RouteConfig, ...]
     clusters: tuple[Cluster, ...]
@@ -572,6 +604,30 @@ def _unique_names(items: Iterable[Any], where: str, what: str, out: list) -> set
         else:
             seen[item.name] = i
     return set(seen)
+
+
+def _check_filters(listener: Listener, base: str) -> list[tuple[str, str]]:
+    from .filters import filters
+
+    registry = filters()
+    out = []
+    for j, entry in enumerate(listener.stream_filters):
+        where = f"{base}.stream_filters[{j}]"
+        cls = registry.get(entry.name)
+        if cls is None:
+            out.append(
+                (
+                    f"{where}.name",
+                    f"unknown filter '{entry.name}' (have: {', '.join(sorted(registry))})",
+                )
+            )
+            continue
+        try:
+            cls.Config.model_validate(entry.config)
+        except ValidationError as exc:
+            for path, message in _from_validation_error(exc):
+                out.append((f"{where}.config" + ("" if path == "<root>" else "." + path), message))
+    return out
 
 
 def _cross_check(config: Config) -> list[tuple[str, str]]:
@@ -611,6 +667,7 @@ def _cross_check(config: Config) -> list[tuple[str, str]]:
             seen_protocols.add(protocol)
         if listener.route_config not in route_config_names:
             out.append((f"{base}.route_config", f"unknown route_config '{listener.route_config}'"))
+        out.extend(_check_filters(listener, base))
 
     for i, route_config in enumerate(config.route_configs):
         rc_base = f"route_configs[{i}]"

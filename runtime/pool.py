@@ -58,7 +58,7 @@ class UpstreamConnection(FramedConnection):
         self.seq += 1
         stream.seq = self.seq
         if stream.kind is StreamType.ONEWAY:
-            data = stream.raw
+            data = stream.raw if stream.raw is not None else stream.request.encode()
         elif self.multiplex:
             uid = self.new_id()
             while uid in self.inflight:
@@ -70,7 +70,7 @@ class UpstreamConnection(FramedConnection):
             frame.set_request_id(stream.down_id)
         else:
             self.current = stream
-            data = stream.raw
+            data = stream.raw if stream.raw is not None else stream.request.encode()
         down = stream.downstream
         if self.ordered and down is not None:
             if stream.kind is StreamType.QUIET:
@@ -189,7 +189,7 @@ class UpstreamConnection(FramedConnection):
             if stream.kind is StreamType.QUIET:
                 stream.finish(None, None)
             else:
-                stream.fail(502)
+                stream.upstream_failed(self.pool.endpoint)
         self.resume_downstreams()
 
     def on_write_resumed(self) -> None:
@@ -327,7 +327,7 @@ class EndpointPool:
             log.warning("cannot connect to %s: %s", self.endpoint, e or "timeout")
             if not self.conns and not self.connecting:
                 while (stream := self.dequeue()) is not None:
-                    stream.fail(502)
+                    stream.upstream_failed(self.endpoint)
             return
         self.connecting -= 1
         self.conns.append(conn)
@@ -370,8 +370,12 @@ class EndpointPool:
 class Cluster:
     """A named set of endpoints speaking one protocol, with a load balancer and breakers."""
 
-    def __init__(self, config, proto_for) -> None:
+    def __init__(self, config, proto_for, metrics=None) -> None:
         self.name = config.name
+        self.metrics = metrics
+        budget = config.retry_budget
+        self.retry_percent = budget.percent if budget is not None else 20.0
+        self.retrying = 0
         self.config = config
         self.proto_for = proto_for  # protocol name → XProtocol
         self.connect_timeout = config.connect_timeout_ms / 1000
@@ -401,17 +405,24 @@ class Cluster:
     def dispatch(self, stream: Stream, key: str | None) -> None:
         """Send ``stream`` to an endpoint, or fail it with 503 (breakers, no healthy one)."""
         if self.active >= self.max_requests or self.pending >= self.max_pending:
+            if self.metrics is not None:
+                full = (
+                    "max_requests" if self.active >= self.max_requests else "max_pending_requests"
+                )
+                self.metrics.overflowed(self.name, full)
             stream.fail(503, "protoc-x: 503 circuit breaker open")
             return
+        stream.cluster_name = self.name
         proto = stream.downstream.proto
-        unhealthy = (
-            frozenset(ep for ep in self.endpoints if not self.pool(proto, ep).healthy())
-            if any(not p.healthy() for p in self.pools.values())
-            else frozenset()
-        )
-        endpoint = self.balancer.pick(key, unhealthy)
+        avoid = frozenset(stream.tried)
+        if any(not p.healthy() for p in self.pools.values()):
+            avoid |= frozenset(ep for ep in self.endpoints if not self.pool(proto, ep).healthy())
+        endpoint = self.balancer.pick(key, avoid) if avoid else self.balancer.pick(key)
         if endpoint is None:
-            stream.fail(503, "protoc-x: 503 no healthy endpoint")
+            if stream.tried:  # a retry found nowhere else to go: the failure stands
+                stream.fail(502)
+            else:
+                stream.fail(503, "protoc-x: 503 no healthy endpoint")
             return
         pool = self.pool(proto, endpoint)
         if stream.kind is not StreamType.ONEWAY:
@@ -425,6 +436,24 @@ class Cluster:
         if stream.endpoint is not None:
             stream.endpoint.active -= 1
         stream.cluster = None
+
+    def may_retry(self) -> bool:
+        """Envoy's retry budget: retries in progress stay under a share of active requests
+        (at least 3 at a time)."""
+        return self.retrying < max(3, self.active * self.retry_percent / 100)
+
+    def retry(self, stream: Stream) -> None:
+        if self.metrics is not None:
+            self.metrics.retried(self.name)
+        self.retrying += 1
+        try:
+            key = None
+            header = self.balancer.hash_header
+            if header is not None:
+                key = stream.request.get_header(header)
+            self.dispatch(stream, key)
+        finally:
+            self.retrying -= 1
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -9,8 +9,11 @@ import logging
 import socket
 from typing import Sequence
 
+from .accesslog import AccessLog
 from .api import DecodeError, Direction, StreamType, XFrame, XProtocol
 from .engine import detect
+from .filters import Reject, RequestContext, filters as filter_registry
+from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
 from .router import RouteTable, WeightedPicker
@@ -22,10 +25,11 @@ log = logging.getLogger("protoc_x")
 class Route:
     """A route's action, resolved: which cluster(s), and its timeout."""
 
-    __slots__ = ("cluster", "picker", "timeout", "clusters")
+    __slots__ = ("cluster", "picker", "timeout", "clusters", "retries")
 
     def __init__(self, action, clusters: dict[str, Cluster]):
         self.timeout = action.timeout_ms / 1000 if action.timeout_ms else None
+        self.retries = action.retries or 0
         if action.cluster is not None:
             self.cluster = clusters[action.cluster]
             self.picker = None
@@ -52,6 +56,14 @@ class Listener:
         self.sweeper = Sweeper(config.idle_timeout_ms / 1000, config.frame_timeout_ms / 1000)
         self.server: asyncio.AbstractServer | None = None
         self.conns: set[DownstreamConnection] = set()
+        registry = filter_registry()
+        self.filters = [
+            registry[f.name](registry[f.name].Config.model_validate(f.config), proxy.metrics)
+            for f in config.stream_filters
+        ]
+        self.response_filters = [f for f in self.filters if f.touches_responses]
+        log_cfg = config.access_log
+        self.access_log = AccessLog(log_cfg.path, log_cfg.format) if log_cfg is not None else None
 
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -129,34 +141,99 @@ class DownstreamConnection(FramedConnection):
                     self.send(data)
             return
         stream = Stream(self, frame, kind, bytes(buf[start : start + length]))
+        stream.started = self.loop.time()
         if self.output is not None and kind is not StreamType.ONEWAY:
             stream.slot = self.output.reserve()
         if kind is not StreamType.ONEWAY:
             self.inflight += 1
         try:
-            service = frame.get_service()
-            method = frame.get_method()
-            route = self.listener.routes.match(service, method, frame.get_header)
+            stream.service = frame.get_service()
+            stream.method = frame.get_method()
+        except DecodeError as e:
+            stream.fail(400, f"protoc-x: 400 {e.reason}")
+            return
+        chain = self.listener.filters
+        if chain:
+            ctx = stream.ctx = RequestContext(
+                frame, proto, self.listener.name, stream.service, stream.method
+            )
+            self.run_filters(stream, 0, "on_request")
+        else:
+            self.route(stream)
+
+    def run_filters(self, stream: Stream, index: int, hook: str) -> None:
+        """Run the chain's ``hook`` from filter ``index`` on; routing follows on_request."""
+        chain = self.listener.filters
+        ctx = stream.ctx
+        for i in range(index, len(chain)):
+            try:
+                verdict = getattr(chain[i], hook)(ctx)
+            except DecodeError as e:
+                stream.fail(400, f"protoc-x: 400 {e.reason}")
+                return
+            if verdict is None:
+                continue
+            if isinstance(verdict, Reject):
+                stream.fail(verdict.code, verdict.message)
+                return
+            # Pause: hold the request, then go on with the next filter
+            self.loop.call_later(verdict.seconds, self.resume_filters, stream, i + 1, hook)
+            return
+        if hook == "on_request":
+            if ctx.modified:
+                stream.raw = None  # re-encoded on the way out
+            self.route(stream)
+        else:
+            self.send_upstream(stream)
+
+    def resume_filters(self, stream: Stream, index: int, hook: str) -> None:
+        if not stream.done and not self.closed:
+            self.run_filters(stream, index, hook)
+
+    def route(self, stream: Stream) -> None:
+        frame = stream.request
+        ctx = stream.ctx
+        headers = ctx.header if ctx is not None and ctx.extra_headers else frame.get_header
+        try:
+            route = self.listener.routes.match(stream.service, stream.method, headers)
         except DecodeError as e:
             stream.fail(400, f"protoc-x: 400 {e.reason}")
             return
         if route is None:
-            stream.fail(404, f"protoc-x: 404 no route for service {service!r} method {method!r}")
+            stream.fail(
+                404,
+                f"protoc-x: 404 no route for service {stream.service!r} method {stream.method!r}",
+            )
             return
-        cluster = route.choose()
+        cluster = stream.target = route.choose()
+        stream.cluster_name = cluster.name
+        stream.retries = route.retries
         timeout = frame.get_timeout()
-        if timeout is None or timeout <= 0:
-            timeout = None
-        else:
-            timeout = timeout / 1000
+        timeout = timeout / 1000 if timeout is not None and timeout > 0 else None
         timeout = timeout or route.timeout or cluster.request_timeout
-        if kind is not StreamType.ONEWAY:
+        if stream.kind is not StreamType.ONEWAY:
             stream.timer = self.loop.call_later(timeout, stream.on_timeout)
+        else:
+            stream.retries = 0  # a oneway may have taken effect: never retried
+        if stream.kind is StreamType.QUIET:
+            stream.retries = 0
+        if ctx is not None:
+            ctx.cluster = cluster.name
+            self.run_filters(stream, 0, "on_routed")
+        else:
+            self.send_upstream(stream)
+
+    def send_upstream(self, stream: Stream) -> None:
+        cluster = stream.target
         header = cluster.balancer.hash_header
         key = None
         if header is not None:
             try:
-                key = frame.get_header(header)
+                key = (
+                    stream.ctx.header(header)
+                    if stream.ctx is not None
+                    else stream.request.get_header(header)
+                )
             except DecodeError:
                 key = None
         cluster.dispatch(stream, key)
@@ -166,9 +243,34 @@ class DownstreamConnection(FramedConnection):
         self.fail(f"undecodable request bytes: {error.reason}")
 
     # -- answers ------------------------------------------------------------------------
-    def deliver(self, stream: Stream, data: bytes | None) -> None:
+    def deliver(
+        self,
+        stream: Stream,
+        data: bytes | None,
+        frame: XFrame | None = None,
+        code: int | None = None,
+    ) -> None:
         if stream.kind is not StreamType.ONEWAY:
             self.inflight -= 1
+        listener = self.listener
+        if code is None:
+            status = frame.get_status() if frame is not None else None
+            code = self.proto.runtime_status(status) if status is not None else 200
+        else:
+            status = self.proto.map_status(code) if self.proto.has_error_response else None
+        if frame is not None and listener.response_filters and stream.ctx is not None:
+            for f in listener.response_filters:
+                f.on_response(stream.ctx, frame)
+            data = frame.encode()
+        metrics = listener.proxy.metrics
+        elapsed = self.loop.time() - stream.started
+        if metrics is not None:
+            metrics.request_done(listener.name, self.proto.name, stream.service, stream.method,
+                                 stream.cluster_name, code, elapsed)  # fmt: skip
+        if listener.access_log is not None:
+            upstream = stream.endpoint.endpoint if stream.endpoint is not None else None
+            listener.access_log.write(listener.name, self.proto.name, stream.service, stream.method,
+                                      stream.cluster_name, upstream, code, status, elapsed * 1000)  # fmt: skip
         if self.closed:
             return
         if stream.slot is not None:
@@ -180,17 +282,17 @@ class DownstreamConnection(FramedConnection):
 
     def answer_error(self, stream: Stream, code: int, message: str | None) -> None:
         if stream.kind is StreamType.QUIET:
-            self.deliver(stream, None)
+            self.deliver(stream, None, code=code)
             return
         frame = self.proto.hijack(stream.request, code, message)
         if frame is None:
             # the protocol cannot express an error: its clients reconnect and retry
-            self.deliver(stream, None)
+            self.deliver(stream, None, code=code)
             self.fail(f"runtime code {code} and the protocol has no error response")
             return
         if stream.down_id is not None:
             frame.set_request_id(stream.down_id)
-        self.deliver(stream, frame.encode())
+        self.deliver(stream, frame.encode(), code=code)
 
     def on_write_paused(self) -> None:
         self.pause_reading()  # a client that does not read its answers sends no more
@@ -214,7 +316,9 @@ class Proxy:
         self.config = config
         self.protocols = protocols
         self.draining = False
-        self.clusters = {c.name: Cluster(c, protocols) for c in config.clusters}
+        self.metrics = Metrics()
+        self.admin = None
+        self.clusters = {c.name: Cluster(c, protocols, self.metrics) for c in config.clusters}
         tables = {}
         for rc in config.route_configs:
             resolved = []
@@ -230,6 +334,12 @@ class Proxy:
     async def start(self, socks: dict[str, socket.socket] | None = None) -> None:
         for listener in self.listeners:
             await listener.start((socks or {}).get(listener.name))
+        if self.config.admin is not None:
+            from .admin import AdminServer
+
+            addr = self.config.admin.address
+            self.admin = AdminServer(self, addr.host, addr.port)
+            await self.admin.start()
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
@@ -248,7 +358,11 @@ class Proxy:
                 conn.abort()
         for cluster in self.clusters.values():
             cluster.close()
+        if self.admin is not None:
+            self.admin.close()
         for listener in self.listeners:
+            if listener.access_log is not None:
+                listener.access_log.close()
             if listener.server is not None:
                 await listener.server.wait_closed()
 

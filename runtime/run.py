@@ -45,10 +45,20 @@ def prepare(path: str):
     except ConfigError as e:
         raise StartError(str(e)) from None
     problems = []
+    from .filters import filters
+
+    registry = filters()
     for i, listener in enumerate(config.listeners):
         why = check_detectable([protocols[name] for name in listener.protocol])
         if why:
             problems.append(f"listeners[{i}].protocol: {why}")
+        for j, entry in enumerate(listener.stream_filters):
+            cls = registry[entry.name]
+            f = cls(cls.Config.model_validate(entry.config))
+            for name in listener.protocol:
+                why = f.check(protocols[name])
+                if why:
+                    problems.append(f"listeners[{i}].stream_filters[{j}]: {entry.name}: {why}")
     if problems:
         raise StartError("\n".join(problems))
     return config, protocols

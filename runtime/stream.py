@@ -50,7 +50,8 @@ class Stream:
 
     __slots__ = (
         "downstream", "request", "down_id", "kind", "slot", "timer", "upstream", "seq",
-        "cluster", "endpoint", "done", "raw", "internal", "started",
+        "cluster", "endpoint", "done", "raw", "started", "service", "method", "ctx",
+        "retries", "tried", "cluster_name", "target",
     )  # fmt: skip
 
     def __init__(
@@ -71,9 +72,15 @@ class Stream:
         self.cluster = None
         self.endpoint = None
         self.done = False
-        self.raw = raw  # the request's bytes as they arrived
-        self.internal = None  # set for the proxy's own requests (keepalive, barrier)
+        self.raw = raw  # the request's bytes as they arrived (None once a filter changed it)
         self.started = 0.0
+        self.service = None
+        self.method = None
+        self.ctx = None  # the filters' RequestContext, when the listener has filters
+        self.retries = 0  # retries left (connect failure or reset before an answer)
+        self.tried: tuple = ()  # endpoints that failed it
+        self.cluster_name: str | None = None
+        self.target = None  # the Cluster routing chose (counted once dispatched)
 
     def finish(self, frame: XFrame | None, data: bytes | None) -> None:
         """The upstream answered (``frame``/``data``) or, for a quiet request, completed
@@ -86,7 +93,7 @@ class Stream:
         if self.cluster is not None:
             self.cluster.stream_done(self)
         if self.downstream is not None:
-            self.downstream.deliver(self, data)
+            self.downstream.deliver(self, data, frame)
 
     def fail(self, code: int, message: str | None = None) -> None:
         """Answer with the protocol's own error for a runtime code (quiet: nothing)."""
@@ -99,6 +106,20 @@ class Stream:
             self.cluster.stream_done(self)
         if self.downstream is not None:
             self.downstream.answer_error(self, code, message)
+
+    def upstream_failed(self, endpoint) -> None:
+        """The connection to ``endpoint`` could not be made, or was reset before answering:
+        retry elsewhere when the route allows it and the budget has room, else 502."""
+        if self.done:
+            return
+        cluster = self.cluster
+        if self.retries > 0 and cluster is not None and cluster.may_retry():
+            self.retries -= 1
+            self.tried = self.tried + (endpoint,)
+            cluster.stream_done(self)
+            cluster.retry(self)
+            return
+        self.fail(502)
 
     def on_timeout(self) -> None:
         self.timer = None

@@ -209,7 +209,7 @@ def test_dump_is_plain_data():
     assert dumped["listeners"][0]["address"] == "127.0.0.1:1000"
     assert dumped["listeners"][0]["protocol"] == ["bolt"]
     assert dumped["clusters"][0]["endpoints"] == ["127.0.0.1:2000"]
-    assert "admin" not in dumped and "retry_budget" not in dumped["clusters"][0]
+    assert dumped["admin"] is None and dumped["clusters"][0]["retry_budget"] is None
 
 
 def test_format_path():
@@ -385,29 +385,46 @@ CASES = [
         f"{ROUTE}.match.path: must start with '/', got 'sayHello'",
     ),
     (
-        "admin not supported",
-        lambda d: d.update(admin={"address": "127.0.0.1:9901"}),
-        "admin: not supported yet",
+        "admin address",
+        lambda d: d.update(admin={"address": "127.0.0.1:99999"}),
+        "admin.address: port 99999 out of range 0..65535",
     ),
     (
-        "stream_filters not supported",
-        lambda d: d["listeners"][0].update(stream_filters=[{"name": "local_rate_limit"}]),
-        "listeners[0].stream_filters: not supported yet",
+        "unknown filter",
+        lambda d: d["listeners"][0].update(stream_filters=[{"name": "rate_limiter"}]),
+        "listeners[0].stream_filters[0].name: unknown filter 'rate_limiter' (have: fault, "
+        "header_mutation, local_rate_limit, node_labels)",
     ),
     (
-        "access_log not supported",
-        lambda d: d["listeners"][0].update(access_log={"path": "-"}),
-        "listeners[0].access_log: not supported yet",
+        "filter config checked by the filter",
+        lambda d: d["listeners"][0].update(
+            stream_filters=[{"name": "local_rate_limit", "config": {"burst": 10}}]
+        ),
+        "listeners[0].stream_filters[0].config: missing key 'tokens_per_second'",
     ),
     (
-        "retries not supported",
-        lambda d: _route(d)["route"].update(retries=1),
-        f"{ROUTE}.route.retries: not supported yet",
+        "filter config value",
+        lambda d: d["listeners"][0].update(
+            stream_filters=[
+                {"name": "local_rate_limit", "config": {"tokens_per_second": -1, "burst": 1}}
+            ]
+        ),
+        "listeners[0].stream_filters[0].config.tokens_per_second: must be greater than 0, got -1",
     ),
     (
-        "retry_budget not supported",
-        lambda d: d["clusters"][0].update(retry_budget={"percent": 20}),
-        "clusters[0].retry_budget: not supported yet",
+        "access_log format",
+        lambda d: d["listeners"][0].update(access_log={"path": "-", "format": "xml"}),
+        "listeners[0].access_log.format: expected 'text' or 'json', got 'xml'",
+    ),
+    (
+        "negative retries",
+        lambda d: _route(d)["route"].update(retries=-1),
+        f"{ROUTE}.route.retries: must be at least 0, got -1",
+    ),
+    (
+        "retry_budget percent",
+        lambda d: d["clusters"][0].update(retry_budget={"percent": 120}),
+        "clusters[0].retry_budget.percent: must be at most 100, got 120",
     ),
     (
         "bad lb_policy",

@@ -1,0 +1,64 @@
+"""``node_labels``: this node's labels (from the config, or a file of ``key="value"`` lines as
+Kubernetes' downward API writes them) added to each request's headers, so routes can match
+them (blue-green). Where the protocol has a writable header map the labels travel upstream
+too; elsewhere routing alone sees them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import model_validator
+
+from . import FilterConfig, RequestContext, StreamFilter, register
+
+LINE = re.compile(r'^\s*([A-Za-z0-9_./-]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
+
+
+def read_labels_file(path: str) -> dict[str, str]:
+    out = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = LINE.match(line)
+        if m is None:
+            raise ValueError(f'{path}:{n}: not a key="value" line: {line!r}')
+        out[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2))  # \" and \\ as written
+    return out
+
+
+class Config(FilterConfig):
+    labels: dict[str, str] = {}
+    labels_file: str | None = None
+    header_prefix: str = ""
+
+    @model_validator(mode="after")
+    def _readable(self):
+        if self.labels_file is not None:
+            read_labels_file(self.labels_file)  # a bad file is a config error at load
+        return self
+
+
+@register("node_labels")
+class NodeLabels(StreamFilter):
+    Config = Config
+
+    def __init__(self, config: Config, metrics=None):
+        super().__init__(config, metrics)
+        labels = dict(read_labels_file(config.labels_file)) if config.labels_file else {}
+        labels.update(config.labels)
+        self.headers = {config.header_prefix + k: v for k, v in labels.items()}
+        self.writable = False
+
+    def on_request(self, ctx: RequestContext):
+        if ctx.protocol.writable_headers:
+            for key, value in self.headers.items():
+                ctx.frame.set_header(key, value)
+            ctx.modified = True
+        else:
+            extra = ctx.extra_headers
+            if extra is None:
+                ctx.extra_headers = dict(self.headers)
+            else:
+                extra.update(self.headers)
+        return None
