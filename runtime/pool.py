@@ -47,6 +47,7 @@ class UpstreamConnection(FramedConnection):
         self.paused_downstreams: set = set()
         self.keepalive_failures = 0
         self.keepalive_timer: asyncio.TimerHandle | None = None
+        self.gauge = None  # protocx_upstream_connections child, once connected
 
     # -- requests out -----------------------------------------------------------------
     def new_id(self) -> int:
@@ -174,6 +175,9 @@ class UpstreamConnection(FramedConnection):
 
     def on_close(self, exc) -> None:
         self.closed = True
+        if self.gauge is not None:
+            self.gauge.dec()
+            self.gauge = None
         if self.keepalive_timer is not None:
             self.keepalive_timer.cancel()
         streams = list(self.inflight.values())
@@ -331,6 +335,10 @@ class EndpointPool:
             return
         self.connecting -= 1
         self.conns.append(conn)
+        metrics = self.cluster.metrics
+        if metrics is not None:
+            conn.gauge = metrics.child(metrics.upstream, self.cluster.name, self.endpoint)
+            conn.gauge.inc()
         ka = self.cluster.keepalive
         if ka is not None:
             conn.start_keepalive(ka[0], ka[1], ka[2])
@@ -391,6 +399,9 @@ class Cluster:
         self.balancer = make_balancer(config.lb_policy, self.endpoints, active=self.active_at)
         self.pending = 0
         self.active = 0
+        if metrics is not None:
+            metrics.child(metrics.pending, self.name).set_function(lambda: self.pending)
+            metrics.child(metrics.active, self.name).set_function(lambda: self.active)
 
     def active_at(self, endpoint: str) -> int:
         return sum(p.active for (name, ep), p in self.pools.items() if ep == endpoint)

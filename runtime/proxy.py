@@ -62,6 +62,7 @@ class Listener:
             for f in config.stream_filters
         ]
         self.response_filters = [f for f in self.filters if f.touches_responses]
+        self.gauge = proxy.metrics.child(proxy.metrics.downstream, self.name)
         log_cfg = config.access_log
         self.access_log = AccessLog(log_cfg.path, log_cfg.format) if log_cfg is not None else None
 
@@ -100,6 +101,7 @@ class DownstreamConnection(FramedConnection):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.listener.conns.add(self)
+        self.listener.gauge.inc()
         if self.listener.proxy.draining:
             self.close()
 
@@ -301,7 +303,9 @@ class DownstreamConnection(FramedConnection):
         self.resume_reading()
 
     def on_close(self, exc) -> None:
-        self.listener.conns.discard(self)
+        if self in self.listener.conns:
+            self.listener.conns.discard(self)
+            self.listener.gauge.dec()
 
     def drain(self) -> None:
         self.draining = True

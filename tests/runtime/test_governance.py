@@ -245,6 +245,11 @@ def test_metrics_and_access_log_match_the_requests(tmp_path):
                 ),
             )
         assert ready == b"ready\n" and dump["listeners"][0]["name"] == "edge"
+        gauges = {(f.name, s.labels.get("listener") or s.labels.get("cluster")): s.value
+                  for f in text_string_to_metric_families(text) for s in f.samples}  # fmt: skip
+        assert gauges[("protocx_downstream_connections", "edge")] == 1
+        assert gauges[("protocx_upstream_connections", "up")] == 1
+        assert gauges[("protocx_pool_active_requests", "up")] == 0
         counts = {}
         for family in text_string_to_metric_families(text):
             if family.name == "protocx_requests":
