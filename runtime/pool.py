@@ -76,7 +76,6 @@ class UpstreamConnection(FramedConnection):
         if self.ordered and down is not None:
             if stream.kind is StreamType.QUIET:
                 self.quiet.append(stream)
-                down.quiet_streams.append(stream)
             elif down.quiet_streams:
                 self.barrier_elsewhere(down)
         self.send(data)
@@ -130,6 +129,15 @@ class UpstreamConnection(FramedConnection):
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
         if frame.is_goaway():
             self.retire()
+            return
+        if frame.get_stream_type() is not StreamType.RESPONSE:
+            # the server asks something of us: a heartbeat gets its reply; nothing else is ours
+            if frame.is_heartbeat():
+                reply = self.proto.reply(frame)
+                if reply is not None:
+                    self.send(reply.encode())
+            else:
+                log.warning("upstream %s sent a request frame; dropped", self.pool.endpoint)
             return
         if self.multiplex:
             stream = self.inflight.pop(frame.get_request_id(), None)

@@ -126,6 +126,15 @@ class DownstreamConnection(FramedConnection):
     def is_idle(self) -> bool:
         return self.inflight == 0
 
+    def quiet_pending(self) -> bool:
+        """Quiet requests of this connection still wait upstream: a heartbeat now is the
+        client's barrier (memcached's NOOP after SETQs), so it goes upstream behind them
+        instead of being answered here."""
+        quiet = self.quiet_streams
+        if quiet:
+            quiet[:] = [s for s in quiet if not s.done]
+        return bool(quiet)
+
     # -- requests -----------------------------------------------------------------------
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
         kind = frame.get_stream_type()
@@ -133,7 +142,7 @@ class DownstreamConnection(FramedConnection):
             log.warning("%s: a client sent a response frame; dropped", self.listener.name)
             return
         proto = self.proto
-        if frame.is_heartbeat():
+        if frame.is_heartbeat() and not self.quiet_pending():
             reply = proto.reply(frame)
             if reply is not None and kind is not StreamType.ONEWAY:
                 data = reply.encode()
@@ -146,6 +155,8 @@ class DownstreamConnection(FramedConnection):
         stream.started = self.loop.time()
         if self.output is not None and kind is not StreamType.ONEWAY:
             stream.slot = self.output.reserve()
+            if kind is StreamType.QUIET:
+                self.quiet_streams.append(stream)
         if kind is not StreamType.ONEWAY:
             self.inflight += 1
         try:
