@@ -55,10 +55,13 @@ def load_path(path: Path) -> list[XProtocol]:
 def protocols(extra: list[str | Path] = ()) -> dict[str, XProtocol]:
     """Built-in protocols plus those under ``extra``; a name defined twice is an error."""
     found = builtin_protocols()
-    builtin = set(found)
+    origin = {name: "built in" for name in found}
     for p in extra:
         for proto in load_path(Path(p)):
-            if proto.name in found and proto.name not in builtin:
-                raise ValueError(f"protocol {proto.name!r} is defined twice")
+            if proto.name in found:
+                raise ValueError(
+                    f"protocol {proto.name!r} is defined twice ({origin[proto.name]}, and {p})"
+                )
             found[proto.name] = proto
+            origin[proto.name] = str(p)
     return found

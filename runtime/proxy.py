@@ -347,8 +347,18 @@ class Proxy:
         ]
 
     async def start(self, socks: dict[str, socket.socket] | None = None) -> None:
-        for listener in self.listeners:
-            await listener.start((socks or {}).get(listener.name))
+        """Open every listener, or none: on a failure the ones opened close again and the
+        OSError names the listener by its YAML path."""
+        for i, listener in enumerate(self.listeners):
+            try:
+                await listener.start((socks or {}).get(listener.name))
+            except OSError as e:
+                for other in self.listeners:
+                    other.stop_accepting()
+                raise OSError(
+                    e.errno,
+                    f"listeners[{i}].address: cannot listen on {listener.config.address}: {e.strerror or e}",
+                ) from None
         if self.config.admin is not None:
             from .admin import AdminServer
 

@@ -71,9 +71,7 @@ async def serve_config(config, protocols, ready=None) -> int:
     try:
         await proxy.start()
     except OSError as e:
-        for listener in proxy.listeners:
-            listener.stop_accepting()
-        log.error("cannot listen: %s", e)
+        log.error("%s", e.strerror or e)
         return 2
     for listener in proxy.listeners:
         log.info("listener %s on %s (%s)", listener.name, listener.config.address,
