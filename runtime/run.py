@@ -97,7 +97,10 @@ def main(path: str, workers: int = 1) -> int:
     try:
         config, protocols = prepare(path)
     except StartError as e:
-        print(f"error: {path}:\n{e}" if "\n" in str(e) else f"error: {e}", file=sys.stderr)
+        text = str(e)
+        print(
+            f"error: {path}:\n{text}" if "\n" in text else f"error: {path}: {text}", file=sys.stderr
+        )
         return 2
     install_loop()
     return asyncio.run(serve_config(config, protocols))
