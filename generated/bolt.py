@@ -23,10 +23,12 @@ from runtime.api import (
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # proto, kind, cmd, ver2, id, codec, status, class_len, header_len, content_len
 _S0 = Struct(">BBHBIBHHHI")
-# map entry length
-_S1 = Struct(">i")
 # proto, kind, cmd, ver2, id, codec, timeout, class_len, header_len, content_len
-_S2 = Struct(">BBHBIBiHHI")
+_S1 = Struct(">BBHBIBiHHI")
+# map entry length
+_S2 = Struct(">i")
+# the request id (id)
+_S3 = Struct(">I")
 
 #: enum Kind: value → name
 _E_Kind = {
@@ -93,8 +95,10 @@ class BoltFrame(XFrame):
         "header_len",
         "content_len",
         "class_name",
-        "headers",
+        "_lz_headers",
+        "_mp_headers",
         "content",
+        "_ido",
     )
     FIELD_NAMES = (
         "proto",
@@ -135,10 +139,27 @@ class BoltFrame(XFrame):
         f.header_len = 0
         f.content_len = 0
         f.class_name = ""
-        f.headers = {}
+        f._lz_headers = None
+        f._mp_headers = {}
         f.content = b""
         f.length = 0
+        f._ido = -1
         return f
+
+    # -- headers: kept as bytes until read ----------------------------------------------
+
+    @property
+    def headers(self):
+        items = self._mp_headers
+        if items is None and self._lz_headers is not None:
+            raw = self._lz_headers
+            items = self._mp_headers = read_kvmap_fixed(raw, 0, len(raw), _S2, True) if raw else {}
+        return items
+
+    @headers.setter
+    def headers(self, value):
+        self._mp_headers = value
+        self._lz_headers = None
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
 
@@ -147,6 +168,14 @@ class BoltFrame(XFrame):
 
     def set_request_id(self, request_id):
         self.id = request_id
+
+    def patch_request_id(self, data, request_id):
+        """Write ``request_id`` into ``data``, a bytearray copy of this decoded frame's bytes,
+        in place; False when this frame's id has no fixed place (then encode instead)."""
+        if self._ido < 0:
+            return False
+        _S3.pack_into(data, self._ido, request_id)
+        return True
 
     def get_stream_type(self):
         if self.kind == 0:
@@ -205,7 +234,11 @@ class BoltFrame(XFrame):
     def encode(self):
         if self.kind == 0:
             p_class_name = self.class_name.encode()
-            p_headers = write_kvmap_fixed(self.headers, _S1)
+            p_headers = (
+                self._lz_headers
+                if self._lz_headers is not None
+                else write_kvmap_fixed(self._mp_headers, _S2)
+            )
             p_content = self.content
             return b"".join(
                 [
@@ -228,11 +261,15 @@ class BoltFrame(XFrame):
             )
         else:
             p_class_name = self.class_name.encode()
-            p_headers = write_kvmap_fixed(self.headers, _S1)
+            p_headers = (
+                self._lz_headers
+                if self._lz_headers is not None
+                else write_kvmap_fixed(self._mp_headers, _S2)
+            )
             p_content = self.content
             return b"".join(
                 [
-                    _S2.pack(
+                    _S1.pack(
                         1,
                         self.kind,
                         self.cmd,
@@ -289,17 +326,15 @@ class BoltProtocol(XProtocol):
                 f.class_len = v_class_len
                 f.header_len = v_header_len
                 f.content_len = v_content_len
+                f._ido = 5
                 end = start + 20 + v_class_len + v_header_len + v_content_len
                 if end > n:
                     return None
                 pos = start + 20
                 f.class_name = buf[pos : pos + v_class_len].decode()
                 pos += v_class_len
-                f.headers = (
-                    read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
-                    if v_header_len
-                    else {}
-                )
+                f._lz_headers = buf[pos : pos + v_header_len]  # parsed on first read
+                f._mp_headers = None
                 pos += v_header_len
                 f.content = buf[pos : pos + v_content_len]
                 f.length = end - start
@@ -320,21 +355,19 @@ class BoltProtocol(XProtocol):
                     v_class_len,
                     v_header_len,
                     v_content_len,
-                ) = _S2.unpack_from(buf, start)
+                ) = _S1.unpack_from(buf, start)
                 f.class_len = v_class_len
                 f.header_len = v_header_len
                 f.content_len = v_content_len
+                f._ido = 5
                 end = start + 22 + v_class_len + v_header_len + v_content_len
                 if end > n:
                     return None
                 pos = start + 22
                 f.class_name = buf[pos : pos + v_class_len].decode()
                 pos += v_class_len
-                f.headers = (
-                    read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
-                    if v_header_len
-                    else {}
-                )
+                f._lz_headers = buf[pos : pos + v_header_len]  # parsed on first read
+                f._mp_headers = None
                 pos += v_header_len
                 f.content = buf[pos : pos + v_content_len]
                 f.length = end - start

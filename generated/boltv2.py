@@ -24,12 +24,12 @@ from runtime.api import (
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # proto, ver1, kind, cmd, ver2, id, codec, bits(switch_reserved, crc_on), status, class_len, header_len, content_len
 _S0 = Struct(">BBBHBIBBHHHI")
-# map entry length
-_S1 = Struct(">i")
 # crc32
-_S2 = Struct(">I")
+_S1 = Struct(">I")
 # proto, ver1, kind, cmd, ver2, id, codec, bits(switch_reserved, crc_on), timeout, class_len, header_len, content_len
-_S3 = Struct(">BBBHBIBBiHHI")
+_S2 = Struct(">BBBHBIBBiHHI")
+# map entry length
+_S3 = Struct(">i")
 
 #: enum Kind: value → name
 _E_Kind = {
@@ -99,9 +99,11 @@ class Boltv2Frame(XFrame):
         "header_len",
         "content_len",
         "class_name",
-        "headers",
+        "_lz_headers",
+        "_mp_headers",
         "content",
         "crc",
+        "_ido",
     )
     FIELD_NAMES = (
         "proto",
@@ -149,11 +151,28 @@ class Boltv2Frame(XFrame):
         f.header_len = 0
         f.content_len = 0
         f.class_name = ""
-        f.headers = {}
+        f._lz_headers = None
+        f._mp_headers = {}
         f.content = b""
         f.crc = 0
         f.length = 0
+        f._ido = -1
         return f
+
+    # -- headers: kept as bytes until read ----------------------------------------------
+
+    @property
+    def headers(self):
+        items = self._mp_headers
+        if items is None and self._lz_headers is not None:
+            raw = self._lz_headers
+            items = self._mp_headers = read_kvmap_fixed(raw, 0, len(raw), _S3, True) if raw else {}
+        return items
+
+    @headers.setter
+    def headers(self, value):
+        self._mp_headers = value
+        self._lz_headers = None
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
 
@@ -162,6 +181,14 @@ class Boltv2Frame(XFrame):
 
     def set_request_id(self, request_id):
         self.id = request_id
+
+    def patch_request_id(self, data, request_id):
+        """Write ``request_id`` into ``data``, a bytearray copy of this decoded frame's bytes,
+        in place; False when this frame's id has no fixed place (then encode instead)."""
+        if self._ido < 0:
+            return False
+        _S1.pack_into(data, self._ido, request_id)
+        return True
 
     def get_stream_type(self):
         if self.kind == 0:
@@ -221,7 +248,11 @@ class Boltv2Frame(XFrame):
         if self.kind == 0:
             if (self.ver1 == 2) and (self.crc_on == 1):
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap_fixed(self.headers, _S1)
+                p_headers = (
+                    self._lz_headers
+                    if self._lz_headers is not None
+                    else write_kvmap_fixed(self._mp_headers, _S3)
+                )
                 p_content = self.content
                 data = b"".join(
                     [
@@ -244,10 +275,14 @@ class Boltv2Frame(XFrame):
                         p_content,
                     ]
                 )
-                return data + _S2.pack(crc32(data))
+                return data + _S1.pack(crc32(data))
             else:
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap_fixed(self.headers, _S1)
+                p_headers = (
+                    self._lz_headers
+                    if self._lz_headers is not None
+                    else write_kvmap_fixed(self._mp_headers, _S3)
+                )
                 p_content = self.content
                 return b"".join(
                     [
@@ -273,11 +308,15 @@ class Boltv2Frame(XFrame):
         else:
             if (self.ver1 == 2) and (self.crc_on == 1):
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap_fixed(self.headers, _S1)
+                p_headers = (
+                    self._lz_headers
+                    if self._lz_headers is not None
+                    else write_kvmap_fixed(self._mp_headers, _S3)
+                )
                 p_content = self.content
                 data = b"".join(
                     [
-                        _S3.pack(
+                        _S2.pack(
                             2,
                             self.ver1,
                             self.kind,
@@ -296,14 +335,18 @@ class Boltv2Frame(XFrame):
                         p_content,
                     ]
                 )
-                return data + _S2.pack(crc32(data))
+                return data + _S1.pack(crc32(data))
             else:
                 p_class_name = self.class_name.encode()
-                p_headers = write_kvmap_fixed(self.headers, _S1)
+                p_headers = (
+                    self._lz_headers
+                    if self._lz_headers is not None
+                    else write_kvmap_fixed(self._mp_headers, _S3)
+                )
                 p_content = self.content
                 return b"".join(
                     [
-                        _S3.pack(
+                        _S2.pack(
                             2,
                             self.ver1,
                             self.kind,
@@ -347,6 +390,7 @@ class Boltv2Protocol(XProtocol):
             if buf[start + 2] == 0:
                 if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
                     f = Boltv2Frame()
+                    f._ido = -1  # the id is not at a fixed place in this layout
                     f.timeout = None
                     (
                         f.proto,
@@ -373,15 +417,12 @@ class Boltv2Protocol(XProtocol):
                     pos = start + 22
                     f.class_name = buf[pos : pos + v_class_len].decode()
                     pos += v_class_len
-                    f.headers = (
-                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
-                        if v_header_len
-                        else {}
-                    )
+                    f._lz_headers = buf[pos : pos + v_header_len]  # parsed on first read
+                    f._mp_headers = None
                     pos += v_header_len
                     f.content = buf[pos : pos + v_content_len]
                     pos += v_content_len
-                    (f.crc,) = _S2.unpack_from(buf, pos)
+                    (f.crc,) = _S1.unpack_from(buf, pos)
                     if f.crc != crc32(memoryview(buf)[start:pos]):
                         raise DecodeError(pos, "crc: crc32 mismatch")
                     f.length = end - start
@@ -408,17 +449,15 @@ class Boltv2Protocol(XProtocol):
                     f.content_len = v_content_len
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
+                    f._ido = 6
                     end = start + 22 + v_class_len + v_header_len + v_content_len
                     if end > n:
                         return None
                     pos = start + 22
                     f.class_name = buf[pos : pos + v_class_len].decode()
                     pos += v_class_len
-                    f.headers = (
-                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
-                        if v_header_len
-                        else {}
-                    )
+                    f._lz_headers = buf[pos : pos + v_header_len]  # parsed on first read
+                    f._mp_headers = None
                     pos += v_header_len
                     f.content = buf[pos : pos + v_content_len]
                     f.length = end - start
@@ -428,6 +467,7 @@ class Boltv2Protocol(XProtocol):
                     return None
                 if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
                     f = Boltv2Frame()
+                    f._ido = -1  # the id is not at a fixed place in this layout
                     f.status = None
                     (
                         f.proto,
@@ -442,7 +482,7 @@ class Boltv2Protocol(XProtocol):
                         v_class_len,
                         v_header_len,
                         v_content_len,
-                    ) = _S3.unpack_from(buf, start)
+                    ) = _S2.unpack_from(buf, start)
                     f.class_len = v_class_len
                     f.header_len = v_header_len
                     f.content_len = v_content_len
@@ -454,15 +494,12 @@ class Boltv2Protocol(XProtocol):
                     pos = start + 24
                     f.class_name = buf[pos : pos + v_class_len].decode()
                     pos += v_class_len
-                    f.headers = (
-                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
-                        if v_header_len
-                        else {}
-                    )
+                    f._lz_headers = buf[pos : pos + v_header_len]  # parsed on first read
+                    f._mp_headers = None
                     pos += v_header_len
                     f.content = buf[pos : pos + v_content_len]
                     pos += v_content_len
-                    (f.crc,) = _S2.unpack_from(buf, pos)
+                    (f.crc,) = _S1.unpack_from(buf, pos)
                     if f.crc != crc32(memoryview(buf)[start:pos]):
                         raise DecodeError(pos, "crc: crc32 mismatch")
                     f.length = end - start
@@ -483,23 +520,21 @@ class Boltv2Protocol(XProtocol):
                         v_class_len,
                         v_header_len,
                         v_content_len,
-                    ) = _S3.unpack_from(buf, start)
+                    ) = _S2.unpack_from(buf, start)
                     f.class_len = v_class_len
                     f.header_len = v_header_len
                     f.content_len = v_content_len
                     f.switch_reserved = (b0 >> 1) & 0x7F
                     f.crc_on = b0 & 0x1
+                    f._ido = 6
                     end = start + 24 + v_class_len + v_header_len + v_content_len
                     if end > n:
                         return None
                     pos = start + 24
                     f.class_name = buf[pos : pos + v_class_len].decode()
                     pos += v_class_len
-                    f.headers = (
-                        read_kvmap_fixed(buf, pos, pos + v_header_len, _S1, True)
-                        if v_header_len
-                        else {}
-                    )
+                    f._lz_headers = buf[pos : pos + v_header_len]  # parsed on first read
+                    f._mp_headers = None
                     pos += v_header_len
                     f.content = buf[pos : pos + v_content_len]
                     f.length = end - start

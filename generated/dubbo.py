@@ -24,6 +24,8 @@ from runtime.fieldtypes import hessian2
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # magic, bits(is_request, two_way, event, serialization), status, id, body_len
 _S0 = Struct(">HBBQI")
+# the request id (id)
+_S1 = Struct(">Q")
 
 # Field types from runtime.fieldtypes named by the spec.
 _T0 = hessian2.TYPES["string"]()
@@ -83,6 +85,7 @@ class DubboFrame(XFrame):
         "_arguments",
         "_attachments",
         "_error_message",
+        "_ido",
     )
     FIELD_NAMES = (
         "magic",
@@ -130,6 +133,7 @@ class DubboFrame(XFrame):
         f._state_body = 1
         f._at_body = 0
         f.length = 0
+        f._ido = -1
         return f
 
     # -- body: bytes on the wire, read through its 'inside' layouts on first use --------
@@ -327,6 +331,14 @@ class DubboFrame(XFrame):
     def set_request_id(self, request_id):
         self.id = request_id
 
+    def patch_request_id(self, data, request_id):
+        """Write ``request_id`` into ``data``, a bytearray copy of this decoded frame's bytes,
+        in place; False when this frame's id has no fixed place (then encode instead)."""
+        if self._ido < 0:
+            return False
+        _S1.pack_into(data, self._ido, request_id)
+        return True
+
     def get_stream_type(self):
         if self.is_request == 0:
             return StreamType.RESPONSE
@@ -432,6 +444,7 @@ class DubboProtocol(XProtocol):
         f.two_way = (b0 >> 6) & 0x1
         f.event = (b0 >> 5) & 0x1
         f.serialization = b0 & 0x1F
+        f._ido = 4
         end = start + 16 + v_body_len
         if end > n:
             return None

@@ -22,6 +22,8 @@ from runtime.api import (
 _S0 = Struct(">ihhih")
 # size, correlation_id
 _S1 = Struct(">ii")
+# the request id (correlation_id)
+_S2 = Struct(">i")
 
 #: enum ApiKey: value → name
 _E_ApiKey = {
@@ -124,6 +126,7 @@ class KafkaFrame(XFrame):
         "client_id",
         "body",
         "direction",
+        "_ido",
     )
     FIELD_NAMES = (
         "size",
@@ -151,6 +154,7 @@ class KafkaFrame(XFrame):
         f.client_id = ""
         f.body = b""
         f.length = 0
+        f._ido = -1
         f.direction = None
         return f
 
@@ -161,6 +165,14 @@ class KafkaFrame(XFrame):
 
     def set_request_id(self, request_id):
         self.correlation_id = request_id
+
+    def patch_request_id(self, data, request_id):
+        """Write ``request_id`` into ``data``, a bytearray copy of this decoded frame's bytes,
+        in place; False when this frame's id has no fixed place (then encode instead)."""
+        if self._ido < 0:
+            return False
+        _S2.pack_into(data, self._ido, request_id)
+        return True
 
     def get_stream_type(self):
         if self.direction is Direction.RESPONSE:
@@ -233,6 +245,7 @@ class KafkaProtocol(XProtocol):
                     _S0.unpack_from(buf, start)
                 )
                 f.size = v_size
+                f._ido = 8
                 end = start + v_size + 4
                 if end - start < 14:
                     raise DecodeError(
@@ -267,6 +280,7 @@ class KafkaProtocol(XProtocol):
                 f.api_key = f.api_version = f.client_id_len = f.client_id = None
                 v_size, f.correlation_id = _S1.unpack_from(buf, start)
                 f.size = v_size
+                f._ido = 4
                 end = start + v_size + 4
                 if end - start < 8:
                     raise DecodeError(

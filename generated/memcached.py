@@ -20,6 +20,8 @@ from runtime.api import (
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # magic, opcode, key_len, extras_len, data_type, status, total_body, opaque, cas
 _S0 = Struct(">BBHBBHIIQ")
+# the request id (opaque)
+_S1 = Struct(">I")
 
 #: enum Magic: value → name
 _E_Magic = {
@@ -112,6 +114,7 @@ class MemcachedFrame(XFrame):
         "extras",
         "key",
         "value",
+        "_ido",
     )
     FIELD_NAMES = (
         "magic",
@@ -152,6 +155,7 @@ class MemcachedFrame(XFrame):
         f.key = b""
         f.value = b""
         f.length = 0
+        f._ido = -1
         return f
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -161,6 +165,14 @@ class MemcachedFrame(XFrame):
 
     def set_request_id(self, request_id):
         self.opaque = request_id
+
+    def patch_request_id(self, data, request_id):
+        """Write ``request_id`` into ``data``, a bytearray copy of this decoded frame's bytes,
+        in place; False when this frame's id has no fixed place (then encode instead)."""
+        if self._ido < 0:
+            return False
+        _S1.pack_into(data, self._ido, request_id)
+        return True
 
     def get_stream_type(self):
         if self.magic == 129:
@@ -295,6 +307,7 @@ class MemcachedProtocol(XProtocol):
             f.key_len = v_key_len
             f.extras_len = v_extras_len
             f.total_body = v_total_body
+            f._ido = 12
             z2 = (v_total_body - v_extras_len) - v_key_len
             if z2 < 0:
                 raise DecodeError(start, "value: negative size %d" % z2)
@@ -326,6 +339,7 @@ class MemcachedProtocol(XProtocol):
             f.key_len = v_key_len
             f.extras_len = v_extras_len
             f.total_body = v_total_body
+            f._ido = 12
             z2 = (v_total_body - v_extras_len) - v_key_len
             if z2 < 0:
                 raise DecodeError(start, "value: negative size %d" % z2)

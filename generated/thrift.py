@@ -78,6 +78,7 @@ class ThriftFrame(XFrame):
         "_message",
         "_exc_type",
         "_stop",
+        "_ido",
     )
     FIELD_NAMES = (
         "frame_len",
@@ -115,6 +116,7 @@ class ThriftFrame(XFrame):
         f._state_body = 1
         f._at_body = 0
         f.length = 0
+        f._ido = -1
         return f
 
     # -- body: bytes on the wire, read through its 'inside' layouts on first use --------
@@ -207,6 +209,14 @@ class ThriftFrame(XFrame):
 
     def set_request_id(self, request_id):
         self.seqid = request_id
+
+    def patch_request_id(self, data, request_id):
+        """Write ``request_id`` into ``data``, a bytearray copy of this decoded frame's bytes,
+        in place; False when this frame's id has no fixed place (then encode instead)."""
+        if self._ido < 0:
+            return False
+        _S1.pack_into(data, self._ido, request_id)
+        return True
 
     def get_stream_type(self):
         if self.type in (
@@ -308,6 +318,7 @@ class ThriftProtocol(XProtocol):
             if pos + 4 > end:
                 raise overrun(pos, "seqid", 4)
             (f.seqid,) = _S1.unpack_from(buf, pos)
+            f._ido = pos + 0 - start
             pos += 4
             z = end - pos
             f._raw_body = buf[pos : pos + z]

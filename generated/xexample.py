@@ -21,6 +21,8 @@ from runtime.api import (
 _S0 = Struct(">BBBIHI")
 # magic, type, dir, request_id, payload_len
 _S1 = Struct(">BBBII")
+# the request id (request_id)
+_S2 = Struct(">I")
 
 #: enum Type: value → name
 _E_Type = {
@@ -65,6 +67,7 @@ class XexampleFrame(XFrame):
         "status",
         "payload_len",
         "payload",
+        "_ido",
     )
     FIELD_NAMES = (
         "magic",
@@ -93,6 +96,7 @@ class XexampleFrame(XFrame):
         f.payload_len = 0
         f.payload = b""
         f.length = 0
+        f._ido = -1
         return f
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -102,6 +106,14 @@ class XexampleFrame(XFrame):
 
     def set_request_id(self, request_id):
         self.request_id = request_id
+
+    def patch_request_id(self, data, request_id):
+        """Write ``request_id`` into ``data``, a bytearray copy of this decoded frame's bytes,
+        in place; False when this frame's id has no fixed place (then encode instead)."""
+        if self._ido < 0:
+            return False
+        _S2.pack_into(data, self._ido, request_id)
+        return True
 
     def get_stream_type(self):
         if self.dir == 1:
@@ -172,6 +184,7 @@ class XexampleProtocol(XProtocol):
                 buf, start
             )
             f.payload_len = v_payload_len
+            f._ido = 3
             end = start + 13 + v_payload_len
             if end > n:
                 return None
@@ -184,6 +197,7 @@ class XexampleProtocol(XProtocol):
             f.status = None
             f.magic, f.type, f.dir, f.request_id, v_payload_len = _S1.unpack_from(buf, start)
             f.payload_len = v_payload_len
+            f._ido = 3
             end = start + 11 + v_payload_len
             if end > n:
                 return None

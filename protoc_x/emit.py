@@ -206,6 +206,27 @@ class Emitter:
         self.frame_fields = [f for f in self.c.fields.values() if f.owner is None]
         self.inner_fields = [f for f in self.c.fields.values() if f.owner is not None]
         self.targets = sorted(plan.insides)
+        rid = self.c.bindings.get("request_id")
+        info = (
+            self.c.fields.get(rid.expr.name)
+            if rid is not None and isinstance(rid.expr, n.Name)
+            else None
+        )
+        self.id_field = (
+            info.name
+            if info is not None and info.owner is None and info.kind in ("int", "enum")
+            else None
+        )
+        self.recording_id = False
+        # frame maps kept as their bytes until read: a forwarded frame never builds them
+        self.lazy_maps = {
+            f.name
+            for f in self.frame_fields
+            if f.kind == "map"
+            and isinstance(f.node.type.length, n.IntType)
+            and isinstance(f.node.type.size, (n.SizeBytes, n.SizeRest))
+            and f.name not in self.targets
+        }
         leaves = list(self._leaves(plan.tree))
         names = [
             {it.name for st in leaf.steps if isinstance(st, Var) for it in [st.field]}
@@ -456,6 +477,10 @@ class Emitter:
                 )
         rel = 0
         for item in run.items:
+            if isinstance(item, n.Field) and item.name == self.id_field and self.recording_id:
+                # where the id sits, so a forwarded frame can get a new id without re-encoding
+                w(f"f._ido = {rel}" if at == "start" else f"f._ido = {at} + {rel} - start")
+                self.id_recorded = True
             for fld in _int_fields(item):
                 const = self.const_of(fld)
                 if const is not None and fld.name not in getattr(self, "checked_early", ()):
@@ -495,6 +520,15 @@ class Emitter:
             prefix = {it.name for it in leaf.prefix.items if isinstance(it, n.Field)}
         return frozenset(names & prefix)
 
+    def leaf_has_fixed_id(self, leaf: Leaf) -> bool:
+        if any(isinstance(st, Crc) for st in leaf.steps):
+            return False  # a checksum covers the id: patching would break it
+        return self.id_field is not None and any(
+            isinstance(st, Run)
+            and any(isinstance(it, n.Field) and it.name == self.id_field for it in st.items)
+            for st in leaf.steps
+        )
+
     def decode_leaf(self, leaf: Leaf, w: Code, have: int = 0) -> None:
         present = set()
         for step in leaf.steps:
@@ -508,10 +542,16 @@ class Emitter:
             w(f"if n - start < {prefix}:")
             w("    return None")
         w(f"f = {self.cls}()")
+        self.recording_id = self.leaf_has_fixed_id(leaf)
+        if self.id_field is not None and not self.recording_id:
+            w("f._ido = -1  # the id is not at a fixed place in this layout")
         absent = [
             f.name
             for f in self.frame_fields
             if f.name not in present and f.name not in self.targets
+        ]
+        absent = [a for a in absent if a not in self.lazy_maps] + [
+            f"{prefix}{a}" for a in absent if a in self.lazy_maps for prefix in ("_lz_", "_mp_")
         ]
         absent += [f"_raw_{t}" for t in self.targets if t not in present]
         if absent:
@@ -668,6 +708,9 @@ class Emitter:
                 w(f"{obj}._at_{name} = pos - start")
         elif info.kind == "string":
             w(f"{target} = buf[pos : pos + {z}].decode()")  # UnicodeDecodeError: see guard_utf8
+        elif info.kind == "map" and name in self.lazy_maps and obj == "f":
+            w(f"f._lz_{name} = buf[pos : pos + {z}]  # parsed on first read")
+            w(f"f._mp_{name} = None")
         elif info.kind == "map":
             codec, signed = self.length_codec(t), self.signed_length(t)
             reader = "read_kvmap_fixed" if isinstance(t.length, n.IntType) else "read_kvmap"
@@ -713,6 +756,9 @@ class Emitter:
             if fld.nullable:
                 return f"None if {value} is None else {value}.encode()"
             return f"{value}.encode()"
+        if info.kind == "map" and fld.name in self.lazy_maps and obj == "self":
+            lz = f"self._lz_{fld.name}"  # unread since decoded: its bytes as they came
+            return f"{lz} if {lz} is not None else write_kvmap_fixed(self._mp_{fld.name}, {self.length_codec(t)})"
         if info.kind == "map":
             writer = "write_kvmap_fixed" if isinstance(t.length, n.IntType) else "write_kvmap"
             return f"{writer}({value}, {self.length_codec(t)})"
@@ -1006,6 +1052,9 @@ class Emitter:
                 value = 'b""'
             elif f.kind == "string":
                 value = '""'
+            elif f.kind == "map" and f.name in self.lazy_maps:
+                out.append((f"_lz_{f.name}", "None"))
+                name, value = f"_mp_{f.name}", "{}"
             elif f.kind == "map":
                 value = "{}"
             else:
@@ -1015,6 +1064,8 @@ class Emitter:
             out.append((f"_state_{t}", "1"))
             out.append((f"_at_{t}", "0"))
         out.append(("length", "0"))
+        if self.id_field is not None:
+            out.append(("_ido", "-1"))  # built, not decoded: no bytes to patch
         if self.c.uses_direction:
             out.append(("direction", "None"))
         return out
@@ -1044,12 +1095,25 @@ class Emitter:
             )
         slots = []
         for f in self.frame_fields:
-            slots.append(f"_raw_{f.name}" if f.name in self.targets else f.name)
+            if f.name in self.lazy_maps:
+                slots += [f"_lz_{f.name}", f"_mp_{f.name}"]
+            else:
+                slots.append(f"_raw_{f.name}" if f.name in self.targets else f.name)
         for t in self.targets:
             slots += [f"_state_{t}", f"_at_{t}"]
         slots += [f"_{f.name}" for f in self.inner_fields]
         if self.c.uses_direction:
             slots.append("direction")
+        id_struct = None
+        if self.id_field is not None:
+            slots.append("_ido")
+            t = self.c.fields[self.id_field].int_type
+            from .plan import _FMT
+
+            order = {"big": ">", "little": "<"}.get(t.order or "", self.p.order)
+            id_struct = self.mod.struct(
+                _FMT[(t.width, t.signed)], f"the request id ({self.id_field})", order
+            )
         forward = {}
         for row in s.status_rows:
             for code in row.forward:
@@ -1101,6 +1165,12 @@ class Emitter:
             recomputed=self.p.recomputed,
             has_error=not s.no_error_response,
             needs_direction=self.c.uses_direction,
+            id_struct=id_struct,
+            lazy_maps=[
+                (name, self.length_codec(self.c.fields[name].node.type),
+                 self.signed_length(self.c.fields[name].node.type))
+                for name in sorted(self.lazy_maps)
+            ],  # fmt: skip
         )
         used = sorted(name for name in API_NAMES if re.search(rf"\b{name}\b", text))
         text = text.replace(

@@ -149,6 +149,11 @@ class XFrame:
     def get_stream_type(self) -> StreamType:
         raise NotImplementedError
 
+    def patch_request_id(self, data: bytearray, request_id: int) -> bool:
+        """Write a new id into ``data`` (a copy of this decoded frame's bytes) in place, so a
+        proxy forwards the bytes that arrived; False when it cannot (then ``encode``)."""
+        return False
+
     def is_heartbeat(self) -> bool:
         return False
 

@@ -3,7 +3,10 @@ cached per label set so the per-request cost is a dict lookup and an increment."
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import bisect
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -11,14 +14,11 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "protocx_requests", "Requests answered, by runtime code",
-            ["listener", "protocol", "service", "method", "cluster", "code"], registry=r,
-        )  # fmt: skip
-        self.duration = Histogram(
-            "protocx_request_duration_seconds", "Time from request to answer",
-            ["listener", "protocol", "cluster"], buckets=BUCKETS, registry=r,
-        )  # fmt: skip
+        # The per-request metrics are counted in plain dicts and handed to prometheus-client
+        # when scraped: no lock and no label lookup on the request path.
+        self.counts: dict[tuple, int] = {}
+        self.durations: dict[tuple, list] = {}  # labels → [bucket counts..., sum]
+        r.register(_RequestCollector(self))
         self.downstream = Gauge(
             "protocx_downstream_connections",
             "Open downstream connections",
@@ -57,10 +57,15 @@ class Metrics:
         return c
 
     def request_done(self, listener, protocol, service, method, cluster, code, seconds) -> None:
-        self.child(
-            self.requests, listener, protocol, service or "", method or "", cluster or "", str(code)
-        ).inc()
-        self.child(self.duration, listener, protocol, cluster or "").observe(seconds)
+        key = (listener, protocol, service or "", method or "", cluster or "", code)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        hkey = (listener, protocol, cluster or "")
+        h = self.durations.get(hkey)
+        if h is None:
+            h = self.durations[hkey] = [0] * (len(BUCKETS) + 2)
+        h[bisect.bisect_left(BUCKETS, seconds)] += 1
+        h[-1] += seconds
 
     def rate_limited(self, ctx) -> None:
         self.child(self.rate_limited_total, ctx.listener, ctx.protocol.name).inc()
@@ -73,3 +78,30 @@ class Metrics:
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RequestCollector:
+    """protocx_requests_total and protocx_request_duration_seconds, from the counts."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        requests = CounterMetricFamily(
+            "protocx_requests", "Requests answered, by runtime code",
+            labels=["listener", "protocol", "service", "method", "cluster", "code"],
+        )  # fmt: skip
+        for key, value in list(self.metrics.counts.items()):
+            requests.add_metric([str(k) for k in key], value)
+        yield requests
+        duration = HistogramMetricFamily(
+            "protocx_request_duration_seconds", "Time from request to answer",
+            labels=["listener", "protocol", "cluster"],
+        )  # fmt: skip
+        for key, h in list(self.metrics.durations.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(BUCKETS + (float("inf"),), h[:-1]):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+            duration.add_metric(list(key), buckets, h[-1])
+        yield duration

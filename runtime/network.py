@@ -38,6 +38,8 @@ class FramedConnection(asyncio.Protocol):
         self.loop = asyncio.get_event_loop()
         self.last_activity = self.loop.time()
         self.partial_since: float | None = None  # a frame started but not complete
+        self.holds: set = set()  # reasons reading is paused
+        self.out_bytes = 0  # queued for the next flush
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -103,6 +105,7 @@ class FramedConnection(asyncio.Protocol):
         if self.closed:
             return
         self.out.append(data)
+        self.out_bytes += len(data)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -114,7 +117,9 @@ class FramedConnection(asyncio.Protocol):
             return
         out = self.out
         self.out = []
+        self.out_bytes = 0
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self.after_flush()
 
     def close(self) -> None:
         if self.closed:
@@ -137,12 +142,20 @@ class FramedConnection(asyncio.Protocol):
         log.warning("closing connection from %s: %s", peer, reason)
         self.close()
 
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+    def hold(self, reason) -> None:
+        """Stop reading until every ``reason`` given is released (backpressure from several
+        places: our own full write buffer, a congested upstream, a connect in progress)."""
+        if reason in self.holds:
+            return
+        self.holds.add(reason)
+        if len(self.holds) == 1 and self.transport is not None and not self.closed:
             self.transport.pause_reading()
 
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+    def release(self, reason) -> None:
+        if reason not in self.holds:
+            return
+        self.holds.discard(reason)
+        if not self.holds and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
     # -- for subclasses -----------------------------------------------------------------
@@ -165,6 +178,14 @@ class FramedConnection(asyncio.Protocol):
 
     def on_write_paused(self) -> None:
         pass
+
+    def after_flush(self) -> None:
+        pass
+
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        transport = self.transport
+        return self.out_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
 
     def on_write_resumed(self) -> None:
         pass

@@ -16,6 +16,7 @@ from .stream import Stream
 
 log = logging.getLogger("protoc_x")
 UNHEALTHY_S = 1.0  # an endpoint that refused a connection sits out this long
+BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop being read
 
 
 class Probe:
@@ -66,9 +67,15 @@ class UpstreamConnection(FramedConnection):
                 uid = self.new_id()
             self.inflight[uid] = stream
             frame = stream.request
-            frame.set_request_id(uid)
-            data = frame.encode()
-            frame.set_request_id(stream.down_id)
+            raw = stream.raw
+            if raw is not None:
+                data = bytearray(raw)  # forward the bytes that came, with our id in them
+                if not frame.patch_request_id(data, uid):
+                    raw = None
+            if raw is None:
+                frame.set_request_id(uid)
+                data = frame.encode()
+                frame.set_request_id(stream.down_id)
         else:
             self.current = stream
             data = stream.raw if stream.raw is not None else stream.request.encode()
@@ -79,9 +86,10 @@ class UpstreamConnection(FramedConnection):
             elif down.quiet_streams:
                 self.barrier_elsewhere(down)
         self.send(data)
-        if self.write_paused and stream.downstream is not None:
-            stream.downstream.pause_reading()
-            self.paused_downstreams.add(stream.downstream)
+        if down is not None and (self.write_paused or self.backlog() > BACKLOG_LIMIT):
+            # the upstream cannot keep up: this client waits until it drains
+            down.hold(self)
+            self.paused_downstreams.add(down)
 
     def barrier_elsewhere(self, down) -> None:
         """The downstream's earlier quiet requests sit on other connections (a hashing
@@ -153,8 +161,10 @@ class UpstreamConnection(FramedConnection):
             if stream.kind is StreamType.QUIET and stream in self.quiet:
                 self.quiet.remove(stream)
             if self.multiplex:
-                frame.set_request_id(stream.down_id)
-                data = frame.encode()
+                data = bytearray(buf[start : start + length])
+                if not frame.patch_request_id(data, stream.down_id):
+                    frame.set_request_id(stream.down_id)
+                    data = frame.encode()
             else:
                 data = bytes(buf[start : start + length])
             stream.finish(frame, data)
@@ -207,10 +217,14 @@ class UpstreamConnection(FramedConnection):
     def on_write_resumed(self) -> None:
         self.resume_downstreams()
 
+    def after_flush(self) -> None:
+        if self.paused_downstreams and not self.write_paused:
+            self.resume_downstreams()  # the kernel took it all: no resume_writing will come
+
     def resume_downstreams(self) -> None:
         paused, self.paused_downstreams = self.paused_downstreams, set()
         for down in paused:
-            down.resume_reading()
+            down.release(self)
 
     def retire(self) -> None:
         self.retired = True
@@ -270,6 +284,7 @@ class EndpointPool:
         self.idle: list[UpstreamConnection] = []  # pingpong: free connections
         self.connecting = 0
         self.waiting: deque[Stream] = deque()
+        self.held: set = set()  # clients paused while a connection is being made
         self.rr = 0
         self.unhealthy_until = 0.0
         self.active = 0  # requests in flight here (least_request)
@@ -311,6 +326,16 @@ class EndpointPool:
     def queue(self, stream: Stream) -> None:
         self.waiting.append(stream)
         self.cluster.pending += 1
+        down = stream.downstream
+        if down is not None and self.connecting:
+            # nothing can go out before the connection is up: read no more from this client
+            down.hold(self)
+            self.held.add(down)
+
+    def release_held(self) -> None:
+        held, self.held = self.held, set()
+        for down in held:
+            down.release(self)
 
     def dequeue(self) -> Stream | None:
         while self.waiting:
@@ -336,10 +361,12 @@ class EndpointPool:
         except (OSError, asyncio.TimeoutError) as e:
             self.connecting -= 1
             self.unhealthy_until = self.loop.time() + UNHEALTHY_S
+            self.cluster.unhealthy_until = max(self.cluster.unhealthy_until, self.unhealthy_until)
             log.warning("cannot connect to %s: %s", self.endpoint, e or "timeout")
             if not self.conns and not self.connecting:
                 while (stream := self.dequeue()) is not None:
                     stream.upstream_failed(self.endpoint)
+            self.release_held()
             return
         self.connecting -= 1
         self.conns.append(conn)
@@ -355,6 +382,7 @@ class EndpointPool:
                 self.send(stream)
         else:
             self.release(conn)
+        self.release_held()  # those still over the limit were held again by write_stream
 
     def release(self, conn: UpstreamConnection) -> None:
         """A pingpong connection is free: give it the next waiting request."""
@@ -407,6 +435,8 @@ class Cluster:
         self.balancer = make_balancer(config.lb_policy, self.endpoints, active=self.active_at)
         self.pending = 0
         self.active = 0
+        self.unhealthy_until = 0.0  # the latest time any endpoint sits out until
+        self.loop = asyncio.get_event_loop()
         if metrics is not None:
             metrics.child(metrics.pending, self.name).set_function(lambda: self.pending)
             metrics.child(metrics.active, self.name).set_function(lambda: self.active)
@@ -434,7 +464,7 @@ class Cluster:
         stream.cluster_name = self.name
         proto = stream.downstream.proto
         avoid = frozenset(stream.tried)
-        if any(not p.healthy() for p in self.pools.values()):
+        if self.unhealthy_until and self.unhealthy_until > self.loop.time():
             avoid |= frozenset(ep for ep in self.endpoints if not self.pool(proto, ep).healthy())
         endpoint = self.balancer.pick(key, avoid) if avoid else self.balancer.pick(key)
         if endpoint is None:

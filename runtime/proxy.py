@@ -17,7 +17,7 @@ from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
 from .router import RouteTable, WeightedPicker
-from .stream import OrderedOutput, Stream
+from .stream import Deadlines, OrderedOutput, Stream
 
 log = logging.getLogger("protoc_x")
 
@@ -92,6 +92,7 @@ class DownstreamConnection(FramedConnection):
         self.listener = listener
         self.max_frame_bytes = listener.config.max_frame_bytes
         self.inflight = 0
+        self.deadlines = listener.proxy.deadlines
         self.output: OrderedOutput | None = None
         self.quiet_streams: list[Stream] = []
         self.draining = False
@@ -225,7 +226,7 @@ class DownstreamConnection(FramedConnection):
         timeout = timeout / 1000 if timeout is not None and timeout > 0 else None
         timeout = timeout or route.timeout or cluster.request_timeout
         if stream.kind is not StreamType.ONEWAY:
-            stream.timer = self.loop.call_later(timeout, stream.on_timeout)
+            self.deadlines.add(stream, timeout)
         else:
             stream.retries = 0  # a oneway may have taken effect: never retried
         if stream.kind is StreamType.QUIET:
@@ -274,6 +275,7 @@ class DownstreamConnection(FramedConnection):
         if frame is not None and listener.response_filters and stream.ctx is not None:
             for f in listener.response_filters:
                 f.on_response(stream.ctx, frame)
+            frame.set_request_id(stream.down_id)  # the bytes had it patched, not the frame
             data = frame.encode()
         metrics = listener.proxy.metrics
         elapsed = self.loop.time() - stream.started
@@ -308,10 +310,10 @@ class DownstreamConnection(FramedConnection):
         self.deliver(stream, frame.encode(), code=code)
 
     def on_write_paused(self) -> None:
-        self.pause_reading()  # a client that does not read its answers sends no more
+        self.hold(self)  # a client that does not read its answers sends no more
 
     def on_write_resumed(self) -> None:
-        self.resume_reading()
+        self.release(self)
 
     def on_close(self, exc) -> None:
         if self in self.listener.conns:
@@ -332,6 +334,7 @@ class Proxy:
         self.protocols = protocols
         self.draining = False
         self.metrics = Metrics()
+        self.deadlines = Deadlines(asyncio.get_event_loop())
         self.admin = None
         self.clusters = {c.name: Cluster(c, protocols, self.metrics) for c in config.clusters}
         tables = {}

@@ -45,6 +45,52 @@ class OrderedOutput:
                 self.send(head.data)
 
 
+class Deadlines:
+    """Request timeouts without a timer per request: a stream is filed under the tick (10 ms)
+    of its deadline and removed when it finishes; one timer walks the ticks that fall due."""
+
+    RESOLUTION = 0.01
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.buckets: dict[int, dict] = {}
+        self.handle: asyncio.TimerHandle | None = None
+        self.next_tick = 0
+
+    def add(self, stream: "Stream", seconds: float) -> None:
+        tick = int((self.loop.time() + seconds) / self.RESOLUTION) + 1
+        bucket = self.buckets.get(tick)
+        if bucket is None:
+            bucket = self.buckets[tick] = {}
+            if self.handle is None or tick < self.next_tick:
+                self.arm(tick)
+        bucket[stream] = None
+        stream.timer = tick
+
+    def remove(self, stream: "Stream") -> None:
+        bucket = self.buckets.get(stream.timer)
+        if bucket is not None:
+            bucket.pop(stream, None)
+        stream.timer = None
+
+    def arm(self, tick: int) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.next_tick = tick
+        self.handle = self.loop.call_at(tick * self.RESOLUTION, self.fire)
+
+    def fire(self) -> None:
+        self.handle = None
+        now = int(self.loop.time() / self.RESOLUTION) + 1
+        due = [t for t in self.buckets if t <= now]
+        for tick in sorted(due):
+            for stream in list(self.buckets.pop(tick)):
+                stream.timer = None
+                stream.on_timeout()
+        if self.buckets:
+            self.arm(min(self.buckets))
+
+
 class Stream:
     """One request in flight: where it came from, where it went, and its deadline."""
 
@@ -66,7 +112,7 @@ class Stream:
         self.down_id = request.get_request_id()
         self.kind = kind
         self.slot: Slot | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: int | None = None  # its deadline tick in the Deadlines (None: none)
         self.upstream = None  # the UpstreamConnection it was written to
         self.seq = 0  # order of writing on that connection
         self.cluster = None
@@ -89,7 +135,7 @@ class Stream:
             return
         self.done = True
         if self.timer is not None:
-            self.timer.cancel()
+            self.downstream.deadlines.remove(self)
         if self.cluster is not None:
             self.cluster.stream_done(self)
         if self.downstream is not None:
@@ -101,7 +147,7 @@ class Stream:
             return
         self.done = True
         if self.timer is not None:
-            self.timer.cancel()
+            self.downstream.deadlines.remove(self)
         if self.cluster is not None:
             self.cluster.stream_done(self)
         if self.downstream is not None:

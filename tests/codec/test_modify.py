@@ -152,3 +152,19 @@ def test_status_maps_follow_protocols_md():
     for name, table in reverse.items():
         proto = codec(name)
         assert {s: proto.runtime_status(s) for s in table} == table, name
+
+
+@pytest.mark.parametrize("s", SAMPLES, ids=[f"{s.protocol}:{s.name}" for s in SAMPLES])
+def test_request_id_patched_in_place_equals_reencoding(s):
+    proto = codec(s.protocol)
+    d = Direction(s.direction) if s.direction else None
+    frame = proto.decode(s.data, 0, d)
+    if frame.get_request_id() is None:
+        return
+    data = bytearray(s.data)
+    patched = frame.patch_request_id(data, 0x1234)
+    frame.set_request_id(0x1234)
+    if patched:
+        assert bytes(data) == frame.encode()
+    else:  # only where the id has no fixed place (TARS TLV) or a checksum covers it
+        assert s.protocol == "tars" or (s.protocol == "boltv2" and "CRC" in s.name), s.name

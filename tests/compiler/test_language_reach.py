@@ -76,7 +76,9 @@ protocol reach {
 @pytest.fixture(scope="module")
 def reach():
     spec = SPEC.replace("map(varint.unsigned)[count ntags]", "map(varint.unsigned)[count 2]")
-    return load_module_source("reach", compile_source(spec, "reach.xproto", "reach"), "reach.xproto").PROTOCOL
+    return load_module_source(
+        "reach", compile_source(spec, "reach.xproto", "reach"), "reach.xproto"
+    ).PROTOCOL
 
 
 def varint(n: int) -> bytes:
