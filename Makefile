@@ -40,8 +40,9 @@ $(NODE_STAMP): tests/peers/node/package-lock.json
 test: $(STAMP) system-deps $(NODE_STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) benchmarks/codec_bench.py
+	$(PY) benchmarks/proxy_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -52,6 +52,13 @@ _E_Codec = {
     12: "json",
 }
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → bolt status (used to build error responses)
 _FORWARD = {
     200: 0,
@@ -179,10 +186,10 @@ class BoltFrame(XFrame):
 
     def get_stream_type(self):
         if self.kind == 0:
-            return StreamType.RESPONSE
+            return _RESPONSE
         if self.kind == 2:
-            return StreamType.ONEWAY
-        return StreamType.REQUEST
+            return _ONEWAY
+        return _REQUEST
 
     def is_heartbeat(self):
         return self.cmd == 0
@@ -191,7 +198,7 @@ class BoltFrame(XFrame):
         return self.timeout
 
     def get_status(self):
-        if self.get_stream_type() is not StreamType.RESPONSE:
+        if self.get_stream_type() is not _RESPONSE:
             return None
         return self.status
 
@@ -297,6 +304,8 @@ class BoltProtocol(XProtocol):
     has_error_response = True
     needs_direction = False
     writable_headers = True
+    has_heartbeat = True
+    has_goaway = False
     detect = ((0, 1, "big", frozenset([1])),)
     detect_length = 1
     frame_class = BoltFrame

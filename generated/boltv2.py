@@ -53,6 +53,13 @@ _E_Codec = {
     12: "json",
 }
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → boltv2 status (used to build error responses)
 _FORWARD = {
     200: 0,
@@ -192,10 +199,10 @@ class Boltv2Frame(XFrame):
 
     def get_stream_type(self):
         if self.kind == 0:
-            return StreamType.RESPONSE
+            return _RESPONSE
         if self.kind == 2:
-            return StreamType.ONEWAY
-        return StreamType.REQUEST
+            return _ONEWAY
+        return _REQUEST
 
     def is_heartbeat(self):
         return self.cmd == 0
@@ -204,7 +211,7 @@ class Boltv2Frame(XFrame):
         return self.timeout
 
     def get_status(self):
-        if self.get_stream_type() is not StreamType.RESPONSE:
+        if self.get_stream_type() is not _RESPONSE:
             return None
         return self.status
 
@@ -376,6 +383,8 @@ class Boltv2Protocol(XProtocol):
     has_error_response = True
     needs_direction = False
     writable_headers = True
+    has_heartbeat = True
+    has_goaway = False
     detect = ((0, 1, "big", frozenset([2])),)
     detect_length = 1
     frame_class = Boltv2Frame

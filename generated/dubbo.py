@@ -33,6 +33,13 @@ _T1 = hessian2.TYPES["any"]()
 _T2 = hessian2.TYPES["map"]()
 _F0 = hessian2.FUNCTIONS["arg_count"]
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → dubbo status (used to build error responses)
 _FORWARD = {
     200: 20,
@@ -341,10 +348,10 @@ class DubboFrame(XFrame):
 
     def get_stream_type(self):
         if self.is_request == 0:
-            return StreamType.RESPONSE
+            return _RESPONSE
         if self.two_way == 0:
-            return StreamType.ONEWAY
-        return StreamType.REQUEST
+            return _ONEWAY
+        return _REQUEST
 
     def is_heartbeat(self):
         return self.event == 1
@@ -353,7 +360,7 @@ class DubboFrame(XFrame):
         return to_int(map_get(self.attachments, "timeout"))
 
     def get_status(self):
-        if self.get_stream_type() is not StreamType.RESPONSE:
+        if self.get_stream_type() is not _RESPONSE:
             return None
         return self.status
 
@@ -422,6 +429,8 @@ class DubboProtocol(XProtocol):
     has_error_response = True
     needs_direction = False
     writable_headers = True
+    has_heartbeat = True
+    has_goaway = False
     detect = ((0, 2, "big", frozenset([55995])),)
     detect_length = 2
     frame_class = DubboFrame

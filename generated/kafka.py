@@ -96,6 +96,13 @@ _E_ApiKey = {
     75: "DescribeTopicPartitions",
 }
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → kafka status (used to build error responses)
 _FORWARD = {
     200: 0,
@@ -176,8 +183,8 @@ class KafkaFrame(XFrame):
 
     def get_stream_type(self):
         if self.direction is Direction.RESPONSE:
-            return StreamType.RESPONSE
-        return StreamType.REQUEST
+            return _RESPONSE
+        return _REQUEST
 
     def get_service(self):
         return self.client_id
@@ -226,6 +233,8 @@ class KafkaProtocol(XProtocol):
     has_error_response = False
     needs_direction = True
     writable_headers = False
+    has_heartbeat = False
+    has_goaway = False
     detect = ()
     detect_length = 0
     frame_class = KafkaFrame

@@ -67,6 +67,13 @@ _E_Opcode = {
     34: "sasl_step",
 }
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → memcached status (used to build error responses)
 _FORWARD = {
     200: 0,
@@ -176,7 +183,7 @@ class MemcachedFrame(XFrame):
 
     def get_stream_type(self):
         if self.magic == 129:
-            return StreamType.RESPONSE
+            return _RESPONSE
         if self.opcode in (
             9,
             13,
@@ -192,14 +199,14 @@ class MemcachedFrame(XFrame):
             26,
             30,
         ):
-            return StreamType.QUIET
-        return StreamType.REQUEST
+            return _QUIET
+        return _REQUEST
 
     def is_heartbeat(self):
         return self.opcode == 10
 
     def get_status(self):
-        if self.get_stream_type() is not StreamType.RESPONSE:
+        if self.get_stream_type() is not _RESPONSE:
             return None
         return self.status
 
@@ -282,6 +289,8 @@ class MemcachedProtocol(XProtocol):
     has_error_response = True
     needs_direction = False
     writable_headers = False
+    has_heartbeat = True
+    has_goaway = False
     detect = ((0, 1, "big", frozenset([128])),)
     detect_length = 1
     frame_class = MemcachedFrame

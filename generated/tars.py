@@ -40,6 +40,13 @@ _T11 = tars.TYPES["bytes"](6)
 _T12 = tars.TYPES["map"](7)
 _T13 = tars.TYPES["string"](8)
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → tars status (used to build error responses)
 _FORWARD = {
     200: 0,
@@ -136,10 +143,10 @@ class TarsFrame(XFrame):
 
     def get_stream_type(self):
         if self.direction is Direction.RESPONSE:
-            return StreamType.RESPONSE
+            return _RESPONSE
         if self.cPacketType == 1:
-            return StreamType.ONEWAY
-        return StreamType.REQUEST
+            return _ONEWAY
+        return _REQUEST
 
     def is_heartbeat(self):
         return self.sFuncName == "tars_ping"
@@ -148,7 +155,7 @@ class TarsFrame(XFrame):
         return self.iTimeout
 
     def get_status(self):
-        if self.get_stream_type() is not StreamType.RESPONSE:
+        if self.get_stream_type() is not _RESPONSE:
             return None
         return self.iRet
 
@@ -273,6 +280,8 @@ class TarsProtocol(XProtocol):
     has_error_response = True
     needs_direction = True
     writable_headers = True
+    has_heartbeat = True
+    has_goaway = False
     detect = ()
     detect_length = 0
     frame_class = TarsFrame

@@ -40,6 +40,13 @@ _E_MessageType = {
     4: "oneway",
 }
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → thrift status (used to build error responses)
 _FORWARD = {
     200: 0,
@@ -223,13 +230,13 @@ class ThriftFrame(XFrame):
             2,
             3,
         ):
-            return StreamType.RESPONSE
+            return _RESPONSE
         if self.type == 4:
-            return StreamType.ONEWAY
-        return StreamType.REQUEST
+            return _ONEWAY
+        return _REQUEST
 
     def get_status(self):
-        if self.get_stream_type() is not StreamType.RESPONSE:
+        if self.get_stream_type() is not _RESPONSE:
             return None
         return self.exc_type if (self.type == 3) else 0
 
@@ -274,6 +281,8 @@ class ThriftProtocol(XProtocol):
     has_error_response = True
     needs_direction = False
     writable_headers = False
+    has_heartbeat = False
+    has_goaway = False
     detect = ((4, 2, "big", frozenset([32769])),)
     detect_length = 6
     frame_class = ThriftFrame

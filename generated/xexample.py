@@ -37,6 +37,13 @@ _E_Dir = {
     1: "response",
 }
 
+_REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
+    StreamType.REQUEST,
+    StreamType.ONEWAY,
+    StreamType.QUIET,
+    StreamType.RESPONSE,
+)
+
 #: runtime code → xexample status (used to build error responses)
 _FORWARD = {
     200: 0,
@@ -117,8 +124,8 @@ class XexampleFrame(XFrame):
 
     def get_stream_type(self):
         if self.dir == 1:
-            return StreamType.RESPONSE
-        return StreamType.REQUEST
+            return _RESPONSE
+        return _REQUEST
 
     def is_heartbeat(self):
         return self.type == 0
@@ -127,7 +134,7 @@ class XexampleFrame(XFrame):
         return self.type == 2
 
     def get_status(self):
-        if self.get_stream_type() is not StreamType.RESPONSE:
+        if self.get_stream_type() is not _RESPONSE:
             return None
         return self.status
 
@@ -166,6 +173,8 @@ class XexampleProtocol(XProtocol):
     has_error_response = True
     needs_direction = False
     writable_headers = False
+    has_heartbeat = True
+    has_goaway = True
     detect = ((0, 1, "big", frozenset([120])),)
     detect_length = 1
     frame_class = XexampleFrame

@@ -222,6 +222,10 @@ class XProtocol:
     needs_direction: ClassVar[bool] = False
     #: frames have a header map that ``set_header`` writes (and the encoder carries)
     writable_headers: ClassVar[bool] = False
+    #: the spec defines heartbeats / goaway (when False, ``is_heartbeat``/``is_goaway`` of its
+    #: frames are always False and the runtime need not ask)
+    has_heartbeat: ClassVar[bool] = False
+    has_goaway: ClassVar[bool] = False
     #: detection: ((offset, width, byteorder, frozenset of values), ...); () = not detectable
     detect: ClassVar[tuple[tuple[int, int, str, frozenset[int]], ...]] = ()
     #: bytes needed to decide a match

@@ -39,6 +39,7 @@ class UpstreamConnection(FramedConnection):
         self.pool = pool
         self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
         self.ordered = proto.ordered
+        self.has_goaway = proto.has_goaway
         self.inflight: dict[int, Any] = {}
         self.current: Any = None  # pingpong: the request being served
         self.quiet: deque = deque()  # ordered protocols: quiet requests, in writing order
@@ -135,7 +136,7 @@ class UpstreamConnection(FramedConnection):
 
     # -- answers in -------------------------------------------------------------------
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
-        if frame.is_goaway():
+        if self.has_goaway and frame.is_goaway():
             self.retire()
             return
         if frame.get_stream_type() is not StreamType.RESPONSE:

@@ -143,7 +143,7 @@ class DownstreamConnection(FramedConnection):
             log.warning("%s: a client sent a response frame; dropped", self.listener.name)
             return
         proto = self.proto
-        if frame.is_heartbeat() and not self.quiet_pending():
+        if proto.has_heartbeat and frame.is_heartbeat() and not self.quiet_pending():
             reply = proto.reply(frame)
             if reply is not None and kind is not StreamType.ONEWAY:
                 data = reply.encode()

@@ -1,0 +1,143 @@
+"""protoc-x against a minimal uvloop L4 relay, side by side in one run.
+
+For each case (bolt 128 B and 1 KiB, dubbo, thrift, memcached against a real memcached) it
+starts the upstream, the relay and `protoc-x run` (routing by service, one filter configured),
+then runs the load generator against the upstream directly, through the relay and through
+protoc-x, and prints requests/s, latency percentiles and the protoc-x / relay ratio.
+
+    python benchmarks/proxy_bench.py [--duration 8] [--connections 16] [--depth 8] [--only bolt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+CASES = [
+    # name, protocol, request bytes, upstream kind
+    ("bolt 128 B", "bolt", 128, "serve"),
+    ("bolt 1 KiB", "bolt", 1024, "serve"),
+    ("dubbo", "dubbo", 0, "serve"),
+    ("thrift", "thrift", 128, "serve"),
+    ("memcached", "memcached", 64, "memcached"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def start(args, **kw) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def config(protocol: str, listen: int, upstream: int, workers_note: str = "") -> str:
+    # routing by service (a domain match) and one filter (a rate limit that never limits)
+    return json.dumps({
+        "listeners": [{"name": "bench", "address": f"127.0.0.1:{listen}", "protocol": protocol,
+                       "route_config": "r", "stream_filters": [{"name": "local_rate_limit",
+                       "config": {"tokens_per_second": 10_000_000, "burst": 10_000_000}}]}],
+        "route_configs": [{"name": "r", "virtual_hosts": [
+            {"name": "svc", "domains": ["com.acme.*", "Hello.*", "console"],
+             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]},
+            {"name": "any", "domains": ["*"],
+             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]}],
+        "clusters": [{"name": "up", "endpoints": [f"127.0.0.1:{upstream}"],
+                      "circuit_breakers": {"max_pending_requests": 100000, "max_requests": 100000}}],
+    })  # fmt: skip
+
+
+def load(protocol, port, size, args) -> dict:
+    out = subprocess.run(
+        [PY, str(ROOT / "benchmarks" / "loadgen.py"), protocol, "--target", f"127.0.0.1:{port}",
+         "--connections", str(args.connections), "--depth", str(args.depth), "--size", str(size),
+         "--duration", str(args.duration), "--json"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def run_case(name, protocol, size, upstream_kind, args, tmp: Path) -> dict:
+    up, relay_port, proxy_port = free_port(), free_port(), free_port()
+    procs = []
+    try:
+        if upstream_kind == "memcached":
+            cmd = [shutil.which("memcached") or "memcached", "-B", "binary", "-p", str(up), "-U", "0",
+                   "-l", "127.0.0.1", "-t", "1"]  # fmt: skip
+            if os.geteuid() == 0:
+                cmd += ["-u", "root"]
+            procs.append(start(cmd))
+        else:
+            procs.append(start([PY, "-m", "protoc_x.cli", "serve", protocol, "--listen", f"127.0.0.1:{up}"]))
+        wait_port(up)
+        procs.append(start([PY, str(ROOT / "benchmarks" / "relay.py"), "--listen",
+                            f"127.0.0.1:{relay_port}", "--upstream", f"127.0.0.1:{up}"]))  # fmt: skip
+        cfg = tmp / f"{protocol}.json"
+        cfg.write_text(config(protocol, proxy_port, up))
+        procs.append(start([PY, "-m", "protoc_x.cli", "run", str(cfg)]))
+        wait_port(relay_port)
+        wait_port(proxy_port)
+        result = {"case": name}
+        for label, port in (("direct", up), ("relay", relay_port), ("protoc-x", proxy_port)):
+            result[label] = load(protocol, port, size, args)
+        return result
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--duration", type=float, default=8)
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--depth", type=int, default=8)
+    p.add_argument("--only", default=None)
+    args = p.parse_args()
+    print(f"{args.connections} connections × {args.depth} in flight, {args.duration:.0f} s per run, "
+          f"{os.cpu_count()} CPUs; load generator, relay/proxy and upstream share them")  # fmt: skip
+    print(f"{'case':12} {'B':>5} {'direct r/s':>11} {'relay r/s':>10} {'protoc-x r/s':>13} "
+          f"{'x/relay':>8} {'p50 ms':>7} {'p99 ms':>7} {'relay p99':>9}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, protocol, size, kind in CASES:
+            if args.only and args.only not in name:
+                continue
+            r = run_case(name, protocol, size, kind, args, Path(tmp))
+            d, rl, x = r["direct"], r["relay"], r["protoc-x"]
+            print(f"{name:12} {x['request_bytes']:5} {d['rps']:11,.0f} {rl['rps']:10,.0f} {x['rps']:13,.0f} "
+                  f"{x['rps'] / rl['rps']:7.2f}x {x['p50_ms']:7.3f} {x['p99_ms']:7.3f} {rl['p99_ms']:9.3f}",
+                  flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
