@@ -63,6 +63,8 @@ def request_template(proto, size: int):
         frame = proto.decode(s.data, 0, d)
         if frame.get_stream_type() is not StreamType.REQUEST or frame.is_heartbeat():
             continue
+        if proto.name == "memcached":  # a GET carries no value: load with SETs
+            frame.opcode, frame.extras = 0x01, b"\0" * 8  # flags, expiry
         if proto.writable_headers and proto.name != "dubbo":
             service = frame.get_service()  # keep the routing header only: small frames
             frame.headers = {"service": service} if service else {}
