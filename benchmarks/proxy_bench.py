@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 PY = sys.executable
+
+from protoc_x.demo import free_port, wait_port  # noqa: E402
 
 CASES = [
     # name, protocol, request bytes, upstream kind
@@ -35,25 +37,10 @@ CASES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} never opened")
-
-
 def start(args, **kw) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    return subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw
+    )
 
 
 def config(protocol: str, listen: int, upstream: int, workers_note: str = "") -> str:
@@ -93,7 +80,9 @@ def run_case(name, protocol, size, upstream_kind, args, tmp: Path) -> dict:
                 cmd += ["-u", "root"]
             procs.append(start(cmd))
         else:
-            procs.append(start([PY, "-m", "protoc_x.cli", "serve", protocol, "--listen", f"127.0.0.1:{up}"]))
+            procs.append(
+                start([PY, "-m", "protoc_x.cli", "serve", protocol, "--listen", f"127.0.0.1:{up}"])
+            )
         wait_port(up)
         procs.append(start([PY, str(ROOT / "benchmarks" / "relay.py"), "--listen",
                             f"127.0.0.1:{relay_port}", "--upstream", f"127.0.0.1:{up}"]))  # fmt: skip

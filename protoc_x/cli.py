@@ -89,20 +89,28 @@ def _read_input(args: argparse.Namespace) -> bytes:
     return data
 
 
-def _cmd_decode(args: argparse.Namespace) -> int:
+def _protocol(args: argparse.Namespace):
+    """The protocol named on the command line (built in or from --protocols), or None after
+    saying why on stderr."""
     from .loader import protocols
 
     try:
         protos = protocols(args.protocols or [])
-    except SpecError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
+    except (SpecError, ValueError) as e:
+        print(e.render() if isinstance(e, SpecError) else f"error: {e}", file=sys.stderr)
+        return None
     proto = protos.get(args.protocol)
     if proto is None:
         print(
             f"error: unknown protocol {args.protocol!r} (have: {', '.join(sorted(protos))})",
             file=sys.stderr,
         )
+    return proto
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    proto = _protocol(args)
+    if proto is None:
         return 1
     direction = Direction(args.direction) if args.direction else None
     if proto.needs_direction and direction is None:
@@ -159,19 +167,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from runtime.network import parse_address
     from runtime.serve import main as serve_main
 
-    from .loader import protocols
-
-    try:
-        protos = protocols(args.protocols or [])
-    except SpecError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    proto = protos.get(args.protocol)
+    proto = _protocol(args)
     if proto is None:
-        print(
-            f"error: unknown protocol {args.protocol!r} (have: {', '.join(sorted(protos))})",
-            file=sys.stderr,
-        )
         return 1
     try:
         host, port = parse_address(args.listen)

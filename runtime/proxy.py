@@ -129,8 +129,8 @@ class DownstreamConnection(FramedConnection):
 
     def quiet_pending(self) -> bool:
         """Quiet requests of this connection still wait upstream: a heartbeat now is the
-        client's barrier (memcached's NOOP after SETQs), so it goes upstream behind them
-        instead of being answered here."""
+        client's barrier (a cache protocol's no-op after quiet sets), so it goes upstream
+        behind them instead of being answered here."""
         quiet = self.quiet_streams
         if quiet:
             quiet[:] = [s for s in quiet if not s.done]
