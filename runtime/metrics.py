@@ -12,7 +12,9 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, worker: int = 0, shared: str | None = None) -> None:
+        self.worker = worker
+        self.shared = shared  # with several workers: where they leave their counts
         r = self.registry = CollectorRegistry()
         # The per-request metrics are counted in plain dicts and handed to prometheus-client
         # when scraped: no lock and no label lookup on the request path.
@@ -79,6 +81,54 @@ class Metrics:
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
+    # -- several workers: others write their request counts, worker 0 adds them up ----------
+    def start_sharing(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_event_loop()
+
+        def dump() -> None:
+            self.dump()
+            loop.call_later(0.5, dump)
+
+        loop.call_later(0.5, dump)
+
+    def dump(self) -> None:
+        import json
+        import os
+
+        path = os.path.join(self.shared, f"worker-{self.worker}.json")
+        data = {"counts": [[list(k), v] for k, v in self.counts.items()],
+                "durations": [[list(k), v] for k, v in self.durations.items()]}  # fmt: skip
+        with open(path + ".tmp", "w") as f:
+            json.dump(data, f)
+        os.replace(path + ".tmp", path)
+
+    def merged(self) -> tuple[dict, dict]:
+        """This process's counts plus the other workers' last dumps."""
+        counts = dict(self.counts)
+        durations = {k: list(v) for k, v in self.durations.items()}
+        if self.shared is None:
+            return counts, durations
+        import glob
+        import json
+
+        for path in glob.glob(f"{self.shared}/worker-*.json"):
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            for key, value in data["counts"]:
+                key = tuple(key)
+                counts[key] = counts.get(key, 0) + value
+            for key, h in data["durations"]:
+                key = tuple(key)
+                mine = durations.setdefault(key, [0] * len(h))
+                for i, v in enumerate(h):
+                    mine[i] += v
+        return counts, durations
+
 
 class _RequestCollector:
     """protocx_requests_total and protocx_request_duration_seconds, from the counts."""
@@ -91,14 +141,15 @@ class _RequestCollector:
             "protocx_requests", "Requests answered, by runtime code",
             labels=["listener", "protocol", "service", "method", "cluster", "code"],
         )  # fmt: skip
-        for key, value in list(self.metrics.counts.items()):
+        counts, durations = self.metrics.merged()
+        for key, value in counts.items():
             requests.add_metric([str(k) for k in key], value)
         yield requests
         duration = HistogramMetricFamily(
             "protocx_request_duration_seconds", "Time from request to answer",
             labels=["listener", "protocol", "cluster"],
         )  # fmt: skip
-        for key, h in list(self.metrics.durations.items()):
+        for key, h in durations.items():
             cumulative, buckets = 0, []
             for bound, count in zip(BUCKETS + (float("inf"),), h[:-1]):
                 cumulative += count

@@ -61,6 +61,9 @@ class Listener:
             registry[f.name](registry[f.name].Config.model_validate(f.config), proxy.metrics)
             for f in config.stream_filters
         ]
+        for f in self.filters:
+            if hasattr(f, "share"):
+                f.share = 1.0 / proxy.workers  # a local rate limit holds for the whole proxy
         self.response_filters = [f for f in self.filters if f.touches_responses]
         self.gauge = proxy.metrics.child(proxy.metrics.downstream, self.name)
         log_cfg = config.access_log
@@ -73,8 +76,9 @@ class Listener:
             self.server = await loop.create_server(factory, sock=sock)
         else:
             self.server = await loop.create_server(
-                factory, self.config.address.host, self.config.address.port, reuse_address=True
-            )
+                factory, self.config.address.host, self.config.address.port, reuse_address=True,
+                reuse_port=self.proxy.workers > 1,
+            )  # fmt: skip
         self.sweeper.start()
 
     def stop_accepting(self) -> None:
@@ -329,11 +333,13 @@ class DownstreamConnection(FramedConnection):
 class Proxy:
     """Everything a config describes, running."""
 
-    def __init__(self, config, protocols: dict[str, XProtocol]):
+    def __init__(self, config, protocols: dict[str, XProtocol], worker: int = 0, workers: int = 1,
+                 shared: str | None = None):  # fmt: skip
         self.config = config
         self.protocols = protocols
         self.draining = False
-        self.metrics = Metrics()
+        self.worker, self.workers, self.shared = worker, workers, shared
+        self.metrics = Metrics(worker=worker, shared=shared)
         self.deadlines = Deadlines(asyncio.get_event_loop())
         self.admin = None
         self.clusters = {c.name: Cluster(c, protocols, self.metrics) for c in config.clusters}
@@ -362,7 +368,9 @@ class Proxy:
                     e.errno,
                     f"listeners[{i}].address: cannot listen on {listener.config.address}: {e.strerror or e}",
                 ) from None
-        if self.config.admin is not None:
+        if self.shared is not None and self.worker != 0:
+            self.metrics.start_sharing()
+        if self.config.admin is not None and self.worker == 0:
             from .admin import AdminServer
 
             addr = self.config.admin.address

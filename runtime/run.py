@@ -64,18 +64,24 @@ def prepare(path: str):
     return config, protocols
 
 
-async def serve_config(config, protocols, ready=None) -> int:
+async def serve_config(config, protocols, ready=None, worker: int = 0, workers: int = 1,
+                       shared: str | None = None) -> int:  # fmt: skip
+    """Run one proxy until SIGINT/SIGTERM. With several workers, each process runs this on
+    SO_REUSEPORT listeners; worker 0 serves the admin endpoint and sums the others' metrics,
+    which they write to ``shared`` twice a second; rate limits take 1/workers each."""
     from .proxy import Proxy
 
-    proxy = Proxy(config, protocols)
+    proxy = Proxy(config, protocols, worker=worker, workers=workers, shared=shared)
     try:
         await proxy.start()
     except OSError as e:
         log.error("%s", e.strerror or e)
         return 2
-    for listener in proxy.listeners:
-        log.info("listener %s on %s (%s)", listener.name, listener.config.address,
-                 ", ".join(p.name for p in listener.protocols))  # fmt: skip
+    if worker == 0:
+        for listener in proxy.listeners:
+            log.info("listener %s on %s (%s)%s", listener.name, listener.config.address,
+                     ", ".join(p.name for p in listener.protocols),
+                     f", {workers} workers" if workers > 1 else "")  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,16 +89,67 @@ async def serve_config(config, protocols, ready=None) -> int:
     if ready is not None:
         ready(proxy)
     await stop.wait()
-    log.info("draining (up to %d ms)", config.drain_timeout_ms)
+    if worker == 0:
+        log.info("draining (up to %d ms)", config.drain_timeout_ms)
     await proxy.drain(config.drain_timeout_ms / 1000)
-    log.info("stopped")
+    if worker == 0:
+        log.info("stopped")
     return 0
+
+
+def run_workers(config, protocols, workers: int) -> int:
+    """Fork ``workers`` processes sharing each listener (SO_REUSEPORT); signals go to all;
+    exit 0 when all drained, 2 when one could not start (the others are stopped)."""
+    import os
+    import shutil
+    import tempfile
+
+    shared = tempfile.mkdtemp(prefix="protocx-metrics-")
+    pids = []
+    try:
+        for i in range(workers):
+            pid = os.fork()
+            if pid == 0:
+                code = 2
+                try:
+                    install_loop()
+                    code = asyncio.run(
+                        serve_config(config, protocols, worker=i, workers=workers, shared=shared)
+                    )
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        stopping = False
+
+        def forward(signum, _frame):
+            nonlocal stopping
+            stopping = True
+            for pid in pids:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        codes = []
+        remaining = set(pids)
+        while remaining:
+            pid, status = os.wait()
+            remaining.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            codes.append(code)
+            if code != 0 and not stopping:  # a worker could not start: stop them all
+                forward(signal.SIGTERM, None)
+        return 0 if all(c == 0 for c in codes) else 2
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def main(path: str, workers: int = 1) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="protoc-x: %(message)s")
-    if workers != 1:
-        print("error: --workers: more than one worker is not supported yet", file=sys.stderr)
+    if workers < 1:
+        print("error: --workers: must be at least 1", file=sys.stderr)
         return 2
     try:
         config, protocols = prepare(path)
@@ -102,5 +159,7 @@ def main(path: str, workers: int = 1) -> int:
             f"error: {path}:\n{text}" if "\n" in text else f"error: {path}: {text}", file=sys.stderr
         )
         return 2
+    if workers > 1:
+        return run_workers(config, protocols, workers)
     install_loop()
     return asyncio.run(serve_config(config, protocols))
