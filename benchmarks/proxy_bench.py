@@ -6,6 +6,9 @@ then runs the load generator against the upstream directly, through the relay an
 protoc-x, and prints requests/s, latency percentiles and the protoc-x / relay ratio.
 
     python benchmarks/proxy_bench.py [--duration 8] [--connections 16] [--depth 8] [--only bolt]
+        [--workers N]          # protoc-x with N worker processes
+        [--latency]            # also: p99 added latency vs direct at half the measured maximum
+        [--idle 10000]         # also: RSS per idle downstream connection (held by a separate process)
 """
 
 from __future__ import annotations
@@ -59,14 +62,48 @@ def config(protocol: str, listen: int, upstream: int, workers_note: str = "") ->
     })  # fmt: skip
 
 
-def load(protocol, port, size, args) -> dict:
+def load(protocol, port, size, args, rate=None) -> dict:
+    extra = ["--rate", str(rate)] if rate else []
     out = subprocess.run(
         [PY, str(ROOT / "benchmarks" / "loadgen.py"), protocol, "--target", f"127.0.0.1:{port}",
          "--connections", str(args.connections), "--depth", str(args.depth), "--size", str(size),
-         "--duration", str(args.duration), "--json"],
+         "--duration", str(args.duration), "--json", *extra],
         capture_output=True, text=True, cwd=ROOT, check=True,
     )  # fmt: skip
     return json.loads(out.stdout)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def idle_memory(port: int, pid: int, count: int) -> float:
+    """KiB of proxy RSS per idle downstream connection, ``count`` held by a child process."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1000)), hard))
+    holder = subprocess.Popen(
+        [PY, "-c", f"""
+import socket, sys, time
+socks = []
+for _ in range({count}):
+    socks.append(socket.create_connection(("127.0.0.1", {port})))
+print("ready", flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    holder.stdout.readline()
+    time.sleep(1.0)
+    after = rss_kib(pid)
+    holder.stdin.close()
+    holder.wait(10)
+    return (after - before) / count
 
 
 def run_case(name, protocol, size, upstream_kind, args, tmp: Path) -> dict:
@@ -88,12 +125,19 @@ def run_case(name, protocol, size, upstream_kind, args, tmp: Path) -> dict:
                             f"127.0.0.1:{relay_port}", "--upstream", f"127.0.0.1:{up}"]))  # fmt: skip
         cfg = tmp / f"{protocol}.json"
         cfg.write_text(config(protocol, proxy_port, up))
-        procs.append(start([PY, "-m", "protoc_x.cli", "run", str(cfg)]))
+        proxy = start([PY, "-m", "protoc_x.cli", "run", str(cfg), "--workers", str(args.workers)])
+        procs.append(proxy)
         wait_port(relay_port)
         wait_port(proxy_port)
         result = {"case": name}
         for label, port in (("direct", up), ("relay", relay_port), ("protoc-x", proxy_port)):
             result[label] = load(protocol, port, size, args)
+        if args.latency:
+            half = result["protoc-x"]["rps"] / 2
+            for label, port in (("direct", up), ("protoc-x", proxy_port)):
+                result[f"{label}@half"] = load(protocol, port, size, args, rate=half)
+        if args.idle and args.workers == 1:
+            result["idle_kib"] = idle_memory(proxy_port, proxy.pid, args.idle)
         return result
     finally:
         for p in procs:
@@ -111,6 +155,9 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--depth", type=int, default=8)
     p.add_argument("--only", default=None)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--latency", action="store_true")
+    p.add_argument("--idle", type=int, default=0)
     args = p.parse_args()
     print(f"{args.connections} connections × {args.depth} in flight, {args.duration:.0f} s per run, "
           f"{os.cpu_count()} CPUs; load generator, relay/proxy and upstream share them")  # fmt: skip
@@ -125,6 +172,16 @@ def main() -> int:
             print(f"{name:12} {x['request_bytes']:5} {d['rps']:11,.0f} {rl['rps']:10,.0f} {x['rps']:13,.0f} "
                   f"{x['rps'] / rl['rps']:7.2f}x {x['p50_ms']:7.3f} {x['p99_ms']:7.3f} {rl['p99_ms']:9.3f}",
                   flush=True)  # fmt: skip
+            if args.latency:
+                dh, xh = r["direct@half"], r["protoc-x@half"]
+                print(f"    at {xh['rps']:,.0f} req/s (half of protoc-x's maximum): p99 direct "
+                      f"{dh['p99_ms']:.3f} ms, through protoc-x {xh['p99_ms']:.3f} ms, added "
+                      f"{xh['p99_ms'] - dh['p99_ms']:.3f} ms", flush=True)  # fmt: skip
+            if "idle_kib" in r:
+                print(
+                    f"    {args.idle} idle connections: {r['idle_kib']:.1f} KiB of RSS each",
+                    flush=True,
+                )
     return 0
 
 
