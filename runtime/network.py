@@ -182,11 +182,6 @@ class FramedConnection(asyncio.Protocol):
     def after_flush(self) -> None:
         pass
 
-    def backlog(self) -> int:
-        """Bytes written but not yet taken by the kernel."""
-        transport = self.transport
-        return self.out_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
-
     def on_write_resumed(self) -> None:
         pass
 

@@ -40,6 +40,7 @@ class UpstreamConnection(FramedConnection):
         self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
         self.ordered = proto.ordered
         self.has_goaway = proto.has_goaway
+        self.generate = proto.generate_request_id
         self.inflight: dict[int, Any] = {}
         self.current: Any = None  # pingpong: the request being served
         self.quiet: deque = deque()  # ordered protocols: quiet requests, in writing order
@@ -54,7 +55,7 @@ class UpstreamConnection(FramedConnection):
     # -- requests out -----------------------------------------------------------------
     def new_id(self) -> int:
         self.next_id = (self.next_id + 1) & 0x7FFFFFFF or 1
-        return self.proto.generate_request_id(self.next_id)
+        return self.generate(self.next_id)
 
     def write_stream(self, stream: Stream) -> None:
         stream.upstream = self
@@ -87,7 +88,7 @@ class UpstreamConnection(FramedConnection):
             elif down.quiet_streams:
                 self.barrier_elsewhere(down)
         self.send(data)
-        if down is not None and (self.write_paused or self.backlog() > BACKLOG_LIMIT):
+        if down is not None and (self.write_paused or self.out_bytes > BACKLOG_LIMIT):
             # the upstream cannot keep up: this client waits until it drains
             down.hold(self)
             self.paused_downstreams.add(down)
@@ -433,6 +434,7 @@ class Cluster:
         self.max_requests = cb.max_requests if cb else 10000
         self.endpoints = [str(e) for e in config.endpoints]
         self.pools: dict[tuple[str, str], EndpointPool] = {}  # (protocol, endpoint) → pool
+        self.pools_of: dict[XProtocol, dict[str, EndpointPool]] = {}  # the same, for lookups
         self.balancer = make_balancer(config.lb_policy, self.endpoints, active=self.active_at)
         self.pending = 0
         self.active = 0
@@ -446,10 +448,14 @@ class Cluster:
         return sum(p.active for (name, ep), p in self.pools.items() if ep == endpoint)
 
     def pool(self, proto: XProtocol, endpoint: str) -> EndpointPool:
-        key = (proto.name, endpoint)
-        pool = self.pools.get(key)
+        by_endpoint = self.pools_of.get(proto)
+        if by_endpoint is None:
+            by_endpoint = self.pools_of[proto] = {}
+        pool = by_endpoint.get(endpoint)
         if pool is None:
-            pool = self.pools[key] = EndpointPool(self, endpoint, proto)
+            pool = by_endpoint[endpoint] = self.pools[(proto.name, endpoint)] = EndpointPool(
+                self, endpoint, proto
+            )
         return pool
 
     def dispatch(self, stream: Stream, key: str | None) -> None:
