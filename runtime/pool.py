@@ -22,11 +22,12 @@ BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop b
 class Probe:
     """The proxy's own request on an upstream connection: a keepalive or a barrier."""
 
-    __slots__ = ("kind", "seq", "done", "timer", "timer_cb")
+    __slots__ = ("kind", "seq", "done", "timer", "up_id")
 
     def __init__(self, kind: str):
         self.kind = kind
         self.seq = 0
+        self.up_id = 0
         self.done = False
         self.timer = None
 
@@ -68,6 +69,7 @@ class UpstreamConnection(FramedConnection):
             while uid in self.inflight:
                 uid = self.new_id()
             self.inflight[uid] = stream
+            stream.up_id = uid
             frame = stream.request
             raw = stream.raw
             if raw is not None:
@@ -114,6 +116,7 @@ class UpstreamConnection(FramedConnection):
             return False
         self.seq += 1
         probe.seq = self.seq
+        probe.up_id = uid
         self.inflight[uid] = probe
         self.send(ping.encode())
         return True
@@ -121,10 +124,8 @@ class UpstreamConnection(FramedConnection):
     def forget(self, stream: Stream) -> None:
         """A stream gave up (timeout): its late answer will be dropped."""
         if self.multiplex:
-            for uid, s in list(self.inflight.items()):
-                if s is stream:
-                    del self.inflight[uid]
-                    break
+            if self.inflight.get(stream.up_id) is stream:
+                del self.inflight[stream.up_id]
         elif self.current is stream:
             # a pingpong connection still owes this answer: it cannot serve anyone else
             self.current = None
@@ -181,11 +182,8 @@ class UpstreamConnection(FramedConnection):
         quiet = self.quiet
         while quiet and quiet[0].seq < seq:
             stream = quiet.popleft()
-            if self.multiplex:
-                for uid, s in list(self.inflight.items()):
-                    if s is stream:
-                        del self.inflight[uid]
-                        break
+            if self.multiplex and self.inflight.get(stream.up_id) is stream:
+                del self.inflight[stream.up_id]
             stream.finish(None, None)
 
     def on_decode_error(self, error: DecodeError) -> None:
@@ -260,9 +258,8 @@ class UpstreamConnection(FramedConnection):
     def probe_missed(self, probe: Probe, failures: int) -> None:
         if probe.done or self.closed:
             return
-        for uid, s in list(self.inflight.items()):
-            if s is probe:
-                del self.inflight[uid]
+        if self.inflight.get(probe.up_id) is probe:
+            del self.inflight[probe.up_id]
         self.keepalive_failures += 1
         if self.keepalive_failures >= failures:
             log.warning("upstream %s missed %d keepalives: closing", self.pool.endpoint, failures)

@@ -97,7 +97,7 @@ class Stream:
     __slots__ = (
         "downstream", "request", "down_id", "kind", "slot", "timer", "upstream", "seq",
         "cluster", "endpoint", "done", "raw", "started", "service", "method", "ctx",
-        "retries", "tried", "cluster_name", "target",
+        "retries", "tried", "cluster_name", "target", "up_id",
     )  # fmt: skip
 
     def __init__(
@@ -127,6 +127,7 @@ class Stream:
         self.tried: tuple = ()  # endpoints that failed it
         self.cluster_name: str | None = None
         self.target = None  # the Cluster routing chose (counted once dispatched)
+        self.up_id = 0  # its id on a multiplexed upstream connection
 
     def finish(self, frame: XFrame | None, data: bytes | None) -> None:
         """The upstream answered (``frame``/``data``) or, for a quiet request, completed

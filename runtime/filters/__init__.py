@@ -59,7 +59,7 @@ class RequestContext:
     """What filters see of one request."""
 
     __slots__ = ("frame", "protocol", "listener", "service", "method", "extra_headers", "cluster",
-                 "endpoint", "modified", "response")  # fmt: skip
+                 "modified")  # fmt: skip
 
     def __init__(self, frame, protocol, listener: str, service, method):
         self.frame = frame
@@ -69,9 +69,7 @@ class RequestContext:
         self.method = method
         self.extra_headers: dict[str, str] | None = None  # seen by routing, not forwarded
         self.cluster: str | None = None
-        self.endpoint: str | None = None
         self.modified = False  # the request frame changed: it must be re-encoded
-        self.response = None
 
     def header(self, name: str) -> Any:
         extra = self.extra_headers

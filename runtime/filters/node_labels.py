@@ -48,7 +48,6 @@ class NodeLabels(StreamFilter):
         labels = dict(read_labels_file(config.labels_file)) if config.labels_file else {}
         labels.update(config.labels)
         self.headers = {config.header_prefix + k: v for k, v in labels.items()}
-        self.writable = False
 
     def on_request(self, ctx: RequestContext):
         if ctx.protocol.writable_headers:
