@@ -129,29 +129,27 @@ class Stream:
         self.target = None  # the Cluster routing chose (counted once dispatched)
         self.up_id = 0  # its id on a multiplexed upstream connection
 
-    def finish(self, frame: XFrame | None, data: bytes | None) -> None:
-        """The upstream answered (``frame``/``data``) or, for a quiet request, completed
-        silently (None)."""
+    def end(self) -> bool:
+        """Mark the stream done (False if it already was): its deadline and its place in the
+        cluster's counts go."""
         if self.done:
-            return
+            return False
         self.done = True
         if self.timer is not None:
             self.downstream.deadlines.remove(self)
         if self.cluster is not None:
             self.cluster.stream_done(self)
-        if self.downstream is not None:
+        return True
+
+    def finish(self, frame: XFrame | None, data: bytes | None) -> None:
+        """The upstream answered (``frame``/``data``) or, for a quiet request, completed
+        silently (None)."""
+        if self.end() and self.downstream is not None:
             self.downstream.deliver(self, data, frame)
 
     def fail(self, code: int, message: str | None = None) -> None:
         """Answer with the protocol's own error for a runtime code (quiet: nothing)."""
-        if self.done:
-            return
-        self.done = True
-        if self.timer is not None:
-            self.downstream.deadlines.remove(self)
-        if self.cluster is not None:
-            self.cluster.stream_done(self)
-        if self.downstream is not None:
+        if self.end() and self.downstream is not None:
             self.downstream.answer_error(self, code, message)
 
     def upstream_failed(self, endpoint) -> None:
