@@ -12,7 +12,7 @@ from typing import Sequence
 from .accesslog import AccessLog
 from .api import DecodeError, Direction, StreamType, XFrame, XProtocol
 from .engine import detect
-from .filters import Reject, RequestContext, filters as filter_registry
+from .filters import Reject, RequestContext, StreamFilter, filters as filter_registry
 from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
@@ -65,6 +65,13 @@ class Listener:
             if hasattr(f, "share"):
                 f.share = 1.0 / proxy.workers  # a local rate limit holds for the whole proxy
         self.response_filters = [f for f in self.filters if f.touches_responses]
+        self.hooks = {
+            hook: [
+                getattr(f, hook) for f in self.filters
+                if getattr(type(f), hook) is not getattr(StreamFilter, hook)
+            ]
+            for hook in ("on_request", "on_routed")
+        }  # fmt: skip
         self.gauge = proxy.metrics.child(proxy.metrics.downstream, self.name)
         log_cfg = config.access_log
         self.access_log = AccessLog(log_cfg.path, log_cfg.format) if log_cfg is not None else None
@@ -181,11 +188,11 @@ class DownstreamConnection(FramedConnection):
 
     def run_filters(self, stream: Stream, index: int, hook: str) -> None:
         """Run the chain's ``hook`` from filter ``index`` on; routing follows on_request."""
-        chain = self.listener.filters
+        chain = self.listener.hooks[hook]  # only the filters that do something in this hook
         ctx = stream.ctx
         for i in range(index, len(chain)):
             try:
-                verdict = getattr(chain[i], hook)(ctx)
+                verdict = chain[i](ctx)
             except DecodeError as e:
                 stream.fail(400, f"protoc-x: 400 {e.reason}")
                 return
@@ -235,7 +242,7 @@ class DownstreamConnection(FramedConnection):
             stream.retries = 0  # a oneway may have taken effect: never retried
         if stream.kind is StreamType.QUIET:
             stream.retries = 0
-        if ctx is not None:
+        if ctx is not None and self.listener.hooks["on_routed"]:
             ctx.cluster = cluster.name
             self.run_filters(stream, 0, "on_routed")
         else:
