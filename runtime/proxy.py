@@ -279,8 +279,13 @@ class DownstreamConnection(FramedConnection):
             self.inflight -= 1
         listener = self.listener
         if code is None:
-            status = frame.get_status() if frame is not None else None
-            code = self.proto.runtime_status(status) if status is not None else 200
+            try:
+                status = frame.get_status() if frame is not None else None
+            except DecodeError:  # an answer whose status part is broken: forwarded as it is
+                status = None
+                code = 500
+            else:
+                code = self.proto.runtime_status(status) if status is not None else 200
         else:
             status = self.proto.map_status(code) if self.proto.has_error_response else None
         if frame is not None and listener.response_filters and stream.ctx is not None:

@@ -437,3 +437,32 @@ def test_oversized_frame_slow_frame_and_idle_connections_are_closed():
             assert (await c.call(bolt_request(4))).get_status() == 0
 
     run(scenario())
+
+
+class BrokenExceptionUpstream(FramedConnection):
+    """A thrift server whose EXCEPTION answers carry a body that is not a struct."""
+
+    direction = Direction.REQUEST
+
+    def on_frame(self, frame, buf, start, length):
+        answer = self.proto.hijack(frame, 500)
+        answer.set_request_id(frame.get_request_id())
+        answer.body = b"\xff\xff\xff"  # not a TApplicationException
+        self.send(answer.encode())
+
+
+def test_an_answer_with_a_broken_status_part_is_still_forwarded():
+    thrift = PROTOCOLS["thrift"]
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: BrokenExceptionUpstream(thrift), "127.0.0.1", up)
+        async with proxy_running(simple_config("thrift", port, [f"127.0.0.1:{up}"])):
+            c = await client("thrift", port)
+            answer = await c.call(thrift_call(3, b"x"))
+            assert answer.get_request_id() == 3 and bytes(answer.body) == b"\xff\xff\xff"
+            assert (await c.call(thrift_call(4, b"y"))).get_request_id() == 4  # still serving
+        server.close()
+
+    run(scenario())
