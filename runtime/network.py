@@ -74,6 +74,11 @@ class FramedConnection(asyncio.Protocol):
         except DecodeError as e:
             self.on_decode_error(e)
             return
+        except Exception:  # a bug must cost this connection only, never the proxy
+            log.exception("internal error on a connection; closing it")
+            self.abort()
+            self.on_close(None)
+            return
         rest = end - pos
         if rest:
             if rest > self.max_frame_bytes:
