@@ -384,6 +384,58 @@ class BoltProtocol(XProtocol):
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if n - start >= 1 and buf[start] != 1:
+            raise DecodeError(start, "proto: expected %#x, got %#x" % (1, buf[start]))
+        if n - start < 20:
+            return None
+        if buf[start + 1] == 0:
+            f = BoltFrame()
+            f.timeout = None
+            (
+                f.proto,
+                f.kind,
+                f.cmd,
+                f.ver2,
+                f.id,
+                f.codec,
+                f.status,
+                v_class_len,
+                v_header_len,
+                v_content_len,
+            ) = _S0.unpack_from(buf, start)
+            f.class_len = v_class_len
+            f.header_len = v_header_len
+            f.content_len = v_content_len
+            f._ido = 5
+            end = start + 20 + v_class_len + v_header_len + v_content_len
+            return end - start
+        else:
+            if n - start < 22:
+                return None
+            f = BoltFrame()
+            f.status = None
+            (
+                f.proto,
+                f.kind,
+                f.cmd,
+                f.ver2,
+                f.id,
+                f.codec,
+                f.timeout,
+                v_class_len,
+                v_header_len,
+                v_content_len,
+            ) = _S1.unpack_from(buf, start)
+            f.class_len = v_class_len
+            f.header_len = v_header_len
+            f.content_len = v_content_len
+            f._ido = 5
+            end = start + 22 + v_class_len + v_header_len + v_content_len
+            return end - start
+
     def trigger(self, request_id):
         p_id = request_id
         f = BoltFrame.blank()

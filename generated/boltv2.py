@@ -551,6 +551,118 @@ class Boltv2Protocol(XProtocol):
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if n - start >= 1 and buf[start] != 2:
+            raise DecodeError(start, "proto: expected %#x, got %#x" % (2, buf[start]))
+        if n - start < 22:
+            return None
+        if buf[start + 2] == 0:
+            if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
+                f = Boltv2Frame()
+                f._ido = -1  # the id is not at a fixed place in this layout
+                f.timeout = None
+                (
+                    f.proto,
+                    f.ver1,
+                    f.kind,
+                    f.cmd,
+                    f.ver2,
+                    f.id,
+                    f.codec,
+                    b0,
+                    f.status,
+                    v_class_len,
+                    v_header_len,
+                    v_content_len,
+                ) = _S0.unpack_from(buf, start)
+                f.class_len = v_class_len
+                f.header_len = v_header_len
+                f.content_len = v_content_len
+                f.switch_reserved = (b0 >> 1) & 0x7F
+                f.crc_on = b0 & 0x1
+                end = start + 26 + v_class_len + v_header_len + v_content_len
+                return end - start
+            else:
+                f = Boltv2Frame()
+                f.timeout = f.crc = None
+                (
+                    f.proto,
+                    f.ver1,
+                    f.kind,
+                    f.cmd,
+                    f.ver2,
+                    f.id,
+                    f.codec,
+                    b0,
+                    f.status,
+                    v_class_len,
+                    v_header_len,
+                    v_content_len,
+                ) = _S0.unpack_from(buf, start)
+                f.class_len = v_class_len
+                f.header_len = v_header_len
+                f.content_len = v_content_len
+                f.switch_reserved = (b0 >> 1) & 0x7F
+                f.crc_on = b0 & 0x1
+                f._ido = 6
+                end = start + 22 + v_class_len + v_header_len + v_content_len
+                return end - start
+        else:
+            if n - start < 24:
+                return None
+            if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
+                f = Boltv2Frame()
+                f._ido = -1  # the id is not at a fixed place in this layout
+                f.status = None
+                (
+                    f.proto,
+                    f.ver1,
+                    f.kind,
+                    f.cmd,
+                    f.ver2,
+                    f.id,
+                    f.codec,
+                    b0,
+                    f.timeout,
+                    v_class_len,
+                    v_header_len,
+                    v_content_len,
+                ) = _S2.unpack_from(buf, start)
+                f.class_len = v_class_len
+                f.header_len = v_header_len
+                f.content_len = v_content_len
+                f.switch_reserved = (b0 >> 1) & 0x7F
+                f.crc_on = b0 & 0x1
+                end = start + 28 + v_class_len + v_header_len + v_content_len
+                return end - start
+            else:
+                f = Boltv2Frame()
+                f.status = f.crc = None
+                (
+                    f.proto,
+                    f.ver1,
+                    f.kind,
+                    f.cmd,
+                    f.ver2,
+                    f.id,
+                    f.codec,
+                    b0,
+                    f.timeout,
+                    v_class_len,
+                    v_header_len,
+                    v_content_len,
+                ) = _S2.unpack_from(buf, start)
+                f.class_len = v_class_len
+                f.header_len = v_header_len
+                f.content_len = v_content_len
+                f.switch_reserved = (b0 >> 1) & 0x7F
+                f.crc_on = b0 & 0x1
+                f._ido = 6
+                end = start + 24 + v_class_len + v_header_len + v_content_len
+                return end - start
+
     def trigger(self, request_id):
         p_id = request_id
         f = Boltv2Frame.blank()

@@ -463,6 +463,29 @@ class DubboProtocol(XProtocol):
         f.length = end - start
         return f
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if n - start >= 2 and int.from_bytes(buf[start : start + 2], "big", signed=False) != 55995:
+            raise DecodeError(
+                start,
+                "magic: expected %#x, got %#x"
+                % (55995, int.from_bytes(buf[start : start + 2], "big", signed=False)),
+            )
+        if n - start < 16:
+            return None
+        f = DubboFrame()
+        f._state_body = 0
+        f.magic, b0, f.status, f.id, v_body_len = _S0.unpack_from(buf, start)
+        f.body_len = v_body_len
+        f.is_request = (b0 >> 7) & 0x1
+        f.two_way = (b0 >> 6) & 0x1
+        f.event = (b0 >> 5) & 0x1
+        f.serialization = b0 & 0x1F
+        f._ido = 4
+        end = start + 16 + v_body_len
+        return end - start
+
     def trigger(self, request_id):
         p_id = request_id
         f = DubboFrame.blank()

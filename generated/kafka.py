@@ -312,6 +312,41 @@ class KafkaProtocol(XProtocol):
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if direction is None:
+            raise ValueError("kafka frames need a direction")
+        if n - start < 8:
+            return None
+        if direction is Direction.REQUEST:
+            if n - start < 14:
+                return None
+            f = KafkaFrame()
+            v_size, f.api_key, f.api_version, f.correlation_id, f.client_id_len = _S0.unpack_from(
+                buf, start
+            )
+            f.size = v_size
+            f._ido = 8
+            end = start + v_size + 4
+            if end - start < 14:
+                raise DecodeError(
+                    start + 0, "size: frame length %d is shorter than its header" % (end - start)
+                )
+            return end - start
+        else:
+            f = KafkaFrame()
+            f.api_key = f.api_version = f.client_id_len = f.client_id = None
+            v_size, f.correlation_id = _S1.unpack_from(buf, start)
+            f.size = v_size
+            f._ido = 4
+            end = start + v_size + 4
+            if end - start < 8:
+                raise DecodeError(
+                    start + 0, "size: frame length %d is shorter than its header" % (end - start)
+                )
+            return end - start
+
     def success_response(self, request):
         f = KafkaFrame.blank()
         f.direction = Direction.RESPONSE

@@ -364,6 +364,58 @@ class MemcachedProtocol(XProtocol):
             f.length = end - start
             return f
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if n - start < 24:
+            return None
+        if buf[start] == 129:
+            f = MemcachedFrame()
+            f.vbucket = None
+            (
+                f.magic,
+                f.opcode,
+                v_key_len,
+                v_extras_len,
+                f.data_type,
+                f.status,
+                v_total_body,
+                f.opaque,
+                f.cas,
+            ) = _S0.unpack_from(buf, start)
+            f.key_len = v_key_len
+            f.extras_len = v_extras_len
+            f.total_body = v_total_body
+            f._ido = 12
+            z2 = (v_total_body - v_extras_len) - v_key_len
+            if z2 < 0:
+                raise DecodeError(start, "value: negative size %d" % z2)
+            end = start + 24 + v_extras_len + v_key_len + z2
+            return end - start
+        else:
+            f = MemcachedFrame()
+            f.status = None
+            (
+                f.magic,
+                f.opcode,
+                v_key_len,
+                v_extras_len,
+                f.data_type,
+                f.vbucket,
+                v_total_body,
+                f.opaque,
+                f.cas,
+            ) = _S0.unpack_from(buf, start)
+            f.key_len = v_key_len
+            f.extras_len = v_extras_len
+            f.total_body = v_total_body
+            f._ido = 12
+            z2 = (v_total_body - v_extras_len) - v_key_len
+            if z2 < 0:
+                raise DecodeError(start, "value: negative size %d" % z2)
+            end = start + 24 + v_extras_len + v_key_len + z2
+            return end - start
+
     def trigger(self, request_id):
         p_id = request_id
         f = MemcachedFrame.blank()

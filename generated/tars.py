@@ -352,6 +352,38 @@ class TarsProtocol(XProtocol):
             f.direction = direction
             return f
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if direction is None:
+            raise ValueError("tars frames need a direction")
+        if n - start < 4:
+            return None
+        if direction is Direction.REQUEST:
+            f = TarsFrame()
+            f.iRet = f.sResultDesc = None
+            (v_packet_len,) = _S0.unpack_from(buf, start)
+            f.packet_len = v_packet_len
+            end = start + v_packet_len
+            if end - start < 4:
+                raise DecodeError(
+                    start + 0,
+                    "packet_len: frame length %d is shorter than its header" % (end - start),
+                )
+            return end - start
+        else:
+            f = TarsFrame()
+            f.sServantName = f.sFuncName = f.iTimeout = None
+            (v_packet_len,) = _S0.unpack_from(buf, start)
+            f.packet_len = v_packet_len
+            end = start + v_packet_len
+            if end - start < 4:
+                raise DecodeError(
+                    start + 0,
+                    "packet_len: frame length %d is shorter than its header" % (end - start),
+                )
+            return end - start
+
     def trigger(self, request_id):
         p_id = request_id
         f = TarsFrame.blank()

@@ -340,6 +340,34 @@ class ThriftProtocol(XProtocol):
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if (
+            n - start >= 8
+            and (int.from_bytes(buf[start + 4 : start + 8], "big") >> 16) & 0xFFFF != 32769
+        ):
+            raise DecodeError(
+                start + 4,
+                "version: expected %#x, got %#x"
+                % (32769, (int.from_bytes(buf[start + 4 : start + 8], "big") >> 16) & 0xFFFF),
+            )
+        if n - start < 12:
+            return None
+        f = ThriftFrame()
+        f._state_body = 0
+        v_frame_len, b0, f.name_len = _S0.unpack_from(buf, start)
+        f.frame_len = v_frame_len
+        f.version = (b0 >> 16) & 0xFFFF
+        f.unused = (b0 >> 8) & 0xFF
+        f.type = b0 & 0xFF
+        end = start + v_frame_len + 4
+        if end - start < 16:
+            raise DecodeError(
+                start + 0, "frame_len: frame length %d is shorter than its header" % (end - start)
+            )
+        return end - start
+
     def hijack(self, request, code, message=None):
         p_status = self.map_status(code)
         p_message = message if message is not None else default_message(code)

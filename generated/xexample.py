@@ -215,6 +215,33 @@ class XexampleProtocol(XProtocol):
             f.length = end - start
             return f
 
+    def frame_size(self, buf, start=0, direction=None):
+        """The length the frame at ``buf[start:]`` announces, once its header is there."""
+        n = len(buf)
+        if n - start >= 1 and buf[start] != 120:
+            raise DecodeError(start, "magic: expected %#x, got %#x" % (120, buf[start]))
+        if n - start < 11:
+            return None
+        if buf[start + 2] == 1:
+            if n - start < 13:
+                return None
+            f = XexampleFrame()
+            f.magic, f.type, f.dir, f.request_id, f.status, v_payload_len = _S0.unpack_from(
+                buf, start
+            )
+            f.payload_len = v_payload_len
+            f._ido = 3
+            end = start + 13 + v_payload_len
+            return end - start
+        else:
+            f = XexampleFrame()
+            f.status = None
+            f.magic, f.type, f.dir, f.request_id, v_payload_len = _S1.unpack_from(buf, start)
+            f.payload_len = v_payload_len
+            f._ido = 3
+            end = start + 11 + v_payload_len
+            return end - start
+
     def trigger(self, request_id):
         p_id = request_id
         f = XexampleFrame.blank()

@@ -218,6 +218,7 @@ class Emitter:
             else None
         )
         self.recording_id = False
+        self.size_only = False  # emitting frame_size: stop once the length is known
         # frame maps kept as their bytes until read: a forwarded frame never builds them
         self.lazy_maps = {
             f.name
@@ -301,6 +302,21 @@ class Emitter:
         self.decode_node(self.p.tree, body)
         self.guard_utf8(body, w)
         return w.text()
+
+    def size_body(self) -> str:
+        """``frame_size``: the decoder's path as far as the frame's announced length."""
+        self.size_only = True
+        try:
+            w = Code()
+            w("n = len(buf)")
+            if self.c.uses_direction:
+                w("if direction is None:")
+                w(f"    raise ValueError({self.s.name + ' frames need a direction'!r})")
+            self.early_constants(w)
+            self.decode_node(self.p.tree, w)
+            return w.text()
+        finally:
+            self.size_only = False
 
     def early_constants(self, w: Code) -> None:
         """Check the leading constants (magic) as soon as their bytes arrive, so garbage is
@@ -598,6 +614,9 @@ class Emitter:
                     w(f"    raise DecodeError(start, {name + ': negative size %d'!r} % {z})")
                     terms.append(z)
             w(f"end = start + {' + '.join(terms) or '0'}")
+        if self.size_only:
+            w("return end - start")
+            return
         w("if end > n:")
         w("    return None")
         w(f"pos = start + {prefix}")
@@ -1074,6 +1093,7 @@ class Emitter:
     def render(self) -> str:
         s = self.s
         decode = self.decode_body()
+        frame_size = self.size_body()
         encode = self.encode_body()
         insides = {t: (self.inside_parse(t), self.inside_build(t)) for t in self.targets}
         binds = self.bindings()
@@ -1166,6 +1186,7 @@ class Emitter:
             has_error=not s.no_error_response,
             needs_direction=self.c.uses_direction,
             id_struct=id_struct,
+            frame_size=frame_size,
             lazy_maps=[
                 (name, self.length_codec(self.c.fields[name].node.type),
                  self.signed_length(self.c.fields[name].node.type))

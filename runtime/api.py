@@ -249,6 +249,13 @@ class XProtocol:
         took), None when more bytes are needed, or DecodeError for bytes that cannot be one."""
         raise NotImplementedError
 
+    def frame_size(
+        self, buf: bytes, start: int = 0, direction: Direction | None = None
+    ) -> int | None:
+        """The length the frame at ``buf[start:]`` announces once its header has arrived (None
+        before), so a runtime can refuse an oversized frame without waiting for it."""
+        return None
+
     def decode_all(self, buf: bytes, direction: Direction | None = None) -> Iterator[XFrame]:
         """Every whole frame in ``buf``; DecodeError on garbage or a partial frame at the end."""
         pos = 0

@@ -39,6 +39,7 @@ class FramedConnection(asyncio.Protocol):
         self.last_activity = self.loop.time()
         self.partial_since: float | None = None  # a frame started but not complete
         self.holds: set = set()  # reasons reading is paused
+        self.partial_size: int | None = None  # what a partial frame's header announced
         self.out_bytes = 0  # queued for the next flush
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -80,8 +81,12 @@ class FramedConnection(asyncio.Protocol):
             self.on_close(None)
             return
         rest = end - pos
+        if pos:
+            self.partial_size = None  # frames were consumed: what remains starts a new one
         if rest:
-            if rest > self.max_frame_bytes:
+            if rest > self.max_frame_bytes or (
+                self.partial_size is None and self.announced_too_big(data, pos)
+            ):
                 self.fail(f"frame larger than max_frame_bytes ({self.max_frame_bytes})")
                 return
             self.buf = bytearray(data[pos:]) if pos else bytearray(data)
@@ -91,6 +96,19 @@ class FramedConnection(asyncio.Protocol):
             if buf:
                 self.buf = bytearray()
             self.partial_since = None
+            self.partial_size = None
+
+    def announced_too_big(self, data: bytes, pos: int) -> bool:
+        """Whether the partial frame at ``pos`` announces more than max_frame_bytes (asked once
+        its header is there): such a frame is refused before it arrives."""
+        try:
+            size = self.proto.frame_size(data, pos, self.direction)
+        except DecodeError:
+            return False  # decode reports it with the bytes that follow
+        if size is None:
+            return False
+        self.partial_size = size
+        return size > self.max_frame_bytes
 
     def connection_lost(self, exc) -> None:
         self.closed = True

@@ -111,3 +111,12 @@ def test_fuzz_only_decode_error_or_need_more(name, data):
             i = data.draw(st.integers(0, len(raw) - 1))
             raw[i] = data.draw(st.sampled_from([0x00, 0x7F, 0x80, 0xFF]))
     _exercise(proto, bytes(raw), d)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[f"{s.protocol}:{s.name}" for s in SAMPLES])
+def test_frame_size_announced_by_the_header(sample):
+    proto = codec(sample.protocol)
+    d = direction(sample)
+    assert proto.frame_size(sample.data, 0, d) == len(sample.data)
+    for cut in range(len(sample.data)):
+        assert proto.frame_size(sample.data[:cut], 0, d) in (None, len(sample.data)), cut

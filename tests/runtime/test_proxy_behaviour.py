@@ -466,3 +466,21 @@ def test_an_answer_with_a_broken_status_part_is_still_forwarded():
         server.close()
 
     run(scenario())
+
+
+def test_a_header_announcing_more_than_max_frame_bytes_closes_at_once():
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"], listener_extra={
+            "max_frame_bytes": 4096, "frame_timeout_ms": 30000})  # fmt: skip
+        async with upstream("bolt", up), proxy_running(cfg):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            big = bolt_request(2, b"x" * 10_000_000).encode()
+            w.write(big[:100])  # the head of a 10 MB frame
+            t0 = time.monotonic()
+            assert await _closed_within(r, 2)
+            assert time.monotonic() - t0 < 1.0  # not after frame_timeout_ms, not after 4 KiB
+            c = await client("bolt", port)  # the listener goes on serving
+            assert (await c.call(bolt_request(3))).get_status() == 0
+
+    run(scenario())
