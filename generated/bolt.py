@@ -392,49 +392,35 @@ class BoltProtocol(XProtocol):
         if n - start < 20:
             return None
         if buf[start + 1] == 0:
-            f = BoltFrame()
-            f.timeout = None
             (
-                f.proto,
-                f.kind,
-                f.cmd,
-                f.ver2,
-                f.id,
-                f.codec,
-                f.status,
+                _,
+                _,
+                _,
+                _,
+                _,
+                _,
+                _,
                 v_class_len,
                 v_header_len,
                 v_content_len,
             ) = _S0.unpack_from(buf, start)
-            f.class_len = v_class_len
-            f.header_len = v_header_len
-            f.content_len = v_content_len
-            f._ido = 5
-            end = start + 20 + v_class_len + v_header_len + v_content_len
-            return end - start
+            return 20 + v_class_len + v_header_len + v_content_len
         else:
             if n - start < 22:
                 return None
-            f = BoltFrame()
-            f.status = None
             (
-                f.proto,
-                f.kind,
-                f.cmd,
-                f.ver2,
-                f.id,
-                f.codec,
-                f.timeout,
+                _,
+                _,
+                _,
+                _,
+                _,
+                _,
+                _,
                 v_class_len,
                 v_header_len,
                 v_content_len,
             ) = _S1.unpack_from(buf, start)
-            f.class_len = v_class_len
-            f.header_len = v_header_len
-            f.content_len = v_content_len
-            f._ido = 5
-            end = start + 22 + v_class_len + v_header_len + v_content_len
-            return end - start
+            return 22 + v_class_len + v_header_len + v_content_len
 
     def trigger(self, request_id):
         p_id = request_id

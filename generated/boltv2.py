@@ -560,108 +560,72 @@ class Boltv2Protocol(XProtocol):
             return None
         if buf[start + 2] == 0:
             if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
-                f = Boltv2Frame()
-                f._ido = -1  # the id is not at a fixed place in this layout
-                f.timeout = None
                 (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.status,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
                     v_class_len,
                     v_header_len,
                     v_content_len,
                 ) = _S0.unpack_from(buf, start)
-                f.class_len = v_class_len
-                f.header_len = v_header_len
-                f.content_len = v_content_len
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                end = start + 26 + v_class_len + v_header_len + v_content_len
-                return end - start
+                return 26 + v_class_len + v_header_len + v_content_len
             else:
-                f = Boltv2Frame()
-                f.timeout = f.crc = None
                 (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.status,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
                     v_class_len,
                     v_header_len,
                     v_content_len,
                 ) = _S0.unpack_from(buf, start)
-                f.class_len = v_class_len
-                f.header_len = v_header_len
-                f.content_len = v_content_len
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                f._ido = 6
-                end = start + 22 + v_class_len + v_header_len + v_content_len
-                return end - start
+                return 22 + v_class_len + v_header_len + v_content_len
         else:
             if n - start < 24:
                 return None
             if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
-                f = Boltv2Frame()
-                f._ido = -1  # the id is not at a fixed place in this layout
-                f.status = None
                 (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.timeout,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
                     v_class_len,
                     v_header_len,
                     v_content_len,
                 ) = _S2.unpack_from(buf, start)
-                f.class_len = v_class_len
-                f.header_len = v_header_len
-                f.content_len = v_content_len
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                end = start + 28 + v_class_len + v_header_len + v_content_len
-                return end - start
+                return 28 + v_class_len + v_header_len + v_content_len
             else:
-                f = Boltv2Frame()
-                f.status = f.crc = None
                 (
-                    f.proto,
-                    f.ver1,
-                    f.kind,
-                    f.cmd,
-                    f.ver2,
-                    f.id,
-                    f.codec,
-                    b0,
-                    f.timeout,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
                     v_class_len,
                     v_header_len,
                     v_content_len,
                 ) = _S2.unpack_from(buf, start)
-                f.class_len = v_class_len
-                f.header_len = v_header_len
-                f.content_len = v_content_len
-                f.switch_reserved = (b0 >> 1) & 0x7F
-                f.crc_on = b0 & 0x1
-                f._ido = 6
-                end = start + 24 + v_class_len + v_header_len + v_content_len
-                return end - start
+                return 24 + v_class_len + v_header_len + v_content_len
 
     def trigger(self, request_id):
         p_id = request_id

@@ -474,17 +474,14 @@ class DubboProtocol(XProtocol):
             )
         if n - start < 16:
             return None
-        f = DubboFrame()
-        f._state_body = 0
-        f.magic, b0, f.status, f.id, v_body_len = _S0.unpack_from(buf, start)
-        f.body_len = v_body_len
-        f.is_request = (b0 >> 7) & 0x1
-        f.two_way = (b0 >> 6) & 0x1
-        f.event = (b0 >> 5) & 0x1
-        f.serialization = b0 & 0x1F
-        f._ido = 4
-        end = start + 16 + v_body_len
-        return end - start
+        (
+            _,
+            _,
+            _,
+            _,
+            v_body_len,
+        ) = _S0.unpack_from(buf, start)
+        return 16 + v_body_len
 
     def trigger(self, request_id):
         p_id = request_id

@@ -322,30 +322,20 @@ class KafkaProtocol(XProtocol):
         if direction is Direction.REQUEST:
             if n - start < 14:
                 return None
-            f = KafkaFrame()
-            v_size, f.api_key, f.api_version, f.correlation_id, f.client_id_len = _S0.unpack_from(
-                buf, start
-            )
-            f.size = v_size
-            f._ido = 8
-            end = start + v_size + 4
-            if end - start < 14:
-                raise DecodeError(
-                    start + 0, "size: frame length %d is shorter than its header" % (end - start)
-                )
-            return end - start
+            (
+                v_size,
+                _,
+                _,
+                _,
+                _,
+            ) = _S0.unpack_from(buf, start)
+            return v_size + 4
         else:
-            f = KafkaFrame()
-            f.api_key = f.api_version = f.client_id_len = f.client_id = None
-            v_size, f.correlation_id = _S1.unpack_from(buf, start)
-            f.size = v_size
-            f._ido = 4
-            end = start + v_size + 4
-            if end - start < 8:
-                raise DecodeError(
-                    start + 0, "size: frame length %d is shorter than its header" % (end - start)
-                )
-            return end - start
+            (
+                v_size,
+                _,
+            ) = _S1.unpack_from(buf, start)
+            return v_size + 4
 
     def success_response(self, request):
         f = KafkaFrame.blank()

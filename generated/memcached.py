@@ -370,51 +370,31 @@ class MemcachedProtocol(XProtocol):
         if n - start < 24:
             return None
         if buf[start] == 129:
-            f = MemcachedFrame()
-            f.vbucket = None
             (
-                f.magic,
-                f.opcode,
+                _,
+                _,
                 v_key_len,
                 v_extras_len,
-                f.data_type,
-                f.status,
+                _,
+                _,
                 v_total_body,
-                f.opaque,
-                f.cas,
+                _,
+                _,
             ) = _S0.unpack_from(buf, start)
-            f.key_len = v_key_len
-            f.extras_len = v_extras_len
-            f.total_body = v_total_body
-            f._ido = 12
-            z2 = (v_total_body - v_extras_len) - v_key_len
-            if z2 < 0:
-                raise DecodeError(start, "value: negative size %d" % z2)
-            end = start + 24 + v_extras_len + v_key_len + z2
-            return end - start
+            return 24 + v_extras_len + v_key_len + ((v_total_body - v_extras_len) - v_key_len)
         else:
-            f = MemcachedFrame()
-            f.status = None
             (
-                f.magic,
-                f.opcode,
+                _,
+                _,
                 v_key_len,
                 v_extras_len,
-                f.data_type,
-                f.vbucket,
+                _,
+                _,
                 v_total_body,
-                f.opaque,
-                f.cas,
+                _,
+                _,
             ) = _S0.unpack_from(buf, start)
-            f.key_len = v_key_len
-            f.extras_len = v_extras_len
-            f.total_body = v_total_body
-            f._ido = 12
-            z2 = (v_total_body - v_extras_len) - v_key_len
-            if z2 < 0:
-                raise DecodeError(start, "value: negative size %d" % z2)
-            end = start + 24 + v_extras_len + v_key_len + z2
-            return end - start
+            return 24 + v_extras_len + v_key_len + ((v_total_body - v_extras_len) - v_key_len)
 
     def trigger(self, request_id):
         p_id = request_id

@@ -360,29 +360,11 @@ class TarsProtocol(XProtocol):
         if n - start < 4:
             return None
         if direction is Direction.REQUEST:
-            f = TarsFrame()
-            f.iRet = f.sResultDesc = None
             (v_packet_len,) = _S0.unpack_from(buf, start)
-            f.packet_len = v_packet_len
-            end = start + v_packet_len
-            if end - start < 4:
-                raise DecodeError(
-                    start + 0,
-                    "packet_len: frame length %d is shorter than its header" % (end - start),
-                )
-            return end - start
+            return v_packet_len
         else:
-            f = TarsFrame()
-            f.sServantName = f.sFuncName = f.iTimeout = None
             (v_packet_len,) = _S0.unpack_from(buf, start)
-            f.packet_len = v_packet_len
-            end = start + v_packet_len
-            if end - start < 4:
-                raise DecodeError(
-                    start + 0,
-                    "packet_len: frame length %d is shorter than its header" % (end - start),
-                )
-            return end - start
+            return v_packet_len
 
     def trigger(self, request_id):
         p_id = request_id

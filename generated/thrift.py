@@ -354,19 +354,12 @@ class ThriftProtocol(XProtocol):
             )
         if n - start < 12:
             return None
-        f = ThriftFrame()
-        f._state_body = 0
-        v_frame_len, b0, f.name_len = _S0.unpack_from(buf, start)
-        f.frame_len = v_frame_len
-        f.version = (b0 >> 16) & 0xFFFF
-        f.unused = (b0 >> 8) & 0xFF
-        f.type = b0 & 0xFF
-        end = start + v_frame_len + 4
-        if end - start < 16:
-            raise DecodeError(
-                start + 0, "frame_len: frame length %d is shorter than its header" % (end - start)
-            )
-        return end - start
+        (
+            v_frame_len,
+            _,
+            _,
+        ) = _S0.unpack_from(buf, start)
+        return v_frame_len + 4
 
     def hijack(self, request, code, message=None):
         p_status = self.map_status(code)

@@ -225,22 +225,24 @@ class XexampleProtocol(XProtocol):
         if buf[start + 2] == 1:
             if n - start < 13:
                 return None
-            f = XexampleFrame()
-            f.magic, f.type, f.dir, f.request_id, f.status, v_payload_len = _S0.unpack_from(
-                buf, start
-            )
-            f.payload_len = v_payload_len
-            f._ido = 3
-            end = start + 13 + v_payload_len
-            return end - start
+            (
+                _,
+                _,
+                _,
+                _,
+                _,
+                v_payload_len,
+            ) = _S0.unpack_from(buf, start)
+            return 13 + v_payload_len
         else:
-            f = XexampleFrame()
-            f.status = None
-            f.magic, f.type, f.dir, f.request_id, v_payload_len = _S1.unpack_from(buf, start)
-            f.payload_len = v_payload_len
-            f._ido = 3
-            end = start + 11 + v_payload_len
-            return end - start
+            (
+                _,
+                _,
+                _,
+                _,
+                v_payload_len,
+            ) = _S1.unpack_from(buf, start)
+            return 11 + v_payload_len
 
     def trigger(self, request_id):
         p_id = request_id

@@ -456,10 +456,17 @@ class Emitter:
         raise KeyError(name)
 
     def unpack_run(
-        self, run: Run, w: Code, at: str, base: str, local: frozenset = frozenset()
+        self,
+        run: Run,
+        w: Code,
+        at: str,
+        base: str,
+        local: frozenset = frozenset(),
+        into: str = "f.",
     ) -> None:
-        """Unpack ``run`` at position ``at``; ``base`` is the code for its start in errors.
-        Fields in ``local`` also land in ``v_<name>`` locals, for the size arithmetic after."""
+        """Unpack ``run`` at position ``at`` into ``into<name>`` (``self._`` for inside layouts);
+        ``base`` is the code for its start in errors. Fields in ``local`` also land in
+        ``v_<name>`` locals, for the size arithmetic after."""
         targets, expand, copies = [], [], []
         for i, item in enumerate(run.items):
             if isinstance(item, n.Bits):
@@ -470,7 +477,7 @@ class Emitter:
                 targets.append(f"v_{item.name}")
                 copies.append(item.name)
             else:
-                targets.append(f"f.{item.name}")
+                targets.append(f"{into}{item.name}")
         doc = ", ".join(
             (f"bits({', '.join(b.name for b in it.fields)})" if isinstance(it, n.Bits) else it.name)
             for it in run.items
@@ -482,27 +489,32 @@ class Emitter:
             w(f"({', '.join(targets)}) = {s}.unpack_from(buf, {at})")
         if copies:
             for c in copies:
-                w(f"f.{c} = v_{c}")
+                w(f"{into}{c} = v_{c}")
         for tmp, bits in expand:
             for bf in bits.fields:
                 shift, mask = self.bit_shift(bits, bf.name)
                 w(
-                    f"f.{bf.name} = ({tmp} >> {shift}) & {mask:#x}"
+                    f"{into}{bf.name} = ({tmp} >> {shift}) & {mask:#x}"
                     if shift
-                    else f"f.{bf.name} = {tmp} & {mask:#x}"
+                    else f"{into}{bf.name} = {tmp} & {mask:#x}"
                 )
         rel = 0
         for item in run.items:
-            if isinstance(item, n.Field) and item.name == self.id_field and self.recording_id:
+            if (
+                into == "f."
+                and isinstance(item, n.Field)
+                and item.name == self.id_field
+                and self.recording_id
+            ):
                 # where the id sits, so a forwarded frame can get a new id without re-encoding
                 w(f"f._ido = {rel}" if at == "start" else f"f._ido = {at} + {rel} - start")
-                self.id_recorded = True
             for fld in _int_fields(item):
                 const = self.const_of(fld)
                 if const is not None and fld.name not in getattr(self, "checked_early", ()):
-                    w(f"if f.{fld.name} != {const!r}:")
+                    at_ = f"{base} + {rel}" if rel else base
+                    w(f"if {into}{fld.name} != {const!r}:")
                     w(
-                        f"    raise DecodeError({base} + {rel}, {fld.name + ': expected %#x, got %#x'!r} % ({const!r}, f.{fld.name}))"
+                        f"    raise DecodeError({at_}, {fld.name + ': expected %#x, got %#x'!r} % ({const!r}, {into}{fld.name}))"
                     )
             rel += (
                 item.type.nbytes
@@ -545,6 +557,42 @@ class Emitter:
             for st in leaf.steps
         )
 
+    def size_from_locals(self, leaf: Leaf, w: Code) -> bool:
+        """``frame_size``'s leaf: unpack only the fields the length needs, into locals (no
+        frame is built). False when the length needs more than plain header fields."""
+        size = leaf.size
+        local = self.size_locals(leaf)
+        exprs = [v.field.type.size.expr for v in size.sized]
+        needed = {
+            e.name
+            for x in exprs
+            for e in _walk(x)
+            if isinstance(e, n.Name) and e.name in self.c.fields
+        }
+        if size.mode == "length_field":
+            needed.add(size.length_field)
+        if not needed <= local:
+            return False
+        prefix = leaf.prefix.size if leaf.prefix else 0
+        if needed:
+            targets = ["_" if isinstance(it, n.Bits) or it.name not in needed else f"v_{it.name}"
+                       for it in leaf.prefix.items]  # fmt: skip
+            s = self.mod.struct(leaf.prefix.fmt, "", leaf.prefix.order)
+            w(f"({', '.join(targets)},) = {s}.unpack_from(buf, start)")
+        ex = Exprs(self.c, self.mod, lambda name: f"v_{name}")
+        if size.mode == "length_field":
+            delta = (
+                f" - {size.delta}" if size.delta > 0 else f" + {-size.delta}" if size.delta else ""
+            )
+            w(f"return v_{size.length_field}{delta}")
+            return True
+        terms = [str(prefix + leaf.fixed_tail)] if prefix + leaf.fixed_tail else []
+        for var, expr in zip(size.sized, exprs):
+            code = ex(expr)
+            terms.append(f"max({code}, 0)" if var.field.nullable else code)
+        w(f"return {' + '.join(terms) or '0'}")
+        return True
+
     def decode_leaf(self, leaf: Leaf, w: Code, have: int = 0) -> None:
         present = set()
         for step in leaf.steps:
@@ -557,6 +605,8 @@ class Emitter:
         if prefix > have:
             w(f"if n - start < {prefix}:")
             w("    return None")
+        if self.size_only and self.size_from_locals(leaf, w):
+            return
         w(f"f = {self.cls}()")
         self.recording_id = self.leaf_has_fixed_id(leaf)
         if self.id_field is not None and not self.recording_id:
@@ -674,7 +724,10 @@ class Emitter:
         """Read one variable-size field at ``pos`` (bounded by ``end``) into ``obj``."""
         name = fld.name
         t = fld.type
-        target = f"{obj}._raw_{name}" if name in self.targets else f"{obj}.{name}"
+        if info.owner is not None:
+            target = f"{obj}._{name}"  # an inside field: its slot, not its property
+        else:
+            target = f"{obj}._raw_{name}" if name in self.targets else f"{obj}.{name}"
         size = getattr(t, "size", None)
         if info.kind == "ext":
             ft = self.mod.fieldtype(t.ref)
@@ -938,20 +991,10 @@ class Emitter:
                 run = single_run(item, self.c, self.p.order)
                 w(f"if pos + {run.size} > end:")
                 w(f"    raise overrun(pos, {getattr(item, 'name', 'bits')!r}, {run.size})")
-                sub = Code()
-                self.unpack_run(run, sub, "pos", "pos")
-                for line in sub.lines:
-                    w(line.replace("f.", "self._"))
+                self.unpack_run(run, w, "pos", "pos", into="self._")
                 w(f"pos += {run.size}")
                 continue
-            sub = Code()
-            self.decode_var(item, self.c.fields[item.name], sub, None, True, ex, "self")
-            for line in sub.lines:
-                w(
-                    line.replace(f"self.{item.name} ", f"self._{item.name} ").replace(
-                        f"self.{item.name},", f"self._{item.name},"
-                    )
-                )
+            self.decode_var(item, self.c.fields[item.name], w, None, True, ex, "self")
 
     def inside_build(self, target: str) -> str:
         """Bytes of ``target`` from its inside fields (read through their properties: the
