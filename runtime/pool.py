@@ -15,6 +15,7 @@ from .router import make_balancer
 from .stream import Stream
 
 log = logging.getLogger("protoc_x")
+_RESPONSE, _ONEWAY, _QUIET = StreamType.RESPONSE, StreamType.ONEWAY, StreamType.QUIET
 UNHEALTHY_S = 1.0  # an endpoint that refused a connection sits out this long
 BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop being read
 
@@ -41,7 +42,9 @@ class UpstreamConnection(FramedConnection):
         self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
         self.ordered = proto.ordered
         self.has_goaway = proto.has_goaway
-        self.generate = proto.generate_request_id
+        # the protocol's own id scheme, when it has one (ids are otherwise the counter itself)
+        overridden = type(proto).generate_request_id is not XProtocol.generate_request_id
+        self.generate = proto.generate_request_id if overridden else None
         self.inflight: dict[int, Any] = {}
         self.current: Any = None  # pingpong: the request being served
         self.quiet: deque = deque()  # ordered protocols: quiet requests, in writing order
@@ -55,22 +58,29 @@ class UpstreamConnection(FramedConnection):
 
     # -- requests out -----------------------------------------------------------------
     def new_id(self) -> int:
-        self.next_id = (self.next_id + 1) & 0x7FFFFFFF or 1
-        return self.generate(self.next_id)
+        """An id no request in flight here has."""
+        inflight = self.inflight
+        while True:
+            self.next_id = uid = (self.next_id + 1) & 0x7FFFFFFF or 1
+            if self.generate is not None:
+                uid = self.generate(uid)
+            if uid not in inflight:
+                return uid
 
     def write_stream(self, stream: Stream) -> None:
         stream.upstream = self
         self.seq += 1
         stream.seq = self.seq
-        if stream.kind is StreamType.ONEWAY:
-            data = stream.raw if stream.raw is not None else stream.request.encode()
-        elif self.multiplex:
+        kind = stream.kind
+        if kind is _ONEWAY or not self.multiplex:
+            if kind is not _ONEWAY:
+                self.current = stream
+            data = stream.raw if stream.raw is not None else stream.frame.encode()
+        else:
             uid = self.new_id()
-            while uid in self.inflight:
-                uid = self.new_id()
             self.inflight[uid] = stream
             stream.up_id = uid
-            frame = stream.request
+            frame = stream.frame
             raw = stream.raw
             if raw is not None:
                 data = bytearray(raw)  # forward the bytes that came, with our id in them
@@ -80,12 +90,9 @@ class UpstreamConnection(FramedConnection):
                 frame.set_request_id(uid)
                 data = frame.encode()
                 frame.set_request_id(stream.down_id)
-        else:
-            self.current = stream
-            data = stream.raw if stream.raw is not None else stream.request.encode()
         down = stream.downstream
         if self.ordered and down is not None:
-            if stream.kind is StreamType.QUIET:
+            if kind is _QUIET:
                 self.quiet.append(stream)
             elif down.quiet_streams:
                 self.barrier_elsewhere(down)
@@ -109,8 +116,6 @@ class UpstreamConnection(FramedConnection):
     def write_probe(self, probe: Probe) -> bool:
         """A heartbeat of our own (keepalive or barrier); False if the protocol has none."""
         uid = self.new_id()
-        while uid in self.inflight:
-            uid = self.new_id()
         ping = self.proto.trigger(uid)
         if ping is None:
             return False
@@ -141,14 +146,8 @@ class UpstreamConnection(FramedConnection):
         if self.has_goaway and frame.is_goaway():
             self.retire()
             return
-        if frame.get_stream_type() is not StreamType.RESPONSE:
-            # the server asks something of us: a heartbeat gets its reply; nothing else is ours
-            if frame.is_heartbeat():
-                reply = self.proto.reply(frame)
-                if reply is not None:
-                    self.send(reply.encode())
-            else:
-                log.warning("upstream %s sent a request frame; dropped", self.pool.endpoint)
+        if frame.get_stream_type() is not _RESPONSE:
+            self.server_request(frame)
             return
         if self.multiplex:
             stream = self.inflight.pop(frame.get_request_id(), None)
@@ -158,10 +157,10 @@ class UpstreamConnection(FramedConnection):
             return  # an answer nobody waits for any more (timed out)
         if self.quiet:
             self.complete_quiet_before(stream.seq)
-        if isinstance(stream, Probe):
+        if stream.__class__ is Probe:
             self.probe_answered(stream)
         else:
-            if stream.kind is StreamType.QUIET and stream in self.quiet:
+            if stream.kind is _QUIET and stream in self.quiet:
                 self.quiet.remove(stream)
             if self.multiplex:
                 data = bytearray(buf[start : start + length])
@@ -169,12 +168,21 @@ class UpstreamConnection(FramedConnection):
                     frame.set_request_id(stream.down_id)
                     data = frame.encode()
             else:
-                data = bytes(buf[start : start + length])
+                data = buf[start : start + length]
             stream.finish(frame, data)
         if not self.multiplex:
             self.pool.release(self)
         elif self.retired and not self.inflight:
             self.close()
+
+    def server_request(self, frame: XFrame) -> None:
+        """The server asks something of us: a heartbeat gets its reply; nothing else is ours."""
+        if frame.is_heartbeat():
+            reply = self.proto.reply(frame)
+            if reply is not None:
+                self.send(reply.encode())
+        else:
+            log.warning("upstream %s sent a request frame; dropped", self.pool.endpoint)
 
     def complete_quiet_before(self, seq: int) -> None:
         """An ordered protocol answered something written later: quiet requests written
@@ -206,9 +214,9 @@ class UpstreamConnection(FramedConnection):
         self.quiet.clear()
         self.pool.lost(self)
         for stream in streams:
-            if isinstance(stream, Probe):
+            if stream.__class__ is Probe:
                 continue
-            if stream.kind is StreamType.QUIET:
+            if stream.kind is _QUIET:
                 stream.finish(None, None)
             else:
                 stream.upstream_failed(self.pool.endpoint)
@@ -319,7 +327,7 @@ class EndpointPool:
 
     def write_pingpong(self, conn: UpstreamConnection, stream: Stream) -> None:
         conn.write_stream(stream)
-        if stream.kind is StreamType.ONEWAY:
+        if stream.kind is _ONEWAY:
             self.release(conn)  # nothing comes back: the connection is free again
 
     def queue(self, stream: Stream) -> None:
@@ -422,7 +430,7 @@ class Cluster:
         self.config = config
         self.proto_for = proto_for  # protocol name → XProtocol
         self.connect_timeout = config.connect_timeout_ms / 1000
-        self.request_timeout = config.request_timeout_ms / 1000
+        self.request_timeout_ms = config.request_timeout_ms
         self.max_connections = config.max_connections
         ka = config.keepalive
         self.keepalive = (ka.interval_ms / 1000, ka.timeout_ms / 1000, ka.failures) if ka else None
@@ -433,6 +441,8 @@ class Cluster:
         self.pools: dict[tuple[str, str], EndpointPool] = {}  # (protocol, endpoint) → pool
         self.pools_of: dict[XProtocol, dict[str, EndpointPool]] = {}  # the same, for lookups
         self.balancer = make_balancer(config.lb_policy, self.endpoints, active=self.active_at)
+        self.hash_header = self.balancer.hash_header  # hash:NAME balancing: the header's value
+        self.only = self.endpoints[0] if len(self.endpoints) == 1 else None
         self.pending = 0
         self.active = 0
         self.unhealthy_until = 0.0  # the latest time any endpoint sits out until
@@ -455,7 +465,7 @@ class Cluster:
             )
         return pool
 
-    def dispatch(self, stream: Stream, key: str | None) -> None:
+    def dispatch(self, stream: Stream) -> None:
         """Send ``stream`` to an endpoint, or fail it with 503 (breakers, no healthy one)."""
         if self.active >= self.max_requests or self.pending >= self.max_pending:
             if self.metrics is not None:
@@ -467,28 +477,34 @@ class Cluster:
             return
         stream.cluster_name = self.name
         proto = stream.downstream.proto
-        avoid = frozenset(stream.tried)
-        if self.unhealthy_until and self.unhealthy_until > self.loop.time():
-            avoid |= frozenset(ep for ep in self.endpoints if not self.pool(proto, ep).healthy())
-        endpoint = self.balancer.pick(key, avoid) if avoid else self.balancer.pick(key)
+        key = None
+        if self.hash_header is not None:  # the request's header picks the endpoint
+            try:
+                key = stream.header(self.hash_header)
+            except DecodeError:
+                key = None
+        if stream.tried or (self.unhealthy_until and self.unhealthy_until > self.loop.time()):
+            avoid = frozenset(stream.tried) | frozenset(
+                ep for ep in self.endpoints if not self.pool(proto, ep).healthy()
+            )
+            endpoint = self.balancer.pick(key, avoid)
+        else:
+            endpoint = self.only or self.balancer.pick(key)
         if endpoint is None:
             if stream.tried:  # a retry found nowhere else to go: the failure stands
                 stream.fail(502)
             else:
                 stream.fail(503, "protoc-x: 503 no healthy endpoint")
             return
-        pool = self.pool(proto, endpoint)
-        if stream.kind is not StreamType.ONEWAY:
+        try:
+            pool = self.pools_of[proto][endpoint]
+        except KeyError:
+            pool = self.pool(proto, endpoint)
+        if stream.kind is not _ONEWAY:
             stream.cluster = self
             self.active += 1
             pool.active += 1
         pool.send(stream)
-
-    def stream_done(self, stream: Stream) -> None:
-        self.active -= 1
-        if stream.endpoint is not None:
-            stream.endpoint.active -= 1
-        stream.cluster = None
 
     def may_retry(self) -> bool:
         """Envoy's retry budget: retries in progress stay under a share of active requests
@@ -500,11 +516,7 @@ class Cluster:
             self.metrics.retried(self.name)
         self.retrying += 1
         try:
-            key = None
-            header = self.balancer.hash_header
-            if header is not None:
-                key = stream.request.get_header(header)
-            self.dispatch(stream, key)
+            self.dispatch(stream)
         finally:
             self.retrying -= 1
 

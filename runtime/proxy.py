@@ -12,7 +12,7 @@ from typing import Sequence
 from .accesslog import AccessLog
 from .api import DecodeError, Direction, StreamType, XFrame, XProtocol
 from .engine import detect
-from .filters import Reject, RequestContext, StreamFilter, filters as filter_registry
+from .filters import Reject, StreamFilter, filters as filter_registry
 from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
@@ -20,15 +20,17 @@ from .router import RouteTable, WeightedPicker
 from .stream import Deadlines, OrderedOutput, Stream
 
 log = logging.getLogger("protoc_x")
+_REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
+_ONEWAY, _QUIET = StreamType.ONEWAY, StreamType.QUIET
 
 
 class Route:
     """A route's action, resolved: which cluster(s), and its timeout."""
 
-    __slots__ = ("cluster", "picker", "timeout", "clusters", "retries")
+    __slots__ = ("cluster", "picker", "timeout_ms", "clusters", "retries")
 
     def __init__(self, action, clusters: dict[str, Cluster]):
-        self.timeout = action.timeout_ms / 1000 if action.timeout_ms else None
+        self.timeout_ms = action.timeout_ms or None
         self.retries = action.retries or 0
         if action.cluster is not None:
             self.cluster = clusters[action.cluster]
@@ -54,7 +56,7 @@ class Listener:
         self.routes = routes
         self.proxy = proxy
         self.sweeper = Sweeper(config.idle_timeout_ms / 1000, config.frame_timeout_ms / 1000)
-        self.server: asyncio.AbstractServer | None = None
+        self.servers: list[asyncio.AbstractServer] = []
         self.conns: set[DownstreamConnection] = set()
         registry = filter_registry()
         self.filters = [
@@ -76,21 +78,42 @@ class Listener:
         log_cfg = config.access_log
         self.access_log = AccessLog(log_cfg.path, log_cfg.format) if log_cfg is not None else None
 
-    async def start(self, sock: socket.socket | None = None) -> None:
+    def bind(self) -> list[socket.socket]:
+        """The listener's sockets, bound but not yet listening: every listener binds before any
+        listens, so a config whose last address is taken never accepts a connection."""
+        host, port = self.config.address.host, self.config.address.port
+        socks: list[socket.socket] = []
+        try:
+            infos = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            for family, kind, proto, _, addr in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.proxy.workers > 1:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(addr)
+        except OSError:
+            for sock in socks:
+                sock.close()
+            raise
+        return socks
+
+    async def start(self, socks: list[socket.socket]) -> None:
+        """Listen on the sockets :meth:`bind` gave."""
         loop = asyncio.get_running_loop()
         factory = make_server_factory(lambda: DownstreamConnection(self), self.sweeper)
-        if sock is not None:
-            self.server = await loop.create_server(factory, sock=sock)
-        else:
-            self.server = await loop.create_server(
-                factory, self.config.address.host, self.config.address.port, reuse_address=True,
-                reuse_port=self.proxy.workers > 1,
-            )  # fmt: skip
+        for sock in socks:
+            sock.setblocking(False)
+            self.servers.append(await loop.create_server(factory, sock=sock))
         self.sweeper.start()
 
     def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         self.sweeper.stop()
 
 
@@ -107,6 +130,11 @@ class DownstreamConnection(FramedConnection):
         self.output: OrderedOutput | None = None
         self.quiet_streams: list[Stream] = []
         self.draining = False
+        self.routes = listener.routes
+        self.request_hooks = listener.hooks["on_request"]
+        self.routed_hooks = listener.hooks["on_routed"]
+        self.metrics = listener.proxy.metrics
+        self.has_heartbeat = False
         if self.proto is not None:
             self.protocol_chosen()
 
@@ -118,6 +146,7 @@ class DownstreamConnection(FramedConnection):
             self.close()
 
     def protocol_chosen(self) -> None:
+        self.has_heartbeat = self.proto.has_heartbeat
         if self.proto.ordered:
             self.output = OrderedOutput(self.send)
 
@@ -150,49 +179,45 @@ class DownstreamConnection(FramedConnection):
     # -- requests -----------------------------------------------------------------------
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
         kind = frame.get_stream_type()
-        if kind is StreamType.RESPONSE:
+        if kind is _RESPONSE:
             log.warning("%s: a client sent a response frame; dropped", self.listener.name)
             return
-        proto = self.proto
-        if proto.has_heartbeat and frame.is_heartbeat() and not self.quiet_pending():
-            reply = proto.reply(frame)
-            if reply is not None and kind is not StreamType.ONEWAY:
-                data = reply.encode()
-                if self.output is not None:
-                    self.output.fill(self.output.reserve(), data)
-                else:
-                    self.send(data)
+        if self.has_heartbeat and frame.is_heartbeat() and not self.quiet_pending():
+            self.answer_heartbeat(frame, kind)
             return
-        stream = Stream(self, frame, kind, bytes(buf[start : start + length]))
-        stream.started = self.loop.time()
-        if self.output is not None and kind is not StreamType.ONEWAY:
-            stream.slot = self.output.reserve()
-            if kind is StreamType.QUIET:
-                self.quiet_streams.append(stream)
-        if kind is not StreamType.ONEWAY:
+        stream = Stream(self, frame, kind, buf[start : start + length], self.last_activity)
+        if kind is not _ONEWAY:
             self.inflight += 1
+            if self.output is not None:
+                stream.slot = self.output.reserve()
+                if kind is _QUIET:
+                    self.quiet_streams.append(stream)
         try:
             stream.service = frame.get_service()
             stream.method = frame.get_method()
         except DecodeError as e:
             stream.fail(400, f"protoc-x: 400 {e.reason}")
             return
-        chain = self.listener.filters
-        if chain:
-            ctx = stream.ctx = RequestContext(
-                frame, proto, self.listener.name, stream.service, stream.method
-            )
+        if self.request_hooks:
             self.run_filters(stream, 0, "on_request")
         else:
             self.route(stream)
 
+    def answer_heartbeat(self, frame: XFrame, kind: StreamType) -> None:
+        reply = self.proto.reply(frame)
+        if reply is not None and kind is not _ONEWAY:
+            data = reply.encode()
+            if self.output is not None:
+                self.output.fill(self.output.reserve(), data)
+            else:
+                self.send(data)
+
     def run_filters(self, stream: Stream, index: int, hook: str) -> None:
         """Run the chain's ``hook`` from filter ``index`` on; routing follows on_request."""
         chain = self.listener.hooks[hook]  # only the filters that do something in this hook
-        ctx = stream.ctx
         for i in range(index, len(chain)):
             try:
-                verdict = chain[i](ctx)
+                verdict = chain[i](stream)
             except DecodeError as e:
                 stream.fail(400, f"protoc-x: 400 {e.reason}")
                 return
@@ -202,10 +227,11 @@ class DownstreamConnection(FramedConnection):
                 stream.fail(verdict.code, verdict.message)
                 return
             # Pause: hold the request, then go on with the next filter
+            stream.paused = True
             self.loop.call_later(verdict.seconds, self.resume_filters, stream, i + 1, hook)
             return
         if hook == "on_request":
-            if ctx.modified:
+            if stream.modified:
                 stream.raw = None  # re-encoded on the way out
             self.route(stream)
         else:
@@ -216,11 +242,13 @@ class DownstreamConnection(FramedConnection):
             self.run_filters(stream, index, hook)
 
     def route(self, stream: Stream) -> None:
-        frame = stream.request
-        ctx = stream.ctx
-        headers = ctx.header if ctx is not None and ctx.extra_headers else frame.get_header
+        frame = stream.frame
         try:
-            route = self.listener.routes.match(stream.service, stream.method, headers)
+            route = self.routes.match(
+                stream.service,
+                stream.method,
+                stream.header if stream.extra_headers else frame.get_header,
+            )
         except DecodeError as e:
             stream.fail(400, f"protoc-x: 400 {e.reason}")
             return
@@ -230,38 +258,26 @@ class DownstreamConnection(FramedConnection):
                 f"protoc-x: 404 no route for service {stream.service!r} method {stream.method!r}",
             )
             return
-        cluster = stream.target = route.choose()
+        cluster = route.cluster or route.choose()
+        stream.target = cluster
         stream.cluster_name = cluster.name
-        stream.retries = route.retries
-        timeout = frame.get_timeout()
-        timeout = timeout / 1000 if timeout is not None and timeout > 0 else None
-        timeout = timeout or route.timeout or cluster.request_timeout
-        if stream.kind is not StreamType.ONEWAY:
-            self.deadlines.add(stream, timeout)
-        else:
-            stream.retries = 0  # a oneway may have taken effect: never retried
-        if stream.kind is StreamType.QUIET:
-            stream.retries = 0
-        if ctx is not None and self.listener.hooks["on_routed"]:
-            ctx.cluster = cluster.name
+        kind = stream.kind
+        if kind is not _ONEWAY:  # a oneway may have taken effect: never retried, nor awaited
+            if kind is _REQUEST:
+                stream.retries = route.retries  # (quiet: its success is silence, never retried)
+            timeout = frame.get_timeout()
+            if not timeout or timeout < 0:  # none in the request: the route's, or the cluster's
+                timeout = route.timeout_ms or cluster.request_timeout_ms
+            # counted from arrival, or from now if a filter held the request
+            start = self.loop.time() if stream.paused else stream.started
+            self.deadlines.add(stream, start + timeout / 1000)
+        if self.routed_hooks:
             self.run_filters(stream, 0, "on_routed")
         else:
             self.send_upstream(stream)
 
     def send_upstream(self, stream: Stream) -> None:
-        cluster = stream.target
-        header = cluster.balancer.hash_header
-        key = None
-        if header is not None:
-            try:
-                key = (
-                    stream.ctx.header(header)
-                    if stream.ctx is not None
-                    else stream.request.get_header(header)
-                )
-            except DecodeError:
-                key = None
-        cluster.dispatch(stream, key)
+        stream.target.dispatch(stream)
 
     def on_decode_error(self, error: DecodeError) -> None:
         # bytes that are not a frame: no request id to answer, so the connection goes
@@ -275,7 +291,7 @@ class DownstreamConnection(FramedConnection):
         frame: XFrame | None = None,
         code: int | None = None,
     ) -> None:
-        if stream.kind is not StreamType.ONEWAY:
+        if stream.kind is not _ONEWAY:
             self.inflight -= 1
         listener = self.listener
         if code is None:
@@ -288,16 +304,15 @@ class DownstreamConnection(FramedConnection):
                 code = self.proto.runtime_status(status) if status is not None else 200
         else:
             status = self.proto.map_status(code) if self.proto.has_error_response else None
-        if frame is not None and listener.response_filters and stream.ctx is not None:
+        if frame is not None and listener.response_filters:
             for f in listener.response_filters:
-                f.on_response(stream.ctx, frame)
+                f.on_response(stream, frame)
             frame.set_request_id(stream.down_id)  # the bytes had it patched, not the frame
             data = frame.encode()
-        metrics = listener.proxy.metrics
         elapsed = self.loop.time() - stream.started
-        if metrics is not None:
-            metrics.request_done(listener.name, self.proto.name, stream.service, stream.method,
-                                 stream.cluster_name, code, elapsed)  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.request_done(listener.name, self.proto.name, stream.service, stream.method,
+                                      stream.cluster_name, code, elapsed)  # fmt: skip
         if listener.access_log is not None:
             upstream = stream.endpoint.endpoint if stream.endpoint is not None else None
             listener.access_log.write(listener.name, self.proto.name, stream.service, stream.method,
@@ -312,10 +327,10 @@ class DownstreamConnection(FramedConnection):
             self.close()
 
     def answer_error(self, stream: Stream, code: int, message: str | None) -> None:
-        if stream.kind is StreamType.QUIET:
+        if stream.kind is _QUIET:
             self.deliver(stream, None, code=code)
             return
-        frame = self.proto.hijack(stream.request, code, message)
+        frame = self.proto.hijack(stream.frame, code, message)
         if frame is None:
             # the protocol cannot express an error: its clients reconnect and retry
             self.deliver(stream, None, code=code)
@@ -367,19 +382,23 @@ class Proxy:
             for l in config.listeners
         ]
 
-    async def start(self, socks: dict[str, socket.socket] | None = None) -> None:
-        """Open every listener, or none: on a failure the ones opened close again and the
+    async def start(self) -> None:
+        """Open every listener, or none: all bind before any listens, and on a failure the
         OSError names the listener by its YAML path."""
+        bound: list[list[socket.socket]] = []
         for i, listener in enumerate(self.listeners):
             try:
-                await listener.start((socks or {}).get(listener.name))
+                bound.append(listener.bind())
             except OSError as e:
-                for other in self.listeners:
-                    other.stop_accepting()
+                for group in bound:
+                    for sock in group:
+                        sock.close()
                 raise OSError(
                     e.errno,
                     f"listeners[{i}].address: cannot listen on {listener.config.address}: {e.strerror or e}",
                 ) from None
+        for listener, group in zip(self.listeners, bound):
+            await listener.start(group)
         if self.shared is not None and self.worker != 0:
             self.metrics.start_sharing()
         if self.config.admin is not None and self.worker == 0:
@@ -411,8 +430,8 @@ class Proxy:
         for listener in self.listeners:
             if listener.access_log is not None:
                 listener.access_log.close()
-            if listener.server is not None:
-                await listener.server.wait_closed()
+            for server in listener.servers:
+                await server.wait_closed()
 
 
 class _ResolvedRoute:

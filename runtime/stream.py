@@ -50,6 +50,7 @@ class Deadlines:
     of its deadline and removed when it finishes; one timer walks the ticks that fall due."""
 
     RESOLUTION = 0.01
+    PER_SECOND = 100  # 1 / RESOLUTION
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
@@ -57,8 +58,9 @@ class Deadlines:
         self.handle: asyncio.TimerHandle | None = None
         self.next_tick = 0
 
-    def add(self, stream: "Stream", seconds: float) -> None:
-        tick = int((self.loop.time() + seconds) / self.RESOLUTION) + 1
+    def add(self, stream: "Stream", at: float) -> None:
+        """File ``stream`` to time out at loop time ``at``."""
+        tick = int(at * self.PER_SECOND) + 1
         bucket = self.buckets.get(tick)
         if bucket is None:
             bucket = self.buckets[tick] = {}
@@ -92,42 +94,61 @@ class Deadlines:
 
 
 class Stream:
-    """One request in flight: where it came from, where it went, and its deadline."""
+    """One request in flight: where it came from, where it went, and its deadline. It is also
+    what stream filters see of the request (``frame``, ``service``, ``method``, ``header()``,
+    ``extra_headers``, ``modified``, ``protocol``, ``listener``, ``cluster_name``).
 
-    __slots__ = (
-        "downstream", "request", "down_id", "kind", "slot", "timer", "upstream", "seq",
-        "cluster", "endpoint", "done", "raw", "started", "service", "method", "ctx",
-        "retries", "tried", "cluster_name", "target", "up_id",
-    )  # fmt: skip
+    Only what every request needs is set in ``__init__``; the rest are class-level defaults
+    until a request needs them (a retry, a filter that adds headers)."""
+
+    # defaults, overridden per instance when they change
+    slot: Slot | None = None  # its place in an ordered answer order
+    timer: int | None = None  # its deadline tick in the Deadlines (None: none)
+    upstream = None  # the UpstreamConnection it was written to
+    seq = 0  # order of writing on that connection
+    cluster = None  # the Cluster counting it as active (until it ends)
+    endpoint = None  # the EndpointPool it went to
+    done = False
+    service = None
+    method = None
+    retries = 0  # retries left (connect failure or reset before an answer)
+    tried: tuple = ()  # endpoints that failed it
+    cluster_name: str | None = None
+    target = None  # the Cluster routing chose (counted once dispatched)
+    up_id = 0  # its id on a multiplexed upstream connection
+    extra_headers: dict | None = None  # filters' headers seen by routing, not forwarded
+    modified = False  # a filter changed the frame: it is re-encoded on the way out
+    paused = False  # a filter held it for a while
 
     def __init__(
         self,
         downstream: "DownstreamConnection | None",
-        request: XFrame,
+        frame: XFrame,
         kind: StreamType,
-        raw: bytes,
+        raw: bytes | None,
+        started: float,
     ):
         self.downstream = downstream
-        self.request = request
-        self.down_id = request.get_request_id()
+        self.frame = frame
+        self.down_id = frame.get_request_id()
         self.kind = kind
-        self.slot: Slot | None = None
-        self.timer: int | None = None  # its deadline tick in the Deadlines (None: none)
-        self.upstream = None  # the UpstreamConnection it was written to
-        self.seq = 0  # order of writing on that connection
-        self.cluster = None
-        self.endpoint = None
-        self.done = False
         self.raw = raw  # the request's bytes as they arrived (None once a filter changed it)
-        self.started = 0.0
-        self.service = None
-        self.method = None
-        self.ctx = None  # the filters' RequestContext, when the listener has filters
-        self.retries = 0  # retries left (connect failure or reset before an answer)
-        self.tried: tuple = ()  # endpoints that failed it
-        self.cluster_name: str | None = None
-        self.target = None  # the Cluster routing chose (counted once dispatched)
-        self.up_id = 0  # its id on a multiplexed upstream connection
+        self.started = started
+
+    @property
+    def protocol(self):
+        return self.downstream.proto
+
+    @property
+    def listener(self) -> str:
+        return self.downstream.listener.name
+
+    def header(self, name: str):
+        """A request header as routing sees it: a filter's extra header, else the frame's."""
+        extra = self.extra_headers
+        if extra is not None and name in extra:
+            return extra[name]
+        return self.frame.get_header(name)
 
     def end(self) -> bool:
         """Mark the stream done (False if it already was): its deadline and its place in the
@@ -138,8 +159,15 @@ class Stream:
         if self.timer is not None:
             self.downstream.deadlines.remove(self)
         if self.cluster is not None:
-            self.cluster.stream_done(self)
+            self.leave_cluster()
         return True
+
+    def leave_cluster(self) -> None:
+        """No longer counted as active by its cluster and endpoint (the circuit breakers)."""
+        self.cluster.active -= 1
+        if self.endpoint is not None:
+            self.endpoint.active -= 1
+        self.cluster = None
 
     def finish(self, frame: XFrame | None, data: bytes | None) -> None:
         """The upstream answered (``frame``/``data``) or, for a quiet request, completed
@@ -161,7 +189,7 @@ class Stream:
         if self.retries > 0 and cluster is not None and cluster.may_retry():
             self.retries -= 1
             self.tried = self.tried + (endpoint,)
-            cluster.stream_done(self)
+            self.leave_cluster()
             cluster.retry(self)
             return
         self.fail(502)

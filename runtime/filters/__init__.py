@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+from ..stream import Stream
 
 REGISTRY: dict[str, type["StreamFilter"]] = {}
 
@@ -55,29 +57,6 @@ class FilterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RequestContext:
-    """What filters see of one request."""
-
-    __slots__ = ("frame", "protocol", "listener", "service", "method", "extra_headers", "cluster",
-                 "modified")  # fmt: skip
-
-    def __init__(self, frame, protocol, listener: str, service, method):
-        self.frame = frame
-        self.protocol = protocol
-        self.listener = listener
-        self.service = service
-        self.method = method
-        self.extra_headers: dict[str, str] | None = None  # seen by routing, not forwarded
-        self.cluster: str | None = None
-        self.modified = False  # the request frame changed: it must be re-encoded
-
-    def header(self, name: str) -> Any:
-        extra = self.extra_headers
-        if extra is not None and name in extra:
-            return extra[name]
-        return self.frame.get_header(name)
-
-
 class StreamFilter:
     """Base class. ``Config`` is the pydantic model of the filter's ``config`` mapping."""
 
@@ -94,11 +73,11 @@ class StreamFilter:
         """Why this filter cannot work with ``protocol`` (checked at load), or None."""
         return None
 
-    def on_request(self, ctx: RequestContext) -> Reject | Pause | None:
+    def on_request(self, ctx: Stream) -> Reject | Pause | None:
         return None
 
-    def on_routed(self, ctx: RequestContext) -> Reject | Pause | None:
+    def on_routed(self, ctx: Stream) -> Reject | Pause | None:
         return None
 
-    def on_response(self, ctx: RequestContext, frame) -> None:
+    def on_response(self, ctx: Stream, frame) -> None:
         return None

@@ -8,8 +8,9 @@ import random
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..api import RUNTIME_CODES
+from ..stream import Stream
 
-from . import FilterConfig, Pause, Reject, RequestContext, StreamFilter, register
+from . import FilterConfig, Pause, Reject, StreamFilter, register
 
 
 class Delay(BaseModel):
@@ -46,7 +47,7 @@ class Fault(StreamFilter):
         super().__init__(config, metrics)
         self.rng = random.Random()
 
-    def on_request(self, ctx: RequestContext):
+    def on_request(self, ctx: Stream):
         c = self.config
         if c.abort is not None and self.rng.random() * 100 < c.abort.percent:
             return Reject(c.abort.code, f"protoc-x: {c.abort.code} fault injected")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from . import FilterConfig, RequestContext, StreamFilter, register
+from ..stream import Stream
+from . import FilterConfig, StreamFilter, register
 
 
 class HeaderValue(BaseModel):
@@ -45,14 +46,14 @@ class HeaderMutation(StreamFilter):
             return f"protocol {protocol.name!r} has no writable header map"
         return None
 
-    def on_request(self, ctx: RequestContext):
+    def on_request(self, ctx: Stream):
         c = self.config
         if c.request_headers_to_add or c.request_headers_to_remove:
             _apply(ctx.frame, c.request_headers_to_add, c.request_headers_to_remove)
             ctx.modified = True
         return None
 
-    def on_response(self, ctx: RequestContext, frame) -> None:
+    def on_response(self, ctx: Stream, frame) -> None:
         c = self.config
         if c.response_headers_to_add or c.response_headers_to_remove:
             _apply(frame, c.response_headers_to_add, c.response_headers_to_remove)

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import time
-
 from pydantic import Field, field_validator
 
-from . import FilterConfig, Reject, RequestContext, StreamFilter, register
+from ..stream import Stream
+from . import FilterConfig, Reject, StreamFilter, register
 
 MAX_BUCKETS = 100_000  # distinct descriptors kept before the table is reset
 
@@ -44,12 +43,24 @@ class LocalRateLimit(StreamFilter):
         super().__init__(config, metrics)
         self.rate = config.tokens_per_second
         self.burst = float(config.burst)
+        self.per = config.per
         self.buckets: dict[tuple, Bucket] = {}
-        self.share = 1.0  # with N workers each takes 1/N of the rate
+        self.share = 1.0
 
-    def descriptor(self, ctx: RequestContext) -> tuple:
+    @property
+    def share(self) -> float:
+        """This process's part of the limit: with N workers each takes 1/N of it."""
+        return self._share
+
+    @share.setter
+    def share(self, value: float) -> None:
+        self._share = value
+        self.cap = self.burst * value  # tokens a bucket holds at most
+        self.refill = self.rate * value  # tokens per second
+
+    def descriptor(self, ctx: Stream) -> tuple:
         out = []
-        for item in self.config.per:
+        for item in self.per:
             if item == "service":
                 out.append(ctx.service)
             elif item == "method":
@@ -58,19 +69,17 @@ class LocalRateLimit(StreamFilter):
                 out.append(ctx.header(item[7:]))
         return tuple(out)
 
-    def on_request(self, ctx: RequestContext):
-        key = self.descriptor(ctx) if self.config.per else ()
-        now = time.monotonic()
+    def on_request(self, ctx: Stream):
+        key = self.descriptor(ctx) if self.per else ()
+        now = ctx.started  # the event loop's clock when the request arrived
         bucket = self.buckets.get(key)
         if bucket is None:
             if len(self.buckets) >= MAX_BUCKETS:
                 self.buckets.clear()
-            bucket = self.buckets[key] = Bucket(self.burst * self.share, now)
-        else:
-            bucket.tokens = min(
-                self.burst * self.share,
-                bucket.tokens + (now - bucket.stamp) * self.rate * self.share,
-            )
+            bucket = self.buckets[key] = Bucket(self.cap, now)
+        elif now > bucket.stamp:  # (a request held by a fault filter may arrive "earlier")
+            tokens = bucket.tokens + (now - bucket.stamp) * self.refill
+            bucket.tokens = tokens if tokens < self.cap else self.cap
             bucket.stamp = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0

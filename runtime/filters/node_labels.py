@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pydantic import model_validator
 
-from . import FilterConfig, RequestContext, StreamFilter, register
+from ..stream import Stream
+from . import FilterConfig, StreamFilter, register
 
 LINE = re.compile(r'^\s*([A-Za-z0-9_./-]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
 
@@ -49,7 +50,7 @@ class NodeLabels(StreamFilter):
         labels.update(config.labels)
         self.headers = {config.header_prefix + k: v for k, v in labels.items()}
 
-    def on_request(self, ctx: RequestContext):
+    def on_request(self, ctx: Stream):
         if ctx.protocol.writable_headers:
             for key, value in self.headers.items():
                 ctx.frame.set_header(key, value)
