@@ -3,7 +3,7 @@ cached per label set so the per-request cost is a dict lookup and an increment."
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -16,10 +16,12 @@ class Metrics:
         self.worker = worker
         self.shared = shared  # with several workers: where they leave their counts
         r = self.registry = CollectorRegistry()
-        # The per-request metrics are counted in plain dicts and handed to prometheus-client
-        # when scraped: no lock and no label lookup on the request path.
-        self.counts: dict[tuple, int] = {}
-        self.durations: dict[tuple, list] = {}  # labels → [bucket counts..., sum]
+        # The per-request metrics are counted in one plain dict and handed to prometheus-client
+        # when scraped: no lock and no label lookup on the request path. A cell per label set
+        # (listener, protocol, service, method, cluster, code) holds its duration histogram:
+        # [count per bucket (the last is +Inf)..., sum of seconds]; its request count is the
+        # sum of the buckets.
+        self.cells: dict[tuple, list] = {}
         r.register(_RequestCollector(self))
         self.downstream = Gauge(
             "protocx_downstream_connections",
@@ -59,15 +61,12 @@ class Metrics:
         return c
 
     def request_done(self, listener, protocol, service, method, cluster, code, seconds) -> None:
-        key = (listener, protocol, service or "", method or "", cluster or "", code)
-        counts = self.counts
-        counts[key] = counts.get(key, 0) + 1
-        hkey = (listener, protocol, cluster or "")
-        h = self.durations.get(hkey)
-        if h is None:
-            h = self.durations[hkey] = [0] * (len(BUCKETS) + 2)
-        h[bisect.bisect_left(BUCKETS, seconds)] += 1
-        h[-1] += seconds
+        key = (listener, protocol, service, method, cluster, code)
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = [0] * (len(BUCKETS) + 2)
+        cell[bisect_left(BUCKETS, seconds)] += 1
+        cell[-1] += seconds
 
     def rate_limited(self, ctx) -> None:
         self.child(self.rate_limited_total, ctx.listener, ctx.protocol.name).inc()
@@ -98,18 +97,16 @@ class Metrics:
         import os
 
         path = os.path.join(self.shared, f"worker-{self.worker}.json")
-        data = {"counts": [[list(k), v] for k, v in self.counts.items()],
-                "durations": [[list(k), v] for k, v in self.durations.items()]}  # fmt: skip
+        data = [[list(k), v] for k, v in self.cells.items()]
         with open(path + ".tmp", "w") as f:
             json.dump(data, f)
         os.replace(path + ".tmp", path)
 
-    def merged(self) -> tuple[dict, dict]:
-        """This process's counts plus the other workers' last dumps."""
-        counts = dict(self.counts)
-        durations = {k: list(v) for k, v in self.durations.items()}
+    def merged(self) -> dict[tuple, list]:
+        """This process's cells plus the other workers' last dumps."""
+        cells = {k: list(v) for k, v in self.cells.items()}
         if self.shared is None:
-            return counts, durations
+            return cells
         import glob
         import json
 
@@ -119,19 +116,15 @@ class Metrics:
                     data = json.load(f)
             except (OSError, ValueError):
                 continue
-            for key, value in data["counts"]:
-                key = tuple(key)
-                counts[key] = counts.get(key, 0) + value
-            for key, h in data["durations"]:
-                key = tuple(key)
-                mine = durations.setdefault(key, [0] * len(h))
-                for i, v in enumerate(h):
+            for key, cell in data:
+                mine = cells.setdefault(tuple(key), [0] * len(cell))
+                for i, v in enumerate(cell):
                     mine[i] += v
-        return counts, durations
+        return cells
 
 
 class _RequestCollector:
-    """protocx_requests_total and protocx_request_duration_seconds, from the counts."""
+    """protocx_requests_total and protocx_request_duration_seconds, from the cells."""
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
@@ -141,9 +134,14 @@ class _RequestCollector:
             "protocx_requests", "Requests answered, by runtime code",
             labels=["listener", "protocol", "service", "method", "cluster", "code"],
         )  # fmt: skip
-        counts, durations = self.metrics.merged()
-        for key, value in counts.items():
-            requests.add_metric([str(k) for k in key], value)
+        durations: dict[tuple, list] = {}  # (listener, protocol, cluster) → summed cells
+        for key, cell in self.metrics.merged().items():
+            listener, protocol, service, method, cluster, code = key
+            labels = [listener, protocol, service or "", method or "", cluster or "", str(code)]
+            requests.add_metric(labels, sum(cell[:-1]))
+            summed = durations.setdefault((listener, protocol, cluster or ""), [0] * len(cell))
+            for i, v in enumerate(cell):
+                summed[i] += v
         yield requests
         duration = HistogramMetricFamily(
             "protocx_request_duration_seconds", "Time from request to answer",

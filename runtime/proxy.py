@@ -199,7 +199,7 @@ class DownstreamConnection(FramedConnection):
             stream.fail(400, f"protoc-x: 400 {e.reason}")
             return
         if self.request_hooks:
-            self.run_filters(stream, 0, "on_request")
+            self.run_filters(stream, self.request_hooks, 0, self.filtered)
         else:
             self.route(stream)
 
@@ -212,34 +212,34 @@ class DownstreamConnection(FramedConnection):
             else:
                 self.send(data)
 
-    def run_filters(self, stream: Stream, index: int, hook: str) -> None:
-        """Run the chain's ``hook`` from filter ``index`` on; routing follows on_request."""
-        chain = self.listener.hooks[hook]  # only the filters that do something in this hook
-        for i in range(index, len(chain)):
-            try:
+    def run_filters(self, stream: Stream, chain: list, index: int, then) -> None:
+        """Run ``chain`` (a hook of each filter that has it) from ``index`` on, then ``then``."""
+        try:
+            for i in range(index, len(chain)):
                 verdict = chain[i](stream)
-            except DecodeError as e:
-                stream.fail(400, f"protoc-x: 400 {e.reason}")
-                return
-            if verdict is None:
-                continue
-            if isinstance(verdict, Reject):
-                stream.fail(verdict.code, verdict.message)
-                return
-            # Pause: hold the request, then go on with the next filter
-            stream.paused = True
-            self.loop.call_later(verdict.seconds, self.resume_filters, stream, i + 1, hook)
+                if verdict is not None:
+                    if isinstance(verdict, Reject):
+                        stream.fail(verdict.code, verdict.message)
+                    else:  # Pause: hold the request, then go on with the next filter
+                        stream.paused = True
+                        self.loop.call_later(
+                            verdict.seconds, self.resume_filters, stream, chain, i + 1, then
+                        )
+                    return
+        except DecodeError as e:
+            stream.fail(400, f"protoc-x: 400 {e.reason}")
             return
-        if hook == "on_request":
-            if stream.modified:
-                stream.raw = None  # re-encoded on the way out
-            self.route(stream)
-        else:
-            self.send_upstream(stream)
+        then(stream)
 
-    def resume_filters(self, stream: Stream, index: int, hook: str) -> None:
+    def resume_filters(self, stream: Stream, chain: list, index: int, then) -> None:
         if not stream.done and not self.closed:
-            self.run_filters(stream, index, hook)
+            self.run_filters(stream, chain, index, then)
+
+    def filtered(self, stream: Stream) -> None:
+        """The request filters passed it: route it."""
+        if stream.modified:
+            stream.raw = None  # re-encoded on the way out
+        self.route(stream)
 
     def route(self, stream: Stream) -> None:
         frame = stream.frame
@@ -272,9 +272,9 @@ class DownstreamConnection(FramedConnection):
             start = self.loop.time() if stream.paused else stream.started
             self.deadlines.add(stream, start + timeout / 1000)
         if self.routed_hooks:
-            self.run_filters(stream, 0, "on_routed")
+            self.run_filters(stream, self.routed_hooks, 0, self.send_upstream)
         else:
-            self.send_upstream(stream)
+            stream.target.dispatch(stream)
 
     def send_upstream(self, stream: Stream) -> None:
         stream.target.dispatch(stream)

@@ -44,7 +44,8 @@ class LocalRateLimit(StreamFilter):
         self.rate = config.tokens_per_second
         self.burst = float(config.burst)
         self.per = config.per
-        self.buckets: dict[tuple, Bucket] = {}
+        self.buckets: dict[tuple, Bucket] = {}  # per descriptor
+        self.bucket: Bucket | None = None  # the listener's, without descriptors
         self.share = 1.0
 
     @property
@@ -58,6 +59,17 @@ class LocalRateLimit(StreamFilter):
         self.cap = self.burst * value  # tokens a bucket holds at most
         self.refill = self.rate * value  # tokens per second
 
+    def new_bucket(self, ctx: Stream, now: float) -> Bucket:
+        """A full bucket for the request's descriptor (the listener's one without ``per``)."""
+        bucket = Bucket(self.cap, now)
+        if not self.per:
+            self.bucket = bucket
+        else:
+            if len(self.buckets) >= MAX_BUCKETS:
+                self.buckets.clear()
+            self.buckets[self.descriptor(ctx)] = bucket
+        return bucket
+
     def descriptor(self, ctx: Stream) -> tuple:
         out = []
         for item in self.per:
@@ -70,13 +82,10 @@ class LocalRateLimit(StreamFilter):
         return tuple(out)
 
     def on_request(self, ctx: Stream):
-        key = self.descriptor(ctx) if self.per else ()
         now = ctx.started  # the event loop's clock when the request arrived
-        bucket = self.buckets.get(key)
+        bucket = self.buckets.get(self.descriptor(ctx)) if self.per else self.bucket
         if bucket is None:
-            if len(self.buckets) >= MAX_BUCKETS:
-                self.buckets.clear()
-            bucket = self.buckets[key] = Bucket(self.cap, now)
+            bucket = self.new_bucket(ctx, now)
         elif now > bucket.stamp:  # (a request held by a fault filter may arrive "earlier")
             tokens = bucket.tokens + (now - bucket.stamp) * self.refill
             bucket.tokens = tokens if tokens < self.cap else self.cap
