@@ -171,7 +171,7 @@ async def run_load(proto, host, port, connections, depth, size, duration, rate=N
     return {
         "protocol": proto.name, "connections": connections, "depth": depth,
         "request_bytes": len(conns[0].frames[0]) if conns else 0,
-        "rps": done / elapsed, "p50_ms": hist.percentile(50), "p90_ms": hist.percentile(90),
+        "rps": done / elapsed, "requests": state["done"], "p50_ms": hist.percentile(50), "p90_ms": hist.percentile(90),
         "p99_ms": hist.percentile(99), "p999_ms": hist.percentile(99.9), "lost": state["lost"],
         "warmup_s": t0 - warm,
     }  # fmt: skip

@@ -5,9 +5,11 @@ starts the upstream, the relay and `protoc-x run` (routing by service, one filte
 then runs the load generator against the upstream directly, through the relay and through
 protoc-x, and prints requests/s, latency percentiles and the protoc-x / relay ratio.
 
-    python benchmarks/proxy_bench.py [--duration 8] [--connections 16] [--depth 8] [--only bolt]
+    python benchmarks/proxy_bench.py [--duration 4] [--connections 16] [--depth 8] [--only bolt]
+        [--rounds 3]           # relay and protoc-x take turns this many times (medians reported)
         [--workers N]          # protoc-x with N worker processes
         [--latency]            # also: p99 added latency vs direct at half the measured maximum
+                               # (the relay's added p99 at that rate as the baseline)
         [--idle 10000]         # also: RSS per idle downstream connection (held by a separate process)
 """
 
@@ -73,6 +75,22 @@ def load(protocol, port, size, args, rate=None) -> dict:
     return json.loads(out.stdout)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes of ``protoc-x run --workers N`` (none with one worker)."""
+    time.sleep(0.5)  # the workers are forked once the config is checked
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -130,12 +148,39 @@ def run_case(name, protocol, size, upstream_kind, args, tmp: Path) -> dict:
         wait_port(relay_port)
         wait_port(proxy_port)
         result = {"case": name}
-        for label, port in (("direct", up), ("relay", relay_port), ("protoc-x", proxy_port)):
-            result[label] = load(protocol, port, size, args)
+        # The machine's speed drifts between runs (a shared VM): relay and protoc-x take turns,
+        # ``--rounds`` times, and each keeps its median run; the ratio is the median of the
+        # rounds' ratios. CPU per request is the process's CPU time over the requests it carried.
+        pids = {"relay": [procs[-2].pid], "protoc-x": [proxy.pid] + children(proxy.pid)}
+        runs: dict[str, list] = {"direct": [], "relay": [], "protoc-x": []}
+        for i in range(args.rounds):
+            for label, port in (("direct", up), ("relay", relay_port), ("protoc-x", proxy_port)):
+                if label == "direct" and i:
+                    continue
+                before = sum(cpu_seconds(pid) for pid in pids.get(label, []))
+                r = load(protocol, port, size, args)
+                spent = sum(cpu_seconds(pid) for pid in pids.get(label, [])) - before
+                r["cpu_us"] = spent / r["requests"] * 1e6 if label in pids else None
+                runs[label].append(r)
+        for label, rs in runs.items():
+            result[label] = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+        ratios = sorted(x["rps"] / r["rps"] for x, r in zip(runs["protoc-x"], runs["relay"]))
+        result["ratio"] = ratios[len(ratios) // 2]
+        result["ratios"] = ratios
         if args.latency:
+            # p99 at half of protoc-x's maximum, for direct, the relay and protoc-x in turns;
+            # each keeps its median run (the VM's scheduling makes single runs noisy)
             half = result["protoc-x"]["rps"] / 2
-            for label, port in (("direct", up), ("protoc-x", proxy_port)):
-                result[f"{label}@half"] = load(protocol, port, size, args, rate=half)
+            slow: dict[str, list] = {"direct": [], "relay": [], "protoc-x": []}
+            for _ in range(args.rounds):
+                for label, port in (
+                    ("direct", up),
+                    ("relay", relay_port),
+                    ("protoc-x", proxy_port),
+                ):
+                    slow[label].append(load(protocol, port, size, args, rate=half))
+            for label, rs in slow.items():
+                result[f"{label}@half"] = sorted(rs, key=lambda r: r["p99_ms"])[len(rs) // 2]
         if args.idle and args.workers == 1:
             result["idle_kib"] = idle_memory(proxy_port, proxy.pid, args.idle)
         return result
@@ -151,18 +196,20 @@ def run_case(name, protocol, size, upstream_kind, args, tmp: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--duration", type=float, default=8)
+    p.add_argument("--duration", type=float, default=4)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--depth", type=int, default=8)
     p.add_argument("--only", default=None)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="relay and protoc-x runs, taking turns")
     p.add_argument("--latency", action="store_true")
     p.add_argument("--idle", type=int, default=0)
     args = p.parse_args()
     print(f"{args.connections} connections × {args.depth} in flight, {args.duration:.0f} s per run, "
           f"{os.cpu_count()} CPUs; load generator, relay/proxy and upstream share them")  # fmt: skip
     print(f"{'case':12} {'B':>5} {'direct r/s':>11} {'relay r/s':>10} {'protoc-x r/s':>13} "
-          f"{'x/relay':>8} {'p50 ms':>7} {'p99 ms':>7} {'relay p99':>9}")  # fmt: skip
+          f"{'x/relay':>8} {'p50 ms':>7} {'p99 ms':>7} {'relay p99':>9} {'CPU µs/req relay':>16} "
+          f"{'protoc-x':>8}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for name, protocol, size, kind in CASES:
             if args.only and args.only not in name:
@@ -170,13 +217,15 @@ def main() -> int:
             r = run_case(name, protocol, size, kind, args, Path(tmp))
             d, rl, x = r["direct"], r["relay"], r["protoc-x"]
             print(f"{name:12} {x['request_bytes']:5} {d['rps']:11,.0f} {rl['rps']:10,.0f} {x['rps']:13,.0f} "
-                  f"{x['rps'] / rl['rps']:7.2f}x {x['p50_ms']:7.3f} {x['p99_ms']:7.3f} {rl['p99_ms']:9.3f}",
-                  flush=True)  # fmt: skip
+                  f"{r['ratio']:7.2f}x {x['p50_ms']:7.3f} {x['p99_ms']:7.3f} {rl['p99_ms']:9.3f} "
+                  f"{rl['cpu_us']:16.1f} {x['cpu_us']:8.1f}", flush=True)  # fmt: skip
+            print("    ratios of the rounds: " + ", ".join(f"{v:.2f}" for v in r["ratios"]))
             if args.latency:
-                dh, xh = r["direct@half"], r["protoc-x@half"]
-                print(f"    at {xh['rps']:,.0f} req/s (half of protoc-x's maximum): p99 direct "
-                      f"{dh['p99_ms']:.3f} ms, through protoc-x {xh['p99_ms']:.3f} ms, added "
-                      f"{xh['p99_ms'] - dh['p99_ms']:.3f} ms", flush=True)  # fmt: skip
+                dh, rh, xh = r["direct@half"], r["relay@half"], r["protoc-x@half"]
+                print(f"    at {xh['rps']:,.0f} req/s (half of protoc-x's maximum), p99: direct "
+                      f"{dh['p99_ms']:.3f} ms, relay {rh['p99_ms']:.3f} ms (adds "
+                      f"{rh['p99_ms'] - dh['p99_ms']:.3f}), protoc-x {xh['p99_ms']:.3f} ms (adds "
+                      f"{xh['p99_ms'] - dh['p99_ms']:.3f})", flush=True)  # fmt: skip
             if "idle_kib" in r:
                 print(
                     f"    {args.idle} idle connections: {r['idle_kib']:.1f} KiB of RSS each",
