@@ -42,6 +42,7 @@ test: $(STAMP) system-deps $(NODE_STAMP)
 
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/codec_bench.py
+	$(PY) benchmarks/pipeline_bench.py
 	$(PY) benchmarks/proxy_bench.py
 
 clean:

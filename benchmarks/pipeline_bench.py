@@ -4,7 +4,8 @@ to its answer's bytes leaving, in one process, with the same config as proxy_ben
 A downstream and an upstream connection of a real ``Proxy`` get in-memory transports; each
 round feeds ``--depth`` requests to each of ``--connections`` clients as one read, runs the
 loop once (the writes), answers every request the upstream received as one read, and runs the
-loop again. The upstream's answers are built outside the timed part. A minimal hand-written
+loop again (a pingpong protocol: one request per round, on one upstream connection). The
+upstream's answers are built outside the timed part. A minimal hand-written
 relay of the same bytes (one read, one write per side, nothing decoded) runs in the same
 process as the baseline, so the ratio says how much of the time is the L7 work.
 
