@@ -104,6 +104,8 @@ def idle_memory(port: int, pid: int, count: int) -> float:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1000)), hard))
+    time.sleep(0.5)  # the proxy settles after start
+    before = rss_kib(pid)  # (before the holder starts connecting)
     holder = subprocess.Popen(
         [PY, "-c", f"""
 import socket, sys, time
@@ -114,8 +116,6 @@ print("ready", flush=True)
 sys.stdin.read()
 """], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(0.5)
-    before = rss_kib(pid)
     holder.stdout.readline()
     time.sleep(1.0)
     after = rss_kib(pid)
@@ -182,7 +182,13 @@ def run_case(name, protocol, size, upstream_kind, args, tmp: Path) -> dict:
             for label, rs in slow.items():
                 result[f"{label}@half"] = sorted(rs, key=lambda r: r["p99_ms"])[len(rs) // 2]
         if args.idle and args.workers == 1:
-            result["idle_kib"] = idle_memory(proxy_port, proxy.pid, args.idle)
+            # a fresh proxy: one that carried load has freed memory to reuse, which hides the cost
+            idle_port = free_port()
+            cfg.write_text(config(protocol, idle_port, up))
+            fresh = start([PY, "-m", "protoc_x.cli", "run", str(cfg)])
+            procs.append(fresh)
+            wait_port(idle_port)
+            result["idle_kib"] = idle_memory(idle_port, fresh.pid, args.idle)
         return result
     finally:
         for p in procs:

@@ -159,7 +159,21 @@ def main(path: str, workers: int = 1) -> int:
             f"error: {path}:\n{text}" if "\n" in text else f"error: {path}: {text}", file=sys.stderr
         )
         return 2
+    raise_open_files_limit()
     if workers > 1:
         return run_workers(config, protocols, workers)
     install_loop()
     return asyncio.run(serve_config(config, protocols))
+
+
+def raise_open_files_limit() -> None:
+    """A sidecar holds a descriptor per connection: take the hard limit on open files, not
+    the soft one (often 1024), as nginx's worker_rlimit_nofile or a systemd unit would."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:  # a container may refuse it: keep the soft limit
+            log.warning("open files limit stays at %d: %s", soft, e)

@@ -516,3 +516,41 @@ def test_invalid_config_exits_2_and_opens_no_port(name, tmp_path):
             assert re.search(case.pattern, stderr), f"/{case.pattern}/ not in stderr:\n{stderr}"
     finally:
         holder.close()
+
+
+# --- open files -------------------------------------------------------------------------------
+
+
+def test_run_takes_the_hard_open_files_limit(tmp_path):
+    """Started with a soft limit of 256 open files, `protoc-x run` still holds 600 client
+    connections and answers on the last one: it raises its soft limit to the hard one."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to show")
+    upstream = SlowBoltUpstream(0.0)
+    port = free_port()
+    path = tmp_path / "proxy.yaml"
+    path.write_text(yaml.safe_dump(simple_config("bolt", port, [f"{LOOPBACK}:{upstream.port}"])))
+    process = subprocess.Popen(
+        [str(PROTOC_X), "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )  # fmt: skip
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 15
+        while not accepting(port):
+            assert process.poll() is None and time.monotonic() < deadline, "proxy did not start"
+            time.sleep(0.05)
+        for _ in range(600):
+            clients.append(socket.create_connection((LOOPBACK, port), timeout=5))
+        last = clients[-1]
+        last.sendall(bolt_request(7, b"the 600th").encode())
+        (answer,) = read_frames(last, 1, timeout=5)
+        assert answer.get_request_id() == 7 and answer.get_body() == b"the 600th"
+    finally:
+        for c in clients:
+            c.close()
+        stop(process)
+        upstream.close()
