@@ -5,6 +5,7 @@ checker has accepted them as plain identifiers."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1193,16 +1194,7 @@ class Emitter:
             )
             for p in s.detect
         ]
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-        )
-        env.filters["pyrepr"] = repr
-        text = env.get_template("module.py.j2").render(
+        text = _template().render(
             spec=s,
             source_name=self.source_name,
             cls=self.cls,
@@ -1241,6 +1233,21 @@ class Emitter:
             "from runtime.api import IMPORTS", f"from runtime.api import ({', '.join(used)},)"
         )
         return black.format_str(text, mode=black.Mode(line_length=100))
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    """The module template, compiled once per process (a build renders it once per spec)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    env.filters["pyrepr"] = repr
+    return env.get_template("module.py.j2")
 
 
 def emit(plan: Plan, source_name: str) -> str:
