@@ -105,11 +105,13 @@ def _compile_route(route: Any) -> tuple[str | None, str, tuple, Any]:
 
 
 class _VirtualHost:
-    __slots__ = ("name", "routes")
+    __slots__ = ("name", "routes", "by_method")
 
     def __init__(self, name: str, routes: tuple) -> None:
         self.name = name
         self.routes = routes
+        # with no header matcher, a method always picks the same route: remembered per method
+        self.by_method: dict | None = None if any(r[2] for r in routes) else {}
 
 
 _MISS = object()
@@ -201,6 +203,20 @@ class RouteTable:
         host = self._host(service)
         if host is None:
             return None
+        memo = host.by_method
+        if memo is None:
+            return self._first(host, method, headers)
+        action = memo.get(method, _MISS)
+        if action is _MISS:
+            action = self._first(host, method, headers)
+            if len(memo) >= self._cache_max:
+                memo.clear()
+            memo[method] = action
+        return action
+
+    @staticmethod
+    def _first(host: _VirtualHost, method: str | None, headers: Any) -> Any:
+        """The action of the host's first route matching ``method`` (and headers)."""
         path = "/" + method if method else "/"
         get = None
         for exact, prefix, checks, action in host.routes:
