@@ -475,7 +475,6 @@ class Cluster:
                 self.metrics.overflowed(self.name, full)
             stream.fail(503, "protoc-x: 503 circuit breaker open")
             return
-        stream.cluster_name = self.name
         proto = stream.downstream.proto
         key = None
         if self.hash_header is not None:  # the request's header picks the endpoint
