@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generated.bolt import PROTOCOL  # noqa: E402
+from protoc_x.generated.bolt import PROTOCOL  # noqa: E402
 from protoc_x.samples import SAMPLES  # noqa: E402
 
 REQ_HEAD = struct.Struct(">BBHBIBiHHI")

@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from protoc_x.samples import SAMPLES  # noqa: E402
-from runtime.api import Direction, PoolMode, StreamType  # noqa: E402
-from runtime.engine import load_protocols  # noqa: E402
-from runtime.network import FramedConnection, parse_address  # noqa: E402
-from runtime.run import install_loop  # noqa: E402
+from protoc_x.runtime.api import Direction, PoolMode, StreamType  # noqa: E402
+from protoc_x.loader import protocols as load_protocols  # noqa: E402
+from protoc_x.runtime.network import FramedConnection, parse_address  # noqa: E402
+from protoc_x.runtime.run import install_loop  # noqa: E402
 
 
 class Histogram:

@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from loadgen import request_template  # noqa: E402
 from proxy_bench import CASES, config  # noqa: E402
-from runtime.api import Direction, PoolMode  # noqa: E402
-from runtime.config import parse_config  # noqa: E402
-from runtime.engine import load_protocols  # noqa: E402
-from runtime.pool import UpstreamConnection  # noqa: E402
-from runtime.proxy import DownstreamConnection, Proxy  # noqa: E402
-from runtime.run import install_loop  # noqa: E402
+from protoc_x.runtime.api import Direction, PoolMode  # noqa: E402
+from protoc_x.runtime.config import parse_config  # noqa: E402
+from protoc_x.loader import protocols as load_protocols  # noqa: E402
+from protoc_x.runtime.pool import UpstreamConnection  # noqa: E402
+from protoc_x.runtime.proxy import DownstreamConnection, Proxy  # noqa: E402
+from protoc_x.runtime.run import install_loop  # noqa: E402
 
 
 class MemoryTransport:

@@ -5,7 +5,7 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 class_len, header_len, content_len, crc recomputed.
 """
 
-from runtime.api import (
+from protoc_x.runtime.api import (
     DecodeError,
     PoolMode,
     StreamType,

@@ -5,7 +5,7 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 body_len recomputed.
 """
 
-from runtime.api import (
+from protoc_x.runtime.api import (
     DecodeError,
     PoolMode,
     StreamType,
@@ -19,7 +19,7 @@ from runtime.api import (
     text,
     to_int,
 )
-from runtime.fieldtypes import hessian2
+from protoc_x.runtime.fieldtypes import hessian2
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # magic, bits(is_request, two_way, event, serialization), status, id, body_len
@@ -27,7 +27,7 @@ _S0 = Struct(">HBBQI")
 # the request id (id)
 _S1 = Struct(">Q")
 
-# Field types from runtime.fieldtypes named by the spec.
+# Field types from protoc_x.runtime.fieldtypes named by the spec.
 _T0 = hessian2.TYPES["string"]()
 _T1 = hessian2.TYPES["any"]()
 _T2 = hessian2.TYPES["map"]()

@@ -5,7 +5,7 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 size, client_id_len recomputed.
 """
 
-from runtime.api import (
+from protoc_x.runtime.api import (
     DecodeError,
     Direction,
     PoolMode,

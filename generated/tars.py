@@ -5,7 +5,7 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 packet_len recomputed.
 """
 
-from runtime.api import (
+from protoc_x.runtime.api import (
     DecodeError,
     Direction,
     PoolMode,
@@ -18,13 +18,13 @@ from runtime.api import (
     map_get,
     text,
 )
-from runtime.fieldtypes import tars
+from protoc_x.runtime.fieldtypes import tars
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # packet_len
 _S0 = Struct(">I")
 
-# Field types from runtime.fieldtypes named by the spec.
+# Field types from protoc_x.runtime.fieldtypes named by the spec.
 _T0 = tars.TYPES["int"](1)
 _T1 = tars.TYPES["int"](2)
 _T2 = tars.TYPES["int"](3)

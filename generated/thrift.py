@@ -5,7 +5,7 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 frame_len, name_len recomputed.
 """
 
-from runtime.api import (
+from protoc_x.runtime.api import (
     DecodeError,
     PoolMode,
     StreamType,
@@ -19,7 +19,7 @@ from runtime.api import (
     overrun,
     text,
 )
-from runtime.fieldtypes import thrift
+from protoc_x.runtime.fieldtypes import thrift
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # frame_len, bits(version, unused, type), name_len
@@ -27,7 +27,7 @@ _S0 = Struct(">IIi")
 # seqid
 _S1 = Struct(">i")
 
-# Field types from runtime.fieldtypes named by the spec.
+# Field types from protoc_x.runtime.fieldtypes named by the spec.
 _T0 = thrift.TYPES["field"](1, "string")
 _T1 = thrift.TYPES["field"](2, "i32")
 _T2 = thrift.TYPES["stop"]()

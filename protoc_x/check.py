@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from runtime import api
+from protoc_x.runtime import api
 
 from . import nodes as n
 from .diagnostics import Pos, SpecError  # noqa: F401 (Pos re-exported)
@@ -56,7 +56,7 @@ class Checked:
 
 
 def _fieldtype_modules() -> dict:
-    from runtime import fieldtypes
+    from protoc_x.runtime import fieldtypes
 
     return fieldtypes.MODULES
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.api import DecodeError, Direction, XFrame
+from protoc_x.runtime.api import DecodeError, Direction, XFrame
 
 from . import __version__
 from .compiler import compile_all, write_all
@@ -63,7 +63,8 @@ def _cmd_build(args: argparse.Namespace, write: bool) -> int:
         print(e.render(), file=sys.stderr)
         return 1
     except (FileNotFoundError, UnicodeDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        hint = "" if args.paths else " (with no PATH, the specs/ directory here is used)"
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 1
     if write:
         out = write_all(compiled, Path(args.output))
@@ -164,8 +165,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from runtime.network import parse_address
-    from runtime.serve import main as serve_main
+    from protoc_x.runtime.network import parse_address
+    from protoc_x.runtime.serve import main as serve_main
 
     proto = _protocol(args)
     if proto is None:
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "run":
-        from runtime.run import main as run_main
+        from .start import main as run_main
 
         return run_main(args.config, args.workers)
     if args.command == "serve":

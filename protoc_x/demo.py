@@ -18,13 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.api import StreamType
+from protoc_x.runtime.api import StreamType
 
 from .compiler import compile_all, write_all
 from .diagnostics import SpecError
 from .samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the built-in specs, wherever protoc-x is installed (specs/ in a checkout)
+SPECS = Path(__file__).resolve().parent / "specs"
 
 CONFIG = """\
 drain_timeout_ms: 2000
@@ -76,14 +78,14 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 
 def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "protoc_x.cli", *args], cwd=ROOT,
+        [sys.executable, "-m", "protoc_x.cli", *args], cwd=tempfile.gettempdir(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
 
 async def traffic(port: int, n_bolt: int, n_dubbo: int) -> list[str]:
-    from runtime.client import Client
-    from runtime.engine import load_protocols
+    from protoc_x.runtime.client import Client
+    from .loader import protocols as load_protocols
 
     protos = load_protocols()
     bolt, dubbo = protos["bolt"], protos["dubbo"]
@@ -130,15 +132,21 @@ async def traffic(port: int, n_bolt: int, n_dubbo: int) -> list[str]:
 
 def main() -> int:
     t0 = time.perf_counter()
+    checkout = (ROOT / "specs").is_dir() and (ROOT / "generated").is_dir()
+    specs = ROOT / "specs" if checkout else SPECS
     try:
-        compiled = compile_all([ROOT / "specs"])
+        compiled = compile_all([specs])
     except SpecError as e:
         print(e.render(), file=sys.stderr)
         return 1
-    write_all(compiled, ROOT / "generated")
+    if checkout:  # a clone: refresh generated/ as `make build` would
+        write_all(compiled, ROOT / "generated")
+        where = "specs/ → generated/"
+    else:  # installed: the package's generated modules are used; compile to show it works
+        where = f"{specs} (built-in specs, compiled in memory)"
     names = ", ".join(c.name for c in compiled)
     print(
-        f"protoc-x build specs/ → generated/: {len(compiled)} codecs ({names}) in {time.perf_counter() - t0:.2f} s"
+        f"protoc-x build {where}: {len(compiled)} codecs ({names}) in {time.perf_counter() - t0:.2f} s"
     )
 
     ports = {k: free_port() for k in ("listen", "blue", "green", "dubbo")}

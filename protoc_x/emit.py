@@ -1230,7 +1230,8 @@ class Emitter:
         )
         used = sorted(name for name in API_NAMES if re.search(rf"\b{name}\b", text))
         text = text.replace(
-            "from runtime.api import IMPORTS", f"from runtime.api import ({', '.join(used)},)"
+            "from protoc_x.runtime.api import IMPORTS",
+            f"from protoc_x.runtime.api import ({', '.join(used)},)",
         )
         return black.format_str(text, mode=black.Mode(line_length=100))
 

@@ -10,17 +10,17 @@ import sys
 import types
 from pathlib import Path
 
-from runtime.api import XProtocol
+from protoc_x.runtime.api import XProtocol
 
 from .compiler import compile_source, find_specs
 
 
 def builtin_protocols() -> dict[str, XProtocol]:
-    import generated
+    import protoc_x.generated as generated
 
     out = {}
     for info in sorted(pkgutil.iter_modules(generated.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"generated.{info.name}")
+        module = importlib.import_module(f"protoc_x.generated.{info.name}")
         proto = getattr(module, "PROTOCOL", None)
         if isinstance(proto, XProtocol):
             out[proto.name] = proto

@@ -1,28 +1,12 @@
-"""The protocol engine: which codecs exist (built-in generated modules plus the config's
-``protocols``), and choosing one per connection from its first bytes."""
+"""The protocol engine: whether a set of codecs can share a listener, and choosing one per
+connection from its first bytes. Loading codecs is the caller's (protoc_x.loader)."""
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from .api import Match, XProtocol
-
-
-class EngineError(Exception):
-    """A protocol set that cannot work (undecidable detection, a name defined twice...)."""
-
-
-def load_protocols(extra: Iterable[str | Path] = ()) -> dict[str, XProtocol]:
-    """Built-in codecs plus those named by ``extra`` (.xproto specs compiled in memory, or
-    generated modules). Spec errors raise protoc_x's SpecError (``file:line:col``)."""
-    from protoc_x.loader import protocols  # the compiler is only needed to load specs
-
-    try:
-        return protocols(list(extra))
-    except ValueError as e:
-        raise EngineError(str(e)) from None
 
 
 def _byte_options(probe: tuple) -> list[dict[int, int]]:

@@ -1,15 +1,11 @@
-"""``protoc-x run CONFIG``: load and check everything, open the listeners, serve until
-SIGINT/SIGTERM, then drain. Nothing listens unless the whole config is valid."""
+"""Serve a checked config (``protoc-x run``; protoc_x.start loads and checks it): open the
+listeners, serve until SIGINT/SIGTERM, then drain."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-import sys
-
-from .config import ConfigError, check_protocols, load_config
-from .engine import EngineError, check_detectable, load_protocols
 
 log = logging.getLogger("protoc_x")
 
@@ -20,48 +16,6 @@ def install_loop() -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-class StartError(Exception):
-    """The proxy cannot start; the message says where (YAML path or file:line:col)."""
-
-
-def prepare(path: str):
-    """(config, protocols) or StartError — everything checked, nothing opened."""
-    from protoc_x.diagnostics import SpecError
-
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        raise StartError(str(e)) from None
-    try:
-        protocols = load_protocols(config.protocols)
-    except SpecError as e:
-        raise StartError(e.render()) from None
-    except (EngineError, OSError, ImportError, AttributeError) as e:
-        raise StartError(f"protocols: {e}") from None
-    try:
-        check_protocols(config, set(protocols))
-    except ConfigError as e:
-        raise StartError(str(e)) from None
-    problems = []
-    from .filters import filters
-
-    registry = filters()
-    for i, listener in enumerate(config.listeners):
-        why = check_detectable([protocols[name] for name in listener.protocol])
-        if why:
-            problems.append(f"listeners[{i}].protocol: {why}")
-        for j, entry in enumerate(listener.stream_filters):
-            cls = registry[entry.name]
-            f = cls(cls.Config.model_validate(entry.config))
-            for name in listener.protocol:
-                why = f.check(protocols[name])
-                if why:
-                    problems.append(f"listeners[{i}].stream_filters[{j}]: {entry.name}: {why}")
-    if problems:
-        raise StartError("\n".join(problems))
-    return config, protocols
 
 
 async def serve_config(config, protocols, ready=None, worker: int = 0, workers: int = 1,
@@ -146,19 +100,9 @@ def run_workers(config, protocols, workers: int) -> int:
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def main(path: str, workers: int = 1) -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="protoc-x: %(message)s")
-    if workers < 1:
-        print("error: --workers: must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        config, protocols = prepare(path)
-    except StartError as e:
-        text = str(e)
-        print(
-            f"error: {path}:\n{text}" if "\n" in text else f"error: {path}: {text}", file=sys.stderr
-        )
-        return 2
+def main(config, protocols, workers: int = 1) -> int:
+    """Serve a checked config with its protocols (the CLI loads both: the runtime never
+    compiles specs) until SIGINT/SIGTERM; ``workers`` > 1 forks."""
     raise_open_files_limit()
     if workers > 1:
         return run_workers(config, protocols, workers)

@@ -16,7 +16,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from runtime.api import DecodeError
+from protoc_x.runtime.api import DecodeError
 
 MAX_DEPTH = 64
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from runtime.api import DecodeError
+from protoc_x.runtime.api import DecodeError
 
 MAX_DEPTH = 64
 

@@ -7,7 +7,7 @@ or a 10th byte carrying bits above bit 63, is a DecodeError. Redundant trailing 
 
 from __future__ import annotations
 
-from runtime.api import DecodeError
+from protoc_x.runtime.api import DecodeError
 
 MAX_BYTES = 10
 _U64 = 1 << 64

@@ -8,13 +8,13 @@ import importlib
 import pytest
 
 from protoc_x.samples import SAMPLES
-from runtime.api import RUNTIME_CODES, Direction, StreamType
+from protoc_x.runtime.api import RUNTIME_CODES, Direction, StreamType
 
 PROTOCOLS = ["bolt", "boltv2", "dubbo", "thrift", "memcached", "tars", "kafka", "xexample"]
 
 
 def codec(name):
-    return importlib.import_module(f"generated.{name}").PROTOCOL
+    return importlib.import_module(f"protoc_x.generated.{name}").PROTOCOL
 
 
 def sample(protocol, prefix):

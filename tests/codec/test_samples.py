@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from protoc_x.cli import frame_json
 from protoc_x.samples import SAMPLES
-from runtime.api import DecodeError, Direction
+from protoc_x.runtime.api import DecodeError, Direction
 
 PROTOCOLS = ["bolt", "boltv2", "dubbo", "thrift", "memcached", "tars", "kafka", "xexample"]
 
 
 def codec(name):
-    return importlib.import_module(f"generated.{name}").PROTOCOL
+    return importlib.import_module(f"protoc_x.generated.{name}").PROTOCOL
 
 
 def direction(sample):

@@ -50,7 +50,7 @@ def test_generated_imports_only_the_stable_api():
             if isinstance(node, ast.Import):
                 raise AssertionError(f"{path.name}: import {node.names[0].name}")
             if isinstance(node, ast.ImportFrom):
-                assert node.module in ("runtime.api", "runtime.fieldtypes"), (
+                assert node.module in ("protoc_x.runtime.api", "protoc_x.runtime.fieldtypes"), (
                     path.name,
                     node.module,
                 )

@@ -12,7 +12,7 @@ import pytest
 
 from protoc_x.compiler import compile_source
 from protoc_x.loader import load_module_source
-from runtime.api import DecodeError, StreamType
+from protoc_x.runtime.api import DecodeError, StreamType
 
 SPEC = """\
 # a made-up protocol written against the language reference

@@ -145,8 +145,8 @@ def tags(events: list[dict]) -> list[str]:
 def dubbo_request(request_id: int, service: str, method: str, arg: str) -> Any:
     """A two-way hessian2 request ``service.method(arg)`` as sofa-rpc-node's server expects it
     (version VERSION, group GROUP), built from generated.dubbo's frame class."""
-    from generated.dubbo import PROTOCOL
-    from runtime.fieldtypes.hessian2 import encode_string
+    from protoc_x.generated.dubbo import PROTOCOL
+    from protoc_x.runtime.fieldtypes.hessian2 import encode_string
 
     frame = PROTOCOL.frame_class.blank()
     frame.is_request, frame.two_way, frame.serialization = 1, 1, 2

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import yaml
 
-from generated.bolt import PROTOCOL as BOLT
+from protoc_x.generated.bolt import PROTOCOL as BOLT
 from protoc_x.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]

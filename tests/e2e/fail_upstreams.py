@@ -22,8 +22,8 @@ import sys
 import threading
 import time
 
-from generated.bolt import PROTOCOL as BOLT
-from runtime.api import Direction, StreamType
+from protoc_x.generated.bolt import PROTOCOL as BOLT
+from protoc_x.runtime.api import Direction, StreamType
 
 MARKER_BYTES = 16
 

@@ -19,9 +19,9 @@ import asyncio
 import re
 from pathlib import Path
 
-from generated.dubbo import PROTOCOL as DUBBO
-from runtime.client import Client
-from runtime.run import install_loop
+from protoc_x.generated.dubbo import PROTOCOL as DUBBO
+from protoc_x.runtime.client import Client
+from protoc_x.runtime.run import install_loop
 from tests.peers.dubbo_peers import SERVICE as PEER_SERVICE
 from tests.peers.dubbo_peers import dubbo_server
 

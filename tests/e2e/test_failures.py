@@ -23,12 +23,12 @@ import time
 
 import pytest
 
-from generated.bolt import PROTOCOL as BOLT
-from generated.dubbo import PROTOCOL as DUBBO
+from protoc_x.generated.bolt import PROTOCOL as BOLT
+from protoc_x.generated.dubbo import PROTOCOL as DUBBO
 from protoc_x.samples import SAMPLES
-from runtime.api import Direction
-from runtime.client import Client
-from runtime.run import install_loop
+from protoc_x.runtime.api import Direction
+from protoc_x.runtime.client import Client
+from protoc_x.runtime.run import install_loop
 
 from .fail_support import (
     RssSampler,
@@ -725,7 +725,7 @@ LENGTH_FIELDS = {
 def _codec(name: str):
     import importlib
 
-    return importlib.import_module(f"generated.{name}").PROTOCOL
+    return importlib.import_module(f"protoc_x.generated.{name}").PROTOCOL
 
 
 class Mutator:

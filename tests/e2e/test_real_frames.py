@@ -16,7 +16,7 @@ import pytest
 
 from tests.peers import captures as peers
 from protoc_x.cli import frame_json
-from runtime.api import DecodeError, Direction, StreamType
+from protoc_x.runtime.api import DecodeError, Direction, StreamType
 
 ROOT = Path(__file__).parents[2]
 GENERIC = (
@@ -32,7 +32,7 @@ GENERIC = (
 
 
 def codec(name):
-    return importlib.import_module(f"generated.{name}").PROTOCOL
+    return importlib.import_module(f"protoc_x.generated.{name}").PROTOCOL
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from dubbo_ssl.codec.encoder import Object, Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.api import DecodeError
-from runtime.fieldtypes import hessian2 as h2
+from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes import hessian2 as h2
 
 T = h2.TYPES
 STRING, INT, ANY, MAP = T["string"](), T["int"](), T["any"](), T["map"]()

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.api import DecodeError
-from runtime.fieldtypes import tars
+from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes import tars
 
 T = tars.TYPES
 Int, String, Bytes, Map, Any = T["int"], T["string"], T["bytes"], T["map"], T["any"]

@@ -13,8 +13,8 @@ from thrift.transport.TTransport import TMemoryBuffer
 from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.utils import serialize
 
-from runtime.api import DecodeError
-from runtime.fieldtypes import thrift
+from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes import thrift
 
 T = thrift.TYPES
 STRING = T["string"]()

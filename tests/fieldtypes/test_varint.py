@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.api import DecodeError
-from runtime.fieldtypes import varint
+from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes import varint
 
 U = varint.TYPES["unsigned"]()
 S = varint.TYPES["signed"]()

@@ -9,14 +9,14 @@ import socket
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from runtime.api import Direction, XFrame
-from runtime.client import Client
-from runtime.config import parse_config
-from runtime.engine import load_protocols
-from runtime.network import FramedConnection
-from runtime.proxy import Proxy
-from runtime.run import install_loop
-from runtime.serve import serve
+from protoc_x.runtime.api import Direction, XFrame
+from protoc_x.runtime.client import Client
+from protoc_x.runtime.config import parse_config
+from protoc_x.loader import protocols as load_protocols
+from protoc_x.runtime.network import FramedConnection
+from protoc_x.runtime.proxy import Proxy
+from protoc_x.runtime.run import install_loop
+from protoc_x.runtime.serve import serve
 
 PROTOCOLS = load_protocols()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import (
+from protoc_x.runtime.config import (
     Address,
     CircuitBreakers,
     Config,

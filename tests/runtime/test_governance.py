@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from protoc_x.samples import SAMPLES
-from runtime.router import ConsistentHash
-from runtime.run import StartError, prepare
+from protoc_x.runtime.router import ConsistentHash
+from protoc_x.start import StartError, prepare
 
 from .harness import (
     PROTOCOLS, client, config, free_port, proxy_running, recorder, run, simple_config, upstream,

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from protoc_x.samples import SAMPLES
-from runtime.api import Direction, StreamType
-from runtime.engine import check_detectable
-from runtime.network import FramedConnection
+from protoc_x.runtime.api import Direction, StreamType
+from protoc_x.runtime.engine import check_detectable
+from protoc_x.runtime.network import FramedConnection
 
 from .harness import (
     PROTOCOLS, client, config, free_port, proxy_running, recorder, run, simple_config, upstream,

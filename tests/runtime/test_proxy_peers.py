@@ -28,8 +28,8 @@ from unittest import mock
 import pytest
 import yaml
 
-from generated.bolt import PROTOCOL as BOLT
-from runtime.api import Direction
+from protoc_x.generated.bolt import PROTOCOL as BOLT
+from protoc_x.runtime.api import Direction
 from tests.peers import thrift_peers
 from tests.peers.captures import (
     ECHO_PREFIX,

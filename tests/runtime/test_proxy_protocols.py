@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from protoc_x.samples import SAMPLES
-from runtime.api import Direction, StreamType
+from protoc_x.runtime.api import Direction, StreamType
 
 from .harness import PROTOCOLS, client, free_port, proxy_running, run, simple_config, upstream
 

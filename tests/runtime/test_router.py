@@ -8,7 +8,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from runtime.router import (
+from protoc_x.runtime.router import (
     ConsistentHash,
     LeastRequest,
     RandomLB,

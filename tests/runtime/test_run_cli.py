@@ -20,9 +20,9 @@ from typing import Callable
 import pytest
 import yaml
 
-from generated.bolt import PROTOCOL as BOLT
+from protoc_x.generated.bolt import PROTOCOL as BOLT
 from protoc_x.samples import SAMPLES
-from runtime.api import Direction, StreamType
+from protoc_x.runtime.api import Direction, StreamType
 from tests.runtime.harness import free_port, simple_config
 
 pytestmark = pytest.mark.timeout(60)
