@@ -1,0 +1,41 @@
+"""The runtime never imports the compiler: protoc_x.start (the CLI) compiles specs and hands the
+runtime its protocols, so a proxy process carries no parser, templates or formatter."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+COMPILER = ("lark", "jinja2", "black", "protoc_x.parser", "protoc_x.compiler", "protoc_x.emit")
+
+
+def test_runtime_sources_import_only_the_runtime_and_generated():
+    for path in sorted((ROOT / "runtime").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                module = node.module
+            elif isinstance(node, ast.Import):
+                module = node.names[0].name
+            else:
+                continue
+            if module.startswith("protoc_x"):
+                assert module.startswith(
+                    ("protoc_x.runtime", "protoc_x.generated")
+                ), f"{path.relative_to(ROOT)}:{node.lineno}: imports {module}"
+
+
+def test_importing_every_runtime_module_loads_no_compiler():
+    code = (
+        "import pkgutil, sys, importlib, protoc_x.runtime as r\n"
+        "for m in pkgutil.walk_packages(r.__path__, 'protoc_x.runtime.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "import protoc_x.generated.bolt\n"
+        f"print(sorted(n for n in sys.modules if n.startswith({COMPILER!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
