@@ -272,6 +272,8 @@ class Address:
                 raise ValueError(f"invalid host '{host}'")
         if not port_text.isascii() or not port_text.isdigit():
             raise ValueError(f"invalid port {_show(port_text)} in {_show(text)}")
+        if len(port_text.lstrip("0")) > 9:  # (no int() of thousands of digits)
+            raise ValueError(f"port {_show(port_text)} out of range 0..65535")
         port = int(port_text)
         if port > 65535:
             raise ValueError(f"port {port} out of range 0..65535")

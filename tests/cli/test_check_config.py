@@ -116,6 +116,8 @@ CASES = [
      [(16, "clusters[0].endpoints[1]", "port 70000 out of range")]),
     ("port-not-a-number", sub("127.0.0.1:12220", "127.0.0.1:http"),
      [(3, "listeners[0].address", "invalid port 'http'")]),
+    ("port-of-5000-digits", sub("127.0.0.1:12220", "127.0.0.1:" + "7" * 5000),
+     [(3, "listeners[0].address", "port '77777777")]),
     ("admin-port-too-big", "admin: {address: 127.0.0.1:123456}\n" + BASE,
      [(1, "admin.address", "port 123456 out of range")]),
     ("bad-host", sub("127.0.0.1:12220", "bad_host:12220"),
@@ -436,9 +438,111 @@ def test_serve_and_run_refuse_an_out_of_range_port_the_same_way(tmp_path):
 @pytest.mark.parametrize(
     "listen, reason",
     [("127.0.0.1", "expected HOST:PORT, got '127.0.0.1'"), ("127.0.0.1:-1", "invalid port '-1'"),
-     ("::1:80", "write an IPv6 address as [HOST]:PORT"), ("bad host:80", "invalid host")],
+     ("::1:80", "write an IPv6 address as [HOST]:PORT"), ("bad host:80", "invalid host"),
+     ("127.0.0.1:" + "9" * 5000, "port '99999999"), ("127.0.0.1:65536", "port 65536 out of range")],
+    ids=["no-port", "negative", "bare-ipv6", "bad-host", "5000-digits", "65536"],
 )  # fmt: skip
-def test_serve_refuses_a_bad_listen_address(listen, reason, capsys):
-    assert main(["serve", "bolt", "--listen", listen]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: --listen: {reason}"), err
+def test_serve_refuses_a_bad_listen_address(listen, reason):
+    served = subprocess.run(
+        [str(PROTOC_X), "serve", "bolt", "--listen", listen],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert served.returncode == 2, served
+    assert served.stderr.startswith(f"error: --listen: {reason}"), served.stderr
+    assert len(served.stderr.splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------- fuzzing
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from protoc_x.runtime.config import ConfigError  # noqa: E402
+from protoc_x.start import prepare  # noqa: E402
+
+FUZZ_BASE = filters(
+    "{name: local_rate_limit, config: {tokens_per_second: 10, burst: 20, per: [method]}}",
+    "{name: fault, config: {delay: {fixed_delay_ms: 1, percent: 5}}}",
+    "{name: header_mutation, config: {request_headers_to_add: [{key: a, value: b}]}}",
+).replace("clusters:", "admin: {address: 127.0.0.1:9901}\nclusters:")
+FUZZ_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def assert_checked_cleanly(path: Path) -> None:
+    """``prepare`` accepts the file or raises ConfigError whose every line is located."""
+    try:
+        prepare(path)
+    except ConfigError as e:
+        size = path.read_bytes().count(b"\n") + 1
+        assert e.errors, "an error without errors"
+        for text, position in zip(e.lines(), e.positions):
+            assert text.startswith(f"{path}:"), text
+            assert position is None or 1 <= position[0] <= size, (text, size)
+
+
+@FUZZ_SETTINGS
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, len(FUZZ_BASE)),
+            st.sampled_from(["delete", "insert", "replace"]),
+            st.sampled_from(list(" :-[]{},'\"\n\t#&*!|>%@`0xé\x00\ufeff") + ["a", "99999"]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_mutated_text_never_escapes_as_an_exception(edits, tmp_path):
+    text = FUZZ_BASE
+    for position, op, piece in edits:
+        position = min(position, len(text))
+        if op == "delete":
+            text = text[:position] + text[position + 1 :]
+        elif op == "insert":
+            text = text[:position] + piece + text[position:]
+        else:
+            text = text[:position] + piece + text[position + 1 :]
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    assert_checked_cleanly(path)
+
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True)
+    | st.text(max_size=8) | st.sampled_from(["127.0.0.1:1", "*", "up", "main", "(", "-"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, prefix + (i,))
+
+
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_any_value_anywhere_is_refused_cleanly(data, tmp_path):
+    import yaml
+
+    doc = yaml.safe_load(FUZZ_BASE)
+    paths = [p for p in _paths(doc) if p]
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(paths))
+        parent = doc
+        try:
+            for part in where[:-1]:
+                parent = parent[part]
+            parent[where[-1]] = data.draw(VALUES)
+        except (KeyError, IndexError, TypeError):  # an earlier change removed the path
+            continue
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    assert_checked_cleanly(path)
