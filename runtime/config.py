@@ -335,18 +335,6 @@ def _non_empty(value: tuple) -> tuple:
 NonEmpty = AfterValidator(_non_empty)
 
 
-def _unsupported(value: Any, info: ValidationInfo) -> Any:
-    raise invalid("not supported yet")
-
-
-#: A key the contract documents but this version does not build: any value is an error.
-Unsupported = Annotated[Any, PlainValidator(_unsupported)]
-
-
-def _unsupported_field() -> Any:
-    return Field(default=None, exclude=True, repr=False)
-
-
 def _check_domain(domain: str) -> str:
     if domain == "*":
         return domain
@@ -492,20 +480,6 @@ class Listener(_Model):
     frame_timeout_ms: PositiveInt = 30_000
     access_log: AccessLog | None = None
     stream_filters: tuple[StreamFilterEntry, ...] = ()
-
-    _protocol_is_list: bool = PrivateAttr(default=False)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _remember_protocol_form(cls, data: Any, handler: Any) -> Listener:
-        listener = handler(data)
-        if isinstance(data, dict):
-            listener._protocol_is_list = isinstance(data.get("protocol"), (list, tuple))
-        return listener
-
-    def protocol_path(self, index: int) -> str:
-        """The YAML path (relative to the listener) of protocol name ``index``."""
-        return f"protocol[{index}]" if self._protocol_is_list else "protocol"
 
 
 class HeaderMatch(_Model):
