@@ -4,7 +4,6 @@ with a runtime code."""
 from __future__ import annotations
 
 import random
-
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
