@@ -320,8 +320,11 @@ EndpointAddress = Annotated[
 ]
 
 Name = Annotated[StrictStr, Field(min_length=1)]
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+#: the largest integer (count, size or milliseconds: about 24.8 days) a config takes, so that
+#: no value overflows a float or a timer at run time
+MAX_INT = 2**31 - 1
+PositiveInt = Annotated[StrictInt, Field(gt=0, le=MAX_INT)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 
 
 def _non_empty(value: tuple) -> tuple:

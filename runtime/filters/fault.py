@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from ..api import RUNTIME_CODES
-from ..config import invalid
+from ..config import NonNegativeInt, invalid
 from ..stream import Stream
 
 from . import FilterConfig, Pause, Reject, StreamFilter, register
@@ -17,7 +17,7 @@ from . import FilterConfig, Pause, Reject, StreamFilter, register
 
 class Delay(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    fixed_delay_ms: Annotated[StrictInt, Field(ge=0)]
+    fixed_delay_ms: NonNegativeInt
     percent: Annotated[StrictFloat, Field(ge=0, le=100)] = 100
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import Field, StrictFloat, StrictStr, field_validator
 
-from ..config import invalid
+from ..config import PositiveInt, invalid
 
 from ..stream import Stream
 from . import FilterConfig, Reject, StreamFilter, register
@@ -17,7 +17,7 @@ MAX_BUCKETS = 100_000  # distinct descriptors kept before the table is reset
 
 class Config(FilterConfig):
     tokens_per_second: Annotated[StrictFloat, Field(gt=0)]
-    burst: Annotated[StrictInt, Field(gt=0)]
+    burst: PositiveInt
     per: tuple[StrictStr, ...] = ()
 
     @field_validator("per")
