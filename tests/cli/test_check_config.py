@@ -518,7 +518,8 @@ def test_mutated_text_never_escapes_as_an_exception(edits, tmp_path):
 
 
 VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True)
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.integers(10**300, 10**400)
+    | st.floats(allow_nan=True)
     | st.text(max_size=8) | st.sampled_from(["127.0.0.1:1", "*", "up", "main", "(", "-"]),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=6,
