@@ -1,4 +1,4 @@
-"""The ``protoc-x`` command line: build, check, decode."""
+"""The ``protoc-x`` command line: build, check (specs and proxy configs), decode, run, serve."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def frame_json(name: str, frame: XFrame) -> dict[str, Any]:
         "body_length": len(frame.get_body() or b""),
         "fields": fields,
     }
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Proxy configs (``.yaml``/``.yml``): exit 2 on any error; specs: as ``build`` without
+    writing. The worst exit code wins."""
+    from .start import CONFIG_SUFFIXES, check
+
+    configs = [p for p in args.paths if Path(p).suffix.lower() in CONFIG_SUFFIXES]
+    specs = [p for p in args.paths if p not in configs]
+    codes = [check(path) for path in configs]
+    if specs or not configs:
+        args.paths = specs
+        codes.append(_cmd_build(args, write=False))
+    return max(codes)
 
 
 def _cmd_build(args: argparse.Namespace, write: bool) -> int:
@@ -173,9 +187,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
     try:
         host, port = parse_address(args.listen)
-    except ValueError:
-        print(f"error: --listen: not HOST:PORT: {args.listen!r}", file=sys.stderr)
-        return 1
+    except ValueError as e:
+        print(f"error: --listen: {e}", file=sys.stderr)
+        return 2
     try:
         return serve_main(proto, host, port, args.name, args.verbose)
     except OSError as e:
@@ -202,9 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         help="output directory (default: generated/)",
     )
 
-    p = sub.add_parser("check", help="check specs, write nothing")
+    p = sub.add_parser(
+        "check", help="check specs or proxy configs (.yaml/.yml) as run would, write nothing"
+    )
     p.add_argument(
-        "paths", nargs="*", metavar="PATH", help="spec files or directories (default: specs/)"
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="spec files or directories (default: specs/), or proxy configs (.yaml, .yml)",
     )
 
     p = sub.add_parser("decode", help="decode raw frames to JSON Lines")
@@ -242,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         return _cmd_build(args, write=True)
     if args.command == "check":
-        return _cmd_build(args, write=False)
+        return _cmd_check(args)
     return _cmd_decode(args)
 
 

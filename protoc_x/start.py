@@ -1,55 +1,75 @@
-"""What ``protoc-x run`` does before the runtime starts: load the config, compile the specs it
-names, and check everything the proxy would refuse, with nothing opened. The runtime never
-imports the compiler; this module hands it a checked config and its protocols."""
+"""What ``protoc-x run`` and ``protoc-x check CONFIG`` do before the runtime starts: read the
+config, compile the specs it names, and check everything the proxy would refuse, with nothing
+opened. The runtime never imports the compiler; this module hands it a checked config and its
+protocols."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from .diagnostics import SpecError
-from .loader import protocols as load_all
-from .runtime.config import ConfigError, check_protocols, load_config
-from .runtime.engine import check_detectable
-from .runtime.filters import filters
+from .loader import builtin_protocols, load_path
+from .runtime.config import Config, ConfigError, read_config
+
+#: what :func:`prepare` raises: every problem, each with its YAML path and line
+StartError = ConfigError
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
-class StartError(Exception):
-    """The proxy cannot start; the message says where (YAML path or file:line:col)."""
-
-
-def prepare(path: str):
-    """(config, protocols) or StartError — everything checked, nothing opened."""
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        raise StartError(str(e)) from None
-    try:
-        protocols = load_all(config.protocols)
-    except SpecError as e:
-        raise StartError(e.render()) from None
-    except (ValueError, OSError, ImportError, AttributeError) as e:
-        raise StartError(f"protocols: {e}") from None
-    try:
-        check_protocols(config, set(protocols))
-    except ConfigError as e:
-        raise StartError(str(e)) from None
+def _load_protocols(paths: list[tuple[str, Path]]):
+    """(name → protocol, [(yaml_path, message)]): the built-in protocols and those of each
+    spec or module, or why one could not be loaded (a spec's own file:line:col included)."""
+    found = builtin_protocols()
+    origin = {name: "built in" for name in found}
     problems = []
-    registry = filters()
-    for i, listener in enumerate(config.listeners):
-        why = check_detectable([protocols[name] for name in listener.protocol])
-        if why:
-            problems.append(f"listeners[{i}].protocol: {why}")
-        for j, entry in enumerate(listener.stream_filters):
-            cls = registry[entry.name]
-            f = cls(cls.Config.model_validate(entry.config))
-            for name in listener.protocol:
-                why = f.check(protocols[name])
-                if why:
-                    problems.append(f"listeners[{i}].stream_filters[{j}]: {entry.name}: {why}")
-    if problems:
-        raise StartError("\n".join(problems))
+    for where, path in paths:
+        try:
+            loaded = load_path(path)
+        except SpecError as e:
+            problems.append((where, f"does not compile:\n{e.render()}"))
+            continue
+        except Exception as e:  # a user's module may raise anything: say what, no traceback
+            problems.append((where, f"cannot load {path}: {type(e).__name__}: {e}"))
+            continue
+        for proto in loaded:
+            if proto.name in found:
+                problems.append(
+                    (where, f"protocol {proto.name!r} is defined twice ({origin[proto.name]})")
+                )
+            else:
+                found[proto.name] = proto
+                origin[proto.name] = str(path)
+    return found, problems
+
+
+def prepare(path: str | Path) -> tuple[Config, dict]:
+    """(config, protocols) or :class:`ConfigError` with every problem — everything checked,
+    nothing opened."""
+    document = read_config(path)
+    protocols, problems = _load_protocols(document.protocol_paths())
+    # A spec that failed to load defines names nobody knows: listener protocols are checked
+    # only when every spec loaded.
+    config = document.parse(None if problems else protocols, problems)
     return config, protocols
+
+
+def report(error: ConfigError) -> None:
+    for line in error.lines():
+        print(line, file=sys.stderr)
+
+
+def check(path: str) -> int:
+    """``protoc-x check CONFIG``: ``FILE: ok`` and 0, or every error and 2."""
+    try:
+        prepare(path)
+    except ConfigError as e:
+        report(e)
+        return 2
+    print(f"{path}: ok")
+    return 0
 
 
 def main(path: str, workers: int = 1) -> int:
@@ -62,10 +82,7 @@ def main(path: str, workers: int = 1) -> int:
         return 2
     try:
         config, protocols = prepare(path)
-    except StartError as e:
-        text = str(e)
-        print(
-            f"error: {path}:\n{text}" if "\n" in text else f"error: {path}: {text}", file=sys.stderr
-        )
+    except ConfigError as e:
+        report(e)
         return 2
     return serve_main(config, protocols, workers)

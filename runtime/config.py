@@ -1,33 +1,35 @@
 """The proxy's YAML configuration: Envoy's vocabulary, a concise subset (docs: contract, "Config").
 
-``load_config(path)`` reads a YAML file and ``parse_config(data, base_dir)`` validates an already
-loaded mapping; both return a frozen :class:`Config` or raise :class:`ConfigError` listing every
-problem found, each as ``(yaml_path, message)``. Validation is complete before anything uses the
-config, so a bad file never opens a listener.
+``read_config(path)`` reads a YAML file into a :class:`Document` (the data and, for every YAML
+path, where it was written); ``Document.parse(protocols)`` validates it. ``load_config(path)``
+does both and ``parse_config(data, base_dir)`` validates an already loaded mapping. They return
+a frozen :class:`Config` or raise :class:`ConfigError` listing every problem found, each as
+``(yaml_path, message)`` with its line and column when the YAML is known. Validation is
+complete before anything uses the config, so a bad file never opens a listener.
 
 Paths use the YAML's own shape: ``clusters[0].endpoints[1]``, ``listeners[0].address``,
 ``route_configs[0].virtual_hosts[1].routes[0].match.headers[2].regex``. Problems with the whole
-document use ``<root>``; unreadable files and YAML syntax errors use ``<yaml>``. A missing or an
-unknown key is reported at the mapping that holds it (``clusters[0]: missing key 'endpoints'``).
+document use ``<root>``; unreadable files and YAML syntax errors use ``<yaml>``. A missing key
+is reported at the mapping that holds it (``clusters[0]: missing key 'endpoints'``), an unknown
+key at that mapping too, with the key's own line.
 
-Two passes: pydantic checks shapes, types, ranges and single values (addresses, domains, regexes,
-load-balancing policies) and reports all of its errors together; when that succeeds, the
-cross-reference pass checks names (unique names, route_config and cluster references, duplicate
-domains and addresses). Which protocol names exist is known only once specs are loaded, so that
-check is separate: :func:`check_protocols`.
-
-Keys that the contract documents but this version does not implement (``admin``, a listener's
-``access_log`` and ``stream_filters``, a route's ``retries``, a cluster's ``retry_budget``) are
-errors saying ``not supported yet``, never silently ignored.
+Two passes over the same document, both always run: pydantic checks shapes, types (strict: no
+``'5'`` for 5, no ``5.0`` or ``'yes'``), ranges and single values (addresses, domains, regexes,
+load-balancing policies, files the config names, each filter's own config); the
+cross-reference pass reads the raw document defensively and checks names (unique names,
+route_config, cluster, filter and protocol references, duplicate domains), address clashes
+(listeners and admin) and, given the loaded protocols, that each listener's protocols exist,
+can share it, and suit its filters.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
 import yaml
 from pydantic import (
@@ -40,8 +42,10 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -56,6 +60,7 @@ __all__ = [
     "Cluster",
     "Config",
     "ConfigError",
+    "Document",
     "HeaderMatch",
     "Keepalive",
     "Listener",
@@ -65,10 +70,10 @@ __all__ = [
     "RouteMatch",
     "VirtualHost",
     "WeightedCluster",
-    "check_protocols",
     "format_path",
     "load_config",
     "parse_config",
+    "read_config",
 ]
 
 LB_POLICIES = ("round_robin", "random", "least_request")
@@ -80,18 +85,42 @@ HASH_PREFIX = "hash:"
 
 class ConfigError(Exception):
     """One or more problems in a config. ``errors`` is a list of ``(yaml_path, message)``;
-    ``str()`` gives one ``"{yaml_path}: {message}"`` line per error."""
+    ``positions`` holds each one's ``(line, column)`` (1-based) or ``None``; ``source`` is the
+    file. ``lines()`` gives one line per error: ``FILE:LINE:COL: error: PATH: MESSAGE`` when
+    the file and position are known, ``FILE: error: PATH: MESSAGE`` when only the file is, and
+    ``PATH: MESSAGE`` for a document that came from no file (``<yaml>`` paths are left out)."""
 
-    def __init__(self, errors: Iterable[tuple[str, str]], source: str | None = None):
+    def __init__(
+        self,
+        errors: Iterable[tuple[str, str]],
+        source: str | None = None,
+        positions: Iterable[tuple[int, int] | None] | None = None,
+    ):
         self.errors: list[tuple[str, str]] = list(errors)
+        given = list(positions) if positions is not None else []
+        self.positions: list[tuple[int, int] | None] = given + [None] * (
+            len(self.errors) - len(given)
+        )
         self.source = source
         super().__init__(str(self))
 
+    def lines(self) -> list[str]:
+        out = []
+        for (path, message), pos in zip(self.errors, self.positions):
+            if self.source is None:
+                out.append(f"{path}: {message}")
+                continue
+            what = message if path == "<yaml>" else f"{path}: {message}"
+            where = self.source if pos is None else f"{self.source}:{pos[0]}:{pos[1]}"
+            out.append(f"{where}: error: {what}")
+        return out
+
     def __str__(self) -> str:
-        return "\n".join(f"{path}: {message}" for path, message in self.errors)
+        return "\n".join(self.lines())
 
 
-def _fail(message: str) -> PydanticCustomError:
+def invalid(message: str) -> PydanticCustomError:
+    """The error a validator raises: reported as ``path: message`` (filters use it too)."""
     # The message goes through the context so that braces in it are never format fields.
     return PydanticCustomError("config", "{message}", {"message": message})
 
@@ -131,6 +160,8 @@ _TYPE_NAMES = {
     "int_from_float": "an integer",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
+    "float_type": "a number",
+    "float_parsing": "a number",
     "string_type": "a string",
     "list_type": "a list",
     "tuple_type": "a list",
@@ -146,48 +177,55 @@ def _num(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _message(err: dict[str, Any]) -> tuple[tuple[str | int, ...], str]:
-    """Turn one pydantic error into (loc, short human message)."""
+def _message(err: dict[str, Any]) -> tuple[tuple[str | int, ...], str, bool]:
+    """Turn one pydantic error into (loc, short human message, whether loc's last part is the
+    key to point at rather than the mapping the message is about)."""
     kind = err["type"]
     loc = tuple(err["loc"])
     ctx = err.get("ctx") or {}
     value = err.get("input")
     if kind == "missing":
-        return loc[:-1], f"missing key '{loc[-1]}'"
+        return loc[:-1], f"missing key '{loc[-1]}'", False
     if kind == "extra_forbidden":
-        return loc[:-1], f"unknown key '{loc[-1]}'"
+        return loc, f"unknown key '{loc[-1]}'", True
     if kind == "config":
-        return loc, ctx["message"]
+        return loc, ctx["message"], False
     if kind in _TYPE_NAMES:
         message = f"expected {_TYPE_NAMES[kind]}, got {_show(value)}"
         if kind == "string_type" and _is_scalar(value):
             message += " (quote it in YAML)"
-        return loc, message
+        return loc, message, False
     if kind == "greater_than":
-        return loc, f"must be greater than {_num(ctx['gt'])}, got {_show(value)}"
+        return loc, f"must be greater than {_num(ctx['gt'])}, got {_show(value)}", False
     if kind == "greater_than_equal":
-        return loc, f"must be at least {_num(ctx['ge'])}, got {_show(value)}"
+        return loc, f"must be at least {_num(ctx['ge'])}, got {_show(value)}", False
     if kind == "less_than_equal":
-        return loc, f"must be at most {_num(ctx['le'])}, got {_show(value)}"
+        return loc, f"must be at most {_num(ctx['le'])}, got {_show(value)}", False
     if kind == "less_than":
-        return loc, f"must be less than {_num(ctx['lt'])}, got {_show(value)}"
+        return loc, f"must be less than {_num(ctx['lt'])}, got {_show(value)}", False
     if kind == "literal_error":
-        return loc, f"expected {ctx['expected']}, got {_show(value)}"
+        return loc, f"expected {ctx['expected']}, got {_show(value)}", False
     if kind in ("too_short", "string_too_short") and ctx.get("min_length") == 1:
-        return loc, "must not be empty"
+        return loc, "must not be empty", False
     if kind == "too_short":
-        return loc, f"needs at least {ctx['min_length']} items"
+        return loc, f"needs at least {ctx['min_length']} items", False
     if kind == "string_too_short":
-        return loc, f"needs at least {ctx['min_length']} characters"
+        return loc, f"needs at least {ctx['min_length']} characters", False
     msg = str(err.get("msg", kind))
-    return loc, msg[:1].lower() + msg[1:]
+    return loc, msg[:1].lower() + msg[1:], False
 
 
-def _from_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+#: One problem before positions are known: (path shown, message, path whose YAML position is
+#: given, whether that position is the key's rather than the value's).
+_Problem = tuple[str, str, str, bool]
+
+
+def _from_validation_error(exc: ValidationError) -> list[_Problem]:
+    out: list[_Problem] = []
     for err in exc.errors(include_url=False):
-        loc, message = _message(err)
-        item = (format_path(loc), message)
+        loc, message, key = _message(err)
+        shown = format_path(loc[:-1] if key else loc)
+        item = (shown, message, format_path(loc), key)
         if item not in out:
             out.append(item)
     return out
@@ -234,6 +272,8 @@ class Address:
                 raise ValueError(f"invalid host '{host}'")
         if not port_text.isascii() or not port_text.isdigit():
             raise ValueError(f"invalid port {_show(port_text)} in {_show(text)}")
+        if len(port_text.lstrip("0")) > 9:  # (no int() of thousands of digits)
+            raise ValueError(f"port {_show(port_text)} out of range 0..65535")
         port = int(port_text)
         if port > 65535:
             raise ValueError(f"port {port} out of range 0..65535")
@@ -261,13 +301,13 @@ def _address(value: Any) -> Address:
     try:
         return Address.parse(value)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise invalid(str(exc)) from None
 
 
 def _endpoint(value: Any) -> Address:
     address = _address(value)
     if address.port == 0:
-        raise _fail("port 0 is not allowed for an endpoint")
+        raise invalid("port 0 is not allowed for an endpoint")
     return address
 
 
@@ -280,38 +320,29 @@ EndpointAddress = Annotated[
 ]
 
 Name = Annotated[StrictStr, Field(min_length=1)]
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+#: the largest integer (count, size or milliseconds: about 24.8 days) a config takes, so that
+#: no value overflows a float or a timer at run time
+MAX_INT = 2**31 - 1
+PositiveInt = Annotated[StrictInt, Field(gt=0, le=MAX_INT)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 
 
 def _non_empty(value: tuple) -> tuple:
     # An after-validator rather than min_length: pydantic's min_length also fires when items
     # fail, which would add a false "must not be empty" next to the items' own errors.
     if not value:
-        raise _fail("must not be empty")
+        raise invalid("must not be empty")
     return value
 
 
 NonEmpty = AfterValidator(_non_empty)
 
 
-def _unsupported(value: Any, info: ValidationInfo) -> Any:
-    raise _fail("not supported yet")
-
-
-#: A key the contract documents but this version does not build: any value is an error.
-Unsupported = Annotated[Any, PlainValidator(_unsupported)]
-
-
-def _unsupported_field() -> Any:
-    return Field(default=None, exclude=True, repr=False)
-
-
 def _check_domain(domain: str) -> str:
     if domain == "*":
         return domain
     if not domain:
-        raise _fail("must not be empty")
+        raise invalid("must not be empty")
     if "*" in domain:
         if domain.endswith(".*"):
             ok = len(domain) > 2 and "*" not in domain[:-2]
@@ -320,7 +351,7 @@ def _check_domain(domain: str) -> str:
         else:
             ok = False
         if not ok:
-            raise _fail(
+            raise invalid(
                 f"bad wildcard in domain '{domain}': use an exact name, 'prefix.*', "
                 "'*.suffix' or '*'"
             )
@@ -330,13 +361,21 @@ def _check_domain(domain: str) -> str:
 Domain = Annotated[StrictStr, AfterValidator(_check_domain)]
 
 
+def _base_dir(info: ValidationInfo) -> Path:
+    return Path((info.context or {}).get("base_dir", "."))
+
+
+def config_file(value: str, info: ValidationInfo) -> Path:
+    """A file named in the config, relative to the config file's directory."""
+    return (_base_dir(info) / Path(value).expanduser()).resolve()
+
+
 def _resolve_protocol(value: Any, info: ValidationInfo) -> Path:
     if not isinstance(value, (str, Path)) or not str(value):
-        raise _fail(f"expected a file path, got {_show(value)}")
-    base = Path((info.context or {}).get("base_dir", "."))
-    path = (base / Path(value).expanduser()).resolve()
+        raise invalid(f"expected a file path, got {_show(value)}")
+    path = config_file(str(value), info)
     if not path.exists():
-        raise _fail(f"no such file: {path}")
+        raise invalid(f"no such file: {path}")
     return path
 
 
@@ -353,7 +392,7 @@ def _one_or_many(value: Any) -> Any:
         return (value,)
     if isinstance(value, (list, tuple)):
         return value
-    raise _fail(f"expected a protocol name or a list of names, got {_show(value)}")
+    raise invalid(f"expected a protocol name or a list of names, got {_show(value)}")
 
 
 ProtocolNames = Annotated[tuple[Name, ...], BeforeValidator(_one_or_many), NonEmpty]
@@ -370,26 +409,64 @@ def _exactly_one(model: BaseModel, keys: tuple[str, ...], *, allow_none: bool = 
     given = [key for key in keys if getattr(model, key) is not None]
     names = " | ".join(keys)
     if len(given) > 1:
-        raise _fail(f"give only one of {names} (got {', '.join(given)})")
+        raise invalid(f"give only one of {names} (got {', '.join(given)})")
     if not given and not allow_none:
-        raise _fail(f"needs one of {names}")
+        raise invalid(f"needs one of {names}")
+
+
+def _writable_log(value: str, info: ValidationInfo) -> str:
+    if value == "-":
+        return value
+    if not value:
+        raise invalid("must not be empty (use '-' for stderr)")
+    path = config_file(value, info)
+    if path.is_dir():
+        raise invalid(f"{path} is a directory")
+    if not path.parent.is_dir():
+        raise invalid(f"no such directory: {path.parent}")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise invalid(f"cannot write to {path if path.exists() else path.parent}")
+    return str(path)
 
 
 class AccessLog(_Model):
-    path: StrictStr = "-"  # "-": stderr
+    #: "-": stderr; else a file (relative to the config file) in a directory that exists
+    path: Annotated[StrictStr, AfterValidator(_writable_log)] = "-"
     format: Literal["text", "json"] = "text"
 
 
+def _registry() -> dict:
+    from .filters import filters  # the filters import this module
+
+    return filters()
+
+
 class StreamFilterEntry(_Model):
-    """A filter by name; its ``config`` is checked against the filter's own model in the
-    cross-reference pass (the registry lives in runtime.filters)."""
+    """A filter by name; its ``config`` is validated by the filter's own model (strict like
+    the rest), and holds that model once validated."""
 
     name: Name
-    config: dict[str, Any] = {}
+    config: Any = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        registry = _registry()
+        if value not in registry:
+            raise invalid(f"unknown filter '{value}' (have: {', '.join(sorted(registry))})")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _filter_config(cls, value: Any, info: ValidationInfo) -> Any:
+        filter_cls = _registry().get(info.data.get("name"))
+        if filter_cls is None:  # the name is wrong: said there
+            return value
+        return filter_cls.Config.model_validate(value, context=info.context)
 
 
 class RetryBudget(_Model):
-    percent: Annotated[float, Field(gt=0, le=100)] = 20.0
+    percent: Annotated[StrictFloat, Field(gt=0, le=100)] = 20.0
 
 
 class Admin(_Model):
@@ -406,20 +483,6 @@ class Listener(_Model):
     frame_timeout_ms: PositiveInt = 30_000
     access_log: AccessLog | None = None
     stream_filters: tuple[StreamFilterEntry, ...] = ()
-
-    _protocol_is_list: bool = PrivateAttr(default=False)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _remember_protocol_form(cls, data: Any, handler: Any) -> Listener:
-        listener = handler(data)
-        if isinstance(data, dict):
-            listener._protocol_is_list = isinstance(data.get("protocol"), (list, tuple))
-        return listener
-
-    def protocol_path(self, index: int) -> str:
-        """The YAML path (relative to the listener) of protocol name ``index``."""
-        return f"protocol[{index}]" if self._protocol_is_list else "protocol"
 
 
 class HeaderMatch(_Model):
@@ -439,7 +502,7 @@ class HeaderMatch(_Model):
             try:
                 re.compile(value)
             except re.error as exc:
-                raise _fail(str(exc)) from None
+                raise invalid(str(exc)) from None
         return value
 
     @model_validator(mode="after")
@@ -473,7 +536,7 @@ class RouteMatch(_Model):
     @classmethod
     def _slash(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
-            raise _fail(f"must start with '/', got {_show(value)}")
+            raise invalid(f"must start with '/', got {_show(value)}")
         return value
 
     @model_validator(mode="after")
@@ -537,8 +600,8 @@ def _check_lb_policy(value: str) -> str:
     if value.startswith(HASH_PREFIX) and value[len(HASH_PREFIX) :].strip():
         return value
     if value.startswith(HASH_PREFIX):
-        raise _fail("hash: needs a header name (hash:<header>)")
-    raise _fail(f"expected {', '.join(LB_POLICIES)} or hash:<header>, got {_show(value)}")
+        raise invalid("hash: needs a header name (hash:<header>)")
+    raise invalid(f"expected {', '.join(LB_POLICIES)} or hash:<header>, got {_show(value)}")
 
 
 class Cluster(_Model):
@@ -589,141 +652,201 @@ class Config(_Model):
 
 
 # ------------------------------------------------------------------------ cross-reference pass
+#
+# It reads the raw document, not the models, so that it runs even when the schema pass found
+# problems: every error is reported at once. Whatever is malformed is skipped here (the schema
+# pass says what is wrong with it).
 
 
-def _unique_names(items: Iterable[Any], where: str, what: str, out: list) -> set[str]:
+def _at(path: str, message: str) -> _Problem:
+    return (path, message, path, False)
+
+
+def _items(data: Any, key: str) -> list[tuple[int, dict]]:
+    """The mappings of the list ``data[key]``, with their indexes."""
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _text(item: dict, key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _unique_names(items: list[tuple[int, dict]], where: str, what: str, out: list) -> set[str]:
     seen: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if item.name in seen:
+    for i, item in items:
+        name = _text(item, "name")
+        if name is None:
+            continue
+        if name in seen:
             out.append(
-                (
+                _at(
                     f"{where}[{i}].name",
-                    f"duplicate {what} name '{item.name}' (also {where}[{seen[item.name]}])",
+                    f"duplicate {what} name '{name}' (also {where}[{seen[name]}])",
                 )
             )
         else:
-            seen[item.name] = i
+            seen[name] = i
     return set(seen)
 
 
-def _check_filters(listener: Listener, base: str) -> list[tuple[str, str]]:
-    from .filters import filters
+def _address_of(item: dict) -> Address | None:
+    try:
+        return Address.parse(item.get("address"))
+    except ValueError:
+        return None
 
-    registry = filters()
-    out = []
-    for j, entry in enumerate(listener.stream_filters):
-        where = f"{base}.stream_filters[{j}]"
-        cls = registry.get(entry.name)
-        if cls is None:
-            out.append(
-                (
-                    f"{where}.name",
-                    f"unknown filter '{entry.name}' (have: {', '.join(sorted(registry))})",
-                )
-            )
+
+def _clash(a: Address, b: Address) -> bool:
+    """Can ``a`` and ``b`` not both be listened on? Port 0 picks a free port each time; a
+    wildcard host (``0.0.0.0``; ``::``, dual-stack) takes its port on every address."""
+    if a.port != b.port or a.port == 0:
+        return False
+    if a.host == b.host or "::" in (a.host, b.host):
+        return True
+    return "0.0.0.0" in (a.host, b.host) and ":" not in a.host + b.host
+
+
+def _protocol_names(listener: dict) -> list[tuple[str, str]]:
+    """(path relative to the listener, name) of each protocol the listener names."""
+    value = listener.get("protocol")
+    if isinstance(value, str):
+        return [("protocol", value)] if value else []
+    if isinstance(value, (list, tuple)):
+        return [(f"protocol[{j}]", v) for j, v in enumerate(value) if isinstance(v, str) and v]
+    return []
+
+
+def _check_filters(listener: dict, base: str, protos: list, base_dir: Path) -> list[_Problem]:
+    """Each filter of the listener against each of its protocols (``StreamFilter.check``)."""
+    registry = _registry()
+    out: list[_Problem] = []
+    for j, entry in _items(listener, "stream_filters"):
+        cls = registry.get(_text(entry, "name") or "")
+        if cls is None or not protos:
             continue
         try:
-            cls.Config.model_validate(entry.config)
-        except ValidationError as exc:
-            for path, message in _from_validation_error(exc):
-                out.append((f"{where}.config" + ("" if path == "<root>" else "." + path), message))
+            config = cls.Config.model_validate(
+                entry.get("config", {}), context={"base_dir": base_dir}
+            )
+        except ValidationError:  # reported by the schema pass
+            continue
+        instance = cls(config)
+        for proto in protos:
+            why = instance.check(proto)
+            if why:
+                out.append(_at(f"{base}.stream_filters[{j}]", f"{cls.name}: {why}"))
     return out
 
 
-def _cross_check(config: Config) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def _cross_check(data: dict, base_dir: Path, protocols: Mapping[str, Any] | None) -> list[_Problem]:
+    from .engine import check_detectable
 
+    out: list[_Problem] = []
+
+    paths = data.get("protocols")
     seen_paths: dict[Path, int] = {}
-    for i, path in enumerate(config.protocols):
-        if path in seen_paths:
-            out.append((f"protocols[{i}]", f"listed twice (also protocols[{seen_paths[path]}])"))
-        else:
-            seen_paths[path] = i
-
-    _unique_names(config.listeners, "listeners", "listener", out)
-    route_config_names = _unique_names(config.route_configs, "route_configs", "route_config", out)
-    cluster_names = _unique_names(config.clusters, "clusters", "cluster", out)
-
-    addresses: dict[Address, str] = {}
-    for i, listener in enumerate(config.listeners):
-        base = f"listeners[{i}]"
-        if listener.address.port != 0:  # port 0: the system picks a free one each time
-            if listener.address in addresses:
+    for i, value in enumerate(paths if isinstance(paths, (list, tuple)) else ()):
+        if isinstance(value, str) and value:
+            path = (base_dir / Path(value).expanduser()).resolve()
+            if path in seen_paths:
                 out.append(
-                    (
-                        f"{base}.address",
-                        f"address {listener.address} already used by listener "
-                        f"'{addresses[listener.address]}'",
-                    )
+                    _at(f"protocols[{i}]", f"listed twice (also protocols[{seen_paths[path]}])")
                 )
             else:
-                addresses[listener.address] = listener.name
-        seen_protocols: set[str] = set()
-        for j, protocol in enumerate(listener.protocol):
-            if protocol in seen_protocols:
-                out.append(
-                    (f"{base}.{listener.protocol_path(j)}", f"protocol '{protocol}' listed twice")
-                )
-            seen_protocols.add(protocol)
-        if listener.route_config not in route_config_names:
-            out.append((f"{base}.route_config", f"unknown route_config '{listener.route_config}'"))
-        out.extend(_check_filters(listener, base))
+                seen_paths[path] = i
 
-    for i, route_config in enumerate(config.route_configs):
+    listeners = _items(data, "listeners")
+    route_configs = _items(data, "route_configs")
+    _unique_names(listeners, "listeners", "listener", out)
+    route_config_names = _unique_names(route_configs, "route_configs", "route_config", out)
+    cluster_names = _unique_names(_items(data, "clusters"), "clusters", "cluster", out)
+
+    bound: list[tuple[Address, str]] = []
+    have = ", ".join(sorted(protocols or ())) or "none"
+    for i, listener in listeners:
+        base = f"listeners[{i}]"
+        address = _address_of(listener)
+        if address is not None:
+            for other, owner in bound:
+                if _clash(address, other):
+                    also = "" if other == address else f" (on {other})"
+                    out.append(
+                        _at(f"{base}.address", f"address {address} already used by {owner}{also}")
+                    )
+                    break
+            name = _text(listener, "name")
+            bound.append((address, f"listener '{name}'" if name else base))
+        names = _protocol_names(listener)
+        seen_protocols: set[str] = set()
+        for where, protocol in names:
+            if protocol in seen_protocols:
+                out.append(_at(f"{base}.{where}", f"protocol '{protocol}' listed twice"))
+            elif protocols is not None and protocol not in protocols:
+                out.append(_at(f"{base}.{where}", f"unknown protocol '{protocol}' (have: {have})"))
+            seen_protocols.add(protocol)
+        protos = []
+        if protocols is not None and seen_protocols <= set(protocols):
+            protos = [protocols[name] for name in dict.fromkeys(name for _, name in names)]
+            why = check_detectable(protos)
+            if why:
+                out.append(_at(f"{base}.protocol", why))
+        route_config = _text(listener, "route_config")
+        if route_config is not None and route_config not in route_config_names:
+            out.append(_at(f"{base}.route_config", f"unknown route_config '{route_config}'"))
+        out.extend(_check_filters(listener, base, protos, base_dir))
+
+    admin = data.get("admin")
+    address = _address_of(admin) if isinstance(admin, dict) else None
+    for other, owner in bound if address is not None else ():
+        if _clash(address, other):
+            also = "" if other == address else f" (on {other})"
+            out.append(_at("admin.address", f"address {address} already used by {owner}{also}"))
+            break
+
+    for i, route_config in route_configs:
         rc_base = f"route_configs[{i}]"
-        _unique_names(route_config.virtual_hosts, f"{rc_base}.virtual_hosts", "virtual host", out)
+        vhosts = _items(route_config, "virtual_hosts")
+        _unique_names(vhosts, f"{rc_base}.virtual_hosts", "virtual host", out)
         domain_owner: dict[str, str] = {}
-        for j, vhost in enumerate(route_config.virtual_hosts):
+        for j, vhost in vhosts:
             vh_base = f"{rc_base}.virtual_hosts[{j}]"
-            for k, domain in enumerate(vhost.domains):
+            domains = vhost.get("domains")
+            for k, domain in enumerate(domains if isinstance(domains, (list, tuple)) else ()):
+                if not isinstance(domain, str):
+                    continue
                 if domain in domain_owner:
                     out.append(
-                        (
+                        _at(
                             f"{vh_base}.domains[{k}]",
                             f"domain '{domain}' already in virtual host '{domain_owner[domain]}'",
                         )
                     )
                 else:
-                    domain_owner[domain] = vhost.name
-            for k, route in enumerate(vhost.routes):
-                action = route.route
-                r_base = f"{vh_base}.routes[{k}].route"
-                if action.cluster is not None:
-                    if action.cluster not in cluster_names:
-                        out.append((f"{r_base}.cluster", f"unknown cluster '{action.cluster}'"))
+                    domain_owner[domain] = _text(vhost, "name") or vh_base
+            for k, route in _items(vhost, "routes"):
+                action = route.get("route")
+                if not isinstance(action, dict):
                     continue
-                for m, weighted in enumerate(action.weighted_clusters or ()):
-                    if weighted.name not in cluster_names:
+                r_base = f"{vh_base}.routes[{k}].route"
+                cluster = _text(action, "cluster")
+                if cluster is not None and cluster not in cluster_names:
+                    out.append(_at(f"{r_base}.cluster", f"unknown cluster '{cluster}'"))
+                for m, weighted in _items(action, "weighted_clusters"):
+                    name = _text(weighted, "name")
+                    if name is not None and name not in cluster_names:
                         out.append(
-                            (
-                                f"{r_base}.weighted_clusters[{m}].name",
-                                f"unknown cluster '{weighted.name}'",
+                            _at(
+                                f"{r_base}.weighted_clusters[{m}].name", f"unknown cluster '{name}'"
                             )
                         )
     return out
 
 
-# --------------------------------------------------------------------------------- public API
-
-
-def parse_config(data: Any, base_dir: Path, source: str = "<config>") -> Config:
-    """Validate a loaded YAML document. Relative ``protocols`` paths resolve against
-    ``base_dir``. Raises :class:`ConfigError` with every problem found."""
-    if data is None:
-        raise ConfigError([("<root>", "the config is empty")], source)
-    if not isinstance(data, dict):
-        raise ConfigError([("<root>", f"expected a mapping, got {_show(data)}")], source)
-    bad_keys = [key for key in data if not isinstance(key, str)]
-    if bad_keys:
-        raise ConfigError([("<root>", f"unknown key {_show(k)}") for k in bad_keys], source)
-    try:
-        config = Config.model_validate(data, context={"base_dir": Path(base_dir)})
-    except ValidationError as exc:
-        raise ConfigError(_from_validation_error(exc), source) from None
-    errors = _cross_check(config)
-    if errors:
-        raise ConfigError(errors, source)
-    return config
+# ------------------------------------------------------------------------------- YAML reading
 
 
 class _Loader(yaml.SafeLoader):
@@ -748,46 +871,191 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+Position = tuple[int, int]  # (line, column), 1-based
 
-def _yaml_error(exc: yaml.YAMLError) -> tuple[str, str]:
+
+def _position(mark: Any) -> Position:
+    return (mark.line + 1, mark.column + 1)
+
+
+def _offset_position(text: str | bytes, offset: int) -> Position:
+    newline = "\n" if isinstance(text, str) else b"\n"
+    return (text.count(newline, 0, offset) + 1, offset - (text.rfind(newline, 0, offset) + 1) + 1)
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> tuple[str, Position | None]:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"unacceptable character #x{exc.character:04x}", _offset_position(text, exc.position)
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"{problem} ({context})" if context and problem != str(exc) else problem
-    if mark is not None:
-        message = f"{mark.line + 1}:{mark.column + 1}: {message}"
-    return "<yaml>", message
+    return message, None if mark is None else _position(mark)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate the YAML config at ``path``; raises :class:`ConfigError`."""
+def _marks(root: Any) -> tuple[dict[str, Position], dict[str, Position]]:
+    """Where each YAML path's value starts, and where each mapping key is written. A node
+    reached again through an alias keeps its first path (no blow-up on alias bombs)."""
+    values: dict[str, Position] = {}
+    keys: dict[str, Position] = {}
+    if root is None:
+        return values, keys
+    stack: list[tuple[tuple, Any]] = [((), root)]
+    visited: set[int] = set()
+    while stack:
+        loc, node = stack.pop()
+        values.setdefault(format_path(loc), _position(node.start_mark))
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in reversed(node.value):
+                if isinstance(key_node, yaml.ScalarNode):
+                    key_loc = loc + (key_node.value,)
+                    keys.setdefault(format_path(key_loc), _position(key_node.start_mark))
+                    stack.append((key_loc, value_node))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((loc + (i,), item) for i, item in reversed(list(enumerate(node.value))))
+    return values, keys
+
+
+def _parent(path: str) -> str | None:
+    if path == "<root>":
+        return None
+    cut = max(path.rfind("."), path.rfind("["))
+    return path[:cut] if cut > 0 else "<root>"
+
+
+# --------------------------------------------------------------------------------- public API
+
+
+@dataclass
+class Document:
+    """A config document: its data, the file it came from and where each YAML path is."""
+
+    data: Any
+    base_dir: Path
+    source: str | None = None
+    values: dict[str, Position] = field(default_factory=dict)
+    keys: dict[str, Position] = field(default_factory=dict)
+
+    def position(self, path: str, key: bool = False) -> Position | None:
+        """The line and column of ``path`` (its key's with ``key``), or of the nearest
+        enclosing node written in the file."""
+        if key and path in self.keys:
+            return self.keys[path]
+        at: str | None = path
+        while at is not None:
+            if at in self.values:
+                return self.values[at]
+            at = _parent(at)
+        return None
+
+    def error(self, problems: Iterable[_Problem]) -> ConfigError:
+        """The problems as one ConfigError, in the order they appear in the file."""
+        located = [(shown, message, self.position(at, key)) for shown, message, at, key in problems]
+        if self.values:
+            located.sort(key=lambda item: item[2] or (1 << 62, 0))
+        return ConfigError(
+            [(shown, message) for shown, message, _ in located],
+            self.source,
+            [pos for _, _, pos in located],
+        )
+
+    def protocol_paths(self) -> list[tuple[str, Path]]:
+        """``(yaml_path, file)`` for each ``protocols`` entry naming a file that exists (the
+        others are errors of :meth:`parse`), for the caller to load before parsing."""
+        raw = self.data.get("protocols") if isinstance(self.data, dict) else None
+        out = []
+        for i, value in enumerate(raw if isinstance(raw, (list, tuple)) else ()):
+            try:
+                path = _PROTOCOL_PATH.validate_python(value, context={"base_dir": self.base_dir})
+            except ValidationError:
+                continue
+            if path not in (p for _, p in out):
+                out.append((f"protocols[{i}]", path))
+        return out
+
+    def parse(
+        self,
+        protocols: Mapping[str, Any] | None = None,
+        problems: Iterable[tuple[str, str]] = (),
+    ) -> Config:
+        """Validate; raise :class:`ConfigError` with every problem, ``problems`` (the caller's
+        own, e.g. a spec that does not compile) included. With ``protocols`` (name →
+        XProtocol) each listener's protocols must exist, be decidable together and suit its
+        filters."""
+        data = self.data
+        found = [_at(path, message) for path, message in problems]
+        if data is None:
+            raise self.error([_at("<root>", "the config is empty"), *found])
+        if not isinstance(data, dict):
+            raise self.error([_at("<root>", f"expected a mapping, got {_show(data)}"), *found])
+        bad_keys = [key for key in data if not isinstance(key, str)]
+        if bad_keys:
+            raise self.error([_at("<root>", f"unknown key {_show(k)}") for k in bad_keys] + found)
+        config = None
+        try:
+            config = Config.model_validate(data, context={"base_dir": self.base_dir})
+        except ValidationError as exc:
+            found[:0] = _from_validation_error(exc)
+        except RecursionError:
+            found[:0] = [_at("<root>", "nested too deeply")]
+        found += _cross_check(data, self.base_dir, protocols)
+        if found or config is None:
+            raise self.error(found)
+        return config
+
+
+_PROTOCOL_PATH = TypeAdapter(ProtocolPath)
+
+
+def parse_config(
+    data: Any,
+    base_dir: Path,
+    source: str | None = None,
+    protocols: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate a loaded YAML document. Relative paths (``protocols``, access logs, labels
+    files) resolve against ``base_dir``. Raises :class:`ConfigError` with every problem."""
+    return Document(data, Path(base_dir), source).parse(protocols)
+
+
+def read_config(path: str | Path) -> Document:
+    """Read the YAML at ``path``; raises :class:`ConfigError` (with line and column) when it
+    cannot be read or is not YAML. Nothing is validated yet: see :meth:`Document.parse`."""
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([("<yaml>", f"cannot read {source}: {reason}")], source) from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([("<yaml>", f"cannot read: {reason}")], source) from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [("<yaml>", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})")],
+            source,
+            [_offset_position(raw, exc.start)],
+        ) from None
+    loader = None
+    try:
+        loader = _Loader(text)  # (its reader refuses unprintable characters at once)
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_error(exc)], source) from None
-    return parse_config(data, path.resolve().parent, source)
+        message, position = _yaml_error(exc, text)
+        raise ConfigError([("<yaml>", message)], source, [position]) from None
+    except RecursionError:
+        raise ConfigError([("<yaml>", "nested too deeply")], source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    values, keys = _marks(node)
+    return Document(data, path.resolve().parent, source, values, keys)
 
 
-def check_protocols(config: Config, known: Iterable[str]) -> None:
-    """Raise :class:`ConfigError` for every listener protocol not among ``known``."""
-    known = set(known)
-    have = ", ".join(sorted(known)) or "none"
-    errors = []
-    for i, listener in enumerate(config.listeners):
-        for j, protocol in enumerate(listener.protocol):
-            if protocol not in known:
-                errors.append(
-                    (
-                        f"listeners[{i}].{listener.protocol_path(j)}",
-                        f"unknown protocol '{protocol}' (have: {have})",
-                    )
-                )
-    if errors:
-        raise ConfigError(errors)
+def load_config(path: str | Path, protocols: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate the YAML config at ``path``; raises :class:`ConfigError`."""
+    return read_config(path).parse(protocols)

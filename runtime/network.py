@@ -17,8 +17,12 @@ log = logging.getLogger("protoc_x")
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+    """``HOST:PORT`` (``[::1]:80`` for IPv6) → (host, port), the config's own parser (port in
+    0..65535); ``ValueError`` with a short reason otherwise."""
+    from .config import Address
+
+    address = Address.parse(text)
+    return address.host, address.port
 
 
 class FramedConnection(asyncio.Protocol):

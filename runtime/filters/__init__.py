@@ -54,6 +54,11 @@ class Pause:
 
 
 class FilterConfig(BaseModel):
+    """A filter's ``config``: unknown keys refused; declare fields with strict types
+    (``StrictInt``, ``StrictFloat``, ``StrictBool``, ``StrictStr``) so that ``'5'``, ``5.0``
+    and ``'yes'`` are refused like everywhere else in the config. A file the config names is
+    relative to the config file (``protoc_x.runtime.config.config_file``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -4,10 +4,12 @@ with a runtime code."""
 from __future__ import annotations
 
 import random
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from ..api import RUNTIME_CODES
+from ..config import NonNegativeInt, invalid
 from ..stream import Stream
 
 from . import FilterConfig, Pause, Reject, StreamFilter, register
@@ -15,21 +17,22 @@ from . import FilterConfig, Pause, Reject, StreamFilter, register
 
 class Delay(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    fixed_delay_ms: int = Field(ge=0)
-    percent: float = Field(default=100, ge=0, le=100)
+    fixed_delay_ms: NonNegativeInt
+    percent: Annotated[StrictFloat, Field(ge=0, le=100)] = 100
 
 
 class Abort(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    code: int
-    percent: float = Field(default=100, ge=0, le=100)
+    code: StrictInt
+    percent: Annotated[StrictFloat, Field(ge=0, le=100)] = 100
 
     @field_validator("code")
     @classmethod
     def _runtime_code(cls, value: int) -> int:
         if value not in RUNTIME_CODES or value == 200:
-            raise ValueError(
-                f"code must be a runtime error code ({', '.join(map(str, RUNTIME_CODES[1:]))})"
+            raise invalid(
+                f"must be a runtime error code ({', '.join(map(str, RUNTIME_CODES[1:]))}), "
+                f"got {value}"
             )
         return value
 

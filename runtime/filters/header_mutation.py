@@ -3,7 +3,9 @@ re-encoded, so only protocols whose spec binds a writable header map can use it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from ..stream import Stream
 from . import FilterConfig, StreamFilter, register
@@ -11,16 +13,16 @@ from . import FilterConfig, StreamFilter, register
 
 class HeaderValue(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    key: str
-    value: str
-    append: bool = False  # append to an existing value (comma-joined) instead of replacing
+    key: Annotated[StrictStr, Field(min_length=1)]
+    value: StrictStr
+    append: StrictBool = False  # append to an existing value (comma-joined) instead of replacing
 
 
 class Config(FilterConfig):
     request_headers_to_add: tuple[HeaderValue, ...] = ()
-    request_headers_to_remove: tuple[str, ...] = ()
+    request_headers_to_remove: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = ()
     response_headers_to_add: tuple[HeaderValue, ...] = ()
-    response_headers_to_remove: tuple[str, ...] = ()
+    response_headers_to_remove: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = ()
 
 
 def _apply(frame, add, remove) -> None:

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Annotated
+
+from pydantic import Field, StrictFloat, StrictStr, field_validator
+
+from ..config import PositiveInt, invalid
 
 from ..stream import Stream
 from . import FilterConfig, Reject, StreamFilter, register
@@ -12,9 +16,9 @@ MAX_BUCKETS = 100_000  # distinct descriptors kept before the table is reset
 
 
 class Config(FilterConfig):
-    tokens_per_second: float = Field(gt=0)
-    burst: int = Field(gt=0)
-    per: tuple[str, ...] = ()
+    tokens_per_second: Annotated[StrictFloat, Field(gt=0)]
+    burst: PositiveInt
+    per: tuple[StrictStr, ...] = ()
 
     @field_validator("per")
     @classmethod
@@ -23,7 +27,7 @@ class Config(FilterConfig):
             if item not in ("service", "method") and not (
                 item.startswith("header:") and len(item) > 7
             ):
-                raise ValueError(f"descriptor must be service, method or header:NAME, not {item!r}")
+                raise invalid(f"expected service, method or header:NAME, got {item!r}")
         return value
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import StrictStr, ValidationInfo, field_validator
 
+from ..config import config_file, invalid
 from ..stream import Stream
 from . import FilterConfig, StreamFilter, register
 
@@ -29,15 +30,25 @@ def read_labels_file(path: str) -> dict[str, str]:
 
 
 class Config(FilterConfig):
-    labels: dict[str, str] = {}
-    labels_file: str | None = None
-    header_prefix: str = ""
+    labels: dict[StrictStr, StrictStr] = {}
+    labels_file: StrictStr | None = None  # relative to the config file
+    header_prefix: StrictStr = ""
 
-    @model_validator(mode="after")
-    def _readable(self):
-        if self.labels_file is not None:
-            read_labels_file(self.labels_file)  # a bad file is a config error at load
-        return self
+    @field_validator("labels_file")
+    @classmethod
+    def _readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = str(config_file(value, info))
+        try:  # a missing or bad file is a config error at load
+            read_labels_file(path)
+        except OSError as e:
+            raise invalid(f"cannot read {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise invalid(f"{path} is not UTF-8 text") from None
+        except ValueError as e:
+            raise invalid(str(e)) from None
+        return path
 
 
 @register("node_labels")

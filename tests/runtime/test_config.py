@@ -14,7 +14,6 @@ from protoc_x.runtime.config import (
     Config,
     ConfigError,
     Keepalive,
-    check_protocols,
     format_path,
     load_config,
     parse_config,
@@ -250,7 +249,11 @@ CASES = [
         lambda d: d["clusters"][0].pop("endpoints"),
         "clusters[0]: missing key 'endpoints'",
     ),
-    ("missing top-level key", lambda d: d.pop("clusters"), "<root>: missing key 'clusters'"),
+    (
+        "missing top-level key",
+        lambda d: d.pop("listeners"),
+        "<root>: missing key 'listeners'",
+    ),
     (
         "address without port",
         lambda d: d["listeners"][0].update(address="127.0.0.1"),
@@ -495,8 +498,8 @@ CASES = [
     ),
     (
         "empty name",
-        lambda d: d["clusters"][0].update(name=""),
-        "clusters[0].name: must not be empty",
+        lambda d: d["listeners"][0].update(name=""),
+        "listeners[0].name: must not be empty",
     ),
     (
         "endpoint port zero",
@@ -538,6 +541,21 @@ def test_cross_reference_errors_are_all_reported():
     ]
 
 
+def test_both_passes_report_together():
+    """A schema error does not hide a dangling reference: the cross-reference pass reads the
+    raw document and runs anyway."""
+    data = minimal()
+    data["clusters"][0]["name"] = ""
+    data["listeners"][0]["colour"] = "blue"
+    data["listeners"][0]["route_config"] = "r2"
+    assert errors_of(data) == [
+        "listeners[0]: unknown key 'colour'",
+        "clusters[0].name: must not be empty",
+        "listeners[0].route_config: unknown route_config 'r2'",
+        f"{ROUTE}.route.cluster: unknown cluster 'c'",
+    ]
+
+
 def test_listener_port_zero_may_repeat():
     data = minimal()
     data["listeners"][0]["address"] = "127.0.0.1:0"
@@ -561,22 +579,25 @@ def test_yaml_syntax_error(tmp_path):
     path = write(tmp_path, "listeners: []\ndrain_timeout_ms: a: b\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert info.value.errors == [("<yaml>", "2:20: mapping values are not allowed here")]
+    assert info.value.errors == [("<yaml>", "mapping values are not allowed here")]
+    assert info.value.positions == [(2, 20)]
     assert info.value.source == str(path)
+    assert str(info.value) == f"{path}:2:20: error: mapping values are not allowed here"
 
 
 def test_yaml_duplicate_key(tmp_path):
     path = write(tmp_path, "drain_timeout_ms: 1\nlisteners: []\ndrain_timeout_ms: 2\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == "<yaml>: 3:1: duplicate key 'drain_timeout_ms'"
+    assert str(info.value) == f"{path}:3:1: error: duplicate key 'drain_timeout_ms'"
 
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "absent.yaml")
     [(path, message)] = info.value.errors
-    assert path == "<yaml>" and "No such file or directory" in message
+    assert path == "<yaml>" and message == "cannot read: No such file or directory"
+    assert str(info.value) == f"{tmp_path / 'absent.yaml'}: error: {message}"
 
 
 def test_protocols_file_missing(tmp_path):
@@ -606,32 +627,37 @@ def test_protocols_relative_to_config_file(tmp_path):
     assert config.protocols == ((tmp_path / "specs" / "acme.xproto").resolve(),)
 
 
-def test_check_protocols():
+def test_listener_protocols_are_checked_against_the_loaded_ones():
+    from protoc_x.loader import builtin_protocols
+
+    builtin = builtin_protocols()
+    known = {name: builtin[name] for name in ("bolt", "dubbo", "thrift")}
     data = minimal()
     data["listeners"].append(
         {
             "name": "m",
             "address": "127.0.0.1:1001",
-            "protocol": ["dubbo", "x", "thrift"],
+            "protocol": ["dubbo", "x", "bolt"],
             "route_config": "rc",
         }
     )
     data["listeners"][0]["protocol"] = "y"
-    config = parse_config(data, Path("."))
-    check_protocols(config, {"y", "dubbo", "x", "thrift"})
+    assert len(parse_config(data, Path(".")).listeners) == 2  # names unchecked without protocols
     with pytest.raises(ConfigError) as info:
-        check_protocols(config, {"thrift", "dubbo"})
+        parse_config(data, Path("."), protocols=known)
     assert str(info.value).splitlines() == [
-        "listeners[0].protocol: unknown protocol 'y' (have: dubbo, thrift)",
-        "listeners[1].protocol[1]: unknown protocol 'x' (have: dubbo, thrift)",
+        "listeners[0].protocol: unknown protocol 'y' (have: bolt, dubbo, thrift)",
+        "listeners[1].protocol[1]: unknown protocol 'x' (have: bolt, dubbo, thrift)",
     ]
 
 
-def test_check_protocols_single_item_list_keeps_index():
+def test_single_item_protocol_list_keeps_index():
+    from protoc_x.loader import builtin_protocols
+
     data = minimal()
     data["listeners"][0]["protocol"] = ["kafka"]
     with pytest.raises(ConfigError) as info:
-        check_protocols(parse_config(data, Path(".")), {"tars"})
+        parse_config(data, Path("."), protocols={"tars": builtin_protocols()["tars"]})
     assert str(info.value) == "listeners[0].protocol[0]: unknown protocol 'kafka' (have: tars)"
 
 

@@ -105,9 +105,9 @@ def test_header_mutation_rejected_for_a_protocol_without_a_header_map(tmp_path):
     path.write_text(json.dumps(cfg))
     with pytest.raises(StartError) as info:
         prepare(str(path))
-    assert str(info.value) == (
-        "listeners[0].stream_filters[0]: header_mutation: protocol 'thrift' has no writable header map"
-    )
+    assert info.value.errors == [(
+        "listeners[0].stream_filters[0]", "header_mutation: protocol 'thrift' has no writable header map"
+    )]  # fmt: skip
 
 
 def test_node_labels_from_a_labels_file_choose_blue_or_green(tmp_path):

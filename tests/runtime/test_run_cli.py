@@ -458,6 +458,30 @@ CASES = {
     ),
     "negative-drain-timeout": Case(_set("drain_timeout_ms", -5), ["drain_timeout_ms"]),
     "duplicate-listener-address": Case(_duplicate_address, ["listeners[1].address"]),
+    # found by the same check as `protoc-x check` (before any port opens), with their lines
+    "admin-equals-listener": Case(
+        lambda cfg, ctx: cfg.update(admin={"address": cfg["listeners"][0]["address"]}),
+        ["admin.address: address", "already used by listener 'main'"],
+        pattern=r"bad\.yaml:\d+:\d+: error: admin\.address",
+    ),
+    "strict-filter-config": Case(
+        _set(
+            "listeners[0].stream_filters",
+            [{"name": "local_rate_limit", "config": {"tokens_per_second": 1, "burst": "5"}}],
+        ),
+        ["listeners[0].stream_filters[0].config.burst: expected an integer, got '5'"],
+    ),
+    "missing-labels-file": Case(
+        _set(
+            "listeners[0].stream_filters",
+            [{"name": "node_labels", "config": {"labels_file": "nowhere"}}],
+        ),
+        ["listeners[0].stream_filters[0].config.labels_file: cannot read {dir}/nowhere"],
+    ),
+    "access-log-in-missing-directory": Case(
+        _set("listeners[0].access_log", {"path": "logs/access.log"}),
+        ["listeners[0].access_log.path: no such directory: {dir}/logs"],
+    ),
     "empty-file": Case(lambda cfg, ctx: "", [], pattern=r"<root>|empty"),
     # the flow sequence opened on line 4 meets "route_config:" at line 5, column 17
     "yaml-syntax-error": Case(_yaml_syntax, [], pattern=r"\b5:17\b|line 5, column 17"),
