@@ -3,10 +3,17 @@
 Owns the encoding of one tagged field: its head byte ``(tag << 4) | type`` (``0xF0 | type``
 then a tag byte for tags >= 15) and its value, plus skipping whole fields of any type. Every
 reader is tagged: it skips fields with lower tags, and finds its field absent (None, nothing
-consumed) when the next field has a higher tag, a struct ends, or the frame ends.
+consumed) when the next field has a higher tag, a struct ends, or the frame ends. A struct's
+fields are read in ascending tag order, as TARS IDL numbers them and TarsGo reads them: a field
+that comes after a higher tag, or repeats one, is not seen (TarsGo skips it too).
 
 Writers produce exactly TarsGo's bytes (smallest integer width, 0 as ZERO, STRING1 up to 255
-bytes) so that decoded frames re-encode byte for byte.
+bytes). A field that came in another form, or with fields the reader skipped around it
+(unknown tags, out of order, repeated), reads as a :class:`Wire` value (``TarsInt``,
+``TarsStr``, ``TarsBytes``, ``TarsMap``, ``TarsRaw``) that remembers those bytes, and is written
+back as it came as long as it is not replaced: a decoded frame re-encodes byte for byte, and
+setting one field replaces only that field's bytes. ``rest`` keeps whatever follows the last
+field a layout names (fields of tags it does not know), written back verbatim.
 """
 
 from __future__ import annotations
@@ -231,34 +238,138 @@ _TAG0 = _heads(0)
 _TAG1 = _heads(1)
 
 
+def _lower_after(buf, pos: int, end: int, tag: int) -> int:
+    """The position after the fields at ``pos`` whose tags are at most ``tag``: fields that no
+    reader of a higher tag would see (TarsGo skips them), kept with the field before them."""
+    while pos < end:
+        b = buf[pos]
+        ty, cur, p = b & 15, b >> 4, pos + 1
+        if cur == 15:
+            if p >= end:
+                raise DecodeError(pos, "head overruns the frame")
+            cur = buf[p]
+            p += 1
+        if ty == STRUCT_END or cur > tag:
+            return pos
+        pos = _skip(buf, p, end, ty, 1)
+    return pos
+
+
+# ---- values that remember their bytes -----------------------------------------------------
+
+
+class Wire:
+    """What the ``Tars*`` values have in common: ``tars_tag``, the tag they were read with, and
+    ``tars_wire``, the bytes they came as (the fields skipped before them, their own field in
+    the form it came in, the lower-tag fields after it). A writer of that tag writes
+    ``tars_wire`` back; any other value is encoded as TarsGo would."""
+
+    __slots__ = ()
+
+
+class TarsInt(Wire, int):
+    """An int read from a frame, with the bytes it came as."""
+
+
+class TarsStr(Wire, str):
+    """A string read from a frame, with the bytes it came as."""
+
+
+class TarsBytes(Wire, bytes):
+    """A ``vector<byte>`` read from a frame, with the bytes it came as."""
+
+
+class TarsRaw(Wire, bytes):
+    """A field read whole by ``any``, with the bytes skipped around it."""
+
+
+class TarsMap(Wire, dict):
+    """A map read from a frame: read-only, so that a change cannot go unencoded (set a new
+    dict instead: ``dict(m)`` is a writable copy). ``tars_wire`` is None when TarsGo would
+    write the map exactly as it came."""
+
+    __slots__ = ("tars_tag", "tars_wire")
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a map decoded from a tars frame is read-only: assign a new dict")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+
+def _int_canonical(ty: int, value: int) -> bool:
+    """Whether TarsGo writes ``value`` with type ``ty`` (the smallest width, 0 as ZERO)."""
+    if value == 0:
+        return ty == ZERO
+    if ty == INT1:
+        return True
+    if ty == INT2:
+        return not -0x80 <= value <= 0x7F
+    if ty == INT4:
+        return not -0x8000 <= value <= 0x7FFF
+    return not -0x80000000 <= value <= 0x7FFFFFFF
+
+
+def _int_size(n: int) -> int:
+    """The bytes TarsGo writes a non-negative length ``n`` in (head included)."""
+    return 1 if n == 0 else 2 if n < 0x80 else 3 if n < 0x8000 else 5 if n < 0x80000000 else 9
+
+
 class _Tagged:
     PARAMS = ("tag",)
     PARAM_TYPES = (int,)
     VALUE = "raw"
-    __slots__ = ("tag", "heads")
+    WIRE: type = Wire
+    __slots__ = ("tag", "heads", "head_size")
 
     def __init__(self, tag: int):
         if not 0 <= tag <= 255:
             raise ValueError(f"tars tag {tag} is not in 0..255")
         self.tag = tag
         self.heads = _heads(tag)
+        self.head_size = 1 if tag < 15 else 2
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        tag = self.tag
+        ty, p, head = _seek(buf, pos, end, tag)
+        if ty < 0:
+            return None, pos  # what was skipped belongs to the next field read
+        value, new, canonical = self._value(buf, p, end, ty, head)
+        stop = new
+        if new < end:
+            t = buf[new] >> 4
+            if t <= tag or t == 15:  # fields after it that no later reader sees: keep them
+                stop = _lower_after(buf, new, end, tag)
+        if canonical and pos == head and stop == new and p - head == self.head_size:
+            return value, new
+        return self._keep(value, bytes(buf[pos:stop])), stop
+
+    def _keep(self, value, wire: bytes):
+        out = self.WIRE(value)
+        out.tars_tag = self.tag
+        out.tars_wire = wire
+        return out
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            return b""
+        if value.__class__ is self.WIRE and value.tars_tag == self.tag:
+            return value.tars_wire
+        return self._encode(value)
 
 
 class Int(_Tagged):
     """An integer field: int1/int2/int4/int8 or ZERO on the wire."""
 
     VALUE = "int"
+    WIRE = TarsInt
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
-        return _int_value(buf, p, end, ty, head)
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
+        value, new = _int_value(buf, p, end, ty, head)
+        return value, new, _int_canonical(ty, value)
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _encode(self, value) -> bytes:
         return _write_int(value, self.heads)
 
 
@@ -266,31 +377,27 @@ class String(_Tagged):
     """A string field (string1: u8 length, string4: u32 length), UTF-8."""
 
     VALUE = "str"
+    WIRE = TarsStr
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
-        return _string_value(buf, p, end, ty, head)
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
+        value, new = _string_value(buf, p, end, ty, head)
+        return value, new, ty == STRING1 or new - p - 4 > 255
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _encode(self, value) -> bytes:
         return _write_string(value, self.heads)
 
 
 class Bytes(_Tagged):
     """A ``vector<byte>`` field: a simple list (as TarsGo and Java write it), or a plain list
-    of int1 elements (as some older writers do); always written as a simple list."""
+    of int1 elements (as some older writers do); written as a simple list."""
 
     VALUE = "bytes"
+    WIRE = TarsBytes
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
+        start = p
         if ty == SIMPLE_LIST:
             if p >= end:
                 raise DecodeError(p, "simple list overruns the frame")
@@ -302,7 +409,8 @@ class Bytes(_Tagged):
             stop = p + n
             if stop > end:
                 raise DecodeError(p, f"simple list of {n} bytes overruns the frame")
-            return bytes(buf[p:stop]), stop
+            canonical = b == 0 and stop - start == 1 + _int_size(n) + n
+            return bytes(buf[p:stop]), stop, canonical
         if ty == LIST:
             n, p = _length(buf, p, end)
             if n > end - p:
@@ -321,32 +429,31 @@ class Bytes(_Tagged):
                     p += 2
                 else:
                     raise DecodeError(p, "a byte list element must be an int1 with tag 0")
-            return bytes(out), p
+            return bytes(out), p, False
         raise DecodeError(head, f"expected bytes (simple list), found {TYPE_NAMES[ty]}")
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _encode(self, value) -> bytes:
         data = bytes(value)
         return self.heads[SIMPLE_LIST] + b"\x00" + _write_int(len(data), _TAG0) + data
 
 
 class Map(_Tagged):
-    """A ``map<string, string>`` field → dict[str, str] (keys tag 0, values tag 1)."""
+    """A ``map<string, string>`` field → a read-only :class:`TarsMap` (keys tag 0, values
+    tag 1); written from any dict of strings."""
 
     VALUE = "map"
+    WIRE = TarsMap
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
         if ty != MAP:
             raise DecodeError(head, f"expected a map, found {TYPE_NAMES[ty]}")
+        start = p
         n, p = _length(buf, p, end)
+        canonical = p - start == _int_size(n)
         if 4 * n > end - p:  # an entry is two heads and two lengths at least
             raise DecodeError(p, f"map of {n} entries overruns the frame")
-        out = {}
+        pairs = []
         for _ in range(n):
             pair = []
             for want in (0, 1):
@@ -360,16 +467,36 @@ class Map(_Tagged):
                         raise DecodeError(h, "head overruns the frame")
                     tag = buf[p]
                     p += 1
+                    canonical = False
                 if tag != want:
                     raise DecodeError(h, f"map entry has tag {tag}, expected {want}")
-                s, p = _string_value(buf, p, end, t, h)
+                s, new = _string_value(buf, p, end, t, h)
+                if t == STRING4 and new - p - 4 <= 255:
+                    canonical = False
+                p = new
                 pair.append(s)
-            out[pair[0]] = pair[1]
-        return out, p
+            pairs.append(pair)
+        out = TarsMap(pairs)
+        out.tars_tag = self.tag
+        out.tars_wire = None
+        return out, p, canonical and len(out) == n
+
+    def _keep(self, value, wire: bytes):
+        value.tars_wire = wire
+        return value
 
     def write(self, value, ctx=None) -> bytes:
         if value is None:
             return b""
+        if (
+            value.__class__ is TarsMap
+            and value.tars_wire is not None
+            and value.tars_tag == self.tag
+        ):
+            return value.tars_wire
+        return self._encode(value)
+
+    def _encode(self, value) -> bytes:
         parts = [self.heads[MAP], _write_int(len(value), _TAG0)]
         for k, v in value.items():
             if k is None or v is None:
@@ -383,22 +510,51 @@ class Any(_Tagged):
     """Any field: the raw bytes of the whole field, head included, written back verbatim."""
 
     VALUE = "raw"
+    WIRE = TarsRaw
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
         new = _skip(buf, p, end, ty, 1)
-        return bytes(buf[head:new]), new
+        return bytes(buf[head:new]), new, True
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _encode(self, value) -> bytes:
         return bytes(value)
 
 
-TYPES: dict[str, type] = {"int": Int, "string": String, "bytes": Bytes, "map": Map, "any": Any}
+class Rest:
+    """The fields after the last one a layout names, of any tags (fields a newer peer added):
+    their raw bytes, written back verbatim; None when there are none."""
+
+    PARAMS: tuple[str, ...] = ()
+    PARAM_TYPES: tuple[type, ...] = ()
+    VALUE = "raw"
+    __slots__ = ()
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        if pos >= end:
+            return None, pos
+        p = pos
+        while p < end:
+            b = buf[p]
+            h = p
+            p += 2 if b >> 4 == 15 else 1
+            if p > end:
+                raise DecodeError(h, "head overruns the frame")
+            p = _skip(buf, p, end, b & 15, 1)
+        return bytes(buf[pos:end]), end
+
+    def write(self, value, ctx=None) -> bytes:
+        return b"" if value is None else bytes(value)
+
+
+TYPES: dict[str, type] = {
+    "int": Int,
+    "string": String,
+    "bytes": Bytes,
+    "map": Map,
+    "any": Any,
+    "rest": Rest,
+}
 FUNCTIONS: dict[str, object] = {}
 
 
