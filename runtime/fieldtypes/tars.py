@@ -262,25 +262,38 @@ class Wire:
     """What the ``Tars*`` values have in common: ``tars_tag``, the tag they were read with, and
     ``tars_wire``, the bytes they came as (the fields skipped before them, their own field in
     the form it came in, the lower-tag fields after it). A writer of that tag writes
-    ``tars_wire`` back; any other value is encoded as TarsGo would."""
+    ``tars_wire`` back; any other value is encoded as TarsGo would. ``detach()`` is the plain
+    value, for copying into another frame (which must not carry this frame's other fields)."""
 
     __slots__ = ()
+    PLAIN: type = object
+
+    def detach(self):
+        return self.PLAIN(self)
 
 
 class TarsInt(Wire, int):
     """An int read from a frame, with the bytes it came as."""
 
+    PLAIN = int
+
 
 class TarsStr(Wire, str):
     """A string read from a frame, with the bytes it came as."""
+
+    PLAIN = str
 
 
 class TarsBytes(Wire, bytes):
     """A ``vector<byte>`` read from a frame, with the bytes it came as."""
 
+    PLAIN = bytes
+
 
 class TarsRaw(Wire, bytes):
     """A field read whole by ``any``, with the bytes skipped around it."""
+
+    PLAIN = bytes
 
 
 class TarsMap(Wire, dict):
@@ -289,6 +302,7 @@ class TarsMap(Wire, dict):
     write the map exactly as it came."""
 
     __slots__ = ("tars_tag", "tars_wire")
+    PLAIN = dict
 
     def _read_only(self, *args, **kwargs):
         raise TypeError("a map decoded from a tars frame is read-only: assign a new dict")

@@ -131,3 +131,21 @@ def test_rest_keeps_every_field_after_the_last_named_one():
     for bad in ("b6 05 68", "0e", "f0", "0a 00 01"):
         with pytest.raises(DecodeError):
             read(Rest(), h(bad))
+
+
+def test_detach_gives_the_plain_value_written_as_tarsgo_writes_it():
+    cases = [
+        (Int(1), "00 07 13 0000000000000005", int),
+        (String(1), "00 07 17 00000002 6869", str),
+        (Bytes(1), "00 07 19 0001 0041", bytes),
+        (Map(1), "00 07 18 0001 0601 61 1601 62", dict),
+        (Any(1), "00 07 10 05", bytes),
+    ]
+    for reader, wire, plain in cases:
+        value, _ = read(reader, h(wire))
+        assert reader.write(value, None) == h(wire)  # with the tag-0 field skipped before it
+        detached = value.detach()
+        assert type(detached) is plain and detached == value
+        out = reader.write(detached, None)
+        assert not out.startswith(h("00 07"))  # without it
+        assert read(reader, out) == (value, len(out))
