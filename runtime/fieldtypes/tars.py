@@ -371,6 +371,12 @@ class _Tagged:
             return value.tars_wire
         return self._encode(value)
 
+    @staticmethod
+    def detach(value):
+        """``value`` (read from one frame) as it may go into another: without the bytes of
+        its frame's other fields."""
+        return value.detach() if isinstance(value, Wire) else value
+
 
 class Int(_Tagged):
     """An integer field: int1/int2/int4/int8 or ZERO on the wire."""

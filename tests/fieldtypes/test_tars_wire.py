@@ -146,6 +146,7 @@ def test_detach_gives_the_plain_value_written_as_tarsgo_writes_it():
         assert reader.write(value, None) == h(wire)  # with the tag-0 field skipped before it
         detached = value.detach()
         assert type(detached) is plain and detached == value
+        assert type(reader.detach(value)) is plain and reader.detach(detached) is detached
         out = reader.write(detached, None)
         assert not out.startswith(h("00 07"))  # without it
         assert read(reader, out) == (value, len(out))
