@@ -53,7 +53,9 @@ def codec(name):
 
 
 def directions(proto):
-    return list(Direction) if proto.needs_direction else [None]
+    """What decode may be given: a Direction, or also None where the bytes say it (the
+    runtime passes a Direction to every protocol)."""
+    return list(Direction) if proto.needs_direction else [None, *Direction]
 
 
 def seeds(name):
