@@ -11,9 +11,10 @@ Writers produce exactly TarsGo's bytes (smallest integer width, 0 as ZERO, STRIN
 bytes). A field that came in another form, or with fields the reader skipped around it
 (unknown tags, out of order, repeated), reads as a :class:`Wire` value (``TarsInt``,
 ``TarsStr``, ``TarsBytes``, ``TarsMap``, ``TarsRaw``) that remembers those bytes, and is written
-back as it came as long as it is not replaced: a decoded frame re-encodes byte for byte, and
-setting one field replaces only that field's bytes. ``rest`` keeps whatever follows the last
-field a layout names (fields of tags it does not know), written back verbatim.
+back as it came as long as it is not replaced: a decoded frame re-encodes byte for byte. When a
+field is set (or removed), only its own bytes change: the other fields it carried are written
+by the value after it (the per-message :class:`Context` links them). ``rest`` keeps whatever
+follows the last field a layout names (fields of tags it does not know), written back verbatim.
 """
 
 from __future__ import annotations
@@ -296,12 +297,18 @@ class TarsRaw(Wire, bytes):
     PLAIN = bytes
 
 
+class TarsRest(Wire, bytes):
+    """What ``rest`` read, when the field before it carried other fields' bytes."""
+
+    PLAIN = bytes
+
+
 class TarsMap(Wire, dict):
     """A map read from a frame: read-only, so that a change cannot go unencoded (set a new
     dict instead: ``dict(m)`` is a writable copy). ``tars_wire`` is None when TarsGo would
     write the map exactly as it came."""
 
-    __slots__ = ("tars_tag", "tars_wire")
+    __slots__ = ("tars_tag", "tars_wire", "tars_foreign", "tars_before")
     PLAIN = dict
 
     def _read_only(self, *args, **kwargs):
@@ -354,9 +361,16 @@ class _Tagged:
             t = buf[new] >> 4
             if t <= tag or t == 15:  # fields after it that no later reader sees: keep them
                 stop = _lower_after(buf, new, end, tag)
+        before = ctx.foreign if ctx is not None else None
         if canonical and pos == head and stop == new and p - head == self.head_size:
-            return value, new
-        return self._keep(value, bytes(buf[pos:stop])), stop
+            if before is None:
+                return value, new
+        out = self._keep(value, bytes(buf[pos:stop]))
+        out.tars_foreign = bytes(buf[pos:head]) + bytes(buf[new:stop])
+        out.tars_before = before
+        if ctx is not None:
+            ctx.foreign = out if out.tars_foreign else None
+        return out, stop
 
     def _keep(self, value, wire: bytes):
         out = self.WIRE(value)
@@ -367,8 +381,14 @@ class _Tagged:
     def write(self, value, ctx=None) -> bytes:
         if value is None:
             return b""
-        if value.__class__ is self.WIRE and value.tars_tag == self.tag:
-            return value.tars_wire
+        if value.__class__ is self.WIRE and value.tars_tag == self.tag and value.tars_wire:
+            out = value.tars_wire
+            if ctx is not None:
+                before = value.tars_before
+                if before is not None and id(before) not in ctx.written:
+                    out = before.tars_foreign + out  # it was replaced: keep what it carried
+                ctx.written.add(id(value))
+            return out
         return self._encode(value)
 
     @staticmethod
@@ -505,17 +525,6 @@ class Map(_Tagged):
         value.tars_wire = wire
         return value
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
-        if (
-            value.__class__ is TarsMap
-            and value.tars_wire is not None
-            and value.tars_tag == self.tag
-        ):
-            return value.tars_wire
-        return self._encode(value)
-
     def _encode(self, value) -> bytes:
         parts = [self.heads[MAP], _write_int(len(value), _TAG0)]
         for k, v in value.items():
@@ -551,7 +560,8 @@ class Rest:
     __slots__ = ()
 
     def read(self, buf, pos: int, end: int, ctx=None):
-        if pos >= end:
+        before = ctx.foreign if ctx is not None else None
+        if pos >= end and before is None:
             return None, pos
         p = pos
         while p < end:
@@ -561,10 +571,21 @@ class Rest:
             if p > end:
                 raise DecodeError(h, "head overruns the frame")
             p = _skip(buf, p, end, b & 15, 1)
-        return bytes(buf[pos:end]), end
+        data = bytes(buf[pos:end])
+        if before is None:
+            return data, end
+        out = TarsRest(data)  # empty, when only the last field's other fields are to keep
+        out.tars_before = before
+        ctx.foreign = None
+        return out, end
 
     def write(self, value, ctx=None) -> bytes:
-        return b"" if value is None else bytes(value)
+        if value is None:
+            return b""
+        if value.__class__ is TarsRest and ctx is not None:
+            if id(value.tars_before) not in ctx.written:
+                return value.tars_before.tars_foreign + value
+        return bytes(value)
 
 
 TYPES: dict[str, type] = {
@@ -578,6 +599,19 @@ TYPES: dict[str, type] = {
 FUNCTIONS: dict[str, object] = {}
 
 
-def new_context() -> None:
-    """TARS values need no per-message state."""
-    return None
+class Context:
+    """What the fields of one message share. Reading: ``foreign``, the last value read with
+    other fields' bytes (the next value read keeps a reference to it). Writing: ``written``,
+    the ids of the values written as they came; a value whose predecessor is not among them
+    (it was replaced or removed) writes the other fields' bytes that predecessor carried, so
+    that none is lost."""
+
+    __slots__ = ("foreign", "written")
+
+    def __init__(self) -> None:
+        self.foreign = None
+        self.written: set[int] = set()
+
+
+def new_context() -> Context:
+    return Context()

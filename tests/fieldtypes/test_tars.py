@@ -52,7 +52,9 @@ def test_contract():
         "map",
         "raw",
     ]
-    assert tars.new_context() is None and tars.FUNCTIONS == {}
+    assert tars.FUNCTIONS == {}
+    first, second = tars.new_context(), tars.new_context()
+    assert isinstance(first, tars.Context) and first is not second  # one per message
     with pytest.raises(ValueError):
         Int(256)
 

@@ -150,3 +150,52 @@ def test_detach_gives_the_plain_value_written_as_tarsgo_writes_it():
         out = reader.write(detached, None)
         assert not out.startswith(h("00 07"))  # without it
         assert read(reader, out) == (value, len(out))
+
+
+# ---- in a message: replacing a field keeps the other fields it carried ------------------
+
+# tags 1, 2, 4 named; a tag 0 before 1, a 1 again after 2, a 3 after 4 (out of order)
+MESSAGE = h("00 07") + h("10 01") + h("2c") + h("10 09") + h("40 05") + h("30 03")
+LAYOUT = [Int(1), Int(2), Int(4), Rest()]
+
+
+def decode_message(data: bytes) -> list:
+    ctx, pos, values = tars.new_context(), 0, []
+    for reader in LAYOUT:
+        value, pos = reader.read(data, pos, len(data), ctx)
+        values.append(value)
+    assert pos == len(data)
+    return values
+
+
+def encode_message(values: list) -> bytes:
+    ctx = tars.new_context()
+    return b"".join(w.write(v, ctx) for w, v in zip(LAYOUT, values))
+
+
+def test_a_message_re_encodes_as_it_came():
+    values = decode_message(MESSAGE)
+    assert values[:3] == [1, 0, 5]
+    assert encode_message(values) == MESSAGE
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("new", [None, 100])
+def test_replacing_or_removing_a_field_keeps_the_fields_it_carried(index, new):
+    values = decode_message(MESSAGE)
+    values[index] = new
+    out = encode_message(values)
+    expect = [1, 0, 5]
+    expect[index] = new
+    assert decode_message(out)[:3] == expect  # what a TARS reader sees
+    for other in (h("00 07"), h("10 09"), h("30 03")):  # the others, perhaps moved
+        assert other in out
+    assert len(out) == len(MESSAGE) - len(LAYOUT[index].write([1, 0, 5][index], None)) + len(
+        LAYOUT[index].write(new, None)
+    )
+
+
+def test_a_value_out_of_its_message_writes_what_it_carries():
+    values = decode_message(MESSAGE)
+    assert Int(1).write(values[0], None) == h("00 07 10 01")
+    assert Int(4).write(values[2], None) == h("40 05 30 03")
