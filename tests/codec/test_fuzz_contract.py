@@ -82,6 +82,8 @@ def _accessors_return_or_decode_error(proto, frame) -> None:
             assert isinstance(value, StreamType)
         elif name == "get_headers":
             assert isinstance(value, dict)
+            assert all(isinstance(k, str) for k in value), value
+            assert all(v is None or isinstance(v, str) for v in value.values()), value
             for key in list(value):
                 try:
                     frame.get_header(key)
