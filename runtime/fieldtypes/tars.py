@@ -405,6 +405,24 @@ class Int(_Tagged):
     WIRE = TarsInt
     __slots__ = ()
 
+    def read(self, buf, pos: int, end: int, ctx=None):
+        # the common case first: the field is next, as TarsGo writes it, and so is the field
+        # after it (a higher tag); anything else takes the general path
+        if pos + 1 < end and (ctx is None or ctx.foreign is None):
+            b = buf[pos]
+            if b >> 4 == self.tag:  # (a tag of 15 or more never matches: 15 means 'long')
+                ty = b & 15
+                if ty == ZERO:
+                    t = buf[pos + 1] >> 4
+                    if self.tag < t < 15:
+                        return 0, pos + 1
+                elif ty == INT1 and pos + 2 < end:
+                    t = buf[pos + 2] >> 4
+                    value = buf[pos + 1]
+                    if self.tag < t < 15 and value:
+                        return (value - 256 if value > 127 else value), pos + 2
+        return _Tagged.read(self, buf, pos, end, ctx)
+
     def _value(self, buf, p: int, end: int, ty: int, head: int):
         value, new = _int_value(buf, p, end, ty, head)
         return value, new, _int_canonical(ty, value)

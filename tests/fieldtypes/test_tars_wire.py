@@ -199,3 +199,15 @@ def test_a_value_out_of_its_message_writes_what_it_carries():
     values = decode_message(MESSAGE)
     assert Int(1).write(values[0], None) == h("00 07 10 01")
     assert Int(4).write(values[2], None) == h("40 05 30 03")
+
+
+def test_small_ints_before_a_higher_tag_read_as_tarsgo_wrote_them():
+    for value in range(-128, 128):
+        field = Int(3).write(value, None)
+        for after in (h("40 01"), h("f0 20 01"), h("30 01"), h("0b"), b""):
+            data = field + after
+            got, pos = read(Int(3), data)
+            assert got == value, (value, after)
+            assert Int(3).write(got, None) == data[:pos]
+            if after in (h("40 01"), h("f0 20 01"), b""):
+                assert pos == len(field) and type(got) is int
