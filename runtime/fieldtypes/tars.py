@@ -410,7 +410,7 @@ class Int(_Tagged):
         # after it (a higher tag); anything else takes the general path
         if pos + 1 < end and (ctx is None or ctx.foreign is None):
             b = buf[pos]
-            if b >> 4 == self.tag:  # (a tag of 15 or more never matches: 15 means 'long')
+            if b >> 4 == self.tag and self.head_size == 1:  # (15: a long head, tag after)
                 ty = b & 15
                 if ty == ZERO:
                     t = buf[pos + 1] >> 4

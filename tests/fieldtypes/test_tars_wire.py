@@ -211,3 +211,14 @@ def test_small_ints_before_a_higher_tag_read_as_tarsgo_wrote_them():
             assert Int(3).write(got, None) == data[:pos]
             if after in (h("40 01"), h("f0 20 01"), b""):
                 assert pos == len(field) and type(got) is int
+
+
+@pytest.mark.parametrize("tag", [14, 15, 16, 255])
+def test_ints_of_high_tags_read_their_own_head(tag):
+    for value in (0, 5, -5, 300):
+        data = Int(tag).write(value, None) + (Int(tag + 1).write(1, None) if tag < 255 else b"")
+        got, pos = read(Int(tag), data)
+        assert got == value and pos == len(Int(tag).write(value, None))
+    # a tag-15 reader must not take the long head of another tag for its own
+    assert read(Int(15), h("f0 10 05"))[0] is None
+    assert read(Int(15), h("f0 0f 05 f0 10 01")) == (5, 3)
