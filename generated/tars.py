@@ -35,10 +35,11 @@ _T6 = tars.TYPES["bytes"](7)
 _T7 = tars.TYPES["int"](8)
 _T8 = tars.TYPES["map"](9)
 _T9 = tars.TYPES["map"](10)
-_T10 = tars.TYPES["int"](5)
-_T11 = tars.TYPES["bytes"](6)
-_T12 = tars.TYPES["map"](7)
-_T13 = tars.TYPES["string"](8)
+_T10 = tars.TYPES["rest"]()
+_T11 = tars.TYPES["int"](5)
+_T12 = tars.TYPES["bytes"](6)
+_T13 = tars.TYPES["map"](7)
+_T14 = tars.TYPES["string"](8)
 
 _REQUEST, _ONEWAY, _QUIET, _RESPONSE = (
     StreamType.REQUEST,
@@ -90,6 +91,7 @@ class TarsFrame(XFrame):
         "iTimeout",
         "context",
         "status",
+        "unknown",
         "iRet",
         "sResultDesc",
         "direction",
@@ -106,6 +108,7 @@ class TarsFrame(XFrame):
         "iTimeout",
         "context",
         "status",
+        "unknown",
         "iRet",
         "sResultDesc",
     )
@@ -127,6 +130,7 @@ class TarsFrame(XFrame):
         f.iTimeout = None
         f.context = None
         f.status = None
+        f.unknown = None
         f.iRet = None
         f.sResultDesc = None
         f.length = 0
@@ -204,6 +208,7 @@ class TarsFrame(XFrame):
             p_iTimeout = _T7.write(self.iTimeout, ctx_tars)
             p_context = _T8.write(self.context, ctx_tars)
             p_status = _T9.write(self.status, ctx_tars)
+            p_unknown = _T10.write(self.unknown, ctx_tars)
             total = (
                 4
                 + len(p_iVersion)
@@ -216,6 +221,7 @@ class TarsFrame(XFrame):
                 + len(p_iTimeout)
                 + len(p_context)
                 + len(p_status)
+                + len(p_unknown)
             )
             return b"".join(
                 [
@@ -230,6 +236,7 @@ class TarsFrame(XFrame):
                     p_iTimeout,
                     p_context,
                     p_status,
+                    p_unknown,
                 ]
             )
         else:
@@ -238,11 +245,12 @@ class TarsFrame(XFrame):
             p_cPacketType = _T1.write(self.cPacketType, ctx_tars)
             p_iRequestId = _T2.write(self.iRequestId, ctx_tars)
             p_iMessageType = _T3.write(self.iMessageType, ctx_tars)
-            p_iRet = _T10.write(self.iRet, ctx_tars)
-            p_sBuffer = _T11.write(self.sBuffer, ctx_tars)
-            p_status = _T12.write(self.status, ctx_tars)
-            p_sResultDesc = _T13.write(self.sResultDesc, ctx_tars)
+            p_iRet = _T11.write(self.iRet, ctx_tars)
+            p_sBuffer = _T12.write(self.sBuffer, ctx_tars)
+            p_status = _T13.write(self.status, ctx_tars)
+            p_sResultDesc = _T14.write(self.sResultDesc, ctx_tars)
             p_context = _T8.write(self.context, ctx_tars)
+            p_unknown = _T10.write(self.unknown, ctx_tars)
             total = (
                 4
                 + len(p_iVersion)
@@ -254,6 +262,7 @@ class TarsFrame(XFrame):
                 + len(p_status)
                 + len(p_sResultDesc)
                 + len(p_context)
+                + len(p_unknown)
             )
             return b"".join(
                 [
@@ -267,6 +276,7 @@ class TarsFrame(XFrame):
                     p_status,
                     p_sResultDesc,
                     p_context,
+                    p_unknown,
                 ]
             )
 
@@ -317,6 +327,7 @@ class TarsProtocol(XProtocol):
             f.iTimeout, pos = _T7.read(buf, pos, end, ctx_tars)
             f.context, pos = _T8.read(buf, pos, end, ctx_tars)
             f.status, pos = _T9.read(buf, pos, end, ctx_tars)
+            f.unknown, pos = _T10.read(buf, pos, end, ctx_tars)
             if pos != end:
                 raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
             f.length = end - start
@@ -341,11 +352,12 @@ class TarsProtocol(XProtocol):
             f.cPacketType, pos = _T1.read(buf, pos, end, ctx_tars)
             f.iRequestId, pos = _T2.read(buf, pos, end, ctx_tars)
             f.iMessageType, pos = _T3.read(buf, pos, end, ctx_tars)
-            f.iRet, pos = _T10.read(buf, pos, end, ctx_tars)
-            f.sBuffer, pos = _T11.read(buf, pos, end, ctx_tars)
-            f.status, pos = _T12.read(buf, pos, end, ctx_tars)
-            f.sResultDesc, pos = _T13.read(buf, pos, end, ctx_tars)
+            f.iRet, pos = _T11.read(buf, pos, end, ctx_tars)
+            f.sBuffer, pos = _T12.read(buf, pos, end, ctx_tars)
+            f.status, pos = _T13.read(buf, pos, end, ctx_tars)
+            f.sResultDesc, pos = _T14.read(buf, pos, end, ctx_tars)
             f.context, pos = _T8.read(buf, pos, end, ctx_tars)
+            f.unknown, pos = _T10.read(buf, pos, end, ctx_tars)
             if pos != end:
                 raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
             f.length = end - start

@@ -21,7 +21,7 @@ def _json_value(value: Any, enum: dict | None = None) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, dict):
-        return {str(_json_value(k)): _json_value(v) for k, v in value.items()}
+        return {_json_key(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_value(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -30,6 +30,15 @@ def _json_value(value: Any, enum: dict | None = None) -> Any:
     if isinstance(raw, (bytes, bytearray)):
         return bytes(raw).hex()
     return str(value)
+
+
+def _json_key(key: Any) -> str:
+    """A map key as a JSON object key: strings as they are, other values as JSON text (a
+    hessian2 map may have int, null or binary keys)."""
+    if isinstance(key, str):
+        return key
+    value = _json_value(key)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def frame_json(name: str, frame: XFrame) -> dict[str, Any]:
@@ -49,7 +58,7 @@ def frame_json(name: str, frame: XFrame) -> dict[str, Any]:
         "timeout_ms": frame.get_timeout(),
         "service": frame.get_service(),
         "method": frame.get_method(),
-        "headers": frame.get_headers(),
+        "headers": {_json_key(k): _json_value(v) for k, v in frame.get_headers().items()},
         "body_length": len(frame.get_body() or b""),
         "fields": fields,
     }

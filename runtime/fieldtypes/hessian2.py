@@ -687,27 +687,28 @@ class Map:
 
 # ---- functions for spec expressions -------------------------------------------------------
 
-# One JVM field descriptor, as Dubbo's ReflectUtils.DESC_PATTERN accepts them.
-_DESC = re.compile(r"\[*(?:[VZBCDSIFJ]|L[^;/\[.]+(?:/[^;/\[.]+)*;)")
+# JVM field descriptors, as Dubbo's ReflectUtils.DESC_PATTERN accepts them, one after another.
+# Possessive: each descriptor has one way to match, so nothing is retried (linear time).
+_DESCS = re.compile(r"(?:\[*+(?:[VZBCDSIFJ]|L[^;/\[.]++(?:/[^;/\[.]++)*+;))*+")
+_CLASS_NAME = re.compile(r"L[^;]*;")
+_PRIMITIVES = "VZBCDSIFJ"
 
 
 @functools.lru_cache(maxsize=512)
 def _count_descriptors(descriptor: str) -> int:
-    match = _DESC.match
-    n = pos = 0
-    size = len(descriptor)
-    while pos < size:
-        m = match(descriptor, pos)
-        if m is None:
-            raise DecodeError(0, f"malformed parameter descriptor at character {pos}")
-        pos = m.end()
-        n += 1
-    return n
+    if not descriptor.strip(_PRIMITIVES):  # "IIJ...": one descriptor a character
+        return len(descriptor)
+    done = _DESCS.match(descriptor).end()
+    if done != len(descriptor):
+        raise DecodeError(0, f"malformed parameter descriptor at character {done}")
+    flat = _CLASS_NAME.sub("L", descriptor)  # one letter a descriptor, after its '['s
+    return len(flat) - flat.count("[")
 
 
 def arg_count(descriptor: str | None) -> int:
     """How many arguments a Dubbo parameter descriptor declares:
-    ``"Ljava/lang/String;I[Ljava/lang/Object;[[J"`` → 4; None or "" → 0."""
+    ``"Ljava/lang/String;I[Ljava/lang/Object;[[J"`` → 4; None or "" → 0. Linear time in C:
+    a descriptor of 10^6 characters takes milliseconds."""
     if not descriptor:
         return 0
     if not isinstance(descriptor, str):

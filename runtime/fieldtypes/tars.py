@@ -3,10 +3,18 @@
 Owns the encoding of one tagged field: its head byte ``(tag << 4) | type`` (``0xF0 | type``
 then a tag byte for tags >= 15) and its value, plus skipping whole fields of any type. Every
 reader is tagged: it skips fields with lower tags, and finds its field absent (None, nothing
-consumed) when the next field has a higher tag, a struct ends, or the frame ends.
+consumed) when the next field has a higher tag, a struct ends, or the frame ends. A struct's
+fields are read in ascending tag order, as TARS IDL numbers them and TarsGo reads them: a field
+that comes after a higher tag, or repeats one, is not seen (TarsGo skips it too).
 
 Writers produce exactly TarsGo's bytes (smallest integer width, 0 as ZERO, STRING1 up to 255
-bytes) so that decoded frames re-encode byte for byte.
+bytes). A field that came in another form, or with fields the reader skipped around it
+(unknown tags, out of order, repeated), reads as a :class:`Wire` value (``TarsInt``,
+``TarsStr``, ``TarsBytes``, ``TarsMap``, ``TarsRaw``) that remembers those bytes, and is written
+back as it came as long as it is not replaced: a decoded frame re-encodes byte for byte. When a
+field is set (or removed), only its own bytes change: the other fields it carried are written
+by the value after it (the per-message :class:`Context` links them). ``rest`` keeps whatever
+follows the last field a layout names (fields of tags it does not know), written back verbatim.
 """
 
 from __future__ import annotations
@@ -231,34 +239,195 @@ _TAG0 = _heads(0)
 _TAG1 = _heads(1)
 
 
+def _lower_after(buf, pos: int, end: int, tag: int) -> int:
+    """The position after the fields at ``pos`` whose tags are at most ``tag``: fields that no
+    reader of a higher tag would see (TarsGo skips them), kept with the field before them."""
+    while pos < end:
+        b = buf[pos]
+        ty, cur, p = b & 15, b >> 4, pos + 1
+        if cur == 15:
+            if p >= end:
+                raise DecodeError(pos, "head overruns the frame")
+            cur = buf[p]
+            p += 1
+        if ty == STRUCT_END or cur > tag:
+            return pos
+        pos = _skip(buf, p, end, ty, 1)
+    return pos
+
+
+# ---- values that remember their bytes -----------------------------------------------------
+
+
+class Wire:
+    """What the ``Tars*`` values have in common: ``tars_tag``, the tag they were read with, and
+    ``tars_wire``, the bytes they came as (the fields skipped before them, their own field in
+    the form it came in, the lower-tag fields after it). A writer of that tag writes
+    ``tars_wire`` back; any other value is encoded as TarsGo would. ``detach()`` is the plain
+    value, for copying into another frame (which must not carry this frame's other fields)."""
+
+    __slots__ = ()
+    PLAIN: type = object
+
+    def detach(self):
+        return self.PLAIN(self)
+
+
+class TarsInt(Wire, int):
+    """An int read from a frame, with the bytes it came as."""
+
+    PLAIN = int
+
+
+class TarsStr(Wire, str):
+    """A string read from a frame, with the bytes it came as."""
+
+    PLAIN = str
+
+
+class TarsBytes(Wire, bytes):
+    """A ``vector<byte>`` read from a frame, with the bytes it came as."""
+
+    PLAIN = bytes
+
+
+class TarsRaw(Wire, bytes):
+    """A field read whole by ``any``, with the bytes skipped around it."""
+
+    PLAIN = bytes
+
+
+class TarsRest(Wire, bytes):
+    """What ``rest`` read, when the field before it carried other fields' bytes."""
+
+    PLAIN = bytes
+
+
+class TarsMap(Wire, dict):
+    """A map read from a frame: read-only, so that a change cannot go unencoded (set a new
+    dict instead: ``dict(m)`` is a writable copy). ``tars_wire`` is None when TarsGo would
+    write the map exactly as it came."""
+
+    __slots__ = ("tars_tag", "tars_wire", "tars_foreign", "tars_before")
+    PLAIN = dict
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a map decoded from a tars frame is read-only: assign a new dict")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+
+def _int_canonical(ty: int, value: int) -> bool:
+    """Whether TarsGo writes ``value`` with type ``ty`` (the smallest width, 0 as ZERO)."""
+    if value == 0:
+        return ty == ZERO
+    if ty == INT1:
+        return True
+    if ty == INT2:
+        return not -0x80 <= value <= 0x7F
+    if ty == INT4:
+        return not -0x8000 <= value <= 0x7FFF
+    return not -0x80000000 <= value <= 0x7FFFFFFF
+
+
+def _int_size(n: int) -> int:
+    """The bytes TarsGo writes a non-negative length ``n`` in (head included)."""
+    return 1 if n == 0 else 2 if n < 0x80 else 3 if n < 0x8000 else 5 if n < 0x80000000 else 9
+
+
 class _Tagged:
     PARAMS = ("tag",)
     PARAM_TYPES = (int,)
     VALUE = "raw"
-    __slots__ = ("tag", "heads")
+    WIRE: type = Wire
+    __slots__ = ("tag", "heads", "head_size")
 
     def __init__(self, tag: int):
         if not 0 <= tag <= 255:
             raise ValueError(f"tars tag {tag} is not in 0..255")
         self.tag = tag
         self.heads = _heads(tag)
+        self.head_size = 1 if tag < 15 else 2
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        tag = self.tag
+        ty, p, head = _seek(buf, pos, end, tag)
+        if ty < 0:
+            return None, pos  # what was skipped belongs to the next field read
+        value, new, canonical = self._value(buf, p, end, ty, head)
+        stop = new
+        if new < end:
+            t = buf[new] >> 4
+            if t <= tag or t == 15:  # fields after it that no later reader sees: keep them
+                stop = _lower_after(buf, new, end, tag)
+        before = ctx.foreign if ctx is not None else None
+        if canonical and pos == head and stop == new and p - head == self.head_size:
+            if before is None:
+                return value, new
+        out = self._keep(value, bytes(buf[pos:stop]))
+        out.tars_foreign = bytes(buf[pos:head]) + bytes(buf[new:stop])
+        out.tars_before = before
+        if ctx is not None:
+            ctx.foreign = out if out.tars_foreign else None
+        return out, stop
+
+    def _keep(self, value, wire: bytes):
+        out = self.WIRE(value)
+        out.tars_tag = self.tag
+        out.tars_wire = wire
+        return out
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            return b""
+        if value.__class__ is self.WIRE and value.tars_tag == self.tag and value.tars_wire:
+            out = value.tars_wire
+            if ctx is not None:
+                before = value.tars_before
+                if before is not None and id(before) not in ctx.written:
+                    out = before.tars_foreign + out  # it was replaced: keep what it carried
+                ctx.written.add(id(value))
+            return out
+        return self._encode(value)
+
+    @staticmethod
+    def detach(value):
+        """``value`` (read from one frame) as it may go into another: without the bytes of
+        its frame's other fields."""
+        return value.detach() if isinstance(value, Wire) else value
 
 
 class Int(_Tagged):
     """An integer field: int1/int2/int4/int8 or ZERO on the wire."""
 
     VALUE = "int"
+    WIRE = TarsInt
     __slots__ = ()
 
     def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
-        return _int_value(buf, p, end, ty, head)
+        # the common case first: the field is next, as TarsGo writes it, and so is the field
+        # after it (a higher tag); anything else takes the general path
+        if pos + 1 < end and (ctx is None or ctx.foreign is None):
+            b = buf[pos]
+            if b >> 4 == self.tag and self.head_size == 1:  # (15: a long head, tag after)
+                ty = b & 15
+                if ty == ZERO:
+                    t = buf[pos + 1] >> 4
+                    if self.tag < t < 15:
+                        return 0, pos + 1
+                elif ty == INT1 and pos + 2 < end:
+                    t = buf[pos + 2] >> 4
+                    value = buf[pos + 1]
+                    if self.tag < t < 15 and value:
+                        return (value - 256 if value > 127 else value), pos + 2
+        return _Tagged.read(self, buf, pos, end, ctx)
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
+        value, new = _int_value(buf, p, end, ty, head)
+        return value, new, _int_canonical(ty, value)
+
+    def _encode(self, value) -> bytes:
         return _write_int(value, self.heads)
 
 
@@ -266,31 +435,27 @@ class String(_Tagged):
     """A string field (string1: u8 length, string4: u32 length), UTF-8."""
 
     VALUE = "str"
+    WIRE = TarsStr
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
-        return _string_value(buf, p, end, ty, head)
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
+        value, new = _string_value(buf, p, end, ty, head)
+        return value, new, ty == STRING1 or new - p - 4 > 255
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _encode(self, value) -> bytes:
         return _write_string(value, self.heads)
 
 
 class Bytes(_Tagged):
     """A ``vector<byte>`` field: a simple list (as TarsGo and Java write it), or a plain list
-    of int1 elements (as some older writers do); always written as a simple list."""
+    of int1 elements (as some older writers do); written as a simple list."""
 
     VALUE = "bytes"
+    WIRE = TarsBytes
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
+        start = p
         if ty == SIMPLE_LIST:
             if p >= end:
                 raise DecodeError(p, "simple list overruns the frame")
@@ -302,7 +467,8 @@ class Bytes(_Tagged):
             stop = p + n
             if stop > end:
                 raise DecodeError(p, f"simple list of {n} bytes overruns the frame")
-            return bytes(buf[p:stop]), stop
+            canonical = b == 0 and stop - start == 1 + _int_size(n) + n
+            return bytes(buf[p:stop]), stop, canonical
         if ty == LIST:
             n, p = _length(buf, p, end)
             if n > end - p:
@@ -321,32 +487,31 @@ class Bytes(_Tagged):
                     p += 2
                 else:
                     raise DecodeError(p, "a byte list element must be an int1 with tag 0")
-            return bytes(out), p
+            return bytes(out), p, False
         raise DecodeError(head, f"expected bytes (simple list), found {TYPE_NAMES[ty]}")
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _encode(self, value) -> bytes:
         data = bytes(value)
         return self.heads[SIMPLE_LIST] + b"\x00" + _write_int(len(data), _TAG0) + data
 
 
 class Map(_Tagged):
-    """A ``map<string, string>`` field → dict[str, str] (keys tag 0, values tag 1)."""
+    """A ``map<string, string>`` field → a read-only :class:`TarsMap` (keys tag 0, values
+    tag 1); written from any dict of strings."""
 
     VALUE = "map"
+    WIRE = TarsMap
     __slots__ = ()
 
-    def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
         if ty != MAP:
             raise DecodeError(head, f"expected a map, found {TYPE_NAMES[ty]}")
+        start = p
         n, p = _length(buf, p, end)
+        canonical = p - start == _int_size(n)
         if 4 * n > end - p:  # an entry is two heads and two lengths at least
             raise DecodeError(p, f"map of {n} entries overruns the frame")
-        out = {}
+        pairs = []
         for _ in range(n):
             pair = []
             for want in (0, 1):
@@ -360,16 +525,25 @@ class Map(_Tagged):
                         raise DecodeError(h, "head overruns the frame")
                     tag = buf[p]
                     p += 1
+                    canonical = False
                 if tag != want:
                     raise DecodeError(h, f"map entry has tag {tag}, expected {want}")
-                s, p = _string_value(buf, p, end, t, h)
+                s, new = _string_value(buf, p, end, t, h)
+                if t == STRING4 and new - p - 4 <= 255:
+                    canonical = False
+                p = new
                 pair.append(s)
-            out[pair[0]] = pair[1]
-        return out, p
+            pairs.append(pair)
+        out = TarsMap(pairs)
+        out.tars_tag = self.tag
+        out.tars_wire = None
+        return out, p, canonical and len(out) == n
 
-    def write(self, value, ctx=None) -> bytes:
-        if value is None:
-            return b""
+    def _keep(self, value, wire: bytes):
+        value.tars_wire = wire
+        return value
+
+    def _encode(self, value) -> bytes:
         parts = [self.heads[MAP], _write_int(len(value), _TAG0)]
         for k, v in value.items():
             if k is None or v is None:
@@ -383,25 +557,79 @@ class Any(_Tagged):
     """Any field: the raw bytes of the whole field, head included, written back verbatim."""
 
     VALUE = "raw"
+    WIRE = TarsRaw
+    __slots__ = ()
+
+    def _value(self, buf, p: int, end: int, ty: int, head: int):
+        new = _skip(buf, p, end, ty, 1)
+        return bytes(buf[head:new]), new, True
+
+    def _encode(self, value) -> bytes:
+        return bytes(value)
+
+
+class Rest:
+    """The fields after the last one a layout names, of any tags (fields a newer peer added):
+    their raw bytes, written back verbatim; None when there are none."""
+
+    PARAMS: tuple[str, ...] = ()
+    PARAM_TYPES: tuple[type, ...] = ()
+    VALUE = "raw"
     __slots__ = ()
 
     def read(self, buf, pos: int, end: int, ctx=None):
-        ty, p, head = _seek(buf, pos, end, self.tag)
-        if ty < 0:
-            return None, p
-        new = _skip(buf, p, end, ty, 1)
-        return bytes(buf[head:new]), new
+        before = ctx.foreign if ctx is not None else None
+        if pos >= end and before is None:
+            return None, pos
+        p = pos
+        while p < end:
+            b = buf[p]
+            h = p
+            p += 2 if b >> 4 == 15 else 1
+            if p > end:
+                raise DecodeError(h, "head overruns the frame")
+            p = _skip(buf, p, end, b & 15, 1)
+        data = bytes(buf[pos:end])
+        if before is None:
+            return data, end
+        out = TarsRest(data)  # empty, when only the last field's other fields are to keep
+        out.tars_before = before
+        ctx.foreign = None
+        return out, end
 
     def write(self, value, ctx=None) -> bytes:
         if value is None:
             return b""
+        if value.__class__ is TarsRest and ctx is not None:
+            if id(value.tars_before) not in ctx.written:
+                return value.tars_before.tars_foreign + value
         return bytes(value)
 
 
-TYPES: dict[str, type] = {"int": Int, "string": String, "bytes": Bytes, "map": Map, "any": Any}
+TYPES: dict[str, type] = {
+    "int": Int,
+    "string": String,
+    "bytes": Bytes,
+    "map": Map,
+    "any": Any,
+    "rest": Rest,
+}
 FUNCTIONS: dict[str, object] = {}
 
 
-def new_context() -> None:
-    """TARS values need no per-message state."""
-    return None
+class Context:
+    """What the fields of one message share. Reading: ``foreign``, the last value read with
+    other fields' bytes (the next value read keeps a reference to it). Writing: ``written``,
+    the ids of the values written as they came; a value whose predecessor is not among them
+    (it was replaced or removed) writes the other fields' bytes that predecessor carried, so
+    that none is lost."""
+
+    __slots__ = ("foreign", "written")
+
+    def __init__(self) -> None:
+        self.foreign = None
+        self.written: set[int] = set()
+
+
+def new_context() -> Context:
+    return Context()

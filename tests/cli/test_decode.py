@@ -83,19 +83,27 @@ def test_kafka_needs_a_direction():
 
 
 def test_roundtrip_reports_first_differing_offset(tmp_path):
-    # a TARS request whose id 7 is written as a 4-byte int (type 2): valid, but our encoder
-    # writes the smallest width, so the re-encoded frame is 3 bytes shorter: the first
-    # difference is the length prefix's last byte
-    from protoc_x.samples import TARS_REQUEST_BODY
-
-    body = TARS_REQUEST_BODY.replace(bytes.fromhex("40 07"), bytes.fromhex("42 00000007"), 1)
-    frame = (len(body) + 4).to_bytes(4, "big") + body
-    ok = decode("tars", "--direction", "request", data=frame)
-    assert ok.returncode == 0 and json.loads(ok.stdout)["request_id"] == 7
-    r = decode("tars", "--direction", "request", "--roundtrip", data=frame)
+    # every shipped codec round-trips, so a plug-in that loses the payload's last byte: the
+    # first difference is payload_len's last byte
+    plugin = tmp_path / "lossy.py"
+    plugin.write_text(
+        "from protoc_x.generated import xexample\n"
+        "class Lossy(type(xexample.PROTOCOL)):\n"
+        "    name = 'lossy'\n"
+        "    def decode(self, buf, start=0, direction=None):\n"
+        "        frame = super().decode(buf, start, direction)\n"
+        "        if frame is not None:\n"
+        "            frame.payload = frame.payload[:-1]\n"
+        "        return frame\n"
+        "PROTOCOL = Lossy()\n"
+    )
+    frame = bytes.fromhex("78 01 00 00000001 00000005 68656c6c6f")
+    ok = decode("lossy", "--protocols", str(plugin), data=frame)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["request_id"] == 1
+    r = decode("lossy", "--protocols", str(plugin), "--roundtrip", data=frame)
     assert r.returncode == 1
     assert r.stderr.startswith(
-        b"error: offset 3: roundtrip differs (frame at offset 0, 74 bytes in, 71 out)"
+        b"error: offset 10: roundtrip differs (frame at offset 0, 16 bytes in, 15 out)"
     )
 
 

@@ -41,9 +41,10 @@ NODE_FIELDS = [
 
 
 def test_contract():
-    assert set(T) == {"int", "string", "bytes", "map", "any"}
-    for cls in T.values():
-        assert cls.PARAMS == ("tag",) and cls.PARAM_TYPES == (int,)
+    assert set(T) == {"int", "string", "bytes", "map", "any", "rest"}
+    for name in ("int", "string", "bytes", "map", "any"):
+        assert T[name].PARAMS == ("tag",) and T[name].PARAM_TYPES == (int,)
+    assert T["rest"].PARAMS == () and T["rest"].VALUE == "raw"
     assert [T[n].VALUE for n in ("int", "string", "bytes", "map", "any")] == [
         "int",
         "str",
@@ -51,7 +52,9 @@ def test_contract():
         "map",
         "raw",
     ]
-    assert tars.new_context() is None and tars.FUNCTIONS == {}
+    assert tars.FUNCTIONS == {}
+    first, second = tars.new_context(), tars.new_context()
+    assert isinstance(first, tars.Context) and first is not second  # one per message
     with pytest.raises(ValueError):
         Int(256)
 
@@ -166,8 +169,9 @@ def test_tagged_semantics():
         Map(3).read(data, 0, end, None)
     assert e.value.offset == 2
     # None writes nothing
-    for cls in T.values():
+    for cls in (Int, String, Bytes, Map, Any):
         assert cls(4).write(None, None) == b""
+    assert T["rest"]().write(None, None) == b""
 
 
 def test_any_keeps_the_whole_field():
