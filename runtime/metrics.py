@@ -7,8 +7,26 @@ from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
 
 
 class Metrics:
@@ -151,6 +169,6 @@ class _RequestCollector:
             cumulative, buckets = 0, []
             for bound, count in zip(BUCKETS + (float("inf"),), h[:-1]):
                 cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+                buckets.append((floatToGoString(bound), cumulative))
             duration.add_metric(list(key), buckets, h[-1])
         yield duration

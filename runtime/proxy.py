@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from time import perf_counter
 from typing import Sequence
 
 from .accesslog import AccessLog
@@ -185,7 +186,9 @@ class DownstreamConnection(FramedConnection):
         if self.has_heartbeat and frame.is_heartbeat() and not self.quiet_pending():
             self.answer_heartbeat(frame, kind)
             return
-        stream = Stream(self, frame, kind, buf[start : start + length], self.last_activity)
+        # durations are taken with a high-resolution clock: the loop's (uvloop: milliseconds)
+        # would make a fast request's 0 or 1 ms
+        stream = Stream(self, frame, kind, buf[start : start + length], perf_counter())
         if kind is not _ONEWAY:
             self.inflight += 1
             if self.output is not None:
@@ -268,9 +271,9 @@ class DownstreamConnection(FramedConnection):
             timeout = frame.get_timeout()
             if not timeout or timeout < 0:  # none in the request: the route's, or the cluster's
                 timeout = route.timeout_ms or cluster.request_timeout_ms
-            # counted from arrival, or from now if a filter held the request
-            start = self.loop.time() if stream.paused else stream.started
-            self.deadlines.add(stream, start + timeout / 1000)
+            # counted from now on the loop's clock: the turn the request arrived in, unless a
+            # filter held it
+            self.deadlines.add(stream, self.loop.time() + timeout / 1000)
         if self.routed_hooks:
             self.run_filters(stream, self.routed_hooks, 0, self.send_upstream)
         else:
@@ -309,7 +312,7 @@ class DownstreamConnection(FramedConnection):
                 f.on_response(stream, frame)
             frame.set_request_id(stream.down_id)  # the bytes had it patched, not the frame
             data = frame.encode()
-        elapsed = self.loop.time() - stream.started
+        elapsed = perf_counter() - stream.started
         if self.metrics is not None:
             self.metrics.request_done(listener.name, self.proto.name, stream.service, stream.method,
                                       stream.cluster_name, code, elapsed)  # fmt: skip
