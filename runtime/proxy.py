@@ -402,8 +402,8 @@ class Proxy:
                 ) from None
         for listener, group in zip(self.listeners, bound):
             await listener.start(group)
-        if self.shared is not None and self.worker != 0:
-            self.metrics.start_sharing()
+        if self.shared is not None:
+            self.metrics.start_publishing()
         if self.config.admin is not None and self.worker == 0:
             from .admin import AdminServer
 
@@ -428,6 +428,8 @@ class Proxy:
                 conn.abort()
         for cluster in self.clusters.values():
             cluster.close()
+        if self.shared is not None:
+            self.metrics.stop_publishing()
         if self.admin is not None:
             self.admin.close()
         for listener in self.listeners:
