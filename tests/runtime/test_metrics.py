@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
@@ -249,3 +250,33 @@ def test_two_workers_metrics_are_the_sum_of_what_each_worker_did(tmp_path):
     for code in ("200", "404", "429"):
         assert sum(int(w.get(code, 0)) for w in per_worker.values()) == sent[code], per_worker
     assert all(sum(int(w.get(c, 0)) for c in sent) > 0 for w in per_worker.values()), per_worker
+
+
+def test_a_metrics_collection_that_fails_answers_500_and_admin_keeps_serving():
+    class Broken:
+        def collect(self):
+            raise RuntimeError("broken collector")
+
+    async def scenario():
+        up, port, admin = free_port(), free_port(), free_port()
+        cfg = config(
+            [{"name": "edge", "address": f"127.0.0.1:{port}", "protocol": "bolt", "route_config": "r"}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {}, "route": {"cluster": "up"}}]}]}],
+            [{"name": "up", "endpoints": [f"127.0.0.1:{up}"]}],
+            admin={"address": f"127.0.0.1:{admin}"},
+        )  # fmt: skip
+        async with proxy_running(cfg) as proxy:
+            proxy.metrics.registry.register(Broken())
+            loop = asyncio.get_running_loop()
+
+            def get(path: str) -> tuple[int, bytes]:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=5) as r:
+                        return r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    return e.code, e.read()
+
+            return [await loop.run_in_executor(None, get, p) for p in ("/metrics", "/ready")]
+
+    assert run(scenario()) == [(500, b"internal error\n"), (200, b"ready\n")]
