@@ -271,9 +271,10 @@ class DownstreamConnection(FramedConnection):
             timeout = frame.get_timeout()
             if not timeout or timeout < 0:  # none in the request: the route's, or the cluster's
                 timeout = route.timeout_ms or cluster.request_timeout_ms
-            # counted from now on the loop's clock: the turn the request arrived in, unless a
-            # filter held it
-            self.deadlines.add(stream, self.loop.time() + timeout / 1000)
+            # counted on the loop's clock from the read that brought the request, or from now
+            # if a filter held it
+            start = self.loop.time() if stream.paused else self.last_activity
+            self.deadlines.add(stream, start + timeout / 1000)
         if self.routed_hooks:
             self.run_filters(stream, self.routed_hooks, 0, self.send_upstream)
         else:
