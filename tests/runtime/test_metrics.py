@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
@@ -169,8 +170,11 @@ def test_two_workers_metrics_are_the_sum_of_what_each_worker_did(tmp_path):
     serve = subprocess.Popen(cli + ["serve", "bolt", "--listen", f"127.0.0.1:{up}"],
                              stderr=subprocess.DEVNULL)  # fmt: skip
     log_path = tmp_path / "proxy.log"
+    scratch = tmp_path / "tmp"  # where the workers' metrics files go, and must go at exit
+    scratch.mkdir()
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cli + ["run", str(path), "--workers", "2"], stderr=log_file)
+        proc = subprocess.Popen(cli + ["run", str(path), "--workers", "2"], stderr=log_file,
+                                env={**os.environ, "TMPDIR": str(scratch)})  # fmt: skip
     pairs, open_edge, held = 30, 10, 6
     try:
         for p in (up, port, hold, admin):
@@ -221,6 +225,7 @@ def test_two_workers_metrics_are_the_sum_of_what_each_worker_did(tmp_path):
         serve.wait(10)
     log = log_path.read_text()
     assert proc.returncode == 0, log
+    assert list(scratch.iterdir()) == []
     # what the clients saw: 40 tokens for the proxy (20 a worker), then 429 (bolt status 4);
     # a request that got a token went to `up` (status 0) or found no route (404, status 6)
     sent = {"200": statuses.count(0), "404": statuses.count(6), "429": statuses.count(4)}
