@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+
+log = logging.getLogger("protoc_x")
 
 
 class AdminServer:
@@ -30,7 +33,11 @@ class AdminServer:
                 pass
             parts = line.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else "/"
-            status, ctype, body = self.route(path)
+            try:
+                status, ctype, body = self.route(path)
+            except Exception:  # a bug must cost this answer only, and say so
+                log.exception("admin: internal error answering %s", path)
+                status, ctype, body = "500 Internal Server Error", "text/plain", b"internal error\n"
             head = (f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                     "Connection: close\r\n\r\n")  # fmt: skip
             writer.write(head.encode() + body)

@@ -3,18 +3,23 @@ cached per label set so the per-request cost is a dict lookup and an increment."
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+           2.5, 5, 10)  # fmt: skip
 
 
 class Metrics:
     def __init__(self, worker: int = 0, shared: str | None = None) -> None:
         self.worker = worker
-        self.shared = shared  # with several workers: where they leave their counts
+        self.shared = shared  # with several workers: their multiprocess files' directory
+        self._files: dict[str, object] = {}  # with several workers: kind → this worker's file
+        self._keys: dict[tuple, str] = {}  # (sample name, *labels) → its key in the files
         r = self.registry = CollectorRegistry()
         # The per-request metrics are counted in one plain dict and handed to prometheus-client
         # when scraped: no lock and no label lookup on the request path. A cell per label set
@@ -78,49 +83,80 @@ class Metrics:
         self.child(self.overflow, cluster, breaker).inc()
 
     def text(self) -> bytes:
+        if self.shared is not None:
+            return self.summed_text()
         return generate_latest(self.registry)
 
-    # -- several workers: others write their request counts, worker 0 adds them up ----------
-    def start_sharing(self) -> None:
+    # -- several workers ------------------------------------------------------------------
+    # Each worker keeps counting in its own registry (no lock, no file write per request) and
+    # publishes every metric's value into its own prometheus-client multiprocess files in
+    # ``shared`` (counter_<worker>.db, histogram_<worker>.db, gauge_livesum_<worker>.db) every
+    # PUBLISH_S and when it stops; worker 0 publishes its own at each scrape, and
+    # prometheus-client's MultiProcessCollector sums every counter, histogram and gauge over
+    # the workers' files.
+    PUBLISH_S = 0.25
+
+    def start_publishing(self) -> None:
         import asyncio
 
-        loop = asyncio.get_event_loop()
+        loop = asyncio.get_running_loop()
 
-        def dump() -> None:
-            self.dump()
-            loop.call_later(0.5, dump)
+        def tick() -> None:
+            self.publish()
+            self._tick = loop.call_later(self.PUBLISH_S, tick)
 
-        loop.call_later(0.5, dump)
+        tick()
 
-    def dump(self) -> None:
-        import json
-        import os
+    def stop_publishing(self) -> None:
+        """The last values, then no more."""
+        tick = getattr(self, "_tick", None)
+        if tick is not None:
+            tick.cancel()
+        self.publish()
 
-        path = os.path.join(self.shared, f"worker-{self.worker}.json")
-        data = [[list(k), v] for k, v in self.cells.items()]
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f)
-        os.replace(path + ".tmp", path)
+    def publish(self) -> None:
+        """Write this worker's current value of every sample of every metric to its files."""
+        from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    def merged(self) -> dict[tuple, list]:
-        """This process's cells plus the other workers' last dumps."""
-        cells = {k: list(v) for k, v in self.cells.items()}
-        if self.shared is None:
-            return cells
-        import glob
-        import json
+        files, keys = self._files, self._keys
+        for family in self.registry.collect():
+            kind = "gauge_livesum" if family.type == "gauge" else family.type
+            out = files.get(kind)
+            if out is None:
+                # made under another name: a scrape never reads a file being initialised
+                path = f"{self.shared}/{kind}_{self.worker}.db"
+                out = files[kind] = MmapedDict(path + ".new")
+                os.replace(path + ".new", path)
+            below: dict[tuple, float] = {}  # a histogram's cumulative count so far, by labels
+            for sample in family.samples:
+                name, labels, value = sample.name, sample.labels, sample.value
+                if name.endswith("_created") or (kind == "histogram" and name.endswith("_count")):
+                    continue  # (the collector counts a histogram from its buckets)
+                if kind == "histogram" and "le" in labels:  # the files hold each bucket alone
+                    rest = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+                    value, below[rest] = value - below.get(rest, 0.0), value
+                key = keys.get((name, *labels.items()))
+                if key is None:
+                    key = keys[(name, *labels.items())] = mmap_key(
+                        family.name, name, list(labels), list(labels.values()), family.documentation
+                    )
+                out.write_value(key, value, 0.0)
 
-        for path in glob.glob(f"{self.shared}/worker-*.json"):
-            try:
-                with open(path) as f:
-                    data = json.load(f)
-            except (OSError, ValueError):
-                continue
-            for key, cell in data:
-                mine = cells.setdefault(tuple(key), [0] * len(cell))
-                for i, v in enumerate(cell):
-                    mine[i] += v
-        return cells
+    def summed_text(self) -> bytes:
+        """Every worker's metrics, summed (worker 0's /metrics)."""
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.publish()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self.shared)
+        return generate_latest(registry)
+
+    def answered(self) -> dict[int, int]:
+        """Requests this process answered, by runtime code (a worker's log line at stop)."""
+        codes: dict[int, int] = {}
+        for key, cell in self.cells.items():
+            codes[key[-1]] = codes.get(key[-1], 0) + sum(cell[:-1])
+        return codes
 
 
 class _RequestCollector:
@@ -135,7 +171,7 @@ class _RequestCollector:
             labels=["listener", "protocol", "service", "method", "cluster", "code"],
         )  # fmt: skip
         durations: dict[tuple, list] = {}  # (listener, protocol, cluster) → summed cells
-        for key, cell in self.metrics.merged().items():
+        for key, cell in self.metrics.cells.items():
             listener, protocol, service, method, cluster, code = key
             labels = [listener, protocol, service or "", method or "", cluster or "", str(code)]
             requests.add_metric(labels, sum(cell[:-1]))
@@ -151,6 +187,6 @@ class _RequestCollector:
             cumulative, buckets = 0, []
             for bound, count in zip(BUCKETS + (float("inf"),), h[:-1]):
                 cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+                buckets.append((floatToGoString(bound), cumulative))
             duration.add_metric(list(key), buckets, h[-1])
         yield duration

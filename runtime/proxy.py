@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from time import perf_counter
 from typing import Sequence
 
 from .accesslog import AccessLog
@@ -185,7 +186,9 @@ class DownstreamConnection(FramedConnection):
         if self.has_heartbeat and frame.is_heartbeat() and not self.quiet_pending():
             self.answer_heartbeat(frame, kind)
             return
-        stream = Stream(self, frame, kind, buf[start : start + length], self.last_activity)
+        # durations are taken with a high-resolution clock: the loop's (uvloop: milliseconds)
+        # would make a fast request's 0 or 1 ms
+        stream = Stream(self, frame, kind, buf[start : start + length], perf_counter())
         if kind is not _ONEWAY:
             self.inflight += 1
             if self.output is not None:
@@ -268,8 +271,9 @@ class DownstreamConnection(FramedConnection):
             timeout = frame.get_timeout()
             if not timeout or timeout < 0:  # none in the request: the route's, or the cluster's
                 timeout = route.timeout_ms or cluster.request_timeout_ms
-            # counted from arrival, or from now if a filter held the request
-            start = self.loop.time() if stream.paused else stream.started
+            # counted on the loop's clock from the read that brought the request, or from now
+            # if a filter held it
+            start = self.loop.time() if stream.paused else self.last_activity
             self.deadlines.add(stream, start + timeout / 1000)
         if self.routed_hooks:
             self.run_filters(stream, self.routed_hooks, 0, self.send_upstream)
@@ -309,7 +313,7 @@ class DownstreamConnection(FramedConnection):
                 f.on_response(stream, frame)
             frame.set_request_id(stream.down_id)  # the bytes had it patched, not the frame
             data = frame.encode()
-        elapsed = self.loop.time() - stream.started
+        elapsed = perf_counter() - stream.started
         if self.metrics is not None:
             self.metrics.request_done(listener.name, self.proto.name, stream.service, stream.method,
                                       stream.cluster_name, code, elapsed)  # fmt: skip
@@ -399,8 +403,8 @@ class Proxy:
                 ) from None
         for listener, group in zip(self.listeners, bound):
             await listener.start(group)
-        if self.shared is not None and self.worker != 0:
-            self.metrics.start_sharing()
+        if self.shared is not None:
+            self.metrics.start_publishing()
         if self.config.admin is not None and self.worker == 0:
             from .admin import AdminServer
 
@@ -425,6 +429,8 @@ class Proxy:
                 conn.abort()
         for cluster in self.clusters.values():
             cluster.close()
+        if self.shared is not None:
+            self.metrics.stop_publishing()
         if self.admin is not None:
             self.admin.close()
         for listener in self.listeners:

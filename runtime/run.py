@@ -21,8 +21,9 @@ def install_loop() -> None:
 async def serve_config(config, protocols, ready=None, worker: int = 0, workers: int = 1,
                        shared: str | None = None) -> int:  # fmt: skip
     """Run one proxy until SIGINT/SIGTERM. With several workers, each process runs this on
-    SO_REUSEPORT listeners; worker 0 serves the admin endpoint and sums the others' metrics,
-    which they write to ``shared`` twice a second; rate limits take 1/workers each."""
+    SO_REUSEPORT listeners; each publishes its metrics into prometheus-client multiprocess
+    files in ``shared`` and worker 0 serves the admin endpoint, summing them; rate limits take
+    1/workers each."""
     from .proxy import Proxy
 
     proxy = Proxy(config, protocols, worker=worker, workers=workers, shared=shared)
@@ -46,6 +47,9 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     if worker == 0:
         log.info("draining (up to %d ms)", config.drain_timeout_ms)
     await proxy.drain(config.drain_timeout_ms / 1000)
+    if workers > 1:
+        codes = " ".join(f"{code}={n}" for code, n in sorted(proxy.metrics.answered().items()))
+        log.info("worker %d stopped; requests answered by code: %s", worker, codes or "none")
     if worker == 0:
         log.info("stopped")
     return 0
@@ -58,7 +62,7 @@ def run_workers(config, protocols, workers: int) -> int:
     import shutil
     import tempfile
 
-    shared = tempfile.mkdtemp(prefix="protocx-metrics-")
+    shared = tempfile.mkdtemp(prefix="protocx-metrics-")  # the workers' metrics, new each run
     pids = []
     try:
         for i in range(workers):

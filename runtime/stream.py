@@ -133,7 +133,7 @@ class Stream:
         self.down_id = frame.get_request_id()
         self.kind = kind
         self.raw = raw  # the request's bytes as they arrived (None once a filter changed it)
-        self.started = started
+        self.started = started  # time.perf_counter() when it arrived
 
     @property
     def protocol(self):

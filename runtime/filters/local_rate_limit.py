@@ -86,7 +86,7 @@ class LocalRateLimit(StreamFilter):
         return tuple(out)
 
     def on_request(self, ctx: Stream):
-        now = ctx.started  # the event loop's clock when the request arrived
+        now = ctx.started  # time.perf_counter() when the request arrived
         bucket = self.buckets.get(self.descriptor(ctx)) if self.per else self.bucket
         if bucket is None:
             bucket = self.new_bucket(ctx, now)

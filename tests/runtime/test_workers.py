@@ -51,7 +51,7 @@ def test_two_workers_share_the_listener_metrics_and_rate_limit(tmp_path):
         # all 60 through); fewer than 40 only when the kernel gave one worker under 20
         ok, limited = statuses.count(0), statuses.count(4)
         assert ok + limited == 60 and 30 <= ok <= 40, statuses
-        time.sleep(1.2)  # the other worker writes its counts twice a second
+        time.sleep(1.2)  # the other worker publishes its counts four times a second
         text = (
             urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
         )
