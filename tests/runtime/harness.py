@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -163,3 +164,18 @@ def proxy_in_thread(data: dict, base_dir: Path = Path(".")):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def wait_listening(port: int, count: int, timeout: float = 15.0) -> None:
+    """Wait until ``count`` sockets listen on 127.0.0.1:``port`` (SO_REUSEPORT: one per worker),
+    as the kernel lists them."""
+    wanted = f"0100007F:{port:04X}"
+    deadline = time.monotonic() + timeout
+    while True:
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        found = sum(1 for row in rows if row[1] == wanted and row[3] == "0A")  # 0A: LISTEN
+        if found >= count:
+            return
+        assert time.monotonic() < deadline, f"{found} of {count} sockets listen on {port}"
+        time.sleep(0.05)

@@ -22,7 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from protoc_x.demo import wait_port
 from protoc_x.runtime.metrics import Metrics
 
-from .harness import client, config, free_port, proxy_running, recorder, run, upstream
+from .harness import (
+    client,
+    config,
+    free_port,
+    proxy_running,
+    recorder,
+    run,
+    upstream,
+    wait_listening,
+)
 from .test_proxy_behaviour import bolt_request
 
 
@@ -43,21 +52,6 @@ def scrape(admin: int) -> dict:
     return parse(
         urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
     )
-
-
-def wait_listening(port: int, count: int, timeout: float = 15.0) -> None:
-    """Wait until ``count`` sockets listen on 127.0.0.1:``port`` (SO_REUSEPORT: one per worker),
-    as the kernel lists them."""
-    wanted = f"0100007F:{port:04X}"
-    deadline = time.monotonic() + timeout
-    while True:
-        with open("/proc/net/tcp") as f:
-            rows = [line.split() for line in f.readlines()[1:]]
-        found = sum(1 for row in rows if row[1] == wanted and row[3] == "0A")  # 0A: LISTEN
-        if found >= count:
-            return
-        assert time.monotonic() < deadline, f"{found} of {count} sockets listen on {port}"
-        time.sleep(0.05)
 
 
 def test_fast_requests_report_sub_millisecond_durations(tmp_path):

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protoc_x.demo import wait_port
 
-from .harness import client, free_port, run, simple_config, upstream
+from .harness import client, free_port, run, simple_config, upstream, wait_listening
 from .test_proxy_behaviour import bolt_request
 
 ROOT = Path(__file__).parents[2]
@@ -34,7 +34,7 @@ def test_two_workers_share_the_listener_metrics_and_rate_limit(tmp_path):
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_port(port)
+        wait_listening(port, 2)  # both workers, or the first would take every connection
         wait_port(admin)
 
         async def traffic():
