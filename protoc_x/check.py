@@ -22,6 +22,13 @@ RESERVED = {
     "get_timeout", "get_status", "get_service", "get_method", "get_headers", "get_header",
     "set_header", "del_header", "get_body", "set_body",
 }  # fmt: skip
+#: every public member of the frame class a spec's fields become attributes of
+RESERVED |= {name for name in dir(api.XFrame) if not name.startswith("_")}
+RESERVED |= {"patch_request_id"}
+#: the frame API's verbs: a field named like a method, present or future, is refused
+RESERVED_PREFIXES = ("get_", "set_", "del_")
+#: the furthest byte a detect probe may read (the codec waits for that many bytes)
+MAX_DETECT_OFFSET = 1024
 SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
 STREAM_KINDS = ("request", "oneway", "quiet", "response")
 TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
@@ -88,6 +95,12 @@ def _check_field_name(name: str, pos: Pos) -> None:
     check_identifier(name, pos, "field name")
     if name in RESERVED:
         raise SpecError(pos, f"field name {name!r} is reserved for the frame API")
+    if name.startswith(RESERVED_PREFIXES):
+        raise SpecError(
+            pos,
+            f"field name {name!r} is reserved for the frame API (names starting with "
+            f"{', '.join(RESERVED_PREFIXES)} are methods)",
+        )
 
 
 def fits(value: int, t: n.IntType) -> bool:
@@ -135,17 +148,29 @@ class Checker:
         for e in s.enums:
             self.enum(e)
         for p in s.detect:
+            if p.offset + p.type.nbytes > MAX_DETECT_OFFSET:
+                raise SpecError(
+                    p.pos,
+                    f"detect probe at offset {p.offset} reads past the first {MAX_DETECT_OFFSET} "
+                    "bytes of a frame",
+                )
             for v in p.values:
                 if not fits(v, p.type):
                     raise SpecError(
                         p.pos, f"detect value {v:#x} does not fit in {p.type.width} bits"
                     )
         self.layout(s.frame, owner=None, path=())
+        # a frame's direction is needed when its layout, its stream type or any other
+        # semantic reads it: then the decoder takes it and the frame keeps it
+        semantic = [r.test for r in s.stream if r.test is not None]
+        semantic += [b.expr for b in s.bindings + s.header_bindings]
+        semantic += [s.heartbeat.test] if s.heartbeat is not None else []
+        semantic += [s.goaway] if s.goaway is not None else []
+        semantic += [item.test for item in self._all_items(s.frame) if isinstance(item, n.IfBlock)]
         uses_direction = any(
-            isinstance(x, n.Name) and x.name == "direction"
-            for item in self._all_items(s.frame)
-            if isinstance(item, n.IfBlock)
-            for x in _walk_expr(item.test)
+            isinstance(x, n.Name) and x.name == "direction" and x.name not in self.fields
+            for e in semantic
+            for x in _walk_expr(e)
         )
         body_targets: dict[str, list[n.Inside]] = {}
         for inside in s.insides:
@@ -159,6 +184,7 @@ class Checker:
             self.expr(inside.test, ctx="frame")
             body_targets.setdefault(inside.target, []).append(inside)
             self.layout(inside.items, owner=inside.target, path=(("inside", id(inside)),))
+        self.tags()
         # expressions inside layouts need every field known first
         for info in list(self.fields.values()):
             self.field_exprs(info)
@@ -170,9 +196,31 @@ class Checker:
                 if isinstance(item, n.IfBlock):
                     self.expr(item.test, ctx="frame")
         bindings = self.semantics()
+        Types(self).run()
         return Checked(
             s, self.enums, self.fields, bindings, uses_direction, body_targets, self.modules
         )
+
+    def tags(self) -> None:
+        """Tagged field types (tars tags, thrift field ids) are found by tag: two fields of one
+        layout with the same tag would read the same bytes and write them twice."""
+        seen: dict[tuple, FieldInfo] = {}
+        for info in self.fields.values():
+            if info.kind != "ext":
+                continue
+            tag = getattr(info.ext, "tag", getattr(info.ext, "id", None))
+            if not isinstance(tag, int):
+                continue
+            key = (info.owner, info.node.type.ref.module, tag)
+            old = seen.get(key)
+            if old is not None and not all(
+                self._exclusive(p, q) for p in old.paths for q in info.paths
+            ):
+                raise SpecError(
+                    info.node.type.ref.pos,
+                    f"tag {tag} is also the tag of {old.name!r} (line {old.pos.line})",
+                )
+            seen.setdefault(key, info)
 
     def _all_items(self, items) -> Iterator:
         for item in items:
@@ -225,8 +273,15 @@ class Checker:
                 raise SpecError(
                     ref.pos, f"{ref.module}.{ref.name}: {pname} must be {kind.__name__}"
                 )
+        try:  # the generated module builds the same object when it loads: build it now
+            instance = cls(*ref.args)
+        except (ValueError, TypeError, OverflowError) as e:
+            what = f"{ref.module}.{ref.name}"
+            raise SpecError(
+                ref.pos, str(e) if str(e).startswith(what) else f"{what}: {e}"
+            ) from None
         self.modules.add(ref.module)
-        return cls
+        return instance
 
     def _declare(self, info: FieldInfo, path: tuple) -> None:
         _check_field_name(info.name, info.pos)
@@ -675,3 +730,243 @@ class Checker:
 
 def check(spec: n.Protocol, stem: str | None = None) -> Checked:
     return Checker(spec, stem).run()
+
+
+# ---- expression types --------------------------------------------------------------------
+INT, STR, BYTES, MAP, BOOL, NULL, ANY = "int", "str", "bytes", "map", "bool", "null", "any"
+_TYPE_WORDS = {INT: "an integer", STR: "a string", BYTES: "bytes", MAP: "a map", BOOL: "a boolean",
+               NULL: "null", ANY: "any value"}  # fmt: skip
+_VALUE_TYPES = {"int": INT, "str": STR, "bytes": BYTES, "map": MAP}
+_ARITH = ("+", "-", "*", "%")
+_ORDER = ("<", "<=", ">", ">=")
+
+
+def _describe_types(types) -> str:
+    return " or ".join(_TYPE_WORDS[t] for t in sorted(types))
+
+
+class Types:
+    """Compile-time types of expressions: int, str, bytes, map, bool, null (``any`` for values
+    of field-type functions and raw field types, which are checked at run time). Every
+    expression whose value the generated code computes with is checked against what it needs,
+    so no spec yields a codec that raises TypeError or ZeroDivisionError when a field is read."""
+
+    def __init__(self, checker: "Checker"):
+        self.c = checker
+        self.fields = checker.fields
+
+    def run(self) -> None:
+        s = self.c.spec
+        for info in self.fields.values():
+            f = info.node
+            if not isinstance(f, n.Field):
+                continue
+            size = getattr(f.type, "size", None)
+            if isinstance(size, (n.SizeBytes, n.SizeCount)):
+                self.want(size.expr, {INT}, f"the size of {f.name!r}")
+            enum_member = isinstance(f.value, n.Name) and f.value.name not in self.fields
+            if f.value is not None and not isinstance(f.value, n.IntLit) and not enum_member:
+                self.want(f.value, {INT}, f"the value of {f.name!r}")
+        tests = [item.test for item in self.c._all_items(s.frame) if isinstance(item, n.IfBlock)]
+        for inside in s.insides:
+            tests.append(inside.test)
+            tests += [i.test for i in self.c._all_items(inside.items) if isinstance(i, n.IfBlock)]
+        tests += [r.test for r in s.stream if r.test is not None]
+        tests += [s.heartbeat.test] if s.heartbeat is not None else []
+        tests += [s.goaway] if s.goaway is not None else []
+        for t in tests:
+            self.type(t)
+        scalar = {INT, STR, BYTES, BOOL, NULL}
+        wants = {
+            "timeout_ms": ({INT, NULL}, "timeout_ms"),
+            "status": ({INT, NULL}, "status"),
+            "service": (scalar, "service"),
+            "method": (scalar, "method"),
+        }
+        for b in s.bindings:
+            if b.name in wants:
+                self.want(b.expr, *wants[b.name])
+        for hb in s.header_bindings:
+            self.want(hb.expr, scalar, f"header {hb.name!r}")
+        templates = [t for t in (s.error_response, s.success_response) if t is not None]
+        templates += list(s.heartbeat.templates) if s.heartbeat is not None else []
+        for t in templates:
+            for a in t.assigns:
+                info = self.fields[a.name]
+                if isinstance(a.expr, n.Name) and info.enum:
+                    continue  # an enum member, resolved by the checker
+                self.want(a.expr, self.accepts(info), f"{a.name!r} in {t.name}")
+                self.fits(a.expr, info, f"{a.name!r} in {t.name}")
+        status = next((b.expr for b in s.bindings if b.name == "status"), None)
+        if isinstance(status, n.Name):
+            for row in s.status_rows:
+                self.fits(n.IntLit(row.code, row.pos), self.fields[status.name], "status code")
+
+    def fits(self, e, info: FieldInfo, what: str) -> None:
+        """A constant, or the protocol status codes ``$status`` stands for, fit the field."""
+        if isinstance(info.node, n.BitField):
+            t = n.IntType(info.node.width, False, None, info.pos)
+        elif info.int_type is not None:
+            t = info.int_type
+        else:
+            return
+        if isinstance(e, n.Param) and e.name == "status":
+            values = [(row.code, row.pos) for row in self.c.spec.status_rows]
+        elif isinstance(e, n.IntLit):
+            values = [(e.value, e.pos)]
+        else:
+            return
+        for value, pos in values:
+            if not fits(value, t):
+                raise SpecError(
+                    pos, f"{what}: {value} does not fit in {info.name!r} ({t.width} bits)"
+                )
+
+    def accepts(self, info: FieldInfo) -> set:
+        """What a template may assign to a field (the generated code converts text and bytes)."""
+        kind = info.kind
+        if kind == "ext":
+            kind = info.ext.VALUE if info.node.type.size is None else "list"
+        if kind in ("int", "enum", "bits"):
+            return {INT}
+        if kind in ("bytes", "str", "string"):
+            return {STR, BYTES, NULL}
+        if kind == "map":
+            return {MAP, NULL}
+        return {ANY}
+
+    def want(self, e, allowed: set, what: str) -> None:
+        got = self.type(e)
+        if ANY in got or got <= allowed:
+            return
+        raise SpecError(
+            e.pos,
+            f"{what} must be {_describe_types(allowed)}; this expression is {_describe_types(got)}",
+        )
+
+    def field_type(self, info: FieldInfo) -> set:
+        kind = info.kind
+        if kind in ("int", "enum", "bits"):
+            return {INT}
+        nullable = {NULL} if getattr(info.node, "nullable", False) else set()
+        if kind == "bytes":
+            return {BYTES} | nullable
+        if kind == "string":
+            return {STR} | nullable
+        if kind == "map":
+            return {MAP}
+        if info.node.type.size is not None:
+            return {ANY}  # a list of field-type values
+        return {_VALUE_TYPES.get(info.ext.VALUE, ANY)}
+
+    def type(self, e) -> set:
+        if isinstance(e, n.IntLit):
+            return {INT}
+        if isinstance(e, n.StrLit):
+            return {STR}
+        if isinstance(e, n.Const):
+            return {NULL} if e.value is None else {BOOL}
+        if isinstance(e, n.Name):
+            info = self.fields.get(e.name)
+            if info is not None:
+                return self.field_type(info)
+            if e.name == "direction":
+                raise SpecError(
+                    e.pos, "direction is not a value: compare it (direction == request)"
+                )
+            return {INT}  # an enum member (the checker resolved it)
+        if isinstance(e, n.Param):
+            return {STR} if e.name == "message" else {INT}
+        if isinstance(e, n.Attr):
+            return self.field_type(self.fields[e.name])
+        if isinstance(e, n.Index):
+            obj = self.type(e.obj)
+            if ANY in obj:
+                return {ANY}
+            if obj != {MAP}:
+                raise SpecError(e.pos, f"only maps can be indexed; this is {_describe_types(obj)}")
+            info = self.fields[e.obj.name]
+            return {STR, NULL} if info.kind == "map" else {ANY}
+        if isinstance(e, n.Unary):
+            t = self.type(e.operand)
+            if e.op == "not":
+                return {BOOL}
+            self.operand(e.operand, t, "-")
+            return {INT}
+        if isinstance(e, n.BinOp):
+            return self.binop(e)
+        if isinstance(e, n.In):
+            self.type(e.item)
+            for o in e.options:
+                if not (isinstance(o, n.Name) and o.name not in self.fields):
+                    self.type(o)
+            return {BOOL}
+        if isinstance(e, n.Cond):
+            self.type(e.test)
+            return self.type(e.then) | self.type(e.orelse)
+        if isinstance(e, n.Call):
+            return self.call(e)
+        return {ANY}
+
+    def operand(self, e, t: set, op: str) -> None:
+        if ANY in t or t == {INT}:
+            return
+        extra = " (it may be null: give a default with ??)" if t == {INT, NULL} else ""
+        raise SpecError(
+            e.pos, f"'{op}' needs integers; this operand is {_describe_types(t)}{extra}"
+        )
+
+    def binop(self, e: n.BinOp) -> set:
+        if e.op in ("==", "!="):
+            for a, b in ((e.left, e.right), (e.right, e.left)):
+                if isinstance(a, n.Name) and a.name == "direction" and a.name not in self.fields:
+                    return {BOOL}  # direction == request (checked by the checker)
+            for side in (e.left, e.right):
+                if not (isinstance(side, n.Name) and side.name not in self.fields):
+                    self.type(side)
+            return {BOOL}
+        left, right = self.type(e.left), self.type(e.right)
+        if e.op in _ARITH:
+            self.operand(e.left, left, e.op)
+            self.operand(e.right, right, e.op)
+            if e.op == "%" and isinstance(e.right, n.IntLit) and e.right.value == 0:
+                raise SpecError(e.right.pos, "modulo by zero")
+            return {INT}
+        if e.op in _ORDER:
+            for side, t in ((e.left, left), (e.right, right)):
+                if not (ANY in t or t <= {INT} or t <= {STR}):
+                    raise SpecError(
+                        side.pos,
+                        f"'{e.op}' compares integers or strings; this is {_describe_types(t)}",
+                    )
+            if ANY not in left | right and left != right:
+                raise SpecError(
+                    e.pos,
+                    f"'{e.op}' compares {_describe_types(left)} with {_describe_types(right)}",
+                )
+            return {BOOL}
+        if e.op == "??":
+            return (left - {NULL}) | right
+        return left | right  # and, or: one of the operands
+
+    def call(self, e: n.Call) -> set:
+        if e.module is not None:
+            for a in e.args:
+                self.type(a)
+            return {ANY}
+        if e.func in ("len", "sizeof", "crc32"):
+            return {INT}
+        if e.func == "int":
+            self.type(e.args[0])
+            return {INT, NULL}
+        if e.func == "name":
+            return {STR, NULL}
+        # before(text, separator), after(text, separator)
+        self.type(e.args[0])
+        sep = self.type(e.args[1])
+        if not (ANY in sep or sep == {STR}):
+            raise SpecError(
+                e.args[1].pos,
+                f"{e.func}()'s separator must be a string, not {_describe_types(sep)}",
+            )
+        return {STR, NULL}

@@ -67,7 +67,11 @@ def _cmd_build(args: argparse.Namespace, write: bool) -> int:
         print(f"error: {e}{hint}", file=sys.stderr)
         return 1
     if write:
-        out = write_all(compiled, Path(args.output))
+        try:
+            out = write_all(compiled, Path(args.output))
+        except OSError as e:
+            print(f"error: cannot write {args.output}: {e} (nothing written)", file=sys.stderr)
+            return 1
         for path in out:
             print(path)
     else:
