@@ -1335,9 +1335,10 @@ def verify(code: str, plan: Plan) -> None:
 
     def fail(name: str | None, why: str) -> SpecError:
         pos = spec.pos
-        for info in plan.checked.fields.values():
-            if name is not None and name.lstrip("_").endswith(info.name):
-                pos = info.pos
+        if name is not None:  # a field's own name, or an internal one made from it
+            bare = re.sub(r"^_(f|raw|state|at|err|lz|mp|parse|read|build)_", "", name)
+            info = plan.checked.fields.get(bare)
+            pos = info.pos if info is not None else pos
         return SpecError(pos, f"the generated module would not load: {why}")
 
     try:

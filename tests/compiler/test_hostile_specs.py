@@ -444,3 +444,27 @@ def test_compiler_fuzz_of_mutated_shipped_specs(tmp_path, monkeypatch):
     assert not (tmp_path / MARKER).exists()
     assert refused > MUTANTS // 2 and built > 50, (refused, built)
     assert time.monotonic() - started < 120
+
+
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        (lambda c: c + "\nprint('ran')\n", "a Expr statement at module level"),
+        (lambda c: "import os\n" + c, "no module docstring"),
+        (lambda c: c.replace("\nfrom protoc_x.runtime.api", "\nfrom os import system\nfrom protoc_x.runtime.api", 1), "imports os"),  # noqa: E501
+        (lambda c: c + "\nPROTOCOL = None\n", "'PROTOCOL' is defined twice"),
+        (lambda c: c.replace('        "id",\n', '        "id",\n        "encode",\n', 1), "slot 'encode' of MiniFrame is also a class member"),  # noqa: E501
+        (lambda c: c.replace('        "id",\n', '        "id",\n        "id",\n', 1), "slot 'id' of MiniFrame appears twice"),  # noqa: E501
+        (lambda c: c + "\nX = " + "(" * 300 + "1" + ")" * 300 + "\n", "SyntaxError"),
+    ],
+)  # fmt: skip
+def test_verify_refuses_a_module_that_would_not_load_or_would_run_code(tamper, message):
+    """emit.verify, which every build runs before writing, on modules the compiler must never
+    produce: each is a SpecError, not a module."""
+    from protoc_x import check, emit, parser, plan
+
+    planned = plan.plan(check.check(parser.parse(GOOD, "mini.xproto"), "mini"))
+    code = emit.emit(planned, "mini.xproto")
+    emit.verify(code, planned)
+    with pytest.raises(SpecError, match=re.escape(message)):
+        emit.verify(tamper(code), planned)
