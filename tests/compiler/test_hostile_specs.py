@@ -468,3 +468,27 @@ def test_verify_refuses_a_module_that_would_not_load_or_would_run_code(tamper, m
     emit.verify(code, planned)
     with pytest.raises(SpecError, match=re.escape(message)):
         emit.verify(tamper(code), planned)
+
+
+def test_an_inside_field_named_like_an_internal_keeps_its_own_slot():
+    """``ido`` inside a body once shared the slot of the request id's offset: reading it made
+    patch_request_id write where the peer's byte said."""
+    spec = variant("inner u8", "inner u8 ido u8", INSIDE_SPEC)
+    module = load_module_source("mini", compile_source(spec, "mini.xproto", "mini"), "mini")
+    data = bytes([0x4D, 0, 0, 0, 0, 1, 0, 2, 7, 3])
+    frame = module.PROTOCOL.decode(data)
+    assert (frame.inner, frame.ido) == (7, 3)
+    patched = bytearray(data)
+    assert frame.patch_request_id(patched, 99)
+    again = module.PROTOCOL.decode(bytes(patched))
+    assert again.get_request_id() == 99 and (again.inner, again.ido) == (7, 3)
+
+
+def test_a_byte_order_mark_is_accepted_and_bad_utf8_is_located(tmp_path, capsys):
+    rc, err, _ = build_cli(tmp_path, "mini.xproto", b"\xef\xbb\xbf" + GOOD.encode(), capsys)
+    assert rc == 0, err
+    bad = GOOD.encode().replace(b"id u32", b"id\xff u32")
+    (tmp_path / "two").mkdir()
+    rc, err, spec = build_cli(tmp_path / "two", "mini.xproto", bad, capsys)
+    assert rc == 1
+    assert err.startswith(f"{spec}:8:11: error: invalid UTF-8 (byte 0xff at offset"), err
