@@ -27,6 +27,8 @@ RESERVED |= {name for name in dir(api.XFrame) if not name.startswith("_")}
 RESERVED |= {"patch_request_id"}
 #: the frame API's verbs: a field named like a method, present or future, is refused
 RESERVED_PREFIXES = ("get_", "set_", "del_")
+#: the largest constant size or element count of a field (a frame waits for its bytes)
+MAX_SIZE = 1 << 24
 #: the furthest byte a detect probe may read (the codec waits for that many bytes)
 MAX_DETECT_OFFSET = 1024
 SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
@@ -764,6 +766,11 @@ class Types:
             size = getattr(f.type, "size", None)
             if isinstance(size, (n.SizeBytes, n.SizeCount)):
                 self.want(size.expr, {INT}, f"the size of {f.name!r}")
+                if isinstance(size.expr, n.IntLit) and not 0 <= size.expr.value <= MAX_SIZE:
+                    raise SpecError(
+                        size.expr.pos,
+                        f"the size of {f.name!r} must be 0..{MAX_SIZE}, not {size.expr.value}",
+                    )
             enum_member = isinstance(f.value, n.Name) and f.value.name not in self.fields
             if f.value is not None and not isinstance(f.value, n.IntLit) and not enum_member:
                 self.want(f.value, {INT}, f"the value of {f.name!r}")

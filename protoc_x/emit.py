@@ -1355,12 +1355,21 @@ def verify(code: str, plan: Plan) -> None:
         if isinstance(stmt, ast.ImportFrom):
             if stmt.module not in _IMPORTABLE or stmt.level:
                 raise fail(None, f"imports {stmt.module}")
+            for alias in stmt.names:
+                name = alias.asname or alias.name
+                if name in defined:
+                    raise fail(None, f"{name!r} is imported twice")
+                defined.add(name)
             continue
         if not isinstance(stmt, (ast.Assign, ast.ClassDef)):
             raise fail(None, f"a {type(stmt).__name__} statement at module level")
         for name in _names_of(stmt):
             if name in defined:
-                raise fail(name, f"{name!r} is defined twice")
+                raise fail(
+                    name,
+                    f"{name!r} is defined twice (the protocol's or an enum's name "
+                    "makes a name the module already has)",
+                )
             defined.add(name)
         if isinstance(stmt, ast.ClassDef):
             _verify_class(stmt, fail)

@@ -146,6 +146,17 @@ case("status-overflows-u8-field", variant("0 ok <- 200", "70000 ok <- 200").repl
     "    request_id = id\n", "    request_id = id\n    status = dir\n"))  # fmt: skip
 case("status-template-overflow", variant("dir = response,", "dir = response, id = 0x1ffffffff,"))
 case("bits-const-overflow", variant("dir Dir", "bits u8 { a : 4 = 0x1f, b : 4 }"))
+case(
+    "size-constant-huge",
+    variant("data bytes[size]", "data bytes[size]\n        x bytes[0xffffffffffff]"),
+)
+case("size-constant-negative", variant("data bytes[size]", "data bytes[size]\n        x bytes[-1]"))
+case(
+    "count-constant-huge",
+    variant("data bytes[size]", "data bytes[size]\n        x map(u8)[count 99999999999]"),
+)
+case("protocol-x-makes-xframe", GOOD.replace("protocol mini", "protocol x"), "x.xproto")
+case("protocol-named-like-api", GOOD.replace("protocol mini", "protocol struct"), "struct.xproto")
 case("bit-width-huge", variant("dir Dir", "bits u8 { a : 99999999999999999999, b : 4 }"))
 
 # field-type arguments out of range or of the wrong kind
