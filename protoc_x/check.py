@@ -411,6 +411,15 @@ class Checker:
                 self.enum_member(info.enum, f.value)
                 return
             self.expr(f.value, ctx="recompute", owner=info.owner)
+            if not any(
+                isinstance(e, n.Call) and e.module is None and e.func in ("len", "sizeof", "crc32")
+                for e in _walk_expr(f.value)
+            ):
+                raise SpecError(
+                    f.value.pos,
+                    f"the value of {f.name!r} must be a constant or be computed from len(), "
+                    "sizeof(frame) or crc32(frame)",
+                )
             for e in _walk_expr(f.value):
                 if isinstance(e, n.Call) and e.func == "crc32" and e.module is None:
                     if info.int_type is None or info.int_type.width != 32:
@@ -811,16 +820,24 @@ class Types:
 
     def fits(self, e, info: FieldInfo, what: str) -> None:
         """A constant, or the protocol status codes ``$status`` stands for, fit the field."""
-        if isinstance(info.node, n.BitField):
-            t = n.IntType(info.node.width, False, None, info.pos)
-        elif info.int_type is not None:
-            t = info.int_type
-        else:
-            return
         if isinstance(e, n.Param) and e.name == "status":
             values = [(row.code, row.pos) for row in self.c.spec.status_rows]
         elif isinstance(e, n.IntLit):
             values = [(e.value, e.pos)]
+        else:
+            return
+        if info.kind == "ext" and info.ext.VALUE == "int":  # the field type's own writer says
+            module = _fieldtype_modules()[info.node.type.ref.module]
+            for value, pos in values:
+                try:
+                    info.ext.write(value, module.new_context())
+                except Exception as err:
+                    raise SpecError(pos, f"{what}: {value} does not fit in {info.name!r}: {err}")
+            return
+        if isinstance(info.node, n.BitField):
+            t = n.IntType(info.node.width, False, None, info.pos)
+        elif info.int_type is not None:
+            t = info.int_type
         else:
             return
         for value, pos in values:

@@ -171,6 +171,11 @@ for i, ref in enumerate([
 ]):  # fmt: skip
     case(f"fieldtype-arg-{i}", variant("data bytes[rest]", f"x {ref}\n        data bytes[rest]",
                                        LENGTH_FRAME))  # fmt: skip
+case("recomputed-from-a-field", variant("id u32", "id u32\n        copy u8 = id"))
+case("recomputed-arithmetic-only", variant("id u32", "id u32\n        copy u8 = 300 + 1"))
+case("status-overflows-a-field-type", variant(
+    "data bytes[rest]", 'code thrift.field(1, "i16")\n        data bytes[rest]', LENGTH_FRAME
+).replace("data = $message", "data = $message, code = $status").replace("0 ok <- 200", "70000 ok <- 200"))  # fmt: skip
 
 # encodings
 ENCODED = GOOD.encode()
@@ -394,8 +399,12 @@ def mutate(text: str, rng: random.Random) -> str:
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         tokens = [(m.start(), m.end()) for m in TOKEN.finditer(out)]
         a, b = tokens[rng.randrange(len(tokens))]
+        how = rng.randrange(8)
+        if how >= 6:  # a number: most such mutants still parse, so they reach the checks
+            numbers = [(c, d) for c, d in tokens if out[c].isdigit()]
+            a, b = numbers[rng.randrange(len(numbers))]
+            how = 3
         tok = out[a:b]
-        how = rng.randrange(6)
         if how == 0:
             new = ""
         elif how == 1:
