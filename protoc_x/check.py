@@ -33,6 +33,7 @@ MAX_SIZE = 1 << 24
 MAX_DETECT_OFFSET = 1024
 SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
 STREAM_KINDS = ("request", "oneway", "quiet", "response")
+TEMPLATE_CONTEXTS = ("template", "ping", "reply", "error_response", "success_response")
 TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
 BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2}
 
@@ -462,7 +463,7 @@ class Checker:
                     self.enum_member(target.enum, e)
                     return None
                 raise SpecError(e.pos, f"unknown field {e.name!r}")
-            if ctx == "template":
+            if ctx in TEMPLATE_CONTEXTS:
                 raise SpecError(e.pos, f"templates read fields as request.{e.name}")
             if (
                 before is not None
@@ -752,6 +753,20 @@ _ARITH = ("+", "-", "*", "%")
 _ORDER = ("<", "<=", ">", ">=")
 
 
+def _covers(items, name: str) -> bool:
+    """Every layout these items expand into has the field ``name``."""
+    for item in items:
+        if isinstance(item, n.IfBlock):
+            if _covers(item.body, name) and _covers(item.orelse, name):
+                return True
+        elif isinstance(item, n.Bits):
+            if any(f.name == name for f in item.fields):
+                return True
+        elif item.name == name:
+            return True
+    return False
+
+
 def _describe_types(types) -> str:
     return " or ".join(_TYPE_WORDS[t] for t in sorted(types))
 
@@ -863,9 +878,11 @@ class Types:
         got = self.type(e)
         if ANY in got or got <= allowed:
             return
+        hint = " (it may be null: give a default with ??)" if got - {NULL} <= allowed else ""
         raise SpecError(
             e.pos,
-            f"{what} must be {_describe_types(allowed)}; this expression is {_describe_types(got)}",
+            f"{what} must be {_describe_types(allowed)}; this expression is "
+            f"{_describe_types(got)}{hint}",
         )
 
     def field_type(self, info: FieldInfo) -> set:
@@ -902,7 +919,10 @@ class Types:
         if isinstance(e, n.Param):
             return {STR} if e.name == "message" else {INT}
         if isinstance(e, n.Attr):
-            return self.field_type(self.fields[e.name])
+            info = self.fields[e.name]
+            always = info.owner is None and _covers(self.c.spec.frame, e.name)
+            # request.<field> of a layout the request may not have: null then
+            return self.field_type(info) | (set() if always else {NULL})
         if isinstance(e, n.Index):
             obj = self.type(e.obj)
             if ANY in obj:

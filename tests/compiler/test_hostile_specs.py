@@ -204,6 +204,9 @@ for i, line in enumerate([
     case(f"type-{i}", binding(line))
 case("type-template-string-to-int", variant("dir = response,", 'dir = response, id = "x",'))
 case("type-template-null-to-int", variant("dir = response,", "dir = response, id = null,"))
+case("template-bare-field", variant("dir = response,", "dir = response, id = size,"))
+case("template-field-maybe-absent", variant("dir = response,", "dir = response, id = request.inner,",
+                                            INSIDE_SPEC))  # fmt: skip
 case("type-size-string", variant("data bytes[size]", 'data bytes["x"]'))
 case("type-size-null", variant("data bytes[size]", "data bytes[null]"))
 case("type-stream-direction-value", variant("dir == response =>", "direction =>"))
