@@ -3,6 +3,7 @@ symbol table that the planner uses; every problem is a SpecError at the offendin
 
 from __future__ import annotations
 
+import inspect
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -106,6 +107,14 @@ def _check_field_name(name: str, pos: Pos) -> None:
         )
 
 
+def _type_text(size) -> str:
+    if isinstance(size, n.SizeRest):
+        return "[rest]"
+    if size is None:
+        return "has no size"
+    return "is sized by other fields"
+
+
 def fits(value: int, t: n.IntType) -> bool:
     if t.signed:
         return -(1 << (t.width - 1)) <= value < (1 << (t.width - 1))
@@ -120,6 +129,7 @@ class Checker:
         self.fields: dict[str, FieldInfo] = {}
         self.modules: set[str] = set()
         self.read_order: list[str] = []
+        self.len_fields: list[tuple[n.Field, list]] = []  # recomputed fields using len()
 
     # ---- entry point ---------------------------------------------------------------
     def run(self) -> Checked:
@@ -191,6 +201,8 @@ class Checker:
         # expressions inside layouts need every field known first
         for info in list(self.fields.values()):
             self.field_exprs(info)
+        for f, targets in self.len_fields:
+            self._sizes(f, targets)
         for item in self._all_items(s.frame):
             if isinstance(item, n.IfBlock):
                 self.expr(item.test, ctx="condition")
@@ -421,10 +433,36 @@ class Checker:
                     f"the value of {f.name!r} must be a constant or be computed from len(), "
                     "sizeof(frame) or crc32(frame)",
                 )
+            targets = [
+                e.args[0]
+                for e in _walk_expr(f.value)
+                if isinstance(e, n.Call) and e.func == "len" and e.module is None
+            ]
+            if targets:
+                self.len_fields.append((f, targets))
             for e in _walk_expr(f.value):
                 if isinstance(e, n.Call) and e.func == "crc32" and e.module is None:
                     if info.int_type is None or info.int_type.width != 32:
                         raise SpecError(f.pos, "a crc32 field must be 32 bits wide")
+
+    def _sizes(self, f: n.Field, targets: list[n.Name]) -> None:
+        """``f = len(x) ...``: one of the x must be sized by f, so that the length the decoder
+        reads is the length the encoder writes back (an unmodified frame re-encodes to its
+        bytes)."""
+        for target in targets:
+            size = getattr(self.fields[target.name].node.type, "size", None)
+            if isinstance(size, (n.SizeBytes, n.SizeCount)) and any(
+                isinstance(x, n.Name) and x.name == f.name for x in _walk_expr(size.expr)
+            ):
+                return
+        if targets:
+            target = targets[0]
+            size = getattr(self.fields[target.name].node.type, "size", None)
+            raise SpecError(
+                target.pos,
+                f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
+                f"{f.name!r} ({target.name} {_type_text(size)})",
+            )
 
     def _has_frame_size(self) -> bool:
         for info in self.fields.values():
@@ -560,6 +598,12 @@ class Checker:
             if module is None or e.func not in module.FUNCTIONS:
                 raise SpecError(e.pos, f"unknown function {e.module}.{e.func}")
             self.modules.add(e.module)
+            try:
+                inspect.signature(module.FUNCTIONS[e.func]).bind(*e.args)
+            except TypeError as err:
+                raise SpecError(e.pos, f"{e.module}.{e.func}(): {err}") from None
+            except ValueError:
+                pass  # a builtin without a signature: checked when called
             for a in e.args:
                 self.expr(a, ctx, before, owner)
             return None
@@ -973,8 +1017,13 @@ class Types:
         if e.op in _ARITH:
             self.operand(e.left, left, e.op)
             self.operand(e.right, right, e.op)
-            if e.op == "%" and isinstance(e.right, n.IntLit) and e.right.value == 0:
-                raise SpecError(e.right.pos, "modulo by zero")
+            if e.op == "%" and not (isinstance(e.right, n.IntLit) and e.right.value > 0):
+                what = (
+                    f"not {e.right.value}" if isinstance(e.right, n.IntLit) else "a field may be 0"
+                )
+                raise SpecError(
+                    e.right.pos, f"the right side of '%' must be a number above 0 ({what})"
+                )
             return {INT}
         if e.op in _ORDER:
             for side, t in ((e.left, left), (e.right, right)):

@@ -204,6 +204,11 @@ for i, line in enumerate([
     case(f"type-{i}", binding(line))
 case("type-template-string-to-int", variant("dir = response,", 'dir = response, id = "x",'))
 case("type-template-null-to-int", variant("dir = response,", "dir = response, id = null,"))
+case("modulo-by-a-field", variant("data bytes[size]", "data bytes[size % id]"))
+case("modulo-by-negative", binding("timeout_ms = id % -3"))
+case("len-of-a-field-it-does-not-size", variant("data bytes[size]", "data bytes[id]"))
+case("fieldtype-function-arity", variant("data bytes[size]", "data bytes[size]\n"
+                                         "        args hessian2.any[count hessian2.arg_count()]"))  # fmt: skip
 case("template-bare-field", variant("dir = response,", "dir = response, id = size,"))
 case("template-field-maybe-absent", variant("dir = response,", "dir = response, id = request.inner,",
                                             INSIDE_SPEC))  # fmt: skip
