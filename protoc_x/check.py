@@ -912,8 +912,10 @@ class Types:
             kind = info.ext.VALUE if info.node.type.size is None else "list"
         if kind in ("int", "enum", "bits"):
             return {INT}
-        if kind in ("bytes", "str", "string"):
-            return {STR, BYTES, NULL}
+        if kind == "bytes":
+            return {STR, BYTES, NULL}  # as_bytes(): null is empty
+        if kind in ("str", "string"):  # text(): null stays null, only a nullable field takes it
+            return {STR, BYTES, NULL} if getattr(info.node, "nullable", False) else {STR, BYTES}
         if kind == "map":
             return {MAP, NULL}
         return {ANY}
@@ -922,7 +924,11 @@ class Types:
         got = self.type(e)
         if ANY in got or got <= allowed:
             return
-        hint = " (it may be null: give a default with ??)" if got - {NULL} <= allowed else ""
+        hint = (
+            " (it may be null: give a default with ??)"
+            if {NULL} < got and got - {NULL} <= allowed
+            else ""
+        )
         raise SpecError(
             e.pos,
             f"{what} must be {_describe_types(allowed)}; this expression is "

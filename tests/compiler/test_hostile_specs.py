@@ -209,6 +209,8 @@ case("modulo-by-negative", binding("timeout_ms = id % -3"))
 case("len-of-a-field-it-does-not-size", variant("data bytes[size]", "data bytes[id]"))
 case("fieldtype-function-arity", variant("data bytes[size]", "data bytes[size]\n"
                                          "        args hessian2.any[count hessian2.arg_count()]"))  # fmt: skip
+case("template-null-into-a-string", variant("data bytes[size]", "data bytes[size]\n        s string[1]")
+     .replace("dir = response,", "dir = response, s = null,"))  # fmt: skip
 case("template-bare-field", variant("dir = response,", "dir = response, id = size,"))
 case("template-field-maybe-absent", variant("dir = response,", "dir = response, id = request.inner,",
                                             INSIDE_SPEC))  # fmt: skip
