@@ -195,6 +195,15 @@ class Checker:
                     inside.pos, f"'inside' needs a bytes field; {inside.target!r} is {target.kind}"
                 )
             self.expr(inside.test, ctx="frame")
+            for x in _walk_expr(inside.test):
+                if isinstance(x, n.Name) and x.name in {inside.target} | {
+                    i.name for i in self.fields.values() if i.owner is not None
+                }:
+                    raise SpecError(
+                        x.pos,
+                        f"an 'inside' condition reads other frame fields, not {x.name!r} "
+                        "(reading it needs the layout this condition chooses)",
+                    )
             body_targets.setdefault(inside.target, []).append(inside)
             self.layout(inside.items, owner=inside.target, path=(("inside", id(inside)),))
         self.tags()

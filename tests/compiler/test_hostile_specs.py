@@ -211,6 +211,9 @@ case("fieldtype-function-arity", variant("data bytes[size]", "data bytes[size]\n
                                          "        args hessian2.any[count hessian2.arg_count()]"))  # fmt: skip
 case("template-null-into-a-string", variant("data bytes[size]", "data bytes[size]\n        s string[1]")
      .replace("dir = response,", "dir = response, s = null,"))  # fmt: skip
+case("inside-test-reads-its-target", INSIDE_SPEC.replace("when dir == request", "when data == 1"))
+case("inside-test-reads-an-inside-field", INSIDE_SPEC.replace(
+    "    request_id = id\n", "    inside data when inner == 1 { other u8 }\n    request_id = id\n", 1))  # fmt: skip
 case("template-bare-field", variant("dir = response,", "dir = response, id = size,"))
 case("template-field-maybe-absent", variant("dir = response,", "dir = response, id = request.inner,",
                                             INSIDE_SPEC))  # fmt: skip
