@@ -50,7 +50,7 @@ def find_specs(paths: list[str | Path]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found.extend(sorted(p.rglob("*.xproto")))
+            found.extend(sorted(q for q in p.rglob("*.xproto") if not q.is_dir()))
         elif p.is_file():
             found.append(p)
         else:

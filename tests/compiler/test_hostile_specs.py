@@ -525,3 +525,14 @@ def test_a_byte_order_mark_is_accepted_and_bad_utf8_is_located(tmp_path, capsys)
     rc, err, spec = build_cli(tmp_path / "two", "mini.xproto", bad, capsys)
     assert rc == 1
     assert err.startswith(f"{spec}:8:11: error: invalid UTF-8 (byte 0xff at offset"), err
+
+
+def test_spec_paths_that_are_not_spec_files_are_errors_not_tracebacks(tmp_path, capsys):
+    specs = tmp_path / "specs"
+    (specs / "dir.xproto").mkdir(parents=True)  # a directory named like a spec: not a spec
+    (specs / "mini.xproto").write_text(GOOD)
+    assert cli.main(["build", str(specs), "-o", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    rc = cli.main(["build", str(specs / "dir.xproto" / "x"), "-o", str(tmp_path / "out2")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "Traceback" not in err, err
