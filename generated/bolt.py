@@ -430,7 +430,7 @@ class BoltProtocol(XProtocol):
         f.ver2 = 1
         f.codec = 1
         f.timeout = 3000
-        f.set_request_id(p_id)
+        f.id = p_id
         return f
 
     def reply(self, request):
@@ -440,7 +440,7 @@ class BoltProtocol(XProtocol):
         f.ver2 = request.ver2
         f.codec = request.codec
         f.status = 0
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def hijack(self, request, code, message=None):
@@ -454,7 +454,7 @@ class BoltProtocol(XProtocol):
         f.status = p_status
         f.class_name = text("java.lang.String")
         f.content = as_bytes(p_message)
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def success_response(self, request):
@@ -467,7 +467,7 @@ class BoltProtocol(XProtocol):
         f.class_name = text(request.class_name)
         f.headers = dict(request.headers or {})
         f.content = as_bytes(request.content)
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def map_status(self, code):

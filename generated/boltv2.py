@@ -636,7 +636,7 @@ class Boltv2Protocol(XProtocol):
         f.ver2 = 1
         f.codec = 1
         f.timeout = 3000
-        f.set_request_id(p_id)
+        f.id = p_id
         return f
 
     def reply(self, request):
@@ -648,7 +648,7 @@ class Boltv2Protocol(XProtocol):
         f.codec = request.codec
         f.crc_on = request.crc_on
         f.status = 0
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def hijack(self, request, code, message=None):
@@ -664,7 +664,7 @@ class Boltv2Protocol(XProtocol):
         f.status = p_status
         f.class_name = text("java.lang.String")
         f.content = as_bytes(p_message)
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def success_response(self, request):
@@ -679,7 +679,7 @@ class Boltv2Protocol(XProtocol):
         f.class_name = text(request.class_name)
         f.headers = dict(request.headers or {})
         f.content = as_bytes(request.content)
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def map_status(self, code):

@@ -84,14 +84,15 @@ class DubboFrame(XFrame):
         "_raw_body",
         "_state_body",
         "_at_body",
-        "_dubbo_version",
-        "_service_path",
-        "_service_version",
-        "_method_name",
-        "_param_types",
-        "_arguments",
-        "_attachments",
-        "_error_message",
+        "_err_body",
+        "_f_dubbo_version",
+        "_f_service_path",
+        "_f_service_version",
+        "_f_method_name",
+        "_f_param_types",
+        "_f_arguments",
+        "_f_attachments",
+        "_f_error_message",
         "_ido",
     )
     FIELD_NAMES = (
@@ -129,14 +130,14 @@ class DubboFrame(XFrame):
         f.id = 0
         f.body_len = 0
         f._raw_body = b""
-        f._dubbo_version = None
-        f._service_path = None
-        f._service_version = None
-        f._method_name = None
-        f._param_types = None
-        f._arguments = []
-        f._attachments = None
-        f._error_message = None
+        f._f_dubbo_version = None
+        f._f_service_path = None
+        f._f_service_version = None
+        f._f_method_name = None
+        f._f_param_types = None
+        f._f_arguments = []
+        f._f_attachments = None
+        f._f_error_message = None
         f._state_body = 1
         f._at_body = 0
         f.length = 0
@@ -158,29 +159,42 @@ class DubboFrame(XFrame):
         self._state_body = 0
 
     def _parse_body(self):
+        """Read body through its layouts once; a failure is remembered, not retried."""
+        if self._state_body < 0:
+            raise DecodeError(*self._err_body)
+        try:
+            self._read_body()
+        except DecodeError as e:
+            self._state_body = -1
+            self._err_body = (e.offset, e.reason)
+            raise
+
+    def _read_body(self):
         buf = self._raw_body
         pos = 0
         end = len(buf)
-        self._dubbo_version = self._service_path = self._service_version = self._method_name = (
-            self._param_types
-        ) = self._arguments = self._attachments = self._error_message = None
+        self._f_dubbo_version = self._f_service_path = self._f_service_version = (
+            self._f_method_name
+        ) = self._f_param_types = self._f_arguments = self._f_attachments = (
+            self._f_error_message
+        ) = None
         if ((self.is_request == 1) and (self.event == 0)) and (self.serialization == 2):
             ctx_hessian2 = hessian2.new_context()
             try:
-                self._dubbo_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
-                self._service_path, pos = _T0.read(buf, pos, end, ctx_hessian2)
-                self._service_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
-                self._method_name, pos = _T0.read(buf, pos, end, ctx_hessian2)
-                self._param_types, pos = _T0.read(buf, pos, end, ctx_hessian2)
+                self._f_dubbo_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
+                self._f_service_path, pos = _T0.read(buf, pos, end, ctx_hessian2)
+                self._f_service_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
+                self._f_method_name, pos = _T0.read(buf, pos, end, ctx_hessian2)
+                self._f_param_types, pos = _T0.read(buf, pos, end, ctx_hessian2)
                 items = []
-                count = _F0(self._param_types)
+                count = _F0(self._f_param_types)
                 if count < 0 or count > end - pos:
                     raise DecodeError(pos, "arguments: bad element count %d" % count)
                 for _ in range(count):
                     item, pos = _T1.read(buf, pos, end, ctx_hessian2)
                     items.append(item)
-                self._arguments = items
-                self._attachments, pos = _T2.read(buf, pos, end, ctx_hessian2)
+                self._f_arguments = items
+                self._f_attachments, pos = _T2.read(buf, pos, end, ctx_hessian2)
                 if pos != end:
                     raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
             except DecodeError as e:
@@ -190,7 +204,7 @@ class DubboFrame(XFrame):
         ):
             ctx_hessian2 = hessian2.new_context()
             try:
-                self._error_message, pos = _T0.read(buf, pos, end, ctx_hessian2)
+                self._f_error_message, pos = _T0.read(buf, pos, end, ctx_hessian2)
                 if pos != end:
                     raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
             except DecodeError as e:
@@ -228,106 +242,106 @@ class DubboFrame(XFrame):
 
     @property
     def dubbo_version(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._dubbo_version
+        return self._f_dubbo_version
 
     @dubbo_version.setter
     def dubbo_version(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._dubbo_version = value
+        self._f_dubbo_version = value
         self._state_body = 2
 
     @property
     def service_path(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._service_path
+        return self._f_service_path
 
     @service_path.setter
     def service_path(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._service_path = value
+        self._f_service_path = value
         self._state_body = 2
 
     @property
     def service_version(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._service_version
+        return self._f_service_version
 
     @service_version.setter
     def service_version(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._service_version = value
+        self._f_service_version = value
         self._state_body = 2
 
     @property
     def method_name(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._method_name
+        return self._f_method_name
 
     @method_name.setter
     def method_name(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._method_name = value
+        self._f_method_name = value
         self._state_body = 2
 
     @property
     def param_types(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._param_types
+        return self._f_param_types
 
     @param_types.setter
     def param_types(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._param_types = value
+        self._f_param_types = value
         self._state_body = 2
 
     @property
     def arguments(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._arguments
+        return self._f_arguments
 
     @arguments.setter
     def arguments(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._arguments = value
+        self._f_arguments = value
         self._state_body = 2
 
     @property
     def attachments(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._attachments
+        return self._f_attachments
 
     @attachments.setter
     def attachments(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._attachments = value
+        self._f_attachments = value
         self._state_body = 2
 
     @property
     def error_message(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._error_message
+        return self._f_error_message
 
     @error_message.setter
     def error_message(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._error_message = value
+        self._f_error_message = value
         self._state_body = 2
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -384,11 +398,19 @@ class DubboFrame(XFrame):
         return text(map_get(self.attachments, name))
 
     def set_header(self, name, value):
+        if not (((self.is_request == 1) and (self.event == 0)) and (self.serialization == 2)):
+            raise NotImplementedError(
+                "this dubbo frame's layout has no headers (attachments is not in it)"
+            )
         items = dict(self.attachments or {})
         items[name] = value
         self.attachments = items
 
     def del_header(self, name):
+        if not (((self.is_request == 1) and (self.event == 0)) and (self.serialization == 2)):
+            raise NotImplementedError(
+                "this dubbo frame's layout has no headers (attachments is not in it)"
+            )
         items = dict(self.attachments or {})
         items.pop(name, None)
         self.attachments = items
@@ -491,7 +513,7 @@ class DubboProtocol(XProtocol):
         f.event = 1
         f.serialization = 2
         f.body = as_bytes("N")
-        f.set_request_id(p_id)
+        f.id = p_id
         return f
 
     def reply(self, request):
@@ -500,7 +522,7 @@ class DubboProtocol(XProtocol):
         f.serialization = request.serialization
         f.status = 20
         f.body = as_bytes("N")
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def hijack(self, request, code, message=None):
@@ -510,7 +532,7 @@ class DubboProtocol(XProtocol):
         f.serialization = request.serialization
         f.status = p_status
         f.error_message = text(p_message)
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def success_response(self, request):
@@ -518,7 +540,7 @@ class DubboProtocol(XProtocol):
         f.serialization = request.serialization
         f.status = 20
         f.body = as_bytes(request.body)
-        f.set_request_id(request.get_request_id())
+        f.id = request.get_request_id()
         return f
 
     def map_status(self, code):

@@ -342,7 +342,7 @@ class KafkaProtocol(XProtocol):
         f.direction = Direction.RESPONSE
         f.correlation_id = request.correlation_id
         f.body = as_bytes(request.body)
-        f.set_request_id(request.get_request_id())
+        f.correlation_id = request.get_request_id()
         return f
 
     def map_status(self, code):

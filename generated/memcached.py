@@ -401,7 +401,7 @@ class MemcachedProtocol(XProtocol):
         f = MemcachedFrame.blank()
         f.magic = 128
         f.opcode = 10
-        f.set_request_id(p_id)
+        f.opaque = p_id
         return f
 
     def reply(self, request):
@@ -409,7 +409,7 @@ class MemcachedProtocol(XProtocol):
         f.magic = 129
         f.opcode = 10
         f.status = 0
-        f.set_request_id(request.get_request_id())
+        f.opaque = request.get_request_id()
         return f
 
     def hijack(self, request, code, message=None):
@@ -420,7 +420,7 @@ class MemcachedProtocol(XProtocol):
         f.opcode = request.opcode
         f.status = p_status
         f.value = as_bytes(p_message)
-        f.set_request_id(request.get_request_id())
+        f.opaque = request.get_request_id()
         return f
 
     def success_response(self, request):
@@ -430,7 +430,7 @@ class MemcachedProtocol(XProtocol):
         f.status = 0
         f.key = as_bytes(request.key)
         f.value = as_bytes(request.value)
-        f.set_request_id(request.get_request_id())
+        f.opaque = request.get_request_id()
         return f
 
     def map_status(self, code):

@@ -389,7 +389,7 @@ class TarsProtocol(XProtocol):
         f.sFuncName = text("tars_ping")
         f.sBuffer = as_bytes("")
         f.iTimeout = 3000
-        f.set_request_id(p_id)
+        f.iRequestId = p_id
         return f
 
     def reply(self, request):
@@ -401,7 +401,7 @@ class TarsProtocol(XProtocol):
         f.iRet = 0
         f.sBuffer = as_bytes("")
         f.sResultDesc = text("")
-        f.set_request_id(request.get_request_id())
+        f.iRequestId = request.get_request_id()
         return f
 
     def hijack(self, request, code, message=None):
@@ -415,7 +415,7 @@ class TarsProtocol(XProtocol):
         f.iRet = p_status
         f.sBuffer = as_bytes("")
         f.sResultDesc = text(p_message)
-        f.set_request_id(request.get_request_id())
+        f.iRequestId = request.get_request_id()
         return f
 
     def success_response(self, request):
@@ -427,7 +427,7 @@ class TarsProtocol(XProtocol):
         f.iRet = 0
         f.sBuffer = as_bytes(request.sBuffer)
         f.sResultDesc = text("")
-        f.set_request_id(request.get_request_id())
+        f.iRequestId = request.get_request_id()
         return f
 
     def map_status(self, code):

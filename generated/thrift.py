@@ -82,9 +82,10 @@ class ThriftFrame(XFrame):
         "_raw_body",
         "_state_body",
         "_at_body",
-        "_message",
-        "_exc_type",
-        "_stop",
+        "_err_body",
+        "_f_message",
+        "_f_exc_type",
+        "_f_stop",
         "_ido",
     )
     FIELD_NAMES = (
@@ -117,9 +118,9 @@ class ThriftFrame(XFrame):
         f.name = ""
         f.seqid = 0
         f._raw_body = b""
-        f._message = None
-        f._exc_type = None
-        f._stop = None
+        f._f_message = None
+        f._f_exc_type = None
+        f._f_stop = None
         f._state_body = 1
         f._at_body = 0
         f.length = 0
@@ -141,16 +142,27 @@ class ThriftFrame(XFrame):
         self._state_body = 0
 
     def _parse_body(self):
+        """Read body through its layouts once; a failure is remembered, not retried."""
+        if self._state_body < 0:
+            raise DecodeError(*self._err_body)
+        try:
+            self._read_body()
+        except DecodeError as e:
+            self._state_body = -1
+            self._err_body = (e.offset, e.reason)
+            raise
+
+    def _read_body(self):
         buf = self._raw_body
         pos = 0
         end = len(buf)
-        self._message = self._exc_type = self._stop = None
+        self._f_message = self._f_exc_type = self._f_stop = None
         if self.type == 3:
             ctx_thrift = thrift.new_context()
             try:
-                self._message, pos = _T0.read(buf, pos, end, ctx_thrift)
-                self._exc_type, pos = _T1.read(buf, pos, end, ctx_thrift)
-                self._stop, pos = _T2.read(buf, pos, end, ctx_thrift)
+                self._f_message, pos = _T0.read(buf, pos, end, ctx_thrift)
+                self._f_exc_type, pos = _T1.read(buf, pos, end, ctx_thrift)
+                self._f_stop, pos = _T2.read(buf, pos, end, ctx_thrift)
                 if pos != end:
                     raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
             except DecodeError as e:
@@ -172,41 +184,41 @@ class ThriftFrame(XFrame):
 
     @property
     def message(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._message
+        return self._f_message
 
     @message.setter
     def message(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._message = value
+        self._f_message = value
         self._state_body = 2
 
     @property
     def exc_type(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._exc_type
+        return self._f_exc_type
 
     @exc_type.setter
     def exc_type(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._exc_type = value
+        self._f_exc_type = value
         self._state_body = 2
 
     @property
     def stop(self):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        return self._stop
+        return self._f_stop
 
     @stop.setter
     def stop(self, value):
-        if self._state_body == 0:
+        if self._state_body < 1:
             self._parse_body()
-        self._stop = value
+        self._f_stop = value
         self._state_body = 2
 
     # -- semantics (the spec's bindings) ---------------------------------------------------
@@ -367,9 +379,9 @@ class ThriftProtocol(XProtocol):
         f = ThriftFrame.blank()
         f.type = 3
         f.name = text(request.name)
-        f.message = p_message
+        f.message = text(p_message)
         f.exc_type = p_status
-        f.set_request_id(request.get_request_id())
+        f.seqid = request.get_request_id()
         return f
 
     def success_response(self, request):
@@ -377,7 +389,7 @@ class ThriftProtocol(XProtocol):
         f.type = 2
         f.name = text(request.name)
         f.body = as_bytes(request.body)
-        f.set_request_id(request.get_request_id())
+        f.seqid = request.get_request_id()
         return f
 
     def map_status(self, code):

@@ -249,7 +249,7 @@ class XexampleProtocol(XProtocol):
         f = XexampleFrame.blank()
         f.type = 0
         f.dir = 0
-        f.set_request_id(p_id)
+        f.request_id = p_id
         return f
 
     def reply(self, request):
@@ -257,7 +257,7 @@ class XexampleProtocol(XProtocol):
         f.type = 0
         f.dir = 1
         f.status = 0
-        f.set_request_id(request.get_request_id())
+        f.request_id = request.get_request_id()
         return f
 
     def hijack(self, request, code, message=None):
@@ -268,7 +268,7 @@ class XexampleProtocol(XProtocol):
         f.dir = 1
         f.status = p_status
         f.payload = as_bytes(p_message)
-        f.set_request_id(request.get_request_id())
+        f.request_id = request.get_request_id()
         return f
 
     def success_response(self, request):
@@ -277,7 +277,7 @@ class XexampleProtocol(XProtocol):
         f.dir = 1
         f.status = 0
         f.payload = as_bytes(request.payload)
-        f.set_request_id(request.get_request_id())
+        f.request_id = request.get_request_id()
         return f
 
     def map_status(self, code):

@@ -3,6 +3,7 @@ symbol table that the planner uses; every problem is a SpecError at the offendin
 
 from __future__ import annotations
 
+import inspect
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -22,8 +23,18 @@ RESERVED = {
     "get_timeout", "get_status", "get_service", "get_method", "get_headers", "get_header",
     "set_header", "del_header", "get_body", "set_body",
 }  # fmt: skip
+#: every public member of the frame class a spec's fields become attributes of
+RESERVED |= {name for name in dir(api.XFrame) if not name.startswith("_")}
+RESERVED |= {"patch_request_id"}
+#: the frame API's verbs: a field named like a method, present or future, is refused
+RESERVED_PREFIXES = ("get_", "set_", "del_")
+#: the largest constant size or element count of a field (a frame waits for its bytes)
+MAX_SIZE = 1 << 24
+#: the furthest byte a detect probe may read (the codec waits for that many bytes)
+MAX_DETECT_OFFSET = 1024
 SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
 STREAM_KINDS = ("request", "oneway", "quiet", "response")
+TEMPLATE_CONTEXTS = ("template", "ping", "reply", "error_response", "success_response")
 TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
 BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2}
 
@@ -88,6 +99,20 @@ def _check_field_name(name: str, pos: Pos) -> None:
     check_identifier(name, pos, "field name")
     if name in RESERVED:
         raise SpecError(pos, f"field name {name!r} is reserved for the frame API")
+    if name.startswith(RESERVED_PREFIXES):
+        raise SpecError(
+            pos,
+            f"field name {name!r} is reserved for the frame API (names starting with "
+            f"{', '.join(RESERVED_PREFIXES)} are methods)",
+        )
+
+
+def _type_text(size) -> str:
+    if isinstance(size, n.SizeRest):
+        return "[rest]"
+    if size is None:
+        return "has no size"
+    return "is sized by other fields"
 
 
 def fits(value: int, t: n.IntType) -> bool:
@@ -104,6 +129,7 @@ class Checker:
         self.fields: dict[str, FieldInfo] = {}
         self.modules: set[str] = set()
         self.read_order: list[str] = []
+        self.len_fields: list[tuple[n.Field, list]] = []  # recomputed fields using len()
 
     # ---- entry point ---------------------------------------------------------------
     def run(self) -> Checked:
@@ -135,17 +161,29 @@ class Checker:
         for e in s.enums:
             self.enum(e)
         for p in s.detect:
+            if p.offset + p.type.nbytes > MAX_DETECT_OFFSET:
+                raise SpecError(
+                    p.pos,
+                    f"detect probe at offset {p.offset} reads past the first {MAX_DETECT_OFFSET} "
+                    "bytes of a frame",
+                )
             for v in p.values:
                 if not fits(v, p.type):
                     raise SpecError(
                         p.pos, f"detect value {v:#x} does not fit in {p.type.width} bits"
                     )
         self.layout(s.frame, owner=None, path=())
+        # a frame's direction is needed when its layout, its stream type or any other
+        # semantic reads it: then the decoder takes it and the frame keeps it
+        semantic = [r.test for r in s.stream if r.test is not None]
+        semantic += [b.expr for b in s.bindings + s.header_bindings]
+        semantic += [s.heartbeat.test] if s.heartbeat is not None else []
+        semantic += [s.goaway] if s.goaway is not None else []
+        semantic += [item.test for item in self._all_items(s.frame) if isinstance(item, n.IfBlock)]
         uses_direction = any(
-            isinstance(x, n.Name) and x.name == "direction"
-            for item in self._all_items(s.frame)
-            if isinstance(item, n.IfBlock)
-            for x in _walk_expr(item.test)
+            isinstance(x, n.Name) and x.name == "direction" and x.name not in self.fields
+            for e in semantic
+            for x in _walk_expr(e)
         )
         body_targets: dict[str, list[n.Inside]] = {}
         for inside in s.insides:
@@ -157,11 +195,23 @@ class Checker:
                     inside.pos, f"'inside' needs a bytes field; {inside.target!r} is {target.kind}"
                 )
             self.expr(inside.test, ctx="frame")
+            for x in _walk_expr(inside.test):
+                if isinstance(x, n.Name) and x.name in {inside.target} | {
+                    i.name for i in self.fields.values() if i.owner is not None
+                }:
+                    raise SpecError(
+                        x.pos,
+                        f"an 'inside' condition reads other frame fields, not {x.name!r} "
+                        "(reading it needs the layout this condition chooses)",
+                    )
             body_targets.setdefault(inside.target, []).append(inside)
             self.layout(inside.items, owner=inside.target, path=(("inside", id(inside)),))
+        self.tags()
         # expressions inside layouts need every field known first
         for info in list(self.fields.values()):
             self.field_exprs(info)
+        for f, targets in self.len_fields:
+            self._sizes(f, targets)
         for item in self._all_items(s.frame):
             if isinstance(item, n.IfBlock):
                 self.expr(item.test, ctx="condition")
@@ -170,9 +220,31 @@ class Checker:
                 if isinstance(item, n.IfBlock):
                     self.expr(item.test, ctx="frame")
         bindings = self.semantics()
+        Types(self).run()
         return Checked(
             s, self.enums, self.fields, bindings, uses_direction, body_targets, self.modules
         )
+
+    def tags(self) -> None:
+        """Tagged field types (tars tags, thrift field ids) are found by tag: two fields of one
+        layout with the same tag would read the same bytes and write them twice."""
+        seen: dict[tuple, FieldInfo] = {}
+        for info in self.fields.values():
+            if info.kind != "ext":
+                continue
+            tag = getattr(info.ext, "tag", getattr(info.ext, "id", None))
+            if not isinstance(tag, int):
+                continue
+            key = (info.owner, info.node.type.ref.module, tag)
+            old = seen.get(key)
+            if old is not None and not all(
+                self._exclusive(p, q) for p in old.paths for q in info.paths
+            ):
+                raise SpecError(
+                    info.node.type.ref.pos,
+                    f"tag {tag} is also the tag of {old.name!r} (line {old.pos.line})",
+                )
+            seen.setdefault(key, info)
 
     def _all_items(self, items) -> Iterator:
         for item in items:
@@ -225,8 +297,15 @@ class Checker:
                 raise SpecError(
                     ref.pos, f"{ref.module}.{ref.name}: {pname} must be {kind.__name__}"
                 )
+        try:  # the generated module builds the same object when it loads: build it now
+            instance = cls(*ref.args)
+        except (ValueError, TypeError, OverflowError) as e:
+            what = f"{ref.module}.{ref.name}"
+            raise SpecError(
+                ref.pos, str(e) if str(e).startswith(what) else f"{what}: {e}"
+            ) from None
         self.modules.add(ref.module)
-        return cls
+        return instance
 
     def _declare(self, info: FieldInfo, path: tuple) -> None:
         _check_field_name(info.name, info.pos)
@@ -354,10 +433,45 @@ class Checker:
                 self.enum_member(info.enum, f.value)
                 return
             self.expr(f.value, ctx="recompute", owner=info.owner)
+            if not any(
+                isinstance(e, n.Call) and e.module is None and e.func in ("len", "sizeof", "crc32")
+                for e in _walk_expr(f.value)
+            ):
+                raise SpecError(
+                    f.value.pos,
+                    f"the value of {f.name!r} must be a constant or be computed from len(), "
+                    "sizeof(frame) or crc32(frame)",
+                )
+            targets = [
+                e.args[0]
+                for e in _walk_expr(f.value)
+                if isinstance(e, n.Call) and e.func == "len" and e.module is None
+            ]
+            if targets:
+                self.len_fields.append((f, targets))
             for e in _walk_expr(f.value):
                 if isinstance(e, n.Call) and e.func == "crc32" and e.module is None:
                     if info.int_type is None or info.int_type.width != 32:
                         raise SpecError(f.pos, "a crc32 field must be 32 bits wide")
+
+    def _sizes(self, f: n.Field, targets: list[n.Name]) -> None:
+        """``f = len(x) ...``: one of the x must be sized by f, so that the length the decoder
+        reads is the length the encoder writes back (an unmodified frame re-encodes to its
+        bytes)."""
+        for target in targets:
+            size = getattr(self.fields[target.name].node.type, "size", None)
+            if isinstance(size, (n.SizeBytes, n.SizeCount)) and any(
+                isinstance(x, n.Name) and x.name == f.name for x in _walk_expr(size.expr)
+            ):
+                return
+        if targets:
+            target = targets[0]
+            size = getattr(self.fields[target.name].node.type, "size", None)
+            raise SpecError(
+                target.pos,
+                f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
+                f"{f.name!r} ({target.name} {_type_text(size)})",
+            )
 
     def _has_frame_size(self) -> bool:
         for info in self.fields.values():
@@ -396,7 +510,7 @@ class Checker:
                     self.enum_member(target.enum, e)
                     return None
                 raise SpecError(e.pos, f"unknown field {e.name!r}")
-            if ctx == "template":
+            if ctx in TEMPLATE_CONTEXTS:
                 raise SpecError(e.pos, f"templates read fields as request.{e.name}")
             if (
                 before is not None
@@ -493,6 +607,12 @@ class Checker:
             if module is None or e.func not in module.FUNCTIONS:
                 raise SpecError(e.pos, f"unknown function {e.module}.{e.func}")
             self.modules.add(e.module)
+            try:
+                inspect.signature(module.FUNCTIONS[e.func]).bind(*e.args)
+            except TypeError as err:
+                raise SpecError(e.pos, f"{e.module}.{e.func}(): {err}") from None
+            except ValueError:
+                pass  # a builtin without a signature: checked when called
             for a in e.args:
                 self.expr(a, ctx, before, owner)
             return None
@@ -675,3 +795,286 @@ class Checker:
 
 def check(spec: n.Protocol, stem: str | None = None) -> Checked:
     return Checker(spec, stem).run()
+
+
+# ---- expression types --------------------------------------------------------------------
+INT, STR, BYTES, MAP, BOOL, NULL, ANY = "int", "str", "bytes", "map", "bool", "null", "any"
+_TYPE_WORDS = {INT: "an integer", STR: "a string", BYTES: "bytes", MAP: "a map", BOOL: "a boolean",
+               NULL: "null", ANY: "any value"}  # fmt: skip
+_VALUE_TYPES = {"int": INT, "str": STR, "bytes": BYTES, "map": MAP}
+_ARITH = ("+", "-", "*", "%")
+_ORDER = ("<", "<=", ">", ">=")
+
+
+def _covers(items, name: str) -> bool:
+    """Every layout these items expand into has the field ``name``."""
+    for item in items:
+        if isinstance(item, n.IfBlock):
+            if _covers(item.body, name) and _covers(item.orelse, name):
+                return True
+        elif isinstance(item, n.Bits):
+            if any(f.name == name for f in item.fields):
+                return True
+        elif item.name == name:
+            return True
+    return False
+
+
+def _describe_types(types) -> str:
+    return " or ".join(_TYPE_WORDS[t] for t in sorted(types))
+
+
+class Types:
+    """Compile-time types of expressions: int, str, bytes, map, bool, null (``any`` for values
+    of field-type functions and raw field types, which are checked at run time). Every
+    expression whose value the generated code computes with is checked against what it needs,
+    so no spec yields a codec that raises TypeError or ZeroDivisionError when a field is read."""
+
+    def __init__(self, checker: "Checker"):
+        self.c = checker
+        self.fields = checker.fields
+
+    def run(self) -> None:
+        s = self.c.spec
+        for info in self.fields.values():
+            f = info.node
+            if not isinstance(f, n.Field):
+                continue
+            size = getattr(f.type, "size", None)
+            if isinstance(size, (n.SizeBytes, n.SizeCount)):
+                self.want(size.expr, {INT}, f"the size of {f.name!r}")
+                if isinstance(size.expr, n.IntLit) and not 0 <= size.expr.value <= MAX_SIZE:
+                    raise SpecError(
+                        size.expr.pos,
+                        f"the size of {f.name!r} must be 0..{MAX_SIZE}, not {size.expr.value}",
+                    )
+            enum_member = isinstance(f.value, n.Name) and f.value.name not in self.fields
+            if f.value is not None and not isinstance(f.value, n.IntLit) and not enum_member:
+                self.want(f.value, {INT}, f"the value of {f.name!r}")
+        tests = [item.test for item in self.c._all_items(s.frame) if isinstance(item, n.IfBlock)]
+        for inside in s.insides:
+            tests.append(inside.test)
+            tests += [i.test for i in self.c._all_items(inside.items) if isinstance(i, n.IfBlock)]
+        tests += [r.test for r in s.stream if r.test is not None]
+        tests += [s.heartbeat.test] if s.heartbeat is not None else []
+        tests += [s.goaway] if s.goaway is not None else []
+        for t in tests:
+            self.type(t)
+        scalar = {INT, STR, BYTES, BOOL, NULL}
+        wants = {
+            "timeout_ms": ({INT, NULL}, "timeout_ms"),
+            "status": ({INT, NULL}, "status"),
+            "service": (scalar, "service"),
+            "method": (scalar, "method"),
+        }
+        for b in s.bindings:
+            if b.name in wants:
+                self.want(b.expr, *wants[b.name])
+        for hb in s.header_bindings:
+            self.want(hb.expr, scalar, f"header {hb.name!r}")
+        templates = [t for t in (s.error_response, s.success_response) if t is not None]
+        templates += list(s.heartbeat.templates) if s.heartbeat is not None else []
+        for t in templates:
+            for a in t.assigns:
+                info = self.fields[a.name]
+                if isinstance(a.expr, n.Name) and info.enum:
+                    continue  # an enum member, resolved by the checker
+                self.want(a.expr, self.accepts(info), f"{a.name!r} in {t.name}")
+                self.fits(a.expr, info, f"{a.name!r} in {t.name}")
+        status = next((b.expr for b in s.bindings if b.name == "status"), None)
+        if isinstance(status, n.Name):
+            for row in s.status_rows:
+                self.fits(n.IntLit(row.code, row.pos), self.fields[status.name], "status code")
+
+    def fits(self, e, info: FieldInfo, what: str) -> None:
+        """A constant, or the protocol status codes ``$status`` stands for, fit the field."""
+        if isinstance(e, n.Param) and e.name == "status":
+            values = [(row.code, row.pos) for row in self.c.spec.status_rows]
+        elif isinstance(e, n.IntLit):
+            values = [(e.value, e.pos)]
+        else:
+            return
+        if info.kind == "ext" and info.ext.VALUE == "int":  # the field type's own writer says
+            module = _fieldtype_modules()[info.node.type.ref.module]
+            for value, pos in values:
+                try:
+                    info.ext.write(value, module.new_context())
+                except Exception as err:
+                    raise SpecError(pos, f"{what}: {value} does not fit in {info.name!r}: {err}")
+            return
+        if isinstance(info.node, n.BitField):
+            t = n.IntType(info.node.width, False, None, info.pos)
+        elif info.int_type is not None:
+            t = info.int_type
+        else:
+            return
+        for value, pos in values:
+            if not fits(value, t):
+                raise SpecError(
+                    pos, f"{what}: {value} does not fit in {info.name!r} ({t.width} bits)"
+                )
+
+    def accepts(self, info: FieldInfo) -> set:
+        """What a template may assign to a field (the generated code converts text and bytes)."""
+        kind = info.kind
+        if kind == "ext":
+            kind = info.ext.VALUE if info.node.type.size is None else "list"
+        if kind in ("int", "enum", "bits"):
+            return {INT}
+        if kind == "bytes":
+            return {STR, BYTES, NULL}  # as_bytes(): null is empty
+        if kind in ("str", "string"):  # text(): null stays null, only a nullable field takes it
+            return {STR, BYTES, NULL} if getattr(info.node, "nullable", False) else {STR, BYTES}
+        if kind == "map":
+            return {MAP, NULL}
+        return {ANY}
+
+    def want(self, e, allowed: set, what: str) -> None:
+        got = self.type(e)
+        if ANY in got or got <= allowed:
+            return
+        hint = (
+            " (it may be null: give a default with ??)"
+            if {NULL} < got and got - {NULL} <= allowed
+            else ""
+        )
+        raise SpecError(
+            e.pos,
+            f"{what} must be {_describe_types(allowed)}; this expression is "
+            f"{_describe_types(got)}{hint}",
+        )
+
+    def field_type(self, info: FieldInfo) -> set:
+        kind = info.kind
+        if kind in ("int", "enum", "bits"):
+            return {INT}
+        nullable = {NULL} if getattr(info.node, "nullable", False) else set()
+        if kind == "bytes":
+            return {BYTES} | nullable
+        if kind == "string":
+            return {STR} | nullable
+        if kind == "map":
+            return {MAP}
+        if info.node.type.size is not None:
+            return {ANY}  # a list of field-type values
+        return {_VALUE_TYPES.get(info.ext.VALUE, ANY)}
+
+    def type(self, e) -> set:
+        if isinstance(e, n.IntLit):
+            return {INT}
+        if isinstance(e, n.StrLit):
+            return {STR}
+        if isinstance(e, n.Const):
+            return {NULL} if e.value is None else {BOOL}
+        if isinstance(e, n.Name):
+            info = self.fields.get(e.name)
+            if info is not None:
+                return self.field_type(info)
+            if e.name == "direction":
+                raise SpecError(
+                    e.pos, "direction is not a value: compare it (direction == request)"
+                )
+            return {INT}  # an enum member (the checker resolved it)
+        if isinstance(e, n.Param):
+            return {STR} if e.name == "message" else {INT}
+        if isinstance(e, n.Attr):
+            info = self.fields[e.name]
+            always = info.owner is None and _covers(self.c.spec.frame, e.name)
+            # request.<field> of a layout the request may not have: null then
+            return self.field_type(info) | (set() if always else {NULL})
+        if isinstance(e, n.Index):
+            obj = self.type(e.obj)
+            if ANY in obj:
+                return {ANY}
+            if obj != {MAP}:
+                raise SpecError(e.pos, f"only maps can be indexed; this is {_describe_types(obj)}")
+            info = self.fields[e.obj.name]
+            return {STR, NULL} if info.kind == "map" else {ANY}
+        if isinstance(e, n.Unary):
+            t = self.type(e.operand)
+            if e.op == "not":
+                return {BOOL}
+            self.operand(e.operand, t, "-")
+            return {INT}
+        if isinstance(e, n.BinOp):
+            return self.binop(e)
+        if isinstance(e, n.In):
+            self.type(e.item)
+            for o in e.options:
+                if not (isinstance(o, n.Name) and o.name not in self.fields):
+                    self.type(o)
+            return {BOOL}
+        if isinstance(e, n.Cond):
+            self.type(e.test)
+            return self.type(e.then) | self.type(e.orelse)
+        if isinstance(e, n.Call):
+            return self.call(e)
+        return {ANY}
+
+    def operand(self, e, t: set, op: str) -> None:
+        if ANY in t or t == {INT}:
+            return
+        extra = " (it may be null: give a default with ??)" if t == {INT, NULL} else ""
+        raise SpecError(
+            e.pos, f"'{op}' needs integers; this operand is {_describe_types(t)}{extra}"
+        )
+
+    def binop(self, e: n.BinOp) -> set:
+        if e.op in ("==", "!="):
+            for a, b in ((e.left, e.right), (e.right, e.left)):
+                if isinstance(a, n.Name) and a.name == "direction" and a.name not in self.fields:
+                    return {BOOL}  # direction == request (checked by the checker)
+            for side in (e.left, e.right):
+                if not (isinstance(side, n.Name) and side.name not in self.fields):
+                    self.type(side)
+            return {BOOL}
+        left, right = self.type(e.left), self.type(e.right)
+        if e.op in _ARITH:
+            self.operand(e.left, left, e.op)
+            self.operand(e.right, right, e.op)
+            if e.op == "%" and not (isinstance(e.right, n.IntLit) and e.right.value > 0):
+                what = (
+                    f"not {e.right.value}" if isinstance(e.right, n.IntLit) else "a field may be 0"
+                )
+                raise SpecError(
+                    e.right.pos, f"the right side of '%' must be a number above 0 ({what})"
+                )
+            return {INT}
+        if e.op in _ORDER:
+            for side, t in ((e.left, left), (e.right, right)):
+                if not (ANY in t or t <= {INT} or t <= {STR}):
+                    raise SpecError(
+                        side.pos,
+                        f"'{e.op}' compares integers or strings; this is {_describe_types(t)}",
+                    )
+            if ANY not in left | right and left != right:
+                raise SpecError(
+                    e.pos,
+                    f"'{e.op}' compares {_describe_types(left)} with {_describe_types(right)}",
+                )
+            return {BOOL}
+        if e.op == "??":
+            return (left - {NULL}) | right
+        return left | right  # and, or: one of the operands
+
+    def call(self, e: n.Call) -> set:
+        if e.module is not None:
+            for a in e.args:
+                self.type(a)
+            return {ANY}
+        if e.func in ("len", "sizeof", "crc32"):
+            return {INT}
+        if e.func == "int":
+            self.type(e.args[0])
+            return {INT, NULL}
+        if e.func == "name":
+            return {STR, NULL}
+        # before(text, separator), after(text, separator)
+        self.type(e.args[0])
+        sep = self.type(e.args[1])
+        if not (ANY in sep or sep == {STR}):
+            raise SpecError(
+                e.args[1].pos,
+                f"{e.func}()'s separator must be a string, not {_describe_types(sep)}",
+            )
+        return {STR, NULL}

@@ -85,12 +85,17 @@ def _cmd_build(args: argparse.Namespace, write: bool) -> int:
     except SpecError as e:
         print(e.render(), file=sys.stderr)
         return 1
-    except (FileNotFoundError, UnicodeDecodeError) as e:
-        hint = "" if args.paths else " (with no PATH, the specs/ directory here is used)"
+    except OSError as e:
+        missing = isinstance(e, FileNotFoundError) and not args.paths
+        hint = " (with no PATH, the specs/ directory here is used)" if missing else ""
         print(f"error: {e}{hint}", file=sys.stderr)
         return 1
     if write:
-        out = write_all(compiled, Path(args.output))
+        try:
+            out = write_all(compiled, Path(args.output))
+        except OSError as e:
+            print(f"error: cannot write {args.output}: {e} (nothing written)", file=sys.stderr)
+            return 1
         for path in out:
             print(path)
     else:

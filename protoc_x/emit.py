@@ -5,6 +5,7 @@ checker has accepted them as plain identifiers."""
 
 from __future__ import annotations
 
+import ast
 import functools
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import jinja2
 from . import nodes as n
 from .check import Checked, FieldInfo
 from .check import _walk_expr as _walk
+from .diagnostics import SpecError
 from .plan import Branch, Crc, Leaf, Plan, Run, Var, single_run
 
 #: the runtime.api names generated code may use; the module imports those it does use
@@ -726,7 +728,7 @@ class Emitter:
         name = fld.name
         t = fld.type
         if info.owner is not None:
-            target = f"{obj}._{name}"  # an inside field: its slot, not its property
+            target = f"{obj}._f_{name}"  # an inside field: its slot, not its property
         else:
             target = f"{obj}._raw_{name}" if name in self.targets else f"{obj}.{name}"
         size = getattr(t, "size", None)
@@ -940,7 +942,7 @@ class Emitter:
         w("pos = 0")
         w("end = len(buf)")
         if inner:
-            w(" = ".join(f"self._{f.name}" for f in inner) + " = None")
+            w(" = ".join(f"self._f_{f.name}" for f in inner) + " = None")
         ex = self.exprs("self")
         first = True
         for ip in self.p.insides[target]:
@@ -976,7 +978,7 @@ class Emitter:
         ex = Exprs(
             self.c,
             self.mod,
-            lambda name: f"self._{name}" if self.c.fields[name].owner else f"self.{name}",
+            lambda name: f"self._f_{name}" if self.c.fields[name].owner else f"self.{name}",
         )
         for item in items:
             if isinstance(item, n.IfBlock):
@@ -992,7 +994,7 @@ class Emitter:
                 run = single_run(item, self.c, self.p.order)
                 w(f"if pos + {run.size} > end:")
                 w(f"    raise overrun(pos, {getattr(item, 'name', 'bits')!r}, {run.size})")
-                self.unpack_run(run, w, "pos", "pos", into="self._")
+                self.unpack_run(run, w, "pos", "pos", into="self._f_")
                 w(f"pos += {run.size}")
                 continue
             self.decode_var(item, self.c.fields[item.name], w, None, True, ex, "self")
@@ -1045,6 +1047,46 @@ class Emitter:
             w(f"parts.append(p_{item.name}{empty})")
 
     # ---- semantics -----------------------------------------------------------------
+    def presence(self, name: str) -> str | None:
+        """Code that holds when field ``name`` is part of this frame's layout (the tests of
+        the ifs and the 'inside' it sits in); None when it always is. A setter checks it, so
+        a value the encoder would not write is refused instead of silently dropped."""
+        ex = self.exprs("self")
+
+        def cond(items):  # True: always; False: never; else the code of when
+            alts = []
+            for item in items:
+                if isinstance(item, n.IfBlock):
+                    then, orelse = cond(item.body), cond(item.orelse)
+                    if then is True and orelse is True:
+                        return True
+                    test = ex(item.test)
+                    for code, branch in ((test, then), (f"(not {test})", orelse)):
+                        if branch is True:
+                            alts.append(code)
+                        elif branch:
+                            alts.append(f"({code} and {branch})")
+                elif name in [f.name for f in _int_fields(item)]:
+                    return True
+            if not alts:
+                return False
+            return alts[0] if len(alts) == 1 else f"({' or '.join(alts)})"
+
+        where = cond(self.s.frame)
+        if where is True:
+            return None
+        alts = [where] if where else []
+        for inside in self.s.insides:
+            inner = cond(inside.items)
+            test = ex(inside.test)
+            if inner is True:
+                alts.append(test)
+            elif inner:
+                alts.append(f"({test} and {inner})")
+        if not alts:
+            return None
+        return alts[0] if len(alts) == 1 else f"({' or '.join(alts)})"
+
     def bindings(self) -> dict[str, str]:
         ex = self.exprs("self")
         out = {}
@@ -1055,12 +1097,18 @@ class Emitter:
                 if key in ("service", "method") and not self.is_text(b[key].expr):
                     code = f"text({code})"
                 out[key] = code
-        if "request_id" in b:
-            out["request_id_field"] = b["request_id"].expr.name
-        if "body" in b:
-            out["body_field"] = b["body"].expr.name
-        if "headers" in b:
-            out["headers_field"] = b["headers"].expr.name
+        guards = {}
+        for key in ("request_id", "body", "headers"):
+            if key in b:
+                name = out[f"{key}_field"] = b[key].expr.name
+                where = self.presence(name)
+                if where is not None:
+                    why = f"this {self.s.name} frame's layout has no {key} ({name} is not in it)"
+                    guards[key] = Code()(f"if not {where}:")(
+                        f"    raise NotImplementedError({why!r})"
+                    )
+                    guards[key] = guards[key].text()
+        out["guards"] = guards
         out["header_extras"] = [(hb.name, ex(hb.expr)) for hb in self.s.header_bindings]
         rules = []
         for rule in self.s.stream:
@@ -1093,7 +1141,8 @@ class Emitter:
                 value = f"text({value})"
             w(f"f.{a.name} = {value}")
         if id_code is not None and "request_id" in self.c.bindings:
-            w(f"f.set_request_id({id_code})")
+            # the id's field directly: a reply whose layout has no id simply does not carry it
+            w(f"f.{self.c.bindings['request_id'].expr.name} = {id_code}")
         w("return f")
         return w.text()
 
@@ -1101,7 +1150,7 @@ class Emitter:
         out = []
         for f in self.c.fields.values():
             name = (
-                f"_{f.name}"
+                f"_f_{f.name}"
                 if f.owner
                 else (f"_raw_{f.name}" if f.name in self.targets else f.name)
             )
@@ -1134,7 +1183,7 @@ class Emitter:
         return out
 
     # ---- module --------------------------------------------------------------------
-    def render(self) -> str:
+    def render(self, fmt: bool = True) -> str:
         s = self.s
         decode = self.decode_body()
         frame_size = self.size_body()
@@ -1164,8 +1213,8 @@ class Emitter:
             else:
                 slots.append(f"_raw_{f.name}" if f.name in self.targets else f.name)
         for t in self.targets:
-            slots += [f"_state_{t}", f"_at_{t}"]
-        slots += [f"_{f.name}" for f in self.inner_fields]
+            slots += [f"_state_{t}", f"_at_{t}", f"_err_{t}"]
+        slots += [f"_f_{f.name}" for f in self.inner_fields]
         if self.c.uses_direction:
             slots.append("direction")
         id_struct = None
@@ -1233,6 +1282,9 @@ class Emitter:
             "from protoc_x.runtime.api import IMPORTS",
             f"from protoc_x.runtime.api import ({', '.join(used)},)",
         )
+        if not fmt:
+            return text
+        verify(text, self.p)  # black needs code that parses: say why it does not first
         return black.format_str(text, mode=black.Mode(line_length=100))
 
 
@@ -1248,8 +1300,105 @@ def _template() -> jinja2.Template:
         autoescape=False,
     )
     env.filters["pyrepr"] = repr
+    env.filters["docsafe"] = docsafe
     return env.get_template("module.py.j2")
 
 
-def emit(plan: Plan, source_name: str) -> str:
-    return Emitter(plan, source_name).render()
+def docsafe(value: str) -> str:
+    """``value`` as text that stays inside a triple-quoted docstring whatever it holds: ASCII,
+    backslashes and control characters as escapes, quotes as \\x22."""
+    return value.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
+
+
+def emit(plan: Plan, source_name: str, fmt: bool = True) -> str:
+    return Emitter(plan, source_name).render(fmt)
+
+
+# ---- verification ----------------------------------------------------------------------
+_IMPORTABLE = ("protoc_x.runtime.api", "protoc_x.runtime.fieldtypes")
+
+
+def _names_of(stmt: ast.stmt) -> list[str]:
+    if isinstance(stmt, ast.Assign):
+        return [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+    if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    return []
+
+
+def verify(code: str, plan: Plan) -> None:
+    """Compile a generated module and check the names it defines, without running it: only
+    imports from the runtime API, assignments, classes and the docstring at module level; no
+    name defined twice; no slot that is also a class member. A failure is a SpecError at the
+    spec construct responsible (the field whose name collides), else at the protocol."""
+    spec = plan.checked.spec
+
+    def fail(name: str | None, why: str) -> SpecError:
+        pos = spec.pos
+        if name is not None:  # a field's own name, or an internal one made from it
+            bare = re.sub(r"^_(f|raw|state|at|err|lz|mp|parse|read|build)_", "", name)
+            info = plan.checked.fields.get(bare)
+            pos = info.pos if info is not None else pos
+        return SpecError(pos, f"the generated module would not load: {why}")
+
+    try:
+        tree = ast.parse(code, filename=f"{spec.name}.py")
+        compile(tree, f"{spec.name}.py", "exec")
+    except (SyntaxError, ValueError, MemoryError) as e:
+        line = getattr(e, "lineno", None)
+        raise fail(None, f"{type(e).__name__}: {getattr(e, 'msg', e)} (line {line})") from None
+    body = tree.body
+    if not (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)):
+        raise fail(None, "no module docstring")
+    defined: set[str] = set()
+    for stmt in body[1:]:
+        if isinstance(stmt, ast.ImportFrom):
+            if stmt.module not in _IMPORTABLE or stmt.level:
+                raise fail(None, f"imports {stmt.module}")
+            for alias in stmt.names:
+                name = alias.asname or alias.name
+                if name in defined:
+                    raise fail(None, f"{name!r} is imported twice")
+                defined.add(name)
+            continue
+        if not isinstance(stmt, (ast.Assign, ast.ClassDef)):
+            raise fail(None, f"a {type(stmt).__name__} statement at module level")
+        for name in _names_of(stmt):
+            if name in defined:
+                raise fail(
+                    name,
+                    f"{name!r} is defined twice (the protocol's or an enum's name "
+                    "makes a name the module already has)",
+                )
+            defined.add(name)
+        if isinstance(stmt, ast.ClassDef):
+            _verify_class(stmt, fail)
+
+
+def _verify_class(cls: ast.ClassDef, fail) -> None:
+    members: set[str] = set()
+    slots: list[str] = []
+    for stmt in cls.body:
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue  # the docstring
+        if isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__slots__" for t in stmt.targets
+        ):
+            slots = [
+                e.value for e in getattr(stmt.value, "elts", []) if isinstance(e, ast.Constant)
+            ]
+            continue
+        is_setter = isinstance(stmt, ast.FunctionDef) and any(
+            isinstance(d, ast.Attribute) and d.attr == "setter" for d in stmt.decorator_list
+        )
+        for name in _names_of(stmt):
+            if name in members and not is_setter:
+                raise fail(name, f"{cls.name}.{name} is defined twice")
+            members.add(name)
+    seen: set[str] = set()
+    for name in slots:
+        if name in seen:
+            raise fail(name, f"slot {name!r} of {cls.name} appears twice")
+        if name in members:
+            raise fail(name, f"slot {name!r} of {cls.name} is also a class member")
+        seen.add(name)

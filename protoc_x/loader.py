@@ -12,7 +12,7 @@ from pathlib import Path
 
 from protoc_x.runtime.api import XProtocol
 
-from .compiler import compile_source, find_specs
+from .compiler import compile_source, find_specs, read_spec
 
 
 def builtin_protocols() -> dict[str, XProtocol]:
@@ -46,7 +46,7 @@ def load_path(path: Path) -> list[XProtocol]:
         return [module.PROTOCOL]
     out = []
     for spec_path in find_specs([path]):
-        text = spec_path.read_text(encoding="utf-8")
+        text = read_spec(spec_path)
         code = compile_source(text, str(spec_path), spec_path.stem)
         out.append(load_module_source(spec_path.stem, code, str(spec_path)).PROTOCOL)
     return out

@@ -45,8 +45,27 @@ def int_type(token: Token) -> n.IntType:
     return n.IntType(int(m.group(2)), m.group(1) == "i", order, _pos(token))
 
 
+#: the largest magnitude a number in a spec may have (every integer type is at most 64 bits)
+MAX_INT = (1 << 64) - 1
+#: how deeply constructs may nest (expressions inside expressions, ifs inside ifs); generated
+#: code nests about as deeply, and Python refuses code nested past ~100 levels
+MAX_DEPTH = 48
+
+
 def _int(token: Token) -> int:
-    return int(str(token), 0)
+    text = str(token)
+    pos = _pos(token)
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
+    if len(digits.lstrip("0")) > 20:
+        raise SpecError(pos, f"number {text[:12]}... is too large (at most {MAX_INT:#x})")
+    if len(text) > 1 and text[0] == "0" and text[1] not in "xX":
+        raise SpecError(
+            pos, f"number {text!r} has a leading zero (write {text.lstrip('0') or '0'})"
+        )
+    value = int(text, 0)
+    if value > MAX_INT:
+        raise SpecError(pos, f"number {text} is too large (at most {MAX_INT:#x})")
+    return value
 
 
 def _string(token: Token) -> str:
@@ -366,10 +385,41 @@ def _describe(expected) -> str:
     return ", ".join(names)
 
 
+def _check_depth(tree: lark.Tree) -> None:
+    """Refuse trees nested deeper than MAX_DEPTH before anything recurses over them."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(
+                _pos(node.meta),
+                f"nested too deeply (more than {MAX_DEPTH} levels of expressions or blocks)",
+            )
+        for child in node.children:
+            if isinstance(child, lark.Tree):
+                stack.append((child, depth + 1))
+
+
+def decode_source(data: bytes, path: str) -> str:
+    """A spec file's bytes as text: UTF-8, with or without a byte-order mark; anything else is
+    a SpecError at the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        good = data[: e.start].decode("utf-8-sig")
+        lines = good.split("\n")
+        pos = Pos(len(lines), len(lines[-1]) + 1)
+        msg = f"invalid UTF-8 (byte {data[e.start]:#04x} at offset {e.start}): specs are UTF-8 text"
+        raise SpecError(pos, msg).located(path, good) from None
+
+
 def parse(source: str, path: str = "<spec>") -> n.Protocol:
     """Parse one spec; raise SpecError (already located at ``path``) on a syntax error."""
+    if source.startswith("\ufeff"):
+        source = source[1:]  # a byte-order mark: not part of the text
     try:
         tree = _lark().parse(source)
+        _check_depth(tree)
         return _ToNodes().transform(tree)
     except lark.exceptions.UnexpectedCharacters as e:
         err = SpecError(Pos(e.line, e.column), f"unexpected character {source[e.pos_in_stream]!r}")
@@ -391,10 +441,11 @@ def parse(source: str, path: str = "<spec>") -> n.Protocol:
             err = e.orig_exc
         else:
             raise
+    except SpecError as e:
+        err = e
     raise err.located(path, source)
 
 
 def parse_file(path: str | Path) -> n.Protocol:
     path = Path(path)
-    source = path.read_text(encoding="utf-8")
-    return parse(source, str(path))
+    return parse(decode_source(path.read_bytes(), str(path)), str(path))

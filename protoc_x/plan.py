@@ -12,6 +12,9 @@ from . import nodes as n
 from .check import Checked, FieldInfo, _walk_expr
 from .diagnostics import SpecError
 
+#: limits on the frame's if/else expansion (each test is a branch of the decoder)
+MAX_VARIANTS = 64
+MAX_BRANCH_DEPTH = 32
 _FMT = {(8, False): "B", (8, True): "b", (16, False): "H", (16, True): "h",
         (32, False): "I", (32, True): "i", (64, False): "Q", (64, True): "q"}  # fmt: skip
 
@@ -141,6 +144,7 @@ class Planner:
         self.c = checked
         self.order = ">" if checked.spec.byte_order == "big" else "<"
         self.offsets: dict[str, int] = {}
+        self.variants = 0  # if/else tests expanded so far (one more layout each)
 
     def run(self) -> Plan:
         tree = self.node(list(self.c.spec.frame), [], 0)
@@ -159,15 +163,23 @@ class Planner:
         detect_length = max((p.offset + p.type.nbytes for p in self.c.spec.detect), default=0)
         return Plan(self.c, self.order, tree, insides, recomputed, self.offsets, detect_length)
 
-    def node(self, items: list, done: list, offset: int | None) -> Node:
+    def node(self, items: list, done: list, offset: int | None, depth: int = 0) -> Node:
         """Walk ``items``; ``done`` are items already placed on this path (with fixed offsets
         while ``offset`` is not None)."""
         for i, item in enumerate(items):
             if isinstance(item, n.IfBlock):
+                self.variants += 1
+                if self.variants >= MAX_VARIANTS or depth >= MAX_BRANCH_DEPTH:
+                    raise SpecError(
+                        item.pos,
+                        f"the frame's if/else blocks expand into more than {MAX_VARIANTS} "
+                        f"layouts or {MAX_BRANCH_DEPTH} nested tests; test fewer fields in "
+                        "sequence, or move the alternatives into an 'inside' layout",
+                    )
                 peeks = self.peeks(item.test, done)
                 rest = items[i + 1 :]
-                then = self.node(list(item.body) + rest, done, offset)
-                orelse = self.node(list(item.orelse) + rest, done, offset)
+                then = self.node(list(item.body) + rest, done, offset, depth + 1)
+                orelse = self.node(list(item.orelse) + rest, done, offset, depth + 1)
                 return Branch(item.test, peeks, then, orelse)
             if offset is not None and _is_fixed(item, self.c):
                 self._place(item, offset)
