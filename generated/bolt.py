@@ -214,7 +214,13 @@ class BoltFrame(XFrame):
 
     def get_headers(self):
         items = self.headers
-        out = {key: text(value) for key, value in items.items()} if items else {}
+        # header names are strings: a map key of another type (a hessian2 int or null) is
+        # no header name, and get_header(name) could not find it either
+        out = (
+            {key: text(value) for key, value in items.items() if key.__class__ is str}
+            if items
+            else {}
+        )
         return out
 
     def get_header(self, name):

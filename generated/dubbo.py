@@ -386,7 +386,13 @@ class DubboFrame(XFrame):
 
     def get_headers(self):
         items = self.attachments
-        out = {key: text(value) for key, value in items.items()} if items else {}
+        # header names are strings: a map key of another type (a hessian2 int or null) is
+        # no header name, and get_header(name) could not find it either
+        out = (
+            {key: text(value) for key, value in items.items() if key.__class__ is str}
+            if items
+            else {}
+        )
         value = text(self.service_version)
         if value is not None:
             out["version"] = value

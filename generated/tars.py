@@ -171,7 +171,13 @@ class TarsFrame(XFrame):
 
     def get_headers(self):
         items = self.context
-        out = {key: text(value) for key, value in items.items()} if items else {}
+        # header names are strings: a map key of another type (a hessian2 int or null) is
+        # no header name, and get_header(name) could not find it either
+        out = (
+            {key: text(value) for key, value in items.items() if key.__class__ is str}
+            if items
+            else {}
+        )
         return out
 
     def get_header(self, name):
@@ -395,9 +401,9 @@ class TarsProtocol(XProtocol):
     def reply(self, request):
         f = TarsFrame.blank()
         f.direction = Direction.RESPONSE
-        f.iVersion = request.iVersion
+        f.iVersion = _T0.detach(request.iVersion)
         f.cPacketType = 0
-        f.iMessageType = request.iMessageType
+        f.iMessageType = _T2.detach(request.iMessageType)
         f.iRet = 0
         f.sBuffer = as_bytes("")
         f.sResultDesc = text("")
@@ -409,9 +415,9 @@ class TarsProtocol(XProtocol):
         p_message = message if message is not None else default_message(code)
         f = TarsFrame.blank()
         f.direction = Direction.RESPONSE
-        f.iVersion = request.iVersion
-        f.cPacketType = request.cPacketType
-        f.iMessageType = request.iMessageType
+        f.iVersion = _T0.detach(request.iVersion)
+        f.cPacketType = _T1.detach(request.cPacketType)
+        f.iMessageType = _T2.detach(request.iMessageType)
         f.iRet = p_status
         f.sBuffer = as_bytes("")
         f.sResultDesc = text(p_message)
@@ -421,11 +427,11 @@ class TarsProtocol(XProtocol):
     def success_response(self, request):
         f = TarsFrame.blank()
         f.direction = Direction.RESPONSE
-        f.iVersion = request.iVersion
-        f.cPacketType = request.cPacketType
-        f.iMessageType = request.iMessageType
+        f.iVersion = _T0.detach(request.iVersion)
+        f.cPacketType = _T1.detach(request.cPacketType)
+        f.iMessageType = _T2.detach(request.iMessageType)
         f.iRet = 0
-        f.sBuffer = as_bytes(request.sBuffer)
+        f.sBuffer = _T6.detach(as_bytes(request.sBuffer))
         f.sResultDesc = text("")
         f.iRequestId = request.get_request_id()
         return f

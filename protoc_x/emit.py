@@ -105,6 +105,7 @@ class Exprs:
         self.direction = direction
         self.lens = lens or {}
         self.total = total
+        self.reads_request = False  # set once an expression reads ``request.<field>``
 
     def member(self, enum: str, name: str) -> int:
         for m in self.c.enums[enum].members:
@@ -136,6 +137,7 @@ class Exprs:
         if isinstance(e, n.Param):
             return f"p_{e.name}"
         if isinstance(e, n.Attr):
+            self.reads_request = True
             return f"request.{e.name}"
         if isinstance(e, n.Index):
             if isinstance(e.obj, n.Name) and e.obj.name in self.present:
@@ -1139,6 +1141,10 @@ class Emitter:
                 value = f"as_bytes({value})"
             elif info.kind == "ext" and info.ext.VALUE == "str":
                 value = f"text({value})"
+            if ex.reads_request and info.kind == "ext" and hasattr(info.ext, "detach"):
+                # a value read from the request may carry its frame's other bytes: the field
+                # type detaches it before it goes into another frame
+                value = f"{self.mod.fieldtype(info.node.type.ref)}.detach({value})"
             w(f"f.{a.name} = {value}")
         if id_code is not None and "request_id" in self.c.bindings:
             # the id's field directly: a reply whose layout has no id simply does not carry it

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import struct
 
-import pytest
 
 from protoc_x.generated import dubbo
 
@@ -15,12 +14,6 @@ def _s(text: str) -> bytes:
     return bytes((len(text),)) + text.encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="template: get_headers() builds {key: text(value) for key, value in items}; "
-    "hessian2 map keys may be int, null or raw values. Keep str keys only (get_header(name) "
-    "cannot find the others either): {k: text(v) for k, v in items if k.__class__ is str}",
-)
 def test_dubbo_header_names_are_strings():
     attachments = b"H" + b"\x91" + _s("a") + b"N" + _s("b") + b"\x22ab" + _s("c") + b"Z"
     body = _s("2.0.2") + _s("svc") + _s("1.0") + _s("m") + _s("") + attachments
