@@ -107,6 +107,33 @@ def _check_field_name(name: str, pos: Pos) -> None:
         )
 
 
+def _is_call(e, func: str) -> bool:
+    return isinstance(e, n.Call) and e.module is None and e.func == func
+
+
+def _recomputable(e, top: bool = True) -> bool:
+    """The shapes of a recomputed value whose decoded and re-encoded values agree: crc32(frame),
+    sizeof(frame) ± N, or len(x) + len(y) ... ± N (at least one len)."""
+    if top and (_is_call(e, "crc32") or _is_call(e, "sizeof")):
+        return True
+    if top and isinstance(e, n.BinOp) and e.op in ("+", "-") and _is_call(e.left, "sizeof"):
+        return isinstance(e.right, n.IntLit)
+
+    def lengths(x) -> bool:
+        if _is_call(x, "len") or isinstance(x, n.IntLit):
+            return True
+        if isinstance(x, n.BinOp) and x.op == "+":
+            return lengths(x.left) and lengths(x.right)
+        return (
+            isinstance(x, n.BinOp)
+            and x.op == "-"
+            and lengths(x.left)
+            and (isinstance(x.right, n.IntLit))
+        )
+
+    return lengths(e) and any(_is_call(x, "len") for x in _walk_expr(e))
+
+
 def _type_text(size) -> str:
     if isinstance(size, n.SizeRest):
         return "[rest]"
@@ -320,7 +347,10 @@ class Checker:
             raise SpecError(
                 info.pos, f"duplicate field {info.name!r} (first at line {old.pos.line})"
             )
-        if old.kind != info.kind or old.enum != info.enum:
+        same_ext = old.ext is None or (
+            type(old.ext) is type(info.ext) and old.ext.VALUE == info.ext.VALUE
+        )
+        if old.kind != info.kind or old.enum != info.enum or not same_ext:
             raise SpecError(
                 info.pos,
                 f"field {info.name!r} has another type on another branch (line {old.pos.line})",
@@ -433,14 +463,11 @@ class Checker:
                 self.enum_member(info.enum, f.value)
                 return
             self.expr(f.value, ctx="recompute", owner=info.owner)
-            if not any(
-                isinstance(e, n.Call) and e.module is None and e.func in ("len", "sizeof", "crc32")
-                for e in _walk_expr(f.value)
-            ):
+            if not _recomputable(f.value):
                 raise SpecError(
                     f.value.pos,
-                    f"the value of {f.name!r} must be a constant or be computed from len(), "
-                    "sizeof(frame) or crc32(frame)",
+                    f"the value of {f.name!r} must be a constant, a sum of len() terms and "
+                    "numbers, sizeof(frame) ± N or crc32(frame)",
                 )
             targets = [
                 e.args[0]
@@ -881,10 +908,69 @@ class Types:
                     continue  # an enum member, resolved by the checker
                 self.want(a.expr, self.accepts(info), f"{a.name!r} in {t.name}")
                 self.fits(a.expr, info, f"{a.name!r} in {t.name}")
+                self.in_range(a.expr, info, f"{a.name!r} in {t.name}")
         status = next((b.expr for b in s.bindings if b.name == "status"), None)
         if isinstance(status, n.Name):
             for row in s.status_rows:
                 self.fits(n.IntLit(row.code, row.pos), self.fields[status.name], "status code")
+
+    def in_range(self, e, info: FieldInfo, what: str) -> None:
+        """A computed template value for a fixed-width integer field (bit fields are masked):
+        its range, from the ranges of what it reads, must fit the field."""
+        if not isinstance(info.node, n.Field) or info.int_type is None:
+            return
+        if isinstance(e, (n.IntLit, n.Param)):
+            return  # fits() checked it ($id is the runtime's, sized for the id field)
+        t = info.int_type
+        span = self.bounds(e)
+        lo, hi = (
+            (-(1 << (t.width - 1)), (1 << (t.width - 1)) - 1)
+            if t.signed
+            else (0, (1 << t.width) - 1)
+        )
+        if span is None or span[0] < lo or span[1] > hi:
+            got = "an unknown range" if span is None else f"{span[0]}..{span[1]}"
+            raise SpecError(
+                e.pos, f"{what}: a value in {got} may not fit in {info.name!r} ({lo}..{hi})"
+            )
+
+    def bounds(self, e) -> tuple[int, int] | None:
+        """The smallest and largest value of an integer expression; None when unknown."""
+        if isinstance(e, n.IntLit):
+            return (e.value, e.value)
+        if isinstance(e, n.Param) and e.name == "status":
+            codes = [row.code for row in self.c.spec.status_rows]
+            return (min(codes), max(codes)) if codes else None
+        if isinstance(e, n.Attr):
+            info = self.fields[e.name]
+            if isinstance(info.node, n.BitField):
+                return (0, (1 << info.node.width) - 1)
+            t = info.int_type
+            if t is None:
+                return None
+            if t.signed:
+                return (-(1 << (t.width - 1)), (1 << (t.width - 1)) - 1)
+            return (0, (1 << t.width) - 1)
+        if isinstance(e, n.Unary) and e.op == "-":
+            b = self.bounds(e.operand)
+            return None if b is None else (-b[1], -b[0])
+        if isinstance(e, n.Cond) or (isinstance(e, n.BinOp) and e.op == "??"):
+            pair = (e.then, e.orelse) if isinstance(e, n.Cond) else (e.left, e.right)
+            a, b = self.bounds(pair[0]), self.bounds(pair[1])
+            return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
+        if isinstance(e, n.BinOp) and e.op in _ARITH:
+            a, b = self.bounds(e.left), self.bounds(e.right)
+            if a is None or b is None:
+                return None
+            if e.op == "+":
+                return (a[0] + b[0], a[1] + b[1])
+            if e.op == "-":
+                return (a[0] - b[1], a[1] - b[0])
+            if e.op == "*":
+                products = [x * y for x in a for y in b]
+                return (min(products), max(products))
+            return (0, b[1] - 1)  # % by a number above 0
+        return None
 
     def fits(self, e, info: FieldInfo, what: str) -> None:
         """A constant, or the protocol status codes ``$status`` stands for, fit the field."""

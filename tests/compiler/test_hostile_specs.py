@@ -214,6 +214,12 @@ case("template-null-into-a-string", variant("data bytes[size]", "data bytes[size
 case("inside-test-reads-its-target", INSIDE_SPEC.replace("when dir == request", "when data == 1"))
 case("inside-test-reads-an-inside-field", INSIDE_SPEC.replace(
     "    request_id = id\n", "    inside data when inner == 1 { other u8 }\n    request_id = id\n", 1))  # fmt: skip
+case("template-computed-overflow", variant("dir = response,", "dir = response, id = -request.id,"))
+case("template-computed-fits", variant("dir = response,", "dir = response, id = request.id % 7,"))
+case("recomputed-coalesce", variant("size u16 = len(data)", "size u16 = len(data) ?? 3"))
+case("branch-field-other-fieldtype", LENGTH_FRAME.replace(
+    "data bytes[rest]", 'if dir == request { v tars.int(1) } else { v tars.string(1) }\n'
+    "        data bytes[rest]"))  # fmt: skip
 case("template-bare-field", variant("dir = response,", "dir = response, id = size,"))
 case("template-field-maybe-absent", variant("dir = response,", "dir = response, id = request.inner,",
                                             INSIDE_SPEC))  # fmt: skip
