@@ -25,12 +25,19 @@ class Config(FilterConfig):
     response_headers_to_remove: tuple[Annotated[StrictStr, Field(min_length=1)], ...] = ()
 
 
-def _apply(frame, add, remove) -> None:
-    for name in remove:
-        frame.del_header(name)
-    for h in add:
-        old = frame.get_header(h.key) if h.append else None
-        frame.set_header(h.key, f"{old},{h.value}" if old else h.value)
+def _apply(frame, add, remove) -> bool:
+    """Edit ``frame``'s headers; False when its layout has no header map (the codec's setters
+    refuse with NotImplementedError, e.g. an answer that carries no attachments): such a frame
+    passes unchanged."""
+    try:
+        for name in remove:
+            frame.del_header(name)
+        for h in add:
+            old = frame.get_header(h.key) if h.append else None
+            frame.set_header(h.key, f"{old},{h.value}" if old else h.value)
+    except NotImplementedError:
+        return False
+    return True
 
 
 @register("header_mutation")
@@ -51,8 +58,8 @@ class HeaderMutation(StreamFilter):
     def on_request(self, ctx: Stream):
         c = self.config
         if c.request_headers_to_add or c.request_headers_to_remove:
-            _apply(ctx.frame, c.request_headers_to_add, c.request_headers_to_remove)
-            ctx.modified = True
+            if _apply(ctx.frame, c.request_headers_to_add, c.request_headers_to_remove):
+                ctx.modified = True
         return None
 
     def on_response(self, ctx: Stream, frame) -> None:

@@ -63,13 +63,16 @@ class NodeLabels(StreamFilter):
 
     def on_request(self, ctx: Stream):
         if ctx.protocol.writable_headers:
-            for key, value in self.headers.items():
-                ctx.frame.set_header(key, value)
-            ctx.modified = True
+            try:
+                for key, value in self.headers.items():
+                    ctx.frame.set_header(key, value)
+                ctx.modified = True
+                return None
+            except NotImplementedError:  # this frame's layout has no header map
+                pass
+        extra = ctx.extra_headers
+        if extra is None:
+            ctx.extra_headers = dict(self.headers)
         else:
-            extra = ctx.extra_headers
-            if extra is None:
-                ctx.extra_headers = dict(self.headers)
-            else:
-                extra.update(self.headers)
+            extra.update(self.headers)
         return None

@@ -5,6 +5,7 @@ for blue-green routing, fault injection, retries, metrics and access logs."""
 from __future__ import annotations
 
 import asyncio
+import struct
 import json
 import urllib.request
 
@@ -279,5 +280,55 @@ def test_metrics_and_access_log_match_the_requests(tmp_path):
         )
         assert all(x["listener"] == "edge" and x["protocol"] == "bolt" for x in lines)
         assert lines[0]["time"].endswith("+00:00") and "T" in lines[0]["time"]
+
+    run(scenario())
+
+
+def test_header_mutation_skips_frames_whose_layout_has_no_header_map():
+    """dubbo answers carry no attachments in the spec's layout: their setters refuse
+    (NotImplementedError), so response headers are not added to them — the answer still comes
+    back, and the requests (whose layout has the map) get their headers."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        mutation = {"request_headers_to_add": [{"key": "x-env", "value": "prod"}],
+                    "response_headers_to_add": [{"key": "x-served-via", "value": "protoc-x"}],
+                    "response_headers_to_remove": ["x-env"]}  # fmt: skip
+        cfg = simple_config("dubbo", port, [f"127.0.0.1:{up}"],
+                            listener_extra={"stream_filters": [{"name": "header_mutation", "config": mutation}]})  # fmt: skip
+        async with recorder("dubbo", up, seen), proxy_running(cfg):
+            c = await client("dubbo", port)
+            for rid in (1, 2):
+                answer = await asyncio.wait_for(c.call(dubbo_request(rid)), 5)
+                assert answer.get_request_id() == rid
+                assert answer.get_status() == DUBBO.map_status(200)
+            assert [f.get_header("x-env") for f in seen] == ["prod", "prod"]
+            assert not c.conn.closed
+
+    run(scenario())
+
+
+def test_node_labels_route_a_frame_whose_layout_has_no_header_map():
+    """A dubbo request in another serialization than hessian2 has no attachments in the
+    spec's layout, so the labels cannot be written into it: routing still sees them."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = config(
+            [{"name": "l", "address": f"127.0.0.1:{port}", "protocol": ["dubbo"], "route_config": "r",
+              "stream_filters": [{"name": "node_labels", "config": {"labels": {"color": "green"}}}]}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {"headers": [{"name": "color", "exact": "green"}]}, "route": {"cluster": "up"}}]}]}],
+            [{"name": "up", "endpoints": [f"127.0.0.1:{up}"]}],
+        )  # fmt: skip
+        seen: list = []
+        body = b"\x01\x02opaque kryo bytes"
+        frame = DUBBO.decode(bytes.fromhex("dabbc600") + struct.pack(">QI", 7, len(body)) + body)
+        async with recorder("dubbo", up, seen), proxy_running(cfg):
+            c = await client("dubbo", port)
+            answer = await asyncio.wait_for(c.call(frame), 5)
+            assert answer.get_request_id() == 7 and not c.conn.closed
+        assert len(seen) == 1 and bytes(seen[0].get_body()) == body  # forwarded as it came
 
     run(scenario())
