@@ -82,13 +82,7 @@ def _length(buf, pos: int, end: int) -> tuple[int, int]:
     """A container length: an int32-compatible integer with tag 0, never negative."""
     if pos >= end:
         raise DecodeError(pos, "expected a length, found the end of the frame")
-    b = buf[pos]
-    ty, tag, p = b & 15, b >> 4, pos + 1
-    if tag == 15:
-        if p >= end:
-            raise DecodeError(pos, "head overruns the frame")
-        tag = buf[p]
-        p += 1
+    ty, tag, p = _read_head(buf, pos, end)
     if tag != 0 or ty == INT8:
         raise DecodeError(pos, f"expected a length (int, tag 0), found {TYPE_NAMES[ty]} tag {tag}")
     n, p = _int_value(buf, p, end, ty, pos)
@@ -166,17 +160,23 @@ def _skip(buf, pos: int, end: int, ty: int, depth: int) -> int:
     return pos
 
 
+def _read_head(buf, pos: int, end: int) -> tuple[int, int, int]:
+    """The field head at ``pos`` (``pos`` < ``end``): (type, tag, value position)."""
+    b = buf[pos]
+    ty, tag, p = b & 15, b >> 4, pos + 1
+    if tag == 15:
+        if p >= end:
+            raise DecodeError(pos, "head overruns the frame")
+        tag = buf[p]
+        p += 1
+    return ty, tag, p
+
+
 def _seek(buf, pos: int, end: int, tag: int) -> tuple[int, int, int]:
     """Skip fields with lower tags. Returns (type, value position, head position) of the field
     with ``tag``, or (-1, position, position) when it is absent."""
     while pos < end:
-        b = buf[pos]
-        ty, cur, p = b & 15, b >> 4, pos + 1
-        if cur == 15:
-            if p >= end:
-                raise DecodeError(pos, "head overruns the frame")
-            cur = buf[p]
-            p += 1
+        ty, cur, p = _read_head(buf, pos, end)
         if ty == STRUCT_END or cur > tag:
             return -1, pos, pos
         if cur == tag:
@@ -243,13 +243,7 @@ def _lower_after(buf, pos: int, end: int, tag: int) -> int:
     """The position after the fields at ``pos`` whose tags are at most ``tag``: fields that no
     reader of a higher tag would see (TarsGo skips them), kept with the field before them."""
     while pos < end:
-        b = buf[pos]
-        ty, cur, p = b & 15, b >> 4, pos + 1
-        if cur == 15:
-            if p >= end:
-                raise DecodeError(pos, "head overruns the frame")
-            cur = buf[p]
-            p += 1
+        ty, cur, p = _read_head(buf, pos, end)
         if ty == STRUCT_END or cur > tag:
             return pos
         pos = _skip(buf, p, end, ty, 1)
