@@ -12,6 +12,7 @@ from typing import Sequence
 
 from .accesslog import AccessLog
 from .api import DecodeError, Direction, StreamType, XFrame, XProtocol
+from .config import MAX_INT as MAX_TIMEOUT_MS  # the longest timeout a config may set
 from .engine import detect
 from .filters import Reject, StreamFilter, filters as filter_registry
 from .metrics import Metrics
@@ -271,6 +272,8 @@ class DownstreamConnection(FramedConnection):
             timeout = frame.get_timeout()
             if not timeout or timeout < 0:  # none in the request: the route's, or the cluster's
                 timeout = route.timeout_ms or cluster.request_timeout_ms
+            elif timeout > MAX_TIMEOUT_MS:  # a peer's 400-digit timeout: as long as configs allow
+                timeout = MAX_TIMEOUT_MS
             # counted on the loop's clock from the read that brought the request, or from now
             # if a filter held it
             start = self.loop.time() if stream.paused else self.last_activity

@@ -5,8 +5,8 @@ for blue-green routing, fault injection, retries, metrics and access logs."""
 from __future__ import annotations
 
 import asyncio
-import struct
 import json
+import struct
 import urllib.request
 
 import pytest
@@ -330,5 +330,26 @@ def test_node_labels_route_a_frame_whose_layout_has_no_header_map():
             answer = await asyncio.wait_for(c.call(frame), 5)
             assert answer.get_request_id() == 7 and not c.conn.closed
         assert len(seen) == 1 and bytes(seen[0].get_body()) == body  # forwarded as it came
+
+    run(scenario())
+
+
+def test_a_peers_absurd_timeout_is_capped_not_fatal():
+    """A dubbo client's ``timeout`` attachment of 400 digits (int() takes it) overflowed the
+    deadline's float and closed the connection with all it carried: it is capped at the
+    longest timeout a config may set, and the request is answered."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = simple_config("dubbo", port, [f"127.0.0.1:{up}"])
+        async with upstream("dubbo", up), proxy_running(cfg):
+            c = await client("dubbo", port)
+            frame = dubbo_request(1)
+            frame.set_header("timeout", "9" * 400)
+            assert frame.get_timeout() == int("9" * 400)
+            answer = await asyncio.wait_for(c.call(frame), 5)
+            assert answer.get_request_id() == 1
+            assert answer.get_status() == DUBBO.map_status(200)
+            assert not c.conn.closed
 
     run(scenario())
