@@ -125,7 +125,7 @@ def _protocol(args: argparse.Namespace):
 
     try:
         protos = protocols(args.protocols or [])
-    except (SpecError, ValueError) as e:
+    except (SpecError, ValueError, OSError, ImportError) as e:
         print(e.render() if isinstance(e, SpecError) else f"error: {e}", file=sys.stderr)
         return None
     proto = protos.get(args.protocol)

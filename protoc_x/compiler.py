@@ -96,7 +96,7 @@ def write_all(compiled: list[Compiled], out_dir: Path) -> list[Path]:
     pending: list[tuple[str, Path]] = []
     try:
         for target, code in files:
-            if target.exists() and target.read_text(encoding="utf-8") == code:
+            if target.is_file() and target.read_bytes() == code.encode("utf-8"):
                 continue
             tmp = str(out_dir / f".{target.name}.{os.getpid()}.tmp")
             pending.append((tmp, target))

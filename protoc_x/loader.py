@@ -42,8 +42,15 @@ def load_path(path: Path) -> list[XProtocol]:
             raise ImportError(f"{path}: cannot load")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return [module.PROTOCOL]
+        try:  # a plug-in module is the user's code: whatever it raises, even SystemExit
+            spec.loader.exec_module(module)
+        except (Exception, SystemExit) as e:
+            sys.modules.pop(spec.name, None)
+            raise ImportError(f"{path}: cannot load: {type(e).__name__}: {e}") from None
+        proto = getattr(module, "PROTOCOL", None)
+        if not isinstance(proto, XProtocol):
+            raise ImportError(f"{path}: defines no PROTOCOL (an XProtocol)")
+        return [proto]
     out = []
     for spec_path in find_specs([path]):
         text = read_spec(spec_path)

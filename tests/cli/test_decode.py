@@ -125,3 +125,25 @@ def test_extra_protocol_from_a_spec(tmp_path):
 def test_unknown_protocol():
     r = decode("nope", data=b"x")
     assert r.returncode == 1 and b"unknown protocol 'nope'" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (None, "nope.xproto: no such file or directory"),
+        ("raise SystemExit(42)\n", "cannot load: SystemExit: 42"),
+        ("def broken(:\n", "cannot load: SyntaxError"),
+        ("PROTOCOL = 'not a protocol'\n", "defines no PROTOCOL"),
+    ],
+)
+def test_protocols_that_cannot_load_are_an_error_line(tmp_path, content, reason):
+    """--protocols names a spec or a plug-in module: a missing one, or a module that exits,
+    does not parse or defines no protocol, is one error line and exit 1, never a traceback or
+    the module's own exit code."""
+    path = tmp_path / ("nope.xproto" if content is None else "plugin.py")
+    if content is not None:
+        path.write_text(content)
+    r = decode("--protocols", str(path), "bolt", "--hex", data=b"00")
+    assert r.returncode == 1, r
+    assert b"Traceback" not in r.stderr, r.stderr.decode()
+    assert r.stderr.decode().startswith("error: ") and reason in r.stderr.decode()

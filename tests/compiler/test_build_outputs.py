@@ -54,3 +54,12 @@ def test_generated_imports_only_the_stable_api():
                     path.name,
                     node.module,
                 )
+
+
+def test_build_replaces_an_output_file_that_is_not_utf8(tmp_path):
+    """A stray non-UTF-8 file where a module goes is overwritten, not a traceback."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bolt.py").write_bytes(b"\xff\xfe")
+    _build(out)
+    assert (out / "bolt.py").read_bytes() == (ROOT / "generated" / "bolt.py").read_bytes()
