@@ -592,6 +592,8 @@ class Checker:
             return None
         if isinstance(e, n.In):
             enum = self.expr(e.item, ctx, before, owner)
+            if enum == "$direction":
+                raise SpecError(e.pos, "direction compares with == or != (request or response)")
             for o in e.options:
                 if isinstance(o, n.Name) and o.name not in self.fields and enum:
                     self.enum_member(enum, o)
@@ -689,7 +691,7 @@ class Checker:
                 raise SpecError(b.pos, f"duplicate binding {b.name!r}")
             self.expr(b.expr, ctx="frame")
             if b.name in ("body", "headers", "request_id"):
-                if not isinstance(b.expr, n.Name):
+                if not isinstance(b.expr, n.Name) or b.expr.name not in self.fields:
                     raise SpecError(b.expr.pos, f"{b.name} must name a field")
                 info = self.fields[b.expr.name]
                 kind = info.kind

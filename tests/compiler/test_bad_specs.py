@@ -110,6 +110,10 @@ CASES = [
      "mini", "9:9: error: a crc32 field must be the last field of its layout"),
     ("missing-error-response", variant("    error_response { dir = response, data = $message }\n", ""), "mini",
      "1:10: error: the protocol needs an error_response (or 'error_response none')"),
+    ("direction-in", variant("dir == response => response", "direction in (response) => response"),
+     "mini", "15:9: error: direction compares with == or != (request or response)"),
+    ("direction-as-request-id", variant("request_id = id", "request_id = direction"), "mini",
+     "12:18: error: request_id must name a field"),
 ]  # fmt: skip
 
 
