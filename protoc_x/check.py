@@ -1007,6 +1007,11 @@ class Types:
         kind = info.kind
         if kind == "ext":
             kind = info.ext.VALUE if info.node.type.size is None else "list"
+            if getattr(info.ext, "NULLABLE", False) and kind in _VALUE_TYPES:
+                return self._accepts_kind(kind, info) | {NULL}  # its writer takes None
+        return self._accepts_kind(kind, info)
+
+    def _accepts_kind(self, kind: str, info: FieldInfo) -> set:
         if kind in ("int", "enum", "bits"):
             return {INT}
         if kind == "bytes":
@@ -1045,7 +1050,9 @@ class Types:
             return {MAP}
         if info.node.type.size is not None:
             return {ANY}  # a list of field-type values
-        return {_VALUE_TYPES.get(info.ext.VALUE, ANY)}
+        value = _VALUE_TYPES.get(info.ext.VALUE, ANY)
+        # a field type that reads null (an absent tag, an encoded null) says so: NULLABLE
+        return {value, NULL} if value != ANY and getattr(info.ext, "NULLABLE", False) else {value}
 
     def type(self, e) -> set:
         if isinstance(e, n.IntLit):
@@ -1074,7 +1081,7 @@ class Types:
             obj = self.type(e.obj)
             if ANY in obj:
                 return {ANY}
-            if obj != {MAP}:
+            if obj - {NULL} != {MAP}:  # a null map reads as absent keys (map_get)
                 raise SpecError(e.pos, f"only maps can be indexed; this is {_describe_types(obj)}")
             info = self.fields[e.obj.name]
             return {STR, NULL} if info.kind == "map" else {ANY}
@@ -1112,9 +1119,18 @@ class Types:
             for a, b in ((e.left, e.right), (e.right, e.left)):
                 if isinstance(a, n.Name) and a.name == "direction" and a.name not in self.fields:
                     return {BOOL}  # direction == request (checked by the checker)
-            for side in (e.left, e.right):
-                if not (isinstance(side, n.Name) and side.name not in self.fields):
-                    self.type(side)
+            sides = [
+                self.type(side) - {NULL}
+                for side in (e.left, e.right)
+                if not (isinstance(side, n.Name) and side.name not in self.fields)
+            ]
+            if len(sides) == 2 and ANY not in sides[0] | sides[1]:
+                if sides[0] and sides[1] and not sides[0] & sides[1]:
+                    raise SpecError(
+                        e.pos,
+                        f"'{e.op}' compares {_describe_types(sides[0])} with "
+                        f"{_describe_types(sides[1])}: never equal",
+                    )
             return {BOOL}
         left, right = self.type(e.left), self.type(e.right)
         if e.op in _ARITH:

@@ -581,6 +581,7 @@ class String:
     PARAMS: tuple[str, ...] = ()
     PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "str"
+    NULLABLE = True  # hessian2's null (N) reads as None, and None writes N
     __slots__ = ()
 
     def read(self, buf, pos: int, end: int, ctx=None):
@@ -649,6 +650,7 @@ class Map:
     PARAMS: tuple[str, ...] = ()
     PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "map"
+    NULLABLE = True  # hessian2's null (N) reads as None, and None writes N
     __slots__ = ()
 
     def read(self, buf, pos: int, end: int, ctx=None):

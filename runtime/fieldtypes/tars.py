@@ -334,6 +334,7 @@ class _Tagged:
     PARAMS = ("tag",)
     PARAM_TYPES = (int,)
     VALUE = "raw"
+    NULLABLE = True  # an absent tag reads as None, and None writes no field
     WIRE: type = Wire
     __slots__ = ("tag", "heads", "head_size")
 

@@ -41,6 +41,12 @@ def variant(old: str, new: str) -> str:
     return GOOD.replace(old, new, 1)
 
 
+def SHIPPED(name: str, old: str, new: str) -> str:  # noqa: N802 - reads as a table column
+    text = (Path(__file__).parents[2] / "specs" / f"{name}.xproto").read_text()
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
 # (id, spec text, stem, expected "line:col: error: message")
 CASES = [
     ("syntax", variant("magic u8 = 0x4d", "magic u8 = }"), "mini",
@@ -114,6 +120,13 @@ CASES = [
      "mini", "15:9: error: direction compares with == or != (request or response)"),
     ("direction-as-request-id", variant("request_id = id", "request_id = direction"), "mini",
      "12:18: error: request_id must name a field"),
+    ("bytes-equals-string", variant("body = data", "body = data\n    timeout_ms = data == \"x\" ? 1 : 2"),
+     "mini", "14:18: error: '==' compares bytes with a string: never equal"),
+    ("int-equals-string", variant("dir == response", "id == \"1\""), "mini",
+     "15:9: error: '==' compares an integer with a string: never equal"),
+    # a TARS field by tag is null when absent: arithmetic on it needs a default
+    ("nullable-field-type-arithmetic", SHIPPED("tars", "timeout_ms = iTimeout", "timeout_ms = iTimeout - 1"),
+     "tars", "36:18: error: '-' needs integers; this operand is an integer or null"),
 ]  # fmt: skip
 
 
