@@ -111,6 +111,27 @@ def _is_call(e, func: str) -> bool:
     return isinstance(e, n.Call) and e.module is None and e.func == func
 
 
+def _linear(e) -> tuple[dict[str, int], int] | None:
+    """``e`` as coefficients of field names (``len(x)`` counts as x) plus a constant, when it is
+    a sum of them; None otherwise."""
+    if isinstance(e, n.IntLit):
+        return {}, e.value
+    if isinstance(e, n.Name):
+        return {e.name: 1}, 0
+    if _is_call(e, "len") and len(e.args) == 1 and isinstance(e.args[0], n.Name):
+        return {e.args[0].name: 1}, 0
+    if isinstance(e, n.BinOp) and e.op in ("+", "-"):
+        a, b = _linear(e.left), _linear(e.right)
+        if a is None or b is None:
+            return None
+        sign = 1 if e.op == "+" else -1
+        out = dict(a[0])
+        for name, c in b[0].items():
+            out[name] = out.get(name, 0) + sign * c
+        return out, a[1] + sign * b[1]
+    return None
+
+
 def _recomputable(e, top: bool = True) -> bool:
     """The shapes of a recomputed value whose decoded and re-encoded values agree: crc32(frame),
     sizeof(frame) ± N, or len(x) + len(y) ... ± N (at least one len)."""
@@ -490,6 +511,7 @@ class Checker:
             if isinstance(size, (n.SizeBytes, n.SizeCount)) and any(
                 isinstance(x, n.Name) and x.name == f.name for x in _walk_expr(size.expr)
             ):
+                self._gives_back(f)
                 return
         if targets:
             target = targets[0]
@@ -498,6 +520,35 @@ class Checker:
                 target.pos,
                 f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
                 f"{f.name!r} ({target.name} {_type_text(size)})",
+            )
+
+    def _gives_back(self, f: n.Field) -> None:
+        """With every len(x) of ``f``'s value replaced by the size x is read with, the value
+        must be ``f`` itself: ``n = len(data) - 1`` beside ``data bytes[n]`` would re-encode
+        one less than it read. Sizes that are not sums of fields and numbers are not judged."""
+        total: dict[str, int] = {}
+        const = 0
+        value = _linear(f.value)
+        if value is None:
+            return
+        for term, coeff in value[0].items():
+            size = getattr(self.fields[term].node.type, "size", None)
+            if not isinstance(size, (n.SizeBytes, n.SizeCount)):
+                return
+            form = _linear(size.expr)
+            if form is None:
+                return
+            for name, c in form[0].items():
+                total[name] = total.get(name, 0) + coeff * c
+            const += coeff * form[1]
+        const += value[1]
+        total = {name: c for name, c in total.items() if c}
+        if total != {f.name: 1} or const:
+            back = " + ".join(f"{c}*{name}" if c != 1 else name for name, c in total.items())
+            raise SpecError(
+                f.value.pos,
+                f"{f.name!r} is written back as {back or 0}{const:+d}, not as the {f.name} it "
+                f"was read as: its value and the sizes it measures must agree",
             )
 
     def _has_frame_size(self) -> bool:
