@@ -400,11 +400,17 @@ def _check_depth(tree: lark.Tree) -> None:
                 stack.append((child, depth + 1))
 
 
+def _lines(text: str) -> str:
+    """Line ends as written on any system (CRLF, or a lone CR) read as one newline, so comments
+    end at the line's end and positions count lines as an editor does."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def decode_source(data: bytes, path: str) -> str:
     """A spec file's bytes as text: UTF-8, with or without a byte-order mark; anything else is
     a SpecError at the first bad byte."""
     try:
-        return data.decode("utf-8-sig")
+        return _lines(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         good = data[: e.start].decode("utf-8-sig")
         lines = good.split("\n")
@@ -417,6 +423,7 @@ def parse(source: str, path: str = "<spec>") -> n.Protocol:
     """Parse one spec; raise SpecError (already located at ``path``) on a syntax error."""
     if source.startswith("\ufeff"):
         source = source[1:]  # a byte-order mark: not part of the text
+    source = _lines(source)
     try:
         tree = _lark().parse(source)
         _check_depth(tree)

@@ -7,12 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[2]
 
 
 def _build(out: Path) -> None:
+    _build_dir(ROOT / "specs", out)
+
+
+def _build_dir(specs: Path, out: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "protoc_x.cli", "build", "specs", "-o", str(out)],
+        [sys.executable, "-m", "protoc_x.cli", "build", str(specs), "-o", str(out)],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
 
@@ -63,3 +69,26 @@ def test_build_replaces_an_output_file_that_is_not_utf8(tmp_path):
     (out / "bolt.py").write_bytes(b"\xff\xfe")
     _build(out)
     assert (out / "bolt.py").read_bytes() == (ROOT / "generated" / "bolt.py").read_bytes()
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\r"], ids=["crlf", "cr"])
+def test_line_ends_of_any_system(tmp_path, end):
+    """A spec saved with CRLF or lone-CR line ends builds the same module (a lone CR once made
+    the first comment run to the end of the file), and errors count lines as an editor does."""
+    text = (ROOT / "specs" / "xexample.xproto").read_text()
+    spec = tmp_path / "specs" / "xexample.xproto"
+    spec.parent.mkdir()
+    spec.write_bytes(text.replace("\n", end).encode())
+    _build_dir(spec.parent, tmp_path / "out")
+    assert (tmp_path / "out" / "xexample.py").read_bytes() == (
+        ROOT / "generated" / "xexample.py"
+    ).read_bytes()
+    lines = text.splitlines()
+    bad = next(i for i, line in enumerate(lines) if "request_id   u32" in line)
+    lines[bad] = lines[bad].replace("u32", "u33")
+    spec.write_bytes(end.join(lines).encode())
+    result = subprocess.run(
+        [sys.executable, "-m", "protoc_x.cli", "check", str(spec)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{spec}:{bad + 1}:"), result.stderr
