@@ -34,6 +34,13 @@ class Config(FilterConfig):
     labels_file: StrictStr | None = None  # relative to the config file
     header_prefix: StrictStr = ""
 
+    @field_validator("labels")
+    @classmethod
+    def _named(cls, value: dict[str, str]) -> dict[str, str]:
+        if "" in value:
+            raise invalid("a label needs a name (it becomes a header name)")
+        return value
+
     @field_validator("labels_file")
     @classmethod
     def _readable(cls, value: str | None, info: ValidationInfo) -> str | None:

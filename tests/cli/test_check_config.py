@@ -185,6 +185,8 @@ CASES = [
      [(7, "listeners[0].stream_filters[0].config.abort.code", "must be a runtime error code")]),
     ("filter-bad-descriptor", filters("{name: local_rate_limit, config: {tokens_per_second: 1, burst: 1, per: [host]}}"),
      [(7, "listeners[0].stream_filters[0].config.per", "expected service, method or header:NAME")]),
+    ("filter-label-without-name", filters('{name: node_labels, config: {labels: {"": x}}}'),
+     [(7, "listeners[0].stream_filters[0].config.labels", "a label needs a name")]),
     ("filter-config-not-mapping", filters("{name: fault, config: 5}"),
      [(7, "listeners[0].stream_filters[0].config", "expected a mapping, got 5")]),
     ("filter-for-protocol-without-headers",
