@@ -41,3 +41,23 @@ def test_get_multi_across_two_endpoints_completes():
             assert client.set("counter", 5)
             assert client.incr("counter", 2) == 7
             client.disconnect_all()
+
+
+def test_consistent_hash_is_ketama_as_an_independent_implementation_computes_it():
+    """ConsistentHash says it is ketama (libketama's ring, as memcached clients build it):
+    uhashring's ketama mode (a separate implementation, from PyPI) must pick the same endpoint
+    for every key, and a ring walked past an excluded endpoint must equal uhashring's ring
+    without it."""
+    from uhashring import HashRing
+
+    from protoc_x.runtime.router import ConsistentHash
+
+    endpoints = ["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211", "cache-4.acme:11211"]
+    keys = [f"user:{i}" for i in range(5000)] + ["", "ключ", "🚀" * 40]
+    ours = ConsistentHash(endpoints)
+    theirs = HashRing(nodes=endpoints, hash_fn="ketama")
+    assert [ours.pick(k) for k in keys] == [theirs.get_node(k) for k in keys]
+    without = HashRing(nodes=[e for e in endpoints if e != "10.0.0.2:11211"], hash_fn="ketama")
+    assert [ours.pick(k, exclude={"10.0.0.2:11211"}) for k in keys] == [
+        without.get_node(k) for k in keys
+    ]
