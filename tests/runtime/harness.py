@@ -72,7 +72,8 @@ async def upstream(protocol: str, port: int, stats: dict | None = None):
 
 class Recorder(FramedConnection):
     """An upstream that records every request frame and answers like `serve`, or not at all
-    (``answer=False``), or only after ``delay`` seconds."""
+    (``answer=False``), or only after ``delay`` seconds (a number, or a function of how many
+    frames were seen before this one: answers can overtake each other)."""
 
     direction = Direction.REQUEST
 
@@ -94,8 +95,9 @@ class Recorder(FramedConnection):
             out = resp.encode() if resp is not None else None
         if out is None or frame.get_stream_type().value == "oneway":
             return
-        if self.delay:
-            self.loop.call_later(self.delay, self.send, out)
+        delay = self.delay(len(self.seen) - 1) if callable(self.delay) else self.delay
+        if delay:
+            self.loop.call_later(delay, self.send, out)
         else:
             self.send(out)
 

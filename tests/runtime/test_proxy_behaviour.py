@@ -69,11 +69,18 @@ def thrift_call(seqid: int, text: bytes):
 
 
 def test_pingpong_concurrent_clients_and_pipelined_seqid_zero_in_order():
+    reverse_from = [None]
+
+    def delay(n: int) -> float:  # n: how many requests the upstream saw before this one
+        if reverse_from[0] is None:
+            return 0.01
+        return max(0.0, 0.3 - 0.012 * (n - reverse_from[0]))
+
     async def scenario():
         up, port = free_port(), free_port()
         seen: list = []
         async with (
-            recorder("thrift", up, seen, delay=0.01) as server,
+            recorder("thrift", up, seen, delay=delay) as server,
             proxy_running(simple_config("thrift", port, [f"127.0.0.1:{up}"])),
         ):
             clients = [await client("thrift", port) for _ in range(5)]
@@ -85,6 +92,9 @@ def test_pingpong_concurrent_clients_and_pipelined_seqid_zero_in_order():
                     assert answer.get_request_id() == k and text in bytes(answer.get_body())
 
             await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
+            # from here on each request is answered sooner than the one before it, so the
+            # upstream answers come back in reverse order and the proxy must put them in order
+            reverse_from[0] = len(seen)
             pipelined = await client("thrift", port)
             futures = [pipelined.send(thrift_call(0, b"pipelined-%02d" % k)) for k in range(20)]
             answers = [await asyncio.wait_for(f, 10) for f in futures]
