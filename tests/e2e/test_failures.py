@@ -987,8 +987,14 @@ def test_fuzzed_real_frames_never_kill_the_proxy_nor_hang_good_requests(tmp_path
         tracebacks_in_stderr=tracebacks,
         deaths=deaths,
     )
-    assert alive and not [d for d in deaths if d.startswith("proxy")], stderr[-3000:]
+    assert alive and not deaths, (deaths, stderr[-3000:])  # neither the proxy nor an upstream
     problems = {p: stats[p]["wrong"][:5] + stats[p]["hung"][:5] for p in FUZZ_PROTOCOLS}
     assert not any(problems.values()), problems
-    assert all(stats[p]["ok"] > 0 for p in FUZZ_PROTOCOLS), {p: stats[p]["ok"] for p in stats}
+    # well-formed traffic keeps flowing beside the fuzz: here ~350 answers/s per protocol with
+    # none failing; the bounds are wide for a loaded machine, but far above "one success"
+    for p in FUZZ_PROTOCOLS:
+        st = stats[p]
+        answered = st["ok"] + st["502"] + st["503"]
+        assert st["ok"] >= 20 * seconds, (p, st["ok"], seconds)
+        assert st["ok"] >= 0.99 * answered, (p, st["ok"], answered)
     assert final == {"bolt": 0, "dubbo": 20, "thrift": 0, "memcached": 0}, final
