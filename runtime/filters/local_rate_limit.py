@@ -41,6 +41,12 @@ class Bucket:
 
 @register("local_rate_limit")
 class LocalRateLimit(StreamFilter):
+    """Token buckets refilled at ``tokens_per_second``, holding at most ``burst`` tokens.
+
+    The buckets read no clock: their time is each request's arrival stamp
+    (``Stream.started``), so whoever makes the streams drives it (tests simulate minutes of
+    traffic in milliseconds, tests/runtime/test_rate_limit_time.py)."""
+
     Config = Config
 
     def __init__(self, config: Config, metrics=None):

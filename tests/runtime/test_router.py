@@ -270,21 +270,83 @@ def test_action_is_returned_as_is():
 # --------------------------------------------------------------------------- weighted clusters
 
 
-def test_weighted_split():
-    picker = WeightedPicker([("a", 20), ("b", 80)], rng=random.Random(7))
-    counts = Counter(picker.pick() for _ in range(20_000))
-    assert abs(counts["a"] / 20_000 - 0.20) <= 0.02
-    assert abs(counts["b"] / 20_000 - 0.80) <= 0.02
+class ScriptedRandom:
+    """Hands the picker chosen numbers: ``randrange`` (integral weights) returns the next
+    integer, ``random`` (float weights) the next float in [0, 1)."""
+
+    def __init__(self, values):
+        self.values = iter(values)
+
+    def randrange(self, stop):
+        value = next(self.values)
+        assert 0 <= value < stop and isinstance(value, int)
+        return value
+
+    def random(self):
+        value = next(self.values)
+        assert 0.0 <= value < 1.0
+        return value
 
 
-def test_weighted_float_weights_and_zero_weight():
-    picker = WeightedPicker(
-        [{"name": "a", "weight": 0.5}, ("zero", 0), NS(name="b", weight=1.5)],
-        rng=random.Random(3),
-    )
-    counts = Counter(picker.pick() for _ in range(8_000))
-    assert counts["zero"] == 0
-    assert abs(counts["a"] / 8_000 - 0.25) <= 0.03
+def picks(clusters, values):
+    values = list(values)
+    picker = WeightedPicker(clusters, rng=ScriptedRandom(values))
+    return [picker.pick() for _ in values]
+
+
+def test_weighted_pick_integral_weights_at_every_point():
+    # the point is randrange(total); cluster i takes [cumulative[i-1], cumulative[i])
+    assert picks([("a", 1), ("b", 1)], [0, 1, 1, 0]) == ["a", "b", "b", "a"]
+    assert picks([("a", 1), ("b", 1), ("c", 1)], [0, 1, 2]) == ["a", "b", "c"]
+    assert picks([("a", 20), ("b", 80)], [0, 19, 20, 21, 99]) == ["a", "a", "b", "b", "b"]
+    every = picks([("a", 20), ("b", 80)], range(100))
+    assert every == ["a"] * 20 + ["b"] * 80
+    every = picks([("a", 3), ("b", 1), ("c", 2)], range(6))
+    assert every == ["a", "a", "a", "b", "c", "c"]
+
+
+def test_weighted_pick_zero_width_entries_are_skipped_at_the_boundaries():
+    clusters = [("z0", 0), ("a", 2), ("z1", 0), ("z2", 0), ("b", 3), ("z3", 0)]
+    assert picks(clusters, range(5)) == ["a", "a", "b", "b", "b"]
+    assert WeightedPicker(clusters).names == ("a", "b")
+
+
+def test_weighted_pick_float_weights_at_the_boundaries():
+    below = 0.25 - 2**-54  # a float just under 0.25
+    clusters = [("a", 0.5), ("b", 1.5)]  # a takes [0, 0.5) of 2.0: random() in [0, 0.25)
+    assert picks(clusters, [0.0, below, 0.25, 0.5, 1 - 2**-53]) == ["a", "a", "b", "b", "b"]
+    clusters = [("a", 1.0), ("z", 0.0), ("b", 1.0), ("c", 2.0)]  # [0, .25) [.25, .5) [.5, 1)
+    values = [0.0, below, 0.25, 0.5 - 2**-54, 0.5, 0.75, 1 - 2**-53]
+    assert picks(clusters, values) == ["a", "a", "b", "b", "c", "c", "c"]
+
+
+def within_binomial_bound(count, n, p, sigmas=4.0):
+    """``count`` of ``n`` draws with probability ``p`` is within ``sigmas`` standard
+    deviations of the binomial mean (a seeded generator: the outcome is fixed, and a wrong
+    split of 1 % at these sample sizes is over 4 sigma away)."""
+    return abs(count - n * p) <= sigmas * (n * p * (1 - p)) ** 0.5
+
+
+@pytest.mark.parametrize(
+    "clusters, shares",
+    [
+        ([("a", 20), ("b", 80)], {"a": 0.2, "b": 0.8}),
+        ([("a", 1), ("b", 1)], {"a": 0.5, "b": 0.5}),
+        ([("a", 1), ("b", 1), ("c", 1)], {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}),
+        (
+            [{"name": "a", "weight": 0.5}, ("zero", 0), NS(name="b", weight=1.5)],
+            {"a": 0.25, "zero": 0.0, "b": 0.75},
+        ),
+        ([("a", 1.0), ("b", 1.0)], {"a": 0.5, "b": 0.5}),
+    ],
+)
+def test_weighted_split_is_proportional(clusters, shares):
+    n = 40_000
+    picker = WeightedPicker(clusters, rng=random.Random(7))
+    counts = Counter(picker.pick() for _ in range(n))
+    assert set(counts) <= set(shares)
+    for name, share in shares.items():
+        assert within_binomial_bound(counts[name], n, share), (name, counts)
 
 
 def test_weighted_single_and_invalid():
