@@ -147,3 +147,37 @@ def test_thrift_peers_read_a_non_ascii_method_name():
     assert (name, kind, seqid) == (f"Calc:{TEXT}", 1, 7)
     name, kind, seqid = TBinaryProtocol(TMemoryBuffer(data[4:])).readMessageBegin()
     assert (name, kind, seqid) == (f"Calc:{TEXT}", 1, 7)
+
+
+def test_memcached_server_and_client_accept_a_non_ascii_key():
+    """A real memcached stores a value under a UTF-8 key our codec wrote (SET, then GET with our
+    frames), and python-binary-memcached reads it back by the same text key."""
+    import socket
+
+    import bmemcached
+
+    from tests.peers.memcached_peer import memcached_server
+
+    proto = PROTOCOLS["memcached"]
+    get = _decode(proto, next(s for s in FRAMES if s.name == "GET foo").data, None)
+    get.key = TEXT.encode()
+    set_ = _decode(proto, get.encode(), None)
+    set_.opcode, set_.opaque, set_.extras, set_.value = 0x01, 6, bytes(8), TEXT.encode() * 2
+    with memcached_server() as (host, port):
+        with socket.create_connection((host, port), timeout=5) as sock:
+            answers = []
+            for frame in (set_, get):
+                sock.sendall(frame.encode())
+                buf = b""
+                while (answer := proto.decode(buf, 0, None)) is None:
+                    chunk = sock.recv(65536)
+                    assert chunk, "memcached closed the connection"
+                    buf += chunk
+                answers.append(answer)
+        assert [(a.get_request_id(), a.status) for a in answers] == [(6, 0), (5, 0)]
+        assert answers[1].get_body() == TEXT.encode() * 2
+        client = bmemcached.Client([f"{host}:{port}"])
+        try:
+            assert client.get(TEXT) in (TEXT * 2, TEXT.encode() * 2)
+        finally:
+            client.disconnect_all()
