@@ -847,16 +847,10 @@ class Checker:
             codes[row.code] = row
             names.add(row.name)
             if row.backward not in api.RUNTIME_CODES:
-                raise SpecError(
-                    row.pos,
-                    f"{row.backward} is not a runtime code (one of {', '.join(map(str, api.RUNTIME_CODES))})",
-                )
-            for code in row.forward:
+                raise SpecError(row.backward_pos, _not_a_runtime_code(row.backward))
+            for code, code_pos in zip(row.forward, row.forward_pos):
                 if code not in api.RUNTIME_CODES:
-                    raise SpecError(
-                        row.pos,
-                        f"{code} is not a runtime code (one of {', '.join(map(str, api.RUNTIME_CODES))})",
-                    )
+                    raise SpecError(code_pos, _not_a_runtime_code(code))
                 if code in forward:
                     raise SpecError(
                         row.pos,
@@ -870,7 +864,11 @@ class Checker:
                 f"the status map does not answer runtime code(s) {', '.join(map(str, missing))}",
             )
         if s.status_others is not None and s.status_others not in api.RUNTIME_CODES:
-            raise SpecError(s.pos, f"{s.status_others} is not a runtime code")
+            raise SpecError(s.status_others_pos or s.pos, _not_a_runtime_code(s.status_others))
+
+
+def _not_a_runtime_code(code: int) -> str:
+    return f"{code} is not a runtime code (one of {', '.join(map(str, api.RUNTIME_CODES))})"
 
 
 def check(spec: n.Protocol, stem: str | None = None) -> Checked:

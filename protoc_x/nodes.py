@@ -304,6 +304,8 @@ class StatusRow:
     forward: tuple[int, ...]  # runtime codes answered with this protocol code
     backward: int  # the runtime code this protocol code means
     pos: Pos
+    forward_pos: tuple[Pos, ...]  # where each forward code is written
+    backward_pos: Pos  # where the backward code is written
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,7 @@ class Protocol:
     goaway: Expr | None = None
     status_rows: tuple[StatusRow, ...] = ()
     status_others: int | None = None
+    status_others_pos: Pos | None = None
     error_response: Template | None = None
     no_error_response: bool = False
     success_response: Template | None = None

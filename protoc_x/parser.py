@@ -107,6 +107,7 @@ class _ToNodes(Transformer):
                 fields.setdefault("status_rows", rows)
                 if others:
                     fields.setdefault("status_others", others[0][1])
+                    fields.setdefault("status_others_pos", others[0][2])
             else:
                 fields.setdefault(kind, value)
         for key in ("enums", "insides", "bindings", "header_bindings", "statements"):
@@ -271,13 +272,22 @@ class _ToNodes(Transformer):
 
     def status_code(self, meta, children):
         code, name, forward, backward = children
-        return n.StatusRow(code, str(name), forward or (), _int(backward), _pos(meta))
+        forward = forward or ()
+        return n.StatusRow(
+            code,
+            str(name),
+            tuple(_int(c) for c in forward),
+            _int(backward),
+            _pos(meta),
+            forward_pos=tuple(_pos(c) for c in forward),
+            backward_pos=_pos(backward),
+        )
 
     def status_others(self, meta, children):
-        return ("others", _int(children[0]), _pos(meta))
+        return ("others", _int(children[0]), _pos(children[0]))
 
     def code_list(self, meta, children):
-        return tuple(_int(c) for c in children)
+        return tuple(children)
 
     def error_response(self, meta, children):
         return (
