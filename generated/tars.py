@@ -395,6 +395,8 @@ class TarsProtocol(XProtocol):
         f.sFuncName = text("tars_ping")
         f.sBuffer = as_bytes("")
         f.iTimeout = 3000
+        f.context = {}
+        f.status = {}
         f.iRequestId = p_id
         return f
 
@@ -406,6 +408,7 @@ class TarsProtocol(XProtocol):
         f.iMessageType = _T2.detach(request.iMessageType)
         f.iRet = 0
         f.sBuffer = as_bytes("")
+        f.status = {}
         f.sResultDesc = text("")
         f.iRequestId = request.get_request_id()
         return f
@@ -420,6 +423,7 @@ class TarsProtocol(XProtocol):
         f.iMessageType = _T2.detach(request.iMessageType)
         f.iRet = p_status
         f.sBuffer = as_bytes("")
+        f.status = {}
         f.sResultDesc = text(p_message)
         f.iRequestId = request.get_request_id()
         return f
@@ -432,6 +436,7 @@ class TarsProtocol(XProtocol):
         f.iMessageType = _T2.detach(request.iMessageType)
         f.iRet = 0
         f.sBuffer = _T6.detach(as_bytes(request.sBuffer))
+        f.status = {}
         f.sResultDesc = text("")
         f.iRequestId = request.get_request_id()
         return f

@@ -1109,7 +1109,9 @@ class Types:
         if isinstance(e, n.StrLit):
             return {STR}
         if isinstance(e, n.Const):
-            return {NULL} if e.value is None else {BOOL}
+            if e.value is None:
+                return {NULL}
+            return {MAP} if e.value == {} else {BOOL}
         if isinstance(e, n.Name):
             info = self.fields.get(e.name)
             if info is not None:

@@ -1136,7 +1136,8 @@ class Emitter:
             elif info.kind == "string":
                 value = f"text({value})"
             elif info.kind == "map" or (info.kind == "ext" and info.ext.VALUE == "map"):
-                value = f"dict({value} or {{}})"
+                if not (isinstance(a.expr, n.Const) and a.expr.value == {}):  # {}: already one
+                    value = f"dict({value} or {{}})"
             elif info.kind == "ext" and info.ext.VALUE == "bytes":
                 value = f"as_bytes({value})"
             elif info.kind == "ext" and info.ext.VALUE == "str":

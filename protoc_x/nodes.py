@@ -24,7 +24,7 @@ class StrLit:
 
 @dataclass(frozen=True)
 class Const:
-    """null, true or false."""
+    """null, true, false or {} (the empty map)."""
 
     value: object
     pos: Pos

@@ -369,6 +369,9 @@ class _ToNodes(Transformer):
     def false(self, meta, c):
         return n.Const(False, _pos(meta))
 
+    def empty_map(self, meta, c):
+        return n.Const({}, _pos(meta))
+
 
 _TOKEN_NAMES = {
     "NAME": "a name",

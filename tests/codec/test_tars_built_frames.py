@@ -33,3 +33,21 @@ def test_answers_do_not_carry_the_requests_other_fields():
         PROTOCOL.reply,
     ]:
         assert build(foreign).encode() == build(clean).encode()
+
+
+def test_built_frames_carry_the_maps_requestf_requires():
+    """RequestF.tars: RequestPacket's context (9) and status (10) and ResponsePacket's status (7)
+    are `require`; TarsNode, TarsCpp and TarsGo reject a packet without them."""
+    request = PROTOCOL.decode(packet(*CLEAN), 0, Direction.REQUEST)
+    empty_map = {7: "78 0c", 9: "98 0c", 10: "a8 0c"}  # head (tag, type 8 = map), count 0
+    for answer in [PROTOCOL.hijack(request, code) for code in RUNTIME_CODES[1:]] + [
+        PROTOCOL.success_response(request),
+        PROTOCOL.reply(request),
+    ]:
+        data = answer.encode()
+        assert bytes.fromhex(empty_map[7]) in data, data.hex()
+        assert PROTOCOL.decode(data, 0, Direction.RESPONSE).status == {}
+    ping = PROTOCOL.trigger(9).encode()
+    assert bytes.fromhex(empty_map[9] + empty_map[10]) in ping, ping.hex()
+    decoded = PROTOCOL.decode(ping, 0, Direction.REQUEST)
+    assert (decoded.context, decoded.status) == ({}, {})
