@@ -138,10 +138,13 @@ def tars_server(port: int) -> Iterator[TarsServer]:
             thread.join(timeout=2)
 
 
-async def tars_client(port: int, texts: list[str], timeout: float = 20.0) -> list[dict[str, Any]]:
+async def tars_client(
+    port: int, texts: list[str], timeout: float = 20.0, check: bool = True
+) -> list[dict[str, Any]]:
     """@tars/rpc's client (node) calls sayHello(text) for every text at once, pipelined on one
     connection to 127.0.0.1:port; one dict per call: {"id", "arg", "result"} or
-    {"id", "arg", "error": {"code", "message"}}. A subprocess of the running event loop, so
+    {"id", "arg", "error": {"code", "message"}}; with `check`, an error is an AssertionError.
+    A subprocess of the running event loop, so
     in-process proxies and upstreams keep serving while it runs."""
     _check_node()
     process = await asyncio.create_subprocess_exec(
@@ -163,6 +166,6 @@ async def tars_client(port: int, texts: list[str], timeout: float = 20.0) -> lis
         await process.wait()
         raise
     lines = [json.loads(line) for line in out.decode("utf-8").splitlines() if line.strip()]
-    if len(lines) != len(texts):
+    if len(lines) != len(texts) or (check and process.returncode != 0):
         raise AssertionError(f"TARS client printed {lines}; stderr: {err.decode()[-500:]}")
     return lines

@@ -9,7 +9,8 @@
  * written out by hand below (no .tars file, no code generator).
  *
  *   node tars_peer.js server PORT          @tars/rpc's server with servant Test.Hello.HelloObj
- *                                          on 127.0.0.1:PORT: sayHello(s) returns "hello " + s.
+ *                                          on 127.0.0.1:PORT: sayHello(s) returns "hello " + s,
+ *                                          tars_ping answers int32 0 (as tars2node's code does).
  *                                          Prints {"event":"listening","port":N}, then one JSON
  *                                          line per call it served (request id, servant,
  *                                          function, argument); exits when stdin closes.
@@ -39,6 +40,14 @@ function HelloImp() {}
 HelloImp.prototype.initialize = function () {};
 
 HelloImp.prototype.onDispatch = function (current, funcName, binBuffer) {
+  if (funcName === 'tars_ping') {
+    // what tars2node generates for every servant: int32 0 at tag 0
+    emit({ event: 'ping', id: current.getRequestId() });
+    const out = new TarsStream.TarsOutputStream();
+    out.writeInt32(0, 0);
+    current.doResponse(out.getBinBuffer());
+    return TarsError.SUCCESS;
+  }
   if (funcName !== 'sayHello') return TarsError.SERVER.FUNC_NOT_FOUND;
   const input = new TarsStream.TarsInputStream(binBuffer);
   const s = input.readString(1, true);
