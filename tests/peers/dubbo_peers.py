@@ -10,23 +10,20 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-import shutil
 import struct
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 from .capture import Capture
 from .framing import DUBBO_HEADER, dubbo_frame_length
+from .node_process import NODE, NODE_DIR, node_process
 from .recording import LOOPBACK, TO_CLIENT, TO_SERVER, recording_relay
 
-NODE_DIR = Path(__file__).with_name("node")
 PEER_SCRIPT = NODE_DIR / "dubbo_peer.js"
 NPM_INSTALL = "npm ci --prefix tests/peers/node"
-NODE = shutil.which("node") or "node"
 
 SERVICE = "com.acme.DemoService"
 VERSION = "1.0.0"
@@ -107,54 +104,16 @@ class DubboServer:
 def dubbo_server() -> Iterator[DubboServer]:
     """sofa-rpc-node's RpcServer + dubbo-remoting on 127.0.0.1 (free port); see DubboServer."""
     _check_node()
-    process = subprocess.Popen(
-        [NODE, str(PEER_SCRIPT), "server"],
-        cwd=NODE_DIR,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
-    events: "queue.Queue[dict[str, Any]]" = queue.Queue()
-    stderr: list[str] = []
-
-    def read_stdout() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            with contextlib.suppress(ValueError):
-                events.put(json.loads(line))
-
-    def read_stderr() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            stderr.append(line)
-
-    threads = [
-        threading.Thread(target=read_stdout, daemon=True, name="dubbo-node-stdout"),
-        threading.Thread(target=read_stderr, daemon=True, name="dubbo-node-stderr"),
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        try:
-            first = events.get(timeout=15)
-        except queue.Empty:
-            raise RuntimeError(f"node dubbo server did not start: {''.join(stderr)}")
+    with node_process([str(PEER_SCRIPT), "server"], "node dubbo server") as (
+        process,
+        events,
+        stderr,
+        first,
+    ):
         if first.get("event") != "listening":
             raise RuntimeError(f"unexpected first line from node: {first}")
         server = DubboServer(LOOPBACK, int(first["port"]), process, events, [], stderr)
         yield server
-    finally:
-        with contextlib.suppress(OSError):
-            process.stdin.close()  # the script exits when stdin closes
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=3)
-        for thread in threads:
-            thread.join(timeout=2)
 
 
 def dubbo_decode(frames: list[bytes], timeout: float = 20.0) -> list[dict[str, Any]]:

@@ -11,21 +11,17 @@ import asyncio
 import contextlib
 import json
 import queue
-import shutil
 import struct
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
+from .node_process import NODE, NODE_DIR, node_process
 from .recording import LOOPBACK
 
-NODE_DIR = Path(__file__).with_name("node")
 PEER_SCRIPT = NODE_DIR / "tars_peer.js"
 NPM_INSTALL = "npm ci --prefix tests/peers/node"
-NODE = shutil.which("node") or "node"
 
 SERVANT = "Test.Hello.HelloObj"
 METHOD = "sayHello"
@@ -89,53 +85,12 @@ class TarsServer:
 def tars_server(port: int) -> Iterator[TarsServer]:
     """@tars/rpc's server (node) on 127.0.0.1:port; see TarsServer."""
     _check_node()
-    process = subprocess.Popen(
-        [NODE, "--no-warnings", str(PEER_SCRIPT), "server", str(port)],
-        cwd=NODE_DIR,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
-    events: "queue.Queue[dict[str, Any]]" = queue.Queue()
-    stderr: list[str] = []
-
-    def read_stdout() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            with contextlib.suppress(ValueError):
-                events.put(json.loads(line))
-
-    def read_stderr() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            stderr.append(line)
-
-    threads = [
-        threading.Thread(target=read_stdout, daemon=True, name="tars-node-stdout"),
-        threading.Thread(target=read_stderr, daemon=True, name="tars-node-stderr"),
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        try:
-            first = events.get(timeout=15)
-        except queue.Empty:
-            raise RuntimeError(f"node TARS server did not start: {''.join(stderr)}")
+    with node_process(
+        ["--no-warnings", str(PEER_SCRIPT), "server", str(port)], "node TARS server"
+    ) as (process, events, stderr, first):
         if first != {"event": "listening", "port": port}:
             raise RuntimeError(f"unexpected first line from node: {first}")
         yield TarsServer(LOOPBACK, port, process, events, stderr)
-    finally:
-        with contextlib.suppress(OSError):
-            process.stdin.close()  # the script exits when stdin closes
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=3)
-        for thread in threads:
-            thread.join(timeout=2)
 
 
 async def tars_client(
