@@ -241,8 +241,13 @@ class KafkaProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
-        if direction is None:
-            raise ValueError("kafka frames need a direction")
+        if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:
+            if direction is None:
+                raise ValueError("kafka frames need a direction")
+            raise TypeError(
+                "kafka: direction must be Direction.REQUEST or Direction.RESPONSE, not "
+                + repr(direction)
+            )
         try:
             if n - start < 8:
                 return None
@@ -315,8 +320,13 @@ class KafkaProtocol(XProtocol):
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""
         n = len(buf)
-        if direction is None:
-            raise ValueError("kafka frames need a direction")
+        if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:
+            if direction is None:
+                raise ValueError("kafka frames need a direction")
+            raise TypeError(
+                "kafka: direction must be Direction.REQUEST or Direction.RESPONSE, not "
+                + repr(direction)
+            )
         if n - start < 8:
             return None
         if direction is Direction.REQUEST:

@@ -304,8 +304,13 @@ class TarsProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None):
         n = len(buf)
-        if direction is None:
-            raise ValueError("tars frames need a direction")
+        if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:
+            if direction is None:
+                raise ValueError("tars frames need a direction")
+            raise TypeError(
+                "tars: direction must be Direction.REQUEST or Direction.RESPONSE, not "
+                + repr(direction)
+            )
         if n - start < 4:
             return None
         if direction is Direction.REQUEST:
@@ -373,8 +378,13 @@ class TarsProtocol(XProtocol):
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""
         n = len(buf)
-        if direction is None:
-            raise ValueError("tars frames need a direction")
+        if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:
+            if direction is None:
+                raise ValueError("tars frames need a direction")
+            raise TypeError(
+                "tars: direction must be Direction.REQUEST or Direction.RESPONSE, not "
+                + repr(direction)
+            )
         if n - start < 4:
             return None
         if direction is Direction.REQUEST:

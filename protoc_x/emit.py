@@ -300,13 +300,24 @@ class Emitter:
         w = Code()
         w("n = len(buf)")
         if self.c.uses_direction:
-            w("if direction is None:")
-            w(f"    raise ValueError({self.s.name + ' frames need a direction'!r})")
+            self.direction_guard(w)
         self.early_constants(w)
         body = Code()
         self.decode_node(self.p.tree, body)
         self.guard_utf8(body, w)
         return w.text()
+
+    def direction_guard(self, w: Code) -> None:
+        """The layouts test ``direction is Direction.REQUEST``: anything but the two members
+        (None, a str 'request') would be read as a response, so it is refused first."""
+        name = self.s.name
+        w("if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:")
+        w("    if direction is None:")
+        w(f"        raise ValueError({name + ' frames need a direction'!r})")
+        w("    raise TypeError(")
+        w(f"        {name + ': direction must be Direction.REQUEST or Direction.RESPONSE, not '!r}")
+        w("        + repr(direction)")
+        w("    )")
 
     def size_body(self) -> str:
         """``frame_size``: the decoder's path as far as the frame's announced length."""
@@ -315,8 +326,7 @@ class Emitter:
             w = Code()
             w("n = len(buf)")
             if self.c.uses_direction:
-                w("if direction is None:")
-                w(f"    raise ValueError({self.s.name + ' frames need a direction'!r})")
+                self.direction_guard(w)
             self.early_constants(w)
             self.decode_node(self.p.tree, w)
             return w.text()

@@ -11,7 +11,6 @@ major ``API_VERSION`` are refused. Documented for plug-in authors in docs/api.md
 from __future__ import annotations
 
 import enum
-import functools
 import struct
 import zlib
 from typing import Any, Callable, ClassVar, Iterator
@@ -233,17 +232,6 @@ class XProtocol:
     detect_length: ClassVar[int] = 0
     frame_class: ClassVar[type[XFrame]]
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.needs_direction:
-            # such decoders test ``direction is Direction.REQUEST``: anything else that is not
-            # None (a str 'request') would be read as a response. Checked here, once per call,
-            # only for the protocols that read it.
-            for name in ("decode", "frame_size"):
-                method = cls.__dict__.get(name)
-                if method is not None and not hasattr(method, "__wrapped__"):
-                    setattr(cls, name, _checks_direction(method))
-
     def match(self, data: bytes) -> Match:
         if not self.detect:
             return Match.FAILED
@@ -309,22 +297,6 @@ class XProtocol:
 
     def generate_request_id(self, counter: int) -> int:
         return counter
-
-
-def _checks_direction(method: Callable) -> Callable:
-    """``method`` (decode or frame_size), refusing a direction that is not a Direction."""
-    request, response = Direction.REQUEST, Direction.RESPONSE
-
-    @functools.wraps(method)
-    def checked(self, buf, start=0, direction=None):
-        if direction is not request and direction is not response and direction is not None:
-            raise TypeError(
-                f"{self.name}: direction must be Direction.REQUEST, Direction.RESPONSE or None,"
-                f" not {direction!r}"
-            )
-        return method(self, buf, start, direction)
-
-    return checked
 
 
 def default_message(code: int) -> str:
