@@ -187,9 +187,12 @@ class DownstreamConnection(FramedConnection):
         if self.has_heartbeat and frame.is_heartbeat() and not self.quiet_pending():
             self.answer_heartbeat(frame, kind)
             return
-        # durations are taken with a high-resolution clock: the loop's (uvloop: milliseconds)
-        # would make a fast request's 0 or 1 ms
-        stream = Stream(self, frame, kind, buf[start : start + length], perf_counter())
+        # behaviour counts on the loop's clock (the read's time); durations are measured on a
+        # high-resolution one: the loop's (uvloop: milliseconds) would make a fast request's 0
+        # or 1 ms
+        stream = Stream(
+            self, frame, kind, buf[start : start + length], self.last_activity, perf_counter()
+        )
         if kind is not _ONEWAY:
             self.inflight += 1
             if self.output is not None:
@@ -276,7 +279,7 @@ class DownstreamConnection(FramedConnection):
                 timeout = MAX_TIMEOUT_MS
             # counted on the loop's clock from the read that brought the request, or from now
             # if a filter held it
-            start = self.loop.time() if stream.paused else self.last_activity
+            start = self.loop.time() if stream.paused else stream.arrived
             self.deadlines.add(stream, start + timeout / 1000)
         if self.routed_hooks:
             self.run_filters(stream, self.routed_hooks, 0, self.send_upstream)

@@ -126,6 +126,7 @@ class Stream:
         frame: XFrame,
         kind: StreamType,
         raw: bytes | None,
+        arrived: float,
         started: float,
     ):
         self.downstream = downstream
@@ -133,7 +134,10 @@ class Stream:
         self.down_id = frame.get_request_id()
         self.kind = kind
         self.raw = raw  # the request's bytes as they arrived (None once a filter changed it)
-        self.started = started  # time.perf_counter() when it arrived
+        # the loop's time of the read that brought it: what its deadline and the rate limits
+        # count from (the runtime's one clock for behaviour, which tests can drive)
+        self.arrived = arrived
+        self.started = started  # time.perf_counter() then: for reported durations only
 
     @property
     def protocol(self):

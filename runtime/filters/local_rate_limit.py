@@ -43,9 +43,10 @@ class Bucket:
 class LocalRateLimit(StreamFilter):
     """Token buckets refilled at ``tokens_per_second``, holding at most ``burst`` tokens.
 
-    The buckets read no clock: their time is each request's arrival stamp
-    (``Stream.started``), so whoever makes the streams drives it (tests simulate minutes of
-    traffic in milliseconds, tests/runtime/test_rate_limit_time.py)."""
+    The buckets read no clock: their time is each request's arrival on the event loop's clock
+    (``Stream.arrived``), the runtime's one clock for behaviour, so whoever makes the streams
+    or runs the loop drives it (tests simulate minutes of traffic in milliseconds,
+    tests/runtime/test_rate_limit_time.py and tests/runtime/test_virtual_time.py)."""
 
     Config = Config
 
@@ -92,7 +93,7 @@ class LocalRateLimit(StreamFilter):
         return tuple(out)
 
     def on_request(self, ctx: Stream):
-        now = ctx.started  # time.perf_counter() when the request arrived
+        now = ctx.arrived  # the loop's time when the request arrived
         bucket = self.buckets.get(self.descriptor(ctx)) if self.per else self.bucket
         if bucket is None:
             bucket = self.new_bucket(ctx, now)

@@ -1,6 +1,7 @@
 """``local_rate_limit`` over simulated time: the filter reads no clock, its time is each
-request's arrival stamp (``Stream.started``), so minutes of traffic are driven here in
-milliseconds and deterministically. Over T seconds of traffic denser than the rate a bucket
+request's arrival stamp on the loop's clock (``Stream.arrived``), so minutes of traffic are
+driven here in milliseconds and deterministically (through the proxy on a virtual clock:
+test_virtual_time.py). Over T seconds of traffic denser than the rate a bucket
 lets through burst + rate·T requests (± 1), per descriptor, and 1/N of that per worker."""
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class Frame:
         return self.headers.get(name)
 
 
-def request(started, service="a.A", method="m", **headers):
-    stream = Stream(None, Frame(headers), StreamType.REQUEST, None, started)
+def request(arrived, service="a.A", method="m", **headers):
+    stream = Stream(None, Frame(headers), StreamType.REQUEST, None, arrived, 0.0)
     stream.service, stream.method = service, method
     return stream
 
