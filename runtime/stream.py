@@ -46,8 +46,12 @@ class OrderedOutput:
 
 
 class Deadlines:
-    """Request timeouts without a timer per request: a stream is filed under the tick (10 ms)
-    of its deadline and removed when it finishes; one timer walks the ticks that fall due."""
+    """Request timeouts without a timer per request: a stream is filed under the first tick
+    (10 ms) after its deadline and removed when it finishes; one loop timer, armed for the
+    earliest tick, times out the streams of every tick that has come. A stream times out at
+    its deadline on the loop's clock or up to a tick later, never before (uvloop's timers
+    have millisecond resolution and may run half a millisecond early: the tick a timer was
+    armed for counts as come)."""
 
     RESOLUTION = 0.01
     PER_SECOND = 100  # 1 / RESOLUTION
@@ -79,11 +83,13 @@ class Deadlines:
         if self.handle is not None:
             self.handle.cancel()
         self.next_tick = tick
-        self.handle = self.loop.call_at(tick * self.RESOLUTION, self.fire)
+        self.handle = self.loop.call_at(tick / self.PER_SECOND, self.fire)
 
     def fire(self) -> None:
         self.handle = None
-        now = int(self.loop.time() / self.RESOLUTION) + 1
+        # the tick this timer was armed for has come, and those the loop passed while busy;
+        # the next ones have not (their streams' deadlines may be later than now)
+        now = max(self.next_tick, int(self.loop.time() * self.PER_SECOND))
         due = [t for t in self.buckets if t <= now]
         for tick in sorted(due):
             for stream in list(self.buckets.pop(tick)):
