@@ -242,19 +242,30 @@ class UpstreamConnection(FramedConnection):
 
     # -- keepalive --------------------------------------------------------------------
     def start_keepalive(self, interval: float, timeout: float, failures: int) -> None:
-        def tick() -> None:
+        """The protocol's heartbeat whenever nothing was read, and no heartbeat sent, for
+        ``interval`` seconds (not while requests are in flight: they have their timeouts);
+        ``failures`` heartbeats in a row unanswered within ``timeout`` close the connection."""
+        loop = self.loop
+
+        def tick(when: float) -> None:
+            # ``when``, the time this timer was armed for, has come (a timer of uvloop's may
+            # run half a millisecond early: loop.time() could say it has not)
+            self.keepalive_timer = None
             if self.closed:
                 return
-            idle = self.loop.time() - self.last_activity
-            if idle >= interval and not self.busy():
-                probe = Probe("keepalive")
-                if self.write_probe(probe):
-                    probe.timer = self.loop.call_later(
-                        timeout, lambda: self.probe_missed(probe, failures)
-                    )
-            self.keepalive_timer = self.loop.call_later(interval, tick)
+            due = self.last_activity + interval
+            if due <= when:  # nothing read since the timer was armed
+                if not self.busy():
+                    probe = Probe("keepalive")
+                    if self.write_probe(probe):
+                        probe.timer = loop.call_at(
+                            when + timeout, self.probe_missed, probe, failures
+                        )
+                due = when + interval
+            self.keepalive_timer = loop.call_at(due, tick, due)
 
-        self.keepalive_timer = self.loop.call_later(interval, tick)
+        due = self.last_activity + interval
+        self.keepalive_timer = loop.call_at(due, tick, due)
 
     def probe_answered(self, probe: Probe) -> None:
         probe.done = True
