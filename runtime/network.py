@@ -186,9 +186,10 @@ class FramedConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- for subclasses -----------------------------------------------------------------
-    def is_idle(self) -> bool:
-        """No request in flight: the idle timeout may close it."""
-        return True
+    def idle_since(self) -> float | None:
+        """The loop time the idle timeout counts from (its last traffic), or None while a
+        request is in flight."""
+        return self.last_activity
 
     def choose_protocol(self, data: bytes) -> bool:
         """Pick ``self.proto`` from the first bytes; False to wait (or after closing)."""
@@ -239,7 +240,7 @@ class Sweeper:
                 self.conns.discard(conn)
             elif conn.partial_since is not None and now - conn.partial_since > self.frame_s:
                 conn.fail(f"frame not complete after {self.frame_s * 1000:.0f} ms")
-            elif now - conn.last_activity > self.idle_s and conn.is_idle():
+            elif (since := conn.idle_since()) is not None and now - since > self.idle_s:
                 conn.fail(f"idle for {self.idle_s * 1000:.0f} ms")
         self.handle = self.loop.call_later(self.period, self.sweep)
 

@@ -137,6 +137,7 @@ class DownstreamConnection(FramedConnection):
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
         self.has_heartbeat = False
+        self.answered_at = 0.0  # the loop's time of its last answer
         if self.proto is not None:
             self.protocol_chosen()
 
@@ -166,8 +167,10 @@ class DownstreamConnection(FramedConnection):
         self.protocol_chosen()
         return True
 
-    def is_idle(self) -> bool:
-        return self.inflight == 0
+    def idle_since(self) -> float | None:
+        if self.inflight:
+            return None
+        return max(self.last_activity, self.answered_at)  # (a long request's answer counts)
 
     def quiet_pending(self) -> bool:
         """Quiet requests of this connection still wait upstream: a heartbeat now is the
@@ -303,6 +306,8 @@ class DownstreamConnection(FramedConnection):
     ) -> None:
         if stream.kind is not _ONEWAY:
             self.inflight -= 1
+            if not self.inflight:
+                self.answered_at = self.loop.time()
         listener = self.listener
         if code is None:
             try:
