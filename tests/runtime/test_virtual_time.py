@@ -274,6 +274,37 @@ def test_a_refused_endpoint_sits_out_exactly_unhealthy_s_each_time():
     run_virtual(scenario())
 
 
+def test_each_endpoint_of_a_cluster_comes_back_at_its_own_time():
+    """Two endpoints, refused half a second apart: each sits out UNHEALTHY_S from its own
+    refusal; the first is tried again at its time exactly, while the second still sits out."""
+
+    async def scenario():
+        a, b, port = free_port(), free_port(), free_port()
+        cfg = one_cluster(port, a)
+        cfg["clusters"][0]["endpoints"].append(f"127.0.0.1:{b}")
+        seen: list = []
+        async with proxy_running(cfg):
+            c = await client("bolt", port)
+
+            async def status(rid):
+                return BOLT.runtime_status((await c.call(bolt_untimed(rid))).get_status())
+
+            assert await status(1) == 502  # round robin: a first, refused
+            a_failed = now()
+            await sleep_until(a_failed + 0.5)
+            assert await status(2) == 502  # a sits out: b, refused
+            b_failed = now()
+            async with recorder("bolt", a, seen) as server:
+                await sleep_until(a_failed + UNHEALTHY_S - 0.001)
+                assert await status(3) == 503 and not server.conns
+                await sleep_until(a_failed + UNHEALTHY_S)
+                assert await status(4) == 200 and len(seen) == 1
+                await sleep_until(b_failed + UNHEALTHY_S - 0.001)
+                assert await status(5) == 200 and len(seen) == 2  # b still sits out
+
+    run_virtual(scenario())
+
+
 # ----------------------------------------------------------------------------- idle sweeps
 
 
