@@ -320,10 +320,16 @@ def test_weighted_pick_float_weights_at_the_boundaries():
     assert picks(clusters, values) == ["a", "a", "b", "b", "c", "c", "c"]
 
 
-def within_binomial_bound(count, n, p, sigmas=4.0):
-    """``count`` of ``n`` draws with probability ``p`` is within ``sigmas`` standard
-    deviations of the binomial mean (a seeded generator: the outcome is fixed, and a wrong
-    split of 1 % at these sample sizes is over 4 sigma away)."""
+#: Statistical checks accept a count within 4.5 standard deviations of its binomial mean:
+#: share p ± 4.5·sqrt(p(1 − p)/n). A correct picker misses that with probability
+#: P(|Z| > 4.5) ≈ 6.8e-6 per check (normal approximation, with a fresh seed; the seeds below
+#: fix each outcome, so a failure is a change of behaviour, not bad luck).
+SIGMAS = 4.5
+
+
+def within_binomial_bound(count, n, p, sigmas=SIGMAS):
+    """``count`` of ``n`` draws, each with probability ``p``, is within ``sigmas`` standard
+    deviations of the binomial mean ``n·p`` (exactly 0 or n where p is 0 or 1)."""
     return abs(count - n * p) <= sigmas * (n * p * (1 - p)) ** 0.5
 
 
@@ -341,7 +347,10 @@ def within_binomial_bound(count, n, p, sigmas=4.0):
     ],
 )
 def test_weighted_split_is_proportional(clusters, shares):
-    n = 40_000
+    # n = 160,000: one point of 100 picked by the wrong cluster (bisect_left instead of
+    # bisect_right: a 20 % weight gets 21 %) is 0.01·n = 1600 off, twice the 4.5 σ bound
+    # (4.5·sqrt(n·0.2·0.8) = 720), so such a picker fails with probability < 7e-6 too
+    n = 160_000
     picker = WeightedPicker(clusters, rng=random.Random(7))
     counts = Counter(picker.pick() for _ in range(n))
     assert set(counts) <= set(shares)
@@ -376,9 +385,11 @@ def test_round_robin_skips_excluded():
 
 
 def test_random_lb():
+    n = 30_000
     lb = RandomLB(EPS, rng=random.Random(1))
-    counts = Counter(lb.pick() for _ in range(3_000))
-    assert set(counts) == set(EPS) and min(counts.values()) > 800
+    counts = Counter(lb.pick() for _ in range(n))
+    assert set(counts) == set(EPS), counts
+    assert all(within_binomial_bound(counts[e], n, 1 / 3) for e in EPS), counts
     bad = frozenset(EPS[:2])
     assert {lb.pick(exclude=bad) for _ in range(50)} == {EPS[2]}
     assert lb.pick(exclude=frozenset(EPS)) is None
@@ -402,11 +413,15 @@ def test_least_request_power_of_two_choices_on_large_lists():
     endpoints = [f"e{i}" for i in range(50)]
     load = {e: 10 for e in endpoints}
     load["e7"] = 0
+    n = 20_000
     lb = LeastRequest(endpoints, load.__getitem__, rng=random.Random(5))
-    counts = Counter(lb.pick() for _ in range(5_000))
-    # e7 wins whenever it is one of the two choices: about 4% of picks, vs 2% for any other.
-    assert 0.03 < counts["e7"] / 5_000 < 0.05
-    assert counts["e7"] > 1.5 * max(c for e, c in counts.items() if e != "e7")
+    counts = Counter(lb.pick() for _ in range(n))
+    # Two choices, drawn with replacement: e7 wins whenever it is one of them, 1 − (49/50)²
+    # = 3.96 % of picks; any other endpoint only when drawn first and e7 not second,
+    # (1/50)·(49/50) = 1.96 %.
+    assert within_binomial_bound(counts["e7"], n, 1 - (49 / 50) ** 2), counts["e7"]
+    others = [e for e in endpoints if e != "e7"]
+    assert all(within_binomial_bound(counts[e], n, (1 / 50) * (49 / 50)) for e in others), counts
     assert lb.pick(exclude=frozenset(endpoints[1:])) == "e0"
     assert lb.pick(exclude=frozenset(endpoints)) is None
 
