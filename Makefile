@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test build check bench system-deps clean
+.PHONY: demo test build check bench mutate system-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/codec_bench.py
 	$(PY) benchmarks/pipeline_bench.py
 	$(PY) benchmarks/proxy_bench.py
+
+# Mutation testing of the core (not part of `make test`; ~NN min): docs/testing.md says how to read it.
+MUTATE_STAMP := $(VENV)/.mutate-stamp
+$(MUTATE_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,mutate]'
+	touch $(MUTATE_STAMP)
+
+mutate: $(MUTATE_STAMP) system-deps
+	$(PY) mutation/mutate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
