@@ -20,6 +20,7 @@ reason it cannot change behaviour. Survivors that are neither are printed, writt
     python mutation/mutate.py --report   # report the last run again without running it
     # while killing one module's mutants: only it, only some tests; docs/testing.md untouched
     python mutation/mutate.py --module runtime/router.py --tests tests/runtime/test_router.py
+    # (--stage DIR keeps two such runs apart)
 """
 
 from __future__ import annotations
@@ -268,12 +269,16 @@ def _mutmut_version() -> str:
 
 
 def main() -> None:
+    global STAGE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="report the last run again")
     parser.add_argument("--children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--module", action="append", choices=MODULES, help="only these modules")
     parser.add_argument("--tests", nargs="+", default=TESTS, help="only these tests")
+    parser.add_argument("--stage", type=Path, help=f"staging tree (default {STAGE})")
     args = parser.parse_args()
+    if args.stage:
+        STAGE = args.stage.resolve()
     modules = args.module or MODULES
     seconds = None
     if not args.report:
