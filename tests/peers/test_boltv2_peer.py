@@ -16,6 +16,7 @@ sofa-rpc-node 2.10.0's server on top of it (boltv2_peers.py, node/bolt_peer.js).
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 
@@ -304,8 +305,10 @@ def test_real_client_reads_the_proxys_error_answer() -> None:
     proxy_port, closed_port = free_port(), free_port()  # nothing listens on closed_port
     config = simple_config("boltv2", proxy_port, [f"127.0.0.1:{closed_port}"])
     script = [
-        {"label": "protobuf", "id": 1, "codec": "protobuf", "name": "nobody-home"},
-        {"label": "heartbeat", "id": 2, "kind": "heartbeat"},
+        {"label": "hessian", "id": 1, "name": "nobody-home"},
+        {"label": "protobuf", "id": 2, "codec": "protobuf", "name": "nobody-home"},
+        {"label": "hessian-crc-off", "id": 3, "crc": False, "name": "nobody-home"},
+        {"label": "heartbeat", "id": 4, "kind": "heartbeat"},
     ]
 
     async def main():
@@ -313,13 +316,51 @@ def test_real_client_reads_the_proxys_error_answer() -> None:
             return await bolt2_client(proxy_port, script)
 
     got = {line["label"]: line for line in run(main())}
-    answer = got["protobuf"]["answer"]
-    # runtime 502 is bolt CONNECTION_CLOSED (0x10); protobuf errors carry the message as text
-    assert answer["options"] == {
-        "protocolType": "bolt2",
-        "boltVersion": 2,
-        "codecType": "protobuf",
-        "crcEnable": True,
-    }, answer
-    assert "protoc-x: 502" in answer["data"]["error"]["error"], answer
+    for item in script[:3]:
+        answer = got[item["label"]]["answer"]
+        assert answer["options"] == {
+            "protocolType": "bolt2",
+            "boltVersion": 2,
+            "codecType": item.get("codec", "hessian2"),
+            "crcEnable": item.get("crc", True),
+        }, answer
+        # runtime 502 (or 503 once the endpoint is marked down): sofa-bolt-node reads the
+        # message from the hessian exception object, or from the protobuf error text; a bare
+        # text in a hessian answer failed its whole connection
+        prefix = (
+            "Error" if item.get("codec") else "com.alipay.remoting.rpc.exception.RpcServerException"
+        )
+        assert re.fullmatch(
+            prefix + r": protoc-x: (502 upstream unreachable or reset|503 no healthy endpoint)",
+            answer["data"]["error"]["error"],
+        ), answer
+    assert got["heartbeat"]["answer"]["packetType"] == "heartbeat_ack"
+
+
+def test_real_bolt_v1_client_reads_the_proxys_error_answer() -> None:
+    """sofa-bolt-node's default protocol is bolt v1 (no ver1, switch or CRC): the same error
+    answer, from the bolt spec."""
+    proxy_port, closed_port = free_port(), free_port()
+    config = simple_config("bolt", proxy_port, [f"127.0.0.1:{closed_port}"])
+    script = [
+        {"label": "hessian", "id": 1, "protocol": "bolt", "name": "nobody-home"},
+        {"label": "protobuf", "id": 2, "protocol": "bolt", "codec": "protobuf", "name": "x"},
+        {"label": "heartbeat", "id": 3, "protocol": "bolt", "kind": "heartbeat"},
+    ]
+
+    async def main():
+        async with proxy_running(config):
+            return await bolt2_client(proxy_port, script)
+
+    got = {line["label"]: line for line in run(main())}
+    for label, prefix in (
+        ("hessian", "com.alipay.remoting.rpc.exception.RpcServerException"),
+        ("protobuf", "Error"),
+    ):
+        answer = got[label]["answer"]
+        assert answer["options"]["protocolType"] == "bolt", answer
+        assert re.fullmatch(
+            prefix + r": protoc-x: (502 upstream unreachable or reset|503 no healthy endpoint)",
+            answer["data"]["error"]["error"],
+        ), answer
     assert got["heartbeat"]["answer"]["packetType"] == "heartbeat_ack"

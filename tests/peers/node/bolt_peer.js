@@ -17,9 +17,10 @@
  *                                    sofa-bolt-node's own encoder and decoder streams on one
  *                                    connection to 127.0.0.1:PORT, set to bolt2 (ver1 2, CRC
  *                                    on unless the item says otherwise), sending the JSON list
- *                                    SCRIPT (stdin) of items {label, id, kind: request|oneway|heartbeat,
- *                                    codec, method, args|name, service, timeout, props,
- *                                    crc, ver1, wait}. All items are written at once
+ *                                    SCRIPT (stdin) of items {label, id, kind:
+ *                                    request|oneway|heartbeat, codec, method, args|name,
+ *                                    service, timeout, props, crc, ver1, protocol ('bolt' for
+ *                                    bolt v1), wait}. All items are written at once
  *                                    (pipelined); prints one JSON line per item: the frame as
  *                                    written (hex), the library's own serialisation of the
  *                                    content, and the answer as the library decoded it.
@@ -216,7 +217,6 @@ async function runClient(port, script) {
   const sentReqs = new Map();
   const encoder = bolt.encoder({ sentReqs, proto });
   const decoder = bolt.decoder({ sentReqs, proto });
-  encoder.protocolType = 'bolt2';
   encoder.pipe(socket);
   socket.pipe(decoder);
   const waiting = new Map();
@@ -236,6 +236,7 @@ async function runClient(port, script) {
 
   const results = [];
   for (const item of script) {
+    encoder.protocolType = item.protocol || 'bolt2';
     encoder.boltVersion = item.ver1 === undefined ? 2 : item.ver1;
     encoder.crcEnable = item.crc === undefined ? true : item.crc;
     const id = item.id;
