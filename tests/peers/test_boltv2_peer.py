@@ -31,6 +31,7 @@ from .boltv2_peers import (
     METHOD,
     SERVICE,
     bolt2_client,
+    bolt2_client_sync,
     bolt2_server,
     bolt_map,
     boltv2_sofa_bolt_node,
@@ -42,7 +43,7 @@ from .boltv2_peers import (
 )
 from .capture import Capture
 from .framing import boltv2_frame_length, split_frames
-from .recording import recv_exactly, send_and_receive
+from .recording import TO_SERVER, recording_relay, recv_exactly, send_and_receive
 
 BOLTV2 = PROTOCOLS["boltv2"]
 GENERIC = ("request_id", "stream_type", "heartbeat", "status", "timeout_ms", "service", "method")
@@ -172,6 +173,21 @@ def test_our_codec_refuses_a_frame_with_a_wrong_crc(captures: list[Capture], whe
         elif where != "crc":  # no CRC to check: the change is read as it is
             frame = BOLTV2.decode(bytes(changed), 0, direction)
             assert frame is not None and frame.encode() == bytes(changed), capture
+
+
+def test_sofa_bolt_node_writes_a_crc_that_sofabolt_does_not_read_with_ver1_1() -> None:
+    """A wire disagreement between the two implementations: sofa-bolt-node appends a CRC
+    whenever its switch is on, SOFABolt's RpcCommandDecoderV2 (and our spec) read one only when
+    ver1 is 2. Java's default (ver1 1, CRC switch on, no CRC) is the other side of it."""
+    script = [{"label": "v1-crc", "id": 11, "ver1": 1, "crc": True, "name": "x", "wait": False}]
+    with recording_relay(None, boltv2_frame_length) as relay:
+        (line,) = bolt2_client_sync(relay.port, script)
+        sent = relay.pending(TO_SERVER)
+    assert sent == bytes.fromhex(line["hex"]) and (sent[1], sent[11]) == (1, 1)
+    assert crc_ok(sent)  # node's CRC, over everything before it
+    frame = BOLTV2.decode(sent, 0, Direction.REQUEST)
+    assert frame.length == len(sent) - 4 and frame.crc_on == 1 and frame.ver1 == 1
+    assert bytes(frame.get_body()) == bytes.fromhex(line["request"]["content"])
 
 
 # --- the real server on frames we changed ---------------------------------------------------

@@ -286,6 +286,8 @@ async function runClient(port, script) {
   await Promise.all(results);
   await new Promise(resolve => setTimeout(resolve, 100));
   socket.end();
+  // a peer that never closes its side (a recorder) must not keep the process alive
+  setTimeout(() => socket.destroy(), 200);
 }
 
 const mode = process.argv[2];
