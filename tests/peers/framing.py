@@ -90,6 +90,16 @@ def dubbo_frame_length(buf: bytes) -> Optional[int]:
     return DUBBO_HEADER + body_len
 
 
+def kafka_frame_length(buf: bytes) -> Optional[int]:
+    """Bytes of the Kafka request or response at the start of buf (i32 size, excluding itself)."""
+    if len(buf) < 4:
+        return None
+    (size,) = struct.unpack_from(">i", buf, 0)
+    if size < 0:
+        raise ValueError(f"not a Kafka frame: size {size}")
+    return 4 + size
+
+
 def split_frames(buf: bytes, frame_length: FrameLength) -> tuple[list[bytes], int]:
     """Whole frames at the start of buf, and how many bytes they use (a partial tail is left)."""
     frames: list[bytes] = []
