@@ -30,9 +30,6 @@ from .kafka_peers import API_NAMES, CLIENTS, MESSAGES, TOPIC, flexible, kafka_br
 KAFKA = PROTOCOLS["kafka"]
 LIBRARIES = sorted(CLIENTS)
 
-# kafka-python 3.0 loads its message schemas with importlib.resources' legacy API
-pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated. Use files:DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def captures() -> dict[str, list[Capture]]:
