@@ -31,7 +31,7 @@ check: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m protoc_x.demo
 
-# npm packages of the dubbo peer (sofa-rpc-node's dubbo server, hessian.js), pinned by the lock file.
+# npm packages of the node peers (tests/peers/node/*.js), pinned by the lock file.
 NODE_STAMP := tests/peers/node/node_modules/.installed-stamp
 $(NODE_STAMP): tests/peers/node/package-lock.json
 	npm ci --prefix tests/peers/node --no-audit --no-fund

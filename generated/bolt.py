@@ -19,6 +19,7 @@ from protoc_x.runtime.api import (
     text,
     write_kvmap_fixed,
 )
+from protoc_x.runtime.fieldtypes import hessian2
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # proto, kind, cmd, ver2, id, codec, status, class_len, header_len, content_len
@@ -29,6 +30,7 @@ _S1 = Struct(">BBHBIBiHHI")
 _S2 = Struct(">i")
 # the request id (id)
 _S3 = Struct(">I")
+_F0 = hessian2.FUNCTIONS["sofa_exception"]
 
 #: enum Kind: value → name
 _E_Kind = {
@@ -458,8 +460,32 @@ class BoltProtocol(XProtocol):
         f.ver2 = request.ver2
         f.codec = request.codec
         f.status = p_status
-        f.class_name = text("java.lang.String")
-        f.content = as_bytes(p_message)
+        f.class_name = text(
+            (
+                "com.alipay.remoting.rpc.exception.RpcServerException"
+                if (
+                    request.codec
+                    in (
+                        0,
+                        1,
+                    )
+                )
+                else "java.lang.String"
+            )
+        )
+        f.content = as_bytes(
+            (
+                _F0("com.alipay.remoting.rpc.exception.RpcServerException", p_message)
+                if (
+                    request.codec
+                    in (
+                        0,
+                        1,
+                    )
+                )
+                else p_message
+            )
+        )
         f.id = request.get_request_id()
         return f
 

@@ -20,6 +20,7 @@ from protoc_x.runtime.api import (
     text,
     write_kvmap_fixed,
 )
+from protoc_x.runtime.fieldtypes import hessian2
 
 # Fixed-width runs of the layout, each read and written with one precompiled struct.
 # proto, ver1, kind, cmd, ver2, id, codec, bits(switch_reserved, crc_on), status, class_len, header_len, content_len
@@ -30,6 +31,7 @@ _S1 = Struct(">I")
 _S2 = Struct(">BBBHBIBBiHHI")
 # map entry length
 _S3 = Struct(">i")
+_F0 = hessian2.FUNCTIONS["sofa_exception"]
 
 #: enum Kind: value → name
 _E_Kind = {
@@ -668,8 +670,32 @@ class Boltv2Protocol(XProtocol):
         f.codec = request.codec
         f.crc_on = request.crc_on
         f.status = p_status
-        f.class_name = text("java.lang.String")
-        f.content = as_bytes(p_message)
+        f.class_name = text(
+            (
+                "com.alipay.remoting.rpc.exception.RpcServerException"
+                if (
+                    request.codec
+                    in (
+                        0,
+                        1,
+                    )
+                )
+                else "java.lang.String"
+            )
+        )
+        f.content = as_bytes(
+            (
+                _F0("com.alipay.remoting.rpc.exception.RpcServerException", p_message)
+                if (
+                    request.codec
+                    in (
+                        0,
+                        1,
+                    )
+                )
+                else p_message
+            )
+        )
         f.id = request.get_request_id()
         return f
 

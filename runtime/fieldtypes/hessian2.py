@@ -720,5 +720,37 @@ def arg_count(descriptor: str | None) -> int:
     return _count_descriptors(descriptor)
 
 
+def _draft_string(value: str) -> bytes:
+    """A string in the Hessian 2.0 draft codes SOFA's hessian writes: up to 31 UTF-16 units in
+    one length byte, else 's' chunks (u16 length, 0x8000 units, never ending on a high
+    surrogate) and a final 'S' chunk; CESU-8 like encode_string."""
+    java = _NON_BMP.sub(_split_non_bmp, value)
+    if len(java) <= 0x1F:
+        return _SHORT_STRING[len(java)] + java.encode("utf-8", "surrogatepass")
+    parts = []
+    while len(java) > 0x8000:
+        sub = 0x8000 - ("\ud800" <= java[0x7FFF] <= "\udbff")
+        parts.append(b"s" + _U16.pack(sub) + java[:sub].encode("utf-8", "surrogatepass"))
+        java = java[sub:]
+    parts.append(b"S" + _U16.pack(len(java)) + java.encode("utf-8", "surrogatepass"))
+    return b"".join(parts)
+
+
+def sofa_exception(class_name: str, message: str | None) -> bytes:
+    """A Java exception object as SOFA's hessian writes it for a bolt error answer (what
+    sofa-rpc-node's server sends, and the only content sofa-bolt-node reads from a bolt response
+    whose status is not SUCCESS: it decodes any other content as such an object, and a bare
+    string or text fails its whole connection). Hessian 2.0 draft codes, unlike the rest of
+    this module: 'O' class definition (int name length, name, int field count, field names),
+    'o' instance (int definition number), then the fields: detailMessage = message,
+    stackTrace = null, cause = null."""
+    name = class_name.encode()
+    fields = (b"detailMessage", b"stackTrace", b"cause")
+    out = [b"O", encode_int(len(name)), name, encode_int(len(fields))]
+    out += [_SHORT_STRING[len(field)] + field for field in fields]
+    out += [b"o", encode_int(0), b"N" if message is None else _draft_string(message), b"NN"]
+    return b"".join(out)
+
+
 TYPES: dict[str, type] = {"string": String, "int": Int, "any": Any, "map": Map}
-FUNCTIONS: dict[str, object] = {"arg_count": arg_count}
+FUNCTIONS: dict[str, object] = {"arg_count": arg_count, "sofa_exception": sofa_exception}

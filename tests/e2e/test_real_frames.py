@@ -1,4 +1,5 @@
-"""Frames produced by real libraries (tests/peers): anthunder, thriftpy2, Apache thrift,
+"""Frames produced by real libraries (tests/peers): anthunder, sofa-bolt-node (bolt v2 with CRC),
+kafka-python, kafkajs and librdkafka (Kafka), thriftpy2, Apache thrift,
 python-binary-memcached with a real memcached, dubbo-ssl-python and npm dubbo-remoting.
 Each decodes to the values the library meant, re-encodes byte-exactly, needs more on every
 proper prefix, and `protoc-x decode --roundtrip` agrees; frames we modify are accepted by the
@@ -55,7 +56,7 @@ def check_view(view: dict, cap) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("protocol", ["bolt", "thrift", "memcached", "dubbo"])
+@pytest.mark.parametrize("protocol", ["bolt", "boltv2", "thrift", "memcached", "dubbo", "kafka"])
 def test_real_frames_decode_reencode_and_need_more(captured, protocol):
     proto = codec(protocol)
     caps = captured[protocol]

@@ -36,10 +36,27 @@ def test_contract():
     assert [T[n].VALUE for n in ("string", "int", "any", "map")] == ["str", "int", "raw", "map"]
     for cls in T.values():
         assert cls.PARAMS == () and cls.PARAM_TYPES == ()
-    assert set(h2.FUNCTIONS) == {"arg_count"}
+    assert set(h2.FUNCTIONS) == {"arg_count", "sofa_exception"}
     ctx = h2.new_context()
     assert ctx.classes == [] and ctx.types == [] and h2.new_context() is not ctx
     assert h2.encode_string("x") == STRING.write("x", None)
+
+
+def test_sofa_exception_in_the_draft_codes_sofa_writes():
+    # what sofa-rpc-node's server writes for an error answer (tests/peers: its own error
+    # answers), without the stack trace: 'O' definition, 'o' instance, fields, then values
+    name = b"com.alipay.remoting.rpc.exception.RpcServerException"
+    head = b"O\xc8\x34" + name + b"\x93\x0ddetailMessage\x0astackTrace\x05cause" + b"o\x90"
+    sofa = h2.FUNCTIONS["sofa_exception"]
+    assert sofa(name.decode(), "boom") == head + b"\x04boomNN"
+    message = "protoc-x: 502 upstream unreachable or reset"  # 43 units: 'S' + u16, not 0x30
+    assert sofa(name.decode(), message) == head + b"S\x00\x2b" + message.encode() + b"NN"
+    assert sofa(name.decode(), None) == head + b"NNN"
+    assert sofa(name.decode(), "😀") == head + b"\x02\xed\xa0\xbd\xed\xb8\x80NN"  # CESU-8
+    long = "a" * 0x7FFF + "😀" + "b"  # the pair would straddle 0x8000: the chunk stops before
+    body = sofa(name.decode(), long)[len(head) :]
+    assert body.startswith(b"s\x7f\xff" + b"a" * 0x7FFF + b"S\x00\x03\xed\xa0\xbd")
+    assert body.endswith(b"bNN")
 
 
 # ---- ints ------------------------------------------------------------------------------

@@ -13,6 +13,9 @@ Capture functions (each starts what it needs and stops it again; a second or two
 - `memcached_binary(port)`      python-binary-memcached <-> memcached (binary protocol)
 - `dubbo_ssl_python()`          dubbo-ssl-python DubboClient -> sofa-rpc-node dubbo server
 - `dubbo_sofa_rpc_node()`       npm dubbo-remoting/hessian.js -> sofa-rpc-node dubbo server
+- `boltv2_sofa_bolt_node()`     npm sofa-bolt-node 'bolt2' (CRC) -> sofa-rpc-node bolt server
+- `kafka_captures(library)`     kafka-python / kafkajs / librdkafka producers -> KafkaBroker
+                                (a broker written by hand: ApiVersions, Metadata, Produce)
 
 Peers that accept (modified) frames:
 
@@ -22,6 +25,10 @@ Peers that accept (modified) frames:
 - `dubbo_server()`              -> DubboServer (unpacks as (host, port)); it reports how it
                                    decoded each request (`wait_request`) and what it answered
 - `dubbo_decode(frames)`        dubbo-remoting's own decoder, without a server
+- `bolt2_server()`              -> BoltServer (unpacks as (host, port)): sofa-rpc-node's
+                                   server on sofa-bolt-node, bolt v1 and v2; reports each
+                                   request it decoded, its answers, CRC failures
+- `kafka_broker(advertise)`     -> KafkaBroker (unpacks as (host, port)); `requests`, `batches`
 - `send_and_receive(host, port, data, min_bytes=None, timeout=5.0)` raw socket round trip
 
 The node packages come from node/package-lock.json: `npm ci --prefix tests/peers/node`.
@@ -40,6 +47,7 @@ from .anthunder_peer import (
     bolt_anthunder,
     invoke_hello,
 )
+from .boltv2_peers import BoltServer, bolt2_server, boltv2_sofa_bolt_node
 from .capture import Capture
 from .dubbo_peers import (
     NPM_INSTALL,
@@ -51,11 +59,14 @@ from .dubbo_peers import (
 )
 from .framing import (
     bolt_frame_length,
+    boltv2_frame_length,
     dubbo_frame_length,
+    kafka_frame_length,
     memcached_frame_length,
     split_frames,
     thrift_framed_length,
 )
+from .kafka_peers import KafkaBroker, kafka_broker, kafka_captures
 from .memcached_peer import OPCODES as MEMCACHED_OPCODES
 from .memcached_peer import memcached_binary, memcached_server
 from .recording import RecordingRelay, recording_relay, send_and_receive
@@ -69,11 +80,13 @@ from .thrift_peers import (
 )
 
 __all__ = [
+    "BoltServer",
     "Capture",
     "DubboServer",
     "ECHO_PREFIX",
     "HELLO_METHOD",
     "HELLO_SERVICE",
+    "KafkaBroker",
     "MEMCACHED_OPCODES",
     "MISSING_SERVICE",
     "NPM_INSTALL",
@@ -85,13 +98,19 @@ __all__ = [
     "anthunder_server",
     "apache_stubs",
     "bolt_anthunder",
+    "bolt2_server",
     "bolt_frame_length",
+    "boltv2_frame_length",
+    "boltv2_sofa_bolt_node",
     "dubbo_decode",
     "dubbo_frame_length",
     "dubbo_server",
     "dubbo_sofa_rpc_node",
     "dubbo_ssl_python",
     "invoke_hello",
+    "kafka_broker",
+    "kafka_captures",
+    "kafka_frame_length",
     "memcached_binary",
     "memcached_frame_length",
     "memcached_server",
@@ -107,12 +126,17 @@ __all__ = [
 
 
 def all_captures() -> dict[str, list[Capture]]:
-    """Every capture function's frames, by protocol ("bolt", "thrift", "memcached", "dubbo")."""
+    """Every capture function's frames, by protocol ("bolt", "boltv2", "thrift", "memcached",
+    "dubbo", "kafka")."""
     with memcached_server() as (_host, port):
         memcached = memcached_binary(port)
     return {
         "bolt": bolt_anthunder(),
+        "boltv2": boltv2_sofa_bolt_node(),
         "thrift": thrift_thriftpy2() + thrift_apache(),
         "memcached": memcached,
         "dubbo": dubbo_ssl_python() + dubbo_sofa_rpc_node(),
+        "kafka": [
+            c for lib in ("kafka-python", "kafkajs", "librdkafka") for c in kafka_captures(lib)
+        ],
     }

@@ -14,6 +14,8 @@ FrameLength = Callable[[bytes], Optional[int]]
 
 BOLT_REQUEST_HEADER = 22
 BOLT_RESPONSE_HEADER = 20
+BOLTV2_REQUEST_HEADER = 24
+BOLTV2_RESPONSE_HEADER = 22
 DUBBO_HEADER = 16
 MEMCACHED_HEADER = 24
 
@@ -33,6 +35,31 @@ def bolt_frame_length(buf: bytes) -> Optional[int]:
         return None
     class_len, header_len, content_len = struct.unpack_from(">HHI", buf, 14)
     return BOLT_REQUEST_HEADER + class_len + header_len + content_len
+
+
+def boltv2_crc(buf: bytes) -> bool:
+    """Whether the bolt v2 frame at the start of buf ends with a CRC32: SOFABolt's
+    RpcCommandDecoderV2 reads one when ver1 is 2 and switch bit 0 is set (protocols.md)."""
+    return buf[1] == 2 and bool(buf[11] & 0x01)
+
+
+def boltv2_frame_length(buf: bytes) -> Optional[int]:
+    """Bytes of the bolt v2 frame at the start of buf (CRC included), or None if more are needed."""
+    if len(buf) < 3:
+        return None
+    if buf[0] != 0x02:
+        raise ValueError(f"not a bolt v2 frame: first byte {buf[0]:#04x}")
+    if buf[2] == 0:  # response: 22-byte header
+        if len(buf) < BOLTV2_RESPONSE_HEADER:
+            return None
+        class_len, header_len, content_len = struct.unpack_from(">HHI", buf, 14)
+        size = BOLTV2_RESPONSE_HEADER + class_len + header_len + content_len
+    else:
+        if len(buf) < BOLTV2_REQUEST_HEADER:
+            return None
+        class_len, header_len, content_len = struct.unpack_from(">HHI", buf, 16)
+        size = BOLTV2_REQUEST_HEADER + class_len + header_len + content_len
+    return size + (4 if boltv2_crc(buf) else 0)
 
 
 def thrift_framed_length(buf: bytes) -> Optional[int]:
@@ -61,6 +88,16 @@ def dubbo_frame_length(buf: bytes) -> Optional[int]:
         raise ValueError(f"not a dubbo frame: magic {buf[0:2].hex()}")
     (body_len,) = struct.unpack_from(">I", buf, 12)
     return DUBBO_HEADER + body_len
+
+
+def kafka_frame_length(buf: bytes) -> Optional[int]:
+    """Bytes of the Kafka request or response at the start of buf (i32 size, excluding itself)."""
+    if len(buf) < 4:
+        return None
+    (size,) = struct.unpack_from(">i", buf, 0)
+    if size < 0:
+        raise ValueError(f"not a Kafka frame: size {size}")
+    return 4 + size
 
 
 def split_frames(buf: bytes, frame_length: FrameLength) -> tuple[list[bytes], int]:
