@@ -123,6 +123,9 @@ def stage(modules: list[str], tests: list[str]) -> None:
         f"only_mutate = [{only}]\n"
         f"pytest_add_cli_args_test_selection = [{selection}]\n"
         f"also_copy = {json.dumps([name for name in PLAIN if name != 'tests'])}\n"
+        # a mutant whose tests run 4x their clean time + 5 s has hung them: killed (mutmut's
+        # default, 15x + 1 s, spends minutes on each hang of a 10 s test set)
+        "timeout_multiplier = 4.0\ntimeout_constant = 5.0\n"
     )
 
 
