@@ -64,8 +64,14 @@ MODULES = [
     "runtime/fieldtypes/varint.py",
 ]
 # Modules whose surviving mutants must all be killed or triaged equivalent (issue 11).
-STRICT = ("runtime/router.py", "runtime/pool.py", "runtime/stream.py", "runtime/proxy.py",
-          "runtime/filters/", "protoc_x/check.py")
+STRICT = (
+    "runtime/router.py",
+    "runtime/pool.py",
+    "runtime/stream.py",
+    "runtime/proxy.py",
+    "runtime/filters/",
+    "protoc_x/check.py",
+)
 
 # The fast, in-process part of the suite (peers, e2e and CLI tests run other processes).
 TESTS = ["tests/runtime", "tests/compiler", "tests/codec", "tests/fieldtypes"]
@@ -80,8 +86,18 @@ PACKAGE_DIRS = {
 }
 # also copied as they are, for tests that read them by path (never protoc_x/: pytest puts the
 # staging root on sys.path, and an unmutated protoc_x there would shadow src/protoc_x)
-PLAIN = ["tests", "specs", "grammars", "generated", "runtime", "docs", "benchmarks",
-         "constraints.txt", "README.md", "Makefile"]
+PLAIN = [
+    "tests",
+    "specs",
+    "grammars",
+    "generated",
+    "runtime",
+    "docs",
+    "benchmarks",
+    "constraints.txt",
+    "README.md",
+    "Makefile",
+]
 IGNORE = shutil.ignore_patterns("__pycache__", "node_modules", ".hypothesis", "*.pyc")
 
 
@@ -151,29 +167,37 @@ def change_of(diff: str) -> str:
     """The mutation in one line: removed lines => added lines, whitespace squeezed."""
     squeeze = lambda line: " ".join(line[1:].split())  # noqa: E731
     lines = diff.splitlines()
-    removed = [squeeze(line) for line in lines if line.startswith("-") and not line.startswith("---")]
+    removed = [
+        squeeze(line) for line in lines if line.startswith("-") and not line.startswith("---")
+    ]
     added = [squeeze(line) for line in lines if line.startswith("+") and not line.startswith("+++")]
     return " / ".join(removed) + " => " + " / ".join(added)
 
 
-def results() -> dict[str, list[tuple[str, str, str]]]:
-    """Per repository module: (mutant, status, change) for every mutant of the last run."""
-    os.chdir(STAGE)
-    sys.path.insert(0, str(STAGE))
+def results(stage_dir: Path) -> dict[str, tuple[list[str], list[tuple[str, str, str]]]]:
+    """Per repository module: the tests it ran against, and (mutant, status, change) for every
+    mutant of the last run in ``stage_dir``."""
+    cwd = os.getcwd()
+    os.chdir(stage_dir)  # mutmut reads its config and files from the working directory
+    from mutmut.configuration import reset_config
     from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
 
-    found: dict[str, list[tuple[str, str, str]]] = {}
-    for meta in sorted((STAGE / "mutants").rglob("*.py.meta")):
-        stage_path = str(meta.relative_to(STAGE / "mutants"))[: -len(".meta")]
+    reset_config()
+    mutmut_config = tomllib.loads((stage_dir / "pyproject.toml").read_text())["tool"]["mutmut"]
+    tests = mutmut_config["pytest_add_cli_args_test_selection"]
+    found: dict[str, tuple[list[str], list[tuple[str, str, str]]]] = {}
+    for meta in sorted((stage_dir / "mutants").rglob("*.py.meta")):
+        stage_path = str(meta.relative_to(stage_dir / "mutants"))[: -len(".meta")]
         data = json.loads(meta.read_text())
-        rows = found.setdefault(unstaged(stage_path), [])
+        rows = found.setdefault(unstaged(stage_path), (tests, []))[1]
         for mutant, code in data["exit_code_by_key"].items():
             status = status_by_exit_code[code]
             change = ""
             if status not in ("killed", "timeout"):
                 change = change_of(get_diff_for_mutant(mutant, path=stage_path))
             rows.append((mutant, status, change))
+    os.chdir(cwd)
     return found
 
 
@@ -187,20 +211,26 @@ def toml_string(text: str) -> str:
 
 
 def report(
-    found: dict[str, list[tuple[str, str, str]]], seconds: float | None, modules: list[str]
+    found: dict[str, tuple[list[str], list[tuple[str, str, str]]]],
+    seconds: float | None,
+    modules: list[str],
+    doc: bool,
 ) -> int:
     equivalent = load_equivalent()
     used: set[tuple[str, str, str]] = set()
     table = []
     open_survivors = []
     for path in modules:
-        rows = found.get(path, [])
+        tests, rows = found.get(path, (None, []))
         module = "protoc_x." + staged(path)[len("src/protoc_x/") : -len(".py")].replace("/", ".")
         module = module.removesuffix(".__init__")
         counts: Counter[str] = Counter()
         for mutant, status, change in rows:
             if status in ("killed", "timeout"):
                 counts["killed"] += 1
+                continue
+            if status == "not checked":  # the run was stopped before this mutant
+                counts["not checked"] += 1
                 continue
             key = (path, function_of(module, mutant), change)
             if status == "survived" and key in equivalent:
@@ -209,29 +239,37 @@ def report(
                 continue
             counts["no tests" if status == "no tests" else "survived"] += 1
             open_survivors.append((path, key[1], change, status, mutant))
-        table.append((path, len(rows), counts))
+        table.append((path, tests, len(rows), counts))
     stale = sorted(key for key in set(equivalent) - used if key[0] in modules)
 
+    selections = sorted({tuple(tests) for _, tests, _, _ in table if tests})
+    names = {selection: chr(ord("A") + i) for i, selection in enumerate(selections)}
     lines = [
         BEGIN,
-        f"Last run: {datetime.date.today().isoformat()}, `make mutate` (mutmut "
-        f"{_mutmut_version()}, tests: {', '.join(TESTS)})"
-        + (f", {seconds / 60:.0f} min on this machine." if seconds else "."),
+        f"Run on {datetime.date.today().isoformat()} by `mutation/mutate.py` (mutmut "
+        f"{_mutmut_version()})" + (f" in {seconds / 60:.0f} min." if seconds else "."),
+        "Tests each module ran against: "
+        + "; ".join(f"{names[s]}: {', '.join(s)}" for s in selections)
+        + ".",
         "",
-        "| module | mutants | killed | equivalent | survived | no tests |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| module | tests | mutants | killed | equivalent | survived | no tests | not checked |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     total: Counter[str] = Counter()
-    for path, generated, counts in table:
+    for path, tests, generated, counts in table:
+        if not tests:
+            lines.append(f"| `{path}` | not run | | | | | | |")
+            continue
         total.update(counts)
         total["mutants"] += generated
         lines.append(
-            f"| `{path}` | {generated} | {counts['killed']} | {counts['equivalent']} "
-            f"| {counts['survived']} | {counts['no tests']} |"
+            f"| `{path}` | {names[tuple(tests)]} | {generated} | {counts['killed']} "
+            f"| {counts['equivalent']} | {counts['survived']} | {counts['no tests']} "
+            f"| {counts['not checked']} |"
         )
     lines.append(
-        f"| **all** | {total['mutants']} | {total['killed']} | {total['equivalent']} "
-        f"| {total['survived']} | {total['no tests']} |"
+        f"| **all** | | {total['mutants']} | {total['killed']} | {total['equivalent']} "
+        f"| {total['survived']} | {total['no tests']} | {total['not checked']} |"
     )
     lines.append("")
     if open_survivors:
@@ -242,7 +280,7 @@ def report(
         lines.append("")
     lines.append(END)
     block = "\n".join(lines)
-    if modules == MODULES:
+    if doc:
         text = DOC.read_text()
         if BEGIN in text:
             text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
@@ -259,10 +297,15 @@ def report(
     for key in stale:
         print(f"mutation/equivalent.toml: no such surviving mutant any more: {key}")
     strict_open = [s for s in open_survivors if s[0].startswith(STRICT)]
+    unfinished = [path for path, _, _, counts in table if counts["not checked"]]
+    if unfinished:
+        print(f"the run did not finish: mutants not checked in {', '.join(unfinished)}")
     if open_survivors:
-        print(f"{len(open_survivors)} open survivors ({len(strict_open)} in the strict modules); "
-              f"see {STAGE / 'survivors.toml'}")
-    return 1 if strict_open or stale else 0
+        print(
+            f"{len(open_survivors)} open survivors ({len(strict_open)} in the strict modules); "
+            f"see {STAGE / 'survivors.toml'}"
+        )
+    return 1 if strict_open or stale or unfinished else 0
 
 
 def _mutmut_version() -> str:
@@ -278,16 +321,27 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--module", action="append", choices=MODULES, help="only these modules")
     parser.add_argument("--tests", nargs="+", default=TESTS, help="only these tests")
-    parser.add_argument("--stage", type=Path, help=f"staging tree (default {STAGE})")
+    parser.add_argument(
+        "--stage",
+        type=Path,
+        action="append",
+        help=f"staging tree (default {STAGE}); with --report, several runs' trees can be joined",
+    )
+    parser.add_argument(
+        "--doc", action="store_true", help="write docs/testing.md (a full run does)"
+    )
     args = parser.parse_args()
-    if args.stage:
-        STAGE = args.stage.resolve()
+    stages = [path.resolve() for path in args.stage or [STAGE]]
+    STAGE = stages[0]
     modules = args.module or MODULES
     seconds = None
     if not args.report:
         stage(modules, args.tests)
         seconds = run_mutmut(args.children)
-    sys.exit(report(results(), seconds, modules))
+    found = {}
+    for stage_dir in stages:
+        found.update(results(stage_dir))
+    sys.exit(report(found, seconds, modules, args.doc or modules == MODULES))
 
 
 if __name__ == "__main__":
