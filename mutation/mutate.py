@@ -341,7 +341,8 @@ def main() -> None:
     found = {}
     for stage_dir in stages:
         found.update(results(stage_dir))
-    sys.exit(report(found, seconds, modules, args.doc or modules == MODULES))
+    full_run = not args.report and modules == MODULES and args.tests == TESTS
+    sys.exit(report(found, seconds, modules, args.doc or full_run))
 
 
 if __name__ == "__main__":
