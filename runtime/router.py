@@ -15,6 +15,7 @@ allocation:
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import struct
@@ -37,13 +38,13 @@ __all__ = [
 _EMPTY: frozenset = frozenset()
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Read ``name`` from a mapping or an attribute-style object."""
+def _get(obj: Any, name: str) -> Any:
+    """Read ``name`` from a mapping or an attribute-style object (None if absent)."""
     if obj is None:
-        return default
+        return None
     if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+        return obj.get(name)
+    return getattr(obj, name, None)
 
 
 def _no_headers(name: str) -> None:
@@ -89,7 +90,7 @@ def _compile_header_matcher(matcher: Any) -> tuple[str, int, Any, bool]:
         operand = re.compile(operand)
     elif kind != _PRESENT:
         operand = str(operand)
-    return (name, kind, operand, bool(_get(matcher, "invert", False)))
+    return (name, kind, operand, bool(_get(matcher, "invert")))
 
 
 def _compile_route(route: Any) -> tuple[str | None, str, tuple, Any]:
@@ -101,7 +102,8 @@ def _compile_route(route: Any) -> tuple[str | None, str, tuple, Any]:
     if path is None and prefix is None:
         prefix = "/"
     checks = tuple(_compile_header_matcher(m) for m in (_get(match, "headers") or ()))
-    return (path, prefix if prefix is not None else "", checks, _get(route, "route"))
+    # (the prefix is only looked at when there is no path)
+    return (path, prefix, checks, _get(route, "route"))
 
 
 class _VirtualHost:
@@ -208,7 +210,7 @@ class RouteTable:
             return self._first(host, method, headers)
         action = memo.get(method, _MISS)
         if action is _MISS:
-            action = self._first(host, method, headers)
+            action = self._first(host, method, None)  # (a memo: no route reads headers)
             if len(memo) >= self._cache_max:
                 memo.clear()
             memo[method] = action
@@ -296,9 +298,8 @@ class WeightedPicker:
             point = self._rng.randrange(self._total)
         else:
             point = self._rng.random() * self._total
-        index = bisect_right(self._cumulative, point)
-        names = self.names
-        return names[index] if index < len(names) else names[-1]
+        # point < total, the last cumulative weight: some name's range holds it
+        return self.names[bisect_right(self._cumulative, point)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,13 +417,13 @@ class LeastRequest(Balancer):
         ring = self._ring
         active = self._active
         best = None
-        best_load = 0
+        best_load = math.inf
         for i in range(start, start + n):
             endpoint = ring[i]
             if exclude and endpoint in exclude:
                 continue
             load = active(endpoint)
-            if best is None or load < best_load:
+            if load < best_load:
                 best, best_load = endpoint, load
                 if load <= 0:
                     break
@@ -432,18 +433,18 @@ class LeastRequest(Balancer):
         endpoints = self.endpoints
         n = len(endpoints)
         if n <= self._full_scan_max:
-            return self._scan(exclude) if n else None
+            return self._scan(exclude)
         rng = self._rng
         active = self._active
         best = None
-        best_load = 0
+        best_load = math.inf
         chosen = 0
         for _ in range(4 * self._choices):
             endpoint = endpoints[rng.randrange(n)]
             if exclude and endpoint in exclude:
                 continue
             load = active(endpoint)
-            if best is None or load < best_load:
+            if load < best_load:
                 best, best_load = endpoint, load
             chosen += 1
             if chosen >= self._choices:
@@ -472,8 +473,9 @@ class ConsistentHash(Balancer):
         super().__init__(endpoints)
         self.hash_header = hash_header
         ring: list[tuple[int, int]] = []
+        digests = max(1, (vnodes + 3) // 4)  # four points each, at least one
         for index, endpoint in enumerate(self.endpoints):
-            for i in range((max(1, vnodes) + 3) // 4):
+            for i in range(digests):
                 digest = _md5(f"{endpoint}-{i}".encode(), usedforsecurity=False).digest()
                 for j in range(0, 16, 4):
                     ring.append((_u32le(digest, j)[0], index))

@@ -205,7 +205,7 @@ class Stream:
         self.fail(502)
 
     def on_timeout(self) -> None:
-        self.timer = None
+        # (Deadlines.fire has taken it off its tick: self.timer is None)
         upstream = self.upstream
         if upstream is not None:
             upstream.forget(self)

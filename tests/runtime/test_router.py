@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import itertools
 import random
+import struct
 from collections import Counter
 from types import SimpleNamespace as NS
 
 import pytest
 
+from protoc_x.runtime import router
 from protoc_x.runtime.router import (
     ConsistentHash,
     LeastRequest,
@@ -488,3 +493,278 @@ def test_make_balancer():
             make_balancer(bad, EPS)
     with pytest.raises(ValueError):
         make_balancer("least_request", EPS)
+
+
+# --------------------------------------------------------------------------- precise cases
+
+
+def test_route_table_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"^header matcher without a name: \{'exact': 'a'\}$"):
+        header_table({"exact": "a"})
+    for name in ("", 5):
+        with pytest.raises(ValueError, match="^header matcher without a name: "):
+            header_table({"name": name, "exact": "a"})
+    with pytest.raises(
+        ValueError, match=r"^header matcher 'h' sets more than one of exact/prefix/regex/\.\.\.$"
+    ):
+        header_table({"name": "h", "exact": "a", "present": True})
+    with pytest.raises(ValueError, match="^route match sets both prefix '/a' and path '/b'$"):
+        routes_table([{"match": {"prefix": "/a", "path": "/b"}, "route": "x"}])
+    with pytest.raises(ValueError, match="^domain 'x' is claimed by more than one virtual host$"):
+        RouteTable([vhost("a", ["x"]), vhost("b", ["y", "x"])])
+
+
+def test_virtual_host_without_a_name_and_a_single_domain_string():
+    table = RouteTable([{"domains": "svc", "routes": [{"match": {}, "route": "r"}]}])
+    assert table.virtual_host("svc") == "" and table.match("svc", "m") == "r"
+    assert table.virtual_host("other") is None
+
+
+def test_header_matcher_not_inverted_unless_asked():
+    for given in ({}, {"invert": None}, {"invert": False}):
+        table = header_table({"name": "h", "exact": "v", **given})
+        assert table.match("s", "m", {"h": "v"}) == "hit"
+        assert table.match("s", "m", {"h": "w"}) == "miss"
+    obj = routes_table([{"match": NS(prefix=None, path=None, headers=[NS(name="h", exact="v")]),
+                         "route": "hit"}])  # fmt: skip
+    assert obj.match("s", "m", {"h": "v"}) == "hit" and obj.match("s", "m", {}) is None
+
+
+@pytest.mark.parametrize("cache_size, bound", [(8, 8), (1, 1), (0, 1), (None, 4096)])
+def test_lookup_caches_stay_bounded_at_every_step(cache_size, bound):
+    args = {} if cache_size is None else {"cache_size": cache_size}
+    table = RouteTable([vhost("a", ["*.acme"]), vhost("d", ["*"])], **args)
+    memo = table._host("x.acme").by_method
+    sizes, memo_sizes = set(), set()
+    for i in range(bound + 2):
+        assert table.match(f"s{i}.acme", f"m{i}") == "a"
+        sizes.add(len(table._cache))
+        memo_sizes.add(len(memo))
+    assert max(sizes) == bound and max(memo_sizes) == bound
+
+
+def test_a_host_without_header_matchers_remembers_each_methods_route():
+    action = NS(cluster="c")  # a truthy action
+    table = routes_table(
+        [{"match": {"path": "/a"}, "route": action}, {"match": {}, "route": "rest"}]
+    )
+    host = table._host("s")
+    assert table.match("s", "a", lambda name: 1 / 0) is action  # headers never read
+    assert table.match("s", "b") == "rest"
+    assert host.by_method == {"a": action, "b": "rest"}
+    with_headers = header_table({"name": "h", "exact": "v"})
+    assert with_headers._host("s").by_method is None  # depends on the headers: not remembered
+    assert with_headers.match("s", "m", {"h": "v"}) == "hit"
+    assert with_headers.match("s", "m", {}) == "miss"
+
+
+def test_weighted_errors_and_default_rng():
+    with pytest.raises(ValueError, match="^cluster 'a': weight must be a non-negative number$"):
+        WeightedPicker([("a", -1), ("b", 2)])
+    with pytest.raises(ValueError, match="^cluster 'a': weight must be a non-negative number$"):
+        WeightedPicker([{"name": "a"}])
+    with pytest.raises(ValueError, match="^weighted clusters need at least one positive weight$"):
+        WeightedPicker([("a", 0)])
+    picker = WeightedPicker([("a", 1), ("b", 1)])  # its own Random
+    assert {picker.pick() for _ in range(200)} == {"a", "b"}
+    floats = WeightedPicker([("a", 0.5), ("b", 0.5)])
+    assert {floats.pick() for _ in range(200)} == {"a", "b"}
+
+
+def test_a_single_weighted_cluster_takes_no_random_draw():
+    class NoRandom:
+        def randrange(self, stop):
+            raise AssertionError("drew")
+
+        random = randrange
+
+    picker = WeightedPicker([("z", 0), ("only", 3)], rng=NoRandom())
+    assert [picker.pick() for _ in range(3)] == ["only"] * 3
+
+
+def test_weighted_pick_at_the_top_of_the_range():
+    assert picks([("a", 1), ("b", 2), ("c", 3)], [5, 3, 2, 0, 1]) == ["c", "c", "b", "a", "b"]
+    assert picks([("a", 1.0), ("b", 3.0)], [1 - 2**-53, 0.25, 0.25 - 2**-54]) == ["b", "b", "a"]
+
+
+def test_balancer_repr():
+    assert repr(RoundRobin(["a:1", "b:2"])) == "RoundRobin(['a:1', 'b:2'])"
+    assert repr(ConsistentHash([])) == "ConsistentHash([])"
+
+
+def test_round_robin_with_exclusions_keeps_its_place():
+    lb = RoundRobin(["a", "b", "c", "d"])
+    bad = frozenset({"b"})
+    assert [lb.pick(exclude=bad) for _ in range(7)] == ["a", "c", "d", "a", "c", "d", "a"]
+    assert [lb.pick() for _ in range(3)] == ["b", "c", "d"]  # goes on after the last one
+    bad = frozenset({"a", "d"})
+    assert [lb.pick(exclude=bad) for _ in range(3)] == ["b", "c", "b"]
+
+
+def scripted(*values):
+    return ScriptedRandom(values)
+
+
+def test_random_lb_draws_exactly():
+    lb = RandomLB(EPS, rng=scripted(2, 0, 1, 1, 0))
+    assert lb.pick() == EPS[2]
+    assert lb.pick(exclude=frozenset({EPS[1]})) == EPS[0]  # the first draw stands
+    assert lb.pick(exclude=frozenset({EPS[1]})) == EPS[0]  # 1 twice: then 0 of the rest
+    assert RandomLB(EPS).pick() in EPS  # its own Random
+    rng = scripted(1, 2, 2, 0)
+    lb = make_balancer("random", EPS, rng=rng)  # the rng given is the one drawn from
+    assert [lb.pick() for _ in range(4)] == [EPS[1], EPS[2], EPS[2], EPS[0]]
+    assert next(rng.values, None) is None
+
+
+def test_random_lb_second_draw_then_the_remaining_ones():
+    lb = RandomLB(EPS, rng=scripted(0, 2))
+    assert lb.pick(exclude=frozenset({EPS[0]})) == EPS[2]
+    lb = RandomLB(EPS, rng=scripted(0, 1, 0))  # two excluded draws: a draw among the rest
+    assert lb.pick(exclude=frozenset(EPS[:2])) == EPS[2]
+
+
+def test_least_request_stops_at_the_first_idle_endpoint():
+    read = []
+    load = {"a": 1, "b": 0, "c": 0}
+    lb = LeastRequest(["a", "b", "c"], lambda e: read.append(e) or load[e])
+    assert lb.pick() == "b" and read == ["a", "b"]  # 1 is not idle: "b" is looked at; "c" not
+    read.clear()
+    assert lb.pick() == "b" and read == ["b"]  # the next scan starts at "b"
+    load = {"a": 2, "b": 1, "c": 1}
+    read.clear()
+    assert lb.pick() == "c" and read == ["c", "a", "b"]  # ties: the first in this scan's order
+
+
+def many(n):
+    return [f"e{i}" for i in range(n)]
+
+
+def test_least_request_scans_up_to_16_endpoints_then_draws():
+    load = {e: 5 for e in many(17)}
+    load["e15"] = 0
+    assert LeastRequest(many(16), load.__getitem__, rng=scripted()).pick() == "e15"  # no draw
+    lb = LeastRequest(many(17), load.__getitem__, rng=scripted(3, 4))
+    assert lb.pick() == "e3"  # two draws, same load: the first
+    rng = scripted(4, 15)
+    lb = make_balancer("least_request", many(17), active=load.__getitem__, rng=rng)
+    assert lb.pick() == "e15" and next(rng.values, None) is None
+    lb = LeastRequest(many(17), load.__getitem__, rng=scripted(6), choice_count=1)
+    assert lb.pick() == "e6"
+    lb = LeastRequest(many(17), load.__getitem__, rng=scripted(8), choice_count=0)
+    assert lb.pick() == "e8"  # at least one choice
+    lb = LeastRequest(many(17), load.__getitem__, full_scan_max=17, rng=scripted())
+    assert lb.pick() == "e15"
+    assert LeastRequest(many(17), load.__getitem__).pick() in load  # its own Random
+
+
+def test_least_request_draws_with_exclusions():
+    load = {e: 5 for e in many(20)}
+    load["e9"], load["e3"] = 1, 2
+    bad = frozenset(many(20)) - {"e3", "e9", "e5"}
+    # excluded draws are skipped; the two choices are e5 and e3
+    lb = LeastRequest(many(20), load.__getitem__, rng=scripted(0, 5, 1, 3))
+    assert lb.pick(exclude=bad) == "e3"
+    # eight draws (4 × 2 choices), one usable: it stands, no scan for the better e9
+    lb = LeastRequest(many(20), load.__getitem__, rng=scripted(5, 0, 0, 0, 0, 0, 0, 0))
+    assert lb.pick(exclude=bad) == "e5"
+    # eight draws, none usable: every endpoint is looked at
+    lb = LeastRequest(many(20), load.__getitem__, rng=scripted(0, 1, 2, 4, 6, 7, 8, 10))
+    assert lb.pick(exclude=bad) == "e9"
+
+
+def test_make_balancer_errors():
+    with pytest.raises(ValueError, match="^least_request needs an active-request counter$"):
+        make_balancer("least_request", EPS)
+    with pytest.raises(ValueError, match="^least_request needs an active-request counter$"):
+        LeastRequest(EPS, None)
+    with pytest.raises(ValueError, match=r"^hash policy needs a header name: hash:<header>$"):
+        make_balancer("hash: ", EPS)
+    with pytest.raises(ValueError) as info:
+        make_balancer("weighted", EPS)
+    assert str(info.value) == (
+        "unknown load-balancing policy 'weighted'; expected one of "
+        "('round_robin', 'random', 'least_request', 'hash:<header>')"
+    )
+
+
+# ketama as its definition says, independently of ConsistentHash's tables
+def ketama(endpoints, vnodes=160):
+    ring = []
+    for endpoint in endpoints:
+        for i in range(max(1, (vnodes + 3) // 4)):
+            digest = hashlib.md5(f"{endpoint}-{i}".encode()).digest()
+            ring += [(struct.unpack_from("<I", digest, j)[0], endpoint) for j in (0, 4, 8, 12)]
+    ring.sort()
+
+    def pick(key, exclude=frozenset()):
+        point = struct.unpack_from("<I", hashlib.md5(key.encode()).digest())[0]
+        start = bisect.bisect_left(ring, (point, ""))
+        for k in range(len(ring)):
+            owner = ring[(start + k) % len(ring)][1]
+            if owner not in exclude:
+                return owner
+        return None
+
+    return ring, pick
+
+
+def covering_keys(ring, limit=100_000):
+    """Keys that land on every position of ``ring`` (its first point at or after md5(key))."""
+    points = [p for p, _ in ring]
+    found = {}
+    for n in range(limit):
+        key = f"key-{n}"
+        point = struct.unpack_from("<I", hashlib.md5(key.encode()).digest())[0]
+        found.setdefault(bisect.bisect_left(points, point) % len(points), key)
+        if len(found) == len(points):
+            return list(found.values())
+    raise AssertionError("no keys for some positions")
+
+
+@pytest.mark.parametrize(
+    "endpoints, vnodes", [(["a:1", "b:2", "c:3", "d:4"], 4), (["x", "y", "z"], 8), (["p", "q"], 1)]
+)
+def test_consistent_hash_is_ketama_with_and_without_exclusions(endpoints, vnodes):
+    ring, reference = ketama(endpoints, vnodes)
+    lb = ConsistentHash(endpoints, vnodes=vnodes)
+    keys_ = covering_keys(ring)
+    foreign = frozenset({"other:1", "other:2", "other:3", "other:4"})
+    for size in range(len(endpoints) + 1):
+        for excluded in itertools.combinations(endpoints, size):
+            for exclude in (frozenset(excluded), frozenset(excluded) | foreign):
+                for key in keys_:
+                    assert lb.pick(key, exclude) == reference(key, exclude), (key, exclude)
+
+
+def test_consistent_hash_default_is_160_points_per_endpoint():
+    _, reference = ketama(EPS, 160)
+    lb = ConsistentHash(EPS)
+    assert all(lb.pick(k) == reference(k) for k in keys(300))
+    _, reference = ketama(EPS, 161)  # 41 digests
+    lb = ConsistentHash(EPS, vnodes=161)
+    assert all(lb.pick(k) == reference(k) for k in keys(300))
+    assert ConsistentHash(["only"], vnodes=0).pick("k") == "only"
+
+
+def test_consistent_hash_skip_table_points_to_the_next_other_owner():
+    for endpoints, vnodes in ((EPS, 160), (["a", "b"], 4), (["a", "b", "c", "d", "e"], 12)):
+        lb = ConsistentHash(endpoints, vnodes=vnodes)
+        owners, size = lb._owners, len(lb._owners)
+        for i in range(size):
+            j = next(j % size for j in range(i + 1, i + size) if owners[j % size] != owners[i])
+            assert lb._skip[i] == j, (i, endpoints)
+
+
+def test_consistent_hash_works_where_md5_is_for_non_security_use_only(monkeypatch):
+    """A FIPS build of OpenSSL refuses md5 unless it is declared not used for security."""
+
+    def fips_md5(data=b"", **kwargs):
+        if kwargs != {"usedforsecurity": False}:
+            raise ValueError("[digital envelope routines] unsupported")
+        return hashlib.md5(data, usedforsecurity=False)
+
+    monkeypatch.setattr(router, "_md5", fips_md5)
+    lb = ConsistentHash(EPS)
+    _, reference = ketama(EPS)
+    assert [lb.pick(k) for k in keys(50)] == [reference(k) for k in keys(50)]
