@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Mapping
@@ -874,26 +875,32 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 Position = tuple[int, int]  # (line, column), 1-based
 
 
-def _position(mark: Any) -> Position:
-    return (mark.line + 1, mark.column + 1)
+class _Lines:
+    """Line and column (1-based, in characters) of offsets into a config's text. Lines end at
+    LF, CRLF or CR, as editors count them. YAML's own marks also end lines at NEL, LS and PS
+    (U+0085, U+2028, U+2029), which may appear raw inside quoted keys and values: their line
+    numbers can pass the file's last line, so positions come from the marks' offsets."""
+
+    def __init__(self, text: str | bytes) -> None:
+        ends = re.compile(r"\r\n|\r|\n" if isinstance(text, str) else rb"\r\n|\r|\n")
+        self.starts = [0] + [match.end() for match in ends.finditer(text)]
+
+    def at(self, offset: int) -> Position:
+        line = bisect_right(self.starts, offset)
+        return (line, offset - self.starts[line - 1] + 1)
 
 
-def _offset_position(text: str | bytes, offset: int) -> Position:
-    newline = "\n" if isinstance(text, str) else b"\n"
-    return (text.count(newline, 0, offset) + 1, offset - (text.rfind(newline, 0, offset) + 1) + 1)
-
-
-def _yaml_error(exc: yaml.YAMLError, text: str) -> tuple[str, Position | None]:
+def _yaml_error(exc: yaml.YAMLError, lines: _Lines) -> tuple[str, Position | None]:
     if isinstance(exc, yaml.reader.ReaderError):
-        return f"unacceptable character #x{exc.character:04x}", _offset_position(text, exc.position)
+        return f"unacceptable character #x{exc.character:04x}", lines.at(exc.position)
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"{problem} ({context})" if context and problem != str(exc) else problem
-    return message, None if mark is None else _position(mark)
+    return message, None if mark is None else lines.at(mark.index)
 
 
-def _marks(root: Any) -> tuple[dict[str, Position], dict[str, Position]]:
+def _marks(root: Any, lines: _Lines) -> tuple[dict[str, Position], dict[str, Position]]:
     """Where each YAML path's value starts, and where each mapping key is written. A node
     reached again through an alias keeps its first path (no blow-up on alias bombs)."""
     values: dict[str, Position] = {}
@@ -904,7 +911,7 @@ def _marks(root: Any) -> tuple[dict[str, Position], dict[str, Position]]:
     visited: set[int] = set()
     while stack:
         loc, node = stack.pop()
-        values.setdefault(format_path(loc), _position(node.start_mark))
+        values.setdefault(format_path(loc), lines.at(node.start_mark.index))
         if id(node) in visited:
             continue
         visited.add(id(node))
@@ -912,7 +919,7 @@ def _marks(root: Any) -> tuple[dict[str, Position], dict[str, Position]]:
             for key_node, value_node in reversed(node.value):
                 if isinstance(key_node, yaml.ScalarNode):
                     key_loc = loc + (key_node.value,)
-                    keys.setdefault(format_path(key_loc), _position(key_node.start_mark))
+                    keys.setdefault(format_path(key_loc), lines.at(key_node.start_mark.index))
                     stack.append((key_loc, value_node))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((loc + (i,), item) for i, item in reversed(list(enumerate(node.value))))
@@ -1037,22 +1044,23 @@ def read_config(path: str | Path) -> Document:
         raise ConfigError(
             [("<yaml>", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})")],
             source,
-            [_offset_position(raw, exc.start)],
+            [_Lines(raw).at(exc.start)],
         ) from None
+    lines = _Lines(text)
     loader = None
     try:
         loader = _Loader(text)  # (its reader refuses unprintable characters at once)
         node = loader.get_single_node()
         data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
-        message, position = _yaml_error(exc, text)
+        message, position = _yaml_error(exc, lines)
         raise ConfigError([("<yaml>", message)], source, [position]) from None
     except RecursionError:
         raise ConfigError([("<yaml>", "nested too deeply")], source) from None
     finally:
         if loader is not None:
             loader.dispose()
-    values, keys = _marks(node)
+    values, keys = _marks(node, lines)
     return Document(data, path.resolve().parent, source, values, keys)
 
 
