@@ -1,0 +1,646 @@
+"""Upstream pools over real sockets on 127.0.0.1, on the virtual-clock loop where time matters:
+upstream request ids (wrap-around, ids in flight, a protocol's own id scheme), how many
+connections an endpoint gets and which requests ride on which, pingpong queuing, keepalives
+around requests in flight, what an upstream may send unasked (heartbeats, requests, garbage),
+quiet requests and barriers, the circuit breakers' metrics and the retry budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import pytest
+
+from protoc_x.runtime.api import Direction, StreamType
+from protoc_x.runtime.config import parse_config
+from protoc_x.runtime.network import FramedConnection
+from protoc_x.runtime.proxy import Proxy
+from protoc_x.samples import SAMPLES
+
+from .harness import PROTOCOLS, client, config, free_port, proxy_running, recorder
+from .test_proxy_behaviour import bolt_request, thrift_call
+from .test_virtual_time import Stamped, bolt_untimed, now, one_cluster, sleep_until
+from .virtual_clock import run_virtual
+
+BOLT, THRIFT, MEMCACHED = PROTOCOLS["bolt"], PROTOCOLS["thrift"], PROTOCOLS["memcached"]
+EPS = 1e-9
+
+
+@contextlib.asynccontextmanager
+async def proxy_with(data: dict, protocols: dict):
+    """proxy_running with other protocol objects than the loaded ones."""
+    proxy = Proxy(parse_config(data, Path(".")), protocols)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.drain(0.5)
+
+
+def metric(proxy, name: str, **labels) -> float | None:
+    return proxy.metrics.registry.get_sample_value(name, labels)
+
+
+def status(answer, proto=BOLT) -> int:
+    return proto.runtime_status(answer.get_status())
+
+
+def thrift_cluster(port: int, up: int, cluster=None) -> dict:
+    return config(
+        [{"name": "l", "address": f"127.0.0.1:{port}", "protocol": "thrift", "route_config": "r"}],
+        [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            {"match": {}, "route": {"cluster": "up"}}]}]}],
+        [{"name": "up", "endpoints": [f"127.0.0.1:{up}"], **(cluster or {})}],
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------ upstream request ids
+
+
+def test_upstream_ids_wrap_to_1_after_2_31_minus_1_and_skip_ids_still_in_flight():
+    """The per-connection counter runs 1, 2, ... 2**31 - 1, then 1 again (never 0, never a
+    negative int32), and an id whose request is still in flight there is skipped."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen = Stamped()
+        slow = {0: 100.0}  # the first request stays in flight for 100 s
+        async with (
+            recorder("bolt", up, seen, delay=lambda n: slow.get(n, 0.0)),
+            proxy_running(one_cluster(port, up, route={"timeout_ms": 1_000_000})) as proxy,
+        ):
+            c = await client("bolt", port)
+            first = c.send(bolt_untimed(501))
+            await asyncio.sleep(0.001)
+            (pool,) = proxy.clusters["up"].pools.values()
+            (conn,) = pool.conns
+            conn.next_id = 0x7FFFFFFD
+            for rid in (502, 503, 504, 505):
+                answer = await c.call(bolt_untimed(rid), timeout=50)
+                assert answer.get_request_id() == rid and status(answer) == 200
+            assert [f.get_request_id() for f in seen] == [1, 0x7FFFFFFE, 0x7FFFFFFF, 2, 3]
+            answer = await asyncio.wait_for(first, 200)
+            assert answer.get_request_id() == 501 and status(answer) == 200
+
+    run_virtual(scenario())
+
+
+class SpacedBolt(type(BOLT)):
+    """bolt with an id scheme of its own: the counter times 10, and 30 taken by nobody."""
+
+    def generate_request_id(self, counter: int) -> int:
+        return counter * 10
+
+
+def test_a_protocols_own_id_scheme_gives_the_upstream_ids_and_answers_keep_client_ids():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        protocols = {**PROTOCOLS, "bolt": SpacedBolt()}
+        slow = {0: 50.0}
+        async with (
+            recorder("bolt", up, seen, delay=lambda n: slow.get(n, 0.0)),
+            proxy_with(one_cluster(port, up, route={"timeout_ms": 1_000_000}), protocols) as proxy,
+        ):
+            c = await client("bolt", port)
+            first = c.send(bolt_untimed(7))
+            await asyncio.sleep(0.001)
+            for rid in (8, 9):
+                assert (await c.call(bolt_untimed(rid), timeout=20)).get_request_id() == rid
+            (pool,) = proxy.clusters["up"].pools.values()
+            (conn,) = pool.conns
+            conn.next_id = 0  # the scheme hands out 10 again: in flight, so 20
+            assert (await c.call(bolt_untimed(10), timeout=20)).get_request_id() == 10
+            assert [f.get_request_id() for f in seen] == [10, 20, 30, 20]
+            assert (await asyncio.wait_for(first, 100)).get_request_id() == 7
+
+    run_virtual(scenario())
+
+
+# ------------------------------------------------------------------- connections per endpoint
+
+
+class PerConnection(FramedConnection):
+    """A bolt/thrift upstream that answers at once and counts requests per connection."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, proto, counts: list):
+        super().__init__(proto)
+        self.index = len(counts)
+        counts.append(0)
+        self.counts = counts
+
+    def on_frame(self, frame, buf, start, length):
+        self.counts[self.index] += 1
+        if frame.get_stream_type() is StreamType.ONEWAY:
+            return
+        answer = self.proto.reply(frame) if frame.is_heartbeat() else None
+        answer = answer or self.proto.success_response(frame)
+        self.send(answer.encode())
+
+
+@contextlib.asynccontextmanager
+async def counting(protocol: str, port: int, counts: list):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: PerConnection(PROTOCOLS[protocol], counts), "127.0.0.1", port
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "max_connections, one_by_one, all_at_once",
+    [
+        # the default for a multiplex protocol: one connection carries everything
+        (None, [[k] for k in range(1, 13)], [[12], [24]]),
+        # up to 3: a new one is opened (the request that asked for it waits for it) while
+        # there are fewer, and requests go round robin over those that are up
+        (3, [[1, 0], [1, 0, 1], [2, 0, 1], [2, 1, 1], [2, 1, 2], [3, 1, 2], [3, 2, 2],
+             [3, 2, 3], [4, 2, 3], [4, 3, 3], [4, 3, 4], [5, 3, 4]],
+         [[12, 0], [18, 6, 0]]),
+    ],
+    ids=["default", "max-3"],
+)  # fmt: skip
+def test_multiplex_connections_per_endpoint_and_the_requests_each_carries(
+    max_connections, one_by_one, all_at_once
+):
+    """Requests per upstream connection after each request (one at a time), then after each
+    batch of twelve sent at once."""
+
+    async def scenario(sequential: bool):
+        up, port = free_port(), free_port()
+        counts: list = []
+        cluster = {"max_connections": max_connections} if max_connections else {}
+        async with counting("bolt", up, counts), proxy_running(one_cluster(port, up, cluster)):
+            c = await client("bolt", port)
+            after = []
+            if sequential:
+                for i in range(12):
+                    assert (await c.call(bolt_untimed(i + 1))).get_request_id() == i + 1
+                    after.append(list(counts))
+            else:
+                for batch in range(2):
+                    ids = [100 * batch + i for i in range(1, 13)]
+                    answers = await asyncio.wait_for(
+                        asyncio.gather(*[c.send(bolt_untimed(i)) for i in ids]), 60
+                    )
+                    assert [a.get_request_id() for a in answers] == ids
+                    after.append(list(counts))
+            return after
+
+    assert run_virtual(scenario(True)) == one_by_one
+    assert run_virtual(scenario(False)) == all_at_once
+
+
+@pytest.mark.parametrize("max_connections, expected", [(None, 5), (2, 2), (1, 1)])
+def test_pingpong_opens_a_connection_per_concurrent_request_up_to_max_connections(
+    max_connections, expected
+):
+    """Five clients call at once, three times each: a pingpong endpoint opens one connection
+    per request waiting (1024 by default), never more than max_connections; the others wait
+    for a free one, and a free one is reused rather than a new one opened."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        counts: list = []
+        cluster = {"max_connections": max_connections} if max_connections else {}
+        async with counting("thrift", up, counts), proxy_running(thrift_cluster(port, up, cluster)):
+            clients = [await client("thrift", port) for _ in range(5)]
+
+            async def calls(ci, c):
+                for k in range(3):
+                    text = b"c%d-%d" % (ci, k)
+                    answer = await c.call(thrift_call(k, text))
+                    assert answer.get_request_id() == k and text in bytes(answer.get_body())
+
+            await asyncio.wait_for(asyncio.gather(*(calls(i, c) for i, c in enumerate(clients))), 60)
+            assert len(counts) == expected and sum(counts) == 15
+            # now idle: five more, one at a time, reuse what is there
+            for k in range(5):
+                await clients[k].call(thrift_call(9, b"again"))
+            assert len(counts) == expected and sum(counts) == 20
+
+    run_virtual(scenario())
+
+
+def test_a_pingpong_oneway_frees_its_connection_at_once():
+    """thrift oneway: nothing comes back, so the connection serves the next call at once."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        counts: list = []
+        async with counting("thrift", up, counts), proxy_running(thrift_cluster(port, up)) as proxy:
+            c = await client("thrift", port)
+            await c.call(thrift_call(0, b"warm"))  # one connection, idle
+            for k in range(3):
+                oneway = thrift_call(k, b"fire")
+                oneway.type = 4  # ONEWAY
+                assert oneway.get_stream_type() is StreamType.ONEWAY
+                assert c.send(oneway) is None
+                answer = await c.call(thrift_call(k, b"call-%d" % k))
+                assert b"call-%d" % k in bytes(answer.get_body())
+            assert counts == [7]
+            assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 0
+
+    run_virtual(scenario())
+
+
+# ------------------------------------------------------------------------------- keepalives
+
+KEEPALIVE = {"keepalive": {"interval_ms": 15_000, "timeout_ms": 1_000, "failures": 2}}
+
+
+def test_no_keepalive_while_a_request_is_in_flight_and_the_next_counts_from_its_answer():
+    """A request in flight for 100 s: the ticks at 15, 30, ... 90 s send nothing (it has its
+    own timeout); its answer is read at 100 s, so the next heartbeat is at 115 s, and every
+    15 s from there."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen = Stamped()
+        slow = {0: 100.0}
+        async with (
+            recorder("bolt", up, seen, delay=lambda n: slow.get(n, 0.0)),
+            proxy_running(one_cluster(port, up, KEEPALIVE, route={"timeout_ms": 500_000})),
+        ):
+            c = await client("bolt", port)
+            t0 = now()
+            answer = await c.call(bolt_untimed(1), timeout=200)
+            assert status(answer) == 200 and now() - t0 == pytest.approx(100, abs=EPS)
+            await sleep_until(t0 + 160.5)
+            assert [round(t - t0, 6) for t in seen.heartbeats()] == [115.0, 130.0, 145.0, 160.0]
+
+    run_virtual(scenario())
+
+
+def test_a_protocol_without_a_heartbeat_gets_no_keepalive_and_keeps_its_connection():
+    """thrift has no heartbeat frame: an idle connection is left alone (500 s: 33 ticks)."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen = Stamped()
+        async with (
+            recorder("thrift", up, seen) as server,
+            proxy_running(thrift_cluster(port, up, KEEPALIVE)),
+        ):
+            c = await client("thrift", port)
+            await c.call(thrift_call(1, b"a"))
+            await asyncio.sleep(500)
+            assert len(seen) == 1 and not server.conns[0].closed
+            await c.call(thrift_call(2, b"b"))
+            assert len(seen) == 2 and len(server.conns) == 1
+
+    run_virtual(scenario())
+
+
+def test_a_keepalive_answered_late_still_counts_as_missed_and_two_misses_close():
+    """timeout 1 s, failures 2: a heartbeat answered 1.5 s late is a miss (its late answer
+    does not reset the count); the second miss closes the connection 1 s after its heartbeat,
+    and the next request opens a new one."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen = Stamped()
+        async with (
+            recorder("bolt", up, seen, delay=lambda n: 1.5 if n else 0.0) as server,
+            proxy_running(one_cluster(port, up, KEEPALIVE)) as proxy,
+        ):
+            c = await client("bolt", port)
+            await c.call(bolt_untimed(1))
+            t0 = now()
+            (pool,) = proxy.clusters["up"].pools.values()
+            (conn,) = pool.conns
+            assert metric(proxy, "protocx_upstream_connections", cluster="up",
+                          endpoint=f"127.0.0.1:{up}") == 1  # fmt: skip
+            await sleep_until(t0 + 15 + 1.2)  # the first heartbeat's answer is late
+            assert conn.keepalive_failures == 1 and not conn.closed
+            await sleep_until(t0 + 15 + 1.5 + 15 + 1 - 0.001)
+            assert not conn.closed
+            await sleep_until(t0 + 15 + 1.5 + 15 + 1)
+            assert conn.closed and pool.conns == []
+            assert [round(t - t0, 6) for t in seen.heartbeats()] == [15.0, 31.5]
+            assert metric(proxy, "protocx_upstream_connections", cluster="up",
+                          endpoint=f"127.0.0.1:{up}") == 0  # fmt: skip
+            answer = await c.call(bolt_untimed(2), timeout=20)
+            assert status(answer) == 200 and len(server.conns) == 2
+
+    run_virtual(scenario())
+
+
+# ------------------------------------------------------------- what an upstream sends unasked
+
+
+class Talkative(FramedConnection):
+    """A bolt upstream that, before answering the n-th request it sees (from 0, over all its
+    connections), sends the proxy what ``before(n)`` gives (bytes), and answers it only if
+    ``answer(n)``."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, before, answer, seen: list):
+        super().__init__(BOLT)
+        self.before = before
+        self.answer = answer
+        self.seen = seen
+
+    def on_frame(self, frame, buf, start, length):
+        self.seen.append(frame)
+        if frame.get_stream_type() is StreamType.RESPONSE:
+            return
+        n = sum(1 for f in self.seen if f.get_stream_type() is not StreamType.RESPONSE) - 1
+        extra = self.before(n)
+        if extra:
+            self.send(extra)
+        if self.answer(n):
+            self.send(BOLT.success_response(frame).encode())
+
+
+@contextlib.asynccontextmanager
+async def talkative(port: int, seen: list, before=lambda n: None, answer=lambda n: True):
+    loop = asyncio.get_running_loop()
+    conns: list = []
+
+    def factory():
+        conns.append(Talkative(before, answer, seen))
+        return conns[-1]
+
+    server = await loop.create_server(factory, "127.0.0.1", port)
+    try:
+        yield conns
+    finally:
+        server.close()
+
+
+def test_an_upstreams_heartbeat_is_answered_and_its_other_requests_are_dropped(caplog):
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        extra = {0: BOLT.trigger(4242).encode(), 1: bolt_request(77).encode()}
+        async with (
+            talkative(up, seen, before=extra.get) as conns,
+            proxy_running(one_cluster(port, up)),
+        ):
+            c = await client("bolt", port)
+            for rid in (10, 11, 12):
+                answer = await c.call(bolt_untimed(rid))
+                assert answer.get_request_id() == rid and status(answer) == 200
+            replies = [f for f in seen if f.get_stream_type() is StreamType.RESPONSE]
+            assert len(replies) == 1 and replies[0].is_heartbeat()
+            assert replies[0].get_request_id() == 4242
+            assert len(seen) == 4 and len(conns) == 1 and not conns[0].closed
+
+    caplog.set_level(logging.WARNING, "protoc_x")
+    run_virtual(scenario())
+    dropped = [r.getMessage() for r in caplog.records if "request frame" in r.getMessage()]
+    assert len(dropped) == 1 and dropped[0].endswith(" sent a request frame; dropped")
+
+
+def test_undecodable_bytes_from_an_upstream_fail_its_requests_with_502_and_close_it():
+    """Garbage instead of an answer: every request in flight on that connection gets 502,
+    the connection is closed (its gauge goes to 0), and the next request opens a new one."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        garbage = {2: b"\xff" * 64}
+        async with (
+            talkative(up, seen, before=garbage.get, answer=lambda n: n > 2) as conns,
+            proxy_running(one_cluster(port, up)) as proxy,
+        ):  # fmt: skip
+            c = await client("bolt", port)
+            futures = [c.send(bolt_untimed(rid)) for rid in (1, 2, 3)]
+            answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
+            assert [(a.get_request_id(), status(a)) for a in answers] == [
+                (1, 502), (2, 502), (3, 502)
+            ]
+            await asyncio.sleep(0.01)
+            assert conns[0].closed
+            endpoint = f"127.0.0.1:{up}"
+            assert metric(proxy, "protocx_upstream_connections", cluster="up",
+                          endpoint=endpoint) == 0  # fmt: skip
+            assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 0
+            answer = await c.call(bolt_untimed(4))
+            assert status(answer) == 200 and len(conns) == 2
+            assert metric(proxy, "protocx_upstream_connections", cluster="up",
+                          endpoint=endpoint) == 1  # fmt: skip
+
+    run_virtual(scenario())
+
+
+# ------------------------------------------------------------------ quiet requests, barriers
+
+GET, GETK, GETKQ, NOOP, SET, SETQ = 0x00, 0x0C, 0x0D, 0x0A, 0x01, 0x11
+
+
+def mc(opcode: int, key: bytes = b"", opaque: int = 0, value: bytes = b""):
+    frame = MEMCACHED.decode(
+        next(s.data for s in SAMPLES if s.protocol == "memcached" and s.name == "GET foo")
+    )
+    frame.opcode = opcode
+    frame.key = key
+    frame.value = value
+    frame.opaque = opaque
+    return frame
+
+
+class FakeMemcached(FramedConnection):
+    """memcached's binary protocol as far as these tests go: a quiet get of a missing key and
+    a quiet set say nothing; ``close_on`` (a key) closes the connection instead of answering."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, store: dict, seen: list, close_on=None):
+        super().__init__(MEMCACHED)
+        self.store = store
+        self.seen = seen
+        self.close_on = close_on
+
+    def on_frame(self, frame, buf, start, length):
+        op, key = frame.opcode, bytes(frame.key)
+        self.seen.append((op, key))
+        if key == self.close_on:
+            self.abort()
+            return
+        if op == NOOP:
+            self.send(MEMCACHED.reply(frame).encode())
+            return
+        if op in (SET, SETQ):
+            self.store[key] = bytes(frame.value)
+            if op == SETQ:
+                return
+            answer = MEMCACHED.success_response(frame)
+            answer.value = b""
+        elif key in self.store:
+            answer = MEMCACHED.success_response(frame)
+            answer.value = self.store[key]
+        elif op == GETKQ:
+            return
+        else:
+            answer = MEMCACHED.hijack(frame, 404)
+        self.send(answer.encode())
+
+
+@contextlib.asynccontextmanager
+async def fake_memcached(port: int, store: dict, seen: list, **kw):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FakeMemcached(store, seen, **kw), "127.0.0.1", port)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class RawClient:
+    """Bytes out, response frames in: a memcached client that expects nothing for a quiet
+    request (the codec client would wait for an answer to each)."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+        self.buf = b""
+
+    @classmethod
+    async def connect(cls, port: int) -> "RawClient":
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    def send(self, *frames) -> None:
+        self.writer.write(b"".join(f.encode() for f in frames))
+
+    async def frames(self, count: int, timeout: float = 100) -> list:
+        """The next ``count`` answers, as (opcode, opaque, status, key, value)."""
+        out = []
+        while len(out) < count:
+            frame = MEMCACHED.decode(self.buf, 0, Direction.RESPONSE) if self.buf else None
+            if frame is None:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                assert data, "connection closed"
+                self.buf += data
+                continue
+            self.buf = self.buf[frame.length :]
+            out.append((frame.opcode, frame.opaque, frame.status, bytes(frame.key),
+                        bytes(frame.value)))  # fmt: skip
+        return out
+
+    async def nothing_more(self, seconds: float = 5) -> bool:
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), seconds)
+        except asyncio.TimeoutError:
+            return not self.buf
+        return False if data else not self.buf
+
+
+def mc_cluster(port: int, ups: list, cluster=None) -> dict:
+    return config(
+        [{"name": "l", "address": f"127.0.0.1:{port}", "protocol": "memcached", "route_config": "r"}],
+        [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            {"match": {}, "route": {"cluster": "up"}}]}]}],
+        [{"name": "up", "endpoints": [f"127.0.0.1:{p}" for p in ups], "request_timeout_ms": 30_000,
+          **(cluster or {})}],
+    )  # fmt: skip
+
+
+def test_quiet_gets_complete_silently_before_a_later_answer_on_one_connection():
+    """A miss of a quiet get says nothing; the answer to a later request on the same
+    connection tells the proxy it is complete. The client gets the hits, in order, at once."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        store = {b"b": b"B", b"c": b"C"}
+        async with fake_memcached(up, store, seen), proxy_running(mc_cluster(port, [up])) as proxy:
+            c = await RawClient.connect(port)
+            t0 = now()
+            c.send(mc(GETKQ, b"a", 1), mc(GETKQ, b"b", 2), mc(GETKQ, b"x", 3), mc(GETK, b"c", 4))
+            assert await c.frames(2) == [(GETKQ, 2, 0, b"b", b"B"), (GETK, 4, 0, b"c", b"C")]
+            assert now() == t0
+            assert seen == [(GETKQ, b"a"), (GETKQ, b"b"), (GETKQ, b"x"), (GETK, b"c")]
+            assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 0
+            # a NOOP after quiet requests is their barrier: it goes upstream, and is answered
+            c.send(mc(GETKQ, b"y", 5), mc(NOOP, b"", 6))
+            assert await c.frames(1) == [(NOOP, 6, 0, b"", b"")]
+            assert seen[4:] == [(GETKQ, b"y"), (NOOP, b"")] and now() == t0
+            # with nothing quiet pending, the proxy answers a NOOP itself
+            c.send(mc(NOOP, b"", 7))
+            assert await c.frames(1) == [(NOOP, 7, 0, b"", b"")]
+            assert len(seen) == 6
+            assert await c.nothing_more()
+
+    run_virtual(scenario())
+
+
+def test_a_quiet_request_nobody_answers_completes_silently_at_its_timeout():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with fake_memcached(up, {b"k": b"V"}, seen), proxy_running(mc_cluster(port, [up])):
+            c = await RawClient.connect(port)
+            c.send(mc(GETKQ, b"miss", 1))
+            assert await c.nothing_more(40)  # past its 30 s: no answer, no error
+            c.send(mc(GETK, b"k", 2))
+            assert await c.frames(1) == [(GETK, 2, 0, b"k", b"V")]
+            assert seen == [(GETKQ, b"miss"), (GETK, b"k")]
+
+    run_virtual(scenario())
+
+
+def test_an_upstream_closing_completes_quiet_requests_silently_and_fails_the_others():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with (
+            fake_memcached(up, {}, seen, close_on=b"boom"),
+            proxy_running(mc_cluster(port, [up])),
+        ):
+            c = await RawClient.connect(port)
+            t0 = now()
+            c.send(mc(SETQ, b"q", 1, b"v"), mc(GETK, b"boom", 2))
+            ((op, opaque, code, _, _),) = await c.frames(1)
+            assert (op, opaque) == (GETK, 2) and MEMCACHED.runtime_status(code) == 502
+            assert now() == t0 and await c.nothing_more()
+            c.send(mc(GETK, b"q", 3))  # a new connection: the quiet set was done
+            assert await c.frames(1) == [(GETK, 3, 0, b"q", b"v")]
+
+    run_virtual(scenario())
+
+
+def test_a_quiet_request_on_another_endpoint_gets_a_barrier_there():
+    """hash:key over two endpoints: quiet gets on A, then a get on B. B's answer may not
+    reach the client before A's quiet ones are known complete, so the proxy sends A a NOOP
+    of its own right after the get went to B; A's answer to it completes them (nothing of
+    it reaches the client) and the client has its answers at once, in order."""
+    from protoc_x.runtime.router import ConsistentHash
+
+    async def scenario():
+        a, b, port = free_port(), free_port(), free_port()
+        eps = [f"127.0.0.1:{a}", f"127.0.0.1:{b}"]
+        ring = ConsistentHash(eps)
+        on_a = [k for k in (b"k%d" % i for i in range(200)) if ring.pick(k.decode()) == eps[0]]
+        on_b = [k for k in (b"k%d" % i for i in range(200)) if ring.pick(k.decode()) == eps[1]]
+        seen_a, seen_b = [], []
+        store = {on_a[1]: b"A1", on_b[0]: b"B0"}
+        async with (
+            fake_memcached(a, store, seen_a),
+            fake_memcached(b, store, seen_b),
+            proxy_running(mc_cluster(port, [a, b], {"lb_policy": "hash:key"})),
+        ):
+            c = await RawClient.connect(port)
+            t0 = now()
+            c.send(mc(GETKQ, on_a[0], 1), mc(GETKQ, on_a[1], 2), mc(GETK, on_b[0], 3))
+            assert await c.frames(2) == [
+                (GETKQ, 2, 0, on_a[1], b"A1"), (GETK, 3, 0, on_b[0], b"B0")
+            ]
+            assert now() == t0
+            assert seen_a == [(GETKQ, on_a[0]), (GETKQ, on_a[1]), (NOOP, b"")]
+            assert seen_b == [(GETK, on_b[0])]
+            # nothing quiet pending any more: the next get on B needs no barrier
+            c.send(mc(GETK, on_b[0], 4))
+            assert await c.frames(1) == [(GETK, 4, 0, on_b[0], b"B0")]
+            assert len(seen_a) == 3 and len(seen_b) == 2
+            assert await c.nothing_more()
+
+    run_virtual(scenario())
