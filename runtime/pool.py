@@ -437,7 +437,7 @@ class Cluster:
         self.metrics = metrics
         budget = config.retry_budget
         self.retry_percent = budget.percent if budget is not None else 20.0
-        self.retrying = 0
+        self.retrying: set[Stream] = set()  # retried requests not yet answered
         self.config = config
         self.proto_for = proto_for  # protocol name → XProtocol
         self.connect_timeout = config.connect_timeout_ms / 1000
@@ -517,18 +517,18 @@ class Cluster:
         pool.send(stream)
 
     def may_retry(self) -> bool:
-        """Envoy's retry budget: retries in progress stay under a share of active requests
-        (at least 3 at a time)."""
-        return self.retrying < max(3, self.active * self.retry_percent / 100)
+        """Envoy's retry budget: retries in progress (retried requests not answered yet) stay
+        under a share of active requests (at least 3 at a time)."""
+        retrying = self.retrying
+        for stream in [s for s in retrying if s.done]:
+            retrying.discard(stream)
+        return len(retrying) < max(3, self.active * self.retry_percent / 100)
 
     def retry(self, stream: Stream) -> None:
         if self.metrics is not None:
             self.metrics.retried(self.name)
-        self.retrying += 1
-        try:
-            self.dispatch(stream)
-        finally:
-            self.retrying -= 1
+        self.retrying.add(stream)
+        self.dispatch(stream)
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -644,3 +644,69 @@ def test_a_quiet_request_on_another_endpoint_gets_a_barrier_there():
             assert await c.nothing_more()
 
     run_virtual(scenario())
+
+
+# ------------------------------------------------------- retries, breakers, balancing, counts
+
+
+def two_endpoints(port: int, dead: int, good: int, cluster=None, route=None) -> dict:
+    """bolt, hash:x-key over a dead endpoint and a good one."""
+    return config(
+        [{"name": "l", "address": f"127.0.0.1:{port}", "protocol": "bolt", "route_config": "r"}],
+        [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            {"match": {}, "route": {"cluster": "up", "timeout_ms": 60_000, **(route or {})}}]}]}],
+        [{"name": "up", "endpoints": [f"127.0.0.1:{dead}", f"127.0.0.1:{good}"],
+          "lb_policy": "hash:x-key", **(cluster or {})}],
+    )  # fmt: skip
+
+
+def keyed(rid: int, key: str):
+    frame = bolt_request(rid, **{"x-key": key})
+    frame.timeout = 0  # the route's timeout applies
+    return frame
+
+
+def key_on(port: int, endpoints: list[str]) -> str:
+    from protoc_x.runtime.router import ConsistentHash
+
+    ring = ConsistentHash(endpoints)
+    return next(f"k{i}" for i in range(1000) if ring.pick(f"k{i}") == f"127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("percent, retried", [(None, 3), (20.0, 3), (50.0, 5), (70.0, 7)])
+def test_the_retry_budget_bounds_retries_in_progress(percent, retried):
+    """Ten requests at once to a refused endpoint, each allowed a retry: retries in progress
+    (retried, not answered yet: the good endpoint answers after 10 s) stay under percent of the
+    ten active requests, at least 3; the others get 502 at once. Once the retries are answered
+    the budget is free again."""
+
+    async def scenario():
+        dead, good, port = free_port(), free_port(), free_port()
+        eps = [f"127.0.0.1:{dead}", f"127.0.0.1:{good}"]
+        key = key_on(dead, eps)
+        cluster = {"retry_budget": {"percent": percent}} if percent else {}
+        seen: list = []
+        async with (
+            recorder("bolt", good, seen, delay=10.0),
+            proxy_running(two_endpoints(port, dead, good, cluster, {"retries": 1})) as proxy,
+        ):
+            c = await client("bolt", port)
+            for batch in range(2):
+                t0 = now()
+                futures = [c.send(keyed(100 * batch + i, key)) for i in range(10)]
+                answered = {}
+                for i, fut in enumerate(futures):
+                    fut.add_done_callback(lambda f, i=i: answered.setdefault(i, now() - t0))
+                answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
+                codes = [status(a) for a in answers]
+                assert codes == [200] * retried + [502] * (10 - retried), codes
+                assert [round(answered[i], 6) for i in range(10)] == [10.0] * retried + [
+                    0.0
+                ] * (10 - retried)
+                assert len(seen) == retried * (batch + 1)
+                assert metric(proxy, "protocx_retries_total", cluster="up") == retried * (
+                    batch + 1
+                )
+                await asyncio.sleep(2)  # the dead endpoint's time out of rotation is over
+
+    run_virtual(scenario())
