@@ -710,3 +710,106 @@ def test_the_retry_budget_bounds_retries_in_progress(percent, retried):
                 await asyncio.sleep(2)  # the dead endpoint's time out of rotation is over
 
     run_virtual(scenario())
+
+
+@pytest.mark.parametrize("breaker", ["max_requests", "max_pending_requests"])
+def test_circuit_breakers_refuse_over_their_limit_with_503_and_count_it(breaker):
+    """Four requests at once, a breaker of 2: two go through, two get 503 at once, counted as
+    that breaker's overflow. max_requests counts requests in flight upstream (the upstream
+    answers after 10 s); max_pending_requests those waiting for the first connection."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        cluster = {"circuit_breakers": {breaker: 2}, "request_timeout_ms": 60_000}
+        async with (
+            recorder("bolt", up, seen, delay=10.0),
+            proxy_running(one_cluster(port, up, cluster)) as proxy,
+        ):
+            c = await client("bolt", port)
+            t0 = now()
+            futures = [c.send(bolt_untimed(i)) for i in range(1, 5)]
+            done = {}
+            for i, fut in enumerate(futures):
+                fut.add_done_callback(lambda f, i=i: done.setdefault(i, now() - t0))
+            await asyncio.sleep(1)
+            assert sorted(done) == [2, 3] and set(done.values()) == {0.0}
+            assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 2
+            assert metric(proxy, "protocx_pool_pending_requests", cluster="up") == 0
+            answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
+            assert [status(a) for a in answers] == [200, 200, 503, 503]
+            assert b"503 circuit breaker open" in bytes(answers[2].get_body())
+            assert len(seen) == 2
+            other = ({"max_requests", "max_pending_requests"} - {breaker}).pop()
+            assert metric(proxy, "protocx_circuit_breaker_overflow_total", cluster="up",
+                          breaker=breaker) == 2  # fmt: skip
+            assert metric(proxy, "protocx_circuit_breaker_overflow_total", cluster="up",
+                          breaker=other) is None  # fmt: skip
+            assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 0
+            # the breaker lets requests through again
+            assert status(await c.call(bolt_untimed(9), timeout=20)) == 200
+
+    run_virtual(scenario())
+
+
+def test_pending_requests_are_counted_while_the_first_connection_is_made():
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, []), proxy_running(one_cluster(port, up)) as proxy:
+            c = await client("bolt", port)
+            futures = [c.send(bolt_untimed(i)) for i in range(1, 4)]
+            cluster = proxy.clusters["up"]
+            while metric(proxy, "protocx_pool_active_requests", cluster="up") < 3:
+                await asyncio.sleep(0)  # until the proxy has read them (in one read)
+            counts = (cluster.pending, metric(proxy, "protocx_pool_pending_requests", cluster="up"))
+            await asyncio.wait_for(asyncio.gather(*futures), 20)
+            assert counts == (3, 3)
+            assert metric(proxy, "protocx_pool_pending_requests", cluster="up") == 0
+
+    run_virtual(scenario())
+
+
+def test_oneway_requests_are_not_counted_as_active():
+    """max_requests 1: oneways (never answered) do not hold the breaker's only place."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        cluster = {"circuit_breakers": {"max_requests": 1}}
+        async with recorder("bolt", up, seen), proxy_running(one_cluster(port, up, cluster)) as p:
+            c = await client("bolt", port)
+            await c.call(bolt_untimed(1))
+            for i in range(3):
+                oneway = bolt_untimed(10 + i)
+                oneway.kind = 2
+                assert c.send(oneway) is None
+            await asyncio.sleep(1)
+            assert len(seen) == 4
+            assert metric(p, "protocx_pool_active_requests", cluster="up") == 0
+            assert status(await c.call(bolt_untimed(2))) == 200 and len(seen) == 5
+
+    run_virtual(scenario())
+
+
+def test_least_request_sends_to_the_endpoint_with_fewer_requests_in_flight():
+    async def scenario():
+        a, b, port = free_port(), free_port(), free_port()
+        cfg = one_cluster(port, a, {"lb_policy": "least_request", "request_timeout_ms": 60_000})
+        cfg["clusters"][0]["endpoints"].append(f"127.0.0.1:{b}")
+        seen_a, seen_b = [], []
+        async with (
+            recorder("bolt", a, seen_a, delay=10.0),
+            recorder("bolt", b, seen_b),
+            proxy_running(cfg),
+        ):
+            c = await client("bolt", port)
+            slow = c.send(bolt_untimed(1))  # to a (ties go round robin, from the first)
+            for i in range(2, 6):
+                assert status(await c.call(bolt_untimed(i))) == 200
+            assert (len(seen_a), len(seen_b)) == (1, 4)
+            assert status(await asyncio.wait_for(slow, 20)) == 200
+            for i in range(6, 10):  # both idle again: round robin (a answers in 10 s)
+                assert status(await c.call(bolt_untimed(i), timeout=30)) == 200
+            assert (len(seen_a), len(seen_b)) == (3, 6)
+
+    run_virtual(scenario())
