@@ -455,11 +455,18 @@ class FakeMemcached(FramedConnection):
 
     direction = Direction.REQUEST
 
-    def __init__(self, store: dict, seen: list, close_on=None):
+    def __init__(self, store: dict, seen: list, close_on=None, delay=0.0):
         super().__init__(MEMCACHED)
         self.store = store
         self.seen = seen
         self.close_on = close_on
+        self.delay = delay  # seconds before each answer
+
+    def send(self, data) -> None:
+        if self.delay:
+            self.loop.call_later(self.delay, super().send, data)
+        else:
+            super().send(data)
 
     def on_frame(self, frame, buf, start, length):
         op, key = frame.opcode, bytes(frame.key)

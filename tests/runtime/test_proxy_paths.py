@@ -1,0 +1,313 @@
+"""The downstream side of the proxy over real sockets on 127.0.0.1 (on the virtual-clock loop):
+protocol detection, what a client may send that is no request, local heartbeats in answer
+order, the protocol's error answers (400, 404, 502, 503, 504) with their codes in the access log
+and metrics, a protocol without error answers, the draining of connections, and listeners'
+sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import struct
+
+import pytest
+
+from protoc_x.runtime.api import Direction
+from protoc_x.runtime.config import parse_config
+from protoc_x.runtime.proxy import Proxy
+
+from .harness import PROTOCOLS, client, config, free_port, proxy_running, recorder
+from .test_pool import GETK, NOOP, RawClient, fake_memcached, mc, mc_cluster, metric, status
+from .test_proxy_behaviour import bolt_request
+from .test_virtual_time import bolt_untimed, now, one_cluster
+from .virtual_clock import run_virtual
+
+BOLT, DUBBO, KAFKA = PROTOCOLS["bolt"], PROTOCOLS["dubbo"], PROTOCOLS["kafka"]
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), seconds) == b""
+    except (asyncio.TimeoutError, ConnectionError):
+        return False
+
+
+# ------------------------------------------------------------------------------- detection
+
+
+def test_detection_waits_for_64_bytes_then_closes_and_bytes_no_protocol_can_start_close(caplog):
+    """A listener of bolt and dubbo: 64 bytes that could still start a frame of one of them
+    are waited on; a 65th that decides nothing closes the connection; a first byte neither
+    protocol starts with closes it at once, naming them."""
+    caplog.set_level(logging.WARNING, "protoc_x")
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, []), proxy_running(one_cluster(port, up)):
+            # dubbo's magic is 0xdabb: one byte of it could still be either
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"\xda")
+            assert not await closed_within(r, 60)
+            w.close()
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"\x00" * 8)
+            assert await closed_within(r, 1)
+            c = await client("bolt", port)  # a bolt client is still served
+            assert status(await c.call(bolt_untimed(1))) == 200
+
+    run_virtual(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.endswith("first bytes 0000000000000000 match none of: bolt, dubbo")
+               for m in messages), messages  # fmt: skip
+
+
+def test_a_client_sending_an_answer_frame_has_it_dropped_and_is_still_served(caplog):
+    caplog.set_level(logging.WARNING, "protoc_x")
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with recorder("bolt", up, seen), proxy_running(one_cluster(port, up)):
+            c = await client("bolt", port)
+            c.conn.send(BOLT.success_response(bolt_request(5)).encode())
+            answer = await c.call(bolt_untimed(6))
+            assert answer.get_request_id() == 6 and status(answer) == 200
+            assert len(seen) == 1 and not c.conn.closed
+
+    run_virtual(scenario())
+    assert "l: a client sent a response frame; dropped" in [r.getMessage() for r in caplog.records]
+
+
+# ---------------------------------------------------------------------------- error answers
+
+
+def dubbo_with_body(rid: int, body: bytes):
+    return DUBBO.decode(bytes.fromhex("dabbc200") + struct.pack(">QI", rid, len(body)) + body)
+
+
+def test_error_answers_carry_the_protocols_codes_into_the_access_log_and_metrics(tmp_path):
+    """One connection, one request of each kind of failure: a body the proxy cannot read
+    (400), no route (404), a refused endpoint (502), then none left (503), no answer in time
+    (504); each answered with the protocol's own status and the client's id, each logged with
+    its runtime code, the protocol's status and the endpoint it went to."""
+    log_path = tmp_path / "access.jsonl"
+
+    async def scenario():
+        up, dead, port = free_port(), free_port(), free_port()
+        cfg = config(
+            [{"name": "edge", "address": f"127.0.0.1:{port}", "protocol": ["dubbo"],
+              "route_config": "r", "access_log": {"path": str(log_path), "format": "json"}}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {"path": "/dead"}, "route": {"cluster": "dead"}},
+                {"match": {"path": "/slow"}, "route": {"cluster": "slow", "timeout_ms": 2_000}},
+                {"match": {"path": "/ok"}, "route": {"cluster": "slow"}}]}]}],
+            [{"name": "dead", "endpoints": [f"127.0.0.1:{dead}"]},
+             {"name": "slow", "endpoints": [f"127.0.0.1:{up}"]}],
+        )  # fmt: skip
+        from .test_governance import dubbo_request
+
+        def named(rid, method):
+            frame = dubbo_request(rid)
+            frame.method_name = method
+            frame.set_header("timeout", "0")
+            return frame
+
+        async with (
+            recorder("dubbo", up, [], delay=lambda n: 5.0 if n == 0 else 0.0),
+            proxy_running(cfg) as proxy,
+        ):
+            c = await client("dubbo", port)
+            frames = [
+                dubbo_with_body(1, b"\x05hello\xff\xff"),
+                named(2, "nowhere"),
+                named(3, "dead"),
+                named(4, "dead"),
+                named(5, "slow"),
+                named(6, "ok"),
+            ]
+            answers = []
+            for frame in frames:
+                answers.append(await c.call(frame, timeout=30))
+            assert [a.get_request_id() for a in answers] == [1, 2, 3, 4, 5, 6]
+            assert [a.get_status() for a in answers] == [
+                DUBBO.map_status(code) for code in (400, 404, 502, 503, 504, 200)
+            ]
+            return proxy.metrics.answered()
+
+    assert run_virtual(scenario()) == {400: 1, 404: 1, 502: 1, 503: 1, 504: 1, 200: 1}
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [x["code"] for x in lines] == [400, 404, 502, 503, 504, 200]
+    assert [x["status"] for x in lines] == [DUBBO.map_status(c) for c in (400, 404, 502, 503, 504, 200)]
+    assert [x["cluster"] for x in lines] == [None, None, "dead", "dead", "slow", "slow"]
+    assert [x["upstream"] is None for x in lines] == [True, True, False, True, False, False]
+    assert [x["method"] for x in lines] == [None, "nowhere", "dead", "dead", "slow", "ok"]
+
+
+def kafka_request() -> bytes:
+    from protoc_x.samples import SAMPLES
+
+    return next(s.data for s in SAMPLES if s.protocol == "kafka" and s.direction == "request")
+
+
+def test_a_protocol_without_error_answers_closes_the_connection_on_an_error(tmp_path):
+    """kafka has no error answer: a request that cannot be served closes its connection (its
+    clients reconnect), and is logged with its code and no protocol status."""
+    log_path = tmp_path / "access.jsonl"
+
+    async def scenario():
+        dead, port = free_port(), free_port()
+        cfg = config(
+            [{"name": "k", "address": f"127.0.0.1:{port}", "protocol": "kafka", "route_config": "r",
+              "access_log": {"path": str(log_path), "format": "json"}}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {}, "route": {"cluster": "dead"}}]}]}],
+            [{"name": "dead", "endpoints": [f"127.0.0.1:{dead}"]}],
+        )  # fmt: skip
+        async with proxy_running(cfg):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(kafka_request())
+            assert await closed_within(r, 5)
+
+    run_virtual(scenario())
+    (line,) = [json.loads(x) for x in log_path.read_text().splitlines()]
+    assert (line["code"], line["status"], line["cluster"]) == (502, None, "dead")
+
+
+def test_a_local_heartbeat_answer_keeps_its_place_in_an_ordered_protocols_answers():
+    """memcached answers in request order: a NOOP the proxy answers itself waits for the get
+    before it (answered upstream after 3 s), and leaves right after it."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with (
+            fake_memcached(up, {b"k": b"V"}, seen, delay=3.0),
+            proxy_running(mc_cluster(port, [up])),
+        ):
+            c = await RawClient.connect(port)
+            t0 = now()
+            c.send(mc(GETK, b"k", 1), mc(NOOP, b"", 2))
+            assert await c.frames(2) == [(GETK, 1, 0, b"k", b"V"), (NOOP, 2, 0, b"", b"")]
+            assert now() - t0 == pytest.approx(3.0)
+            assert seen == [(GETK, b"k")]
+
+    run_virtual(scenario())
+
+
+# ----------------------------------------------------------------------------------- drain
+
+
+def test_drain_answers_what_is_in_flight_then_closes_and_accepts_nobody():
+    """drain(30): the listener stops accepting; an idle client is closed at once; a client
+    with a request in flight (answered upstream after 5 s) gets its answer, then is closed;
+    drain returns once every connection is closed."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, [], delay=5.0):
+            proxy = Proxy(parse_config(one_cluster(port, up), "."), PROTOCOLS)
+            await proxy.start()
+            busy, idle = await client("bolt", port), await client("bolt", port)
+            fut = busy.send(bolt_untimed(1))
+            await asyncio.sleep(1)
+            t0 = now()
+            drained = asyncio.ensure_future(proxy.drain(30))
+            await asyncio.wait_for(asyncio.shield(idle.conn.lost), 0.1)
+            assert now() == t0
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", port)
+            answer = await asyncio.wait_for(fut, 10)
+            assert status(answer) == 200 and now() - t0 == pytest.approx(4.0)
+            await asyncio.wait_for(asyncio.shield(busy.conn.lost), 0.1)
+            await drained
+            assert 4.0 <= now() - t0 <= 4.05
+
+    run_virtual(scenario())
+
+
+def test_drain_gives_up_on_requests_still_in_flight_at_its_timeout():
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, [], answer=False):
+            proxy = Proxy(parse_config(one_cluster(port, up), "."), PROTOCOLS)
+            await proxy.start()
+            c = await client("bolt", port)
+            fut = c.send(bolt_untimed(1))
+            await asyncio.sleep(1)
+            t0 = now()
+            await proxy.drain(3)
+            assert 3.0 <= now() - t0 <= 3.05
+            await asyncio.wait_for(asyncio.shield(c.conn.lost), 1)
+            with pytest.raises(ConnectionError):
+                await fut
+
+    run_virtual(scenario())
+
+
+# ------------------------------------------------------------------------------- listeners
+
+
+def test_listener_sockets_share_the_port_only_with_several_workers_and_ipv6_is_v6_only():
+    port, port6 = free_port(), free_port()
+    cfg = one_cluster(port, 1)
+    cfg["listeners"].append(dict(cfg["listeners"][0], name="six", address=f"[::1]:{port6}"))
+    for workers, reuseport in ((1, 0), (2, 1)):
+        proxy = Proxy(parse_config(cfg, "."), PROTOCOLS, worker=0, workers=workers)
+        four, six = (listener.bind() for listener in proxy.listeners)
+        try:
+            assert [s.family for s in four] == [socket.AF_INET]
+            assert [s.family for s in six] == [socket.AF_INET6]
+            for s in four + six:
+                assert bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)) == reuseport
+                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+            assert six[0].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+            assert four[0].getsockname() == ("127.0.0.1", port)
+        finally:
+            for s in four + six:
+                s.close()
+
+
+def test_a_taken_address_fails_start_naming_the_listener_and_leaves_no_socket_bound():
+    async def scenario():
+        first, taken = free_port(), free_port()
+        cfg = one_cluster(first, 1)
+        cfg["listeners"].append(dict(cfg["listeners"][0], name="two",
+                                     address=f"127.0.0.1:{taken}"))  # fmt: skip
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", taken))
+            holder.listen()
+            proxy = Proxy(parse_config(cfg, "."), PROTOCOLS)
+            with pytest.raises(OSError) as info:
+                await proxy.start()
+        assert str(info.value).startswith(
+            f"[Errno 98] listeners[1].address: cannot listen on 127.0.0.1:{taken}: "
+        )
+        assert info.value.errno == 98
+        with socket.socket() as again:  # the first listener's socket was closed
+            again.bind(("127.0.0.1", first))
+
+    run_virtual(scenario())
+
+
+def test_a_rate_limit_is_shared_by_the_workers():
+    """burst 4 over two workers: each worker lets 2 through."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        limit = {"name": "local_rate_limit", "config": {"tokens_per_second": 0.001, "burst": 4}}
+        cfg = one_cluster(port, up, listener={"stream_filters": [limit]})
+        seen: list = []
+        async with recorder("bolt", up, seen):
+            proxy = Proxy(parse_config(cfg, "."), PROTOCOLS, worker=1, workers=2)
+            await proxy.start()
+            try:
+                c = await client("bolt", port)
+                codes = [(await c.call(bolt_untimed(i))).get_status() for i in range(1, 5)]
+            finally:
+                await proxy.drain(0.5)
+            assert codes == [BOLT.map_status(200)] * 2 + [BOLT.map_status(429)] * 2
+            assert len(seen) == 2
+
+    run_virtual(scenario())
