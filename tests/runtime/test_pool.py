@@ -28,6 +28,15 @@ BOLT, THRIFT, MEMCACHED = PROTOCOLS["bolt"], PROTOCOLS["thrift"], PROTOCOLS["mem
 EPS = 1e-9
 
 
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog):
+    """An exception in a callback (a protocol's, a timer's) is only logged by asyncio: none may
+    be."""
+    yield
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
 @contextlib.asynccontextmanager
 async def proxy_with(data: dict, protocols: dict):
     """proxy_running with other protocol objects than the loaded ones."""

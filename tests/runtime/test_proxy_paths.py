@@ -27,6 +27,15 @@ from .virtual_clock import run_virtual
 BOLT, DUBBO, KAFKA = PROTOCOLS["bolt"], PROTOCOLS["dubbo"], PROTOCOLS["kafka"]
 
 
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog):
+    """An exception in a callback (a protocol's, a timer's) is only logged by asyncio: none may
+    be."""
+    yield
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), seconds) == b""
@@ -249,11 +258,14 @@ def test_drain_gives_up_on_requests_still_in_flight_at_its_timeout():
 # ------------------------------------------------------------------------------- listeners
 
 
-def test_listener_sockets_share_the_port_only_with_several_workers_and_ipv6_is_v6_only():
-    port, port6 = free_port(), free_port()
-    cfg = one_cluster(port, 1)
-    cfg["listeners"].append(dict(cfg["listeners"][0], name="six", address=f"[::1]:{port6}"))
-    for workers, reuseport in ((1, 0), (2, 1)):
+@pytest.mark.parametrize("workers, reuseport", [(1, 0), (2, 1)])
+def test_listener_sockets_share_the_port_only_with_several_workers_and_ipv6_is_v6_only(
+    workers, reuseport
+):
+    async def scenario():
+        port, port6 = free_port(), free_port()
+        cfg = one_cluster(port, 1)
+        cfg["listeners"].append(dict(cfg["listeners"][0], name="six", address=f"[::1]:{port6}"))
         proxy = Proxy(parse_config(cfg, "."), PROTOCOLS, worker=0, workers=workers)
         four, six = (listener.bind() for listener in proxy.listeners)
         try:
@@ -264,9 +276,12 @@ def test_listener_sockets_share_the_port_only_with_several_workers_and_ipv6_is_v
                 assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
             assert six[0].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
             assert four[0].getsockname() == ("127.0.0.1", port)
+            assert six[0].getsockname()[:2] == ("::1", port6)
         finally:
             for s in four + six:
                 s.close()
+
+    run_virtual(scenario())
 
 
 def test_a_taken_address_fails_start_naming_the_listener_and_leaves_no_socket_bound():
