@@ -23,13 +23,10 @@ BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop b
 class Probe:
     """The proxy's own request on an upstream connection: a keepalive or a barrier."""
 
-    __slots__ = ("kind", "seq", "done", "timer", "up_id")
+    __slots__ = ("kind", "seq", "timer", "up_id")  # seq, up_id: set by write_probe
 
     def __init__(self, kind: str):
         self.kind = kind
-        self.seq = 0
-        self.up_id = 0
-        self.done = False
         self.timer = None
 
 
@@ -114,7 +111,10 @@ class UpstreamConnection(FramedConnection):
                 conn.write_probe(Probe("barrier"))
 
     def write_probe(self, probe: Probe) -> bool:
-        """A heartbeat of our own (keepalive or barrier); False if the protocol has none."""
+        """A heartbeat of our own (keepalive or barrier); False if the protocol has none, or
+        if this is a pingpong connection already waiting for an answer."""
+        if self.current is not None:
+            return False
         uid = self.new_id()
         ping = self.proto.trigger(uid)
         if ping is None:
@@ -122,7 +122,11 @@ class UpstreamConnection(FramedConnection):
         self.seq += 1
         probe.seq = self.seq
         probe.up_id = uid
-        self.inflight[uid] = probe
+        if self.multiplex:
+            self.inflight[uid] = probe
+        else:  # like a request: the connection serves nobody else until it is answered
+            self.current = probe
+            self.pool.take(self)
         self.send(ping.encode())
         return True
 
@@ -170,10 +174,11 @@ class UpstreamConnection(FramedConnection):
             else:
                 data = buf[start : start + length]
             stream.finish(frame, data)
-        if not self.multiplex:
+        if self.retired:
+            if not self.busy():
+                self.close()
+        elif not self.multiplex:
             self.pool.release(self)
-        elif self.retired and not self.inflight:
-            self.close()
 
     def server_request(self, frame: XFrame) -> None:
         """The server asks something of us: a heartbeat gets its reply; nothing else is ours."""
@@ -250,7 +255,6 @@ class UpstreamConnection(FramedConnection):
         def tick(when: float) -> None:
             # ``when``, the time this timer was armed for, has come (a timer of uvloop's may
             # run half a millisecond early: loop.time() could say it has not)
-            self.keepalive_timer = None
             if self.closed:
                 return
             due = self.last_activity + interval
@@ -268,17 +272,19 @@ class UpstreamConnection(FramedConnection):
         self.keepalive_timer = loop.call_at(due, tick, due)
 
     def probe_answered(self, probe: Probe) -> None:
-        probe.done = True
         if probe.timer is not None:
             probe.timer.cancel()
         if probe.kind == "keepalive":
             self.keepalive_failures = 0
 
     def probe_missed(self, probe: Probe, failures: int) -> None:
-        if probe.done or self.closed:
+        """A keepalive not answered in time (an answer cancels this timer)."""
+        if self.closed:
             return
-        if self.inflight.get(probe.up_id) is probe:
-            del self.inflight[probe.up_id]
+        if self.multiplex:
+            del self.inflight[probe.up_id]  # its late answer will be dropped
+        else:
+            failures = 1  # a pingpong connection still owes the answer: it can serve nobody
         self.keepalive_failures += 1
         if self.keepalive_failures >= failures:
             log.warning("upstream %s missed %d keepalives: closing", self.pool.endpoint, failures)
@@ -403,14 +409,18 @@ class EndpointPool:
         self.release_held()  # those still over the limit were held again by write_stream
 
     def release(self, conn: UpstreamConnection) -> None:
-        """A pingpong connection is free: give it the next waiting request."""
-        if conn.closed or conn.retired:
-            return
+        """A pingpong connection is free (open, not retired): give it the next waiting
+        request."""
         stream = self.dequeue()
         if stream is not None:
             self.write_pingpong(conn, stream)
         else:
             self.idle.append(conn)
+
+    def take(self, conn: UpstreamConnection) -> None:
+        """A pingpong connection is busy with a heartbeat of ours: not free for requests."""
+        if conn in self.idle:
+            self.idle.remove(conn)
 
     def lost(self, conn: UpstreamConnection) -> None:
         for lst in (self.conns, self.idle):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from protoc_x.runtime.api import Direction, StreamType
+from protoc_x.runtime.api import Direction, PoolMode, StreamType
 from protoc_x.runtime.config import parse_config
 from protoc_x.runtime.network import FramedConnection
 from protoc_x.runtime.proxy import Proxy
@@ -827,5 +827,68 @@ def test_least_request_sends_to_the_endpoint_with_fewer_requests_in_flight():
             for i in range(6, 10):  # both idle again: round robin (a answers in 10 s)
                 assert status(await c.call(bolt_untimed(i), timeout=30)) == 200
             assert (len(seen_a), len(seen_b)) == (3, 6)
+
+    run_virtual(scenario())
+
+
+# --------------------------------------------- pingpong keepalives, goaway, forgotten requests
+
+XE = PROTOCOLS["xexample"]
+
+
+class PingpongXexample(type(XE)):
+    """xexample (heartbeats, goaway) served one request per connection at a time."""
+
+    pool_mode = PoolMode.PINGPONG
+
+
+def xe_request(rid: int, body: bytes = b"hello"):
+    frame = XE.decode(bytes.fromhex("78 01 00 00000001 00000005 68656c6c6f"))
+    frame.set_request_id(rid)
+    frame.set_body(body)
+    return frame
+
+
+def xe_cluster(port: int, up: int, cluster=None) -> dict:
+    return config(
+        [{"name": "l", "address": f"127.0.0.1:{port}", "protocol": "xexample", "route_config": "r"}],
+        [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            {"match": {}, "route": {"cluster": "up", "timeout_ms": 60_000}}]}]}],
+        [{"name": "up", "endpoints": [f"127.0.0.1:{up}"], **(cluster or {})}],
+    )  # fmt: skip
+
+
+def test_a_pingpong_connections_answered_keepalives_keep_it_and_a_miss_closes_it():
+    """On a pingpong connection a heartbeat of ours is a request like any other: while it is
+    out the connection serves nobody else (a request then gets another connection), its
+    answer frees it; one missed (the answer would still be owed) closes it."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen = Stamped()
+        protocols = {**PROTOCOLS, "xexample": PingpongXexample()}
+        async with (
+            recorder("xexample", up, seen, delay=lambda n: 0.5 if n == 1 else 0.0) as server,
+            proxy_with(xe_cluster(port, up, KEEPALIVE), protocols),
+        ):
+            c = await client("xexample", port)
+            assert bytes((await c.call(xe_request(1, b"one"))).get_body()) == b"one"
+            t0 = now()
+            await sleep_until(t0 + 15.25)  # the heartbeat at 15 s is answered at 15.5 s
+            assert seen.heartbeats() == [t0 + 15.0]
+            answer = await c.call(xe_request(2, b"two"), timeout=5)
+            assert bytes(answer.get_body()) == b"two" and not answer.is_heartbeat()
+            assert len(server.conns) == 2  # the first was busy with the heartbeat
+            await sleep_until(t0 + 100)
+            assert not server.conns[0].closed and not server.conns[1].closed
+            beats = [round(t - t0, 6) for t in seen.heartbeats()]
+            # the first connection read last at 15.5 s, the second at 15.25 s
+            assert beats == [15.0] + sorted(
+                [15.5 + 15 * k for k in range(1, 6)] + [15.25 + 15 * k for k in range(1, 6)]
+            )
+            for conn in server.conns:
+                conn.answer = False
+            await sleep_until(t0 + 200)
+            assert server.conns[0].closed and server.conns[1].closed
 
     run_virtual(scenario())
