@@ -92,6 +92,9 @@ def test_upstream_ids_wrap_to_1_after_2_31_minus_1_and_skip_ids_still_in_flight(
             assert [f.get_request_id() for f in seen] == [1, 0x7FFFFFFE, 0x7FFFFFFF, 2, 3]
             answer = await asyncio.wait_for(first, 200)
             assert answer.get_request_id() == 501 and status(answer) == 200
+            conn.next_id = 0x7FFFFFFF  # wraps to 1, free now
+            assert (await c.call(bolt_untimed(506), timeout=50)).get_request_id() == 506
+            assert seen[-1].get_request_id() == 1
 
     run_virtual(scenario())
 
@@ -308,7 +311,7 @@ def test_a_protocol_without_a_heartbeat_gets_no_keepalive_and_keeps_its_connecti
     run_virtual(scenario())
 
 
-def test_a_keepalive_answered_late_still_counts_as_missed_and_two_misses_close():
+def test_a_keepalive_answered_late_still_counts_as_missed_and_two_misses_close(caplog):
     """timeout 1 s, failures 2: a heartbeat answered 1.5 s late is a miss (its late answer
     does not reset the count); the second miss closes the connection 1 s after its heartbeat,
     and the next request opens a new one."""
@@ -338,8 +341,13 @@ def test_a_keepalive_answered_late_still_counts_as_missed_and_two_misses_close()
                           endpoint=f"127.0.0.1:{up}") == 0  # fmt: skip
             answer = await c.call(bolt_untimed(2), timeout=20)
             assert status(answer) == 200 and len(server.conns) == 2
+            return up
 
-    run_virtual(scenario())
+    caplog.set_level(logging.WARNING, "protoc_x")
+    up = run_virtual(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"upstream 127.0.0.1:{up} missed 2 keepalives: closing"
+    ]
 
 
 # ------------------------------------------------------------- what an upstream sends unasked
@@ -403,14 +411,16 @@ def test_an_upstreams_heartbeat_is_answered_and_its_other_requests_are_dropped(c
             assert len(replies) == 1 and replies[0].is_heartbeat()
             assert replies[0].get_request_id() == 4242
             assert len(seen) == 4 and len(conns) == 1 and not conns[0].closed
+            return up
 
     caplog.set_level(logging.WARNING, "protoc_x")
-    run_virtual(scenario())
-    dropped = [r.getMessage() for r in caplog.records if "request frame" in r.getMessage()]
-    assert len(dropped) == 1 and dropped[0].endswith(" sent a request frame; dropped")
+    up = run_virtual(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"upstream 127.0.0.1:{up} sent a request frame; dropped"
+    ]
 
 
-def test_undecodable_bytes_from_an_upstream_fail_its_requests_with_502_and_close_it():
+def test_undecodable_bytes_from_an_upstream_fail_its_requests_with_502_and_close_it(caplog):
     """Garbage instead of an answer: every request in flight on that connection gets 502,
     the connection is closed (its gauge goes to 0), and the next request opens a new one."""
 
@@ -438,8 +448,13 @@ def test_undecodable_bytes_from_an_upstream_fail_its_requests_with_502_and_close
             assert status(answer) == 200 and len(conns) == 2
             assert metric(proxy, "protocx_upstream_connections", cluster="up",
                           endpoint=endpoint) == 1  # fmt: skip
+            return up
 
-    run_virtual(scenario())
+    caplog.set_level(logging.WARNING, "protoc_x")
+    up = run_virtual(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"upstream 127.0.0.1:{up} sent undecodable bytes: offset 0: proto: expected 0x1, got 0xff"
+    ]
 
 
 # ------------------------------------------------------------------ quiet requests, barriers
@@ -646,17 +661,23 @@ def test_a_quiet_request_on_another_endpoint_gets_a_barrier_there():
         ):
             c = await RawClient.connect(port)
             t0 = now()
-            c.send(mc(GETKQ, on_a[0], 1), mc(GETKQ, on_a[1], 2), mc(GETK, on_b[0], 3))
+            # two misses on A: only the barrier's answer completes them
+            c.send(mc(GETKQ, on_a[0], 1), mc(GETKQ, on_a[2], 2), mc(GETK, on_b[0], 3))
+            assert await c.frames(1) == [(GETK, 3, 0, on_b[0], b"B0")]
+            assert now() == t0
+            assert seen_a == [(GETKQ, on_a[0]), (GETKQ, on_a[2]), (NOOP, b"")]
+            assert seen_b == [(GETK, on_b[0])]
+            # a miss and a hit on A
+            c.send(mc(GETKQ, on_a[0], 4), mc(GETKQ, on_a[1], 5), mc(GETK, on_b[0], 6))
             assert await c.frames(2) == [
-                (GETKQ, 2, 0, on_a[1], b"A1"), (GETK, 3, 0, on_b[0], b"B0")
+                (GETKQ, 5, 0, on_a[1], b"A1"), (GETK, 6, 0, on_b[0], b"B0")
             ]
             assert now() == t0
-            assert seen_a == [(GETKQ, on_a[0]), (GETKQ, on_a[1]), (NOOP, b"")]
-            assert seen_b == [(GETK, on_b[0])]
+            assert seen_a[3:] == [(GETKQ, on_a[0]), (GETKQ, on_a[1]), (NOOP, b"")]
             # nothing quiet pending any more: the next get on B needs no barrier
-            c.send(mc(GETK, on_b[0], 4))
-            assert await c.frames(1) == [(GETK, 4, 0, on_b[0], b"B0")]
-            assert len(seen_a) == 3 and len(seen_b) == 2
+            c.send(mc(GETK, on_b[0], 7))
+            assert await c.frames(1) == [(GETK, 7, 0, on_b[0], b"B0")]
+            assert len(seen_a) == 6 and len(seen_b) == 3
             assert await c.nothing_more()
 
     run_virtual(scenario())
@@ -890,5 +911,129 @@ def test_a_pingpong_connections_answered_keepalives_keep_it_and_a_miss_closes_it
                 conn.answer = False
             await sleep_until(t0 + 200)
             assert server.conns[0].closed and server.conns[1].closed
+
+    run_virtual(scenario())
+
+
+class Goaway(FramedConnection):
+    """An xexample upstream: answers after ``delay`` s; a request whose body is b"bye" is
+    followed at once by a goaway (before its answer, or after it with ``after``)."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, conns: list, delay: float, after: bool):
+        super().__init__(XE)
+        conns.append(self)
+        self.delay, self.after = delay, after
+        self.count = 0
+
+    def on_frame(self, frame, buf, start, length):
+        self.count += 1
+        answer = XE.success_response(frame).encode()
+        goaway = XE.decode(bytes.fromhex("78 02 01 00000000 0000 00000000")).encode()
+        bye = bytes(frame.get_body()) == b"bye"
+        if bye and not self.after:
+            self.send(goaway)
+        if self.delay:
+            self.loop.call_later(self.delay, self.send, answer)
+        else:
+            self.send(answer)
+        if bye and self.after:
+            self.send(goaway)
+
+
+@contextlib.asynccontextmanager
+async def goaway_upstream(port: int, conns: list, delay=0.0, after=False):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Goaway(conns, delay, after), "127.0.0.1", port)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("protocol", ["xexample", "pingpong"])
+def test_goaway_with_requests_in_flight_sends_new_ones_elsewhere_and_closes_when_answered(
+    protocol,
+):
+    async def scenario():
+        up, port = free_port(), free_port()
+        conns: list = []
+        protocols = {**PROTOCOLS, "xexample": PingpongXexample()} if protocol != "xexample" else PROTOCOLS
+        async with goaway_upstream(up, conns, delay=1.0), proxy_with(xe_cluster(port, up), protocols):
+            c = await client("xexample", port)
+            t0 = now()
+            first = c.send(xe_request(1, b"bye"))
+            await asyncio.sleep(0.5)  # the goaway came; the answer is due at 1 s
+            answer = await c.call(xe_request(2, b"two"), timeout=5)
+            assert bytes(answer.get_body()) == b"two" and now() - t0 == pytest.approx(1.5)
+            assert len(conns) == 2 and [k.count for k in conns] == [1, 1]
+            assert bytes((await first).get_body()) == b"bye"
+            await asyncio.sleep(0.01)
+            assert conns[0].closed and not conns[1].closed  # closed once answered
+            assert bytes((await c.call(xe_request(3, b"three"))).get_body()) == b"three"
+            assert [k.count for k in conns] == [1, 2]
+
+    run_virtual(scenario())
+
+
+@pytest.mark.parametrize("protocol", ["xexample", "pingpong"])
+def test_goaway_on_an_idle_connection_closes_it_at_once(protocol):
+    async def scenario():
+        up, port = free_port(), free_port()
+        conns: list = []
+        protocols = {**PROTOCOLS, "xexample": PingpongXexample()} if protocol != "xexample" else PROTOCOLS
+        async with goaway_upstream(up, conns, after=True), proxy_with(xe_cluster(port, up), protocols):
+            c = await client("xexample", port)
+            assert bytes((await c.call(xe_request(1, b"bye"))).get_body()) == b"bye"
+            await asyncio.sleep(0.01)
+            assert conns[0].closed
+            assert bytes((await c.call(xe_request(2, b"two"))).get_body()) == b"two"
+            assert len(conns) == 2 and not conns[1].closed
+
+    run_virtual(scenario())
+
+
+def test_a_timed_out_request_is_forgotten_so_keepalives_resume():
+    """A multiplexed request times out at 5 s; its upstream never answers: the connection is
+    idle again from then, so heartbeats go out 15 s after the last read."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen = Stamped()
+        async with (
+            recorder("bolt", up, seen, delay=lambda n: 10_000.0 if n == 1 else 0.0),
+            proxy_running(one_cluster(port, up, KEEPALIVE, route={"timeout_ms": 5_000})),
+        ):
+            c = await client("bolt", port)
+            await c.call(bolt_untimed(1))
+            t0 = now()
+            answer = await c.call(bolt_untimed(2), timeout=20)
+            assert status(answer) == 504 and 5.0 <= now() - t0 <= 5.01
+            await sleep_until(t0 + 40)
+            assert [round(t - t0, 6) for t in seen.heartbeats()] == [15.0, 30.0]
+
+    run_virtual(scenario())
+
+
+def test_a_timed_out_pingpong_request_closes_its_connection():
+    """A pingpong connection still owes the answer of a request that timed out: it cannot
+    serve anyone else, so it is closed, and the next request gets a new one."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with (
+            recorder("thrift", up, seen, delay=lambda n: 10_000.0 if n == 1 else 0.0) as server,
+            proxy_running(thrift_cluster(port, up, {"request_timeout_ms": 5_000})),
+        ):
+            c = await client("thrift", port)
+            await c.call(thrift_call(1, b"a"))
+            answer = await c.call(thrift_call(2, b"b"), timeout=20)
+            assert answer.get_status() == THRIFT.map_status(504) and b"504" in bytes(answer.body)
+            await asyncio.sleep(0.01)
+            assert server.conns[0].closed
+            answer = await c.call(thrift_call(3, b"c"))
+            assert b"c" in bytes(answer.get_body()) and len(server.conns) == 2
 
     run_virtual(scenario())
