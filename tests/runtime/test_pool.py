@@ -1037,3 +1037,59 @@ def test_a_timed_out_pingpong_request_closes_its_connection():
             assert b"c" in bytes(answer.get_body()) and len(server.conns) == 2
 
     run_virtual(scenario())
+
+
+# ----------------------------------------------------------------------------- backpressure
+
+
+class Stalled(FramedConnection):
+    """A bolt upstream that reads nothing until ``resume()``, then answers everything."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, conns: list):
+        super().__init__(BOLT)
+        conns.append(self)
+        self.count = 0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.loop.call_soon(transport.pause_reading)  # (uvloop starts reading after this)
+
+    def resume(self) -> None:
+        self.transport.resume_reading()
+
+    def on_frame(self, frame, buf, start, length):
+        self.count += 1
+        self.send(BOLT.success_response(frame).encode())
+
+
+def test_a_client_is_not_read_while_its_upstream_cannot_keep_up():
+    """40 requests of 512 KiB to an upstream that reads nothing: once the kernel's buffers
+    and the proxy's write buffer are full, the proxy stops reading that client (so it does not
+    buffer 20 MB); when the upstream reads again, everything goes through and is answered."""
+    from .harness import run
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        conns: list = []
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: Stalled(conns), "127.0.0.1", up)
+        try:
+            async with proxy_running(one_cluster(port, up, route={"timeout_ms": 60_000})) as proxy:
+                c = await client("bolt", port)
+                body = b"x" * (512 * 1024)
+                futures = [c.send(bolt_request(i, body)) for i in range(1, 41)]
+                await asyncio.sleep(0.5)
+                read = metric(proxy, "protocx_pool_active_requests", cluster="up")
+                assert 0 < read < 40, read
+                (down,) = proxy.listeners[0].conns
+                assert down.holds and not down.transport.is_reading()
+                conns[0].resume()
+                answers = await asyncio.wait_for(asyncio.gather(*futures), 30)
+                assert [a.get_request_id() for a in answers] == list(range(1, 41))
+                assert conns[0].count == 40 and not down.holds and down.transport.is_reading()
+        finally:
+            server.close()
+
+    run(scenario())
