@@ -326,3 +326,125 @@ def test_a_rate_limit_is_shared_by_the_workers():
             assert len(seen) == 2
 
     run_virtual(scenario())
+
+
+# ------------------------------------------------------------ filters: pause, reject, errors
+
+from pydantic import StrictFloat, StrictInt, StrictStr  # noqa: E402
+
+from protoc_x.runtime.api import DecodeError  # noqa: E402
+from protoc_x.runtime.filters import (  # noqa: E402
+    FilterConfig, Pause, Reject, StreamFilter, register,
+)  # fmt: skip
+
+
+@register("test_pause_routed")
+class PauseRouted(StreamFilter):
+    """After routing (the deadline runs): hold each request ``seconds``."""
+
+    class Config(FilterConfig):
+        seconds: StrictFloat
+
+    def on_routed(self, ctx):
+        return Pause(self.config.seconds)
+
+
+@register("test_reject_routed")
+class RejectRouted(StreamFilter):
+    class Config(FilterConfig):
+        code: StrictInt
+        message: StrictStr
+
+    def on_routed(self, ctx):
+        return Reject(self.config.code, self.config.message)
+
+
+@register("test_broken")
+class Broken(StreamFilter):
+    """Reads a header that cannot be decoded."""
+
+    def on_request(self, ctx):
+        raise DecodeError(7, "header map: truncated")
+
+
+def filtered(port: int, up: int, filters: list, timeout_ms: int = 10_000) -> dict:
+    return one_cluster(port, up, route={"timeout_ms": timeout_ms},
+                       listener={"stream_filters": filters})  # fmt: skip
+
+
+def test_filters_after_routing_pause_then_reject_with_their_message():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        chain = [{"name": "test_pause_routed", "config": {"seconds": 2.0}},
+                 {"name": "test_reject_routed", "config": {"code": 503, "message": "not now"}}]  # fmt: skip
+        async with recorder("bolt", up, seen), proxy_running(filtered(port, up, chain)):
+            c = await client("bolt", port)
+            t0 = now()
+            answer = await c.call(bolt_untimed(1), timeout=20)
+            assert now() - t0 == pytest.approx(2.0)
+            assert answer.get_request_id() == 1 and status(answer) == 503
+            assert b"not now" in bytes(answer.get_body())
+            assert seen == []
+
+    run_virtual(scenario())
+
+
+def test_a_pause_after_routing_counts_against_the_deadline_and_a_timed_out_request_stays():
+    """The deadline is set at routing: a 2 s pause after it, with a 1 s timeout, answers 504
+    at 1 s, and the request never goes upstream; a 0.5 s pause lets it through."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        chain = [{"name": "test_pause_routed", "config": {"seconds": 2.0}}]
+        async with recorder("bolt", up, seen), proxy_running(filtered(port, up, chain, 1_000)):
+            c = await client("bolt", port)
+            t0 = now()
+            answer = await c.call(bolt_untimed(1), timeout=20)
+            assert status(answer) == 504 and 1.0 <= now() - t0 <= 1.011
+            await asyncio.sleep(5)
+            assert seen == []
+        up, port = free_port(), free_port()
+        chain = [{"name": "test_pause_routed", "config": {"seconds": 0.5}}]
+        async with recorder("bolt", up, seen), proxy_running(filtered(port, up, chain, 1_000)):
+            c = await client("bolt", port)
+            t0 = now()
+            answer = await c.call(bolt_untimed(2), timeout=20)
+            assert status(answer) == 200 and now() - t0 == pytest.approx(0.5)
+            assert len(seen) == 1
+
+    run_virtual(scenario())
+
+
+def test_a_request_held_by_a_filter_is_dropped_if_its_client_leaves():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        fault = {"name": "fault", "config": {"delay": {"fixed_delay_ms": 1_000, "percent": 100}}}
+        async with recorder("bolt", up, seen), proxy_running(filtered(port, up, [fault])):
+            c = await client("bolt", port)
+            fut = c.send(bolt_untimed(1))
+            await asyncio.sleep(0.5)
+            c.close()
+            with pytest.raises(ConnectionError):
+                await fut
+            await asyncio.sleep(2)
+            assert seen == []
+
+    run_virtual(scenario())
+
+
+def test_a_filter_that_cannot_decode_the_request_answers_400_with_the_reason():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        chain = [{"name": "test_broken"}]
+        async with recorder("bolt", up, seen), proxy_running(filtered(port, up, chain)):
+            c = await client("bolt", port)
+            answer = await c.call(bolt_untimed(3))
+            assert answer.get_request_id() == 3 and status(answer) == 400
+            assert b"protoc-x: 400 header map: truncated" in bytes(answer.get_body())
+            assert seen == [] and not c.conn.closed
+
+    run_virtual(scenario())
