@@ -155,14 +155,13 @@ class DownstreamConnection(FramedConnection):
 
     def choose_protocol(self, data: bytes) -> bool:
         found = detect(self.listener.protocols, data)
-        if found is None:
-            if len(data) > 64:
+        if not found:
+            if found is False:
+                names = ", ".join(p.name for p in self.listener.protocols)
+                self.fail(f"first bytes {bytes(data[:8]).hex()} match none of: {names}")
+            elif len(data) > 64:
                 self.fail("no protocol of this listener matches the first bytes")
-            return False
-        if found is False:
-            names = ", ".join(p.name for p in self.listener.protocols)
-            self.fail(f"first bytes {bytes(data[:8]).hex()} match none of: {names}")
-            return False
+            return False  # (wait for more bytes, unless the connection was closed)
         self.proto = found
         self.protocol_chosen()
         return True
@@ -351,8 +350,8 @@ class DownstreamConnection(FramedConnection):
             self.deliver(stream, None, code=code)
             self.fail(f"runtime code {code} and the protocol has no error response")
             return
-        if stream.down_id is not None:
-            frame.set_request_id(stream.down_id)
+        # (the request frame carries the client's id again once written upstream: so does
+        # the error frame made from it)
         self.deliver(stream, frame.encode(), code=code)
 
     def on_write_paused(self) -> None:

@@ -448,3 +448,39 @@ def test_a_filter_that_cannot_decode_the_request_answers_400_with_the_reason():
             assert seen == [] and not c.conn.closed
 
     run_virtual(scenario())
+
+
+# ------------------------------------------------------------------ error answers keep ids
+
+from .test_id_remap import CASES, request_sample  # noqa: E402
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if PROTOCOLS[n].has_error_response])
+def test_a_timeout_after_the_request_went_upstream_answers_with_the_clients_id(name):
+    """The request was written upstream under an id of the proxy's (patched into its bytes,
+    or set in the frame and re-encoded): the 504 made from it carries the client's id."""
+    proto = PROTOCOLS[name]
+    data, direction = request_sample(name)
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        cfg = config(
+            [{"name": "l", "address": f"127.0.0.1:{port}", "protocol": name, "route_config": "r"}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {}, "route": {"cluster": "up", "timeout_ms": 1_000}}]}]}],
+            [{"name": "up", "endpoints": [f"127.0.0.1:{up}"]}],
+        )  # fmt: skip
+        async with recorder(name, up, seen, answer=False), proxy_running(cfg):
+            c = await client(name, port)
+            rid = 4_096 if proto.pool_mode.value == "multiplex" else 0
+            frame = proto.decode(data, 0, direction)
+            frame.set_request_id(rid)
+            if hasattr(frame, "timeout"):
+                frame.timeout = 0
+            answer = await c.call(frame, timeout=20)
+            assert answer.get_request_id() == rid
+            assert answer.get_status() == proto.map_status(504)
+            assert len(seen) == 1
+
+    run_virtual(scenario())
