@@ -484,3 +484,108 @@ def test_a_timeout_after_the_request_went_upstream_answers_with_the_clients_id(n
             assert len(seen) == 1
 
     run_virtual(scenario())
+
+
+# --------------------------------------------------- detection limits, heartbeats, log lines
+
+XE = PROTOCOLS["xexample"]
+
+
+class Undecided(type(XE)):
+    """A protocol whose first bytes never decide (always 'need more')."""
+
+    name = "undecided"
+
+    def match(self, data):
+        from protoc_x.runtime.api import Match
+
+        return Match.AGAIN
+
+
+@pytest.mark.parametrize("size, closed", [(64, False), (65, True)])
+def test_detection_gives_up_after_64_undecided_bytes(size, closed, caplog):
+    caplog.set_level(logging.WARNING, "protoc_x")
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        protocols = {**PROTOCOLS, "undecided": Undecided()}
+        cfg = one_cluster(port, up)
+        cfg["listeners"][0]["protocol"] = ["bolt", "undecided"]
+        proxy = Proxy(parse_config(cfg, "."), protocols)
+        await proxy.start()
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"\x00" * (size - 1))
+            await asyncio.sleep(1)
+            w.write(b"\x00")
+            assert await closed_within(r, 60) == closed
+            w.close()
+        finally:
+            await proxy.drain(0.5)
+
+    run_virtual(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    if closed:
+        assert len(messages) == 1 and messages[0].startswith("closing connection from ('127.0.0.1', ")
+        assert messages[0].endswith("): no protocol of this listener matches the first bytes")
+    else:
+        assert messages == []
+
+
+def test_detection_names_the_first_8_bytes_that_match_nothing(caplog):
+    caplog.set_level(logging.WARNING, "protoc_x")
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with proxy_running(one_cluster(port, up)):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(bytes(range(0xF0, 0xFC)))
+            assert await closed_within(r, 1)
+
+    run_virtual(scenario())
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.endswith("): first bytes f0f1f2f3f4f5f6f7 match none of: bolt, dubbo")
+
+
+def test_undecodable_request_bytes_close_the_connection_with_the_reason(caplog):
+    caplog.set_level(logging.WARNING, "protoc_x")
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with proxy_running(one_cluster(port, up)):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"\x01\x07" + b"\x00" * 30)  # bolt, of a kind that does not exist
+            try:
+                await asyncio.wait_for(r.read(), 1)  # (until the end of the stream)
+            except ConnectionResetError:
+                pass  # (closed with our bytes unread)
+
+    run_virtual(scenario())
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.endswith("): undecodable request bytes: proto: expected 0x1, got 0x0")
+
+
+def test_a_oneway_heartbeat_is_not_answered():
+    """dubbo: a heartbeat event without two_way expects nothing back."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with recorder("dubbo", up, seen), proxy_running(one_cluster(port, up)):
+            from .test_governance import dubbo_request
+
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            beat = DUBBO.trigger(5)
+            beat.two_way = 0
+            w.write(beat.encode() + DUBBO.trigger(7).encode() + dubbo_request(6).encode())
+            data = b""
+            with pytest.raises(asyncio.TimeoutError):
+                while True:
+                    data += await asyncio.wait_for(r.read(65536), 5)
+            answers = list(DUBBO.decode_all(data))
+            assert [(a.get_request_id(), a.is_heartbeat()) for a in answers] == [
+                (7, True), (6, False)
+            ]
+            assert len(seen) == 1
+
+    run_virtual(scenario())
