@@ -143,6 +143,11 @@ def test_error_answers_carry_the_protocols_codes_into_the_access_log_and_metrics
             assert [a.get_status() for a in answers] == [
                 DUBBO.map_status(code) for code in (400, 404, 502, 503, 504, 200)
             ]
+            try:
+                frames[0].get_service()
+            except DecodeError as e:
+                reason = e.reason
+            assert answers[0].error_message == f"protoc-x: 400 {reason}"
             return proxy.metrics.answered()
 
     assert run_virtual(scenario()) == {400: 1, 404: 1, 502: 1, 503: 1, 504: 1, 200: 1}
@@ -160,7 +165,7 @@ def kafka_request() -> bytes:
     return next(s.data for s in SAMPLES if s.protocol == "kafka" and s.direction == "request")
 
 
-def test_a_protocol_without_error_answers_closes_the_connection_on_an_error(tmp_path):
+def test_a_protocol_without_error_answers_closes_the_connection_on_an_error(tmp_path, caplog):
     """kafka has no error answer: a request that cannot be served closes its connection (its
     clients reconnect), and is logged with its code and no protocol status."""
     log_path = tmp_path / "access.jsonl"
@@ -179,9 +184,13 @@ def test_a_protocol_without_error_answers_closes_the_connection_on_an_error(tmp_
             w.write(kafka_request())
             assert await closed_within(r, 5)
 
+    caplog.set_level(logging.WARNING, "protoc_x")
     run_virtual(scenario())
     (line,) = [json.loads(x) for x in log_path.read_text().splitlines()]
     assert (line["code"], line["status"], line["cluster"]) == (502, None, "dead")
+    closing = [r.getMessage() for r in caplog.records if r.getMessage().startswith("closing")]
+    assert len(closing) == 1
+    assert closing[0].endswith("): runtime code 502 and the protocol has no error response")
 
 
 def test_a_local_heartbeat_answer_keeps_its_place_in_an_ordered_protocols_answers():
@@ -589,3 +598,48 @@ def test_a_oneway_heartbeat_is_not_answered():
             assert len(seen) == 1
 
     run_virtual(scenario())
+
+
+def test_drain_waits_for_every_request_in_flight_on_a_connection():
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, [], delay=lambda n: 2.0 * (n + 1)):
+            proxy = Proxy(parse_config(one_cluster(port, up), "."), PROTOCOLS)
+            await proxy.start()
+            c = await client("bolt", port)
+            t0 = now()
+            futures = [c.send(bolt_untimed(i)) for i in (1, 2, 3)]
+            await asyncio.sleep(0.5)
+            await proxy.drain(30)
+            assert now() - t0 == pytest.approx(6.0, abs=0.03)
+            answers = [await f for f in futures]
+            assert [a.get_request_id() for a in answers] == [1, 2, 3]
+            assert c.conn.closed
+
+    run_virtual(scenario())
+
+
+def test_a_quiet_request_that_fails_is_logged_and_answered_with_nothing(tmp_path):
+    """memcached: a quiet set to a refused endpoint: no answer (quiet), its 502 in the access
+    log with the protocol's status, and the connection stays; a NOOP after it is answered."""
+    log_path = tmp_path / "access.jsonl"
+
+    async def scenario():
+        dead, port = free_port(), free_port()
+        cfg = mc_cluster(port, [dead])
+        cfg["listeners"][0]["access_log"] = {"path": str(log_path), "format": "json"}
+        async with proxy_running(cfg):
+            c = await RawClient.connect(port)
+            c.send(mc(0x11, b"q", 1, b"v"), mc(NOOP, b"", 2))
+            # the NOOP, behind the quiet set, went upstream as its barrier: it fails too
+            assert await c.frames(1) == [
+                (NOOP, 2, 134, b"", b"protoc-x: 502 upstream unreachable or reset")
+            ]
+            c.send(mc(NOOP, b"", 3))  # nothing quiet pending: answered here
+            assert await c.frames(1) == [(NOOP, 3, 0, b"", b"")]
+            assert await c.nothing_more()
+
+    run_virtual(scenario())
+    lines = [json.loads(x) for x in log_path.read_text().splitlines()]
+    status_502 = PROTOCOLS["memcached"].map_status(502)
+    assert [(x["code"], x["status"]) for x in lines] == [(502, status_502), (502, status_502)]
