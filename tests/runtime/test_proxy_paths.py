@@ -643,3 +643,31 @@ def test_a_quiet_request_that_fails_is_logged_and_answered_with_nothing(tmp_path
     lines = [json.loads(x) for x in log_path.read_text().splitlines()]
     status_502 = PROTOCOLS["memcached"].map_status(502)
     assert [(x["code"], x["status"]) for x in lines] == [(502, status_502), (502, status_502)]
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_until_it_does():
+    """40 echoed requests of 512 KiB from a client that reads nothing: once its answers fill
+    the kernel's buffers and the proxy's write buffer, the proxy reads no more of its
+    requests; when it reads again, the rest are read and answered."""
+    from .harness import run, upstream
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with upstream("bolt", up), proxy_running(one_cluster(port, up)) as proxy:
+            c = await client("bolt", port)
+            await c.call(bolt_request(100))
+            c.conn.transport.pause_reading()
+            body = b"y" * (512 * 1024)
+            futures = [c.send(bolt_request(i, body)) for i in range(1, 41)]
+            await asyncio.sleep(0.5)
+            (down,) = proxy.listeners[0].conns
+            assert down.holds and not down.transport.is_reading()
+            answered = sum(proxy.metrics.answered().values())
+            assert 1 < answered < 41, answered
+            c.conn.transport.resume_reading()
+            answers = await asyncio.wait_for(asyncio.gather(*futures), 30)
+            assert [a.get_request_id() for a in answers] == list(range(1, 41))
+            assert all(bytes(a.get_body()) == body for a in answers)
+            assert not down.holds and down.transport.is_reading()
+
+    run(scenario())
