@@ -231,7 +231,9 @@ def test_pingpong_opens_a_connection_per_concurrent_request_up_to_max_connection
                     answer = await c.call(thrift_call(k, text))
                     assert answer.get_request_id() == k and text in bytes(answer.get_body())
 
-            await asyncio.wait_for(asyncio.gather(*(calls(i, c) for i, c in enumerate(clients))), 60)
+            await asyncio.wait_for(
+                asyncio.gather(*(calls(i, c) for i, c in enumerate(clients))), 60
+            )
             assert len(counts) == expected and sum(counts) == 15
             # now idle: five more, one at a time, reuse what is there
             for k in range(5):
@@ -436,7 +438,9 @@ def test_undecodable_bytes_from_an_upstream_fail_its_requests_with_502_and_close
             futures = [c.send(bolt_untimed(rid)) for rid in (1, 2, 3)]
             answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
             assert [(a.get_request_id(), status(a)) for a in answers] == [
-                (1, 502), (2, 502), (3, 502)
+                (1, 502),
+                (2, 502),
+                (3, 502),
             ]
             await asyncio.sleep(0.01)
             assert conns[0].closed
@@ -670,7 +674,8 @@ def test_a_quiet_request_on_another_endpoint_gets_a_barrier_there():
             # a miss and a hit on A
             c.send(mc(GETKQ, on_a[0], 4), mc(GETKQ, on_a[1], 5), mc(GETK, on_b[0], 6))
             assert await c.frames(2) == [
-                (GETKQ, 5, 0, on_a[1], b"A1"), (GETK, 6, 0, on_b[0], b"B0")
+                (GETKQ, 5, 0, on_a[1], b"A1"),
+                (GETK, 6, 0, on_b[0], b"B0"),
             ]
             assert now() == t0
             assert seen_a[3:] == [(GETKQ, on_a[0]), (GETKQ, on_a[1]), (NOOP, b"")]
@@ -737,13 +742,11 @@ def test_the_retry_budget_bounds_retries_in_progress(percent, retried):
                 answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
                 codes = [status(a) for a in answers]
                 assert codes == [200] * retried + [502] * (10 - retried), codes
-                assert [round(answered[i], 6) for i in range(10)] == [10.0] * retried + [
-                    0.0
-                ] * (10 - retried)
-                assert len(seen) == retried * (batch + 1)
-                assert metric(proxy, "protocx_retries_total", cluster="up") == retried * (
-                    batch + 1
+                assert [round(answered[i], 6) for i in range(10)] == [10.0] * retried + [0.0] * (
+                    10 - retried
                 )
+                assert len(seen) == retried * (batch + 1)
+                assert metric(proxy, "protocx_retries_total", cluster="up") == retried * (batch + 1)
                 await asyncio.sleep(2)  # the dead endpoint's time out of rotation is over
 
     run_virtual(scenario())
@@ -959,8 +962,13 @@ def test_goaway_with_requests_in_flight_sends_new_ones_elsewhere_and_closes_when
     async def scenario():
         up, port = free_port(), free_port()
         conns: list = []
-        protocols = {**PROTOCOLS, "xexample": PingpongXexample()} if protocol != "xexample" else PROTOCOLS
-        async with goaway_upstream(up, conns, delay=1.0), proxy_with(xe_cluster(port, up), protocols):
+        protocols = (
+            {**PROTOCOLS, "xexample": PingpongXexample()} if protocol != "xexample" else PROTOCOLS
+        )
+        async with (
+            goaway_upstream(up, conns, delay=1.0),
+            proxy_with(xe_cluster(port, up), protocols),
+        ):
             c = await client("xexample", port)
             t0 = now()
             first = c.send(xe_request(1, b"bye"))
@@ -982,8 +990,13 @@ def test_goaway_on_an_idle_connection_closes_it_at_once(protocol):
     async def scenario():
         up, port = free_port(), free_port()
         conns: list = []
-        protocols = {**PROTOCOLS, "xexample": PingpongXexample()} if protocol != "xexample" else PROTOCOLS
-        async with goaway_upstream(up, conns, after=True), proxy_with(xe_cluster(port, up), protocols):
+        protocols = (
+            {**PROTOCOLS, "xexample": PingpongXexample()} if protocol != "xexample" else PROTOCOLS
+        )
+        async with (
+            goaway_upstream(up, conns, after=True),
+            proxy_with(xe_cluster(port, up), protocols),
+        ):
             c = await client("xexample", port)
             assert bytes((await c.call(xe_request(1, b"bye"))).get_body()) == b"bye"
             await asyncio.sleep(0.01)

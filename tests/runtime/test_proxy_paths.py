@@ -15,12 +15,15 @@ import struct
 import pytest
 
 from protoc_x.runtime.api import Direction
+from protoc_x.runtime.network import FramedConnection
 from protoc_x.runtime.config import parse_config
 from protoc_x.runtime.proxy import Proxy
 
 from .harness import PROTOCOLS, client, config, free_port, proxy_running, recorder
-from .test_pool import GETK, NOOP, RawClient, fake_memcached, mc, mc_cluster, metric, status
-from .test_proxy_behaviour import bolt_request
+from .test_pool import (
+    GETK, NOOP, RawClient, fake_memcached, mc, mc_cluster, metric, proxy_with, status,
+)  # fmt: skip
+from .test_proxy_behaviour import bolt_request, thrift_call
 from .test_virtual_time import bolt_untimed, now, one_cluster
 from .virtual_clock import run_virtual
 
@@ -153,7 +156,9 @@ def test_error_answers_carry_the_protocols_codes_into_the_access_log_and_metrics
     assert run_virtual(scenario()) == {400: 1, 404: 1, 502: 1, 503: 1, 504: 1, 200: 1}
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [x["code"] for x in lines] == [400, 404, 502, 503, 504, 200]
-    assert [x["status"] for x in lines] == [DUBBO.map_status(c) for c in (400, 404, 502, 503, 504, 200)]
+    assert [x["status"] for x in lines] == [
+        DUBBO.map_status(c) for c in (400, 404, 502, 503, 504, 200)
+    ]
     assert [x["cluster"] for x in lines] == [None, None, "dead", "dead", "slow", "slow"]
     assert [x["upstream"] is None for x in lines] == [True, True, False, True, False, False]
     assert [x["method"] for x in lines] == [None, "nowhere", "dead", "dead", "slow", "ok"]
@@ -535,7 +540,9 @@ def test_detection_gives_up_after_64_undecided_bytes(size, closed, caplog):
     run_virtual(scenario())
     messages = [r.getMessage() for r in caplog.records]
     if closed:
-        assert len(messages) == 1 and messages[0].startswith("closing connection from ('127.0.0.1', ")
+        assert len(messages) == 1 and messages[0].startswith(
+            "closing connection from ('127.0.0.1', "
+        )
         assert messages[0].endswith("): no protocol of this listener matches the first bytes")
     else:
         assert messages == []
@@ -593,7 +600,8 @@ def test_a_oneway_heartbeat_is_not_answered():
                     data += await asyncio.wait_for(r.read(65536), 5)
             answers = list(DUBBO.decode_all(data))
             assert [(a.get_request_id(), a.is_heartbeat()) for a in answers] == [
-                (7, True), (6, False)
+                (7, True),
+                (6, False),
             ]
             assert len(seen) == 1
 
@@ -671,3 +679,133 @@ def test_a_client_that_does_not_read_its_answers_is_not_read_until_it_does():
             assert not down.holds and down.transport.is_reading()
 
     run(scenario())
+
+
+class BrokenHeaderBolt(type(BOLT)):
+    """bolt whose request frames cannot decode their header ``x-broken``."""
+
+    name = "bolt"
+
+    def decode(self, buf, start=0, direction=None):
+        frame = super().decode(buf, start, direction)
+        if frame is not None and frame.__class__ is not BrokenHeaderFrame:
+            frame.__class__ = BrokenHeaderFrame
+        return frame
+
+
+class BrokenHeaderFrame(type(BOLT.trigger(1))):
+    __slots__ = ()
+
+    def get_header(self, name):
+        if name == "x-broken":
+            raise DecodeError(12, "headers: x-broken is truncated")
+        return super().get_header(name)
+
+
+def test_a_header_routing_cannot_decode_answers_400_with_the_reason():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        cfg = one_cluster(port, up)
+        cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["match"] = {
+            "headers": [{"name": "x-broken", "present": True}]
+        }
+        async with (
+            recorder("bolt", up, seen),
+            proxy_with(cfg, {**PROTOCOLS, "bolt": BrokenHeaderBolt()}),
+        ):
+            c = await client("bolt", port)
+            answer = await c.call(bolt_untimed(4))
+            assert answer.get_request_id() == 4 and status(answer) == 400
+            assert b"protoc-x: 400 headers: x-broken is truncated" in bytes(answer.get_body())
+            assert seen == [] and not c.conn.closed
+
+    run_virtual(scenario())
+
+
+def test_the_no_route_answer_names_the_service_and_method():
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = one_cluster(port, up)
+        cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["match"] = {"path": "/none"}
+        async with proxy_running(cfg):
+            c = await client("bolt", port)
+            answer = await c.call(bolt_request(4, service="a.B:1", method="m"))
+            assert status(answer) == 404
+            assert b"protoc-x: 404 no route for service 'a.B:1' method 'm'" in bytes(
+                answer.get_body()
+            )
+
+    run_virtual(scenario())
+
+
+class ExceptionUpstream(FramedConnection):
+    """thrift: answers with TApplicationException (a proper one, or a body that is none)."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, broken: bool):
+        super().__init__(PROTOCOLS["thrift"])
+        self.broken = broken
+
+    def on_frame(self, frame, buf, start, length):
+        answer = self.proto.hijack(frame, 503)
+        answer.set_request_id(frame.get_request_id())
+        if self.broken:
+            answer.body = b"\xff\xff\xff"
+        self.send(answer.encode())
+
+
+@pytest.mark.parametrize("broken, code", [(False, 500), (True, 500)])  # (thrift: 503 is 500)
+def test_an_upstreams_error_answer_is_logged_with_its_code(broken, code, tmp_path):
+    """The upstream's own error answer is forwarded and logged with the runtime code its
+    status means; one whose status part cannot be read, as 500 with no status."""
+    from .test_pool import thrift_cluster
+
+    log_path = tmp_path / "access.jsonl"
+    thrift = PROTOCOLS["thrift"]
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = thrift_cluster(port, up)
+        cfg["listeners"][0]["access_log"] = {"path": str(log_path), "format": "json"}
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: ExceptionUpstream(broken), "127.0.0.1", up)
+        try:
+            async with proxy_running(cfg):
+                c = await client("thrift", port)
+                answer = await c.call(thrift_call(3, b"x"))
+                assert answer.get_request_id() == 3
+        finally:
+            server.close()
+
+    run_virtual(scenario())
+    (line,) = [json.loads(x) for x in log_path.read_text().splitlines()]
+    expected_status = None if broken else thrift.map_status(code)
+    assert (line["code"], line["status"]) == (code, expected_status)
+
+
+def test_an_answer_without_a_status_is_logged_as_200(tmp_path):
+    """kafka answers carry no status: 200."""
+    from .harness import upstream
+
+    log_path = tmp_path / "access.jsonl"
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = config(
+            [{"name": "k", "address": f"127.0.0.1:{port}", "protocol": "kafka", "route_config": "r",
+              "access_log": {"path": str(log_path), "format": "json"}}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {}, "route": {"cluster": "up"}}]}]}],
+            [{"name": "up", "endpoints": [f"127.0.0.1:{up}"]}],
+        )  # fmt: skip
+        async with upstream("kafka", up), proxy_running(cfg):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(kafka_request())
+            size = int.from_bytes(await r.readexactly(4), "big")
+            await r.readexactly(size)
+
+    run_virtual(scenario())
+    (line,) = [json.loads(x) for x in log_path.read_text().splitlines()]
+    assert (line["code"], line["status"]) == (200, None)
