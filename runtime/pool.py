@@ -164,8 +164,7 @@ class UpstreamConnection(FramedConnection):
         if stream.__class__ is Probe:
             self.probe_answered(stream)
         else:
-            if stream.kind is _QUIET and stream in self.quiet:
-                self.quiet.remove(stream)
+            # (an answered quiet request left in self.quiet goes with the next answer)
             if self.multiplex:
                 data = bytearray(buf[start : start + length])
                 if not frame.patch_request_id(data, stream.down_id):
@@ -195,14 +194,13 @@ class UpstreamConnection(FramedConnection):
         quiet = self.quiet
         while quiet and quiet[0].seq < seq:
             stream = quiet.popleft()
-            if self.multiplex and self.inflight.get(stream.up_id) is stream:
-                del self.inflight[stream.up_id]
+            self.inflight.pop(stream.up_id, None)  # (its id is not reused while it is here)
             stream.finish(None, None)
 
     def on_decode_error(self, error: DecodeError) -> None:
         log.warning("upstream %s sent undecodable bytes: %s", self.pool.endpoint, error)
         self.abort()
-        self.on_close(error)
+        self.on_close(None)
 
     def on_close(self, exc) -> None:
         self.closed = True
@@ -268,8 +266,7 @@ class UpstreamConnection(FramedConnection):
                 due = when + interval
             self.keepalive_timer = loop.call_at(due, tick, due)
 
-        due = self.last_activity + interval
-        self.keepalive_timer = loop.call_at(due, tick, due)
+        tick(self.last_activity)  # arms the first for last_activity + interval
 
     def probe_answered(self, probe: Probe) -> None:
         if probe.timer is not None:

@@ -715,8 +715,11 @@ def key_on(port: int, endpoints: list[str]) -> str:
     return next(f"k{i}" for i in range(1000) if ring.pick(f"k{i}") == f"127.0.0.1:{port}")
 
 
-@pytest.mark.parametrize("percent, retried", [(None, 3), (20.0, 3), (50.0, 5), (70.0, 7)])
-def test_the_retry_budget_bounds_retries_in_progress(percent, retried):
+@pytest.mark.parametrize(
+    "percent, retried, n",
+    [(None, 3, 10), (20.0, 3, 10), (50.0, 5, 10), (70.0, 7, 10), (100.0, 110, 110)],
+)
+def test_the_retry_budget_bounds_retries_in_progress(percent, retried, n):
     """Ten requests at once to a refused endpoint, each allowed a retry: retries in progress
     (retried, not answered yet: the good endpoint answers after 10 s) stay under percent of the
     ten active requests, at least 3; the others get 502 at once. Once the retries are answered
@@ -735,15 +738,15 @@ def test_the_retry_budget_bounds_retries_in_progress(percent, retried):
             c = await client("bolt", port)
             for batch in range(2):
                 t0 = now()
-                futures = [c.send(keyed(100 * batch + i, key)) for i in range(10)]
+                futures = [c.send(keyed(1000 * batch + i, key)) for i in range(n)]
                 answered = {}
                 for i, fut in enumerate(futures):
                     fut.add_done_callback(lambda f, i=i: answered.setdefault(i, now() - t0))
                 answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
                 codes = [status(a) for a in answers]
-                assert codes == [200] * retried + [502] * (10 - retried), codes
-                assert [round(answered[i], 6) for i in range(10)] == [10.0] * retried + [0.0] * (
-                    10 - retried
+                assert codes == [200] * retried + [502] * (n - retried), codes
+                assert [round(answered[i], 6) for i in range(n)] == [10.0] * retried + [0.0] * (
+                    n - retried
                 )
                 assert len(seen) == retried * (batch + 1)
                 assert metric(proxy, "protocx_retries_total", cluster="up") == retried * (batch + 1)
@@ -1106,3 +1109,24 @@ def test_a_client_is_not_read_while_its_upstream_cannot_keep_up():
             server.close()
 
     run(scenario())
+
+
+def test_quiet_requests_completed_by_a_later_answer_leave_the_connection_idle():
+    """A quiet miss completed by the next answer is no longer in flight: the connection is
+    idle, so its keepalives go out 15 s after that answer."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with (
+            fake_memcached(up, {b"k": b"V"}, seen),
+            proxy_running(mc_cluster(port, [up], KEEPALIVE)),
+        ):
+            c = await RawClient.connect(port)
+            t0 = now()
+            c.send(mc(GETKQ, b"miss", 1), mc(GETK, b"k", 2))
+            assert await c.frames(1) == [(GETK, 2, 0, b"k", b"V")]
+            await sleep_until(t0 + 31)
+            assert seen == [(GETKQ, b"miss"), (GETK, b"k"), (NOOP, b""), (NOOP, b"")]
+
+    run_virtual(scenario())
