@@ -331,8 +331,7 @@ class DownstreamConnection(FramedConnection):
             upstream = stream.endpoint.endpoint if stream.endpoint is not None else None
             listener.access_log.write(listener.name, self.proto.name, stream.service, stream.method,
                                       stream.cluster_name, upstream, code, status, elapsed * 1000)  # fmt: skip
-        if self.closed:
-            return
+        # (on a closed connection send() writes nothing and close() does nothing)
         if stream.slot is not None:
             self.output.fill(stream.slot, data)
         elif data is not None:

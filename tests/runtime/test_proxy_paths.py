@@ -809,3 +809,68 @@ def test_an_answer_without_a_status_is_logged_as_200(tmp_path):
     run_virtual(scenario())
     (line,) = [json.loads(x) for x in log_path.read_text().splitlines()]
     assert (line["code"], line["status"]) == (200, None)
+
+
+# ------------------------------------------------------------------- what drain lets go of
+
+
+@pytest.mark.parametrize("worker", [0, 1])
+def test_drain_closes_upstreams_admin_and_access_log_and_only_worker_0_serves_admin(
+    worker, tmp_path
+):
+    async def scenario():
+        up, port, admin = free_port(), free_port(), free_port()
+        cfg = one_cluster(port, up)
+        cfg["admin"] = {"address": f"127.0.0.1:{admin}"}
+        cfg["listeners"][0]["access_log"] = {"path": str(tmp_path / "a.log"), "format": "json"}
+        async with recorder("bolt", up, []) as server:
+            proxy = Proxy(parse_config(cfg, "."), PROTOCOLS, worker=worker, workers=2)
+            await proxy.start()
+            c = await client("bolt", port)
+            assert status(await c.call(bolt_untimed(1))) == 200
+            gauge = {"listener": "l"}
+            assert metric(proxy, "protocx_downstream_connections", **gauge) == 1
+            if worker == 0:
+                _, w = await asyncio.open_connection("127.0.0.1", admin)
+                w.close()
+            else:
+                with pytest.raises(OSError):
+                    await asyncio.open_connection("127.0.0.1", admin)
+            await proxy.drain(1)
+            await asyncio.sleep(0.01)
+            assert server.conns[0].closed and c.conn.closed
+            assert metric(proxy, "protocx_downstream_connections", **gauge) == 0
+            assert proxy.listeners[0].access_log.stream.closed
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", admin)
+
+    run_virtual(scenario())
+
+
+def test_a_connection_accepted_while_draining_is_closed_at_once():
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, []), proxy_running(one_cluster(port, up)) as proxy:
+            proxy.draining = True  # (as for a connection the kernel accepted just before)
+            r, _ = await asyncio.open_connection("127.0.0.1", port)
+            assert await closed_within(r, 1)
+            proxy.draining = False
+
+    run_virtual(scenario())
+
+
+def test_a_client_that_leaves_is_no_longer_counted():
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, []), proxy_running(one_cluster(port, up)) as proxy:
+            clients = [await client("bolt", port) for _ in range(3)]
+            for i, c in enumerate(clients):
+                assert status(await c.call(bolt_untimed(i + 1))) == 200
+            assert metric(proxy, "protocx_downstream_connections", listener="l") == 3
+            clients[0].close()
+            clients[1].close()
+            await asyncio.sleep(0.01)
+            assert metric(proxy, "protocx_downstream_connections", listener="l") == 1
+            assert len(proxy.listeners[0].conns) == 1
+
+    run_virtual(scenario())
