@@ -383,7 +383,7 @@ class EndpointPool:
             self.connecting -= 1
             self.unhealthy_until = self.loop.time() + UNHEALTHY_S
             self.cluster.unhealthy_until = max(self.cluster.unhealthy_until, self.unhealthy_until)
-            log.warning("cannot connect to %s: %s", self.endpoint, e or "timeout")
+            log.warning("cannot connect to %s: %s", self.endpoint, str(e) or "timeout")
             if not self.conns and not self.connecting:
                 while (stream := self.dequeue()) is not None:
                     stream.upstream_failed(self.endpoint)

@@ -1130,3 +1130,69 @@ def test_quiet_requests_completed_by_a_later_answer_leave_the_connection_idle():
             assert seen == [(GETKQ, b"miss"), (GETK, b"k"), (NOOP, b""), (NOOP, b"")]
 
     run_virtual(scenario())
+
+
+# ------------------------------------------------------------------------ connect timeouts
+
+
+@contextlib.contextmanager
+def unaccepting():
+    """A port whose accept queue is full: a connect to it hangs (its SYNs are dropped)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    try:
+        yield port
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
+
+
+def test_a_connect_that_times_out_answers_502_and_drops_requests_that_timed_out_waiting(caplog):
+    """connect_timeout 400 ms to an endpoint that never completes the handshake: a request
+    with a 100 ms timeout waiting for it gets 504 at 100 ms (and is dropped from the queue);
+    one without gets 502 at 400 ms; the endpoint then sits out."""
+    from .harness import run
+
+    caplog.set_level(logging.WARNING, "protoc_x")
+
+    async def scenario():
+        import time
+
+        with unaccepting() as up:
+            port = free_port()
+            cluster = {"connect_timeout_ms": 400, "request_timeout_ms": 5_000}
+            async with proxy_running(one_cluster(port, up, cluster)) as proxy:
+                c = await client("bolt", port)
+                short = bolt_untimed(1)
+                short.timeout = 100
+                t0 = time.monotonic()
+                first, second = c.send(short), c.send(bolt_untimed(2))
+                assert status(await asyncio.wait_for(first, 5)) == 504
+                assert 0.09 <= time.monotonic() - t0 < 0.35
+                # (still in the queue, done: dropped when the connect ends)
+                assert metric(proxy, "protocx_pool_pending_requests", cluster="up") == 2
+                assert status(await asyncio.wait_for(second, 5)) == 502
+                assert 0.39 <= time.monotonic() - t0 < 0.9
+                assert metric(proxy, "protocx_pool_pending_requests", cluster="up") == 0
+                assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 0
+                assert status(await c.call(bolt_untimed(3))) == 503  # sits out
+            return up
+
+    up = run(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot connect to 127.0.0.1:{up}: timeout"
+    ]
