@@ -1080,10 +1080,13 @@ class Stalled(FramedConnection):
         self.send(BOLT.success_response(frame).encode())
 
 
-def test_a_client_is_not_read_while_its_upstream_cannot_keep_up():
-    """40 requests of 512 KiB to an upstream that reads nothing: once the kernel's buffers
-    and the proxy's write buffer are full, the proxy stops reading that client (so it does not
-    buffer 20 MB); when the upstream reads again, everything goes through and is answered."""
+@pytest.mark.parametrize("kib, count, gap", [(512, 40, 0), (64, 320, 0.001)])
+def test_a_client_is_not_read_while_its_upstream_cannot_keep_up(kib, count, gap):
+    """20 MB of requests to an upstream that reads nothing (512 KiB at once: more than the
+    proxy's backlog limit in one loop turn; or 64 KiB a millisecond: the transport's full
+    buffer decides): once the kernel's buffers and the proxy's write buffer are full, the
+    proxy stops reading that client; when the upstream reads again, everything goes through
+    and is answered."""
     from .harness import run
 
     async def scenario():
@@ -1094,17 +1097,22 @@ def test_a_client_is_not_read_while_its_upstream_cannot_keep_up():
         try:
             async with proxy_running(one_cluster(port, up, route={"timeout_ms": 60_000})) as proxy:
                 c = await client("bolt", port)
-                body = b"x" * (512 * 1024)
-                futures = [c.send(bolt_request(i, body)) for i in range(1, 41)]
+                body = b"x" * (kib * 1024)
+                futures = []
+                for i in range(1, count + 1):
+                    futures.append(c.send(bolt_request(i, body)))
+                    if gap:
+                        await asyncio.sleep(gap)
                 await asyncio.sleep(0.5)
                 read = metric(proxy, "protocx_pool_active_requests", cluster="up")
-                assert 0 < read < 40, read
+                assert 0 < read < count, read
                 (down,) = proxy.listeners[0].conns
                 assert down.holds and not down.transport.is_reading()
                 conns[0].resume()
                 answers = await asyncio.wait_for(asyncio.gather(*futures), 30)
-                assert [a.get_request_id() for a in answers] == list(range(1, 41))
-                assert conns[0].count == 40 and not down.holds and down.transport.is_reading()
+                assert [a.get_request_id() for a in answers] == list(range(1, count + 1))
+                assert conns[0].count == count
+                assert not down.holds and down.transport.is_reading()
         finally:
             server.close()
 
