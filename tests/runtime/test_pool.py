@@ -1204,3 +1204,49 @@ def test_a_connect_that_times_out_answers_502_and_drops_requests_that_timed_out_
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot connect to 127.0.0.1:{up}: timeout"
     ]
+
+
+def test_a_oneway_changed_by_a_filter_is_re_encoded():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        mutation = {"name": "header_mutation",
+                    "config": {"request_headers_to_add": [{"key": "x-env", "value": "prod"}]}}  # fmt: skip
+        cfg = one_cluster(port, up, listener={"stream_filters": [mutation]})
+        async with recorder("bolt", up, seen), proxy_running(cfg):
+            c = await client("bolt", port)
+            oneway = bolt_untimed(1)
+            oneway.kind = 2
+            assert c.send(oneway) is None
+            assert status(await c.call(bolt_untimed(2))) == 200
+            assert [f.get_header("x-env") for f in seen] == ["prod", "prod"]
+            assert seen[0].get_stream_type() is StreamType.ONEWAY
+
+    run_virtual(scenario())
+
+
+class UnorderedMemcached(type(MEMCACHED)):
+    """memcached's frames, answers matched by id alone (not in order)."""
+
+    ordered = False
+
+
+def test_on_an_unordered_protocol_a_later_answer_does_not_complete_a_quiet_request():
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        protocols = {**PROTOCOLS, "memcached": UnorderedMemcached()}
+        async with (
+            fake_memcached(up, {b"k": b"V"}, seen),
+            proxy_with(mc_cluster(port, [up]), protocols) as proxy,
+        ):
+            c = await RawClient.connect(port)
+            c.send(mc(GETKQ, b"miss", 1), mc(GETK, b"k", 2))
+            assert await c.frames(1) == [(GETK, 2, 0, b"k", b"V")]
+            # the quiet get may still be answered: it waits for its timeout (30 s)
+            assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 1
+            await asyncio.sleep(31)
+            assert metric(proxy, "protocx_pool_active_requests", cluster="up") == 0
+            assert await c.nothing_more()
+
+    run_virtual(scenario())
