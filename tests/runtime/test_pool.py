@@ -1250,3 +1250,80 @@ def test_on_an_unordered_protocol_a_later_answer_does_not_complete_a_quiet_reque
             assert await c.nothing_more()
 
     run_virtual(scenario())
+
+
+# ------------------------------------------------------------------- connections that reset
+
+
+class Resetting(FramedConnection):
+    """A bolt upstream that answers its first ``answered`` requests, never a heartbeat, and
+    resets the connection on the next request."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, seen: list, answered: int):
+        super().__init__(BOLT)
+        self.seen, self.answered = seen, answered
+
+    def on_frame(self, frame, buf, start, length):
+        self.seen.append(frame)
+        if frame.is_heartbeat():
+            return
+        if sum(1 for f in self.seen if not f.is_heartbeat()) > self.answered:
+            self.abort()
+            return
+        self.send(BOLT.success_response(frame).encode())
+
+
+@contextlib.asynccontextmanager
+async def resetting(port: int, seen: list, answered: int = 0):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Resetting(seen, answered), "127.0.0.1", port)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_reset_fails_every_request_on_the_connection_even_behind_a_keepalive():
+    """A heartbeat of ours is out (written first) when requests follow and the upstream
+    resets: each request gets 502 at once."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with (
+            resetting(up, seen, answered=1),
+            proxy_running(one_cluster(port, up, KEEPALIVE, route={"timeout_ms": 60_000})),
+        ):
+            c = await client("bolt", port)
+            assert status(await c.call(bolt_untimed(1))) == 200
+            t0 = now()
+            await sleep_until(t0 + 15.5)  # the heartbeat went at 15 s, unanswered
+            answers = await asyncio.wait_for(
+                asyncio.gather(c.send(bolt_untimed(2)), c.send(bolt_untimed(3))), 30
+            )
+            assert [status(a) for a in answers] == [502, 502] and now() == t0 + 15.5
+            assert [f.is_heartbeat() for f in seen] == [False, True, False]
+
+    run_virtual(scenario())
+
+
+def test_a_request_reset_by_one_endpoint_is_retried_on_another():
+    async def scenario():
+        bad, good, port = free_port(), free_port(), free_port()
+        eps = [f"127.0.0.1:{bad}", f"127.0.0.1:{good}"]
+        key = key_on(bad, eps)
+        seen_bad, seen_good = [], []
+        async with (
+            resetting(bad, seen_bad),
+            recorder("bolt", good, seen_good),
+            proxy_running(two_endpoints(port, bad, good, route={"retries": 1})) as proxy,
+        ):
+            c = await client("bolt", port)
+            answer = await c.call(keyed(1, key))
+            assert status(answer) == 200
+            assert len(seen_bad) == 1 and len(seen_good) == 1
+            assert metric(proxy, "protocx_retries_total", cluster="up") == 1
+
+    run_virtual(scenario())
