@@ -1327,3 +1327,29 @@ def test_a_request_reset_by_one_endpoint_is_retried_on_another():
             assert metric(proxy, "protocx_retries_total", cluster="up") == 1
 
     run_virtual(scenario())
+
+
+def test_a_retired_connection_closing_opens_no_connection_over_the_limit():
+    """pingpong, max_connections 1: the first connection is retired (goaway) while busy, so a
+    second may serve the next request; a third request waits for it, even when the retired
+    one closes (it no longer counted)."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        conns: list = []
+        protocols = {**PROTOCOLS, "xexample": PingpongXexample()}
+        cfg = xe_cluster(port, up, {"max_connections": 1})
+        async with goaway_upstream(up, conns, delay=1.0), proxy_with(cfg, protocols):
+            c1, c2, c3 = [await client("xexample", port) for _ in range(3)]
+            t0 = now()
+            a = c1.send(xe_request(1, b"bye"))
+            await asyncio.sleep(0.1)
+            b = c2.send(xe_request(2, b"b"))
+            await asyncio.sleep(0.1)
+            c = c3.send(xe_request(3, b"c"))
+            answers = await asyncio.wait_for(asyncio.gather(a, b, c), 10)
+            assert [bytes(x.get_body()) for x in answers] == [b"bye", b"b", b"c"]
+            assert len(conns) == 2 and [k.count for k in conns] == [1, 2]
+            assert now() - t0 == pytest.approx(2.1)
+
+    run_virtual(scenario())
