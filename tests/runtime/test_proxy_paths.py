@@ -874,3 +874,29 @@ def test_a_client_that_leaves_is_no_longer_counted():
             assert len(proxy.listeners[0].conns) == 1
 
     run_virtual(scenario())
+
+
+@register("test_tag_response")
+class TagResponse(StreamFilter):
+    """Adds the request's method to its answer as header x-method."""
+
+    touches_responses = True
+
+    def on_response(self, ctx, frame):
+        frame.set_header("x-method", ctx.method)
+
+
+def test_a_response_filter_sees_the_request_and_errors_made_here_skip_it():
+    async def scenario():
+        up, port = free_port(), free_port()
+        cfg = filtered(port, up, [{"name": "test_tag_response"}])
+        cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["match"] = {"path": "/sayHello"}
+        async with recorder("bolt", up, []), proxy_running(cfg):
+            c = await client("bolt", port)
+            answer = await c.call(bolt_request(1, method="sayHello"))
+            assert status(answer) == 200 and answer.get_header("x-method") == "sayHello"
+            assert answer.get_request_id() == 1
+            missing = await c.call(bolt_request(2, method="other"))  # 404: made here
+            assert status(missing) == 404 and missing.get_header("x-method") is None
+
+    run_virtual(scenario())
