@@ -1353,3 +1353,24 @@ def test_a_retired_connection_closing_opens_no_connection_over_the_limit():
             assert now() - t0 == pytest.approx(2.1)
 
     run_virtual(scenario())
+
+
+def test_an_ipv6_endpoint():
+    async def scenario():
+        up, port = free_port(), free_port()
+        loop = asyncio.get_running_loop()
+        counts: list = []
+        server = await loop.create_server(lambda: PerConnection(BOLT, counts), "::1", up)
+        try:
+            cfg = one_cluster(port, up)
+            cfg["clusters"][0]["endpoints"] = [f"[::1]:{up}"]
+            async with proxy_running(cfg) as proxy:
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_untimed(1))) == 200
+                assert counts == [1]
+                assert metric(proxy, "protocx_upstream_connections", cluster="up",
+                              endpoint=f"[::1]:{up}") == 1  # fmt: skip
+        finally:
+            server.close()
+
+    run_virtual(scenario())
