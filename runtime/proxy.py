@@ -253,11 +253,7 @@ class DownstreamConnection(FramedConnection):
     def route(self, stream: Stream) -> None:
         frame = stream.frame
         try:
-            route = self.routes.match(
-                stream.service,
-                stream.method,
-                stream.header if stream.extra_headers else frame.get_header,
-            )
+            route = self.routes.match(stream.service, stream.method, stream.header)
         except DecodeError as e:
             stream.fail(400, f"protoc-x: 400 {e.reason}")
             return
@@ -275,10 +271,10 @@ class DownstreamConnection(FramedConnection):
             if kind is _REQUEST:
                 stream.retries = route.retries  # (quiet: its success is silence, never retried)
             timeout = frame.get_timeout()
-            if not timeout or timeout < 0:  # none in the request: the route's, or the cluster's
-                timeout = route.timeout_ms or cluster.request_timeout_ms
-            elif timeout > MAX_TIMEOUT_MS:  # a peer's 400-digit timeout: as long as configs allow
-                timeout = MAX_TIMEOUT_MS
+            if timeout is None or timeout <= 0:  # none in the request: the route's, or the
+                timeout = route.timeout_ms or cluster.request_timeout_ms  # cluster's
+            else:  # (a peer's 400-digit timeout: as long as configs allow)
+                timeout = min(timeout, MAX_TIMEOUT_MS)
             # counted on the loop's clock from the read that brought the request, or from now
             # if a filter held it
             start = self.loop.time() if stream.paused else stream.arrived

@@ -900,3 +900,28 @@ def test_a_response_filter_sees_the_request_and_errors_made_here_skip_it():
             assert status(missing) == 404 and missing.get_header("x-method") is None
 
     run_virtual(scenario())
+
+
+@pytest.mark.parametrize(
+    "frame_ms, waited",
+    [(1, 0.001), (2, 0.002), (0, 3.0), (-5, 3.0), (7_000, 7.0)],
+)
+def test_the_frames_own_timeout_unless_it_has_none(frame_ms, waited):
+    """A bolt frame's timeout (ms) counts when positive; 0, negative or none: the route's
+    3 s. Answered 504 at that time, or up to a 10 ms tick after."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with (
+            recorder("bolt", up, [], answer=False),
+            proxy_running(one_cluster(port, up, route={"timeout_ms": 3_000})),
+        ):
+            c = await client("bolt", port)
+            frame = bolt_untimed(1)
+            frame.timeout = frame_ms
+            t0 = now()
+            answer = await c.call(frame, timeout=20)
+            assert status(answer) == 504
+            assert waited <= now() - t0 <= waited + 0.0101, now() - t0
+
+    run_virtual(scenario())
