@@ -10,7 +10,7 @@ from collections import deque
 from typing import Any
 
 from .api import DecodeError, Direction, PoolMode, StreamType, XFrame, XProtocol
-from .network import FramedConnection
+from .network import FramedConnection, parse_address
 from .router import make_balancer
 from .stream import Stream
 
@@ -18,6 +18,7 @@ log = logging.getLogger("protoc_x")
 _RESPONSE, _ONEWAY, _QUIET = StreamType.RESPONSE, StreamType.ONEWAY, StreamType.QUIET
 UNHEALTHY_S = 1.0  # an endpoint that refused a connection sits out this long
 BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop being read
+PINGPONG_CONNECTIONS = 1024  # a pingpong endpoint's max_connections by default (docs/config.md)
 
 
 class Probe:
@@ -295,12 +296,12 @@ class EndpointPool:
     def __init__(self, cluster: "Cluster", endpoint: str, proto: XProtocol):
         self.cluster = cluster
         self.endpoint = endpoint
-        self.host, _, port = endpoint.rpartition(":")
-        self.host = self.host.strip("[]")
-        self.port = int(port)
+        self.host, self.port = parse_address(endpoint)
         self.proto = proto
         self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
-        self.max_connections = cluster.max_connections or (1 if self.multiplex else 1024)
+        self.max_connections = cluster.max_connections or (
+            1 if self.multiplex else PINGPONG_CONNECTIONS
+        )
         self.conns: list[UpstreamConnection] = []  # established, accepting requests
         self.idle: list[UpstreamConnection] = []  # pingpong: free connections
         self.connecting = 0
@@ -318,18 +319,14 @@ class EndpointPool:
         stream.endpoint = self
         if self.multiplex:
             conns = self.conns
-            if conns and (len(conns) + self.connecting >= self.max_connections or self.connecting):
+            if conns and (self.connecting or len(conns) >= self.max_connections):
                 self.rr += 1
                 conns[self.rr % len(conns)].write_stream(stream)
                 return
-            if not conns and self.connecting:
-                self.queue(stream)
-                return
-            if len(conns) + self.connecting < self.max_connections:
-                self.queue(stream)
+            # a connection is needed (the first, or one more): the request waits for it
+            self.queue(stream)
+            if not self.connecting:
                 self.connect()
-                return
-            conns[0].write_stream(stream)
             return
         if self.idle:
             conn = self.idle.pop()

@@ -121,6 +121,9 @@ class Listener:
 
 class DownstreamConnection(FramedConnection):
     direction = Direction.REQUEST
+    has_heartbeat = False  # (set with the protocol)
+    draining = False
+    answered_at = 0.0  # the loop's time of its last answer
 
     def __init__(self, listener: Listener):
         protocols = listener.protocols
@@ -131,13 +134,10 @@ class DownstreamConnection(FramedConnection):
         self.deadlines = listener.proxy.deadlines
         self.output: OrderedOutput | None = None
         self.quiet_streams: list[Stream] = []
-        self.draining = False
         self.routes = listener.routes
         self.request_hooks = listener.hooks["on_request"]
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
-        self.has_heartbeat = False
-        self.answered_at = 0.0  # the loop's time of its last answer
         if self.proto is not None:
             self.protocol_chosen()
 

@@ -925,3 +925,27 @@ def test_the_frames_own_timeout_unless_it_has_none(frame_ms, waited):
             assert waited <= now() - t0 <= waited + 0.0101, now() - t0
 
     run_virtual(scenario())
+
+
+def test_durations_in_the_access_log_and_the_histogram(tmp_path, monkeypatch):
+    """Durations are measured on a high-resolution clock; here it is the virtual one, so a
+    request answered 250 ms after it came is logged as 250.0 ms and summed as 0.25 s."""
+    from protoc_x.runtime import proxy as proxy_module
+
+    log_path = tmp_path / "access.jsonl"
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(proxy_module, "perf_counter", loop.time)
+        up, port = free_port(), free_port()
+        cfg = one_cluster(port, up)
+        cfg["listeners"][0]["access_log"] = {"path": str(log_path), "format": "json"}
+        async with recorder("bolt", up, [], delay=0.25), proxy_running(cfg) as proxy:
+            c = await client("bolt", port)
+            assert status(await c.call(bolt_untimed(1))) == 200
+            labels = {"listener": "l", "protocol": "bolt", "cluster": "up"}
+            return metric(proxy, "protocx_request_duration_seconds_sum", **labels)
+
+    assert run_virtual(scenario()) == pytest.approx(0.25, abs=1e-9)
+    (line,) = [json.loads(x) for x in log_path.read_text().splitlines()]
+    assert line["duration_ms"] == pytest.approx(250.0, abs=1e-3)
