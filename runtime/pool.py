@@ -324,17 +324,17 @@ class EndpointPool:
                 conns[self.rr % len(conns)].write_stream(stream)
                 return
             # a connection is needed (the first, or one more): the request waits for it
-            self.queue(stream)
             if not self.connecting:
                 self.connect()
+            self.queue(stream)
             return
         if self.idle:
             conn = self.idle.pop()
             self.write_pingpong(conn, stream)
             return
-        self.queue(stream)
         if len(self.conns) + self.connecting < self.max_connections:
             self.connect()
+        self.queue(stream)
 
     def write_pingpong(self, conn: UpstreamConnection, stream: Stream) -> None:
         conn.write_stream(stream)
@@ -368,7 +368,6 @@ class EndpointPool:
         asyncio.ensure_future(self._connect())
 
     async def _connect(self) -> None:
-        conn = None
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(

@@ -427,8 +427,11 @@ class Proxy:
             conn.drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while any(not c.closed for c in conns) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        while any(not c.closed for c in conns):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(0.02, left))  # (the last wait ends at the deadline)
         for conn in conns:
             if not conn.closed:
                 conn.abort()

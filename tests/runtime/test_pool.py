@@ -1374,3 +1374,26 @@ def test_an_ipv6_endpoint():
             server.close()
 
     run_virtual(scenario())
+
+
+def test_a_client_is_not_read_while_the_connection_its_request_waits_for_is_made():
+    """While the first connect is in progress (here it never completes: 400 ms connect
+    timeout), the client's further requests are not read: after the 502 the endpoint sits
+    out, so they get 503 — read only then."""
+    from .harness import run
+
+    async def scenario():
+        with unaccepting() as up:
+            port = free_port()
+            cluster = {"connect_timeout_ms": 400}
+            async with proxy_running(one_cluster(port, up, cluster)) as proxy:
+                c = await client("bolt", port)
+                first = c.send(bolt_untimed(1))
+                await asyncio.sleep(0.05)
+                later = [c.send(bolt_untimed(i)) for i in (2, 3)]
+                await asyncio.sleep(0.1)
+                assert metric(proxy, "protocx_pool_pending_requests", cluster="up") == 1
+                answers = await asyncio.wait_for(asyncio.gather(first, *later), 5)
+                assert [status(a) for a in answers] == [502, 503, 503]
+
+    run(scenario())
