@@ -35,8 +35,7 @@ class Route:
         self.timeout_ms = action.timeout_ms or None
         self.retries = action.retries or 0
         if action.cluster is not None:
-            self.cluster = clusters[action.cluster]
-            self.picker = None
+            self.cluster = clusters[action.cluster]  # (no picker)
         else:
             self.cluster = None
             self.picker = WeightedPicker([(w.name, w.weight) for w in action.weighted_clusters])
@@ -86,9 +85,7 @@ class Listener:
         host, port = self.config.address.host, self.config.address.port
         socks: list[socket.socket] = []
         try:
-            infos = socket.getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # (host: never "")
             for family, kind, proto, _, addr in dict.fromkeys(infos):
                 sock = socket.socket(family, kind, proto)
                 socks.append(sock)

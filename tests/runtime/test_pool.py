@@ -1397,3 +1397,27 @@ def test_a_client_is_not_read_while_the_connection_its_request_waits_for_is_made
                 assert [status(a) for a in answers] == [502, 503, 503]
 
     run(scenario())
+
+
+def test_a_failed_connect_leaves_queued_requests_to_the_connection_that_is_up():
+    """pingpong: a request in flight on the one connection (answered after 1 s); the
+    endpoint stops listening; the next request's connect is refused, but the connection
+    that is up serves it once free."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        seen: list = []
+        async with recorder("thrift", up, seen, delay=1.0) as server:
+            async with proxy_running(thrift_cluster(port, up)):
+                c1, c2 = await client("thrift", port), await client("thrift", port)
+                t0 = now()
+                a = c1.send(thrift_call(1, b"a"))
+                await asyncio.sleep(0.1)
+                server.server.close()  # no new connections; the one made stays
+                b = await c2.call(thrift_call(2, b"b"), timeout=10)
+                assert b"b" in bytes(b.get_body()) and THRIFT.runtime_status(b.get_status()) == 200
+                assert now() - t0 == pytest.approx(2.0)
+                assert b"a" in bytes((await a).get_body())
+                assert len(server.conns) == 1
+
+    run_virtual(scenario())

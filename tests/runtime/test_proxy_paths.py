@@ -310,8 +310,9 @@ def test_a_taken_address_fails_start_naming_the_listener_and_leaves_no_socket_bo
             proxy = Proxy(parse_config(cfg, "."), PROTOCOLS)
             with pytest.raises(OSError) as info:
                 await proxy.start()
-        assert str(info.value).startswith(
+        assert str(info.value) == (
             f"[Errno 98] listeners[1].address: cannot listen on 127.0.0.1:{taken}: "
+            "Address already in use"
         )
         assert info.value.errno == 98
         with socket.socket() as again:  # the first listener's socket was closed
@@ -338,6 +339,7 @@ def test_a_rate_limit_is_shared_by_the_workers():
                 await proxy.drain(0.5)
             assert codes == [BOLT.map_status(200)] * 2 + [BOLT.map_status(429)] * 2
             assert len(seen) == 2
+            assert metric(proxy, "protocx_rate_limited_total", listener="l", protocol="bolt") == 2
 
     run_virtual(scenario())
 
@@ -833,6 +835,8 @@ def test_drain_closes_upstreams_admin_and_access_log_and_only_worker_0_serves_ad
             if worker == 0:
                 _, w = await asyncio.open_connection("127.0.0.1", admin)
                 w.close()
+                bound = [s.getsockname()[:2] for s in proxy.admin.server.sockets]
+                assert bound == [("127.0.0.1", admin)]
             else:
                 with pytest.raises(OSError):
                     await asyncio.open_connection("127.0.0.1", admin)
