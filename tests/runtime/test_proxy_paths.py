@@ -350,11 +350,10 @@ from pydantic import StrictFloat, StrictInt, StrictStr  # noqa: E402
 
 from protoc_x.runtime.api import DecodeError  # noqa: E402
 from protoc_x.runtime.filters import (  # noqa: E402
-    FilterConfig, Pause, Reject, StreamFilter, register,
+    REGISTRY, FilterConfig, Pause, Reject, StreamFilter, filters,
 )  # fmt: skip
 
 
-@register("test_pause_routed")
 class PauseRouted(StreamFilter):
     """After routing (the deadline runs): hold each request ``seconds``."""
 
@@ -365,7 +364,6 @@ class PauseRouted(StreamFilter):
         return Pause(self.config.seconds)
 
 
-@register("test_reject_routed")
 class RejectRouted(StreamFilter):
     class Config(FilterConfig):
         code: StrictInt
@@ -375,7 +373,6 @@ class RejectRouted(StreamFilter):
         return Reject(self.config.code, self.config.message)
 
 
-@register("test_broken")
 class Broken(StreamFilter):
     """Reads a header that cannot be decoded."""
 
@@ -383,12 +380,27 @@ class Broken(StreamFilter):
         raise DecodeError(7, "header map: truncated")
 
 
-def filtered(port: int, up: int, filters: list, timeout_ms: int = 10_000) -> dict:
+@pytest.fixture
+def our_filters():
+    """This module's filters, registered for one test only (the config's errors list the
+    registered ones)."""
+    filters()
+    ours = {"test_pause_routed": PauseRouted, "test_reject_routed": RejectRouted,
+            "test_broken": Broken, "test_tag_response": TagResponse}  # fmt: skip
+    for name, cls in ours.items():
+        cls.name = name
+        REGISTRY[name] = cls
+    yield
+    for name in ours:
+        del REGISTRY[name]
+
+
+def filtered(port: int, up: int, chain: list, timeout_ms: int = 10_000) -> dict:
     return one_cluster(port, up, route={"timeout_ms": timeout_ms},
-                       listener={"stream_filters": filters})  # fmt: skip
+                       listener={"stream_filters": chain})  # fmt: skip
 
 
-def test_filters_after_routing_pause_then_reject_with_their_message():
+def test_filters_after_routing_pause_then_reject_with_their_message(our_filters):
     async def scenario():
         up, port = free_port(), free_port()
         seen: list = []
@@ -406,7 +418,9 @@ def test_filters_after_routing_pause_then_reject_with_their_message():
     run_virtual(scenario())
 
 
-def test_a_pause_after_routing_counts_against_the_deadline_and_a_timed_out_request_stays():
+def test_a_pause_after_routing_counts_against_the_deadline_and_a_timed_out_request_stays(
+    our_filters,
+):
     """The deadline is set at routing: a 2 s pause after it, with a 1 s timeout, answers 504
     at 1 s, and the request never goes upstream; a 0.5 s pause lets it through."""
 
@@ -451,7 +465,7 @@ def test_a_request_held_by_a_filter_is_dropped_if_its_client_leaves():
     run_virtual(scenario())
 
 
-def test_a_filter_that_cannot_decode_the_request_answers_400_with_the_reason():
+def test_a_filter_that_cannot_decode_the_request_answers_400_with_the_reason(our_filters):
     async def scenario():
         up, port = free_port(), free_port()
         seen: list = []
@@ -897,7 +911,6 @@ def test_a_client_that_leaves_is_no_longer_counted():
     run_virtual(scenario())
 
 
-@register("test_tag_response")
 class TagResponse(StreamFilter):
     """Adds the request's method to its answer as header x-method."""
 
@@ -907,7 +920,7 @@ class TagResponse(StreamFilter):
         frame.set_header("x-method", ctx.method)
 
 
-def test_a_response_filter_sees_the_request_and_errors_made_here_skip_it():
+def test_a_response_filter_sees_the_request_and_errors_made_here_skip_it(our_filters):
     async def scenario():
         up, port = free_port(), free_port()
         cfg = filtered(port, up, [{"name": "test_tag_response"}])
