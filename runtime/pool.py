@@ -495,7 +495,7 @@ class Cluster:
             try:
                 key = stream.header(self.hash_header)
             except DecodeError:
-                key = None
+                pass  # (no key: round robin)
         if stream.tried or (self.unhealthy_until and self.unhealthy_until > self.loop.time()):
             avoid = frozenset(stream.tried) | frozenset(
                 ep for ep in self.endpoints if not self.pool(proto, ep).healthy()

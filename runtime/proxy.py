@@ -89,11 +89,11 @@ class Listener:
             for family, kind, proto, _, addr in dict.fromkeys(infos):
                 sock = socket.socket(family, kind, proto)
                 socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
                 if self.proxy.workers > 1:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, True)
                 if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
                 sock.bind(addr)
         except OSError:
             for sock in socks:
@@ -366,11 +366,11 @@ class DownstreamConnection(FramedConnection):
 class Proxy:
     """Everything a config describes, running."""
 
+    draining = False  # (set by drain)
+
     def __init__(self, config, protocols: dict[str, XProtocol], worker: int = 0, workers: int = 1,
                  shared: str | None = None):  # fmt: skip
         self.config = config
-        self.protocols = protocols
-        self.draining = False
         self.worker, self.workers, self.shared = worker, workers, shared
         self.metrics = Metrics(worker=worker, shared=shared)
         self.deadlines = Deadlines(asyncio.get_event_loop())

@@ -1421,3 +1421,100 @@ def test_a_failed_connect_leaves_queued_requests_to_the_connection_that_is_up():
                 assert len(server.conns) == 1
 
     run_virtual(scenario())
+
+
+# ----------------------------------------------------------------- dispatch: exact answers
+
+
+def test_the_503s_and_502s_of_dispatch_with_their_texts():
+    """memcached carries an error's text as the answer's value (and no key): a breaker's 503, a refused
+    endpoint's 502, then (it sits out) 503 no healthy endpoint; and a retry that finds no
+    other endpoint keeps its 502."""
+    s502, s503 = MEMCACHED.map_status(502), MEMCACHED.map_status(503)
+
+    async def scenario():
+        dead, slow, port = free_port(), free_port(), free_port()
+        cfg = mc_cluster(port, [slow], {"circuit_breakers": {"max_requests": 1}})
+        async with fake_memcached(slow, {b"k": b"V"}, [], delay=1.0), proxy_running(cfg):
+            c = await RawClient.connect(port)
+            c.send(mc(GETK, b"k", 1), mc(GETK, b"k", 2))
+            assert await c.frames(2) == [  # (in request order)
+                (GETK, 1, 0, b"k", b"V"),
+                (GETK, 2, s503, b"", b"protoc-x: 503 circuit breaker open"),
+            ]
+        async with proxy_running(mc_cluster(port, [dead])):
+            c = await RawClient.connect(port)
+            c.send(mc(GETK, b"k", 3))
+            assert await c.frames(1) == [
+                (GETK, 3, s502, b"", b"protoc-x: 502 upstream unreachable or reset")
+            ]
+            c.send(mc(GETK, b"k", 4))
+            assert await c.frames(1) == [(GETK, 4, s503, b"", b"protoc-x: 503 no healthy endpoint")]
+        cfg = mc_cluster(port, [dead])
+        cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["route"]["retries"] = 1
+        async with proxy_running(cfg):
+            c = await RawClient.connect(port)
+            c.send(mc(GETK, b"k", 5))
+            assert await c.frames(1) == [
+                (GETK, 5, s502, b"", b"protoc-x: 502 upstream unreachable or reset")
+            ]
+
+    run_virtual(scenario())
+
+
+def test_a_hash_key_keeps_its_endpoint_while_another_sits_out_and_no_key_goes_round_robin():
+    """hash:x-key over a dead endpoint and two good ones: while the dead one sits out, a key
+    of a good endpoint still goes there, every time; a request whose key cannot be read has
+    none (round robin)."""
+    from .test_proxy_paths import BrokenHeaderBolt
+
+    async def scenario():
+        dead, a, b, port = free_port(), free_port(), free_port(), free_port()
+        cfg = two_endpoints(port, dead, a)
+        cfg["clusters"][0]["endpoints"].append(f"127.0.0.1:{b}")
+        eps = cfg["clusters"][0]["endpoints"]
+        seen_a, seen_b = [], []
+        async with recorder("bolt", a, seen_a), recorder("bolt", b, seen_b):
+            async with proxy_running(cfg):
+                c = await client("bolt", port)
+                assert status(await c.call(keyed(1, key_on(dead, eps)))) == 502
+                key_a = key_on(a, eps)
+                for i in range(2, 6):  # the dead one sits out for 1 s
+                    assert status(await c.call(keyed(i, key_a))) == 200
+                assert (len(seen_a), len(seen_b)) == (4, 0)
+            cfg["clusters"][0]["lb_policy"] = "hash:x-broken"
+            cfg["clusters"][0]["endpoints"] = eps[1:]
+            protocols = {**PROTOCOLS, "bolt": BrokenHeaderBolt()}
+            async with proxy_with(cfg, protocols):
+                c = await client("bolt", port)
+                for i in range(6, 10):
+                    assert status(await c.call(keyed(i, key_a))) == 200
+                assert (len(seen_a), len(seen_b)) == (6, 2)
+
+    run_virtual(scenario())
+
+
+def test_least_request_counts_each_endpoints_requests_in_flight():
+    """Three at once over a and b (both answer after 1 s): a gets two, b one. Once all are
+    answered both count none again."""
+
+    async def scenario():
+        a, b, port = free_port(), free_port(), free_port()
+        cfg = one_cluster(port, a, {"lb_policy": "least_request"})
+        cfg["clusters"][0]["endpoints"].append(f"127.0.0.1:{b}")
+        seen_a, seen_b = [], []
+        async with (
+            recorder("bolt", a, seen_a, delay=1.0),
+            recorder("bolt", b, seen_b, delay=1.0),
+            proxy_running(cfg),
+        ):
+            c = await client("bolt", port)
+            first = [c.send(bolt_untimed(i)) for i in (1, 2, 3)]
+            await asyncio.wait_for(asyncio.gather(*first), 10)
+            assert (len(seen_a), len(seen_b)) == (2, 1)
+            # idle again: three at once go b, a (both 0 in flight), then b (a tie, from b)
+            again = [c.send(bolt_untimed(i)) for i in (4, 5, 6)]
+            await asyncio.wait_for(asyncio.gather(*again), 10)
+            assert (len(seen_a), len(seen_b)) == (3, 3)
+
+    run_virtual(scenario())
