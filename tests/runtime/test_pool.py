@@ -1518,3 +1518,30 @@ def test_least_request_counts_each_endpoints_requests_in_flight():
             assert (len(seen_a), len(seen_b)) == (3, 3)
 
     run_virtual(scenario())
+
+
+def test_least_request_prefers_the_endpoint_with_fewer_in_flight_from_its_turn():
+    """a holds two requests (answered after 10 s), b one (answered after 0.5 s, then its
+    next after 10 s): a request whose turn starts at a still goes to b while b has one in
+    flight and a two."""
+
+    async def scenario():
+        a, b, port = free_port(), free_port(), free_port()
+        cfg = one_cluster(port, a, {"lb_policy": "least_request", "request_timeout_ms": 60_000})
+        cfg["clusters"][0]["endpoints"].append(f"127.0.0.1:{b}")
+        seen_a, seen_b = [], []
+        async with (
+            recorder("bolt", a, seen_a, delay=10.0),
+            recorder("bolt", b, seen_b, delay=lambda n: 0.5 if n == 0 else 10.0),
+            proxy_running(cfg),
+        ):
+            c = await client("bolt", port)
+            futures = [c.send(bolt_untimed(i)) for i in (1, 2, 3)]  # a, b, a
+            await asyncio.sleep(0.6)  # b answered its first
+            futures.append(c.send(bolt_untimed(4)))  # b's turn: b
+            await asyncio.sleep(0.1)
+            futures.append(c.send(bolt_untimed(5)))  # a's turn, but a has 2, b 1: b
+            await asyncio.wait_for(asyncio.gather(*futures), 30)
+            assert (len(seen_a), len(seen_b)) == (2, 3)
+
+    run_virtual(scenario())
