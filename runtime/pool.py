@@ -435,14 +435,13 @@ class EndpointPool:
 class Cluster:
     """A named set of endpoints speaking one protocol, with a load balancer and breakers."""
 
-    def __init__(self, config, proto_for, metrics=None) -> None:
+    def __init__(self, config, metrics=None) -> None:
         self.name = config.name
         self.metrics = metrics
         budget = config.retry_budget
         self.retry_percent = budget.percent if budget is not None else 20.0
         self.retrying: set[Stream] = set()  # retried requests not yet answered
         self.config = config
-        self.proto_for = proto_for  # protocol name → XProtocol
         self.connect_timeout = config.connect_timeout_ms / 1000
         self.request_timeout_ms = config.request_timeout_ms
         self.max_connections = config.max_connections

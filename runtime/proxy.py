@@ -375,7 +375,7 @@ class Proxy:
         self.metrics = Metrics(worker=worker, shared=shared)
         self.deadlines = Deadlines(asyncio.get_event_loop())
         self.admin = None
-        self.clusters = {c.name: Cluster(c, protocols, self.metrics) for c in config.clusters}
+        self.clusters = {c.name: Cluster(c, self.metrics) for c in config.clusters}
         tables = {}
         for rc in config.route_configs:
             resolved = []

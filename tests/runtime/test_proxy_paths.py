@@ -744,7 +744,8 @@ def test_the_no_route_answer_names_the_service_and_method():
         up, port = free_port(), free_port()
         cfg = one_cluster(port, up)
         cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["match"] = {"path": "/none"}
-        async with proxy_running(cfg):
+        async with proxy_running(cfg) as proxy:
+            assert proxy.listeners[0].routes.virtual_host("a.B:1") == "v"
             c = await client("bolt", port)
             answer = await c.call(bolt_request(4, service="a.B:1", method="m"))
             assert status(answer) == 404
@@ -983,3 +984,29 @@ def test_durations_in_the_access_log_and_the_histogram(tmp_path, monkeypatch):
     assert run_virtual(scenario()) == pytest.approx(0.25, abs=1e-9)
     (line,) = [json.loads(x) for x in log_path.read_text().splitlines()]
     assert line["duration_ms"] == pytest.approx(250.0, abs=1e-3)
+
+
+def test_workers_in_one_process_publish_their_own_metrics(tmp_path):
+    """Workers 1 and 2 (of 3) each serve a request and publish into the shared directory:
+    worker 0's view sums both."""
+    from protoc_x.runtime.metrics import Metrics
+
+    async def scenario():
+        up = free_port()
+        async with recorder("bolt", up, []):
+            for worker in (1, 2):
+                port = free_port()
+                proxy = Proxy(parse_config(one_cluster(port, up), "."), PROTOCOLS,
+                              worker=worker, workers=3, shared=str(tmp_path))  # fmt: skip
+                await proxy.start()
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_untimed(worker))) == 200
+                await proxy.drain(1)
+
+    run_virtual(scenario())
+    text = Metrics(worker=0, shared=str(tmp_path)).text().decode()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "protocx_requests_total")  # fmt: skip
+    assert total == 2
