@@ -105,8 +105,7 @@ class Listener:
         """Listen on the sockets :meth:`bind` gave."""
         loop = asyncio.get_running_loop()
         factory = make_server_factory(lambda: DownstreamConnection(self), self.sweeper)
-        for sock in socks:
-            sock.setblocking(False)
+        for sock in socks:  # (create_server makes them non-blocking)
             self.servers.append(await loop.create_server(factory, sock=sock))
         self.sweeper.start()
 
