@@ -375,6 +375,8 @@ class EndpointPool:
                 ),
                 self.cluster.connect_timeout,
             )
+            if conn.closed:  # closed before we got it (uvloop may run connection_lost first)
+                raise ConnectionResetError("connection closed by the peer at once")
         except (OSError, asyncio.TimeoutError) as e:
             self.connecting -= 1
             self.unhealthy_until = self.loop.time() + UNHEALTHY_S
