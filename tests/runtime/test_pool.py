@@ -1577,3 +1577,51 @@ def test_an_upstream_that_closes_at_once_is_a_failed_connect_not_a_dead_connecti
             server.close()
 
     run(scenario())
+
+
+class BoltOrDubbo(FramedConnection):
+    """An upstream answering bolt or dubbo, whichever its first byte says; records which
+    protocols it saw."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, seen: list):
+        super().__init__(None)
+        self.seen = seen
+
+    def choose_protocol(self, data) -> bool:
+        self.proto = BOLT if data[0] == 1 else PROTOCOLS["dubbo"]
+        return True
+
+    def on_frame(self, frame, buf, start, length):
+        self.seen.append(self.proto.name)
+        self.send(self.proto.success_response(frame).encode())
+
+
+def test_least_request_counts_requests_not_pools():
+    """A listener of bolt and dubbo: an endpoint has a pool per protocol. Endpoints with no
+    request in flight tie, whatever pools they have: requests one at a time go round
+    robin, a, b, a, b, a."""
+    from .test_governance import dubbo_request
+
+    async def scenario():
+        a, b, port = free_port(), free_port(), free_port()
+        cfg = one_cluster(port, a, {"lb_policy": "least_request"})
+        cfg["clusters"][0]["endpoints"].append(f"127.0.0.1:{b}")
+        seen_a, seen_b = [], []
+        loop = asyncio.get_running_loop()
+        servers = [await loop.create_server(lambda s=s: BoltOrDubbo(s), "127.0.0.1", p)
+                   for s, p in ((seen_a, a), (seen_b, b))]  # fmt: skip
+        try:
+            async with proxy_running(cfg):
+                bolt, dubbo = await client("bolt", port), await client("dubbo", port)
+                assert status(await bolt.call(bolt_untimed(1))) == 200  # a: its bolt pool
+                for rid in (2, 3, 4, 5):  # b, a (its dubbo pool), b, a
+                    answer = await dubbo.call(dubbo_request(rid))
+                    assert answer.get_request_id() == rid
+                assert (seen_a, seen_b) == (["bolt", "dubbo", "dubbo"], ["dubbo", "dubbo"])
+        finally:
+            for server in servers:
+                server.close()
+
+    run_virtual(scenario())
