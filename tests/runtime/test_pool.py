@@ -717,7 +717,14 @@ def key_on(port: int, endpoints: list[str]) -> str:
 
 @pytest.mark.parametrize(
     "percent, retried, n",
-    [(None, 3, 10), (20.0, 3, 10), (50.0, 5, 10), (70.0, 7, 10), (100.0, 110, 110)],
+    [
+        (None, 3, 10),
+        (None, 4, 20),
+        (20.0, 3, 10),
+        (50.0, 5, 10),
+        (70.0, 7, 10),
+        (100.0, 110, 110),
+    ],  # (20 at the default 20 %: 4)
 )
 def test_the_retry_budget_bounds_retries_in_progress(percent, retried, n):
     """Ten requests at once to a refused endpoint, each allowed a retry: retries in progress
@@ -1623,5 +1630,26 @@ def test_least_request_counts_requests_not_pools():
         finally:
             for server in servers:
                 server.close()
+
+    run_virtual(scenario())
+
+
+def test_the_default_max_requests_is_10000_in_flight():
+    """10001 requests at once on an open connection, answered after 10 s: the last gets
+    503."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with (
+            recorder("bolt", up, [], delay=lambda n: 10.0 if n else 0.0),
+            proxy_running(one_cluster(port, up, route={"timeout_ms": 60_000})) as proxy,
+        ):
+            c = await client("bolt", port)
+            assert status(await c.call(bolt_untimed(1))) == 200
+            more = [c.send(bolt_untimed(i)) for i in range(2, 10003)]
+            codes = [status(a) for a in await asyncio.wait_for(asyncio.gather(*more), 60)]
+            assert codes.count(503) == 1 and codes.count(200) == 10000
+            assert metric(proxy, "protocx_circuit_breaker_overflow_total", cluster="up",
+                          breaker="max_requests") == 1  # fmt: skip
 
     run_virtual(scenario())
