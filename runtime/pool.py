@@ -21,6 +21,11 @@ BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop b
 PINGPONG_CONNECTIONS = 1024  # a pingpong endpoint's max_connections by default (docs/config.md)
 
 
+def seconds(ms: int) -> float:
+    """A config's milliseconds, as the loop counts."""
+    return ms / 1000
+
+
 class Probe:
     """The proxy's own request on an upstream connection: a keepalive or a barrier."""
 
@@ -443,12 +448,13 @@ class Cluster:
         budget = config.retry_budget
         self.retry_percent = budget.percent if budget is not None else 20.0
         self.retrying: set[Stream] = set()  # retried requests not yet answered
-        self.config = config
-        self.connect_timeout = config.connect_timeout_ms / 1000
+        self.connect_timeout = seconds(config.connect_timeout_ms)
         self.request_timeout_ms = config.request_timeout_ms
         self.max_connections = config.max_connections
         ka = config.keepalive
-        self.keepalive = (ka.interval_ms / 1000, ka.timeout_ms / 1000, ka.failures) if ka else None
+        self.keepalive = (
+            (seconds(ka.interval_ms), seconds(ka.timeout_ms), ka.failures) if ka else None
+        )
         cb = config.circuit_breakers
         self.max_pending = cb.max_pending_requests if cb else 1024
         self.max_requests = cb.max_requests if cb else 10000

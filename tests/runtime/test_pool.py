@@ -1653,3 +1653,22 @@ def test_the_default_max_requests_is_10000_in_flight():
                           breaker="max_requests") == 1  # fmt: skip
 
     run_virtual(scenario())
+
+
+def test_the_default_max_pending_requests_is_1024():
+    """1026 clients send a request each while the endpoint's first connection is made: 1024
+    wait for it, 2 get 503."""
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        async with recorder("bolt", up, []), proxy_running(one_cluster(port, up)) as proxy:
+            clients = [await client("bolt", port) for _ in range(1026)]
+            futures = [c.send(bolt_untimed(1)) for c in clients]
+            codes = [status(a) for a in await asyncio.wait_for(asyncio.gather(*futures), 60)]
+            assert codes.count(503) == 2 and codes.count(200) == 1024
+            assert metric(proxy, "protocx_circuit_breaker_overflow_total", cluster="up",
+                          breaker="max_pending_requests") == 2  # fmt: skip
+            for c in clients:
+                c.close()
+
+    run_virtual(scenario())
