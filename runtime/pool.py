@@ -10,7 +10,7 @@ from collections import deque
 from typing import Any
 
 from .api import DecodeError, Direction, PoolMode, StreamType, XFrame, XProtocol
-from .network import FramedConnection
+from .network import FramedConnection, parse_address
 from .router import make_balancer
 from .stream import Stream
 
@@ -18,18 +18,21 @@ log = logging.getLogger("protoc_x")
 _RESPONSE, _ONEWAY, _QUIET = StreamType.RESPONSE, StreamType.ONEWAY, StreamType.QUIET
 UNHEALTHY_S = 1.0  # an endpoint that refused a connection sits out this long
 BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop being read
+PINGPONG_CONNECTIONS = 1024  # a pingpong endpoint's max_connections by default (docs/config.md)
+
+
+def seconds(ms: int) -> float:
+    """A config's milliseconds, as the loop counts."""
+    return ms / 1000
 
 
 class Probe:
     """The proxy's own request on an upstream connection: a keepalive or a barrier."""
 
-    __slots__ = ("kind", "seq", "done", "timer", "up_id")
+    __slots__ = ("kind", "seq", "timer", "up_id")  # seq, up_id: set by write_probe
 
     def __init__(self, kind: str):
         self.kind = kind
-        self.seq = 0
-        self.up_id = 0
-        self.done = False
         self.timer = None
 
 
@@ -114,7 +117,10 @@ class UpstreamConnection(FramedConnection):
                 conn.write_probe(Probe("barrier"))
 
     def write_probe(self, probe: Probe) -> bool:
-        """A heartbeat of our own (keepalive or barrier); False if the protocol has none."""
+        """A heartbeat of our own (keepalive or barrier); False if the protocol has none, or
+        if this is a pingpong connection already waiting for an answer."""
+        if self.current is not None:
+            return False
         uid = self.new_id()
         ping = self.proto.trigger(uid)
         if ping is None:
@@ -122,7 +128,11 @@ class UpstreamConnection(FramedConnection):
         self.seq += 1
         probe.seq = self.seq
         probe.up_id = uid
-        self.inflight[uid] = probe
+        if self.multiplex:
+            self.inflight[uid] = probe
+        else:  # like a request: the connection serves nobody else until it is answered
+            self.current = probe
+            self.pool.take(self)
         self.send(ping.encode())
         return True
 
@@ -160,8 +170,7 @@ class UpstreamConnection(FramedConnection):
         if stream.__class__ is Probe:
             self.probe_answered(stream)
         else:
-            if stream.kind is _QUIET and stream in self.quiet:
-                self.quiet.remove(stream)
+            # (an answered quiet request left in self.quiet goes with the next answer)
             if self.multiplex:
                 data = bytearray(buf[start : start + length])
                 if not frame.patch_request_id(data, stream.down_id):
@@ -170,10 +179,11 @@ class UpstreamConnection(FramedConnection):
             else:
                 data = buf[start : start + length]
             stream.finish(frame, data)
-        if not self.multiplex:
+        if self.retired:
+            if not self.busy():
+                self.close()
+        elif not self.multiplex:
             self.pool.release(self)
-        elif self.retired and not self.inflight:
-            self.close()
 
     def server_request(self, frame: XFrame) -> None:
         """The server asks something of us: a heartbeat gets its reply; nothing else is ours."""
@@ -190,14 +200,13 @@ class UpstreamConnection(FramedConnection):
         quiet = self.quiet
         while quiet and quiet[0].seq < seq:
             stream = quiet.popleft()
-            if self.multiplex and self.inflight.get(stream.up_id) is stream:
-                del self.inflight[stream.up_id]
+            self.inflight.pop(stream.up_id, None)  # (its id is not reused while it is here)
             stream.finish(None, None)
 
     def on_decode_error(self, error: DecodeError) -> None:
         log.warning("upstream %s sent undecodable bytes: %s", self.pool.endpoint, error)
         self.abort()
-        self.on_close(error)
+        self.on_close(None)
 
     def on_close(self, exc) -> None:
         self.closed = True
@@ -250,7 +259,6 @@ class UpstreamConnection(FramedConnection):
         def tick(when: float) -> None:
             # ``when``, the time this timer was armed for, has come (a timer of uvloop's may
             # run half a millisecond early: loop.time() could say it has not)
-            self.keepalive_timer = None
             if self.closed:
                 return
             due = self.last_activity + interval
@@ -264,21 +272,22 @@ class UpstreamConnection(FramedConnection):
                 due = when + interval
             self.keepalive_timer = loop.call_at(due, tick, due)
 
-        due = self.last_activity + interval
-        self.keepalive_timer = loop.call_at(due, tick, due)
+        tick(self.last_activity)  # arms the first for last_activity + interval
 
     def probe_answered(self, probe: Probe) -> None:
-        probe.done = True
         if probe.timer is not None:
             probe.timer.cancel()
         if probe.kind == "keepalive":
             self.keepalive_failures = 0
 
     def probe_missed(self, probe: Probe, failures: int) -> None:
-        if probe.done or self.closed:
+        """A keepalive not answered in time (an answer cancels this timer)."""
+        if self.closed:
             return
-        if self.inflight.get(probe.up_id) is probe:
-            del self.inflight[probe.up_id]
+        if self.multiplex:
+            del self.inflight[probe.up_id]  # its late answer will be dropped
+        else:
+            failures = 1  # a pingpong connection still owes the answer: it can serve nobody
         self.keepalive_failures += 1
         if self.keepalive_failures >= failures:
             log.warning("upstream %s missed %d keepalives: closing", self.pool.endpoint, failures)
@@ -292,12 +301,12 @@ class EndpointPool:
     def __init__(self, cluster: "Cluster", endpoint: str, proto: XProtocol):
         self.cluster = cluster
         self.endpoint = endpoint
-        self.host, _, port = endpoint.rpartition(":")
-        self.host = self.host.strip("[]")
-        self.port = int(port)
+        self.host, self.port = parse_address(endpoint)
         self.proto = proto
         self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
-        self.max_connections = cluster.max_connections or (1 if self.multiplex else 1024)
+        self.max_connections = cluster.max_connections or (
+            1 if self.multiplex else PINGPONG_CONNECTIONS
+        )
         self.conns: list[UpstreamConnection] = []  # established, accepting requests
         self.idle: list[UpstreamConnection] = []  # pingpong: free connections
         self.connecting = 0
@@ -315,26 +324,22 @@ class EndpointPool:
         stream.endpoint = self
         if self.multiplex:
             conns = self.conns
-            if conns and (len(conns) + self.connecting >= self.max_connections or self.connecting):
+            if conns and (self.connecting or len(conns) >= self.max_connections):
                 self.rr += 1
                 conns[self.rr % len(conns)].write_stream(stream)
                 return
-            if not conns and self.connecting:
-                self.queue(stream)
-                return
-            if len(conns) + self.connecting < self.max_connections:
-                self.queue(stream)
+            # a connection is needed (the first, or one more): the request waits for it
+            if not self.connecting:
                 self.connect()
-                return
-            conns[0].write_stream(stream)
+            self.queue(stream)
             return
         if self.idle:
             conn = self.idle.pop()
             self.write_pingpong(conn, stream)
             return
-        self.queue(stream)
         if len(self.conns) + self.connecting < self.max_connections:
             self.connect()
+        self.queue(stream)
 
     def write_pingpong(self, conn: UpstreamConnection, stream: Stream) -> None:
         conn.write_stream(stream)
@@ -368,7 +373,6 @@ class EndpointPool:
         asyncio.ensure_future(self._connect())
 
     async def _connect(self) -> None:
-        conn = None
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -376,11 +380,13 @@ class EndpointPool:
                 ),
                 self.cluster.connect_timeout,
             )
+            if conn.closed:  # closed before we got it (uvloop may run connection_lost first)
+                raise ConnectionResetError("connection closed by the peer at once")
         except (OSError, asyncio.TimeoutError) as e:
             self.connecting -= 1
             self.unhealthy_until = self.loop.time() + UNHEALTHY_S
             self.cluster.unhealthy_until = max(self.cluster.unhealthy_until, self.unhealthy_until)
-            log.warning("cannot connect to %s: %s", self.endpoint, e or "timeout")
+            log.warning("cannot connect to %s: %s", self.endpoint, str(e) or "timeout")
             if not self.conns and not self.connecting:
                 while (stream := self.dequeue()) is not None:
                     stream.upstream_failed(self.endpoint)
@@ -403,14 +409,18 @@ class EndpointPool:
         self.release_held()  # those still over the limit were held again by write_stream
 
     def release(self, conn: UpstreamConnection) -> None:
-        """A pingpong connection is free: give it the next waiting request."""
-        if conn.closed or conn.retired:
-            return
+        """A pingpong connection is free (open, not retired): give it the next waiting
+        request."""
         stream = self.dequeue()
         if stream is not None:
             self.write_pingpong(conn, stream)
         else:
             self.idle.append(conn)
+
+    def take(self, conn: UpstreamConnection) -> None:
+        """A pingpong connection is busy with a heartbeat of ours: not free for requests."""
+        if conn in self.idle:
+            self.idle.remove(conn)
 
     def lost(self, conn: UpstreamConnection) -> None:
         for lst in (self.conns, self.idle):
@@ -432,19 +442,19 @@ class EndpointPool:
 class Cluster:
     """A named set of endpoints speaking one protocol, with a load balancer and breakers."""
 
-    def __init__(self, config, proto_for, metrics=None) -> None:
+    def __init__(self, config, metrics=None) -> None:
         self.name = config.name
         self.metrics = metrics
         budget = config.retry_budget
         self.retry_percent = budget.percent if budget is not None else 20.0
-        self.retrying = 0
-        self.config = config
-        self.proto_for = proto_for  # protocol name → XProtocol
-        self.connect_timeout = config.connect_timeout_ms / 1000
+        self.retrying: set[Stream] = set()  # retried requests not yet answered
+        self.connect_timeout = seconds(config.connect_timeout_ms)
         self.request_timeout_ms = config.request_timeout_ms
         self.max_connections = config.max_connections
         ka = config.keepalive
-        self.keepalive = (ka.interval_ms / 1000, ka.timeout_ms / 1000, ka.failures) if ka else None
+        self.keepalive = (
+            (seconds(ka.interval_ms), seconds(ka.timeout_ms), ka.failures) if ka else None
+        )
         cb = config.circuit_breakers
         self.max_pending = cb.max_pending_requests if cb else 1024
         self.max_requests = cb.max_requests if cb else 10000
@@ -492,7 +502,7 @@ class Cluster:
             try:
                 key = stream.header(self.hash_header)
             except DecodeError:
-                key = None
+                pass  # (no key: round robin)
         if stream.tried or (self.unhealthy_until and self.unhealthy_until > self.loop.time()):
             avoid = frozenset(stream.tried) | frozenset(
                 ep for ep in self.endpoints if not self.pool(proto, ep).healthy()
@@ -517,18 +527,18 @@ class Cluster:
         pool.send(stream)
 
     def may_retry(self) -> bool:
-        """Envoy's retry budget: retries in progress stay under a share of active requests
-        (at least 3 at a time)."""
-        return self.retrying < max(3, self.active * self.retry_percent / 100)
+        """Envoy's retry budget: retries in progress (retried requests not answered yet) stay
+        under a share of active requests (at least 3 at a time)."""
+        retrying = self.retrying
+        for stream in [s for s in retrying if s.done]:
+            retrying.discard(stream)
+        return len(retrying) < max(3, self.active * self.retry_percent / 100)
 
     def retry(self, stream: Stream) -> None:
         if self.metrics is not None:
             self.metrics.retried(self.name)
-        self.retrying += 1
-        try:
-            self.dispatch(stream)
-        finally:
-            self.retrying -= 1
+        self.retrying.add(stream)
+        self.dispatch(stream)
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -35,8 +35,7 @@ class Route:
         self.timeout_ms = action.timeout_ms or None
         self.retries = action.retries or 0
         if action.cluster is not None:
-            self.cluster = clusters[action.cluster]
-            self.picker = None
+            self.cluster = clusters[action.cluster]  # (no picker)
         else:
             self.cluster = None
             self.picker = WeightedPicker([(w.name, w.weight) for w in action.weighted_clusters])
@@ -86,17 +85,15 @@ class Listener:
         host, port = self.config.address.host, self.config.address.port
         socks: list[socket.socket] = []
         try:
-            infos = socket.getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # (host: never "")
             for family, kind, proto, _, addr in dict.fromkeys(infos):
                 sock = socket.socket(family, kind, proto)
                 socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
                 if self.proxy.workers > 1:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, True)
                 if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
                 sock.bind(addr)
         except OSError:
             for sock in socks:
@@ -108,8 +105,7 @@ class Listener:
         """Listen on the sockets :meth:`bind` gave."""
         loop = asyncio.get_running_loop()
         factory = make_server_factory(lambda: DownstreamConnection(self), self.sweeper)
-        for sock in socks:
-            sock.setblocking(False)
+        for sock in socks:  # (create_server makes them non-blocking)
             self.servers.append(await loop.create_server(factory, sock=sock))
         self.sweeper.start()
 
@@ -121,6 +117,9 @@ class Listener:
 
 class DownstreamConnection(FramedConnection):
     direction = Direction.REQUEST
+    has_heartbeat = False  # (set with the protocol)
+    draining = False
+    answered_at = 0.0  # the loop's time of its last answer
 
     def __init__(self, listener: Listener):
         protocols = listener.protocols
@@ -131,13 +130,10 @@ class DownstreamConnection(FramedConnection):
         self.deadlines = listener.proxy.deadlines
         self.output: OrderedOutput | None = None
         self.quiet_streams: list[Stream] = []
-        self.draining = False
         self.routes = listener.routes
         self.request_hooks = listener.hooks["on_request"]
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
-        self.has_heartbeat = False
-        self.answered_at = 0.0  # the loop's time of its last answer
         if self.proto is not None:
             self.protocol_chosen()
 
@@ -155,14 +151,13 @@ class DownstreamConnection(FramedConnection):
 
     def choose_protocol(self, data: bytes) -> bool:
         found = detect(self.listener.protocols, data)
-        if found is None:
-            if len(data) > 64:
+        if not found:
+            if found is False:
+                names = ", ".join(p.name for p in self.listener.protocols)
+                self.fail(f"first bytes {bytes(data[:8]).hex()} match none of: {names}")
+            elif len(data) > 64:
                 self.fail("no protocol of this listener matches the first bytes")
-            return False
-        if found is False:
-            names = ", ".join(p.name for p in self.listener.protocols)
-            self.fail(f"first bytes {bytes(data[:8]).hex()} match none of: {names}")
-            return False
+            return False  # (wait for more bytes, unless the connection was closed)
         self.proto = found
         self.protocol_chosen()
         return True
@@ -254,11 +249,7 @@ class DownstreamConnection(FramedConnection):
     def route(self, stream: Stream) -> None:
         frame = stream.frame
         try:
-            route = self.routes.match(
-                stream.service,
-                stream.method,
-                stream.header if stream.extra_headers else frame.get_header,
-            )
+            route = self.routes.match(stream.service, stream.method, stream.header)
         except DecodeError as e:
             stream.fail(400, f"protoc-x: 400 {e.reason}")
             return
@@ -276,10 +267,10 @@ class DownstreamConnection(FramedConnection):
             if kind is _REQUEST:
                 stream.retries = route.retries  # (quiet: its success is silence, never retried)
             timeout = frame.get_timeout()
-            if not timeout or timeout < 0:  # none in the request: the route's, or the cluster's
-                timeout = route.timeout_ms or cluster.request_timeout_ms
-            elif timeout > MAX_TIMEOUT_MS:  # a peer's 400-digit timeout: as long as configs allow
-                timeout = MAX_TIMEOUT_MS
+            if timeout is None or timeout <= 0:  # none in the request: the route's, or the
+                timeout = route.timeout_ms or cluster.request_timeout_ms  # cluster's
+            else:  # (a peer's 400-digit timeout: as long as configs allow)
+                timeout = min(timeout, MAX_TIMEOUT_MS)
             # counted on the loop's clock from the read that brought the request, or from now
             # if a filter held it
             start = self.loop.time() if stream.paused else stream.arrived
@@ -332,8 +323,7 @@ class DownstreamConnection(FramedConnection):
             upstream = stream.endpoint.endpoint if stream.endpoint is not None else None
             listener.access_log.write(listener.name, self.proto.name, stream.service, stream.method,
                                       stream.cluster_name, upstream, code, status, elapsed * 1000)  # fmt: skip
-        if self.closed:
-            return
+        # (on a closed connection send() writes nothing and close() does nothing)
         if stream.slot is not None:
             self.output.fill(stream.slot, data)
         elif data is not None:
@@ -351,8 +341,8 @@ class DownstreamConnection(FramedConnection):
             self.deliver(stream, None, code=code)
             self.fail(f"runtime code {code} and the protocol has no error response")
             return
-        if stream.down_id is not None:
-            frame.set_request_id(stream.down_id)
+        # (the request frame carries the client's id again once written upstream: so does
+        # the error frame made from it)
         self.deliver(stream, frame.encode(), code=code)
 
     def on_write_paused(self) -> None:
@@ -375,16 +365,16 @@ class DownstreamConnection(FramedConnection):
 class Proxy:
     """Everything a config describes, running."""
 
+    draining = False  # (set by drain)
+
     def __init__(self, config, protocols: dict[str, XProtocol], worker: int = 0, workers: int = 1,
                  shared: str | None = None):  # fmt: skip
         self.config = config
-        self.protocols = protocols
-        self.draining = False
         self.worker, self.workers, self.shared = worker, workers, shared
         self.metrics = Metrics(worker=worker, shared=shared)
         self.deadlines = Deadlines(asyncio.get_event_loop())
         self.admin = None
-        self.clusters = {c.name: Cluster(c, protocols, self.metrics) for c in config.clusters}
+        self.clusters = {c.name: Cluster(c, self.metrics) for c in config.clusters}
         tables = {}
         for rc in config.route_configs:
             resolved = []
@@ -433,8 +423,11 @@ class Proxy:
             conn.drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while any(not c.closed for c in conns) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        while any(not c.closed for c in conns):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(0.02, left))  # (the last wait ends at the deadline)
         for conn in conns:
             if not conn.closed:
                 conn.abort()

@@ -123,7 +123,7 @@ def test_a_30_s_request_timeout_answers_the_protocols_timeout_at_30_s_not_before
                 fut.add_done_callback(lambda f, i=i: answered.setdefault(i, now()))
                 futures.append(fut)
                 await asyncio.sleep(0.0007)
-            answers = await asyncio.gather(*futures)
+            answers = await asyncio.wait_for(asyncio.gather(*futures), 100)
             assert len(seen) == 30 and seen.times == sent  # all went upstream at once
             for i, (answer, t0) in enumerate(zip(answers, sent), 1):
                 assert answer.get_request_id() == i
@@ -228,7 +228,7 @@ def test_keepalive_closes_after_failures_misses_in_a_row_and_an_answer_resets_th
             lost = asyncio.get_running_loop().create_future()
             on_close = conn.on_close
             conn.on_close = lambda exc: (on_close(exc), lost.done() or lost.set_result(now()))
-            closed_at = await lost
+            closed_at = await asyncio.wait_for(lost, 2000)  # (virtual seconds)
             pings = [t - t0 for f, t in zip(seen, seen.times) if f.is_heartbeat()]
             assert len(pings) == 42
             assert [round(t, 6) for t in pings] == [15.0 * k for k in range(1, 43)]
