@@ -200,10 +200,13 @@ class Checker:
                     st.pos, f"duplicate {st.kind} statement (first at line {seen[st.kind].line})"
                 )
             seen[st.kind] = st.pos
+        # (a value other than the default comes from its statement: the error points at it)
         if s.byte_order not in ("big", "little"):
-            raise SpecError(s.pos, f"byte_order must be big or little, not {s.byte_order!r}")
+            raise SpecError(
+                seen["byte_order"], f"byte_order must be big or little, not {s.byte_order!r}"
+            )
         if s.pool not in ("multiplex", "pingpong"):
-            raise SpecError(s.pos, f"pool must be multiplex or pingpong, not {s.pool!r}")
+            raise SpecError(seen["pool"], f"pool must be multiplex or pingpong, not {s.pool!r}")
         if not s.frame:
             raise SpecError(s.pos, "the protocol has no frame layout")
         for e in s.enums:
@@ -1080,10 +1083,11 @@ class Types:
             if {NULL} < got and got - {NULL} <= allowed
             else ""
         )
+        # a field-type value (a list, a raw value) is written by its field type: only another
+        # value of it (request.<field>, a field-type function's) can be assigned
+        wanted = "a value of its field type" if ANY in allowed else _describe_types(allowed)
         raise SpecError(
-            e.pos,
-            f"{what} must be {_describe_types(allowed)}; this expression is "
-            f"{_describe_types(got)}{hint}",
+            e.pos, f"{what} must be {wanted}; this expression is {_describe_types(got)}{hint}"
         )
 
     def field_type(self, info: FieldInfo) -> set:
