@@ -85,7 +85,7 @@ def _walk_expr(e) -> Iterator:
 
 
 def check_identifier(name: str, pos: Pos, what: str) -> None:
-    if name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+    if name.startswith("_"):
         raise SpecError(
             pos, f"{what} {name!r} may not start with '_' (reserved for generated code)"
         )
@@ -231,6 +231,9 @@ class Checker:
         semantic += [s.heartbeat.test] if s.heartbeat is not None else []
         semantic += [s.goaway] if s.goaway is not None else []
         semantic += [item.test for item in self._all_items(s.frame) if isinstance(item, n.IfBlock)]
+        for inside in s.insides:  # an inside layout is chosen and read on a frame, too
+            semantic.append(inside.test)
+            semantic += [i.test for i in self._all_items(inside.items) if isinstance(i, n.IfBlock)]
         uses_direction = any(
             isinstance(x, n.Name) and x.name == "direction" and x.name not in self.fields
             for e in semantic
@@ -452,8 +455,6 @@ class Checker:
             if info.kind in ("bytes", "string"):
                 raise SpecError(size.pos, f"{info.kind} are sized in bytes, not by count")
             info.count = True
-        if isinstance(size, n.SizeRest) and owner is None and info.kind == "map":
-            pass
         if f.nullable and info.kind not in ("bytes", "string"):
             raise SpecError(f.pos, "only bytes and string fields can be nullable")
         if f.value is not None and info.kind not in ("int", "enum"):

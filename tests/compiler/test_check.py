@@ -535,6 +535,42 @@ ERRORS = [
     ("in", binding("timeout_ms = id in (1, 2)"), "mini", "14:18: timeout_ms must be an integer or null; this expression is a boolean"),
     ("not", binding("timeout_ms = not id"), "mini", "14:18: timeout_ms must be an integer or null; this expression is a boolean"),
     ("or", binding("timeout_ms = id or data"), "mini", "14:18: timeout_ms must be an integer or null; this expression is bytes or an integer"),
+    # names
+    ("field-get-prefix", v("id u32", "get_x u32"), "mini",
+     "8:9: field name 'get_x' is reserved for the frame API (names starting with get_, set_, del_ are methods)"),
+    ("field-set-prefix", v("id u32", "set_x u32"), "mini",
+     "8:9: field name 'set_x' is reserved for the frame API (names starting with get_, set_, del_ are methods)"),
+    ("field-del-prefix", v("id u32", "del_x u32"), "mini",
+     "8:9: field name 'del_x' is reserved for the frame API (names starting with get_, set_, del_ are methods)"),
+    ("field-patch-request-id", v("id u32", "patch_request_id u32"), "mini",
+     "8:9: field name 'patch_request_id' is reserved for the frame API"),
+    ("field-FIELD_NAMES", v("id u32", "FIELD_NAMES u32"), "mini",
+     "8:9: field name 'FIELD_NAMES' is reserved for the frame API"),
+    ("field-soft-keyword", v("id u32", "case u32"), "mini", "8:9: field name 'case' is a Python keyword"),
+    ("bit-field-twice", v("dir Dir", "bits u8 { a : 4, a : 4 }"), "mini",
+     "7:26: duplicate field 'a' (first at line 7)"),
+    ("bit-field-reserved", v("dir Dir", "bits u8 { length : 4, a : 4 }"), "mini",
+     "7:19: field name 'length' is reserved for the frame API"),
+    # one name on several branches
+    ("branch-tars-int-and-string", v("id u32", "if dir == request { id tars.int(1) } else { id tars.string(2) }"),
+     "mini", "8:53: field 'id' has another type on another branch (line 8)"),
+    ("branch-tars-int-and-u32", v("id u32", "if dir == request { id tars.int(1) } else { id u32 }"),
+     "mini", "8:53: field 'id' has another type on another branch (line 8)"),
+    ("branch-u32-and-tars-int", v("id u32", "if dir == request { id u32 } else { id tars.int(1) }"),
+     "mini", "8:45: field 'id' has another type on another branch (line 8)"),
+    ("branch-tars-int-and-varint", v("id u32", "if dir == request { id tars.int(1) } else { id varint.unsigned }"),
+     "mini", "8:53: field 'id' has another type on another branch (line 8)"),
+    ("branch-two-enums", v("id u32", "if dir == request { id Dir } else { id Other }",
+                           "enum Dir", "enum Other : u8 { a = 0 }\n    enum Dir"), "mini",
+     "9:45: field 'id' has another type on another branch (line 9)"),
+    ("branch-bit-field-and-u8", v("id u32", "if dir == request { bits u8 { id : 8 } } else { id u8 }"),
+     "mini", "8:57: field 'id' has another type on another branch (line 8)"),
+    ("twice-on-one-branch", v("id u32", "if dir == request { id u32\n id u32 }"), "mini",
+     "9:2: duplicate field 'id' (first at line 8)"),
+    ("on-a-branch-and-after", v("id u32", "if dir == request { id u32 }\n        id u32"), "mini",
+     "9:9: duplicate field 'id' (first at line 8)"),
+    ("in-two-ifs", v("id u32", "if dir == request { id u32 }\n        if magic == 1 { id u32 }"), "mini",
+     "9:25: duplicate field 'id' (first at line 8)"),
 ]  # fmt: skip
 
 
@@ -646,6 +682,13 @@ ACCEPTED = [
     ("timeout-modulo", binding("timeout_ms = id % 2"), "mini"),
     ("timeout-function", binding("timeout_ms = hessian2.arg_count(data)"), "mini"),
     ("timeout-len-is-for-values", binding("timeout_ms = id == 1 ? id : null"), "mini"),
+    ("field-is-prefix", v("id u32", "is_x u32", "request_id = id", "request_id = is_x"), "mini"),
+    ("field-type", v("id u32", "type u32", "request_id = id", "request_id = type"), "mini"),
+    ("field-double-underscore-inside", v("id u32", "a__b__ u32", "request_id = id", "request_id = a__b__"),
+     "mini"),
+    ("branch-tars-ints", v("id u32", "if dir == request { id tars.int(1) } else { id tars.int(2) }"), "mini"),
+    ("branch-nested", v("id u32", "if dir == request { if magic == 1 { id u32 } else { id u32 } } "
+                        "else { id u32 }"), "mini"),
 ]  # fmt: skip
 
 
@@ -653,3 +696,89 @@ ACCEPTED = [
 def test_accepted(case_id, text, stem):
     result = checked(text, stem)
     assert result.spec.name == "mini"
+
+
+# a frame's direction is taken by the decoder when any of these reads it
+DIRECTION = [
+    ("none", GOOD, False),
+    ("stream", v("dir == response", "direction == response"), True),
+    ("binding", binding("timeout_ms = direction == request ? 1 : 2"), True),
+    ("header", binding('header "h" = direction == request ? 1 : 2'), True),
+    ("heartbeat", before_error_response("heartbeat when direction == request"), True),
+    ("goaway", before_error_response("goaway when direction == request"), True),
+    ("layout-if", field("if direction == request { x u8 }"), True),
+    ("nested-layout-if", field("if id == 1 { if direction == request { x u8 } }"), True),
+    ("inside", inside("    inside data when direction == request { x u8 }"), True),
+    ("inside-if", inside("    inside data when id == 1 { if direction == request { x u8 } }"), True),
+    ("inside-without", inside("    inside data when id == 1 { if id == 2 { x u8 } }"), False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case_id,text,expected", DIRECTION, ids=[c[0] for c in DIRECTION])
+def test_uses_direction(case_id, text, expected):
+    assert checked(text).uses_direction is expected
+
+
+def test_direction_in_an_inside_condition_makes_the_decoder_take_one():
+    """An inside layout chosen by direction: the decoder must take one (it once read the
+    layout as absent on every frame, the direction unknown)."""
+    import struct
+
+    from protoc_x.compiler import compile_source
+    from protoc_x.loader import load_module_source
+    from protoc_x.runtime.api import Direction
+
+    text = inside("    inside data when direction == request { x u8 }")
+    proto = load_module_source("mini", compile_source(text, "mini.xproto", "mini", fmt=False), "mini")
+    proto = proto.PROTOCOL
+    raw = bytes([0x4D, 0]) + struct.pack(">IH", 1, 1) + b"\x07"
+    assert proto.needs_direction
+    assert proto.decode(raw, direction=Direction.REQUEST).x == 7
+    assert proto.decode(raw, direction=Direction.RESPONSE).x is None
+
+
+RICH = v(
+    "data bytes[size]",
+    "data bytes[size]\n        bits u8 { b : 3 as Dir, c : 5 }\n        m map(u8)[count 2]\n"
+    "        s string[2] nullable\n        h hessian2.string",
+    text=inside(
+        "    inside data when dir == request { svc hessian2.string\n"
+        " if dir == request { t tars.int(1) } else { t tars.int(2) }\n l varint.unsigned[count 2] }"
+    ),
+)
+
+
+def test_the_symbol_table():
+    c = checked(RICH)
+    table = {
+        name: (f.kind, f.enum, f.owner, f.int_type and (f.int_type.width, f.int_type.signed),
+               type(f.ext).__name__ if f.ext else None, f.count, len(f.paths), (f.pos.line, f.pos.col))
+        for name, f in c.fields.items()
+    }  # fmt: skip
+    assert table == {
+        "magic": ("int", None, None, (8, False), None, False, 1, (6, 9)),
+        "dir": ("enum", "Dir", None, (8, False), None, False, 1, (7, 9)),
+        "id": ("int", None, None, (32, False), None, False, 1, (8, 9)),
+        "size": ("int", None, None, (16, False), None, False, 1, (9, 9)),
+        "data": ("bytes", None, None, None, None, False, 1, (10, 9)),
+        "b": ("enum", "Dir", None, None, None, False, 1, (11, 19)),
+        "c": ("bits", None, None, None, None, False, 1, (11, 33)),
+        "m": ("map", None, None, None, None, True, 1, (12, 9)),
+        "s": ("string", None, None, None, None, False, 1, (13, 9)),
+        "h": ("ext", None, None, None, "String", False, 1, (14, 9)),
+        "svc": ("ext", None, "data", None, "String", False, 1, (16, 39)),
+        "t": ("ext", None, "data", None, "Int", False, 2, (17, 22)),
+        "l": ("ext", None, "data", None, "Unsigned", True, 1, (18, 2)),
+    }
+    assert c.modules == {"hessian2", "tars", "varint"}
+    assert list(c.body_targets) == ["data"] and len(c.body_targets["data"]) == 1
+    assert c.body_targets["data"][0] is c.spec.insides[0]
+    assert sorted(c.bindings) == ["body", "request_id"]
+    assert c.bindings["body"] is c.spec.bindings[1]
+    assert set(c.enums) == {"Dir"} and c.enums["Dir"] is c.spec.enums[0]
+    assert c.spec is not None and c.uses_direction is False
+
+
+def test_modules_come_from_functions_too():
+    assert checked(binding("timeout_ms = hessian2.arg_count(data)")).modules == {"hessian2"}
+    assert checked(GOOD).modules == set()
