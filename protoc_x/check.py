@@ -163,6 +163,12 @@ def _type_text(size) -> str:
     return "is sized by other fields"
 
 
+def _int_shape(t: n.IntType | None) -> tuple | None:
+    """What an integer type reads: a name on two branches must read the same on both (the
+    codec keeps one decoder and one encoder per name)."""
+    return None if t is None else (t.width, t.signed, t.order)
+
+
 def fits(value: int, t: n.IntType) -> bool:
     if t.signed:
         return -(1 << (t.width - 1)) <= value < (1 << (t.width - 1))
@@ -377,7 +383,12 @@ class Checker:
         same_ext = old.ext is None or (
             type(old.ext) is type(info.ext) and old.ext.VALUE == info.ext.VALUE
         )
-        if old.kind != info.kind or old.enum != info.enum or not same_ext:
+        if (
+            old.kind != info.kind
+            or old.enum != info.enum
+            or not same_ext
+            or _int_shape(old.int_type) != _int_shape(info.int_type)
+        ):
             raise SpecError(
                 info.pos,
                 f"field {info.name!r} has another type on another branch (line {old.pos.line})",

@@ -565,6 +565,13 @@ ERRORS = [
      "9:45: field 'id' has another type on another branch (line 9)"),
     ("branch-bit-field-and-u8", v("id u32", "if dir == request { bits u8 { id : 8 } } else { id u8 }"),
      "mini", "8:57: field 'id' has another type on another branch (line 8)"),
+    # (a u32 on one branch and a u8 on the other read as a u32 on both; an i8 and a u8, as i8)
+    ("branch-u32-and-u8", v("id u32", "id u32\n        if dir == request { code u32 } else { code u8 }"),
+     "mini", "9:47: field 'code' has another type on another branch (line 9)"),
+    ("branch-i8-and-u8", v("id u32", "id u32\n        if dir == request { code i8 } else { code u8 }"),
+     "mini", "9:46: field 'code' has another type on another branch (line 9)"),
+    ("branch-u32le-and-u32", v("id u32", "id u32\n        if dir == request { code u32le } else { code u32 }"),
+     "mini", "9:49: field 'code' has another type on another branch (line 9)"),
     ("twice-on-one-branch", v("id u32", "if dir == request { id u32\n id u32 }"), "mini",
      "9:2: duplicate field 'id' (first at line 8)"),
     ("on-a-branch-and-after", v("id u32", "if dir == request { id u32 }\n        id u32"), "mini",
@@ -687,6 +694,9 @@ ACCEPTED = [
     ("field-double-underscore-inside", v("id u32", "a__b__ u32", "request_id = id", "request_id = a__b__"),
      "mini"),
     ("branch-tars-ints", v("id u32", "if dir == request { id tars.int(1) } else { id tars.int(2) }"), "mini"),
+    ("branch-u16s", v("id u32", "id u32\n        if dir == request { code u16 } else { code u16 }"), "mini"),
+    ("branch-bit-fields-of-two-widths", v("id u32", "id u32\n        if dir == request { bits u8 { code : 8 } } "
+                                          "else { bits u8 { pad : 4, code : 4 } }"), "mini"),
     ("branch-nested", v("id u32", "if dir == request { if magic == 1 { id u32 } else { id u32 } } "
                         "else { id u32 }"), "mini"),
 ]  # fmt: skip
