@@ -941,9 +941,7 @@ class Types:
                         size.expr.pos,
                         f"the size of {f.name!r} must be 0..{MAX_SIZE}, not {size.expr.value}",
                     )
-            enum_member = isinstance(f.value, n.Name) and f.value.name not in self.fields
-            if f.value is not None and not isinstance(f.value, n.IntLit) and not enum_member:
-                self.want(f.value, {INT}, f"the value of {f.name!r}")
+            # (a recomputed value needs no check here: _recomputable's shapes are integers)
         tests = [item.test for item in self.c._all_items(s.frame) if isinstance(item, n.IfBlock)]
         for inside in s.insides:
             tests.append(inside.test)
@@ -1005,8 +1003,8 @@ class Types:
         if isinstance(e, n.IntLit):
             return (e.value, e.value)
         if isinstance(e, n.Param) and e.name == "status":
-            codes = [row.code for row in self.c.spec.status_rows]
-            return (min(codes), max(codes)) if codes else None
+            codes = [row.code for row in self.c.spec.status_rows]  # never empty: checked
+            return (min(codes), max(codes))
         if isinstance(e, n.Attr):
             info = self.fields[e.name]
             if isinstance(info.node, n.BitField):
@@ -1047,10 +1045,9 @@ class Types:
         else:
             return
         if info.kind == "ext" and info.ext.VALUE == "int":  # the field type's own writer says
-            module = _fieldtype_modules()[info.node.type.ref.module]
             for value, pos in values:
                 try:
-                    info.ext.write(value, module.new_context())
+                    info.ext.write(value)  # (an int needs no context)
                 except Exception as err:
                     raise SpecError(pos, f"{what}: {value} does not fit in {info.name!r}: {err}")
             return
@@ -1070,7 +1067,9 @@ class Types:
         """What a template may assign to a field (the generated code converts text and bytes)."""
         kind = info.kind
         if kind == "ext":
-            kind = info.ext.VALUE if info.node.type.size is None else "list"
+            if info.node.type.size is not None:
+                return {ANY}  # a list of field-type values
+            kind = info.ext.VALUE
             if getattr(info.ext, "NULLABLE", False) and kind in _VALUE_TYPES:
                 return self._accepts_kind(kind, info) | {NULL}  # its writer takes None
         return self._accepts_kind(kind, info)
@@ -1081,7 +1080,7 @@ class Types:
         if kind == "bytes":
             return {STR, BYTES, NULL}  # as_bytes(): null is empty
         if kind in ("str", "string"):  # text(): null stays null, only a nullable field takes it
-            return {STR, BYTES, NULL} if getattr(info.node, "nullable", False) else {STR, BYTES}
+            return {STR, BYTES, NULL} if info.node.nullable else {STR, BYTES}
         if kind == "map":
             return {MAP, NULL}
         return {ANY}
@@ -1106,7 +1105,7 @@ class Types:
         kind = info.kind
         if kind in ("int", "enum", "bits"):
             return {INT}
-        nullable = {NULL} if getattr(info.node, "nullable", False) else set()
+        nullable = {NULL} if info.node.nullable else set()  # (bits and enums returned)
         if kind == "bytes":
             return {BYTES} | nullable
         if kind == "string":
@@ -1183,9 +1182,8 @@ class Types:
 
     def binop(self, e: n.BinOp) -> set:
         if e.op in ("==", "!="):
-            for a, b in ((e.left, e.right), (e.right, e.left)):
-                if isinstance(a, n.Name) and a.name == "direction" and a.name not in self.fields:
-                    return {BOOL}  # direction == request (checked by the checker)
+            # names that are no field (enum members, direction, request, response) are not
+            # typed: the checker resolved them
             sides = [
                 self.type(side) - {NULL}
                 for side in (e.left, e.right)

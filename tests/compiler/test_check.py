@@ -578,6 +578,41 @@ ERRORS = [
      "9:9: duplicate field 'id' (first at line 8)"),
     ("in-two-ifs", v("id u32", "if dir == request { id u32 }\n        if magic == 1 { id u32 }"), "mini",
      "9:25: duplicate field 'id' (first at line 8)"),
+    # more edges
+    ("len-of-an-unsized-field", v(FRAME_TAIL, "size u16 = len(h)\n        h hessian2.string\n        data bytes[3]"),
+     "mini", "9:24: 'size' = len(h) but 'h' is not sized by 'size' (h has no size)"),
+    ("fieldtype-two-parameters", v("data bytes[size]", "data thrift.field(1)"), "mini",
+     "10:14: thrift.field takes 2 argument(s) (id, kind), got 1"),
+    ("types-after-a-bit-field", v("dir Dir", "bits u8 { a : 2, b : 6 }\n        dir Dir",
+                                  "data bytes[size]", "data bytes[int(size)]"), "mini",
+     "11:20: the size of 'data' must be an integer; this expression is an integer or null (it may be "
+     "null: give a default with ??)"),
+    ("size-by-a-tars-int", field("n tars.int(1)\n        more bytes[n]"), "mini",
+     "12:20: the size of 'more' must be an integer; this expression is an integer or null (it may be "
+     "null: give a default with ??)"),
+    ("template-negated-unknown", answer("s = -(request.t ?? 0)", "t tars.int(1)\n        s u8"), "mini",
+     "24:59: 's' in error_response: a value in an unknown range may not fit in 's' (0..255)"),
+    ("template-cond-low-then", answer("s = request.id == 1 ? request.u - 5 : request.u", "u u8\n        s u8"),
+     "mini", "24:59: 's' in error_response: a value in -5..255 may not fit in 's' (0..255)"),
+    ("template-cond-low-else", answer("s = request.id == 1 ? request.u : request.u - 5", "u u8\n        s u8"),
+     "mini", "24:59: 's' in error_response: a value in -5..255 may not fit in 's' (0..255)"),
+    ("template-plus-unknown-left", answer("s = (int(request.data) ?? 0) + 1", "s u8"), "mini",
+     "23:59: 's' in error_response: a value in an unknown range may not fit in 's' (0..255)"),
+    ("template-plus-unknown-right", answer("s = 1 + (int(request.data) ?? 0)", "s u8"), "mini",
+     "23:59: 's' in error_response: a value in an unknown range may not fit in 's' (0..255)"),
+    ("template-minus-range", answer("s = request.u - (request.u + 1)", "u u8\n        s u16"), "mini",
+     "24:59: 's' in error_response: a value in -256..254 may not fit in 's' (0..65535)"),
+    ("template-plus-range", answer("s = request.u + (request.u - 300)", "u u8\n        s u16"), "mini",
+     "24:59: 's' in error_response: a value in -300..210 may not fit in 's' (0..65535)"),
+    ("template-times-range", answer("s = request.u * (request.u - 300)", "u u8\n        s u16"), "mini",
+     "24:59: 's' in error_response: a value in -76500..0 may not fit in 's' (0..65535)"),
+    ("template-bit-field-range", answer("s = request.b + 250", "s u8\n        bits u8 { b : 3, c : 5 }"), "mini",
+     "24:59: 's' in error_response: a value in 250..257 may not fit in 's' (0..255)"),
+    ("template-signed-range", answer("s = request.t + 1", "s i8\n        t i8"), "mini",
+     "24:59: 's' in error_response: a value in -127..128 may not fit in 's' (-128..127)"),
+    ("template-enum-from-a-string", v("dir = response", 'dir = "x"'), "mini",
+     "22:28: 'dir' in error_response must be an integer; this expression is a string"),
+    ("not-equals", binding("timeout_ms = id != 1"), "mini", "14:18: timeout_ms must be an integer or null; this expression is a boolean"),
 ]  # fmt: skip
 
 
@@ -699,6 +734,19 @@ ACCEPTED = [
                                           "else { bits u8 { pad : 4, code : 4 } }"), "mini"),
     ("branch-nested", v("id u32", "if dir == request { if magic == 1 { id u32 } else { id u32 } } "
                         "else { id u32 }"), "mini"),
+    ("bit-field-constant-zero", v("dir Dir", "bits u8 { a : 2 = 0, b : 6 }\n        dir Dir"), "mini"),
+    ("rest-after-a-bit-field", v("dir Dir", "bits u8 { a : 2, b : 6 }\n        dir Dir", FRAME_TAIL,
+                                 "size u16 = sizeof(frame)\n        data bytes[rest]"), "mini"),
+    ("template-coalesce-in-range", answer("s = request.code ?? 0", "s u8\n        if dir == request { code u8 }"),
+     "mini"),
+    ("equals-any-on-the-left", v("body = data", "body = data\n    timeout_ms = a == id ? 1 : 2",
+                                 "data bytes[size]", "data bytes[size]\n        a hessian2.any"), "mini"),
+    ("null-equals", binding("timeout_ms = null == data ? 1 : 2"), "mini"),
+    ("modulo-one", binding("timeout_ms = id % 1"), "mini"),
+    ("order-strings", binding('timeout_ms = (name(dir) ?? "") < "x" ? 1 : 2'), "mini"),
+    ("order-any", v("body = data", "body = data\n    timeout_ms = a < 1 ? 1 : 2",
+                    "data bytes[size]", "data bytes[size]\n        a hessian2.any"), "mini"),
+    ("size-by-a-varint", field("n varint.unsigned\n        more bytes[n]"), "mini"),
 ]  # fmt: skip
 
 
@@ -792,3 +840,11 @@ def test_the_symbol_table():
 def test_modules_come_from_functions_too():
     assert checked(binding("timeout_ms = hessian2.arg_count(data)")).modules == {"hessian2"}
     assert checked(GOOD).modules == set()
+
+
+def test_bit_fields_inside_a_layout_belong_to_its_field():
+    c = checked(inside("    inside data when dir == request { bits u8 { ib : 4 as Dir, ic : 4 } }"))
+    assert [(f.kind, f.enum, f.owner) for f in (c.fields["ib"], c.fields["ic"])] == [
+        ("enum", "Dir", "data"),
+        ("bits", None, "data"),
+    ]
