@@ -663,8 +663,8 @@ class Checker:
             for o in e.options:
                 if isinstance(o, n.Name) and o.name not in self.fields and enum:
                     self.enum_member(enum, o)
-                else:
-                    self.expr(o, ctx, before, owner)
+                elif self.expr(o, ctx, before, owner) == "$direction":
+                    raise SpecError(o.pos, "direction is not a value: compare it (direction == request)")
             return None
         if isinstance(e, n.Cond):
             self.expr(e.test, ctx, before, owner)
@@ -1161,9 +1161,8 @@ class Types:
             return self.binop(e)
         if isinstance(e, n.In):
             self.type(e.item)
-            for o in e.options:
-                if not (isinstance(o, n.Name) and o.name not in self.fields):
-                    self.type(o)
+            for o in e.options:  # (an enum member, resolved by the checker, types as an int)
+                self.type(o)
             return {BOOL}
         if isinstance(e, n.Cond):
             self.type(e.test)

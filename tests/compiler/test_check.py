@@ -613,6 +613,19 @@ ERRORS = [
     ("template-enum-from-a-string", v("dir = response", 'dir = "x"'), "mini",
      "22:28: 'dir' in error_response must be an integer; this expression is a string"),
     ("not-equals", binding("timeout_ms = id != 1"), "mini", "14:18: timeout_ms must be an integer or null; this expression is a boolean"),
+    ("request-field-equals-a-non-member", v("data = $message", 'data = request.dir == reply ? "a" : "b"'), "mini",
+     "22:60: 'reply' is not a member of enum Dir"),
+    ("size-compares-a-later-field", v("data bytes[size]", "data bytes[more == 1 ? size : 0]\n        more u8"),
+     "mini", "10:20: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("size-compares-with-a-later-field", v("data bytes[size]", "data bytes[1 == more ? size : 0]\n        more u8"),
+     "mini", "10:25: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-in-a-comparison", inside("    inside data when dir == request { x u32 = sizeof(frame) == 1 ? 1 : 2 }"),
+     "mini", "12:47: sizeof() is only for recomputed frame fields"),
+    ("inside-sizeof", inside("    inside data when dir == request { x u32 = sizeof(frame) }"), "mini",
+     "12:47: sizeof() is only for recomputed frame fields"),
+    # (once an internal compiler error)
+    ("direction-among-in-options", binding("timeout_ms = id in (1, direction) ? 1 : 2"), "mini",
+     "14:28: direction is not a value: compare it (direction == request)"),
 ]  # fmt: skip
 
 
@@ -747,6 +760,8 @@ ACCEPTED = [
     ("order-any", v("body = data", "body = data\n    timeout_ms = a < 1 ? 1 : 2",
                     "data bytes[size]", "data bytes[size]\n        a hessian2.any"), "mini"),
     ("size-by-a-varint", field("n varint.unsigned\n        more bytes[n]"), "mini"),
+    ("request-field-equals-a-member", v("data = $message", 'data = request.dir == response ? "a" : "b"'), "mini"),
+    ("a-member-equals-a-request-field", v("data = $message", 'data = response == request.dir ? "a" : "b"'), "mini"),
 ]  # fmt: skip
 
 
