@@ -487,10 +487,10 @@ class Checker:
         f = info.node
         if not isinstance(f, n.Field):
             return
-        ctx = "frame" if info.owner is None else "inside"
         size = getattr(f.type, "size", None)
         if isinstance(size, (n.SizeBytes, n.SizeCount)):
-            self.expr(size.expr, ctx=ctx, before=info)
+            # (no direction in a size: the decoder reads sizes before it knows the frame)
+            self.expr(size.expr, ctx="size", before=info)
         if isinstance(size, n.SizeRest) and info.owner is None:
             if not self._has_frame_size():
                 raise SpecError(size.pos, "'rest' needs a frame length field (= sizeof(frame) ...)")
@@ -528,14 +528,13 @@ class Checker:
             ):
                 self._gives_back(f)
                 return
-        if targets:
-            target = targets[0]
-            size = getattr(self.fields[target.name].node.type, "size", None)
-            raise SpecError(
-                target.pos,
-                f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
-                f"{f.name!r} ({target.name} {_type_text(size)})",
-            )
+        target = targets[0]  # (never empty: f's value has a len())
+        size = getattr(self.fields[target.name].node.type, "size", None)
+        raise SpecError(
+            target.pos,
+            f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
+            f"{f.name!r} ({target.name} {_type_text(size)})",
+        )
 
     def _gives_back(self, f: n.Field) -> None:
         """With every len(x) of ``f``'s value replaced by the size x is read with, the value
@@ -543,9 +542,7 @@ class Checker:
         one less than it read. Sizes that are not sums of fields and numbers are not judged."""
         total: dict[str, int] = {}
         const = 0
-        value = _linear(f.value)
-        if value is None:
-            return
+        value = _linear(f.value)  # (a sum of len() terms and numbers: always linear)
         for term, coeff in value[0].items():
             size = getattr(self.fields[term].node.type, "size", None)
             if not isinstance(size, (n.SizeBytes, n.SizeCount)):
@@ -590,7 +587,7 @@ class Checker:
         owner=None,
         target: FieldInfo | None = None,
     ):
-        """Check an expression. ``ctx``: frame | condition | recompute | inside | template.
+        """Check an expression. ``ctx``: frame | condition | recompute | size | a template kind.
         Returns the enum name of the value when it is an enum field, for member resolution."""
         if isinstance(e, (n.IntLit, n.StrLit, n.Const)):
             return None

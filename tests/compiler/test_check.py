@@ -55,6 +55,11 @@ def inside(block: str) -> str:
     return v("    request_id = id", block + "\n    request_id = id")
 
 
+def size_value(value: str, size: str) -> str:
+    """GOOD with ``size u16 = VALUE`` and ``data bytes[SIZE]`` (line 9 and 10)."""
+    return v(FRAME_TAIL, f"size u16 = {value}\n        data bytes[{size}]")
+
+
 def checked(text: str, stem: str | None = "mini") -> check_mod.Checked:
     return check_mod.check(parse(text, "mini.xproto"), stem)
 
@@ -626,6 +631,30 @@ ERRORS = [
     # (once an internal compiler error)
     ("direction-among-in-options", binding("timeout_ms = id in (1, direction) ? 1 : 2"), "mini",
      "14:28: direction is not a value: compare it (direction == request)"),
+    # recomputed values: their shapes, and what they give back
+    ("sizeof-minus-a-field", size_value("sizeof(frame) - id", "rest"), "mini", "9:20: the value of 'size' must be a constant, a sum of len() terms and numbers, sizeof(frame) ± N or crc32(frame)"),
+    ("sizeof-times-two", size_value("sizeof(frame) * 2", "rest"), "mini", "9:20: the value of 'size' must be a constant, a sum of len() terms and numbers, sizeof(frame) ± N or crc32(frame)"),
+    ("len-minus-a-field", size_value("len(data) - id", "size"), "mini", "9:20: the value of 'size' must be a constant, a sum of len() terms and numbers, sizeof(frame) ± N or crc32(frame)"),
+    ("len-minus-len", size_value("len(data) - len(data)", "size"), "mini", "9:20: the value of 'size' must be a constant, a sum of len() terms and numbers, sizeof(frame) ± N or crc32(frame)"),
+    ("numbers-only", size_value("1 + 2", "size"), "mini", "9:20: the value of 'size' must be a constant, a sum of len() terms and numbers, sizeof(frame) ± N or crc32(frame)"),
+    ("len-plus-sizeof", size_value("len(data) + sizeof(frame)", "size"), "mini", "9:20: the value of 'size' must be a constant, a sum of len() terms and numbers, sizeof(frame) ± N or crc32(frame)"),
+    ("crc-plus-one", size_value("crc32(frame) + 1", "size"), "mini", "9:20: the value of 'size' must be a constant, a sum of len() terms and numbers, sizeof(frame) ± N or crc32(frame)"),
+    ("size-minus-a-field", v(FRAME_TAIL, "size u16 = len(data)\n        n u8\n        data bytes[size - n]"),
+     "mini", "9:20: 'size' is written back as size + -1*n+0, not as the size it was read as: its value and "
+     "the sizes it measures must agree"),
+    ("size-cancels-out", v(FRAME_TAIL, "size u16 = len(data)\n        data bytes[size - size + 3]"), "mini",
+     "9:20: 'size' is written back as 0+3, not as the size it was read as: its value and the sizes it "
+     "measures must agree"),
+    ("len-of-two-sized-otherwise", v(FRAME_TAIL, "size u16 = len(a) + len(b)\n        a bytes[3]\n        "
+                                     "b bytes[4]\n        data bytes[5]"), "mini",
+     "9:24: 'size' = len(a) but 'a' is not sized by 'size' (a is sized by other fields)"),
+    # (a size read with the direction: the decoder, which reads sizes, had none and failed)
+    ("direction-in-a-size", v("data bytes[size]", "data bytes[direction == request ? size : size]"), "mini",
+     "10:20: unknown field 'direction'"),
+    ("direction-in-an-inside-size", inside("    inside data when dir == request { x bytes[direction == request ? 1 : 2] }"),
+     "mini", "12:47: unknown field 'direction'"),
+    ("len-in-a-size", v("data bytes[size]", "data bytes[len(magic)]"), "mini",
+     "10:20: len() is only for recomputed fields"),
 ]  # fmt: skip
 
 
@@ -762,6 +791,18 @@ ACCEPTED = [
     ("size-by-a-varint", field("n varint.unsigned\n        more bytes[n]"), "mini"),
     ("request-field-equals-a-member", v("data = $message", 'data = request.dir == response ? "a" : "b"'), "mini"),
     ("a-member-equals-a-request-field", v("data = $message", 'data = response == request.dir ? "a" : "b"'), "mini"),
+    ("sizeof-minus-four", size_value("sizeof(frame) - 4", "rest"), "mini"),
+    ("sizeof-plus-four", size_value("sizeof(frame) + 4", "rest"), "mini"),
+    ("len-plus-two", size_value("len(data) + 2", "size - 2"), "mini"),
+    ("two-plus-len", size_value("2 + len(data)", "size - 2"), "mini"),
+    ("len-minus-one-minus-one", size_value("len(data) - 1 - 1", "size + 2"), "mini"),
+    ("len-of-an-unsized-field-not-judged", v(FRAME_TAIL, "size u16 = len(data) + len(h)\n        h hessian2.string\n"
+                                             "        data bytes[size]"), "mini"),
+    ("size-plus-n-minus-n", v(FRAME_TAIL, "size u16 = len(data)\n        n u8\n        data bytes[size + n - n]"), "mini"),
+    ("len-of-a-count", v(FRAME_TAIL, "size u16 = len(data)\n        data map(u8)[count size]", "body = data\n", "",
+                         ", data = $message", ""), "mini"),
+    ("len-of-two-the-second-sized", v(FRAME_TAIL, "size u16 = len(a) + len(data)\n        a bytes[3]\n"
+                                      "        data bytes[size - 3]"), "mini"),
 ]  # fmt: skip
 
 
