@@ -241,7 +241,7 @@ class Checker:
             semantic.append(inside.test)
             semantic += [i.test for i in self._all_items(inside.items) if isinstance(i, n.IfBlock)]
         uses_direction = any(
-            isinstance(x, n.Name) and x.name == "direction" and x.name not in self.fields
+            isinstance(x, n.Name) and x.name == "direction"  # (no field has that name)
             for e in semantic
             for x in _walk_expr(e)
         )
@@ -375,8 +375,9 @@ class Checker:
             self.fields[info.name] = info
             return
         # the same name may appear on exclusive branches (a request and a response layout)
+        # (a frame field and an inside field, or fields of two insides, are never exclusive)
         exclusive = all(self._exclusive(p, path) for p in old.paths)
-        if not exclusive or old.owner != info.owner:
+        if not exclusive:
             raise SpecError(
                 info.pos, f"duplicate field {info.name!r} (first at line {old.pos.line})"
             )
@@ -514,7 +515,7 @@ class Checker:
                 self.len_fields.append((f, targets))
             for e in _walk_expr(f.value):
                 if isinstance(e, n.Call) and e.func == "crc32" and e.module is None:
-                    if info.int_type is None or info.int_type.width != 32:
+                    if info.int_type.width != 32:  # (an int or an enum: it has a value)
                         raise SpecError(f.pos, "a crc32 field must be 32 bits wide")
 
     def _sizes(self, f: n.Field, targets: list[n.Name]) -> None:
@@ -827,10 +828,9 @@ class Checker:
             if a.name in seen:
                 raise SpecError(a.pos, f"{a.name!r} assigned twice")
             seen.add(a.name)
-            if (
-                info.kind == "bits"
-                and info.node.const is not None
-                or (isinstance(info.node, n.Field) and info.node.value is not None)
+            node = info.node
+            if (isinstance(node, n.BitField) and node.const is not None) or (
+                isinstance(node, n.Field) and node.value is not None
             ):
                 raise SpecError(
                     a.pos, f"{a.name!r} is computed by the encoder; it cannot be assigned"

@@ -655,6 +655,33 @@ ERRORS = [
      "mini", "12:47: unknown field 'direction'"),
     ("len-in-a-size", v("data bytes[size]", "data bytes[len(magic)]"), "mini",
      "10:20: len() is only for recomputed fields"),
+    # (an enum bit field's constant was written over what a template assigned, silently)
+    ("template-assigns-a-constant-enum-bit-field", v("dir Dir", "bits u8 { k : 2 as Dir = 1, pad : 6 }\n        dir Dir",
+                                                     "dir = response", "dir = response, k = request"), "mini",
+     "23:38: 'k' is computed by the encoder; it cannot be assigned"),
+    ("tag-on-both-branches-and-after", field("if id == 1 { a tars.int(1) } else { b tars.int(1) }\n"
+                                             "        c tars.int(1)"), "mini",
+     "12:11: tag 1 is also the tag of 'a' (line 11)"),
+    ("branch-thrift-kinds", v("id u32", 'if dir == request { id thrift.field(1, "i32") } '
+                              'else { id thrift.field(2, "string") }'), "mini",
+     "8:64: field 'id' has another type on another branch (line 8)"),
+    ("int-value-is-a-name", v("id u32", "id u32 = response"), "mini", "8:18: unknown field 'response'"),
+    ("crc-enum", v("dir Dir", "dir Dir = crc32(frame)"), "mini", "7:9: a crc32 field must be 32 bits wide"),
+    ("len-of-an-enum", v("size u16 = len(data)", "size u16 = len(dir)"), "mini",
+     "9:24: len() of an integer field 'dir'"),
+    ("len-of-a-bit-field", v("dir Dir", "bits u8 { b : 8 }\n        dir Dir", "size u16 = len(data)", "size u16 = len(b)"),
+     "mini", "10:24: len() of an integer field 'b'"),
+    ("int-of-unknown", binding("timeout_ms = int(nope)"), "mini", "14:22: unknown field 'nope'"),
+    ("success-response-message", before_error_response("success_response { dir = response, data = $message }"),
+     "mini", "22:47: $message is not available here"),
+    ("success-response-status", before_error_response("success_response { dir = response, id = $status }"),
+     "mini", "22:45: $status is not available here"),
+    ("ping-reads-the-request", before_error_response(
+        "heartbeat when id == 0 { ping { dir = request, data = request.data } }"), "mini",
+     "22:59: only request.<field> can be read with '.' (in reply and response templates)"),
+    ("name-of-bytes", binding("method = name(data)"), "mini", "14:19: name() takes an enum field"),
+    ("stream-else-unknown-kind", v("else => request", "else => reply"), "mini",
+     "16:17: unknown stream type 'reply' (one of: request, oneway, quiet, response)"),
 ]  # fmt: skip
 
 
@@ -803,6 +830,18 @@ ACCEPTED = [
                          ", data = $message", ""), "mini"),
     ("len-of-two-the-second-sized", v(FRAME_TAIL, "size u16 = len(a) + len(data)\n        a bytes[3]\n"
                                       "        data bytes[size - 3]"), "mini"),
+    ("two-insides", inside("    inside data when dir == request { x u8 }\n    inside data when dir == response { y u8 }"),
+     "mini"),
+    ("two-headers", binding('header "a" = id\n    header "b" = id'), "mini"),
+    ("branch-thrift-ids", v("id u32", 'if dir == request { id thrift.field(1, "i32") } '
+                            'else { id thrift.field(2, "i32") }'), "mini"),
+    ("rest-inside", inside("    inside data when dir == request { x u8\n rb bytes[rest] }"), "mini"),
+    ("success-response-reads-the-request", before_error_response(
+        "success_response { dir = response, data = request.data }"), "mini"),
+    ("error-response-status", answer("id = $status"), "mini"),
+    ("reply-reads-the-request", before_error_response(
+        "heartbeat when id == 0 { reply { dir = response, data = request.data } }"), "mini"),
+    ("detect-in", v("detect u8 == 0x4d", "detect u8 in (0x4d, 0xff)"), "mini"),
 ]  # fmt: skip
 
 
@@ -904,3 +943,9 @@ def test_bit_fields_inside_a_layout_belong_to_its_field():
         ("enum", "Dir", "data"),
         ("bits", None, "data"),
     ]
+
+
+def test_two_insides_of_one_field_are_both_its_layouts():
+    c = checked(inside("    inside data when dir == request { x u8 }\n    inside data when dir == response { y u8 }"))
+    assert c.body_targets == {"data": list(c.spec.insides)} and len(c.spec.insides) == 2
+    assert (c.fields["x"].owner, c.fields["y"].owner) == ("data", "data")
