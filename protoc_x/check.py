@@ -1227,8 +1227,7 @@ class Types:
             for a in e.args:
                 self.type(a)
             return {ANY}
-        if e.func in ("len", "sizeof", "crc32"):
-            return {INT}
+        # (len, sizeof and crc32 are only in recomputed values, which are not typed here)
         if e.func == "int":
             self.type(e.args[0])
             return {INT, NULL}

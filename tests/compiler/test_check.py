@@ -682,6 +682,10 @@ ERRORS = [
     ("name-of-bytes", binding("method = name(data)"), "mini", "14:19: name() takes an enum field"),
     ("stream-else-unknown-kind", v("else => request", "else => reply"), "mini",
      "16:17: unknown stream type 'reply' (one of: request, oneway, quiet, response)"),
+    ("request-field-on-a-branch-after-bits", answer("s = request.code", "s u16\n        bits u8 { x : 8 }\n"
+                                                    "        if dir == request { code u16 }"), "mini",
+     "25:59: 's' in error_response must be an integer; this expression is an integer or null (it "
+     "may be null: give a default with ??)"),
 ]  # fmt: skip
 
 
