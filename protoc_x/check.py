@@ -669,9 +669,7 @@ class Checker:
             a = self.expr(e.then, ctx, before, owner, target)
             self.expr(e.orelse, ctx, before, owner, target)
             return a
-        if isinstance(e, n.Call):
-            return self.call(e, ctx, before, owner)
-        raise SpecError(e.pos, "unsupported expression")
+        return self.call(e, ctx, before, owner)  # the last kind of expression: n.Call
 
     def _side(self, e, other, ctx, before, owner):
         if isinstance(e, n.Name) and e.name not in self.fields and e.name != "direction":
@@ -1164,9 +1162,7 @@ class Types:
         if isinstance(e, n.Cond):
             self.type(e.test)
             return self.type(e.then) | self.type(e.orelse)
-        if isinstance(e, n.Call):
-            return self.call(e)
-        return {ANY}
+        return self.call(e)  # the last kind of expression: n.Call
 
     def operand(self, e, t: set, op: str) -> None:
         if ANY in t or t == {INT}:

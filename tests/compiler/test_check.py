@@ -846,6 +846,8 @@ ACCEPTED = [
     ("reply-reads-the-request", before_error_response(
         "heartbeat when id == 0 { reply { dir = response, data = request.data } }"), "mini"),
     ("detect-in", v("detect u8 == 0x4d", "detect u8 in (0x4d, 0xff)"), "mini"),
+    ("timeout-hessian2-map-entry", v("body = data", 'body = data\n    timeout_ms = m["x"]',
+                                     "data bytes[size]", "data bytes[size]\n        m hessian2.map"), "mini"),
 ]  # fmt: skip
 
 
