@@ -34,7 +34,7 @@ MAX_SIZE = 1 << 24
 MAX_DETECT_OFFSET = 1024
 SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
 STREAM_KINDS = ("request", "oneway", "quiet", "response")
-TEMPLATE_CONTEXTS = ("template", "ping", "reply", "error_response", "success_response")
+TEMPLATE_CONTEXTS = ("ping", "reply", "error_response", "success_response")
 TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
 BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2}
 
@@ -622,7 +622,7 @@ class Checker:
             if not (
                 isinstance(e.obj, n.Name)
                 and e.obj.name == "request"
-                and ctx in ("template", "reply", "error_response", "success_response")
+                and ctx in ("reply", "error_response", "success_response")
             ):
                 raise SpecError(
                     e.pos,

@@ -686,6 +686,17 @@ ERRORS = [
                                                     "        if dir == request { code u16 }"), "mini",
      "25:59: 's' in error_response must be an integer; this expression is an integer or null (it "
      "may be null: give a default with ??)"),
+    ("ping-reads-a-field", before_error_response("heartbeat when id == 0 { ping { dir = request, data = data } }"),
+     "mini", "22:59: templates read fields as request.data"),
+    ("reply-reads-a-field", before_error_response("heartbeat when id == 0 { reply { dir = response, data = data } }"),
+     "mini", "22:61: templates read fields as request.data"),
+    ("success-response-reads-a-field", before_error_response("success_response { dir = response, data = data }"),
+     "mini", "22:47: templates read fields as request.data"),
+    ("headers-not-a-field", binding('headers = "x"'), "mini", "14:15: headers must name a field"),
+    ("body-enum", v("body = data", "body = dir"), "mini", "13:12: body must be a bytes field, 'dir' is enum"),
+    ("crc-of-a-field", field("check u32 = crc32(data)"), "mini", "11:27: crc32() takes 'frame'"),
+    ("thrift-id-too-big", field('t thrift.field(70000, "i32")'), "mini",
+     "11:11: thrift.field: id 70000 does not fit in an i16"),
 ]  # fmt: skip
 
 
@@ -848,6 +859,15 @@ ACCEPTED = [
     ("detect-in", v("detect u8 == 0x4d", "detect u8 in (0x4d, 0xff)"), "mini"),
     ("timeout-hessian2-map-entry", v("body = data", 'body = data\n    timeout_ms = m["x"]',
                                      "data bytes[size]", "data bytes[size]\n        m hessian2.map"), "mini"),
+    ("every-stream-type", v("dir == response => response", "dir == response => response\n        id == 1 => oneway\n"
+                            "        id == 2 => quiet"), "mini"),
+    ("enum-u16", v("enum Dir : u8", "enum Dir : u16"), "mini"),
+    ("enum-u32", v("enum Dir : u8", "enum Dir : u32"), "mini"),
+    ("enum-i64", v("enum Dir : u8", "enum Dir : i64"), "mini"),
+    ("frame-field-sized-by-an-inside-field", v(FRAME_TAIL, "size u16 = sizeof(frame)\n        data bytes[1]\n"
+                                               "        more bytes[k]",
+                                               text=inside("    inside data when dir == request { k u8 }")), "mini"),
+    ("tars-rest", field("r tars.rest"), "mini"),
 ]  # fmt: skip
 
 
