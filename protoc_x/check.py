@@ -73,14 +73,13 @@ def _fieldtype_modules() -> dict:
 
 
 def _walk_expr(e) -> Iterator:
+    """``e`` and every expression in it (a map key is a string: nothing to find in it)."""
     yield e
-    for attr in ("obj", "key", "operand", "left", "right", "item", "test", "then", "orelse"):
+    for attr in ("obj", "operand", "left", "right", "item", "test", "then", "orelse"):
         sub = getattr(e, attr, None)
-        if sub is not None and not isinstance(sub, (str, Pos)):
+        if sub is not None:
             yield from _walk_expr(sub)
-    for sub in getattr(e, "options", ()) or ():
-        yield from _walk_expr(sub)
-    for sub in getattr(e, "args", ()) or ():
+    for sub in getattr(e, "options", ()) + getattr(e, "args", ()):
         yield from _walk_expr(sub)
 
 

@@ -60,6 +60,9 @@ def size_value(value: str, size: str) -> str:
     return v(FRAME_TAIL, f"size u16 = {value}\n        data bytes[{size}]")
 
 
+TWO_INSIDE_FIELDS = "    inside data when dir == request { svc hessian2.string\n m hessian2.map }\n"
+
+
 def checked(text: str, stem: str | None = "mini") -> check_mod.Checked:
     return check_mod.check(parse(text, "mini.xproto"), stem)
 
@@ -697,6 +700,25 @@ ERRORS = [
     ("crc-of-a-field", field("check u32 = crc32(data)"), "mini", "11:27: crc32() takes 'frame'"),
     ("thrift-id-too-big", field('t thrift.field(70000, "i32")'), "mini",
      "11:11: thrift.field: id 70000 does not fit in an i16"),
+    # an inside condition may not read inside fields, wherever in it they are
+    ("inside-condition-index", inside(TWO_INSIDE_FIELDS + '    inside data when m["k"] == "v" { y u8 }'),
+     "mini", "14:22: an 'inside' condition reads other frame fields, not 'm' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-in-item", inside(TWO_INSIDE_FIELDS + '    inside data when svc in ("a", "b") { y u8 }'),
+     "mini", "14:22: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-in-option", inside(TWO_INSIDE_FIELDS + '    inside data when "a" in ("b", svc) { y u8 }'),
+     "mini", "14:35: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-not", inside(TWO_INSIDE_FIELDS + '    inside data when not (svc == "a") { y u8 }'),
+     "mini", "14:27: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-cond-then", inside(TWO_INSIDE_FIELDS + '    inside data when (id == 1 ? svc : "b") == "a" { y u8 }'),
+     "mini", "14:33: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-cond-else", inside(TWO_INSIDE_FIELDS + '    inside data when (id == 1 ? "b" : svc) == "a" { y u8 }'),
+     "mini", "14:39: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-cond-test", inside(TWO_INSIDE_FIELDS + '    inside data when (svc == "a" ? 1 : 2) == 1 { y u8 }'),
+     "mini", "14:23: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-call", inside(TWO_INSIDE_FIELDS + '    inside data when int(svc) == 1 { y u8 }'),
+     "mini", "14:26: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("inside-condition-right", inside(TWO_INSIDE_FIELDS + '    inside data when "a" == svc { y u8 }'),
+     "mini", "14:29: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
 ]  # fmt: skip
 
 
@@ -889,6 +911,12 @@ DIRECTION = [
     ("nested-layout-if", field("if id == 1 { if direction == request { x u8 } }"), True),
     ("inside", inside("    inside data when direction == request { x u8 }"), True),
     ("inside-if", inside("    inside data when id == 1 { if direction == request { x u8 } }"), True),
+    ("not", v("dir == response", "not (direction == request)"), True),
+    ("cond-then", binding("timeout_ms = id == 1 ? (direction == request ? 1 : 2) : 3"), True),
+    ("cond-else", binding("timeout_ms = id == 1 ? 3 : (direction == request ? 1 : 2)"), True),
+    ("in-item", binding("timeout_ms = (direction == request) in (true) ? 1 : 2"), True),
+    ("in-option", binding("timeout_ms = true in (direction == request) ? 1 : 2"), True),
+    ("call-argument", binding('service = before(direction == request ? "a" : "b", ":")'), True),
     ("inside-without", inside("    inside data when id == 1 { if id == 2 { x u8 } }"), False),
 ]  # fmt: skip
 
