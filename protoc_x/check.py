@@ -14,7 +14,6 @@ from protoc_x.runtime import api
 from . import nodes as n
 from .diagnostics import Pos, SpecError  # noqa: F401 (Pos re-exported)
 
-IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*$")
 #: names a field may not take: they are the frame's API or the generated code's own
 RESERVED = {
     "encode", "length", "direction", "protocol", "request", "frame", "field_values", "blank",
@@ -88,8 +87,7 @@ def check_identifier(name: str, pos: Pos, what: str) -> None:
         raise SpecError(
             pos, f"{what} {name!r} may not start with '_' (reserved for generated code)"
         )
-    if not IDENT.match(name):
-        raise SpecError(pos, f"{what} {name!r} is not a valid identifier")
+    # (the grammar's NAME is [A-Za-z_][A-Za-z0-9_]*: with no leading '_', an identifier)
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) and name != "type":
         raise SpecError(pos, f"{what} {name!r} is a Python keyword")
 

@@ -890,6 +890,8 @@ ACCEPTED = [
                                                "        more bytes[k]",
                                                text=inside("    inside data when dir == request { k u8 }")), "mini"),
     ("tars-rest", field("r tars.rest"), "mini"),
+    ("byte-order-little", v("pool multiplex", "pool multiplex\n    byte_order little"), "mini"),
+    ("byte-order-big", v("pool multiplex", "pool multiplex\n    byte_order big"), "mini"),
 ]  # fmt: skip
 
 
