@@ -719,6 +719,18 @@ ERRORS = [
      "mini", "14:26: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
     ("inside-condition-right", inside(TWO_INSIDE_FIELDS + '    inside data when "a" == svc { y u8 }'),
      "mini", "14:29: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
+    ("index-a-request-field", v("data = $message", 'data = request.m["x"]', "dir Dir", "dir Dir\n        m map(u8)[count 2]"),
+     "mini", "23:45: only map fields can be indexed"),
+    # an unknown name anywhere in an expression
+    ("unknown-negated", binding("timeout_ms = -nope"), "mini", "14:19: unknown field 'nope'"),
+    ("unknown-not", binding("timeout_ms = not nope"), "mini", "14:22: unknown field 'nope'"),
+    ("unknown-plus-left", binding("timeout_ms = nope + 1"), "mini", "14:18: unknown field 'nope'"),
+    ("unknown-plus-right", binding("timeout_ms = 1 + nope"), "mini", "14:22: unknown field 'nope'"),
+    ("unknown-in-item", binding("timeout_ms = nope in (1) ? 1 : 2"), "mini", "14:18: unknown field 'nope'"),
+    ("unknown-cond-test", binding("timeout_ms = nope ? 1 : 2"), "mini", "14:18: unknown field 'nope'"),
+    ("unknown-cond-then", binding("timeout_ms = id == 1 ? nope : 2"), "mini", "14:28: unknown field 'nope'"),
+    ("unknown-cond-else", binding("timeout_ms = id == 1 ? 2 : nope"), "mini", "14:32: unknown field 'nope'"),
+    ("unknown-indexed", binding('service = nope["x"]'), "mini", "14:15: unknown field 'nope'"),
 ]  # fmt: skip
 
 
@@ -892,6 +904,7 @@ ACCEPTED = [
     ("tars-rest", field("r tars.rest"), "mini"),
     ("byte-order-little", v("pool multiplex", "pool multiplex\n    byte_order little"), "mini"),
     ("byte-order-big", v("pool multiplex", "pool multiplex\n    byte_order big"), "mini"),
+    ("cond-of-enums-in-members", binding("timeout_ms = (id == 1 ? dir : dir) in (request) ? 1 : 2"), "mini"),
 ]  # fmt: skip
 
 
