@@ -520,14 +520,14 @@ class Checker:
         reads is the length the encoder writes back (an unmodified frame re-encodes to its
         bytes)."""
         for target in targets:
-            size = getattr(self.fields[target.name].node.type, "size", None)
+            size = self.fields[target.name].node.type.size
             if isinstance(size, (n.SizeBytes, n.SizeCount)) and any(
                 isinstance(x, n.Name) and x.name == f.name for x in _walk_expr(size.expr)
             ):
                 self._gives_back(f)
                 return
         target = targets[0]  # (never empty: f's value has a len())
-        size = getattr(self.fields[target.name].node.type, "size", None)
+        size = self.fields[target.name].node.type.size
         raise SpecError(
             target.pos,
             f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
@@ -542,7 +542,7 @@ class Checker:
         const = 0
         value = _linear(f.value)  # (a sum of len() terms and numbers: always linear)
         for term, coeff in value[0].items():
-            size = getattr(self.fields[term].node.type, "size", None)
+            size = self.fields[term].node.type.size  # (a len() target: sized)
             if not isinstance(size, (n.SizeBytes, n.SizeCount)):
                 return
             form = _linear(size.expr)

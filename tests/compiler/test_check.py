@@ -731,6 +731,24 @@ ERRORS = [
     ("unknown-cond-then", binding("timeout_ms = id == 1 ? nope : 2"), "mini", "14:28: unknown field 'nope'"),
     ("unknown-cond-else", binding("timeout_ms = id == 1 ? 2 : nope"), "mini", "14:32: unknown field 'nope'"),
     ("unknown-indexed", binding('service = nope["x"]'), "mini", "14:15: unknown field 'nope'"),
+    ("two-sized-by-one-length", v(FRAME_TAIL, "size u16 = len(a) + len(b)\n        a bytes[size]\n        b bytes[size]\n"
+                                  "        data bytes[2]"), "mini",
+     "9:20: 'size' is written back as 2*size+0, not as the size it was read as: its value and the sizes it "
+     "measures must agree"),
+    # the arguments of functions are checked where the call is
+    ("int-of-direction", binding("timeout_ms = int(direction)"), "mini",
+     "14:22: direction is not a value: compare it (direction == request)"),
+    ("int-of-a-later-field", v("data bytes[size]", "data bytes[int(more) ?? 0]\n        more u8"), "mini",
+     "10:24: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("int-of-sizeof-inside", inside("    inside data when dir == request { x u32 = int(sizeof(frame)) }"), "mini",
+     "12:51: sizeof() is only for recomputed frame fields"),
+    ("function-of-direction", binding("timeout_ms = hessian2.arg_count(direction)"), "mini",
+     "14:37: direction is not a value: compare it (direction == request)"),
+    ("function-of-a-later-field", field("l hessian2.any[count hessian2.arg_count(more)]\n        more hessian2.string"),
+     "mini", "11:49: field 'more' is read after 'l': a size may only use earlier fields"),
+    ("function-of-sizeof-inside", inside(
+        "    inside data when dir == request { x u32 = hessian2.arg_count(sizeof(frame)) }"), "mini",
+     "12:66: sizeof() is only for recomputed frame fields"),
 ]  # fmt: skip
 
 
@@ -905,6 +923,8 @@ ACCEPTED = [
     ("byte-order-little", v("pool multiplex", "pool multiplex\n    byte_order little"), "mini"),
     ("byte-order-big", v("pool multiplex", "pool multiplex\n    byte_order big"), "mini"),
     ("cond-of-enums-in-members", binding("timeout_ms = (id == 1 ? dir : dir) in (request) ? 1 : 2"), "mini"),
+    ("size-plus-a-product-not-judged", size_value("len(data)", "size + 1 * 0"), "mini"),
+    ("a-product-plus-size-not-judged", size_value("len(data)", "1 * 0 + size"), "mini"),
 ]  # fmt: skip
 
 
