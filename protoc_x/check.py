@@ -631,7 +631,9 @@ class Checker:
             return info.enum
         if isinstance(e, n.Index):
             self.expr(e.obj, ctx, before, owner)
-            if not isinstance(e.obj, n.Name) or self.fields[e.obj.name].kind not in ("map", "ext"):
+            # (direction is a name but no field: indexing it was an internal compiler error)
+            info = self.fields.get(e.obj.name) if isinstance(e.obj, n.Name) else None
+            if info is None or info.kind not in ("map", "ext"):
                 raise SpecError(e.pos, "only map fields can be indexed")
             if not isinstance(e.key, n.StrLit):
                 raise SpecError(e.key.pos, "a map key must be a string")
@@ -659,7 +661,9 @@ class Checker:
                 if isinstance(o, n.Name) and o.name not in self.fields and enum:
                     self.enum_member(enum, o)
                 elif self.expr(o, ctx, before, owner) == "$direction":
-                    raise SpecError(o.pos, "direction is not a value: compare it (direction == request)")
+                    raise SpecError(
+                        o.pos, "direction is not a value: compare it (direction == request)"
+                    )
             return None
         if isinstance(e, n.Cond):
             self.expr(e.test, ctx, before, owner)

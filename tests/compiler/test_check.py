@@ -749,6 +749,76 @@ ERRORS = [
     ("function-of-sizeof-inside", inside(
         "    inside data when dir == request { x u32 = hessian2.arg_count(sizeof(frame)) }"), "mini",
      "12:66: sizeof() is only for recomputed frame fields"),
+    # each kind of expression passes on what it is checked for: a size's earlier fields, an
+    # inside layout's owner (no sizeof), the context (direction only where it may be)
+    ("size-reads-a-later-field-index", v("data bytes[size]", 'data bytes[int(more["k"]) ?? 0]\n        more u8'), "mini",
+     "10:24: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-index", inside('    inside data when dir == request { x u32 = int(sizeof(frame)["k"]) ?? 0 }'), "mini",
+     "12:51: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-negated", v("data bytes[size]", "data bytes[-more]\n        more u8"), "mini",
+     "10:21: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-negated", inside("    inside data when dir == request { x u32 = -sizeof(frame) }"), "mini",
+     "12:48: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-not", v("data bytes[size]", "data bytes[(not more) ? 1 : 0]\n        more u8"), "mini",
+     "10:25: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-not", inside("    inside data when dir == request { x u32 = (not sizeof(frame)) ? 1 : 0 }"), "mini",
+     "12:52: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-plus-left", v("data bytes[size]", "data bytes[more + 1]\n        more u8"), "mini",
+     "10:20: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-plus-left", inside("    inside data when dir == request { x u32 = sizeof(frame) + 1 }"), "mini",
+     "12:47: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-plus-right", v("data bytes[size]", "data bytes[1 + more]\n        more u8"), "mini",
+     "10:24: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-plus-right", inside("    inside data when dir == request { x u32 = 1 + sizeof(frame) }"), "mini",
+     "12:51: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-in-item", v("data bytes[size]", "data bytes[more in (1) ? 1 : 0]\n        more u8"), "mini",
+     "10:20: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-in-item", inside("    inside data when dir == request { x u32 = sizeof(frame) in (1) ? 1 : 0 }"), "mini",
+     "12:47: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-in-option", v("data bytes[size]", "data bytes[1 in (more) ? 1 : 0]\n        more u8"), "mini",
+     "10:26: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-in-option", inside("    inside data when dir == request { x u32 = 1 in (sizeof(frame)) ? 1 : 0 }"), "mini",
+     "12:53: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-cond-test", v("data bytes[size]", "data bytes[more ? 1 : 0]\n        more u8"), "mini",
+     "10:20: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-cond-test", inside("    inside data when dir == request { x u32 = sizeof(frame) ? 1 : 0 }"), "mini",
+     "12:47: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-cond-then", v("data bytes[size]", "data bytes[id == 1 ? more : 0]\n        more u8"), "mini",
+     "10:30: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-cond-then", inside("    inside data when dir == request { x u32 = id == 1 ? sizeof(frame) : 0 }"), "mini",
+     "12:57: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-cond-else", v("data bytes[size]", "data bytes[id == 1 ? 0 : more]\n        more u8"), "mini",
+     "10:34: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-cond-else", inside("    inside data when dir == request { x u32 = id == 1 ? 0 : sizeof(frame) }"), "mini",
+     "12:61: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-equals-left", v("data bytes[size]", "data bytes[more == 1 ? 1 : 0]\n        more u8"), "mini",
+     "10:20: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-equals-left", inside("    inside data when dir == request { x u32 = sizeof(frame) == 1 ? 1 : 0 }"), "mini",
+     "12:47: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-equals-right", v("data bytes[size]", "data bytes[1 == more ? 1 : 0]\n        more u8"), "mini",
+     "10:25: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-equals-right", inside("    inside data when dir == request { x u32 = 1 == sizeof(frame) ? 1 : 0 }"), "mini",
+     "12:52: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-int", v("data bytes[size]", "data bytes[int(more) ?? 0]\n        more u8"), "mini",
+     "10:24: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-int", inside("    inside data when dir == request { x u32 = int(sizeof(frame)) ?? 0 }"), "mini",
+     "12:51: sizeof() is only for recomputed frame fields"),
+    ("size-reads-a-later-field-function", v("data bytes[size]", "data bytes[hessian2.arg_count(more)]\n        more u8"), "mini",
+     "10:39: field 'more' is read after 'data': a size may only use earlier fields"),
+    ("inside-sizeof-function", inside("    inside data when dir == request { x u32 = hessian2.arg_count(sizeof(frame)) }"), "mini",
+     "12:66: sizeof() is only for recomputed frame fields"),
+    ("direction-in-index", binding('service = direction["k"]'), "mini",
+     "14:15: only map fields can be indexed"),
+    ("direction-in-int", binding('service = int(direction)'), "mini",
+     "14:19: direction is not a value: compare it (direction == request)"),
+    ("direction-in-function", binding('service = hessian2.arg_count(direction)'), "mini",
+     "14:34: direction is not a value: compare it (direction == request)"),
+    ("direction-in-before", binding('service = before(direction, ":")'), "mini",
+     "14:22: direction is not a value: compare it (direction == request)"),
+    ("size-reads-its-own-field", v("data bytes[size]", "data bytes[data]"), "mini",
+     "10:20: field 'data' is read after 'data': a size may only use earlier fields"),
+    ("tags-after-an-untagged-field-type", field("h hessian2.string\n        a tars.int(1)\n        b tars.int(1)"),
+     "mini", "13:11: tag 1 is also the tag of 'a' (line 12)"),
 ]  # fmt: skip
 
 
@@ -925,6 +995,7 @@ ACCEPTED = [
     ("cond-of-enums-in-members", binding("timeout_ms = (id == 1 ? dir : dir) in (request) ? 1 : 2"), "mini"),
     ("size-plus-a-product-not-judged", size_value("len(data)", "size + 1 * 0"), "mini"),
     ("a-product-plus-size-not-judged", size_value("len(data)", "1 * 0 + size"), "mini"),
+    ("not-equals-a-member", v("dir == response", "dir != request"), "mini"),
 ]  # fmt: skip
 
 
@@ -971,7 +1042,9 @@ def test_direction_in_an_inside_condition_makes_the_decoder_take_one():
     from protoc_x.runtime.api import Direction
 
     text = inside("    inside data when direction == request { x u8 }")
-    proto = load_module_source("mini", compile_source(text, "mini.xproto", "mini", fmt=False), "mini")
+    proto = load_module_source(
+        "mini", compile_source(text, "mini.xproto", "mini", fmt=False), "mini"
+    )
     proto = proto.PROTOCOL
     raw = bytes([0x4D, 0]) + struct.pack(">IH", 1, 1) + b"\x07"
     assert proto.needs_direction
@@ -1035,6 +1108,10 @@ def test_bit_fields_inside_a_layout_belong_to_its_field():
 
 
 def test_two_insides_of_one_field_are_both_its_layouts():
-    c = checked(inside("    inside data when dir == request { x u8 }\n    inside data when dir == response { y u8 }"))
+    c = checked(
+        inside(
+            "    inside data when dir == request { x u8 }\n    inside data when dir == response { y u8 }"
+        )
+    )
     assert c.body_targets == {"data": list(c.spec.insides)} and len(c.spec.insides) == 2
     assert (c.fields["x"].owner, c.fields["y"].owner) == ("data", "data")
