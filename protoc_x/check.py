@@ -660,10 +660,8 @@ class Checker:
             for o in e.options:
                 if isinstance(o, n.Name) and o.name not in self.fields and enum:
                     self.enum_member(enum, o)
-                elif self.expr(o, ctx, before, owner) == "$direction":
-                    raise SpecError(
-                        o.pos, "direction is not a value: compare it (direction == request)"
-                    )
+                else:  # (direction here is refused by Types: it is not a value)
+                    self.expr(o, ctx, before, owner)
             return None
         if isinstance(e, n.Cond):
             self.expr(e.test, ctx, before, owner)

@@ -1115,3 +1115,10 @@ def test_two_insides_of_one_field_are_both_its_layouts():
     )
     assert c.body_targets == {"data": list(c.spec.insides)} and len(c.spec.insides) == 2
     assert (c.fields["x"].owner, c.fields["y"].owner) == ("data", "data")
+
+
+def test_fields_on_both_branches_of_an_inside_if_belong_to_its_field():
+    c = checked(
+        inside("    inside data when dir == request { k u8\n if k == 1 { a u8 } else { b u8 } }")
+    )
+    assert [c.fields[name].owner for name in ("k", "a", "b")] == ["data", "data", "data"]
