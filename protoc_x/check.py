@@ -14,7 +14,6 @@ from protoc_x.runtime import api
 from . import nodes as n
 from .diagnostics import Pos, SpecError  # noqa: F401 (Pos re-exported)
 
-IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*$")
 #: names a field may not take: they are the frame's API or the generated code's own
 RESERVED = {
     "encode", "length", "direction", "protocol", "request", "frame", "field_values", "blank",
@@ -34,7 +33,7 @@ MAX_SIZE = 1 << 24
 MAX_DETECT_OFFSET = 1024
 SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
 STREAM_KINDS = ("request", "oneway", "quiet", "response")
-TEMPLATE_CONTEXTS = ("template", "ping", "reply", "error_response", "success_response")
+TEMPLATE_CONTEXTS = ("ping", "reply", "error_response", "success_response")
 TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
 BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2}
 
@@ -73,24 +72,22 @@ def _fieldtype_modules() -> dict:
 
 
 def _walk_expr(e) -> Iterator:
+    """``e`` and every expression in it (a map key is a string: nothing to find in it)."""
     yield e
-    for attr in ("obj", "key", "operand", "left", "right", "item", "test", "then", "orelse"):
+    for attr in ("obj", "operand", "left", "right", "item", "test", "then", "orelse"):
         sub = getattr(e, attr, None)
-        if sub is not None and not isinstance(sub, (str, Pos)):
+        if sub is not None:
             yield from _walk_expr(sub)
-    for sub in getattr(e, "options", ()) or ():
-        yield from _walk_expr(sub)
-    for sub in getattr(e, "args", ()) or ():
+    for sub in getattr(e, "options", ()) + getattr(e, "args", ()):
         yield from _walk_expr(sub)
 
 
 def check_identifier(name: str, pos: Pos, what: str) -> None:
-    if name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+    if name.startswith("_"):
         raise SpecError(
             pos, f"{what} {name!r} may not start with '_' (reserved for generated code)"
         )
-    if not IDENT.match(name):
-        raise SpecError(pos, f"{what} {name!r} is not a valid identifier")
+    # (the grammar's NAME is [A-Za-z_][A-Za-z0-9_]*: with no leading '_', an identifier)
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) and name != "type":
         raise SpecError(pos, f"{what} {name!r} is a Python keyword")
 
@@ -163,6 +160,12 @@ def _type_text(size) -> str:
     return "is sized by other fields"
 
 
+def _int_shape(t: n.IntType | None) -> tuple | None:
+    """What an integer type reads: a name on two branches must read the same on both (the
+    codec keeps one decoder and one encoder per name)."""
+    return None if t is None else (t.width, t.signed, t.order)
+
+
 def fits(value: int, t: n.IntType) -> bool:
     if t.signed:
         return -(1 << (t.width - 1)) <= value < (1 << (t.width - 1))
@@ -200,10 +203,13 @@ class Checker:
                     st.pos, f"duplicate {st.kind} statement (first at line {seen[st.kind].line})"
                 )
             seen[st.kind] = st.pos
+        # (a value other than the default comes from its statement: the error points at it)
         if s.byte_order not in ("big", "little"):
-            raise SpecError(s.pos, f"byte_order must be big or little, not {s.byte_order!r}")
+            raise SpecError(
+                seen["byte_order"], f"byte_order must be big or little, not {s.byte_order!r}"
+            )
         if s.pool not in ("multiplex", "pingpong"):
-            raise SpecError(s.pos, f"pool must be multiplex or pingpong, not {s.pool!r}")
+            raise SpecError(seen["pool"], f"pool must be multiplex or pingpong, not {s.pool!r}")
         if not s.frame:
             raise SpecError(s.pos, "the protocol has no frame layout")
         for e in s.enums:
@@ -228,8 +234,11 @@ class Checker:
         semantic += [s.heartbeat.test] if s.heartbeat is not None else []
         semantic += [s.goaway] if s.goaway is not None else []
         semantic += [item.test for item in self._all_items(s.frame) if isinstance(item, n.IfBlock)]
+        for inside in s.insides:  # an inside layout is chosen and read on a frame, too
+            semantic.append(inside.test)
+            semantic += [i.test for i in self._all_items(inside.items) if isinstance(i, n.IfBlock)]
         uses_direction = any(
-            isinstance(x, n.Name) and x.name == "direction" and x.name not in self.fields
+            isinstance(x, n.Name) and x.name == "direction"  # (no field has that name)
             for e in semantic
             for x in _walk_expr(e)
         )
@@ -363,15 +372,21 @@ class Checker:
             self.fields[info.name] = info
             return
         # the same name may appear on exclusive branches (a request and a response layout)
+        # (a frame field and an inside field, or fields of two insides, are never exclusive)
         exclusive = all(self._exclusive(p, path) for p in old.paths)
-        if not exclusive or old.owner != info.owner:
+        if not exclusive:
             raise SpecError(
                 info.pos, f"duplicate field {info.name!r} (first at line {old.pos.line})"
             )
         same_ext = old.ext is None or (
             type(old.ext) is type(info.ext) and old.ext.VALUE == info.ext.VALUE
         )
-        if old.kind != info.kind or old.enum != info.enum or not same_ext:
+        if (
+            old.kind != info.kind
+            or old.enum != info.enum
+            or not same_ext
+            or _int_shape(old.int_type) != _int_shape(info.int_type)
+        ):
             raise SpecError(
                 info.pos,
                 f"field {info.name!r} has another type on another branch (line {old.pos.line})",
@@ -449,8 +464,6 @@ class Checker:
             if info.kind in ("bytes", "string"):
                 raise SpecError(size.pos, f"{info.kind} are sized in bytes, not by count")
             info.count = True
-        if isinstance(size, n.SizeRest) and owner is None and info.kind == "map":
-            pass
         if f.nullable and info.kind not in ("bytes", "string"):
             raise SpecError(f.pos, "only bytes and string fields can be nullable")
         if f.value is not None and info.kind not in ("int", "enum"):
@@ -472,10 +485,10 @@ class Checker:
         f = info.node
         if not isinstance(f, n.Field):
             return
-        ctx = "frame" if info.owner is None else "inside"
         size = getattr(f.type, "size", None)
         if isinstance(size, (n.SizeBytes, n.SizeCount)):
-            self.expr(size.expr, ctx=ctx, before=info)
+            # (no direction in a size: the decoder reads sizes before it knows the frame)
+            self.expr(size.expr, ctx="size", before=info)
         if isinstance(size, n.SizeRest) and info.owner is None:
             if not self._has_frame_size():
                 raise SpecError(size.pos, "'rest' needs a frame length field (= sizeof(frame) ...)")
@@ -499,7 +512,7 @@ class Checker:
                 self.len_fields.append((f, targets))
             for e in _walk_expr(f.value):
                 if isinstance(e, n.Call) and e.func == "crc32" and e.module is None:
-                    if info.int_type is None or info.int_type.width != 32:
+                    if info.int_type.width != 32:  # (an int or an enum: it has a value)
                         raise SpecError(f.pos, "a crc32 field must be 32 bits wide")
 
     def _sizes(self, f: n.Field, targets: list[n.Name]) -> None:
@@ -507,20 +520,19 @@ class Checker:
         reads is the length the encoder writes back (an unmodified frame re-encodes to its
         bytes)."""
         for target in targets:
-            size = getattr(self.fields[target.name].node.type, "size", None)
+            size = self.fields[target.name].node.type.size
             if isinstance(size, (n.SizeBytes, n.SizeCount)) and any(
                 isinstance(x, n.Name) and x.name == f.name for x in _walk_expr(size.expr)
             ):
                 self._gives_back(f)
                 return
-        if targets:
-            target = targets[0]
-            size = getattr(self.fields[target.name].node.type, "size", None)
-            raise SpecError(
-                target.pos,
-                f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
-                f"{f.name!r} ({target.name} {_type_text(size)})",
-            )
+        target = targets[0]  # (never empty: f's value has a len())
+        size = self.fields[target.name].node.type.size
+        raise SpecError(
+            target.pos,
+            f"{f.name!r} = len({target.name}) but {target.name!r} is not sized by "
+            f"{f.name!r} ({target.name} {_type_text(size)})",
+        )
 
     def _gives_back(self, f: n.Field) -> None:
         """With every len(x) of ``f``'s value replaced by the size x is read with, the value
@@ -528,11 +540,9 @@ class Checker:
         one less than it read. Sizes that are not sums of fields and numbers are not judged."""
         total: dict[str, int] = {}
         const = 0
-        value = _linear(f.value)
-        if value is None:
-            return
+        value = _linear(f.value)  # (a sum of len() terms and numbers: always linear)
         for term, coeff in value[0].items():
-            size = getattr(self.fields[term].node.type, "size", None)
+            size = self.fields[term].node.type.size  # (a len() target: sized)
             if not isinstance(size, (n.SizeBytes, n.SizeCount)):
                 return
             form = _linear(size.expr)
@@ -575,7 +585,7 @@ class Checker:
         owner=None,
         target: FieldInfo | None = None,
     ):
-        """Check an expression. ``ctx``: frame | condition | recompute | inside | template.
+        """Check an expression. ``ctx``: frame | condition | recompute | size | a template kind.
         Returns the enum name of the value when it is an enum field, for member resolution."""
         if isinstance(e, (n.IntLit, n.StrLit, n.Const)):
             return None
@@ -609,7 +619,7 @@ class Checker:
             if not (
                 isinstance(e.obj, n.Name)
                 and e.obj.name == "request"
-                and ctx in ("template", "reply", "error_response", "success_response")
+                and ctx in ("reply", "error_response", "success_response")
             ):
                 raise SpecError(
                     e.pos,
@@ -621,7 +631,9 @@ class Checker:
             return info.enum
         if isinstance(e, n.Index):
             self.expr(e.obj, ctx, before, owner)
-            if not isinstance(e.obj, n.Name) or self.fields[e.obj.name].kind not in ("map", "ext"):
+            # (direction is a name but no field: indexing it was an internal compiler error)
+            info = self.fields.get(e.obj.name) if isinstance(e.obj, n.Name) else None
+            if info is None or info.kind not in ("map", "ext"):
                 raise SpecError(e.pos, "only map fields can be indexed")
             if not isinstance(e.key, n.StrLit):
                 raise SpecError(e.key.pos, "a map key must be a string")
@@ -648,7 +660,7 @@ class Checker:
             for o in e.options:
                 if isinstance(o, n.Name) and o.name not in self.fields and enum:
                     self.enum_member(enum, o)
-                else:
+                else:  # (direction here is refused by Types: it is not a value)
                     self.expr(o, ctx, before, owner)
             return None
         if isinstance(e, n.Cond):
@@ -656,9 +668,7 @@ class Checker:
             a = self.expr(e.then, ctx, before, owner, target)
             self.expr(e.orelse, ctx, before, owner, target)
             return a
-        if isinstance(e, n.Call):
-            return self.call(e, ctx, before, owner)
-        raise SpecError(e.pos, "unsupported expression")
+        return self.call(e, ctx, before, owner)  # the last kind of expression: n.Call
 
     def _side(self, e, other, ctx, before, owner):
         if isinstance(e, n.Name) and e.name not in self.fields and e.name != "direction":
@@ -815,10 +825,9 @@ class Checker:
             if a.name in seen:
                 raise SpecError(a.pos, f"{a.name!r} assigned twice")
             seen.add(a.name)
-            if (
-                info.kind == "bits"
-                and info.node.const is not None
-                or (isinstance(info.node, n.Field) and info.node.value is not None)
+            node = info.node
+            if (isinstance(node, n.BitField) and node.const is not None) or (
+                isinstance(node, n.Field) and node.value is not None
             ):
                 raise SpecError(
                     a.pos, f"{a.name!r} is computed by the encoder; it cannot be assigned"
@@ -926,9 +935,7 @@ class Types:
                         size.expr.pos,
                         f"the size of {f.name!r} must be 0..{MAX_SIZE}, not {size.expr.value}",
                     )
-            enum_member = isinstance(f.value, n.Name) and f.value.name not in self.fields
-            if f.value is not None and not isinstance(f.value, n.IntLit) and not enum_member:
-                self.want(f.value, {INT}, f"the value of {f.name!r}")
+            # (a recomputed value needs no check here: _recomputable's shapes are integers)
         tests = [item.test for item in self.c._all_items(s.frame) if isinstance(item, n.IfBlock)]
         for inside in s.insides:
             tests.append(inside.test)
@@ -990,8 +997,8 @@ class Types:
         if isinstance(e, n.IntLit):
             return (e.value, e.value)
         if isinstance(e, n.Param) and e.name == "status":
-            codes = [row.code for row in self.c.spec.status_rows]
-            return (min(codes), max(codes)) if codes else None
+            codes = [row.code for row in self.c.spec.status_rows]  # never empty: checked
+            return (min(codes), max(codes))
         if isinstance(e, n.Attr):
             info = self.fields[e.name]
             if isinstance(info.node, n.BitField):
@@ -1032,10 +1039,9 @@ class Types:
         else:
             return
         if info.kind == "ext" and info.ext.VALUE == "int":  # the field type's own writer says
-            module = _fieldtype_modules()[info.node.type.ref.module]
             for value, pos in values:
                 try:
-                    info.ext.write(value, module.new_context())
+                    info.ext.write(value)  # (an int needs no context)
                 except Exception as err:
                     raise SpecError(pos, f"{what}: {value} does not fit in {info.name!r}: {err}")
             return
@@ -1055,7 +1061,9 @@ class Types:
         """What a template may assign to a field (the generated code converts text and bytes)."""
         kind = info.kind
         if kind == "ext":
-            kind = info.ext.VALUE if info.node.type.size is None else "list"
+            if info.node.type.size is not None:
+                return {ANY}  # a list of field-type values
+            kind = info.ext.VALUE
             if getattr(info.ext, "NULLABLE", False) and kind in _VALUE_TYPES:
                 return self._accepts_kind(kind, info) | {NULL}  # its writer takes None
         return self._accepts_kind(kind, info)
@@ -1066,7 +1074,7 @@ class Types:
         if kind == "bytes":
             return {STR, BYTES, NULL}  # as_bytes(): null is empty
         if kind in ("str", "string"):  # text(): null stays null, only a nullable field takes it
-            return {STR, BYTES, NULL} if getattr(info.node, "nullable", False) else {STR, BYTES}
+            return {STR, BYTES, NULL} if info.node.nullable else {STR, BYTES}
         if kind == "map":
             return {MAP, NULL}
         return {ANY}
@@ -1080,17 +1088,18 @@ class Types:
             if {NULL} < got and got - {NULL} <= allowed
             else ""
         )
+        # a field-type value (a list, a raw value) is written by its field type: only another
+        # value of it (request.<field>, a field-type function's) can be assigned
+        wanted = "a value of its field type" if ANY in allowed else _describe_types(allowed)
         raise SpecError(
-            e.pos,
-            f"{what} must be {_describe_types(allowed)}; this expression is "
-            f"{_describe_types(got)}{hint}",
+            e.pos, f"{what} must be {wanted}; this expression is {_describe_types(got)}{hint}"
         )
 
     def field_type(self, info: FieldInfo) -> set:
         kind = info.kind
         if kind in ("int", "enum", "bits"):
             return {INT}
-        nullable = {NULL} if getattr(info.node, "nullable", False) else set()
+        nullable = {NULL} if info.node.nullable else set()  # (bits and enums returned)
         if kind == "bytes":
             return {BYTES} | nullable
         if kind == "string":
@@ -1146,16 +1155,13 @@ class Types:
             return self.binop(e)
         if isinstance(e, n.In):
             self.type(e.item)
-            for o in e.options:
-                if not (isinstance(o, n.Name) and o.name not in self.fields):
-                    self.type(o)
+            for o in e.options:  # (an enum member, resolved by the checker, types as an int)
+                self.type(o)
             return {BOOL}
         if isinstance(e, n.Cond):
             self.type(e.test)
             return self.type(e.then) | self.type(e.orelse)
-        if isinstance(e, n.Call):
-            return self.call(e)
-        return {ANY}
+        return self.call(e)  # the last kind of expression: n.Call
 
     def operand(self, e, t: set, op: str) -> None:
         if ANY in t or t == {INT}:
@@ -1167,9 +1173,8 @@ class Types:
 
     def binop(self, e: n.BinOp) -> set:
         if e.op in ("==", "!="):
-            for a, b in ((e.left, e.right), (e.right, e.left)):
-                if isinstance(a, n.Name) and a.name == "direction" and a.name not in self.fields:
-                    return {BOOL}  # direction == request (checked by the checker)
+            # names that are no field (enum members, direction, request, response) are not
+            # typed: the checker resolved them
             sides = [
                 self.type(side) - {NULL}
                 for side in (e.left, e.right)
@@ -1217,8 +1222,7 @@ class Types:
             for a in e.args:
                 self.type(a)
             return {ANY}
-        if e.func in ("len", "sizeof", "crc32"):
-            return {INT}
+        # (len, sizeof and crc32 are only in recomputed values, which are not typed here)
         if e.func == "int":
             self.type(e.args[0])
             return {INT, NULL}

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from protoc_x import cli
+
 GOOD = """\
 protocol mini {
     pool multiplex
@@ -156,8 +158,47 @@ def _run(args, cwd):
     )
 
 
+def _in_process(args, capsys):
+    """``protoc-x ARGS`` in this process (so mutation testing sees the checker run): the exit
+    code and stderr."""
+    code = cli.main(args)
+    return code, capsys.readouterr().err
+
+
+def _assert_located(stderr, spec, text, expected):
+    first, source_line, caret = stderr.splitlines()[:3]
+    assert first.startswith(f"{spec}:{expected}"), first
+    line, col = (int(x) for x in expected.split(":")[:2])
+    assert source_line == text.splitlines()[line - 1]
+    assert caret == " " * (col - 1) + "^"
+    return first
+
+
 @pytest.mark.parametrize("case_id,text,stem,expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_spec_is_rejected_with_position_and_no_output(tmp_path, case_id, text, stem, expected):
+def test_bad_spec_is_rejected_with_position_and_no_output(
+    tmp_path, capsys, case_id, text, stem, expected
+):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    spec = spec_dir / f"{stem}.xproto"
+    spec.write_text(text)
+    out = tmp_path / "out"
+    code, err = _in_process(["build", str(spec_dir), "-o", str(out)], capsys)
+    assert code == 1, err
+    first = _assert_located(err, spec, text, expected)
+    assert not out.exists(), "no file may be written"
+    code, err = _in_process(["check", str(spec_dir)], capsys)
+    assert code == 1 and err.splitlines()[0] == first
+
+
+# the same, through the installed command in its own process, for a few kinds of error
+SUBPROCESS_CASES = [c for c in CASES if c[0] in ("syntax", "unknown-field", "status-incomplete")]
+
+
+@pytest.mark.parametrize(
+    "case_id,text,stem,expected", SUBPROCESS_CASES, ids=[c[0] for c in SUBPROCESS_CASES]
+)
+def test_bad_spec_through_the_command(tmp_path, case_id, text, stem, expected):
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
     spec = spec_dir / f"{stem}.xproto"
@@ -165,11 +206,7 @@ def test_bad_spec_is_rejected_with_position_and_no_output(tmp_path, case_id, tex
     out = tmp_path / "out"
     result = _run(["build", str(spec_dir), "-o", str(out)], cwd=Path(__file__).parents[2])
     assert result.returncode == 1, result.stderr
-    first, source_line, caret = result.stderr.splitlines()[:3]
-    assert first.startswith(f"{spec}:{expected}"), first
-    line, col = (int(x) for x in expected.split(":")[:2])
-    assert source_line == text.splitlines()[line - 1]
-    assert caret == " " * (col - 1) + "^"
+    first = _assert_located(result.stderr, spec, text, expected)
     assert not out.exists(), "no file may be written"
     check = _run(["check", str(spec_dir)], cwd=Path(__file__).parents[2])
     assert check.returncode == 1 and check.stderr.splitlines()[0] == first
