@@ -121,6 +121,8 @@ def _skip(buf, pos: int, end: int, ty: int, depth: int) -> int:
         if b & 15 != INT1:
             raise DecodeError(pos, f"simple list of {TYPE_NAMES[b & 15]}, expected int1")
         p = pos + (2 if b >> 4 == 15 else 1)
+        if p > end:  # the element head's tag byte is past the frame
+            raise DecodeError(pos, "head overruns the frame")
         n, p = _length(buf, p, end)
         new = p + n
         if new > end:
@@ -458,6 +460,8 @@ class Bytes(_Tagged):
             if b & 15 != INT1:
                 raise DecodeError(p, f"simple list of {TYPE_NAMES[b & 15]}, expected int1")
             p += 2 if b >> 4 == 15 else 1
+            if p > end:  # the element head's tag byte is past the frame
+                raise DecodeError(start, "head overruns the frame")
             n, p = _length(buf, p, end)
             stop = p + n
             if stop > end:

@@ -2,7 +2,7 @@
 tagged-field semantics, round trips and fuzz."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protoc_x.runtime.api import DecodeError
@@ -301,6 +301,8 @@ def _check(data: bytes, end: int):
 
 @settings(max_examples=300)
 @given(st.binary(max_size=48))
+@example(b"\x0d\xf0")  # a simple list whose element head wants a tag byte past the end
+@example(b"\x3d\xf0")  # the same at tag 3
 def test_fuzz_random_bytes(data):
     _check(data, len(data))
 
