@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
+
+import pytest
 
 from protoc_x.runtime.api import Direction, XFrame
 from protoc_x.runtime.client import Client
@@ -20,6 +23,15 @@ from protoc_x.runtime.run import install_loop
 from protoc_x.runtime.serve import serve
 
 PROTOCOLS = load_protocols()
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog):
+    """For a test module that imports it: fails a test when anything logged an error (an
+    exception in a callback, a protocol's or a timer's, is only logged by asyncio)."""
+    yield
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 def free_port() -> int:

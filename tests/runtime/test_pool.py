@@ -20,21 +20,13 @@ from protoc_x.runtime.proxy import Proxy
 from protoc_x.samples import SAMPLES
 
 from .harness import PROTOCOLS, client, config, free_port, proxy_running, recorder
+from .harness import no_errors_logged  # noqa: F401 (autouse: a test fails on any logged error)
 from .test_proxy_behaviour import bolt_request, thrift_call
 from .test_virtual_time import Stamped, bolt_untimed, now, one_cluster, sleep_until
 from .virtual_clock import run_virtual
 
 BOLT, THRIFT, MEMCACHED = PROTOCOLS["bolt"], PROTOCOLS["thrift"], PROTOCOLS["memcached"]
 EPS = 1e-9
-
-
-@pytest.fixture(autouse=True)
-def no_errors_logged(caplog):
-    """An exception in a callback (a protocol's, a timer's) is only logged by asyncio: none may
-    be."""
-    yield
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ from protoc_x.runtime.config import parse_config
 from protoc_x.runtime.proxy import Proxy
 
 from .harness import PROTOCOLS, client, config, free_port, proxy_running, recorder
+from .harness import no_errors_logged  # noqa: F401 (autouse: a test fails on any logged error)
 from .test_pool import (
     GETK, NOOP, RawClient, fake_memcached, mc, mc_cluster, metric, proxy_with, status,
 )  # fmt: skip
@@ -28,15 +29,6 @@ from .test_virtual_time import bolt_untimed, now, one_cluster
 from .virtual_clock import run_virtual
 
 BOLT, DUBBO, KAFKA = PROTOCOLS["bolt"], PROTOCOLS["dubbo"], PROTOCOLS["kafka"]
-
-
-@pytest.fixture(autouse=True)
-def no_errors_logged(caplog):
-    """An exception in a callback (a protocol's, a timer's) is only logged by asyncio: none may
-    be."""
-    yield
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
 
 
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
