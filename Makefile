@@ -45,7 +45,7 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/pipeline_bench.py
 	$(PY) benchmarks/proxy_bench.py
 
-# Mutation testing of the core (not part of `make test`; ~NN min): docs/testing.md says how to read it.
+# Mutation testing of the core (not part of `make test`; over an hour on 2 cores): docs/testing.md says how to read it.
 MUTATE_STAMP := $(VENV)/.mutate-stamp
 $(MUTATE_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,mutate]'
