@@ -63,31 +63,34 @@ def test_redundant_zero_groups_are_accepted():
 
 
 @pytest.mark.parametrize(
-    "hexed,end,offset",
+    "hexed,end,offset,reason",
     [
-        ("", 0, 0),  # nothing
-        ("80", 1, 1),  # continuation, then the end
-        ("8080", 1, 1),  # the byte after is beyond end
-        ("ffffffffffffffffff02", 10, 0),  # 10th byte carries bit 64
-        ("8080808080808080808000", 11, 0),  # 11 bytes
+        ("", 0, 0, "expected a varint, found the end of the frame"),  # nothing
+        ("80", 1, 1, "varint runs past the end of the frame"),  # continuation, then the end
+        ("8080", 1, 1, "varint runs past the end of the frame"),  # the next byte is beyond end
+        ("ffffffffffffffffff02", 10, 0, "varint overflows 64 bits"),  # 10th byte: bit 64
+        ("80808080808080808002", 10, 0, "varint overflows 64 bits"),  # exactly 2**64
+        ("8080808080808080808000", 11, 0, "varint longer than 10 bytes"),  # 11 bytes
     ],
 )
-def test_unsigned_errors(hexed, end, offset):
+def test_unsigned_errors(hexed, end, offset, reason):
     data = bytes.fromhex(hexed)
     with pytest.raises(DecodeError) as e:
         U.read(data, 0, end, None)
-    assert e.value.offset == offset
-    with pytest.raises(DecodeError):
+    assert (e.value.offset, e.value.reason) == (offset, reason)
+    with pytest.raises(DecodeError) as e:
         S.read(data, 0, end, None)
+    assert (e.value.offset, e.value.reason) == (offset, reason)
 
 
 def test_write_range():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^unsigned varint cannot hold -1$"):
         U.write(-1, None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^varint 18446744073709551616 overflows 64 bits$"):
         U.write(2**64, None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^signed varint 9223372036854775808 overflows 64 bits$"):
         S.write(2**63, None)
+    assert U.write(2**64 - 1, None) == bytes.fromhex("ffffffffffffffffff01")
 
 
 def test_memoryview_and_bytearray():
