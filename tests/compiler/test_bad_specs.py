@@ -38,9 +38,12 @@ protocol mini {
 """
 
 
-def variant(old: str, new: str) -> str:
-    assert old in GOOD, old
-    return GOOD.replace(old, new, 1)
+def variant(*pairs: str, text: str = GOOD) -> str:
+    """GOOD with each (old, new) pair replaced once: variant(old1, new1, old2, new2...)."""
+    for old, new in zip(pairs[::2], pairs[1::2]):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
 
 
 def SHIPPED(name: str, old: str, new: str) -> str:  # noqa: N802 - reads as a table column

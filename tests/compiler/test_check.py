@@ -11,6 +11,7 @@ from protoc_x.diagnostics import SpecError
 from protoc_x.parser import parse
 
 from .test_bad_specs import GOOD
+from .test_bad_specs import variant as v
 
 FRAME_TAIL = "size u16 = len(data)\n        data bytes[size]"
 STATUS_MAP = """    status_map {
@@ -18,14 +19,6 @@ STATUS_MAP = """    status_map {
         1 fail <- 400, 403, 404, 429, 500, 502, 503, 504 -> 500
     }
 """
-
-
-def v(*pairs: str, text: str = GOOD) -> str:
-    """GOOD with each (old, new) pair replaced once: v(old1, new1, old2, new2...)."""
-    for old, new in zip(pairs[::2], pairs[1::2]):
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    return text
 
 
 def field(decl: str) -> str:

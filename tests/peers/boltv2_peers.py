@@ -2,7 +2,7 @@
 2.0.1's 'bolt2' protocol type, served by sofa-rpc-node 2.10.0's RpcServer on top of it.
 
 The node side lives in node/bolt_peer.js; its packages are pinned by node/package-lock.json and
-installed with `npm ci --prefix tests/peers/node` (NPM_INSTALL). Content is hessian2 (codec 1,
+installed with `npm ci --prefix tests/peers/node` (node_process.NPM_INSTALL). Content is hessian2 (codec 1,
 what sofa-bolt-node writes by default) or protobuf (codec 11, protobufjs with the HelloService
 below); the protobuf bytes here are written by hand from the protobuf wire format, never with a
 protoc-x codec.
@@ -28,11 +28,10 @@ from .framing import (
     boltv2_crc,
     boltv2_frame_length,
 )
-from .node_process import NODE, NODE_DIR, node_process
+from .node_process import NODE, NODE_DIR, check_node, node_process
 from .recording import LOOPBACK, TO_CLIENT, TO_SERVER, recording_relay
 
 PEER_SCRIPT = NODE_DIR / "bolt_peer.js"
-NPM_INSTALL = "npm ci --prefix tests/peers/node"
 
 INTERFACE = "com.acme.HelloService"
 SERVICE = INTERFACE + ":1.0"
@@ -42,20 +41,6 @@ REQUEST_CLASS = "com.alipay.sofa.rpc.core.request.SofaRequest"
 RESPONSE_CLASS = "com.alipay.sofa.rpc.core.response.SofaResponse"
 CODECS = {"hessian2": 1, "protobuf": 11}  # sofa-bolt-node's codecName2Code
 HEARTBEAT_TIMEOUT = 3000  # sofa-bolt-node's HeartbeatCommand default
-
-
-class NodePeerMissing(RuntimeError):
-    pass
-
-
-def _check_node() -> None:
-    if (
-        not (NODE_DIR / "node_modules" / "sofa-bolt-node").is_dir()
-        or not (NODE_DIR / "node_modules" / "protobufjs").is_dir()
-    ):
-        raise NodePeerMissing(
-            f"npm packages for the bolt v2 peer are not installed: run `{NPM_INSTALL}`"
-        )
 
 
 # --- protobuf and hessian values, by hand ---------------------------------------------------
@@ -236,7 +221,7 @@ class BoltServer:
 @contextlib.contextmanager
 def bolt2_server() -> Iterator[BoltServer]:
     """sofa-rpc-node's RpcServer + sofa-bolt-node on 127.0.0.1 (free port); see BoltServer."""
-    _check_node()
+    check_node("bolt v2", "sofa-bolt-node", "protobufjs")
     with node_process([str(PEER_SCRIPT), "server"], "node bolt server") as (
         process,
         events,
@@ -268,7 +253,7 @@ def _client_lines(out: str, err: str, returncode: int, script: list) -> list[dic
 def bolt2_client_sync(port: int, script: list[dict[str, Any]], timeout: float = 30.0) -> list:
     """sofa-bolt-node's encoder/decoder (node) sends the script's items on one connection to
     127.0.0.1:port, all at once, and prints one dict per item (see bolt_peer.js)."""
-    _check_node()
+    check_node("bolt v2", "sofa-bolt-node", "protobufjs")
     result = subprocess.run(
         [NODE, *_client_args(port)],
         cwd=NODE_DIR,
@@ -284,7 +269,7 @@ def bolt2_client_sync(port: int, script: list[dict[str, Any]], timeout: float = 
 async def bolt2_client(port: int, script: list[dict[str, Any]], timeout: float = 30.0) -> list:
     """bolt2_client_sync as a subprocess of the running event loop (in-process proxies keep
     serving while it runs)."""
-    _check_node()
+    check_node("bolt v2", "sofa-bolt-node", "protobufjs")
     process = await asyncio.create_subprocess_exec(
         NODE,
         *_client_args(port),
@@ -429,7 +414,7 @@ def boltv2_sofa_bolt_node() -> list[Capture]:
     written at once on one connection through a relay to sofa-rpc-node's server: hessian2 and
     protobuf requests, a heartbeat, a oneway, a failing method, an unknown service, ver1 1 and
     CRC-off frames, a > 64 KiB content, a large request id; and the server's answers."""
-    _check_node()
+    check_node("bolt v2", "sofa-bolt-node", "protobufjs")
     captures: list[Capture] = []
     with bolt2_server() as server, recording_relay(server.address, boltv2_frame_length) as relay:
         sent = {line["label"]: line for line in bolt2_client_sync(relay.port, SCRIPT)}

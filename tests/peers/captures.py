@@ -49,8 +49,8 @@ from .anthunder_peer import (
 )
 from .boltv2_peers import BoltServer, bolt2_server, boltv2_sofa_bolt_node
 from .capture import Capture
+from .node_process import NPM_INSTALL
 from .dubbo_peers import (
-    NPM_INSTALL,
     DubboServer,
     dubbo_decode,
     dubbo_server,

@@ -2,7 +2,7 @@
 by a real server: npm sofa-rpc-node's RpcServer with the dubbo-remoting protocol.
 
 The node side lives in node/dubbo_peer.js; its packages are pinned by node/package-lock.json and
-installed with `npm ci --prefix tests/peers/node` (NPM_INSTALL).
+installed with `npm ci --prefix tests/peers/node` (node_process.NPM_INSTALL).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from typing import Any, Iterator
 
 from .capture import Capture
 from .framing import DUBBO_HEADER, dubbo_frame_length
-from .node_process import NODE, NODE_DIR, node_process
+from .node_process import NODE, NODE_DIR, check_node, node_process
 from .recording import LOOPBACK, TO_CLIENT, TO_SERVER, recording_relay
 
 PEER_SCRIPT = NODE_DIR / "dubbo_peer.js"
-NPM_INSTALL = "npm ci --prefix tests/peers/node"
 
 SERVICE = "com.acme.DemoService"
 VERSION = "1.0.0"
@@ -31,17 +30,6 @@ GROUP = "protocx"
 MISSING_SERVICE = "com.acme.Missing"
 STATUS_OK, STATUS_SERVER_ERROR = 20, 80
 HESSIAN_NULL = b"N"
-
-
-class NodePeerMissing(RuntimeError):
-    pass
-
-
-def _check_node() -> None:
-    if not (NODE_DIR / "node_modules" / "sofa-rpc-node").is_dir():
-        raise NodePeerMissing(
-            f"npm packages for the dubbo peer are not installed: run `{NPM_INSTALL}`"
-        )
 
 
 # --- the node server --------------------------------------------------------------------------
@@ -103,7 +91,7 @@ class DubboServer:
 @contextlib.contextmanager
 def dubbo_server() -> Iterator[DubboServer]:
     """sofa-rpc-node's RpcServer + dubbo-remoting on 127.0.0.1 (free port); see DubboServer."""
-    _check_node()
+    check_node("dubbo", "sofa-rpc-node")
     with node_process([str(PEER_SCRIPT), "server"], "node dubbo server") as (
         process,
         events,
@@ -119,7 +107,7 @@ def dubbo_server() -> Iterator[DubboServer]:
 def dubbo_decode(frames: list[bytes], timeout: float = 20.0) -> list[dict[str, Any]]:
     """Decode whole dubbo frames with dubbo-remoting's own decoder (node), one result each:
     {"ok": true, "decoded": {...}} or {"ok": false, "error": "..."}."""
-    _check_node()
+    check_node("dubbo", "sofa-rpc-node")
     result = subprocess.run(
         [NODE, str(PEER_SCRIPT), "decode"],
         cwd=NODE_DIR,
@@ -273,7 +261,7 @@ def dubbo_ssl_python() -> list[Capture]:
     sofa-rpc-node's dubbo server: requests with java objects (class definitions, nested objects,
     class refs), lists, long strings (> 1023 and > 32768 UTF-16 units, non-ASCII, non-BMP as
     surrogate pairs), attachments; its heartbeat and heartbeat reply; the server's answers."""
-    _check_node()
+    check_node("dubbo", "sofa-rpc-node")
     from dubbo_ssl.client import DubboClient
     from dubbo_ssl.codec.encoder import Request
     from dubbo_ssl.common import constants, util
@@ -437,7 +425,7 @@ def dubbo_sofa_rpc_node() -> list[Capture]:
     objects with a class definition, nested objects and a ref (0x51), typed lists, maps,
     byte arrays, chunked strings (R chunks of 0x8000, a surrogate pair kept whole), a real
     oneway, a heartbeat, and the server's answers (ok, error 80, null without result flag)."""
-    _check_node()
+    check_node("dubbo", "sofa-rpc-node")
     captures: list[Capture] = []
     with dubbo_server() as server, recording_relay(server.address, dubbo_frame_length) as relay:
         result = subprocess.run(

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Optional
 
 from .capture import Capture
 from .framing import kafka_frame_length
-from .node_process import NODE, NODE_DIR
+from .node_process import NODE, NODE_DIR, check_node
 from .recording import LOOPBACK, TO_CLIENT, TO_SERVER, recording_relay, recv_exactly
 
 PEER_SCRIPT = NODE_DIR / "kafka_peer.js"
@@ -414,8 +414,7 @@ def kafkajs_produce(port: int, client_id: str, messages=MESSAGES) -> list[dict[s
     127.0.0.1:port; returns its REQUEST instrumentation events as {port, api_key, api_version,
     correlation_id, client_id, response_size, api_name}, then checks it got record metadata
     back."""
-    if not (NODE_DIR / "node_modules" / "kafkajs").is_dir():
-        raise RuntimeError("npm packages are not installed: run `npm ci --prefix tests/peers/node`")
+    check_node("Kafka", "kafkajs")
     result = subprocess.run(
         [NODE, str(PEER_SCRIPT), "produce", str(port), client_id, TOPIC],
         cwd=NODE_DIR,

@@ -1,5 +1,6 @@
 """A node peer script (tests/peers/node/*.js) run as a long-lived process that speaks JSON lines
-on stdout and stops when its stdin closes: the one way the dubbo and TARS peers are started."""
+on stdout and stops when its stdin closes: the one way the dubbo, TARS and bolt v2 peers are started, and the check that their npm
+packages are installed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,20 @@ from typing import Any, Iterator
 
 NODE_DIR = Path(__file__).with_name("node")
 NODE = shutil.which("node") or "node"
+NPM_INSTALL = "npm ci --prefix tests/peers/node"
+
+
+class NodePeerMissing(RuntimeError):
+    pass
+
+
+def check_node(peer: str, *packages: str) -> None:
+    """Raise NodePeerMissing, naming the command that installs them, unless every npm package
+    the ``peer`` needs is installed."""
+    if not all((NODE_DIR / "node_modules" / package).is_dir() for package in packages):
+        raise NodePeerMissing(
+            f"npm packages for the {peer} peer are not installed: run `{NPM_INSTALL}`"
+        )
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 The node side lives in node/tars_peer.js (servant SERVANT, `string sayHello(string s)` answering
 "hello " + s); its packages are pinned by node/package-lock.json and installed with
-`npm ci --prefix tests/peers/node` (NPM_INSTALL).
+`npm ci --prefix tests/peers/node` (node_process.NPM_INSTALL).
 """
 
 from __future__ import annotations
@@ -17,26 +17,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .node_process import NODE, NODE_DIR, node_process
+from .node_process import NODE, NODE_DIR, check_node, node_process
 from .recording import LOOPBACK
 
 PEER_SCRIPT = NODE_DIR / "tars_peer.js"
-NPM_INSTALL = "npm ci --prefix tests/peers/node"
 
 SERVANT = "Test.Hello.HelloObj"
 METHOD = "sayHello"
 TARS_STRING1, TARS_STRING4 = 6, 7  # TARS TLV type codes: string with a u8 / u32 length
-
-
-class NodePeerMissing(RuntimeError):
-    pass
-
-
-def _check_node() -> None:
-    if not (NODE_DIR / "node_modules" / "@tars" / "rpc").is_dir():
-        raise NodePeerMissing(
-            f"npm packages for the TARS peer are not installed: run `{NPM_INSTALL}`"
-        )
 
 
 def tars_string(tag: int, value: str) -> bytes:
@@ -84,7 +72,7 @@ class TarsServer:
 @contextlib.contextmanager
 def tars_server(port: int) -> Iterator[TarsServer]:
     """@tars/rpc's server (node) on 127.0.0.1:port; see TarsServer."""
-    _check_node()
+    check_node("TARS", "@tars/rpc")
     with node_process(
         ["--no-warnings", str(PEER_SCRIPT), "server", str(port)], "node TARS server"
     ) as (process, events, stderr, first):
@@ -101,7 +89,7 @@ async def tars_client(
     {"id", "arg", "error": {"code", "message"}}; with `check`, an error is an AssertionError.
     A subprocess of the running event loop, so
     in-process proxies and upstreams keep serving while it runs."""
-    _check_node()
+    check_node("TARS", "@tars/rpc")
     process = await asyncio.create_subprocess_exec(
         NODE,
         "--no-warnings",
