@@ -303,6 +303,10 @@ class BoltFrame(XFrame):
             )
 
 
+#: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
+_SCRATCH = BoltFrame()
+
+
 class BoltProtocol(XProtocol):
     """The bolt protocol (see bolt.xproto)."""
 
@@ -317,8 +321,9 @@ class BoltProtocol(XProtocol):
     detect = ((0, 1, "big", frozenset([1])),)
     detect_length = 1
     frame_class = BoltFrame
+    id_struct = _S3
 
-    def decode(self, buf, start=0, direction=None):
+    def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
         if n - start >= 1 and buf[start] != 1:
             raise DecodeError(start, "proto: expected %#x, got %#x" % (1, buf[start]))
@@ -326,7 +331,7 @@ class BoltProtocol(XProtocol):
             if n - start < 20:
                 return None
             if buf[start + 1] == 0:
-                f = BoltFrame()
+                f = BoltFrame() if into is None else into
                 f.timeout = None
                 (
                     f.proto,
@@ -359,7 +364,7 @@ class BoltProtocol(XProtocol):
             else:
                 if n - start < 22:
                     return None
-                f = BoltFrame()
+                f = BoltFrame() if into is None else into
                 f.status = None
                 (
                     f.proto,
@@ -391,6 +396,41 @@ class BoltProtocol(XProtocol):
                 return f
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
+
+    def scan(self, buf, start=0, direction=None):
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
+        decoder into a reused frame (none is built per call): None when more bytes are
+        needed, else (length, request id, the id's offset in the frame or -1, stream type,
+        heartbeat or goaway, service, method, timeout); a response carries its status in
+        place of the timeout, and no service or method."""
+        f = BoltProtocol.decode(self, buf, start, direction, _SCRATCH)
+        if f is None:
+            return None
+        if f.kind == 0:
+            kind = _RESPONSE
+        elif f.kind == 2:
+            kind = _ONEWAY
+        else:
+            kind = _REQUEST
+        special = f.cmd == 0
+        rid = f.id
+        ido = f._ido
+        if kind is _RESPONSE:
+            return (f.length, rid, ido, kind, special, None, None, f.status)
+        return (
+            f.length,
+            rid,
+            ido,
+            kind,
+            special,
+            (
+                c0
+                if (c0 := f.headers.get("service")) is not None
+                else f.headers.get("sofa_head_target_service")
+            ),
+            f.headers.get("sofa_head_method_name"),
+            f.timeout,
+        )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

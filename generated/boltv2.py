@@ -382,6 +382,10 @@ class Boltv2Frame(XFrame):
                 )
 
 
+#: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
+_SCRATCH = Boltv2Frame()
+
+
 class Boltv2Protocol(XProtocol):
     """The boltv2 protocol (see boltv2.xproto)."""
 
@@ -396,8 +400,9 @@ class Boltv2Protocol(XProtocol):
     detect = ((0, 1, "big", frozenset([2])),)
     detect_length = 1
     frame_class = Boltv2Frame
+    id_struct = _S1
 
-    def decode(self, buf, start=0, direction=None):
+    def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
         if n - start >= 1 and buf[start] != 2:
             raise DecodeError(start, "proto: expected %#x, got %#x" % (2, buf[start]))
@@ -406,7 +411,7 @@ class Boltv2Protocol(XProtocol):
                 return None
             if buf[start + 2] == 0:
                 if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
-                    f = Boltv2Frame()
+                    f = Boltv2Frame() if into is None else into
                     f._ido = -1  # the id is not at a fixed place in this layout
                     f.timeout = None
                     (
@@ -445,7 +450,7 @@ class Boltv2Protocol(XProtocol):
                     f.length = end - start
                     return f
                 else:
-                    f = Boltv2Frame()
+                    f = Boltv2Frame() if into is None else into
                     f.timeout = f.crc = None
                     (
                         f.proto,
@@ -483,7 +488,7 @@ class Boltv2Protocol(XProtocol):
                 if n - start < 24:
                     return None
                 if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
-                    f = Boltv2Frame()
+                    f = Boltv2Frame() if into is None else into
                     f._ido = -1  # the id is not at a fixed place in this layout
                     f.status = None
                     (
@@ -522,7 +527,7 @@ class Boltv2Protocol(XProtocol):
                     f.length = end - start
                     return f
                 else:
-                    f = Boltv2Frame()
+                    f = Boltv2Frame() if into is None else into
                     f.status = f.crc = None
                     (
                         f.proto,
@@ -558,6 +563,41 @@ class Boltv2Protocol(XProtocol):
                     return f
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
+
+    def scan(self, buf, start=0, direction=None):
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
+        decoder into a reused frame (none is built per call): None when more bytes are
+        needed, else (length, request id, the id's offset in the frame or -1, stream type,
+        heartbeat or goaway, service, method, timeout); a response carries its status in
+        place of the timeout, and no service or method."""
+        f = Boltv2Protocol.decode(self, buf, start, direction, _SCRATCH)
+        if f is None:
+            return None
+        if f.kind == 0:
+            kind = _RESPONSE
+        elif f.kind == 2:
+            kind = _ONEWAY
+        else:
+            kind = _REQUEST
+        special = f.cmd == 0
+        rid = f.id
+        ido = f._ido
+        if kind is _RESPONSE:
+            return (f.length, rid, ido, kind, special, None, None, f.status)
+        return (
+            f.length,
+            rid,
+            ido,
+            kind,
+            special,
+            (
+                c0
+                if (c0 := f.headers.get("service")) is not None
+                else f.headers.get("sofa_head_target_service")
+            ),
+            f.headers.get("sofa_head_method_name"),
+            f.timeout,
+        )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

@@ -224,6 +224,10 @@ class KafkaFrame(XFrame):
             return b"".join([_S1.pack((total - 4), self.correlation_id), p_body])
 
 
+#: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
+_SCRATCH = KafkaFrame()
+
+
 class KafkaProtocol(XProtocol):
     """The kafka protocol (see kafka.xproto)."""
 
@@ -238,8 +242,9 @@ class KafkaProtocol(XProtocol):
     detect = ()
     detect_length = 0
     frame_class = KafkaFrame
+    id_struct = _S2
 
-    def decode(self, buf, start=0, direction=None):
+    def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
         if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:
             if direction is None:
@@ -254,7 +259,7 @@ class KafkaProtocol(XProtocol):
             if direction is Direction.REQUEST:
                 if n - start < 14:
                     return None
-                f = KafkaFrame()
+                f = KafkaFrame() if into is None else into
                 v_size, f.api_key, f.api_version, f.correlation_id, f.client_id_len = (
                     _S0.unpack_from(buf, start)
                 )
@@ -290,7 +295,7 @@ class KafkaProtocol(XProtocol):
                 f.direction = direction
                 return f
             else:
-                f = KafkaFrame()
+                f = KafkaFrame() if into is None else into
                 f.api_key = f.api_version = f.client_id_len = f.client_id = None
                 v_size, f.correlation_id = _S1.unpack_from(buf, start)
                 f.size = v_size
@@ -316,6 +321,35 @@ class KafkaProtocol(XProtocol):
                 return f
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
+
+    def scan(self, buf, start=0, direction=None):
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
+        decoder into a reused frame (none is built per call): None when more bytes are
+        needed, else (length, request id, the id's offset in the frame or -1, stream type,
+        heartbeat or goaway, service, method, timeout); a response carries its status in
+        place of the timeout, and no service or method."""
+        f = KafkaProtocol.decode(self, buf, start, direction, _SCRATCH)
+        if f is None:
+            return None
+        if direction is Direction.RESPONSE:
+            kind = _RESPONSE
+        else:
+            kind = _REQUEST
+        special = False
+        rid = f.correlation_id
+        ido = f._ido
+        if kind is _RESPONSE:
+            return (f.length, rid, ido, kind, special, None, None, None)
+        return (
+            f.length,
+            rid,
+            ido,
+            kind,
+            special,
+            f.client_id,
+            _E_ApiKey.get(f.api_key),
+            None,
+        )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

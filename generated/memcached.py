@@ -280,6 +280,10 @@ class MemcachedFrame(XFrame):
             )
 
 
+#: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
+_SCRATCH = MemcachedFrame()
+
+
 class MemcachedProtocol(XProtocol):
     """The memcached protocol (see memcached.xproto)."""
 
@@ -294,13 +298,14 @@ class MemcachedProtocol(XProtocol):
     detect = ((0, 1, "big", frozenset([128])),)
     detect_length = 1
     frame_class = MemcachedFrame
+    id_struct = _S1
 
-    def decode(self, buf, start=0, direction=None):
+    def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
         if n - start < 24:
             return None
         if buf[start] == 129:
-            f = MemcachedFrame()
+            f = MemcachedFrame() if into is None else into
             f.vbucket = None
             (
                 f.magic,
@@ -332,7 +337,7 @@ class MemcachedProtocol(XProtocol):
             f.length = end - start
             return f
         else:
-            f = MemcachedFrame()
+            f = MemcachedFrame() if into is None else into
             f.status = None
             (
                 f.magic,
@@ -363,6 +368,51 @@ class MemcachedProtocol(XProtocol):
             f.value = buf[pos : pos + z2]
             f.length = end - start
             return f
+
+    def scan(self, buf, start=0, direction=None):
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
+        decoder into a reused frame (none is built per call): None when more bytes are
+        needed, else (length, request id, the id's offset in the frame or -1, stream type,
+        heartbeat or goaway, service, method, timeout); a response carries its status in
+        place of the timeout, and no service or method."""
+        f = MemcachedProtocol.decode(self, buf, start, direction, _SCRATCH)
+        if f is None:
+            return None
+        if f.magic == 129:
+            kind = _RESPONSE
+        elif f.opcode in (
+            9,
+            13,
+            17,
+            18,
+            19,
+            20,
+            21,
+            22,
+            23,
+            24,
+            25,
+            26,
+            30,
+        ):
+            kind = _QUIET
+        else:
+            kind = _REQUEST
+        special = f.opcode == 10
+        rid = f.opaque
+        ido = f._ido
+        if kind is _RESPONSE:
+            return (f.length, rid, ido, kind, special, None, None, f.status)
+        return (
+            f.length,
+            rid,
+            ido,
+            kind,
+            special,
+            None,
+            _E_Opcode.get(f.opcode),
+            None,
+        )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

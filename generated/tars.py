@@ -287,6 +287,10 @@ class TarsFrame(XFrame):
             )
 
 
+#: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
+_SCRATCH = TarsFrame()
+
+
 class TarsProtocol(XProtocol):
     """The tars protocol (see tars.xproto)."""
 
@@ -302,7 +306,7 @@ class TarsProtocol(XProtocol):
     detect_length = 0
     frame_class = TarsFrame
 
-    def decode(self, buf, start=0, direction=None):
+    def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
         if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:
             if direction is None:
@@ -314,7 +318,7 @@ class TarsProtocol(XProtocol):
         if n - start < 4:
             return None
         if direction is Direction.REQUEST:
-            f = TarsFrame()
+            f = TarsFrame() if into is None else into
             f.iRet = f.sResultDesc = None
             (v_packet_len,) = _S0.unpack_from(buf, start)
             f.packet_len = v_packet_len
@@ -345,7 +349,7 @@ class TarsProtocol(XProtocol):
             f.direction = direction
             return f
         else:
-            f = TarsFrame()
+            f = TarsFrame() if into is None else into
             f.sServantName = f.sFuncName = f.iTimeout = None
             (v_packet_len,) = _S0.unpack_from(buf, start)
             f.packet_len = v_packet_len
@@ -374,6 +378,37 @@ class TarsProtocol(XProtocol):
             f.length = end - start
             f.direction = direction
             return f
+
+    def scan(self, buf, start=0, direction=None):
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
+        decoder into a reused frame (none is built per call): None when more bytes are
+        needed, else (length, request id, the id's offset in the frame or -1, stream type,
+        heartbeat or goaway, service, method, timeout); a response carries its status in
+        place of the timeout, and no service or method."""
+        f = TarsProtocol.decode(self, buf, start, direction, _SCRATCH)
+        if f is None:
+            return None
+        if direction is Direction.RESPONSE:
+            kind = _RESPONSE
+        elif f.cPacketType == 1:
+            kind = _ONEWAY
+        else:
+            kind = _REQUEST
+        special = f.sFuncName == "tars_ping"
+        rid = f.iRequestId
+        ido = -1
+        if kind is _RESPONSE:
+            return (f.length, rid, ido, kind, special, None, None, f.iRet)
+        return (
+            f.length,
+            rid,
+            ido,
+            kind,
+            special,
+            text(f.sServantName),
+            text(f.sFuncName),
+            f.iTimeout,
+        )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

@@ -284,6 +284,10 @@ class ThriftFrame(XFrame):
         )
 
 
+#: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
+_SCRATCH = ThriftFrame()
+
+
 class ThriftProtocol(XProtocol):
     """The thrift protocol (see thrift.xproto)."""
 
@@ -298,8 +302,9 @@ class ThriftProtocol(XProtocol):
     detect = ((4, 2, "big", frozenset([32769])),)
     detect_length = 6
     frame_class = ThriftFrame
+    id_struct = _S1
 
-    def decode(self, buf, start=0, direction=None):
+    def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
         if (
             n - start >= 8
@@ -313,7 +318,7 @@ class ThriftProtocol(XProtocol):
         try:
             if n - start < 12:
                 return None
-            f = ThriftFrame()
+            f = ThriftFrame() if into is None else into
             f._state_body = 0
             v_frame_len, b0, f.name_len = _S0.unpack_from(buf, start)
             f.frame_len = v_frame_len
@@ -351,6 +356,49 @@ class ThriftProtocol(XProtocol):
             return f
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
+
+    def scan(self, buf, start=0, direction=None):
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
+        decoder into a reused frame (none is built per call): None when more bytes are
+        needed, else (length, request id, the id's offset in the frame or -1, stream type,
+        heartbeat or goaway, service, method, timeout); a response carries its status in
+        place of the timeout, and no service or method."""
+        f = ThriftProtocol.decode(self, buf, start, direction, _SCRATCH)
+        if f is None:
+            return None
+        if f.type in (
+            2,
+            3,
+        ):
+            kind = _RESPONSE
+        elif f.type == 4:
+            kind = _ONEWAY
+        else:
+            kind = _REQUEST
+        special = False
+        rid = f.seqid
+        ido = f._ido
+        if kind is _RESPONSE:
+            return (
+                f.length,
+                rid,
+                ido,
+                kind,
+                special,
+                None,
+                None,
+                (f.exc_type if (f.type == 3) else 0),
+            )
+        return (
+            f.length,
+            rid,
+            ido,
+            kind,
+            special,
+            before(text(f.name), ":"),
+            after(text(f.name), ":"),
+            None,
+        )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

@@ -164,6 +164,10 @@ class XexampleFrame(XFrame):
             )
 
 
+#: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
+_SCRATCH = XexampleFrame()
+
+
 class XexampleProtocol(XProtocol):
     """The xexample protocol (see xexample.xproto)."""
 
@@ -178,8 +182,9 @@ class XexampleProtocol(XProtocol):
     detect = ((0, 1, "big", frozenset([120])),)
     detect_length = 1
     frame_class = XexampleFrame
+    id_struct = _S2
 
-    def decode(self, buf, start=0, direction=None):
+    def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
         if n - start >= 1 and buf[start] != 120:
             raise DecodeError(start, "magic: expected %#x, got %#x" % (120, buf[start]))
@@ -188,7 +193,7 @@ class XexampleProtocol(XProtocol):
         if buf[start + 2] == 1:
             if n - start < 13:
                 return None
-            f = XexampleFrame()
+            f = XexampleFrame() if into is None else into
             f.magic, f.type, f.dir, f.request_id, f.status, v_payload_len = _S0.unpack_from(
                 buf, start
             )
@@ -202,7 +207,7 @@ class XexampleProtocol(XProtocol):
             f.length = end - start
             return f
         else:
-            f = XexampleFrame()
+            f = XexampleFrame() if into is None else into
             f.status = None
             f.magic, f.type, f.dir, f.request_id, v_payload_len = _S1.unpack_from(buf, start)
             f.payload_len = v_payload_len
@@ -214,6 +219,35 @@ class XexampleProtocol(XProtocol):
             f.payload = buf[pos : pos + v_payload_len]
             f.length = end - start
             return f
+
+    def scan(self, buf, start=0, direction=None):
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
+        decoder into a reused frame (none is built per call): None when more bytes are
+        needed, else (length, request id, the id's offset in the frame or -1, stream type,
+        heartbeat or goaway, service, method, timeout); a response carries its status in
+        place of the timeout, and no service or method."""
+        f = XexampleProtocol.decode(self, buf, start, direction, _SCRATCH)
+        if f is None:
+            return None
+        if f.dir == 1:
+            kind = _RESPONSE
+        else:
+            kind = _REQUEST
+        special = ((f.type == 0)) or ((f.type == 2))
+        rid = f.request_id
+        ido = f._ido
+        if kind is _RESPONSE:
+            return (f.length, rid, ido, kind, special, None, None, f.status)
+        return (
+            f.length,
+            rid,
+            ido,
+            kind,
+            special,
+            None,
+            None,
+            None,
+        )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

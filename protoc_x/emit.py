@@ -260,7 +260,7 @@ class Emitter:
         return f"{obj}.{name}"
 
     def exprs(self, obj: str, **kw) -> Exprs:
-        kw.setdefault("present", self.always_present if obj == "self" else frozenset())
+        kw.setdefault("present", self.always_present if obj in ("self", "f") else frozenset())
         return Exprs(self.c, self.mod, lambda name: f"{obj}.{name}", **kw)
 
     def is_text(self, e) -> bool:
@@ -622,7 +622,7 @@ class Emitter:
             w("    return None")
         if self.size_only and self.size_from_locals(leaf, w):
             return
-        w(f"f = {self.cls}()")
+        w(f"f = {self.cls}() if into is None else into")
         self.recording_id = self.leaf_has_fixed_id(leaf)
         if self.id_field is not None and not self.recording_id:
             w("f._ido = -1  # the id is not at a fixed place in this layout")
@@ -1099,8 +1099,10 @@ class Emitter:
             return None
         return alts[0] if len(alts) == 1 else f"({' or '.join(alts)})"
 
-    def bindings(self) -> dict[str, str]:
-        ex = self.exprs("self")
+    def bindings(self, obj: str = "self") -> dict[str, str]:
+        """The spec's bindings as code over ``obj`` (``self`` in the frame's methods, ``f`` in
+        the protocol's ``scan``)."""
+        ex = self.exprs(obj, direction="direction" if obj != "self" else "self.direction")
         out = {}
         b = self.c.bindings
         for key in ("request_id", "timeout_ms", "status", "service", "method"):
@@ -1207,6 +1209,19 @@ class Emitter:
         encode = self.encode_body()
         insides = {t: (self.inside_parse(t), self.inside_build(t)) for t in self.targets}
         binds = self.bindings()
+        scan_binds = self.bindings("f")
+        w = Code()  # scan's stream type: the stream rules in order, as statements
+        for i, (test, kind) in enumerate(scan_binds["stream"]):
+            if test is None:
+                if i:
+                    w("else:").indent()
+                w(f"kind = _{kind}")
+                break
+            w(f"{'elif' if i else 'if'} {test}:")
+            w(f"    kind = _{kind}")
+        else:
+            w("else:")
+            w("    kind = None")
         templates = {}
         hb = {t.name: t for t in (s.heartbeat.templates if s.heartbeat else ())}
         if "ping" in hb:
@@ -1272,6 +1287,8 @@ class Emitter:
             insides=insides,
             inner_fields=self.inner_fields,
             b=binds,
+            sb=scan_binds,
+            scan_kind=w.text(),
             templates=templates,
             slots=slots,
             field_names=[f.name for f in self.c.fields.values()],

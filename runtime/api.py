@@ -231,6 +231,8 @@ class XProtocol:
     #: bytes needed to decide a match
     detect_length: ClassVar[int] = 0
     frame_class: ClassVar[type[XFrame]]
+    #: how a request id is packed where :meth:`scan` says it sits (None: never in place)
+    id_struct: ClassVar[struct.Struct | None] = None
 
     def match(self, data: bytes) -> Match:
         if not self.detect:
@@ -248,6 +250,28 @@ class XProtocol:
         """Decode one frame at ``buf[start:]``: the frame (its ``length`` says how many bytes it
         took), None when more bytes are needed, or DecodeError for bytes that cannot be one."""
         raise NotImplementedError
+
+    def scan(self, buf: bytes, start: int = 0, direction: Direction | None = None) -> tuple | None:
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, without keeping a
+        frame: None when more bytes are needed (DecodeError as :meth:`decode`), else
+
+            (length, request id, the id's offset in the frame or -1, stream type,
+             heartbeat or goaway, service, method, timeout)
+
+        where a response carries its status in place of the timeout (and None as service and
+        method). The id's offset is where :attr:`id_struct` packs a new id in place (-1: the
+        frame must be re-encoded). Generated codecs read it in one pass into a reused frame;
+        this default decodes a frame and asks it."""
+        frame = self.decode(buf, start, direction)
+        if frame is None:
+            return None
+        kind = frame.get_stream_type()
+        special = frame.is_heartbeat() or frame.is_goaway()
+        rid = frame.get_request_id()
+        if kind is StreamType.RESPONSE:
+            return (frame.length, rid, -1, kind, special, None, None, frame.get_status())
+        return (frame.length, rid, -1, kind, special, frame.get_service(), frame.get_method(),
+                frame.get_timeout())  # fmt: skip
 
     def frame_size(
         self, buf: bytes, start: int = 0, direction: Direction | None = None

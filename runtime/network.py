@@ -29,6 +29,8 @@ class FramedConnection(asyncio.Protocol):
     """One TCP connection carrying frames of one protocol (chosen later for detection)."""
 
     direction: Direction = Direction.REQUEST  # what this side decodes
+    #: frames are scanned (``XProtocol.scan``, then ``on_scanned``) rather than decoded
+    lane = False
     max_frame_bytes: int = 16 * 1024 * 1024
 
     def __init__(self, proto: XProtocol | None = None):
@@ -64,18 +66,38 @@ class FramedConnection(asyncio.Protocol):
             self.buf = bytearray()
         pos = 0
         end = len(data)
-        decode = self.proto.decode
         direction = self.direction
         try:
-            while pos < end:
-                frame = decode(data, pos, direction)
-                if frame is None:
-                    break
-                length = frame.length
-                self.on_frame(frame, data, pos, length)
-                pos += length
-                if self.closed:
-                    return
+            if self.lane:
+                scan = self.proto.scan
+                while pos < end:
+                    try:
+                        found = scan(data, pos, direction)
+                    except DecodeError:
+                        # a part the scan reads at once (a route's header) and the decoder
+                        # later: decode says what is wrong, or the full path answers for it
+                        # (the scan failed past the frame's end: decode returns a frame)
+                        frame = self.proto.decode(data, pos, direction)
+                        self.on_frame(frame, data, pos, frame.length)
+                        pos += frame.length
+                    else:
+                        if found is None:
+                            break
+                        self.on_scanned(found, data, pos)
+                        pos += found[0]
+                    if self.closed:
+                        return
+            else:
+                decode = self.proto.decode
+                while pos < end:
+                    frame = decode(data, pos, direction)
+                    if frame is None:
+                        break
+                    length = frame.length
+                    self.on_frame(frame, data, pos, length)
+                    pos += length
+                    if self.closed:
+                        return
         except DecodeError as e:
             self.on_decode_error(e)
             return
@@ -197,6 +219,15 @@ class FramedConnection(asyncio.Protocol):
 
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
         raise NotImplementedError
+
+    def on_scanned(self, found: tuple, buf: bytes, start: int) -> None:
+        """A frame the scan described (``lane``): ``found`` is what ``XProtocol.scan``
+        returned for the frame at ``buf[start:]``."""
+        raise NotImplementedError
+
+    def frame_at(self, buf: bytes, start: int) -> XFrame:
+        """The whole frame a scan found at ``buf[start:]``, decoded (the full path)."""
+        return self.proto.decode(buf, start, self.direction)
 
     def on_decode_error(self, error: DecodeError) -> None:
         self.fail(f"undecodable bytes at offset {error.offset}: {error.reason}")

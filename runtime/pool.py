@@ -38,6 +38,7 @@ class Probe:
 
 class UpstreamConnection(FramedConnection):
     direction = Direction.RESPONSE
+    lane = True
 
     def __init__(self, pool: "EndpointPool", proto: XProtocol):
         super().__init__(proto)
@@ -45,6 +46,7 @@ class UpstreamConnection(FramedConnection):
         self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
         self.ordered = proto.ordered
         self.has_goaway = proto.has_goaway
+        self.id_struct = proto.id_struct
         # the protocol's own id scheme, when it has one (ids are otherwise the counter itself)
         overridden = type(proto).generate_request_id is not XProtocol.generate_request_id
         self.generate = proto.generate_request_id if overridden else None
@@ -83,13 +85,15 @@ class UpstreamConnection(FramedConnection):
             uid = self.new_id()
             self.inflight[uid] = stream
             stream.up_id = uid
-            frame = stream.frame
             raw = stream.raw
             if raw is not None:
                 data = bytearray(raw)  # forward the bytes that came, with our id in them
-                if not frame.patch_request_id(data, uid):
+                if stream.id_at >= 0:  # (where the scan found it)
+                    self.id_struct.pack_into(data, stream.id_at, uid)
+                elif not stream.frame.patch_request_id(data, uid):
                     raw = None
             if raw is None:
+                frame = stream.frame
                 frame.set_request_id(uid)
                 data = frame.encode()
                 frame.set_request_id(stream.down_id)
@@ -152,15 +156,31 @@ class UpstreamConnection(FramedConnection):
         return len(self.inflight) + (1 if self.current is not None else 0)
 
     # -- answers in -------------------------------------------------------------------
+    def on_scanned(self, found: tuple, buf: bytes, start: int) -> None:
+        """The fast lane: an answer as its scan describes it, forwarded with no frame
+        decoded (unless its id cannot be patched in place)."""
+        length, rid, id_at, kind, special, _, _, status = found
+        if special or kind is not _RESPONSE:
+            self.on_frame(self.frame_at(buf, start), buf, start, length)
+            return
+        self.answered(rid, buf, start, length, None, id_at, status)
+
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
+        """The full path: a decoded frame (a heartbeat, a goaway, the server's request)."""
         if self.has_goaway and frame.is_goaway():
             self.retire()
             return
         if frame.get_stream_type() is not _RESPONSE:
             self.server_request(frame)
             return
+        self.answered(frame.get_request_id(), buf, start, length, frame, -1, None)
+
+    def answered(self, rid, buf: bytes, start: int, length: int, frame: XFrame | None,
+                 id_at: int, status) -> None:  # fmt: skip
+        """An answer (``frame`` decoded, or ``id_at`` and ``status`` from its scan) for the
+        request ``rid`` (multiplex) or the one in flight (pingpong)."""
         if self.multiplex:
-            stream = self.inflight.pop(frame.get_request_id(), None)
+            stream = self.inflight.pop(rid, None)
         else:
             stream, self.current = self.current, None
         if stream is None:
@@ -173,12 +193,17 @@ class UpstreamConnection(FramedConnection):
             # (an answered quiet request left in self.quiet goes with the next answer)
             if self.multiplex:
                 data = bytearray(buf[start : start + length])
-                if not frame.patch_request_id(data, stream.down_id):
-                    frame.set_request_id(stream.down_id)
-                    data = frame.encode()
+                if id_at >= 0:
+                    self.id_struct.pack_into(data, id_at, stream.down_id)
+                else:
+                    if frame is None:
+                        frame = self.frame_at(buf, start)
+                    if not frame.patch_request_id(data, stream.down_id):
+                        frame.set_request_id(stream.down_id)
+                        data = frame.encode()
             else:
                 data = buf[start : start + length]
-            stream.finish(frame, data)
+            stream.finish(frame, data, status)
         if self.retired:
             if not self.busy():
                 self.close()

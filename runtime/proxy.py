@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
 from .router import RouteTable, WeightedPicker
-from .stream import Deadlines, OrderedOutput, Stream
+from .stream import ASK, Deadlines, OrderedOutput, Stream
 
 log = logging.getLogger("protoc_x")
 _REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
@@ -117,6 +117,7 @@ class Listener:
 
 class DownstreamConnection(FramedConnection):
     direction = Direction.REQUEST
+    lane = True
     has_heartbeat = False  # (set with the protocol)
     draining = False
     answered_at = 0.0  # the loop's time of its last answer
@@ -177,7 +178,26 @@ class DownstreamConnection(FramedConnection):
         return bool(quiet)
 
     # -- requests -----------------------------------------------------------------------
+    def on_scanned(self, found: tuple, buf: bytes, start: int) -> None:
+        """The fast lane: a request as its scan describes it, with no frame decoded (one is,
+        from the stream's bytes, only if something asks for it)."""
+        length, rid, id_at, kind, special, service, method, timeout = found
+        if special or kind is _RESPONSE or kind is None:
+            self.on_frame(self.frame_at(buf, start), buf, start, length)
+            return
+        # behaviour counts on the loop's clock (the read's time); durations are measured on a
+        # high-resolution one: the loop's (uvloop: milliseconds) would make a fast request's 0
+        # or 1 ms
+        stream = Stream(self, None, kind, buf[start : start + length], self.last_activity,
+                        perf_counter(), rid)  # fmt: skip
+        stream.id_at = id_at
+        stream.timeout = timeout
+        stream.service = service
+        stream.method = method
+        self.admit(stream)
+
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:
+        """The full path: a decoded request (a heartbeat, or one the scan could not read)."""
         kind = frame.get_stream_type()
         if kind is _RESPONSE:
             log.warning("%s: a client sent a response frame; dropped", self.listener.name)
@@ -185,23 +205,29 @@ class DownstreamConnection(FramedConnection):
         if self.has_heartbeat and frame.is_heartbeat() and not self.quiet_pending():
             self.answer_heartbeat(frame, kind)
             return
-        # behaviour counts on the loop's clock (the read's time); durations are measured on a
-        # high-resolution one: the loop's (uvloop: milliseconds) would make a fast request's 0
-        # or 1 ms
         stream = Stream(
             self, frame, kind, buf[start : start + length], self.last_activity, perf_counter()
         )
+        try:
+            stream.service = frame.get_service()
+            stream.method = frame.get_method()
+        except DecodeError as e:
+            self.admit(stream, f"protoc-x: 400 {e.reason}")
+            return
+        self.admit(stream)
+
+    def admit(self, stream: Stream, invalid: str | None = None) -> None:
+        """A new request: its place in the answer order, then the request filters and routing
+        (or, ``invalid``, a 400 answer saying why)."""
+        kind = stream.kind
         if kind is not _ONEWAY:
             self.inflight += 1
             if self.output is not None:
                 stream.slot = self.output.reserve()
                 if kind is _QUIET:
                     self.quiet_streams.append(stream)
-        try:
-            stream.service = frame.get_service()
-            stream.method = frame.get_method()
-        except DecodeError as e:
-            stream.fail(400, f"protoc-x: 400 {e.reason}")
+        if invalid is not None:
+            stream.fail(400, invalid)
             return
         if self.request_hooks:
             self.run_filters(stream, self.request_hooks, 0, self.filtered)
@@ -247,7 +273,6 @@ class DownstreamConnection(FramedConnection):
         self.route(stream)
 
     def route(self, stream: Stream) -> None:
-        frame = stream.frame
         try:
             route = self.routes.match(stream.service, stream.method, stream.header)
         except DecodeError as e:
@@ -266,7 +291,9 @@ class DownstreamConnection(FramedConnection):
         if kind is not _ONEWAY:  # a oneway may have taken effect: never retried, nor awaited
             if kind is _REQUEST:
                 stream.retries = route.retries  # (quiet: its success is silence, never retried)
-            timeout = frame.get_timeout()
+            timeout = stream.timeout
+            if timeout is ASK:  # (a decoded request: its frame says)
+                timeout = stream.frame.get_timeout()
             if timeout is None or timeout <= 0:  # none in the request: the route's, or the
                 timeout = route.timeout_ms or cluster.request_timeout_ms  # cluster's
             else:  # (a peer's 400-digit timeout: as long as configs allow)
@@ -294,20 +321,28 @@ class DownstreamConnection(FramedConnection):
         data: bytes | None,
         frame: XFrame | None = None,
         code: int | None = None,
+        status: int | None = None,
     ) -> None:
+        """Answer ``stream`` with ``data``: an upstream's answer (its ``frame`` when decoded,
+        else the ``status`` its scan read), a quiet completion (None), or, with ``code``, an
+        answer of the proxy's own."""
         if stream.kind is not _ONEWAY:
             self.inflight -= 1
             if not self.inflight:
                 self.answered_at = self.loop.time()
         listener = self.listener
         if code is None:
-            try:
-                status = frame.get_status() if frame is not None else None
-            except DecodeError:  # an answer whose status part is broken: forwarded as it is
-                status = None
-                code = 500
-            else:
+            if frame is not None:
+                try:
+                    status = frame.get_status()
+                except DecodeError:  # an answer whose status part is broken: forwarded as is
+                    status = None
+                    code = 500
+            if code is None:
                 code = self.proto.runtime_status(status) if status is not None else 200
+            if listener.response_filters and frame is None and data is not None:
+                # (an answer of the fast lane: the filters need its frame)
+                frame = self.proto.decode(data, 0, Direction.RESPONSE)
         else:
             status = self.proto.map_status(code) if self.proto.has_error_response else None
         if frame is not None and listener.response_filters:

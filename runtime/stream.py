@@ -7,10 +7,14 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .api import StreamType, XFrame
+from .api import Direction, StreamType, XFrame
 
 if TYPE_CHECKING:
     from .proxy import DownstreamConnection
+
+
+#: "not known yet: ask the frame" (a stream's timeout before anything read it)
+ASK = object()
 
 
 class Slot:
@@ -125,25 +129,43 @@ class Stream:
     extra_headers: dict | None = None  # filters' headers seen by routing, not forwarded
     modified = False  # a filter changed the frame: it is re-encoded on the way out
     paused = False  # a filter held it for a while
+    id_at = -1  # where the id sits in ``raw`` (-1: the frame says, or it is re-encoded)
+    timeout = ASK  # the timeout the request carries (ms, or None), read by the scan
 
     def __init__(
         self,
         downstream: "DownstreamConnection | None",
-        frame: XFrame,
+        frame: XFrame | None,
         kind: StreamType,
         raw: bytes | None,
         arrived: float,
         started: float,
+        down_id: int | None = None,
     ):
+        """``frame`` None: the request came by the fast lane (its scan gave ``down_id``); the
+        frame is decoded from ``raw`` when something first asks for it."""
         self.downstream = downstream
-        self.frame = frame
-        self.down_id = frame.get_request_id()
+        self._frame = frame
+        self.down_id = frame.get_request_id() if frame is not None else down_id
         self.kind = kind
         self.raw = raw  # the request's bytes as they arrived (None once a filter changed it)
         # the loop's time of the read that brought it: what its deadline and the rate limits
         # count from (the runtime's one clock for behaviour, which tests can drive)
         self.arrived = arrived
         self.started = started  # time.perf_counter() then: for reported durations only
+
+    @property
+    def frame(self) -> XFrame:
+        """The request's frame, decoded from its bytes on first use by the fast lane's
+        streams (a header matcher, a filter that reads or changes frames, an error answer)."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = self.downstream.proto.decode(self.raw, 0, Direction.REQUEST)
+        return frame
+
+    @frame.setter
+    def frame(self, frame: XFrame) -> None:
+        self._frame = frame
 
     @property
     def protocol(self):
@@ -179,11 +201,12 @@ class Stream:
             self.endpoint.active -= 1
         self.cluster = None
 
-    def finish(self, frame: XFrame | None, data: bytes | None) -> None:
+    def finish(self, frame: XFrame | None, data: bytes | None, status=None) -> None:
         """The upstream answered (``frame``/``data``) or, for a quiet request, completed
-        silently (None)."""
+        silently (None). An answer that came by the fast lane has no ``frame`` but its
+        ``status`` (the protocol's code, or None)."""
         if self.end() and self.downstream is not None:
-            self.downstream.deliver(self, data, frame)
+            self.downstream.deliver(self, data, frame, status=status)
 
     def fail(self, code: int, message: str | None = None) -> None:
         """Answer with the protocol's own error for a runtime code (quiet: nothing)."""

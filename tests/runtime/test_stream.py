@@ -74,8 +74,8 @@ class Downstream:
         self.proto = SimpleNamespace(name="p")
         self.listener = SimpleNamespace(name="l")
 
-    def deliver(self, stream, data, frame=None):
-        self.events.append(("deliver", stream, data, frame))
+    def deliver(self, stream, data, frame=None, status=None):
+        self.events.append(("deliver", stream, data, frame, status))
 
     def answer_error(self, stream, code, message):
         self.events.append(("error", stream, code, message))
@@ -106,6 +106,14 @@ def test_header_prefers_a_filters_extra_header_then_the_frames():
     assert s.header("zone") == "a"  # not among the extra ones: the frame's
 
 
+def test_an_answer_of_the_fast_lane_carries_its_status_not_a_frame():
+    down = Downstream()
+    s = make(downstream=down)
+    s.finish(None, b"answer", 7)
+    s.finish(None, b"again", 0)
+    assert down.events == [("deliver", s, b"answer", None, 7)]
+
+
 @pytest.mark.parametrize("how", ["finish", "fail"])
 def test_a_stream_is_answered_once(how):
     down = Downstream()
@@ -115,7 +123,7 @@ def test_a_stream_is_answered_once(how):
         s.finish(answer, b"answer")
         s.finish(answer, b"again")
         s.fail(502)
-        assert down.events == [("deliver", s, b"answer", answer)]
+        assert down.events == [("deliver", s, b"answer", answer, None)]
     else:
         s.fail(503, "protoc-x: 503 circuit breaker open")
         s.fail(502)
@@ -210,7 +218,7 @@ def test_upstream_failure_without_retry_is_502(budget, retries, cluster):
 
 @pytest.mark.parametrize(
     "kind, event",
-    [(StreamType.REQUEST, ("error", 504, None)), (StreamType.QUIET, ("deliver", None, None))],
+    [(StreamType.REQUEST, ("error", 504, None)), (StreamType.QUIET, ("deliver", None, None, None))],
 )
 def test_timeout_drops_the_upstreams_claim_and_answers_504_or_completes_a_quiet_request(
     kind, event
@@ -310,7 +318,7 @@ def test_a_finished_stream_leaves_the_deadlines():
     deadlines.add(s, 1.0)
     s.finish(None, b"in time")
     loop.run_until(2.0)
-    assert down.events == [("deliver", s, b"in time", None)] and forgotten == []
+    assert down.events == [("deliver", s, b"in time", None, None)] and forgotten == []
     t = make(downstream=down)
     deadlines.add(t, 3.0)
     loop.run_until(4.0)
