@@ -565,39 +565,186 @@ class Boltv2Protocol(XProtocol):
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def scan(self, buf, start=0, direction=None):
-        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
-        decoder into a reused frame (none is built per call): None when more bytes are
-        needed, else (length, request id, the id's offset in the frame or -1, stream type,
-        heartbeat or goaway, service, method, timeout); a response carries its status in
-        place of the timeout, and no service or method."""
-        f = Boltv2Protocol.decode(self, buf, start, direction, _SCRATCH)
-        if f is None:
-            return None
-        if f.kind == 0:
-            kind = _RESPONSE
-        elif f.kind == 2:
-            kind = _ONEWAY
-        else:
-            kind = _REQUEST
-        special = f.cmd == 0
-        rid = f.id
-        ido = f._ido
-        if kind is _RESPONSE:
-            return (f.length, rid, ido, kind, special, None, None, f.status)
-        return (
-            f.length,
-            rid,
-            ido,
-            kind,
-            special,
-            (
-                c0
-                if (c0 := f.headers.get("service")) is not None
-                else f.headers.get("sofa_head_target_service")
-            ),
-            f.headers.get("sofa_head_method_name"),
-            f.timeout,
-        )
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, with no frame
+        built: None when more bytes are needed, else (length, request id, the id's offset
+        in the frame or -1, stream type, heartbeat or goaway, service, method, timeout); a
+        response carries its status in place of the timeout, and no service or method.
+        It takes decode's steps (refusing what decode refuses) into locals; a layout it
+        cannot read that way is decoded into a frame reused from call to call."""
+        n = len(buf)
+        if n - start >= 1 and buf[start] != 2:
+            raise DecodeError(start, "proto: expected %#x, got %#x" % (2, buf[start]))
+        try:
+            if n - start < 22:
+                return None
+            if buf[start + 2] == 0:
+                if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
+                    f = Boltv2Protocol.decode(self, buf, start, direction, _SCRATCH)
+                    if f is None:
+                        return None
+                    if f.kind == 0:
+                        kind = _RESPONSE
+                    elif f.kind == 2:
+                        kind = _ONEWAY
+                    else:
+                        kind = _REQUEST
+                    if kind is _RESPONSE:
+                        return (f.length, f.id, f._ido, kind, (f.cmd == 0), None, None, f.status)
+                    return (
+                        f.length,
+                        f.id,
+                        f._ido,
+                        kind,
+                        (f.cmd == 0),
+                        (
+                            c0
+                            if (c0 := map_get(f.headers, "service")) is not None
+                            else map_get(f.headers, "sofa_head_target_service")
+                        ),
+                        map_get(f.headers, "sofa_head_method_name"),
+                        f.timeout,
+                    )
+                else:
+                    (
+                        v_proto,
+                        v_ver1,
+                        v_kind,
+                        v_cmd,
+                        v_ver2,
+                        v_id,
+                        v_codec,
+                        b0,
+                        v_status,
+                        v_class_len,
+                        v_header_len,
+                        v_content_len,
+                    ) = _S0.unpack_from(buf, start)
+                    v_switch_reserved = (b0 >> 1) & 0x7F
+                    v_crc_on = b0 & 0x1
+                    ido = 6
+                    end = start + 22 + v_class_len + v_header_len + v_content_len
+                    if end > n:
+                        return None
+                    pos = start + 22
+                    v_class_name = buf[
+                        pos : pos + v_class_len
+                    ].decode()  # (its UTF-8 checked as decode does)
+                    pos += v_class_len
+                    at_headers, z_headers = pos, v_header_len  # parsed if a binding reads it
+                    pos += v_header_len
+                    if v_kind == 0:
+                        kind = _RESPONSE
+                    elif v_kind == 2:
+                        kind = _ONEWAY
+                    else:
+                        kind = _REQUEST
+                    if kind is _RESPONSE:
+                        return (end - start, v_id, ido, kind, (v_cmd == 0), None, None, v_status)
+                    m_headers = (
+                        read_kvmap_fixed(buf, at_headers, at_headers + z_headers, _S3, True)
+                        if z_headers
+                        else {}
+                    )
+                    return (
+                        end - start,
+                        v_id,
+                        ido,
+                        kind,
+                        (v_cmd == 0),
+                        (
+                            c0
+                            if (c0 := m_headers.get("service")) is not None
+                            else m_headers.get("sofa_head_target_service")
+                        ),
+                        m_headers.get("sofa_head_method_name"),
+                        None,
+                    )
+            else:
+                if n - start < 24:
+                    return None
+                if (buf[start + 1] == 2) and ((buf[start + 11] >> 0) & 0x1 == 1):
+                    f = Boltv2Protocol.decode(self, buf, start, direction, _SCRATCH)
+                    if f is None:
+                        return None
+                    if f.kind == 0:
+                        kind = _RESPONSE
+                    elif f.kind == 2:
+                        kind = _ONEWAY
+                    else:
+                        kind = _REQUEST
+                    if kind is _RESPONSE:
+                        return (f.length, f.id, f._ido, kind, (f.cmd == 0), None, None, f.status)
+                    return (
+                        f.length,
+                        f.id,
+                        f._ido,
+                        kind,
+                        (f.cmd == 0),
+                        (
+                            c0
+                            if (c0 := map_get(f.headers, "service")) is not None
+                            else map_get(f.headers, "sofa_head_target_service")
+                        ),
+                        map_get(f.headers, "sofa_head_method_name"),
+                        f.timeout,
+                    )
+                else:
+                    (
+                        v_proto,
+                        v_ver1,
+                        v_kind,
+                        v_cmd,
+                        v_ver2,
+                        v_id,
+                        v_codec,
+                        b0,
+                        v_timeout,
+                        v_class_len,
+                        v_header_len,
+                        v_content_len,
+                    ) = _S2.unpack_from(buf, start)
+                    v_switch_reserved = (b0 >> 1) & 0x7F
+                    v_crc_on = b0 & 0x1
+                    ido = 6
+                    end = start + 24 + v_class_len + v_header_len + v_content_len
+                    if end > n:
+                        return None
+                    pos = start + 24
+                    v_class_name = buf[
+                        pos : pos + v_class_len
+                    ].decode()  # (its UTF-8 checked as decode does)
+                    pos += v_class_len
+                    at_headers, z_headers = pos, v_header_len  # parsed if a binding reads it
+                    pos += v_header_len
+                    if v_kind == 0:
+                        kind = _RESPONSE
+                    elif v_kind == 2:
+                        kind = _ONEWAY
+                    else:
+                        kind = _REQUEST
+                    if kind is _RESPONSE:
+                        return (end - start, v_id, ido, kind, (v_cmd == 0), None, None, None)
+                    m_headers = (
+                        read_kvmap_fixed(buf, at_headers, at_headers + z_headers, _S3, True)
+                        if z_headers
+                        else {}
+                    )
+                    return (
+                        end - start,
+                        v_id,
+                        ido,
+                        kind,
+                        (v_cmd == 0),
+                        (
+                            c0
+                            if (c0 := m_headers.get("service")) is not None
+                            else m_headers.get("sofa_head_target_service")
+                        ),
+                        m_headers.get("sofa_head_method_name"),
+                        v_timeout,
+                    )
+        except UnicodeDecodeError as e:
+            raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

@@ -497,31 +497,46 @@ class DubboProtocol(XProtocol):
         return f
 
     def scan(self, buf, start=0, direction=None):
-        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
-        decoder into a reused frame (none is built per call): None when more bytes are
-        needed, else (length, request id, the id's offset in the frame or -1, stream type,
-        heartbeat or goaway, service, method, timeout); a response carries its status in
-        place of the timeout, and no service or method."""
-        f = DubboProtocol.decode(self, buf, start, direction, _SCRATCH)
-        if f is None:
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, with no frame
+        built: None when more bytes are needed, else (length, request id, the id's offset
+        in the frame or -1, stream type, heartbeat or goaway, service, method, timeout); a
+        response carries its status in place of the timeout, and no service or method.
+        It takes decode's steps (refusing what decode refuses) into locals; a layout it
+        cannot read that way is decoded into a frame reused from call to call."""
+        n = len(buf)
+        if n - start >= 2 and int.from_bytes(buf[start : start + 2], "big", signed=False) != 55995:
+            raise DecodeError(
+                start,
+                "magic: expected %#x, got %#x"
+                % (55995, int.from_bytes(buf[start : start + 2], "big", signed=False)),
+            )
+        if n - start < 16:
             return None
-        if f.is_request == 0:
+        v_magic, b0, v_status, v_id, v_body_len = _S0.unpack_from(buf, start)
+        v_is_request = (b0 >> 7) & 0x1
+        v_two_way = (b0 >> 6) & 0x1
+        v_event = (b0 >> 5) & 0x1
+        v_serialization = b0 & 0x1F
+        ido = 4
+        end = start + 16 + v_body_len
+        if end > n:
+            return None
+        pos = start + 16
+        if v_is_request == 0:
             kind = _RESPONSE
-        elif f.two_way == 0:
+        elif v_two_way == 0:
             kind = _ONEWAY
         else:
             kind = _REQUEST
-        special = f.event == 1
-        rid = f.id
-        ido = f._ido
         if kind is _RESPONSE:
-            return (f.length, rid, ido, kind, special, None, None, f.status)
+            return (end - start, v_id, ido, kind, (v_event == 1), None, None, v_status)
+        f = DubboProtocol.decode(self, buf, start, direction, _SCRATCH)
         return (
-            f.length,
-            rid,
+            end - start,
+            v_id,
             ido,
             kind,
-            special,
+            (v_event == 1),
             text(f.service_path),
             text(f.method_name),
             to_int(map_get(f.attachments, "timeout")),

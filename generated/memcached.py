@@ -370,49 +370,123 @@ class MemcachedProtocol(XProtocol):
             return f
 
     def scan(self, buf, start=0, direction=None):
-        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
-        decoder into a reused frame (none is built per call): None when more bytes are
-        needed, else (length, request id, the id's offset in the frame or -1, stream type,
-        heartbeat or goaway, service, method, timeout); a response carries its status in
-        place of the timeout, and no service or method."""
-        f = MemcachedProtocol.decode(self, buf, start, direction, _SCRATCH)
-        if f is None:
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, with no frame
+        built: None when more bytes are needed, else (length, request id, the id's offset
+        in the frame or -1, stream type, heartbeat or goaway, service, method, timeout); a
+        response carries its status in place of the timeout, and no service or method.
+        It takes decode's steps (refusing what decode refuses) into locals; a layout it
+        cannot read that way is decoded into a frame reused from call to call."""
+        n = len(buf)
+        if n - start < 24:
             return None
-        if f.magic == 129:
-            kind = _RESPONSE
-        elif f.opcode in (
-            9,
-            13,
-            17,
-            18,
-            19,
-            20,
-            21,
-            22,
-            23,
-            24,
-            25,
-            26,
-            30,
-        ):
-            kind = _QUIET
+        if buf[start] == 129:
+            (
+                v_magic,
+                v_opcode,
+                v_key_len,
+                v_extras_len,
+                v_data_type,
+                v_status,
+                v_total_body,
+                v_opaque,
+                v_cas,
+            ) = _S0.unpack_from(buf, start)
+            ido = 12
+            z2 = (v_total_body - v_extras_len) - v_key_len
+            if z2 < 0:
+                raise DecodeError(start, "value: negative size %d" % z2)
+            end = start + 24 + v_extras_len + v_key_len + z2
+            if end > n:
+                return None
+            pos = start + 24
+            pos += v_extras_len
+            pos += v_key_len
+            if v_magic == 129:
+                kind = _RESPONSE
+            elif v_opcode in (
+                9,
+                13,
+                17,
+                18,
+                19,
+                20,
+                21,
+                22,
+                23,
+                24,
+                25,
+                26,
+                30,
+            ):
+                kind = _QUIET
+            else:
+                kind = _REQUEST
+            if kind is _RESPONSE:
+                return (end - start, v_opaque, ido, kind, (v_opcode == 10), None, None, v_status)
+            return (
+                end - start,
+                v_opaque,
+                ido,
+                kind,
+                (v_opcode == 10),
+                None,
+                _E_Opcode.get(v_opcode),
+                None,
+            )
         else:
-            kind = _REQUEST
-        special = f.opcode == 10
-        rid = f.opaque
-        ido = f._ido
-        if kind is _RESPONSE:
-            return (f.length, rid, ido, kind, special, None, None, f.status)
-        return (
-            f.length,
-            rid,
-            ido,
-            kind,
-            special,
-            None,
-            _E_Opcode.get(f.opcode),
-            None,
-        )
+            (
+                v_magic,
+                v_opcode,
+                v_key_len,
+                v_extras_len,
+                v_data_type,
+                v_vbucket,
+                v_total_body,
+                v_opaque,
+                v_cas,
+            ) = _S0.unpack_from(buf, start)
+            ido = 12
+            z2 = (v_total_body - v_extras_len) - v_key_len
+            if z2 < 0:
+                raise DecodeError(start, "value: negative size %d" % z2)
+            end = start + 24 + v_extras_len + v_key_len + z2
+            if end > n:
+                return None
+            pos = start + 24
+            pos += v_extras_len
+            pos += v_key_len
+            if v_magic == 129:
+                kind = _RESPONSE
+            elif v_opcode in (
+                9,
+                13,
+                17,
+                18,
+                19,
+                20,
+                21,
+                22,
+                23,
+                24,
+                25,
+                26,
+                30,
+            ):
+                kind = _QUIET
+            else:
+                kind = _REQUEST
+            if kind is _RESPONSE:
+                return (end - start, v_opaque, ido, kind, (v_opcode == 10), None, None, None)
+            return (
+                end - start,
+                v_opaque,
+                ido,
+                kind,
+                (v_opcode == 10),
+                None,
+                _E_Opcode.get(v_opcode),
+                None,
+            )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

@@ -380,35 +380,84 @@ class TarsProtocol(XProtocol):
             return f
 
     def scan(self, buf, start=0, direction=None):
-        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
-        decoder into a reused frame (none is built per call): None when more bytes are
-        needed, else (length, request id, the id's offset in the frame or -1, stream type,
-        heartbeat or goaway, service, method, timeout); a response carries its status in
-        place of the timeout, and no service or method."""
-        f = TarsProtocol.decode(self, buf, start, direction, _SCRATCH)
-        if f is None:
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, with no frame
+        built: None when more bytes are needed, else (length, request id, the id's offset
+        in the frame or -1, stream type, heartbeat or goaway, service, method, timeout); a
+        response carries its status in place of the timeout, and no service or method.
+        It takes decode's steps (refusing what decode refuses) into locals; a layout it
+        cannot read that way is decoded into a frame reused from call to call."""
+        n = len(buf)
+        if direction is not Direction.REQUEST and direction is not Direction.RESPONSE:
+            if direction is None:
+                raise ValueError("tars frames need a direction")
+            raise TypeError(
+                "tars: direction must be Direction.REQUEST or Direction.RESPONSE, not "
+                + repr(direction)
+            )
+        if n - start < 4:
             return None
-        if direction is Direction.RESPONSE:
-            kind = _RESPONSE
-        elif f.cPacketType == 1:
-            kind = _ONEWAY
+        if direction is Direction.REQUEST:
+            f = TarsProtocol.decode(self, buf, start, direction, _SCRATCH)
+            if f is None:
+                return None
+            if direction is Direction.RESPONSE:
+                kind = _RESPONSE
+            elif f.cPacketType == 1:
+                kind = _ONEWAY
+            else:
+                kind = _REQUEST
+            if kind is _RESPONSE:
+                return (
+                    f.length,
+                    f.iRequestId,
+                    -1,
+                    kind,
+                    (f.sFuncName == "tars_ping"),
+                    None,
+                    None,
+                    f.iRet,
+                )
+            return (
+                f.length,
+                f.iRequestId,
+                -1,
+                kind,
+                (f.sFuncName == "tars_ping"),
+                text(f.sServantName),
+                text(f.sFuncName),
+                f.iTimeout,
+            )
         else:
-            kind = _REQUEST
-        special = f.sFuncName == "tars_ping"
-        rid = f.iRequestId
-        ido = -1
-        if kind is _RESPONSE:
-            return (f.length, rid, ido, kind, special, None, None, f.iRet)
-        return (
-            f.length,
-            rid,
-            ido,
-            kind,
-            special,
-            text(f.sServantName),
-            text(f.sFuncName),
-            f.iTimeout,
-        )
+            f = TarsProtocol.decode(self, buf, start, direction, _SCRATCH)
+            if f is None:
+                return None
+            if direction is Direction.RESPONSE:
+                kind = _RESPONSE
+            elif f.cPacketType == 1:
+                kind = _ONEWAY
+            else:
+                kind = _REQUEST
+            if kind is _RESPONSE:
+                return (
+                    f.length,
+                    f.iRequestId,
+                    -1,
+                    kind,
+                    (f.sFuncName == "tars_ping"),
+                    None,
+                    None,
+                    f.iRet,
+                )
+            return (
+                f.length,
+                f.iRequestId,
+                -1,
+                kind,
+                (f.sFuncName == "tars_ping"),
+                text(f.sServantName),
+                text(f.sFuncName),
+                f.iTimeout,
+            )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

@@ -358,47 +358,87 @@ class ThriftProtocol(XProtocol):
             raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def scan(self, buf, start=0, direction=None):
-        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
-        decoder into a reused frame (none is built per call): None when more bytes are
-        needed, else (length, request id, the id's offset in the frame or -1, stream type,
-        heartbeat or goaway, service, method, timeout); a response carries its status in
-        place of the timeout, and no service or method."""
-        f = ThriftProtocol.decode(self, buf, start, direction, _SCRATCH)
-        if f is None:
-            return None
-        if f.type in (
-            2,
-            3,
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, with no frame
+        built: None when more bytes are needed, else (length, request id, the id's offset
+        in the frame or -1, stream type, heartbeat or goaway, service, method, timeout); a
+        response carries its status in place of the timeout, and no service or method.
+        It takes decode's steps (refusing what decode refuses) into locals; a layout it
+        cannot read that way is decoded into a frame reused from call to call."""
+        n = len(buf)
+        if (
+            n - start >= 8
+            and (int.from_bytes(buf[start + 4 : start + 8], "big") >> 16) & 0xFFFF != 32769
         ):
-            kind = _RESPONSE
-        elif f.type == 4:
-            kind = _ONEWAY
-        else:
-            kind = _REQUEST
-        special = False
-        rid = f.seqid
-        ido = f._ido
-        if kind is _RESPONSE:
+            raise DecodeError(
+                start + 4,
+                "version: expected %#x, got %#x"
+                % (32769, (int.from_bytes(buf[start + 4 : start + 8], "big") >> 16) & 0xFFFF),
+            )
+        try:
+            if n - start < 12:
+                return None
+            v_frame_len, b0, v_name_len = _S0.unpack_from(buf, start)
+            v_version = (b0 >> 16) & 0xFFFF
+            v_unused = (b0 >> 8) & 0xFF
+            v_type = b0 & 0xFF
+            end = start + v_frame_len + 4
+            if end - start < 16:
+                raise DecodeError(
+                    start + 0,
+                    "frame_len: frame length %d is shorter than its header" % (end - start),
+                )
+            if end > n:
+                return None
+            pos = start + 12
+            z = v_name_len
+            if z < 0:
+                raise DecodeError(pos, "name: negative size %d" % z)
+            if pos + z > end:
+                raise overrun(pos, "name", z)
+            v_name = buf[pos : pos + z].decode()  # (its UTF-8 checked as decode does)
+            pos += z
+            if pos + 4 > end:
+                raise overrun(pos, "seqid", 4)
+            (v_seqid,) = _S1.unpack_from(buf, pos)
+            ido = pos + 0 - start
+            pos += 4
+            z = end - pos
+            pos += z
+            if pos != end:
+                raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
+            if v_type in (
+                2,
+                3,
+            ):
+                kind = _RESPONSE
+            elif v_type == 4:
+                kind = _ONEWAY
+            else:
+                kind = _REQUEST
+            if kind is _RESPONSE:
+                f = ThriftProtocol.decode(self, buf, start, direction, _SCRATCH)
+                return (
+                    end - start,
+                    v_seqid,
+                    ido,
+                    kind,
+                    False,
+                    None,
+                    None,
+                    (f.exc_type if (f.type == 3) else 0),
+                )
             return (
-                f.length,
-                rid,
+                end - start,
+                v_seqid,
                 ido,
                 kind,
-                special,
+                False,
+                before(text(v_name), ":"),
+                after(text(v_name), ":"),
                 None,
-                None,
-                (f.exc_type if (f.type == 3) else 0),
             )
-        return (
-            f.length,
-            rid,
-            ido,
-            kind,
-            special,
-            before(text(f.name), ":"),
-            after(text(f.name), ":"),
-            None,
-        )
+        except UnicodeDecodeError as e:
+            raise DecodeError(pos + e.start, "invalid UTF-8 in a string field") from None
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

@@ -221,33 +221,85 @@ class XexampleProtocol(XProtocol):
             return f
 
     def scan(self, buf, start=0, direction=None):
-        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, read by the
-        decoder into a reused frame (none is built per call): None when more bytes are
-        needed, else (length, request id, the id's offset in the frame or -1, stream type,
-        heartbeat or goaway, service, method, timeout); a response carries its status in
-        place of the timeout, and no service or method."""
-        f = XexampleProtocol.decode(self, buf, start, direction, _SCRATCH)
-        if f is None:
+        """The frame at ``buf[start:]`` as the runtime's fast lane needs it, with no frame
+        built: None when more bytes are needed, else (length, request id, the id's offset
+        in the frame or -1, stream type, heartbeat or goaway, service, method, timeout); a
+        response carries its status in place of the timeout, and no service or method.
+        It takes decode's steps (refusing what decode refuses) into locals; a layout it
+        cannot read that way is decoded into a frame reused from call to call."""
+        n = len(buf)
+        if n - start >= 1 and buf[start] != 120:
+            raise DecodeError(start, "magic: expected %#x, got %#x" % (120, buf[start]))
+        if n - start < 11:
             return None
-        if f.dir == 1:
-            kind = _RESPONSE
+        if buf[start + 2] == 1:
+            if n - start < 13:
+                return None
+            v_magic, v_type, v_dir, v_request_id, v_status, v_payload_len = _S0.unpack_from(
+                buf, start
+            )
+            ido = 3
+            end = start + 13 + v_payload_len
+            if end > n:
+                return None
+            pos = start + 13
+            if v_dir == 1:
+                kind = _RESPONSE
+            else:
+                kind = _REQUEST
+            if kind is _RESPONSE:
+                return (
+                    end - start,
+                    v_request_id,
+                    ido,
+                    kind,
+                    (v_type == 0) or (v_type == 2),
+                    None,
+                    None,
+                    v_status,
+                )
+            return (
+                end - start,
+                v_request_id,
+                ido,
+                kind,
+                (v_type == 0) or (v_type == 2),
+                None,
+                None,
+                None,
+            )
         else:
-            kind = _REQUEST
-        special = ((f.type == 0)) or ((f.type == 2))
-        rid = f.request_id
-        ido = f._ido
-        if kind is _RESPONSE:
-            return (f.length, rid, ido, kind, special, None, None, f.status)
-        return (
-            f.length,
-            rid,
-            ido,
-            kind,
-            special,
-            None,
-            None,
-            None,
-        )
+            v_magic, v_type, v_dir, v_request_id, v_payload_len = _S1.unpack_from(buf, start)
+            ido = 3
+            end = start + 11 + v_payload_len
+            if end > n:
+                return None
+            pos = start + 11
+            if v_dir == 1:
+                kind = _RESPONSE
+            else:
+                kind = _REQUEST
+            if kind is _RESPONSE:
+                return (
+                    end - start,
+                    v_request_id,
+                    ido,
+                    kind,
+                    (v_type == 0) or (v_type == 2),
+                    None,
+                    None,
+                    None,
+                )
+            return (
+                end - start,
+                v_request_id,
+                ido,
+                kind,
+                (v_type == 0) or (v_type == 2),
+                None,
+                None,
+                None,
+            )
 
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""

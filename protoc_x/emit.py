@@ -224,6 +224,7 @@ class Emitter:
         )
         self.recording_id = False
         self.size_only = False  # emitting frame_size: stop once the length is known
+        self.scanning = False  # emitting scan: fields into v_ locals, no frame
         # frame maps kept as their bytes until read: a forwarded frame never builds them
         self.lazy_maps = {
             f.name
@@ -260,7 +261,7 @@ class Emitter:
         return f"{obj}.{name}"
 
     def exprs(self, obj: str, **kw) -> Exprs:
-        kw.setdefault("present", self.always_present if obj in ("self", "f") else frozenset())
+        kw.setdefault("present", self.always_present if obj == "self" else frozenset())
         return Exprs(self.c, self.mod, lambda name: f"{obj}.{name}", **kw)
 
     def is_text(self, e) -> bool:
@@ -332,6 +333,131 @@ class Emitter:
             return w.text()
         finally:
             self.size_only = False
+
+    # ---- scan ----------------------------------------------------------------------
+    # What the runtime's fast lane needs of a frame, in one pass with no frame built: the
+    # decoder's own steps (so it refuses what decode refuses) into locals, then the spec's
+    # bindings over them. A layout whose bindings need more than its plain fields (a field
+    # type, an 'inside', a checksum) is decoded into a frame reused from call to call.
+    SCAN_REQUEST = ("request_id", "timeout_ms", "service", "method")
+    SCAN_RESPONSE = ("request_id", "status")
+
+    def scan_body(self) -> str:
+        self.scanning = True
+        try:
+            w = Code()
+            w("n = len(buf)")
+            if self.c.uses_direction:
+                self.direction_guard(w)
+            self.early_constants(w)
+            body = Code()
+            self.decode_node(self.p.tree, body)
+            self.guard_utf8(body, w)
+            return w.text()
+        finally:
+            self.scanning = False
+
+    def scan_names(self, keys: tuple) -> set[str]:
+        """The fields the bindings ``keys`` read ("stream": the stream rules, heartbeat and
+        goaway)."""
+        b = self.c.bindings
+        exprs = [b[k].expr for k in keys if k in b]
+        if "stream" in keys:
+            exprs += [rule.test for rule in self.s.stream if rule.test is not None]
+            exprs += [e for e in (self.s.heartbeat and self.s.heartbeat.test, self.s.goaway) if e]
+        return {
+            e.name
+            for x in exprs
+            for e in _walk(x)
+            if isinstance(e, n.Name) and e.name in self.c.fields
+        }
+
+    def inside(self, keys: tuple) -> bool:
+        """The bindings ``keys`` read a field of an 'inside' layout (a decoded frame has it)."""
+        return any(self.c.fields[name].owner is not None for name in self.scan_names(keys))
+
+    def leaf_scannable(self, leaf: Leaf) -> bool:
+        """The leaf's steps can be read into locals: no checksum, no field type, and the
+        stream rules read no field of an 'inside' layout."""
+        if any(isinstance(st, Crc) for st in leaf.steps):
+            return False
+        for st in leaf.steps:
+            if isinstance(st, Var):
+                kind = st.info.kind
+                if kind == "ext" or (kind == "map" and st.field.name not in self.lazy_maps):
+                    return False
+        return not self.inside(("stream", "request_id"))
+
+    def scan_decoded(self, w: Code) -> None:
+        """A leaf the scan cannot read in locals: decoded into the reused frame."""
+        self.decode_scratch(w)
+        w("if f is None:")
+        w("    return None")
+        self.scan_tail(w, lambda name: f"f.{name}", "f.length", "f._ido" if self.id_field else "-1")
+
+    def decode_scratch(self, w: Code) -> None:
+        w(f"f = {self.cls[: -len('Frame')]}Protocol.decode(self, buf, start, direction, _SCRATCH)")
+
+    def scan_return(self, w: Code, present: set) -> None:
+        """The scanned leaf's answer, over its locals; its maps parsed only if read."""
+
+        def ref(name: str) -> str:
+            if name not in present:
+                return "None"
+            return f"m_{name}" if name in self.lazy_maps else f"v_{name}"
+
+        ido = "ido" if self.recording_id else "-1"
+        self.scan_tail(w, ref, "end - start", ido, present & self.lazy_maps)
+
+    def scan_tail(self, w: Code, ref, length: str, ido: str, maps: set | None = None) -> None:
+        """Stream type, heartbeat and id, then the response's status or the request's
+        service, method and timeout. ``maps``: the lazy maps in locals (None: ``ref`` reads a
+        decoded frame); a part that reads an 'inside' field decodes into the reused frame."""
+        b = self.c.bindings
+        ex = Exprs(self.c, self.mod, ref, direction="direction", present=frozenset(maps or ()))
+        for i, rule in enumerate(self.s.stream):
+            kind = rule.kind.upper()
+            if rule.test is None:
+                if i:
+                    w("else:").indent()
+                w(f"kind = _{kind}")
+                if i:
+                    w.dedent()
+                break
+            w(f"{'elif' if i else 'if'} {ex(rule.test)}:")
+            w(f"    kind = _{kind}")
+        else:
+            w("else:")
+            w("    kind = None")
+        tests = [ex(e) for e in (self.s.heartbeat and self.s.heartbeat.test, self.s.goaway) if e]
+        rid = ex(b["request_id"].expr) if "request_id" in b else "None"
+        head = f"{length}, {rid}, {ido}, kind, {' or '.join(tests) or 'False'}"
+        w("if kind is _RESPONSE:").indent()
+        part = ex
+        if maps is not None and self.inside(("status",)):
+            self.decode_scratch(w)
+            part = Exprs(self.c, self.mod, lambda name: f"f.{name}", direction="direction")
+        w(f"return ({head}, None, None, {part(b['status'].expr) if 'status' in b else 'None'})")
+        w.dedent()
+        part = ex
+        if maps is not None and self.inside(("timeout_ms", "service", "method")):
+            self.decode_scratch(w)
+            part = Exprs(self.c, self.mod, lambda name: f"f.{name}", direction="direction")
+        else:
+            used = self.scan_names(("timeout_ms", "service", "method"))
+            for name in sorted(used & set(maps or ())):
+                t = self.c.fields[name].node.type
+                codec, signed = self.length_codec(t), self.signed_length(t)
+                w(f"m_{name} = read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed}) if z_{name} else {{}}")  # fmt: skip
+        values = []
+        for key in ("service", "method"):
+            if key not in b:
+                values.append("None")
+                continue
+            code = part(b[key].expr)
+            values.append(code if self.is_text(b[key].expr) else f"text({code})")
+        values.append(part(b["timeout_ms"].expr) if "timeout_ms" in b else "None")
+        w(f"return ({head}, {', '.join(values)})")
 
     def early_constants(self, w: Code) -> None:
         """Check the leading constants (magic) as soon as their bytes arrive, so garbage is
@@ -502,7 +628,7 @@ class Emitter:
             w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
         else:
             w(f"({', '.join(targets)}) = {s}.unpack_from(buf, {at})")
-        if copies:
+        if copies and into != "v_":
             for c in copies:
                 w(f"{into}{c} = v_{c}")
         for tmp, bits in expand:
@@ -516,13 +642,14 @@ class Emitter:
         rel = 0
         for item in run.items:
             if (
-                into == "f."
+                into in ("f.", "v_")
                 and isinstance(item, n.Field)
                 and item.name == self.id_field
                 and self.recording_id
             ):
                 # where the id sits, so a forwarded frame can get a new id without re-encoding
-                w(f"f._ido = {rel}" if at == "start" else f"f._ido = {at} + {rel} - start")
+                ido = "f._ido" if into == "f." else "ido"
+                w(f"{ido} = {rel}" if at == "start" else f"{ido} = {at} + {rel} - start")
             for fld in _int_fields(item):
                 const = self.const_of(fld)
                 if const is not None and fld.name not in getattr(self, "checked_early", ()):
@@ -622,8 +749,15 @@ class Emitter:
             w("    return None")
         if self.size_only and self.size_from_locals(leaf, w):
             return
-        w(f"f = {self.cls}() if into is None else into")
         self.recording_id = self.leaf_has_fixed_id(leaf)
+        if self.scanning:
+            if not self.leaf_scannable(leaf):
+                self.scan_decoded(w)
+                return
+            self.decode_steps(leaf, w, "v_")
+            self.scan_return(w, present)
+            return
+        w(f"f = {self.cls}() if into is None else into")
         if self.id_field is not None and not self.recording_id:
             w("f._ido = -1  # the id is not at a fixed place in this layout")
         absent = [
@@ -641,11 +775,25 @@ class Emitter:
             w(f"f._state_{t} = 0")
             if t not in present:
                 w(f"f._at_{t} = 0")
+        self.decode_steps(leaf, w, "f.")
+        if self.size_only:
+            return
+        w("f.length = end - start")
+        if self.c.uses_direction:
+            w("f.direction = direction")
+        w("return f")
+
+    def decode_steps(self, leaf: Leaf, w: Code, into: str) -> None:
+        """A leaf's fields from its length on, into ``f.<name>`` (decode) or ``v_<name>``
+        locals (scan: no frame; maps kept as their place until a binding reads them)."""
+        prefix = leaf.prefix.size if leaf.prefix else 0
         size = leaf.size
         local = self.size_locals(leaf)
         if leaf.prefix:
-            self.unpack_run(leaf.prefix, w, "start", "start", local)
-        ex = Exprs(self.c, self.mod, lambda name: f"v_{name}" if name in local else f"f.{name}")
+            self.unpack_run(leaf.prefix, w, "start", "start", local, into)
+        ex = Exprs(
+            self.c, self.mod, lambda name: f"v_{name}" if name in local else f"{into}{name}"
+        )
         sizes: dict[str, str] = {}
         if size.mode == "length_field":
             fld = self.c.fields[size.length_field]
@@ -697,7 +845,7 @@ class Emitter:
                     w(
                         f"    raise overrun(pos, {step.items[0].fields[0].name if isinstance(step.items[0], n.Bits) else step.items[0].name!r}, {step.size})"
                     )
-                self.unpack_run(step, w, "pos", "pos")
+                self.unpack_run(step, w, "pos", "pos", into=into)
                 w(f"pos += {step.size}")
             elif isinstance(step, Crc):
                 name = step.field.name
@@ -708,8 +856,9 @@ class Emitter:
                 w("pos += 4")
             else:
                 self.decode_var(
-                    step.field, step.info, w, sizes.get(step.field.name), checked_bounds, ex, "f"
-                )
+                    step.field, step.info, w, sizes.get(step.field.name), checked_bounds, ex,
+                    "f" if into == "f." else "",
+                )  # fmt: skip
         if checked_bounds:
             w("if pos != end:")
             w(
@@ -721,10 +870,6 @@ class Emitter:
             and w.lines[-1].strip().startswith("pos += ")
         ):
             w.lines.pop()  # nothing reads pos after the last field
-        w("f.length = end - start")
-        if self.c.uses_direction:
-            w("f.direction = direction")
-        w("return f")
 
     def decode_var(
         self,
@@ -739,7 +884,9 @@ class Emitter:
         """Read one variable-size field at ``pos`` (bounded by ``end``) into ``obj``."""
         name = fld.name
         t = fld.type
-        if info.owner is not None:
+        if not obj:
+            target = f"v_{name}"  # scan: a local
+        elif info.owner is not None:
             target = f"{obj}._f_{name}"  # an inside field: its slot, not its property
         else:
             target = f"{obj}._raw_{name}" if name in self.targets else f"{obj}.{name}"
@@ -789,15 +936,21 @@ class Emitter:
             w(f"if {z} == -1:")
             w(f"    {target} = None")
             w("else:").indent()
-        if info.kind == "bytes":
+        if info.kind == "bytes" and not obj:
+            pass  # scan: what bytes hold is nobody's business
+        elif info.kind == "bytes":
             w(f"{target} = buf[pos : pos + {z}]")
             if name in self.targets:
                 w(f"{obj}._at_{name} = pos - start")
+        elif info.kind == "string" and not obj:
+            w(f"{target} = buf[pos : pos + {z}].decode()  # (its UTF-8 checked as decode does)")
         elif info.kind == "string":
             w(f"{target} = buf[pos : pos + {z}].decode()")  # UnicodeDecodeError: see guard_utf8
         elif info.kind == "map" and name in self.lazy_maps and obj == "f":
             w(f"f._lz_{name} = buf[pos : pos + {z}]  # parsed on first read")
             w(f"f._mp_{name} = None")
+        elif info.kind == "map" and name in self.lazy_maps:
+            w(f"at_{name}, z_{name} = pos, {z}  # parsed if a binding reads it")
         elif info.kind == "map":
             codec, signed = self.length_codec(t), self.signed_length(t)
             reader = "read_kvmap_fixed" if isinstance(t.length, n.IntType) else "read_kvmap"
@@ -1099,10 +1252,8 @@ class Emitter:
             return None
         return alts[0] if len(alts) == 1 else f"({' or '.join(alts)})"
 
-    def bindings(self, obj: str = "self") -> dict[str, str]:
-        """The spec's bindings as code over ``obj`` (``self`` in the frame's methods, ``f`` in
-        the protocol's ``scan``)."""
-        ex = self.exprs(obj, direction="direction" if obj != "self" else "self.direction")
+    def bindings(self) -> dict[str, str]:
+        ex = self.exprs("self")
         out = {}
         b = self.c.bindings
         for key in ("request_id", "timeout_ms", "status", "service", "method"):
@@ -1209,19 +1360,7 @@ class Emitter:
         encode = self.encode_body()
         insides = {t: (self.inside_parse(t), self.inside_build(t)) for t in self.targets}
         binds = self.bindings()
-        scan_binds = self.bindings("f")
-        w = Code()  # scan's stream type: the stream rules in order, as statements
-        for i, (test, kind) in enumerate(scan_binds["stream"]):
-            if test is None:
-                if i:
-                    w("else:").indent()
-                w(f"kind = _{kind}")
-                break
-            w(f"{'elif' if i else 'if'} {test}:")
-            w(f"    kind = _{kind}")
-        else:
-            w("else:")
-            w("    kind = None")
+        scan = self.scan_body()
         templates = {}
         hb = {t.name: t for t in (s.heartbeat.templates if s.heartbeat else ())}
         if "ping" in hb:
@@ -1287,8 +1426,7 @@ class Emitter:
             insides=insides,
             inner_fields=self.inner_fields,
             b=binds,
-            sb=scan_binds,
-            scan_kind=w.text(),
+            scan=scan,
             templates=templates,
             slots=slots,
             field_names=[f.name for f in self.c.fields.values()],
