@@ -18,12 +18,14 @@ from .filters import Reject, StreamFilter, filters as filter_registry
 from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
-from .router import RouteTable, WeightedPicker
+from .router import HEADERS, RouteTable, WeightedPicker
 from .stream import ASK, Deadlines, OrderedOutput, Stream
 
 log = logging.getLogger("protoc_x")
 _REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
 _ONEWAY, _QUIET = StreamType.ONEWAY, StreamType.QUIET
+_MISS = object()
+DECIDED_MAX = 4096  # (service, method) pairs a listener remembers the route of
 
 
 class Route:
@@ -76,8 +78,20 @@ class Listener:
             for hook in ("on_request", "on_routed")
         }  # fmt: skip
         self.gauge = proxy.metrics.child(proxy.metrics.downstream, self.name)
+        # (service, method) → its route, for those no header matcher decides: the same for
+        # every request (a bounded memo, shared by the listener's connections)
+        self.decided: dict[tuple, Route | None] = {}
         log_cfg = config.access_log
         self.access_log = AccessLog(log_cfg.path, log_cfg.format) if log_cfg is not None else None
+
+    def decide(self, key: tuple) -> "Route | None | object":
+        """The route of every request with this (service, method), remembered; HEADERS when
+        a header matcher may decide it (then each request is matched)."""
+        route = self.routes.match_without_headers(*key)
+        if len(self.decided) >= DECIDED_MAX:
+            self.decided.clear()
+        self.decided[key] = route
+        return route
 
     def bind(self) -> list[socket.socket]:
         """The listener's sockets, bound but not yet listening: every listener binds before any
@@ -132,6 +146,7 @@ class DownstreamConnection(FramedConnection):
         self.output: OrderedOutput | None = None
         self.quiet_streams: list[Stream] = []
         self.routes = listener.routes
+        self.decided = listener.decided
         self.request_hooks = listener.hooks["on_request"]
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
@@ -229,10 +244,9 @@ class DownstreamConnection(FramedConnection):
         if invalid is not None:
             stream.fail(400, invalid)
             return
-        if self.request_hooks:
-            self.run_filters(stream, self.request_hooks, 0, self.filtered)
-        else:
-            self.route(stream)
+        if self.request_hooks and not self.passes(stream, self.request_hooks, 0, self.filtered):
+            return
+        self.filtered(stream)
 
     def answer_heartbeat(self, frame: XFrame, kind: StreamType) -> None:
         reply = self.proto.reply(frame)
@@ -243,8 +257,10 @@ class DownstreamConnection(FramedConnection):
             else:
                 self.send(data)
 
-    def run_filters(self, stream: Stream, chain: list, index: int, then) -> None:
-        """Run ``chain`` (a hook of each filter that has it) from ``index`` on, then ``then``."""
+    def passes(self, stream: Stream, chain: list, index: int, then) -> bool:
+        """Run ``chain`` (a hook of each filter that has it) from ``index`` on: True when every
+        one let the request pass. Otherwise one answered it, or holds it and goes on with the
+        rest of the chain, then ``then``, later."""
         try:
             for i in range(index, len(chain)):
                 verdict = chain[i](stream)
@@ -256,15 +272,15 @@ class DownstreamConnection(FramedConnection):
                         self.loop.call_later(
                             verdict.seconds, self.resume_filters, stream, chain, i + 1, then
                         )
-                    return
+                    return False
         except DecodeError as e:
             stream.fail(400, f"protoc-x: 400 {e.reason}")
-            return
-        then(stream)
+            return False
+        return True
 
     def resume_filters(self, stream: Stream, chain: list, index: int, then) -> None:
-        if not stream.done and not self.closed:
-            self.run_filters(stream, chain, index, then)
+        if not stream.done and not self.closed and self.passes(stream, chain, index, then):
+            then(stream)
 
     def filtered(self, stream: Stream) -> None:
         """The request filters passed it: route it."""
@@ -273,11 +289,16 @@ class DownstreamConnection(FramedConnection):
         self.route(stream)
 
     def route(self, stream: Stream) -> None:
-        try:
-            route = self.routes.match(stream.service, stream.method, stream.header)
-        except DecodeError as e:
-            stream.fail(400, f"protoc-x: 400 {e.reason}")
-            return
+        key = (stream.service, stream.method)
+        route = self.decided.get(key, _MISS)
+        if route is _MISS:
+            route = self.listener.decide(key)
+        if route is HEADERS:  # a header matcher may decide: matched for each request
+            try:
+                route = self.routes.match(stream.service, stream.method, stream.header)
+            except DecodeError as e:
+                stream.fail(400, f"protoc-x: 400 {e.reason}")
+                return
         if route is None:
             stream.fail(
                 404,
@@ -302,10 +323,9 @@ class DownstreamConnection(FramedConnection):
             # if a filter held it
             start = self.loop.time() if stream.paused else stream.arrived
             self.deadlines.add(stream, start + timeout / 1000)
-        if self.routed_hooks:
-            self.run_filters(stream, self.routed_hooks, 0, self.send_upstream)
-        else:
-            stream.target.dispatch(stream)
+        if self.routed_hooks and not self.passes(stream, self.routed_hooks, 0, self.send_upstream):
+            return
+        stream.target.dispatch(stream)
 
     def send_upstream(self, stream: Stream) -> None:
         stream.target.dispatch(stream)
