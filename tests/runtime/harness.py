@@ -63,9 +63,12 @@ def simple_config(
 
 
 @contextlib.asynccontextmanager
-async def proxy_running(data: dict, base_dir: Path = Path(".")) -> AsyncIterator[Proxy]:
+async def proxy_running(
+    data: dict, base_dir: Path = Path("."), protocols: dict | None = None
+) -> AsyncIterator[Proxy]:
+    """The proxy of config ``data``, with the loaded protocols or ``protocols``."""
     cfg = parse_config(data, base_dir)
-    proxy = Proxy(cfg, PROTOCOLS)
+    proxy = Proxy(cfg, protocols or PROTOCOLS)
     await proxy.start()
     try:
         yield proxy

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 import pytest
 
 from protoc_x.runtime.api import Direction, PoolMode, StreamType
-from protoc_x.runtime.config import parse_config
 from protoc_x.runtime.network import FramedConnection
-from protoc_x.runtime.proxy import Proxy
 from protoc_x.samples import SAMPLES
 
 from .harness import PROTOCOLS, client, config, free_port, proxy_running, recorder
@@ -32,12 +29,8 @@ EPS = 1e-9
 @contextlib.asynccontextmanager
 async def proxy_with(data: dict, protocols: dict):
     """proxy_running with other protocol objects than the loaded ones."""
-    proxy = Proxy(parse_config(data, Path(".")), protocols)
-    await proxy.start()
-    try:
+    async with proxy_running(data, protocols=protocols) as proxy:
         yield proxy
-    finally:
-        await proxy.drain(0.5)
 
 
 def metric(proxy, name: str, **labels) -> float | None:

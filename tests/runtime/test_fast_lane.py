@@ -1,0 +1,295 @@
+"""The fast lane (a frame scanned, routed by its service and method, its id patched where the
+scan found it, no frame decoded) against the full path (every frame decoded, as before the
+lane): for every protocol the same script of requests — colliding and large ids, heartbeats,
+oneway and quiet requests — sent in one write and split at random points gives the upstream
+and the client the very same bytes both ways. And what must see a frame still sees one: a
+header matcher, a filter that reads or changes frames, an error answer."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from protoc_x.runtime.api import Direction, PoolMode, StreamType
+from protoc_x.runtime.network import FramedConnection
+from protoc_x.runtime.pool import UpstreamConnection
+from protoc_x.runtime.proxy import DownstreamConnection
+from protoc_x.samples import SAMPLES
+
+from .harness import PROTOCOLS, free_port, no_errors_logged, proxy_running, run, simple_config
+from .test_proxy_behaviour import bolt_request
+
+__all__ = ["no_errors_logged"]
+
+IDS = (1_000_003, 77, 4_096, 12, 65_000)
+# how a request of the protocol becomes a oneway one (protocols that have them)
+ONEWAY = {
+    "bolt": {"kind": 2},
+    "boltv2": {"kind": 2},
+    "dubbo": {"two_way": 0},
+    "thrift": {"type": 4},
+    "tars": {"cPacketType": 1},
+}
+
+
+def direction(name: str) -> Direction | None:
+    return Direction.REQUEST if PROTOCOLS[name].needs_direction else None
+
+
+def samples(name: str, kind: StreamType) -> list[bytes]:
+    """The protocol's sample requests of ``kind`` (heartbeats left out)."""
+    proto = PROTOCOLS[name]
+    out = []
+    for s in SAMPLES:
+        if s.protocol == name and (s.direction or "request") == "request":
+            frame = proto.decode(s.data, 0, direction(name))
+            if frame.get_stream_type() is kind and not frame.is_heartbeat():
+                out.append(s.data)
+    return out
+
+
+def with_id(name: str, data: bytes, rid: int, **fields) -> bytes:
+    frame = PROTOCOLS[name].decode(data, 0, direction(name))
+    for field, value in fields.items():
+        setattr(frame, field, value)
+    frame.set_request_id(rid)
+    return frame.encode()
+
+
+def script(name: str) -> tuple[list[bytes], int]:
+    """Requests (ids colliding with the upstream's counter and not), a heartbeat, a oneway
+    and a quiet request where the protocol has them; and how many answers the client gets."""
+    proto = PROTOCOLS[name]
+    request = samples(name, StreamType.REQUEST)[0]
+    frames = [with_id(name, request, rid) for rid in IDS[:3]]
+    answers = 3
+    ping = proto.trigger(31)
+    if ping is not None:
+        frames.insert(1, ping.encode())
+        answers += proto.reply(proto.decode(frames[1], 0, direction(name))) is not None
+    if name in ONEWAY:
+        frames.append(with_id(name, request, 9, **ONEWAY[name]))
+    for quiet in samples(name, StreamType.QUIET)[:1]:
+        frames.append(with_id(name, quiet, IDS[3]))
+        answers += 1  # (the upstream below answers quiet requests)
+    frames.append(with_id(name, request, IDS[4]))
+    return frames, answers + 1
+
+
+class Upstream(FramedConnection):
+    """Records the bytes of every frame it gets and answers like `serve`: at once and in order
+    where the protocol needs it, else all together and in reverse order once nothing came
+    for a while (so ids are matched, not assumed)."""
+
+    direction = Direction.REQUEST
+
+    def __init__(self, proto, seen: list):
+        super().__init__(proto)
+        self.seen = seen
+        self.held: list[bytes] = []
+        self.timer = None
+        self.in_order = proto.ordered or proto.pool_mode is PoolMode.PINGPONG
+
+    def on_frame(self, frame, buf, start, length) -> None:
+        self.seen.append(bytes(buf[start : start + length]))
+        if frame.get_stream_type() is StreamType.ONEWAY:
+            return
+        answer = (self.proto.reply if frame.is_heartbeat() else self.proto.success_response)(frame)
+        if answer is None:
+            return
+        if self.in_order:
+            self.send(answer.encode())
+            return
+        self.held.append(answer.encode())
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(0.15, self.answer_all)
+
+    def answer_all(self) -> None:
+        for data in reversed(self.held):
+            self.send(data)
+        self.held.clear()
+
+
+async def exchange(name: str, chunks: list[bytes], answers: int) -> tuple[list, bytes]:
+    """The chunks through a proxy to an `Upstream`: what the upstream got, frame by frame,
+    and every byte the client got back."""
+    proto = PROTOCOLS[name]
+    loop = asyncio.get_running_loop()
+    up, port = free_port(), free_port()
+    seen: list[bytes] = []
+    server = await loop.create_server(lambda: Upstream(proto, seen), "127.0.0.1", up)
+    cfg = simple_config(name, port, [f"127.0.0.1:{up}"], {"max_connections": 1})
+    try:
+        async with proxy_running(cfg):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                if len(chunks) > 1:
+                    await asyncio.sleep(0.01)  # (its own read at the proxy)
+            got = b""
+            while count(name, got) < answers:
+                got += await asyncio.wait_for(reader.read(65536), 5)
+            writer.close()
+    finally:
+        server.close()
+    return seen, got
+
+
+def count(name: str, data: bytes) -> int:
+    proto = PROTOCOLS[name]
+    way = Direction.RESPONSE if proto.needs_direction else None
+    return sum(1 for _ in proto.decode_all(data, way))
+
+
+def split(data: bytes, rng: random.Random) -> list[bytes]:
+    cuts = sorted(rng.sample(range(1, len(data)), 6))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+
+
+@pytest.fixture
+def full_path(monkeypatch):
+    """Turns the lane off: every frame is decoded, as before it existed."""
+
+    def off() -> None:
+        monkeypatch.setattr(DownstreamConnection, "lane", False)
+        monkeypatch.setattr(UpstreamConnection, "lane", False)
+
+    return off
+
+
+@pytest.mark.parametrize("reads", ["coalesced", "split"])
+@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+def test_the_lane_and_the_full_path_give_the_same_bytes(name, reads, full_path):
+    frames, answers = script(name)
+    data = b"".join(frames)
+    chunks = [data] if reads == "coalesced" else split(data, random.Random(name))
+    lane = run(exchange(name, chunks, answers))
+    full_path()
+    full = run(exchange(name, chunks, answers))
+    assert lane == full
+    seen, got = lane
+    # ... and both are right: every frame went up but the heartbeat (answered here), and
+    # every answer came back with its client's id
+    assert len(seen) == len(frames) - (PROTOCOLS[name].trigger(31) is not None)
+    way = Direction.RESPONSE if PROTOCOLS[name].needs_direction else None
+    ids = sorted(f.get_request_id() for f in PROTOCOLS[name].decode_all(got, way))
+    sent = [PROTOCOLS[name].decode(f, 0, direction(name)) for f in frames]
+    expected = sorted(
+        f.get_request_id() for f in sent if f.get_stream_type() is not StreamType.ONEWAY
+    )
+    assert ids == expected
+
+
+class Counting(type(PROTOCOLS["bolt"])):
+    """bolt, counting the request frames the proxy decodes (the scan decodes none)."""
+
+    name = "bolt"
+    decoded = 0
+
+    def decode(self, buf, start=0, direction=None, into=None):
+        frame = super().decode(buf, start, direction, into)
+        if frame is not None and into is None and frame.get_stream_type() is StreamType.REQUEST:
+            Counting.decoded += 1
+        return frame
+
+
+async def decoded_for(cfg_change) -> tuple[int, bytes]:
+    """Four bolt requests through a proxy whose config ``cfg_change`` adapted: how many request
+    frames it decoded, and what the client got."""
+    loop = asyncio.get_running_loop()
+    up, port = free_port(), free_port()
+    seen: list[bytes] = []
+    proto = Counting()
+    server = await loop.create_server(lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up)
+    cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+    cfg_change(cfg)
+    Counting.decoded = 0
+    try:
+        async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": proto}):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"".join(bolt_request(rid, **{"x-tier": "gold"}).encode() for rid in (5, 6, 7, 8))
+            )
+            got = b""
+            while count("bolt", got) < 4:
+                got += await asyncio.wait_for(reader.read(65536), 5)
+            writer.close()
+    finally:
+        server.close()
+    return Counting.decoded, got
+
+
+def routes(cfg, route: dict) -> None:
+    cfg["route_configs"][0]["virtual_hosts"][0]["routes"] = [route]
+
+
+def filters(cfg, *chain: dict) -> None:
+    cfg["listeners"][0]["stream_filters"] = list(chain)
+
+
+HEADER_ROUTE = {"match": {"prefix": "/", "headers": [{"name": "x-tier", "exact": "gold"}]},
+                "route": {"cluster": "up"}}  # fmt: skip
+RATE_LIMIT = {"name": "local_rate_limit",
+              "config": {"tokens_per_second": 1000, "burst": 1000, "per": ["service", "method"]}}  # fmt: skip
+HEADER_ADD = {"name": "header_mutation",
+              "config": {"request_headers_to_add": [{"key": "x-via", "value": "proxy"}]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "why, change, decoded",
+    [
+        ("a prefix route and no filter", lambda cfg: None, 0),
+        ("a rate limit by service and method", lambda cfg: filters(cfg, RATE_LIMIT), 0),
+        ("a header matcher", lambda cfg: routes(cfg, HEADER_ROUTE), 4),
+        ("a filter that changes frames", lambda cfg: filters(cfg, HEADER_ADD), 4),
+    ],
+)
+def test_only_what_needs_a_frame_decodes_one(why, change, decoded):
+    count_, got = run(decoded_for(change))
+    assert count_ == decoded, why
+    answers = list(PROTOCOLS["bolt"].decode_all(got))
+    assert sorted(a.get_request_id() for a in answers) == [5, 6, 7, 8]
+    assert {a.get_status() for a in answers} == {0}
+
+
+def test_an_error_answer_decodes_the_request_it_answers():
+    """No route for the service: the 404 is the protocol's own error frame, made from the
+    request's frame, so that one (and only that one) is decoded."""
+
+    def no_route(cfg):
+        cfg["route_configs"][0]["virtual_hosts"][0]["domains"] = ["com.acme.HelloService:1.0"]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        up, port = free_port(), free_port()
+        proto = Counting()
+        seen: list = []
+        server = await loop.create_server(
+            lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up
+        )
+        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+        no_route(cfg)
+        Counting.decoded = 0
+        try:
+            async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": proto}):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    bolt_request(5).encode() + bolt_request(6, service="com.acme.Other").encode()
+                )
+                got = b""
+                while count("bolt", got) < 2:
+                    got += await asyncio.wait_for(reader.read(65536), 5)
+                writer.close()
+        finally:
+            server.close()
+        return got, len(seen)
+
+    got, upstream_saw = run(scenario())
+    answers = {a.get_request_id(): a for a in PROTOCOLS["bolt"].decode_all(got)}
+    assert PROTOCOLS["bolt"].runtime_status(answers[5].get_status()) == 200
+    assert PROTOCOLS["bolt"].runtime_status(answers[6].get_status()) == 404
+    assert upstream_saw == 1 and Counting.decoded == 1
