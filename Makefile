@@ -42,8 +42,7 @@ test: $(STAMP) system-deps $(NODE_STAMP)
 
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/codec_bench.py
-	$(PY) benchmarks/pipeline_bench.py
-	$(PY) benchmarks/proxy_bench.py
+	$(PY) benchmarks/summary.py
 
 # Mutation testing of the core (not part of `make test`; over an hour on 2 cores): docs/testing.md says how to read it.
 MUTATE_STAMP := $(VENV)/.mutate-stamp

@@ -66,8 +66,9 @@ def request_template(proto, size: int):
         if proto.name == "memcached":  # a GET carries no value: load with SETs
             frame.opcode, frame.extras = 0x01, b"\0" * 8  # flags, expiry
         if proto.writable_headers and proto.name != "dubbo":
-            service = frame.get_service()  # keep the routing header only: small frames
-            frame.headers = {"service": service} if service else {}
+            # keep the routing headers only (service and method): small frames
+            keep = {"service": frame.get_service(), "sofa_head_method_name": frame.get_method()}
+            frame.headers = {k: v for k, v in keep.items() if v is not None}
         if proto.name != "dubbo":  # a dubbo body is the hessian2 invocation itself
             frame.set_body(b"")
             overhead = len(frame.encode())

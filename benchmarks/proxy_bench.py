@@ -49,14 +49,16 @@ def start(args, **kw) -> subprocess.Popen:
 
 
 def config(protocol: str, listen: int, upstream: int, workers_note: str = "") -> str:
-    # routing by service (a domain match) and one filter (a rate limit that never limits)
+    # the default shape of a real config: routing by service (a domain match) and method (a
+    # path), one filter (a rate limit that never limits), metrics on, no access log
     return json.dumps({
         "listeners": [{"name": "bench", "address": f"127.0.0.1:{listen}", "protocol": protocol,
                        "route_config": "r", "stream_filters": [{"name": "local_rate_limit",
                        "config": {"tokens_per_second": 10_000_000, "burst": 10_000_000}}]}],
         "route_configs": [{"name": "r", "virtual_hosts": [
             {"name": "svc", "domains": ["com.acme.*", "Hello.*", "console"],
-             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]},
+             "routes": [{"match": {"path": "/sayHello"}, "route": {"cluster": "up"}},
+                        {"match": {"prefix": "/"}, "route": {"cluster": "up"}}]},
             {"name": "any", "domains": ["*"],
              "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]}],
         "clusters": [{"name": "up", "endpoints": [f"127.0.0.1:{upstream}"],
