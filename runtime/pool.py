@@ -12,10 +12,11 @@ from typing import Any
 from .api import DecodeError, Direction, PoolMode, StreamType, XFrame, XProtocol
 from .network import FramedConnection, parse_address
 from .router import make_balancer
-from .stream import Stream
+from .stream import Phase, Stream
 
 log = logging.getLogger("protoc_x")
 _RESPONSE, _ONEWAY, _QUIET = StreamType.RESPONSE, StreamType.ONEWAY, StreamType.QUIET
+QUEUED, SENT = Phase.QUEUED, Phase.SENT
 UNHEALTHY_S = 1.0  # an endpoint that refused a connection sits out this long
 BACKLOG_LIMIT = 1 << 20  # bytes queued to an upstream before its clients stop being read
 PINGPONG_CONNECTIONS = 1024  # a pingpong endpoint's max_connections by default (docs/config.md)
@@ -73,6 +74,7 @@ class UpstreamConnection(FramedConnection):
                 return uid
 
     def write_stream(self, stream: Stream) -> None:
+        stream.phase = SENT
         stream.upstream = self
         self.seq += 1
         stream.seq = self.seq
@@ -372,6 +374,7 @@ class EndpointPool:
             self.release(conn)  # nothing comes back: the connection is free again
 
     def queue(self, stream: Stream) -> None:
+        stream.phase = QUEUED
         self.waiting.append(stream)
         self.cluster.pending += 1
         down = stream.downstream

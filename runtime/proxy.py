@@ -19,12 +19,13 @@ from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
 from .router import HEADERS, RouteTable, WeightedPicker
-from .stream import ASK, Deadlines, OrderedOutput, Stream
+from .stream import ASK, Deadlines, OrderedOutput, Phase, Stream
 
 log = logging.getLogger("protoc_x")
 _REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
 _ONEWAY, _QUIET = StreamType.ONEWAY, StreamType.QUIET
 _MISS = object()
+ROUTED = Phase.ROUTED
 DECIDED_MAX = 4096  # (service, method) pairs a listener remembers the route of
 
 
@@ -306,6 +307,7 @@ class DownstreamConnection(FramedConnection):
             )
             return
         cluster = route.cluster or route.choose()
+        stream.phase = ROUTED
         stream.target = cluster
         stream.cluster_name = cluster.name
         kind = stream.kind

@@ -1,16 +1,99 @@
 """Stream layer: one ``Stream`` per downstream request, from routing to its answer, and the
-ordered output that returns answers in request order where the protocol needs it."""
+ordered output that returns answers in request order where the protocol needs it.
+
+A request's path through the runtime, in five files: ``network.py`` reads and scans
+(``FramedConnection.data_received``); ``proxy.py`` makes its ``Stream``, runs the filters and
+routes it (``DownstreamConnection``); ``pool.py`` picks an endpoint and writes it with an id of
+its own (``Cluster``, ``EndpointPool``, ``UpstreamConnection``) and reads the answer; this file
+holds the stream, its :class:`Phase` and the interfaces it is handed between the others by
+(:class:`Downstream`, :class:`Target`, :class:`Endpoint`, :class:`Upstream`); the generated
+codec scans and, when asked, decodes."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, runtime_checkable
 
-from .api import Direction, StreamType, XFrame
+from .api import Direction, StreamType, XFrame, XProtocol
 
-if TYPE_CHECKING:
-    from .proxy import DownstreamConnection
+
+class Phase(enum.IntEnum):
+    """A request's phases, in order. Each is entered in one place:
+
+    ========  =====================================================================
+    ARRIVED   ``proxy.DownstreamConnection.on_scanned`` (the fast lane) or
+              ``on_frame`` (a decoded frame): a Stream; then the request filters
+    ROUTED    ``proxy.DownstreamConnection.route``: a cluster, its retries and the
+              deadline; then the routed filters and ``Target.dispatch``
+    QUEUED    ``pool.EndpointPool.queue``: waiting for an upstream connection
+    SENT      ``pool.UpstreamConnection.write_stream``: on an upstream connection,
+              with the id it has there
+    DONE      ``Stream.end``: answered, failed or timed out, exactly once
+    ========  =====================================================================
+
+    A retry (``Stream.upstream_failed``) dispatches a SENT or QUEUED stream again."""
+
+    ARRIVED = 0
+    ROUTED = 1
+    QUEUED = 2
+    SENT = 3
+    DONE = 4
+
+
+_DONE = Phase.DONE
+
+
+@runtime_checkable
+class Downstream(Protocol):
+    """What a stream needs of the connection its request came on
+    (``proxy.DownstreamConnection``)."""
+
+    proto: XProtocol
+    deadlines: "Deadlines"
+    listener: Any  # its name and filters, for the filters' view of a stream
+
+    def deliver(self, stream: "Stream", data, frame=None, code=None, status=None) -> None:
+        """Answer ``stream``: an upstream's answer, a quiet completion or ``code``'s."""
+
+    def answer_error(self, stream: "Stream", code: int, message: str | None) -> None:
+        """Answer ``stream`` with the protocol's own error for a runtime code."""
+
+
+@runtime_checkable
+class Target(Protocol):
+    """What routing and a stream need of a cluster (``pool.Cluster``)."""
+
+    name: str
+    active: int  # its requests in flight (the circuit breakers count them)
+    request_timeout_ms: int
+
+    def dispatch(self, stream: "Stream") -> None:
+        """Send ``stream`` to one of its endpoints, or answer it with an error."""
+
+    def may_retry(self) -> bool:
+        """Whether the retry budget has room for one more retry."""
+
+    def retry(self, stream: "Stream") -> None:
+        """Dispatch ``stream`` again, avoiding the endpoints that failed it."""
+
+
+@runtime_checkable
+class Endpoint(Protocol):
+    """What a stream needs of the endpoint it went to (``pool.EndpointPool``)."""
+
+    endpoint: str  # HOST:PORT
+    active: int
+
+
+@runtime_checkable
+class Upstream(Protocol):
+    """What a stream needs of the upstream connection it was written to
+    (``pool.UpstreamConnection``)."""
+
+    def forget(self, stream: "Stream") -> None:
+        """``stream`` gave up (its deadline): its late answer is dropped."""
 
 
 #: "not known yet: ask the frame" (a stream's timeout before anything read it)
@@ -112,19 +195,19 @@ class Stream:
     until a request needs them (a retry, a filter that adds headers)."""
 
     # defaults, overridden per instance when they change
+    phase: Phase = Phase.ARRIVED
     slot: Slot | None = None  # its place in an ordered answer order
     timer: int | None = None  # its deadline tick in the Deadlines (None: none)
-    upstream = None  # the UpstreamConnection it was written to
+    upstream: Upstream | None = None  # the connection it was written to
     seq = 0  # order of writing on that connection
-    cluster = None  # the Cluster counting it as active (until it ends)
-    endpoint = None  # the EndpointPool it went to
-    done = False
+    cluster: Target | None = None  # the cluster counting it as active (until it ends)
+    endpoint: Endpoint | None = None  # the endpoint it went to
     service = None
     method = None
     retries = 0  # retries left (connect failure or reset before an answer)
     tried: tuple = ()  # endpoints that failed it
     cluster_name: str | None = None
-    target = None  # the Cluster routing chose (counted once dispatched)
+    target: Target | None = None  # the cluster routing chose (counted once dispatched)
     up_id = 0  # its id on a multiplexed upstream connection
     extra_headers: dict | None = None  # filters' headers seen by routing, not forwarded
     modified = False  # a filter changed the frame: it is re-encoded on the way out
@@ -134,7 +217,7 @@ class Stream:
 
     def __init__(
         self,
-        downstream: "DownstreamConnection | None",
+        downstream: Downstream | None,
         frame: XFrame | None,
         kind: StreamType,
         raw: bytes | None,
@@ -182,12 +265,16 @@ class Stream:
             return extra[name]
         return self.frame.get_header(name)
 
+    @property
+    def done(self) -> bool:
+        return self.phase is _DONE
+
     def end(self) -> bool:
         """Mark the stream done (False if it already was): its deadline and its place in the
         cluster's counts go."""
-        if self.done:
+        if self.phase is _DONE:
             return False
-        self.done = True
+        self.phase = _DONE
         if self.timer is not None:
             self.downstream.deadlines.remove(self)
         if self.cluster is not None:

@@ -293,3 +293,52 @@ def test_an_error_answer_decodes_the_request_it_answers():
     assert PROTOCOLS["bolt"].runtime_status(answers[5].get_status()) == 200
     assert PROTOCOLS["bolt"].runtime_status(answers[6].get_status()) == 404
     assert upstream_saw == 1 and Counting.decoded == 1
+
+
+def test_a_requests_phases_in_order(monkeypatch):
+    """The first request waits for the upstream connection (QUEUED), the second finds it up;
+    a third times out after it was sent. Each phase is entered once, in order."""
+    from protoc_x.runtime.stream import Phase, Stream
+
+    seen: dict[int, list] = {}
+
+    class Traced:  # Stream.phase, recording what each stream enters
+        def __get__(self, obj, owner=None):
+            return Phase.ARRIVED if obj is None else obj.__dict__.get("_phase", Phase.ARRIVED)
+
+        def __set__(self, obj, value):
+            obj.__dict__["_phase"] = value
+            seen.setdefault(obj.down_id, []).append(value)
+
+    monkeypatch.setattr(Stream, "phase", Traced())
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        up, port = free_port(), free_port()
+        got: list = []
+
+        class Quiet(Upstream):  # answers everything but request 3
+            def on_frame(self, frame, buf, start, length):
+                if frame.get_request_id() != 3:
+                    super().on_frame(frame, buf, start, length)
+
+        server = await loop.create_server(lambda: Quiet(PROTOCOLS["bolt"], got), "127.0.0.1", up)
+        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+        cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["route"]["timeout_ms"] = 200
+        try:
+            async with proxy_running(cfg):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                answers = b""
+                for rid in (1, 2, 3):
+                    writer.write(bolt_request(rid).encode())
+                    while count("bolt", answers) < rid:
+                        answers += await asyncio.wait_for(reader.read(65536), 5)
+                writer.close()
+        finally:
+            server.close()
+        return answers
+
+    answers = {a.get_request_id(): a for a in PROTOCOLS["bolt"].decode_all(run(scenario()))}
+    assert PROTOCOLS["bolt"].runtime_status(answers[3].get_status()) == 504
+    R, Q, S, D = Phase.ROUTED, Phase.QUEUED, Phase.SENT, Phase.DONE
+    assert seen == {1: [R, Q, S, D], 2: [R, S, D], 3: [R, S, D]}

@@ -39,3 +39,46 @@ def test_importing_every_runtime_module_loads_no_compiler():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, relative ones as ``.name``, under TYPE_CHECKING too."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            out.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+    return out
+
+
+def test_the_stream_layer_knows_neither_the_proxy_nor_the_pool():
+    """stream.py is what proxy.py and pool.py hand each other: it imports neither (the
+    interfaces it needs of them are its own Protocols), and pool.py does not import proxy.py."""
+    runtime = ROOT / "runtime"
+    assert not imports_of(runtime / "stream.py") & {".proxy", ".pool"}
+    assert ".proxy" not in imports_of(runtime / "pool.py")
+
+
+def test_the_runtimes_objects_are_what_the_stream_layer_expects():
+    import asyncio
+
+    from protoc_x.runtime import stream
+    from protoc_x.runtime.pool import UpstreamConnection
+    from protoc_x.runtime.proxy import DownstreamConnection
+
+    from .harness import PROTOCOLS, proxy_running, run, simple_config
+
+    async def scenario():
+        async with proxy_running(simple_config("bolt", 0, ["127.0.0.1:1"])) as proxy:
+            cluster = proxy.clusters["up"]
+            pool = cluster.pool(PROTOCOLS["bolt"], "127.0.0.1:1")
+            down = DownstreamConnection(proxy.listeners[0])
+            up = UpstreamConnection(pool, PROTOCOLS["bolt"])
+            assert isinstance(down, stream.Downstream)
+            assert isinstance(cluster, stream.Target)
+            assert isinstance(pool, stream.Endpoint)
+            assert isinstance(up, stream.Upstream)
+            await asyncio.sleep(0)
+
+    run(scenario())
