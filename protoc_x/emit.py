@@ -343,17 +343,10 @@ class Emitter:
     SCAN_RESPONSE = ("request_id", "status")
 
     def scan_body(self) -> str:
+        """``scan``: the decoder's body with its leaves read into locals (``scanning``)."""
         self.scanning = True
         try:
-            w = Code()
-            w("n = len(buf)")
-            if self.c.uses_direction:
-                self.direction_guard(w)
-            self.early_constants(w)
-            body = Code()
-            self.decode_node(self.p.tree, body)
-            self.guard_utf8(body, w)
-            return w.text()
+            return self.decode_body()
         finally:
             self.scanning = False
 
@@ -791,9 +784,7 @@ class Emitter:
         local = self.size_locals(leaf)
         if leaf.prefix:
             self.unpack_run(leaf.prefix, w, "start", "start", local, into)
-        ex = Exprs(
-            self.c, self.mod, lambda name: f"v_{name}" if name in local else f"{into}{name}"
-        )
+        ex = Exprs(self.c, self.mod, lambda name: f"v_{name}" if name in local else f"{into}{name}")
         sizes: dict[str, str] = {}
         if size.mode == "length_field":
             fld = self.c.fields[size.length_field]

@@ -197,9 +197,9 @@ class Counting(type(PROTOCOLS["bolt"])):
         return frame
 
 
-async def decoded_for(cfg_change) -> tuple[int, bytes]:
-    """Four bolt requests through a proxy whose config ``cfg_change`` adapted: how many request
-    frames it decoded, and what the client got."""
+async def decoded_for(cfg_change, frames: list[bytes]) -> tuple[int, bytes, int]:
+    """Bolt requests through a proxy whose config ``cfg_change`` adapted: how many request
+    frames it decoded, what the client got, and how many requests the upstream got."""
     loop = asyncio.get_running_loop()
     up, port = free_port(), free_port()
     seen: list[bytes] = []
@@ -211,16 +211,14 @@ async def decoded_for(cfg_change) -> tuple[int, bytes]:
     try:
         async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": proto}):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(
-                b"".join(bolt_request(rid, **{"x-tier": "gold"}).encode() for rid in (5, 6, 7, 8))
-            )
+            writer.write(b"".join(frames))
             got = b""
-            while count("bolt", got) < 4:
+            while count("bolt", got) < len(frames):
                 got += await asyncio.wait_for(reader.read(65536), 5)
             writer.close()
     finally:
         server.close()
-    return Counting.decoded, got
+    return Counting.decoded, got, len(seen)
 
 
 def routes(cfg, route: dict) -> None:
@@ -249,7 +247,8 @@ HEADER_ADD = {"name": "header_mutation",
     ],
 )
 def test_only_what_needs_a_frame_decodes_one(why, change, decoded):
-    count_, got = run(decoded_for(change))
+    frames = [bolt_request(rid, **{"x-tier": "gold"}).encode() for rid in (5, 6, 7, 8)]
+    count_, got, _ = run(decoded_for(change, frames))
     assert count_ == decoded, why
     answers = list(PROTOCOLS["bolt"].decode_all(got))
     assert sorted(a.get_request_id() for a in answers) == [5, 6, 7, 8]
@@ -263,36 +262,12 @@ def test_an_error_answer_decodes_the_request_it_answers():
     def no_route(cfg):
         cfg["route_configs"][0]["virtual_hosts"][0]["domains"] = ["com.acme.HelloService:1.0"]
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        up, port = free_port(), free_port()
-        proto = Counting()
-        seen: list = []
-        server = await loop.create_server(
-            lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up
-        )
-        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
-        no_route(cfg)
-        Counting.decoded = 0
-        try:
-            async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": proto}):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(
-                    bolt_request(5).encode() + bolt_request(6, service="com.acme.Other").encode()
-                )
-                got = b""
-                while count("bolt", got) < 2:
-                    got += await asyncio.wait_for(reader.read(65536), 5)
-                writer.close()
-        finally:
-            server.close()
-        return got, len(seen)
-
-    got, upstream_saw = run(scenario())
+    frames = [bolt_request(5).encode(), bolt_request(6, service="com.acme.Other").encode()]
+    decoded, got, upstream_saw = run(decoded_for(no_route, frames))
     answers = {a.get_request_id(): a for a in PROTOCOLS["bolt"].decode_all(got)}
     assert PROTOCOLS["bolt"].runtime_status(answers[5].get_status()) == 200
     assert PROTOCOLS["bolt"].runtime_status(answers[6].get_status()) == 404
-    assert upstream_saw == 1 and Counting.decoded == 1
+    assert upstream_saw == 1 and decoded == 1
 
 
 def test_a_requests_phases_in_order(monkeypatch):
