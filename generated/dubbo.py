@@ -522,6 +522,7 @@ class DubboProtocol(XProtocol):
         if end > n:
             return None
         pos = start + 16
+        f = None  # the frame, decoded once a binding reads a field of an 'inside'
         if v_is_request == 0:
             kind = _RESPONSE
         elif v_two_way == 0:
@@ -530,16 +531,30 @@ class DubboProtocol(XProtocol):
             kind = _REQUEST
         if kind is _RESPONSE:
             return (end - start, v_id, ido, kind, (v_event == 1), None, None, v_status)
-        f = DubboProtocol.decode(self, buf, start, direction, _SCRATCH)
         return (
             end - start,
             v_id,
             ido,
             kind,
             (v_event == 1),
-            text(f.service_path),
-            text(f.method_name),
-            to_int(map_get(f.attachments, "timeout")),
+            text(
+                (
+                    f or (f := DubboProtocol.decode(self, buf, start, direction, _SCRATCH))
+                ).service_path
+            ),
+            text(
+                (
+                    f or (f := DubboProtocol.decode(self, buf, start, direction, _SCRATCH))
+                ).method_name
+            ),
+            to_int(
+                map_get(
+                    (
+                        f or (f := DubboProtocol.decode(self, buf, start, direction, _SCRATCH))
+                    ).attachments,
+                    "timeout",
+                )
+            ),
         )
 
     def frame_size(self, buf, start=0, direction=None):

@@ -406,6 +406,7 @@ class ThriftProtocol(XProtocol):
             pos += z
             if pos != end:
                 raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
+            f = None  # the frame, decoded once a binding reads a field of an 'inside'
             if v_type in (
                 2,
                 3,
@@ -416,7 +417,6 @@ class ThriftProtocol(XProtocol):
             else:
                 kind = _REQUEST
             if kind is _RESPONSE:
-                f = ThriftProtocol.decode(self, buf, start, direction, _SCRATCH)
                 return (
                     end - start,
                     v_seqid,
@@ -425,7 +425,13 @@ class ThriftProtocol(XProtocol):
                     False,
                     None,
                     None,
-                    (f.exc_type if (f.type == 3) else 0),
+                    (
+                        (
+                            f or (f := ThriftProtocol.decode(self, buf, start, direction, _SCRATCH))
+                        ).exc_type
+                        if (v_type == 3)
+                        else 0
+                    ),
                 )
             return (
                 end - start,

@@ -394,18 +394,24 @@ class Emitter:
     def scan_return(self, w: Code, present: set) -> None:
         """The scanned leaf's answer, over its locals; its maps parsed only if read."""
 
+        proto = self.cls[: -len("Frame")] + "Protocol"
+
         def ref(name: str) -> str:
+            if self.c.fields[name].owner is not None:  # decoded when (and if) it is read
+                return f"(f or (f := {proto}.decode(self, buf, start, direction, _SCRATCH))).{name}"
             if name not in present:
                 return "None"
             return f"m_{name}" if name in self.lazy_maps else f"v_{name}"
 
+        if self.inside(("status", "timeout_ms", "service", "method")):
+            w("f = None  # the frame, decoded once a binding reads a field of an 'inside'")
         ido = "ido" if self.recording_id else "-1"
         self.scan_tail(w, ref, "end - start", ido, present & self.lazy_maps)
 
     def scan_tail(self, w: Code, ref, length: str, ido: str, maps: set | None = None) -> None:
         """Stream type, heartbeat and id, then the response's status or the request's
-        service, method and timeout. ``maps``: the lazy maps in locals (None: ``ref`` reads a
-        decoded frame); a part that reads an 'inside' field decodes into the reused frame."""
+        service, method and timeout, read through ``ref``. ``maps``: the lazy maps in locals
+        (None: ``ref`` reads a decoded frame)."""
         b = self.c.bindings
         ex = Exprs(self.c, self.mod, ref, direction="direction", present=frozenset(maps or ()))
         for i, rule in enumerate(self.s.stream):
@@ -425,31 +431,21 @@ class Emitter:
         tests = [ex(e) for e in (self.s.heartbeat and self.s.heartbeat.test, self.s.goaway) if e]
         rid = ex(b["request_id"].expr) if "request_id" in b else "None"
         head = f"{length}, {rid}, {ido}, kind, {' or '.join(tests) or 'False'}"
-        w("if kind is _RESPONSE:").indent()
-        part = ex
-        if maps is not None and self.inside(("status",)):
-            self.decode_scratch(w)
-            part = Exprs(self.c, self.mod, lambda name: f"f.{name}", direction="direction")
-        w(f"return ({head}, None, None, {part(b['status'].expr) if 'status' in b else 'None'})")
-        w.dedent()
-        part = ex
-        if maps is not None and self.inside(("timeout_ms", "service", "method")):
-            self.decode_scratch(w)
-            part = Exprs(self.c, self.mod, lambda name: f"f.{name}", direction="direction")
-        else:
-            used = self.scan_names(("timeout_ms", "service", "method"))
-            for name in sorted(used & set(maps or ())):
-                t = self.c.fields[name].node.type
-                codec, signed = self.length_codec(t), self.signed_length(t)
-                w(f"m_{name} = read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed}) if z_{name} else {{}}")  # fmt: skip
+        w("if kind is _RESPONSE:")
+        w(f"    return ({head}, None, None, {ex(b['status'].expr) if 'status' in b else 'None'})")
+        used = self.scan_names(("timeout_ms", "service", "method"))
+        for name in sorted(used & set(maps or ())):
+            t = self.c.fields[name].node.type
+            codec, signed = self.length_codec(t), self.signed_length(t)
+            w(f"m_{name} = read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed}) if z_{name} else {{}}")  # fmt: skip
         values = []
         for key in ("service", "method"):
             if key not in b:
                 values.append("None")
                 continue
-            code = part(b[key].expr)
+            code = ex(b[key].expr)
             values.append(code if self.is_text(b[key].expr) else f"text({code})")
-        values.append(part(b["timeout_ms"].expr) if "timeout_ms" in b else "None")
+        values.append(ex(b["timeout_ms"].expr) if "timeout_ms" in b else "None")
         w(f"return ({head}, {', '.join(values)})")
 
     def early_constants(self, w: Code) -> None:
