@@ -626,9 +626,7 @@ class Boltv2Protocol(XProtocol):
                     if end > n:
                         return None
                     pos = start + 22
-                    v_class_name = buf[
-                        pos : pos + v_class_len
-                    ].decode()  # (its UTF-8 checked as decode does)
+                    v_class_name = buf[pos : pos + v_class_len].decode()  # (UTF-8 checked)
                     pos += v_class_len
                     at_headers, z_headers = pos, v_header_len  # parsed if a binding reads it
                     pos += v_header_len
@@ -710,9 +708,7 @@ class Boltv2Protocol(XProtocol):
                     if end > n:
                         return None
                     pos = start + 24
-                    v_class_name = buf[
-                        pos : pos + v_class_len
-                    ].decode()  # (its UTF-8 checked as decode does)
+                    v_class_name = buf[pos : pos + v_class_len].decode()  # (UTF-8 checked)
                     pos += v_class_len
                     at_headers, z_headers = pos, v_header_len  # parsed if a binding reads it
                     pos += v_header_len

@@ -364,7 +364,7 @@ class KafkaProtocol(XProtocol):
                 if z == -1:
                     v_client_id = None
                 else:
-                    v_client_id = buf[pos : pos + z].decode()  # (its UTF-8 checked as decode does)
+                    v_client_id = buf[pos : pos + z].decode()  # (UTF-8 checked)
                     pos += z
                 z = end - pos
                 pos += z

@@ -395,7 +395,7 @@ class ThriftProtocol(XProtocol):
                 raise DecodeError(pos, "name: negative size %d" % z)
             if pos + z > end:
                 raise overrun(pos, "name", z)
-            v_name = buf[pos : pos + z].decode()  # (its UTF-8 checked as decode does)
+            v_name = buf[pos : pos + z].decode()  # (UTF-8 checked)
             pos += z
             if pos + 4 > end:
                 raise overrun(pos, "seqid", 4)

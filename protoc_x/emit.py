@@ -930,7 +930,7 @@ class Emitter:
             if name in self.targets:
                 w(f"{obj}._at_{name} = pos - start")
         elif info.kind == "string" and not obj:
-            w(f"{target} = buf[pos : pos + {z}].decode()  # (its UTF-8 checked as decode does)")
+            w(f"{target} = buf[pos : pos + {z}].decode()  # (UTF-8 checked)")
         elif info.kind == "string":
             w(f"{target} = buf[pos : pos + {z}].decode()")  # UnicodeDecodeError: see guard_utf8
         elif info.kind == "map" and name in self.lazy_maps and obj == "f":

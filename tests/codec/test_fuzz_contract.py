@@ -4,7 +4,8 @@ new spec is covered without editing this file).
 For arbitrary bytes, mutated and truncated sample frames, in every direction a protocol takes:
 (a) decode returns a frame, None (need more) or raises DecodeError, nothing else; (b) a frame
 that decodes re-encodes, unmodified, to exactly the bytes it came from; (c) every accessor of
-a decoded frame (and the CLI's JSON view of it) returns, or raises DecodeError. (d) TARS
+a decoded frame (and the CLI's JSON view of it) returns, or raises DecodeError; (e) the fast
+lane's scan agrees with decode. (d) TARS
 packets with fields in any order, duplicated, unknown or nested round-trip too, and setting
 one field replaces only it. Requests also get answers (hijack, success, reply) that decode, and
 a direction that is not a Direction is refused. Deterministic (derandomized), ~10 s."""
@@ -24,7 +25,15 @@ from hypothesis import strategies as st
 import protoc_x.generated
 from protoc_x.cli import frame_json
 from protoc_x.runtime.fieldtypes import tars
-from protoc_x.runtime.api import RUNTIME_CODES, DecodeError, Direction, Match, StreamType, XFrame
+from protoc_x.runtime.api import (
+    RUNTIME_CODES,
+    DecodeError,
+    Direction,
+    Match,
+    StreamType,
+    XFrame,
+    XProtocol,
+)
 from protoc_x.samples import SAMPLES
 
 PROTOCOLS = sorted(m.name for m in pkgutil.iter_modules(protoc_x.generated.__path__))
@@ -108,7 +117,9 @@ def check_contract(proto, data: bytes, direction) -> XFrame | None:
         frame = proto.decode(data, 0, direction)
     except DecodeError as e:
         assert isinstance(e.offset, int) and e.reason
+        check_scan(proto, data, direction, DecodeError)
         return None
+    check_scan(proto, data, direction, frame)
     if frame is None:
         return None
     assert isinstance(frame, proto.frame_class)
@@ -122,6 +133,40 @@ def check_contract(proto, data: bytes, direction) -> XFrame | None:
     assert again is not None and again.length == frame.length
     assert again.encode() == wire
     return frame
+
+
+def scanned(scan, data: bytes, start: int, direction):
+    try:
+        return scan(data, start, direction)
+    except DecodeError as e:
+        assert isinstance(e.offset, int) and e.reason
+        return DecodeError
+
+
+def check_scan(proto, data: bytes, direction, decoded) -> None:
+    """(e) The fast lane's scan agrees with decode: None where decode needs more bytes, a
+    DecodeError where decode has one, else what the decoded frame says (XProtocol.scan, the
+    decode-based default), or a DecodeError where the frame's own accessors raise one; at an
+    offset the same; and a new id packed where the scan found it is what encode writes."""
+    found = scanned(proto.scan, data, 0, direction)
+    assert scanned(proto.scan, b"\x01\x02\x03" + data, 3, direction) == found
+    if decoded is None or decoded is DecodeError:
+        assert found is decoded
+        return
+    expected = scanned(lambda *a: XProtocol.scan(proto, *a), data, 0, direction)
+    if expected is DecodeError:
+        assert found is DecodeError
+        return
+    assert found is not DecodeError and len(found) == 8
+    assert found[:2] + found[3:] == expected[:2] + expected[3:]
+    at = found[2]
+    if at >= 0:
+        other = 2 if found[1] == 1 else 1
+        patched = bytearray(data[: found[0]])
+        proto.id_struct.pack_into(patched, at, other)
+        frame = proto.decode(data, 0, direction)
+        frame.set_request_id(other)
+        assert bytes(patched) == frame.encode()
 
 
 def mutate(data, raw: bytes) -> bytes:
