@@ -383,6 +383,15 @@ class EndpointPool:
             down.hold(self)
             self.held.add(down)
 
+    def unqueue(self, stream: Stream) -> None:
+        """``stream`` gave up waiting for a connection (its deadline): out of the queue, so
+        the circuit breaker counts it pending no more."""
+        try:
+            self.waiting.remove(stream)
+        except ValueError:
+            return
+        self.cluster.pending -= 1
+
     def release_held(self) -> None:
         held, self.held = self.held, set()
         for down in held:

@@ -42,7 +42,7 @@ class Phase(enum.IntEnum):
     DONE = 4
 
 
-_DONE = Phase.DONE
+_DONE, _QUEUED = Phase.DONE, Phase.QUEUED
 
 
 @runtime_checkable
@@ -85,6 +85,9 @@ class Endpoint(Protocol):
 
     endpoint: str  # HOST:PORT
     active: int
+
+    def unqueue(self, stream: "Stream") -> None:
+        """``stream``, waiting for a connection, gave up: it is no longer pending."""
 
 
 @runtime_checkable
@@ -316,6 +319,8 @@ class Stream:
 
     def on_timeout(self) -> None:
         # (Deadlines.fire has taken it off its tick: self.timer is None)
+        if self.phase is _QUEUED:
+            self.endpoint.unqueue(self)  # it waits for a connection no more
         upstream = self.upstream
         if upstream is not None:
             upstream.forget(self)
