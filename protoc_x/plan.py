@@ -236,7 +236,12 @@ class Planner:
                 else:
                     steps.append(Run(code, _width(item, self.c), [item], None, order))
             else:
-                steps.append(Var(item, self.c.fields[item.name]))
+                info = self.c.fields[item.name]
+                if info.int_type is not None:  # an integer that is not fixed-width: a u24
+                    raise SpecError(
+                        info.int_type.pos, "24-bit integers are not supported in this version"
+                    )
+                steps.append(Var(item, info))
         for i, s in enumerate(steps):
             if isinstance(s, Crc) and i != len(steps) - 1:
                 raise SpecError(s.field.pos, "a crc32 field must be the last field of its layout")
