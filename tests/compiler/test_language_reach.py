@@ -49,7 +49,7 @@ protocol reach {
         }
     }
     inside payload when op == call and last == 1 {
-        id_len     u8 = len(ident)
+        id_len     u16 = len(ident)   # little-endian, as the protocol
         ident      string[id_len * 2 - id_len]
         rest_bytes bytes[rest]
     }
@@ -73,11 +73,13 @@ protocol reach {
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reach():
+    # compiled for each test (not once per module): mutation testing runs, for a mutant of the
+    # compiler, only the tests during which the changed function ran
     spec = SPEC.replace("map(varint.unsigned)[count ntags]", "map(varint.unsigned)[count 2]")
     return load_module_source(
-        "reach", compile_source(spec, "reach.xproto", "reach"), "reach.xproto"
+        "reach", compile_source(spec, "reach.xproto", "reach", fmt=False), "reach.xproto"
     ).PROTOCOL
 
 
@@ -96,7 +98,7 @@ def call_frame(user: bytes | None) -> bytes:
     tags = b"".join(varint(len(x)) + x for x in (b"k1", b"v1", b"key2", b"value2"))
     user_part = struct.pack("<h", -1) if user is None else struct.pack("<h", len(user)) + user
     ints = varint(1) + varint(3) + varint(300)  # zigzag: -1, -2, 150
-    payload = bytes([3]) + b"svc" + b"tail"
+    payload = struct.pack("<H", 3) + b"svc" + b"tail"
     body = struct.pack("<q", -5) + tags + user_part + ints + payload
     head = struct.pack("<HBB", 0xBEEF, 2, (3 << 6) | (0b10101 << 1) | 1)
     return head + struct.pack("<I", 4 + len(body)) + body
@@ -124,6 +126,7 @@ def test_call_layout(reach, user):
     assert f.get_stream_type() is StreamType.REQUEST
     assert f.encode() == data
     f.ident = "another-service"
+    assert f.encode().endswith(struct.pack("<H", 15) + b"another-service" + b"tail")
     again = reach.decode(f.encode())
     assert again.get_service() == "another-service" and again.rest_bytes == b"tail"
     for cut in range(len(data)):
