@@ -105,9 +105,9 @@ def _is_fixed(item, checked: Checked) -> bool:
         return True
     if isinstance(item, n.Field):
         info = checked.fields[item.name]
-        return (
-            info.kind in ("int", "enum") and info.int_type is not None and info.int_type.width != 24
-        )
+        # (the checker gives every int and enum field its int_type; a u24 counts too: _fmt
+        # refuses it where its layout is planned)
+        return info.kind in ("int", "enum")
     return False
 
 
@@ -236,12 +236,7 @@ class Planner:
                 else:
                     steps.append(Run(code, _width(item, self.c), [item], None, order))
             else:
-                info = self.c.fields[item.name]
-                if info.int_type is not None:  # an integer that is not fixed-width: a u24
-                    raise SpecError(
-                        info.int_type.pos, "24-bit integers are not supported in this version"
-                    )
-                steps.append(Var(item, info))
+                steps.append(Var(item, self.c.fields[item.name]))
         for i, s in enumerate(steps):
             if isinstance(s, Crc) and i != len(steps) - 1:
                 raise SpecError(s.field.pos, "a crc32 field must be the last field of its layout")
