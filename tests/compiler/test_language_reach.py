@@ -14,6 +14,8 @@ from protoc_x.compiler import compile_source
 from protoc_x.loader import load_module_source
 from protoc_x.runtime.api import DecodeError, StreamType
 
+from .test_bad_specs import variant
+
 SPEC = """\
 # a made-up protocol written against the language reference
 protocol reach {
@@ -154,3 +156,91 @@ def test_ping_layout_and_detection(reach):
     assert reach.match(b"\xef\xbe\x09").name == "FAILED"
     error = reach.hijack(reach.decode(call_frame(b"x")), 404)
     assert reach.decode(error.encode()).get_status() == 1
+
+
+def test_a_length_shorter_than_the_header_is_refused_at_the_length_field(reach):
+    short = struct.pack("<HBBI", 0xBEEF, 1, 0, 3)  # sizeof(frame) = 3 + 4: less than 8
+    with pytest.raises(DecodeError) as e:
+        reach.decode(short)
+    assert (e.value.offset, e.value.reason) == (
+        4,
+        "size: frame length 7 is shorter than its header",
+    )
+
+
+# ---- layouts the planner treats apart: variations of the bad-spec table's good spec ------
+
+
+def _mini(*pairs: str):
+    text = variant(*pairs)
+    return load_module_source(
+        "mini", compile_source(text, "mini.xproto", "mini", fmt=False), "mini.xproto"
+    ).PROTOCOL
+
+
+def _head(dir_: int, id_: int, size: int) -> bytes:
+    return b"\x4d" + bytes([dir_]) + struct.pack(">IH", id_, size)
+
+
+def test_a_summed_frame_with_a_little_endian_run_after_its_header_and_a_sized_field_type():
+    """A big-endian frame: a u16le right after the header is a run of its own (a byte order of
+    its own), counted in the frame's fixed size; a field type sized by a header field."""
+    mini = _mini(
+        "size u16 = len(data)",
+        "size u16 = len(data)\n        nlen u8 = len(name)\n        x u16le",
+        "data bytes[size]",
+        "data bytes[size]\n        name hessian2.string[nlen]",
+    )
+    frame = _head(0, 7, 2) + bytes([4]) + struct.pack("<H", 513) + b"hi" + b"\x03abc"
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.x, f.data, f.name) == (len(frame), 513, b"hi", ["abc"])
+    assert f.encode() == frame
+    for cut in range(len(frame)):
+        assert mini.decode(frame[:cut]) is None
+
+
+def test_a_summed_frame_with_a_fixed_field_between_two_variable_ones():
+    mini = _mini("data bytes[size]", "data bytes[size]\n        tail u16\n        more bytes[2]")
+    frame = _head(0, 7, 2) + b"hi" + struct.pack(">H", 5) + b"mm"
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.data, f.tail, f.more) == (len(frame), b"hi", 5, b"mm")
+    assert f.encode() == frame
+
+
+def test_a_frame_that_starts_with_a_variable_field():
+    """No fixed-width header: the first field is bytes of a constant size."""
+    mini = _mini(
+        "magic u8 = 0x4d\n        dir Dir\n        id u32\n        size u16 = len(data)\n"
+        "        data bytes[size]",
+        "tag bytes[2]\n        magic u8 = 0x4d\n        dir Dir\n        id u32",
+        "detect u8 == 0x4d",
+        "detect u8 at 2 == 0x4d",
+        "error_response { dir = response, data = $message }",
+        "error_response { dir = response }",
+        "body = data\n",
+        "",
+    )
+    frame = b"ab\x4d\x01" + struct.pack(">I", 9)
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.tag, f.dir, f.get_request_id()) == (8, b"ab", 1, 9)
+    assert f.encode() == frame
+
+
+def test_a_length_that_counts_more_than_the_frame():
+    """size = sizeof(frame) + 4: the frame is the length minus four."""
+    mini = _mini(
+        "size u16 = len(data)",
+        "size u16 = sizeof(frame) + 4",
+        "data bytes[size]",
+        "data bytes[rest]",
+    )
+    frame = _head(0, 7, 10 + 4) + b"hi"
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.data) == (10, b"hi")
+    assert f.encode() == frame
+    with pytest.raises(DecodeError) as e:
+        mini.decode(_head(0, 7, 4 + 4) + b"hi")
+    assert (e.value.offset, e.value.reason) == (
+        6,
+        "size: frame length 4 is shorter than its header",
+    )
