@@ -244,3 +244,26 @@ def test_a_length_that_counts_more_than_the_frame():
         6,
         "size: frame length 4 is shorter than its header",
     )
+
+
+def test_a_length_field_after_an_if_is_refused_at_its_own_offset_in_each_layout():
+    """The length field sits at 6 or at 7 by the layout: a length shorter than the header is
+    reported where it sits in the frame at hand (it was at -1: the offset differed by layout)."""
+    mini = _mini(
+        "id u32",
+        "id u32\n        if dir == 1 { x u8 }",
+        "size u16 = len(data)",
+        "size u16 = sizeof(frame)",
+        "data bytes[size]",
+        "data bytes[rest]",
+    )
+    for head, at in ((b"\x4d\x00" + struct.pack(">I", 7), 6), (b"\x4d\x01\0\0\0\x07\x09", 7)):
+        with pytest.raises(DecodeError) as e:
+            mini.decode(head + struct.pack(">H", 3) + b"data")
+        assert (e.value.offset, e.value.reason) == (
+            at,
+            "size: frame length 3 is shorter than its header",
+        )
+        frame = head + struct.pack(">H", at + 4) + b"ab"
+        f = mini.decode(frame + b"next")
+        assert (f.length, f.data) == (at + 4, b"ab")
