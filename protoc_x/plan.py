@@ -263,7 +263,6 @@ class Planner:
                     or e.name in prefix_names
                     for e in _walk_expr(size.expr)
                 )
-                and (s.info.kind != "ext" or True)
             )
             if not ok:
                 raise SpecError(
