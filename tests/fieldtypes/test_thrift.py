@@ -367,6 +367,7 @@ def test_fuzz_mutated_structs(valid_struct, data):
         ("0800", 0, "field header overruns the frame"),
         ("070001", 0, "unknown field type 7"),
         ("08000100", 3, "i32 value overruns the frame"),
+        ("080001", 3, "i32 value overruns the frame"),  # a whole header, no value
         ("0a0001" "00000000000000", 3, "i64 value overruns the frame"),
         ("0b0001" "000000", 3, "string length overruns the frame"),
         ("0b0001" "ffffffff", 3, "negative string length -1"),
@@ -467,6 +468,7 @@ EXACT = [
     ("set", "0a00000001" "0000000000000005", None),
     ("map", "080600000002" "000000010002" "000000030004", None),  # fixed-size entries
     ("map", "0b0b00000001" "00000001" "6b" "00000001" "76", None),
+    ("map", "080b00000002" "00000005" "00000001" "61" "00000006" "00000000", None),  # i32 keys
     ("map", "0c0c00000002" "00000000", None),  # empty structs: two bytes an entry
     ("map", "000000000000", None),  # empty, element types 0
 ]
@@ -509,6 +511,12 @@ def _lists(k: int) -> bytes:
     return b"\x0f\x00\x01" + b"\x0f\x00\x00\x00\x01" * k + b"\x08\x00\x00\x00\x00" + b"\x00"
 
 
+def _maps(k: int) -> bytes:
+    """A struct whose field 1 is a map<i32, map<...>> holding k maps nested, the last empty."""
+    entry = b"\x08\x0d\x00\x00\x00\x01" + b"\x00\x00\x00\x07"  # one entry: key 7, a map
+    return b"\x0d\x00\x01" + entry * k + b"\x08\x08\x00\x00\x00\x00" + b"\x00"
+
+
 def test_nesting_limit_is_exact_for_every_reader():
     ok, deep = _structs(64), _structs(65)
     assert STRUCT.read(ok, 0, len(ok), None) == (ok, len(ok))
@@ -528,6 +536,16 @@ def test_nesting_limit_is_exact_for_every_reader():
             reader.read(deep, 0, len(deep), None)
         assert (e.value.offset, e.value.reason) == (
             3 + 5 * 64,
+            "values nested deeper than 64 levels",
+        )
+    ok, deep = _maps(63), _maps(64)
+    assert STRUCT.read(ok, 0, len(ok), None) == (ok, len(ok))
+    assert field(1, "map").read(ok, 0, len(ok), None) == (ok[3:-1], len(ok) - 1)
+    for reader in (STRUCT, STOP, field(1, "map"), field(2, "i32")):
+        with pytest.raises(DecodeError) as e:
+            reader.read(deep, 0, len(deep), None)
+        assert (e.value.offset, e.value.reason) == (
+            3 + 10 * 64,
             "values nested deeper than 64 levels",
         )
 
