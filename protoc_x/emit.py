@@ -790,7 +790,7 @@ class Emitter:
             w(f"end = start + {total}")
             w(f"if end - start < {prefix + leaf.fixed_tail}:")
             w(
-                f"    raise DecodeError(start + {self.p.offsets.get(size.length_field, 0)}, {size.length_field + ': frame length %d is shorter than its header'!r} % (end - start))"
+                f"    raise DecodeError(start + {size.at}, {size.length_field + ': frame length %d is shorter than its header'!r} % (end - start))"
             )
         else:
             terms = [str(prefix + leaf.fixed_tail)] if prefix + leaf.fixed_tail else []

@@ -57,6 +57,7 @@ class FrameSize:
     mode: str  # "length_field": a field holds sizeof(frame) + delta; "sum": header sizes add up
     length_field: str | None = None
     delta: int = 0  # sizeof(frame) = field_value - delta
+    at: int = 0  # mode length_field: the length field's offset in the frame
     sized: list = field(default_factory=list)  # mode sum: Var items sized by header fields
 
 
@@ -96,7 +97,6 @@ class Plan:
     tree: Node
     insides: dict[str, list[InsidePlan]]
     recomputed: list[str]
-    offsets: dict[str, int]  # fixed offset of each fixed-offset field (for peeks)
     detect_length: int
 
 
@@ -105,9 +105,9 @@ def _is_fixed(item, checked: Checked) -> bool:
         return True
     if isinstance(item, n.Field):
         info = checked.fields[item.name]
-        return (
-            info.kind in ("int", "enum") and info.int_type is not None and info.int_type.width != 24
-        )
+        # (the checker gives every int and enum field its int_type; a u24 counts too: _fmt
+        # refuses it where its layout is planned)
+        return info.kind in ("int", "enum")
     return False
 
 
@@ -143,11 +143,10 @@ class Planner:
     def __init__(self, checked: Checked):
         self.c = checked
         self.order = ">" if checked.spec.byte_order == "big" else "<"
-        self.offsets: dict[str, int] = {}
         self.variants = 0  # if/else tests expanded so far (one more layout each)
 
     def run(self) -> Plan:
-        tree = self.node(list(self.c.spec.frame), [], 0)
+        tree = self.node(list(self.c.spec.frame), [])
         insides = {
             target: [InsidePlan(i, i.items) for i in lst]
             for target, lst in self.c.body_targets.items()
@@ -161,11 +160,10 @@ class Planner:
             and not (isinstance(f.node.value, n.Name))
         ]
         detect_length = max((p.offset + p.type.nbytes for p in self.c.spec.detect), default=0)
-        return Plan(self.c, self.order, tree, insides, recomputed, self.offsets, detect_length)
+        return Plan(self.c, self.order, tree, insides, recomputed, detect_length)
 
-    def node(self, items: list, done: list, offset: int | None, depth: int = 0) -> Node:
-        """Walk ``items``; ``done`` are items already placed on this path (with fixed offsets
-        while ``offset`` is not None)."""
+    def node(self, items: list, done: list, depth: int = 0) -> Node:
+        """Walk ``items``; ``done`` are items already placed on this path."""
         for i, item in enumerate(items):
             if isinstance(item, n.IfBlock):
                 self.variants += 1
@@ -178,25 +176,11 @@ class Planner:
                     )
                 peeks = self.peeks(item.test, done)
                 rest = items[i + 1 :]
-                then = self.node(list(item.body) + rest, done, offset, depth + 1)
-                orelse = self.node(list(item.orelse) + rest, done, offset, depth + 1)
+                then = self.node(list(item.body) + rest, done, depth + 1)
+                orelse = self.node(list(item.orelse) + rest, done, depth + 1)
                 return Branch(item.test, peeks, then, orelse)
-            if offset is not None and _is_fixed(item, self.c):
-                self._place(item, offset)
-                offset += _width(item, self.c)
-            else:
-                offset = None
             done = done + [item]
         return self.leaf(done)
-
-    def _place(self, item, offset: int) -> None:
-        names = [f.name for f in item.fields] if isinstance(item, n.Bits) else [item.name]
-        for name in names:
-            old = self.offsets.get(name)
-            if old is None:
-                self.offsets[name] = offset
-            elif old != offset:
-                self.offsets[name] = -1  # differs by variant: not peekable
 
     def peeks(self, test: n.Expr, done: list) -> list[tuple[str, int]]:
         placed = {}
@@ -252,6 +236,7 @@ class Planner:
     def frame_size(self, steps: list[Step], prefix: Run | None) -> FrameSize:
         prefix_names = set()
         if prefix is not None:
+            at = 0  # the offset of item in the frame
             for item in prefix.items:
                 if isinstance(item, n.Field):
                     prefix_names.add(item.name)
@@ -260,10 +245,11 @@ class Planner:
                         isinstance(e, n.Call) and e.func == "sizeof" for e in _walk_expr(v)
                     ):
                         return FrameSize(
-                            "length_field", length_field=item.name, delta=self._delta(v)
+                            "length_field", length_field=item.name, delta=self._delta(v), at=at
                         )
                 else:
                     prefix_names.update(f.name for f in item.fields)
+                at += _width(item, self.c)
         sized = []
         for s in steps[1:] if prefix is not None else steps:
             if isinstance(s, (Run, Crc)):
@@ -277,7 +263,6 @@ class Planner:
                     or e.name in prefix_names
                     for e in _walk_expr(size.expr)
                 )
-                and (s.info.kind != "ext" or True)
             )
             if not ok:
                 raise SpecError(

@@ -560,11 +560,9 @@ def encode_value(value) -> bytes:
         return b"D" + _F64.pack(value)
     if t is Raw:
         return value.data
-    # subclasses, in the same order (bool before int)
+    # subclasses (bool has none: every bool was written above)
     if isinstance(value, str):
         return encode_string(value)
-    if isinstance(value, bool):
-        return b"T" if value else b"F"
     if isinstance(value, int):
         return encode_int(value)
     if isinstance(value, float):

@@ -14,6 +14,8 @@ from protoc_x.compiler import compile_source
 from protoc_x.loader import load_module_source
 from protoc_x.runtime.api import DecodeError, StreamType
 
+from .test_bad_specs import variant
+
 SPEC = """\
 # a made-up protocol written against the language reference
 protocol reach {
@@ -49,7 +51,7 @@ protocol reach {
         }
     }
     inside payload when op == call and last == 1 {
-        id_len     u8 = len(ident)
+        id_len     u16 = len(ident)   # little-endian, as the protocol
         ident      string[id_len * 2 - id_len]
         rest_bytes bytes[rest]
     }
@@ -73,11 +75,13 @@ protocol reach {
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reach():
+    # compiled for each test (not once per module): mutation testing runs, for a mutant of the
+    # compiler, only the tests during which the changed function ran
     spec = SPEC.replace("map(varint.unsigned)[count ntags]", "map(varint.unsigned)[count 2]")
     return load_module_source(
-        "reach", compile_source(spec, "reach.xproto", "reach"), "reach.xproto"
+        "reach", compile_source(spec, "reach.xproto", "reach", fmt=False), "reach.xproto"
     ).PROTOCOL
 
 
@@ -96,7 +100,7 @@ def call_frame(user: bytes | None) -> bytes:
     tags = b"".join(varint(len(x)) + x for x in (b"k1", b"v1", b"key2", b"value2"))
     user_part = struct.pack("<h", -1) if user is None else struct.pack("<h", len(user)) + user
     ints = varint(1) + varint(3) + varint(300)  # zigzag: -1, -2, 150
-    payload = bytes([3]) + b"svc" + b"tail"
+    payload = struct.pack("<H", 3) + b"svc" + b"tail"
     body = struct.pack("<q", -5) + tags + user_part + ints + payload
     head = struct.pack("<HBB", 0xBEEF, 2, (3 << 6) | (0b10101 << 1) | 1)
     return head + struct.pack("<I", 4 + len(body)) + body
@@ -124,6 +128,7 @@ def test_call_layout(reach, user):
     assert f.get_stream_type() is StreamType.REQUEST
     assert f.encode() == data
     f.ident = "another-service"
+    assert f.encode().endswith(struct.pack("<H", 15) + b"another-service" + b"tail")
     again = reach.decode(f.encode())
     assert again.get_service() == "another-service" and again.rest_bytes == b"tail"
     for cut in range(len(data)):
@@ -151,3 +156,114 @@ def test_ping_layout_and_detection(reach):
     assert reach.match(b"\xef\xbe\x09").name == "FAILED"
     error = reach.hijack(reach.decode(call_frame(b"x")), 404)
     assert reach.decode(error.encode()).get_status() == 1
+
+
+def test_a_length_shorter_than_the_header_is_refused_at_the_length_field(reach):
+    short = struct.pack("<HBBI", 0xBEEF, 1, 0, 3)  # sizeof(frame) = 3 + 4: less than 8
+    with pytest.raises(DecodeError) as e:
+        reach.decode(short)
+    assert (e.value.offset, e.value.reason) == (
+        4,
+        "size: frame length 7 is shorter than its header",
+    )
+
+
+# ---- layouts the planner treats apart: variations of the bad-spec table's good spec ------
+
+
+def _mini(*pairs: str):
+    text = variant(*pairs)
+    return load_module_source(
+        "mini", compile_source(text, "mini.xproto", "mini", fmt=False), "mini.xproto"
+    ).PROTOCOL
+
+
+def _head(dir_: int, id_: int, size: int) -> bytes:
+    return b"\x4d" + bytes([dir_]) + struct.pack(">IH", id_, size)
+
+
+def test_a_summed_frame_with_a_little_endian_run_after_its_header_and_a_sized_field_type():
+    """A big-endian frame: a u16le right after the header is a run of its own (a byte order of
+    its own), counted in the frame's fixed size; a field type sized by a header field."""
+    mini = _mini(
+        "size u16 = len(data)",
+        "size u16 = len(data)\n        nlen u8 = len(name)\n        x u16le",
+        "data bytes[size]",
+        "data bytes[size]\n        name hessian2.string[nlen]",
+    )
+    frame = _head(0, 7, 2) + bytes([4]) + struct.pack("<H", 513) + b"hi" + b"\x03abc"
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.x, f.data, f.name) == (len(frame), 513, b"hi", ["abc"])
+    assert f.encode() == frame
+    for cut in range(len(frame)):
+        assert mini.decode(frame[:cut]) is None
+
+
+def test_a_summed_frame_with_a_fixed_field_between_two_variable_ones():
+    mini = _mini("data bytes[size]", "data bytes[size]\n        tail u16\n        more bytes[2]")
+    frame = _head(0, 7, 2) + b"hi" + struct.pack(">H", 5) + b"mm"
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.data, f.tail, f.more) == (len(frame), b"hi", 5, b"mm")
+    assert f.encode() == frame
+
+
+def test_a_frame_that_starts_with_a_variable_field():
+    """No fixed-width header: the first field is bytes of a constant size."""
+    mini = _mini(
+        "magic u8 = 0x4d\n        dir Dir\n        id u32\n        size u16 = len(data)\n"
+        "        data bytes[size]",
+        "tag bytes[2]\n        magic u8 = 0x4d\n        dir Dir\n        id u32",
+        "detect u8 == 0x4d",
+        "detect u8 at 2 == 0x4d",
+        "error_response { dir = response, data = $message }",
+        "error_response { dir = response }",
+        "body = data\n",
+        "",
+    )
+    frame = b"ab\x4d\x01" + struct.pack(">I", 9)
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.tag, f.dir, f.get_request_id()) == (8, b"ab", 1, 9)
+    assert f.encode() == frame
+
+
+def test_a_length_that_counts_more_than_the_frame():
+    """size = sizeof(frame) + 4: the frame is the length minus four."""
+    mini = _mini(
+        "size u16 = len(data)",
+        "size u16 = sizeof(frame) + 4",
+        "data bytes[size]",
+        "data bytes[rest]",
+    )
+    frame = _head(0, 7, 10 + 4) + b"hi"
+    f = mini.decode(frame + b"next")
+    assert (f.length, f.data) == (10, b"hi")
+    assert f.encode() == frame
+    with pytest.raises(DecodeError) as e:
+        mini.decode(_head(0, 7, 4 + 4) + b"hi")
+    assert (e.value.offset, e.value.reason) == (
+        6,
+        "size: frame length 4 is shorter than its header",
+    )
+
+
+def test_a_length_field_after_an_if_is_refused_at_its_own_offset_in_each_layout():
+    """The length field sits at 6 or at 7 by the layout: a length shorter than the header is
+    reported where it sits in the frame at hand (it was at -1: the offset differed by layout)."""
+    mini = _mini(
+        "id u32",
+        "id u32\n        if dir == 1 { x u8 }",
+        "size u16 = len(data)",
+        "size u16 = sizeof(frame)",
+        "data bytes[size]",
+        "data bytes[rest]",
+    )
+    for head, at in ((b"\x4d\x00" + struct.pack(">I", 7), 6), (b"\x4d\x01\0\0\0\x07\x09", 7)):
+        with pytest.raises(DecodeError) as e:
+            mini.decode(head + struct.pack(">H", 3) + b"data")
+        assert (e.value.offset, e.value.reason) == (
+            at,
+            "size: frame length 3 is shorter than its header",
+        )
+        frame = head + struct.pack(">H", at + 4) + b"ab"
+        f = mini.decode(frame + b"next")
+        assert (f.length, f.data) == (at + 4, b"ab")

@@ -106,14 +106,19 @@ def test_int_spec_vectors(hexed, value):
         (48, "c8 30"),
         (-17, "c7 ef"),
         (-2048, "c0 00"),
+        (-2049, "d3 f7 ff"),
         (2047, "cf ff"),
         (2048, "d4 08 00"),
         (-262144, "d0 00 00"),
+        (-262145, "49 ff fb ff ff"),
         (262143, "d7 ff ff"),
         (262144, "49 00 04 00 00"),
         (-(2**31), "49 80 00 00 00"),
+        (2**31 - 1, "49 7f ff ff ff"),
+        (-(2**31) - 1, "4c ff ff ff ff 7f ff ff ff"),
         (2**31, "4c 00 00 00 00 80 00 00 00"),
         (-(2**63), "4c 80 00 00 00 00 00 00 00"),
+        (2**63 - 1, "4c 7f ff ff ff ff ff ff ff"),
     ],
 )
 def test_int_writes_java_forms(value, hexed):
@@ -121,12 +126,29 @@ def test_int_writes_java_forms(value, hexed):
 
 
 def test_int_errors():
-    with pytest.raises(ValueError):
-        INT.write(2**63, None)
-    for bad, offset in [("", 0), ("c8", 0), ("49 00 00", 0), ("4e", 0), ("05 'hello'", 0)]:
+    for too_big in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError) as e:
+            INT.write(too_big, None)
+        assert str(e.value) == f"hessian2 int {too_big} overflows 64 bits"
+    with pytest.raises(ValueError) as e:
+        INT.write(None, None)
+    assert str(e.value) == "hessian2.int cannot write None"
+    for bad, offset, reason in [
+        ("", 0, "expected an int, found the end of the frame"),
+        ("c8", 0, "int overruns the frame"),
+        ("d0 00", 0, "int overruns the frame"),
+        ("49 00 00", 0, "int overruns the frame"),
+        ("f0", 0, "long overruns the frame"),
+        ("38 00", 0, "long overruns the frame"),
+        ("59 00 00 00", 0, "long overruns the frame"),
+        ("4c 00 00 00 00 00 00 00", 0, "long overruns the frame"),
+        ("4e", 0, "expected an int, found code 0x4e"),
+        ("5b", 0, "expected an int, found code 0x5b"),  # a double is not an int
+        ("05 'hello'", 0, "expected an int, found code 0x05"),
+    ]:
         with pytest.raises(DecodeError) as e:
             read(INT, x(bad))
-        assert e.value.offset == offset
+        assert (e.value.offset, e.value.reason) == (offset, reason)
 
 
 @given(st.integers(-(2**63), 2**63 - 1))
@@ -166,25 +188,36 @@ def test_string_vectors(hexed, value):
 
 
 @pytest.mark.parametrize(
-    "hexed,offset",
+    "hexed,offset,reason",
     [
-        ("", 0),
-        ("05 'hell'", 1),
-        ("30", 0),
-        ("53 00", 0),
-        ("01 f0 9f 98 80", 1),  # a 2-unit character in a 1-unit string
-        ("01 ed a0 bd", 0),  # a lone surrogate
-        ("02 'a' ff", 2),  # not UTF-8
-        ("02 c0 80", 1),  # overlong (Java's modified UTF-8 NUL): not UTF-8
-        ("52 00 01 'a'", 4),  # a chunk without the rest
-        ("52 00 01 'a' 90", 4),  # a chunk followed by an int
-        ("91", 0),  # not a string
+        ("", 0, "expected a string, found the end of the frame"),
+        ("05 'hell'", 1, "string overruns the frame"),
+        ("30", 0, "string length overruns the frame"),
+        ("53 00", 0, "string length overruns the frame"),
+        # a 2-unit character in a 1-unit string
+        ("01 f0 9f 98 80", 1, "a character crosses the end of the string"),
+        # a lone surrogate
+        ("01 ed a0 bd", 0, "string holds an unpaired UTF-16 surrogate"),
+        # not UTF-8
+        ("02 'a' ff", 2, "string overruns the frame"),
+        # overlong (Java's modified UTF-8 NUL): not UTF-8
+        ("02 c0 80", 1, "invalid UTF-8 in a string"),
+        # a chunk without the rest
+        ("52 00 01 'a'", 4, "string chunk is not followed by the rest of the string"),
+        # a chunk followed by an int
+        ("52 00 01 'a' 90", 4, "expected a string chunk, found code 0x90"),
+        # not a string
+        ("91", 0, "expected a string, found code 0x91"),
+        ("31", 0, "string length overruns the frame"),
+        ("52 00", 0, "string length overruns the frame"),
+        # a character cut by the end of the frame
+        ("02 c3", 1, "string overruns the frame"),
     ],
 )
-def test_string_errors(hexed, offset):
+def test_string_errors(hexed, offset, reason):
     with pytest.raises(DecodeError) as e:
         read(STRING, x(hexed))
-    assert e.value.offset == offset
+    assert (e.value.offset, e.value.reason) == (offset, reason)
 
 
 def test_string_never_reads_past_end():
@@ -262,6 +295,14 @@ SPEC_VALUES = [
     "34 03 " + "00" * 3,
     "42 00 02 aa bb",
     "41 00 01 aa 23 01 02 03",  # binary chunk then a short final part
+    "41 00 01 aa 20",  # ... an empty one
+    "41 00 01 aa 2f" + " 0f" * 15,  # ... one of 15 bytes
+    "41 00 01 aa 34 00",  # ... a two-byte length of 0
+    "41 00 01 aa 37 00" + " 37" * 0x300,  # ... the longest code, 0x300 bytes
+    "42 00 00",  # an empty final chunk
+    "43 01 'A' 90 44 3f f0 00 00 00 00 00 00",  # a class definition, then a double
+    "43 01 'A' 90 43 01 'B' 91 01 'f' 61 90",  # two class definitions, then an object of B
+    "51 90",  # a reference to the first object
     "4a 00 00 00 d0 4b 92 84 b8",  # date, 09:51:31 May 8, 1998 UTC
     "4b 00 e3 83 8f",  # date in minutes
     "5b",
@@ -330,43 +371,85 @@ def test_context_is_shared_between_values():
 
 
 @pytest.mark.parametrize(
-    "hexed,offset",
+    "hexed,offset,reason",
     [
-        ("", 0),
-        ("5a", 0),  # end of list without a list
-        ("40", 0),  # reserved codes
-        ("45", 0),
-        ("47", 0),
-        ("50", 0),
-        ("44 00 00", 0),
-        ("4a 00", 0),
-        ("23 01 02", 0),
-        ("34", 0),
-        ("34 05 00", 0),
-        ("41 00 02 aa bb", 5),  # binary chunk without the rest
-        ("41 00 01 aa 91", 4),  # binary chunk followed by an int
-        ("57 90 91", 3),  # no 'Z'
-        ("58 8f", 1),  # negative length
-        ("58 49 7f ff ff ff 90", 1),  # huge length
-        ("56 04 '[int' 49 7f ff ff ff", 6),
-        ("70 91", 1),  # a type must be a string or an int
-        ("71 91 90", 1),  # type ref to an unknown type
-        ("48 91 5a", 2),  # a key without its value
-        ("4d", 1),
-        ("60", 0),  # object of an unknown class
-        ("4f 90", 0),
-        ("43 03 'Foo' 91 03 'bar'", 10),  # class definition without its value
-        ("43 03 'Foo' 8f", 5),  # negative field count
-        ("43 03 'Foo' 49 00 00 ff ff", 5),  # more fields than bytes
-        ("43 91 90 60", 1),  # class name not a string
-        ("51 8f", 0),  # negative ref
-        ("51", 1),
+        ("", 0, "expected a value, found the end of the frame"),
+        # end of list without a list
+        ("5a", 0, "unexpected end of list or map ('Z')"),
+        # reserved codes
+        ("40", 0, "unknown value code 0x40"),
+        ("45", 0, "unknown value code 0x45"),
+        ("47", 0, "unknown value code 0x47"),
+        ("50", 0, "unknown value code 0x50"),
+        ("44 00 00", 0, "value 0x44 overruns the frame"),
+        ("4a 00", 0, "value 0x4a overruns the frame"),
+        ("23 01 02", 0, "value 0x23 overruns the frame"),
+        ("34", 0, "binary length overruns the frame"),
+        ("34 05 00", 0, "binary overruns the frame"),
+        # binary chunk without the rest
+        ("41 00 02 aa bb", 5, "binary chunk is not followed by the rest of the binary"),
+        # binary chunk followed by an int
+        ("41 00 01 aa 91", 4, "expected a binary chunk, found code 0x91"),
+        # no 'Z'
+        ("57 90 91", 3, "list has no end ('Z') before the end of the frame"),
+        # negative length
+        ("58 8f", 1, "bad list length -1"),
+        # huge length
+        ("58 49 7f ff ff ff 90", 1, "bad list length 2147483647"),
+        ("56 04 '[int' 49 7f ff ff ff", 6, "bad list length 2147483647"),
+        # a type must be a string or an int
+        ("70 91", 1, "type reference 1 to an unknown type"),
+        # type ref to an unknown type
+        ("71 91 90", 1, "type reference 1 to an unknown type"),
+        # a key without its value
+        ("48 91 5a", 2, "unexpected end of list or map ('Z')"),
+        ("4d", 1, "expected a type, found the end of the frame"),
+        # object of an unknown class
+        ("60", 0, "object of unknown class definition 0"),
+        ("4f 90", 0, "object of unknown class definition 0"),
+        # class definition without its value
+        ("43 03 'Foo' 91 03 'bar'", 10, "class definition is not followed by a value"),
+        # negative field count
+        ("43 03 'Foo' 8f", 5, "bad field count -1 in class definition 'Foo'"),
+        # more fields than bytes
+        ("43 03 'Foo' 49 00 00 ff ff", 5, "bad field count 65535 in class definition 'Foo'"),
+        # class name not a string
+        ("43 91 90 60", 1, "expected a string, found code 0x91"),
+        # negative ref
+        ("51 8f", 0, "negative reference -1"),
+        ("51", 1, "expected an int, found the end of the frame"),
+        ("34 05 00", 0, "binary overruns the frame"),
+        # a 2-byte binary length of 0x301
+        ("37 01 02", 0, "binary overruns the frame"),
+        ("41 00", 0, "binary length overruns the frame"),
+        # a string code after a binary chunk
+        ("41 00 01 aa 30", 4, "expected a binary chunk, found code 0x30"),
+        # a short final part of 15 bytes, with one
+        ("41 00 01 aa 2f 01", 4, "binary overruns the frame"),
+        ("41 00 01 aa 37 00", 4, "binary overruns the frame"),
+        ("42 00 01", 0, "binary overruns the frame"),
+        ("57 90 91", 3, "list has no end ('Z') before the end of the frame"),
+        # a key at the end of the frame
+        ("48 91", 2, "expected a value, found the end of the frame"),
+        # no 'Z'
+        ("48 91 90", 3, "map has no end ('Z') before the end of the frame"),
+        # one field, named '': as many fields as bytes left
+        ("43 01 'A' 91 00", 5, "class definition is not followed by a value"),
+        # five fields, one byte left
+        ("43 01 'A' 95 00", 3, "bad field count 5 in class definition 'A'"),
+        ("51 8e", 0, "negative reference -2"),
+        ("c8", 0, "value 0xc8 overruns the frame"),
+        ("5f 00 00 00", 0, "value 0x5f overruns the frame"),
+        # 65 lists nested: one level too many
+        ("79" * 65 + " 4e", 64, "values nested deeper than 64 levels"),
+        # 65 maps nested
+        ("48 90 " * 65 + "4e", 128, "values nested deeper than 64 levels"),
     ],
 )
-def test_any_errors(hexed, offset):
+def test_any_errors(hexed, offset, reason):
     with pytest.raises(DecodeError) as e:
         read(ANY, x(hexed))
-    assert e.value.offset == offset
+    assert (e.value.offset, e.value.reason) == (offset, reason)
 
 
 def test_deep_nesting_is_a_decode_error():
@@ -450,10 +533,95 @@ def test_map_write():
 
 
 def test_map_errors():
-    for bad, offset in [("", 0), ("91", 0), ("48", 1), ("48 01 'a'", 3), ("4d 91", 1)]:
+    for bad, offset, reason in [
+        ("", 0, "expected a map, found the end of the frame"),
+        ("91", 0, "expected a map, found code 0x91"),
+        ("48", 1, "map has no end ('Z') before the end of the frame"),
+        ("48 01 'a'", 3, "expected a value, found the end of the frame"),
+        ("4d 91", 1, "type reference 1 to an unknown type"),
+        ("48 01 'a' 5d", 3, "double overruns the frame"),
+        ("48 01 'a' 5e 00", 3, "double overruns the frame"),
+        ("48 01 'a' 5f 00 00 00", 3, "double overruns the frame"),
+        ("48 01 'a' 44 00 00 00 00 00 00 00", 3, "double overruns the frame"),
+    ]:
         with pytest.raises(DecodeError) as e:
             read(MAP, x(bad))
-        assert e.value.offset == offset
+        assert (e.value.offset, e.value.reason) == (offset, reason)
+
+
+def test_map_reads_every_double_form_to_its_end():
+    # each form at the very end of the map's bytes, then the next key: exact sizes and values
+    data = x(
+        "48 01 'a' 5b 01 'b' 5c 01 'c' 5d 80 01 'd' 5e 80 00 01 'e' 5f ff ff fc 18"
+        " 01 'f' 44 c0 28 80 00 00 00 00 00 01 'g' 5d 7f 5a"
+    )
+    assert read(MAP, data) == (
+        {"a": 0.0, "b": 1.0, "c": -128.0, "d": -32768.0, "e": -1.0, "f": -12.25, "g": 127.0},
+        len(data),
+    )
+    for form in ("5d 7f", "5e 7f ff", "5f 00 00 03 e8", "44 3f f0 00 00 00 00 00 00"):
+        whole = x("48 01 'a' " + form + " 5a")
+        assert read(MAP, whole)[1] == len(whole)
+
+
+def test_map_writes_subclasses_of_simple_values_as_their_base():
+    class Text(str):
+        pass
+
+    class Number(int):
+        pass
+
+    class Real(float):
+        pass
+
+    value = {Text("a"): Number(3), "b": Real(1.5), "c": Text("é")}
+    assert MAP.write(value, None) == x(
+        "48 01 'a' 93 01 'b' 44 3f f8 00 00 00 00 00 00 01 'c' 01 c3 a9 5a"
+    )
+    assert MAP.write({"t": True, "f": False}, None) == x("48 01 't' 54 01 'f' 46 5a")
+    with pytest.raises(TypeError) as e:
+        MAP.write({"a": object()}, None)
+    assert str(e.value) == "hessian2.map cannot write a object"
+
+
+def test_any_writes_raw_values_and_null():
+    assert ANY.write(None, None) == b"N"
+    assert ANY.write(Raw(x("7a 90 91")), None) == x("7a 90 91")
+    assert ANY.write(bytearray(b"\x90"), None) == b"\x90"
+
+
+def test_string_chunks_around_surrogate_pairs():
+    for char, units in (("\U00010000", "ed a0 80 ed b0 80"), ("\U0010ffff", "ed af bf ed bf bf")):
+        # the pair would straddle 0x8000 units: the chunk stops before its high surrogate
+        text = "a" * 0x7FFF + char + "b"
+        data = STRING.write(text, None)
+        assert data == b"R\x7f\xff" + b"a" * 0x7FFF + x("03 " + units + " 'b'")
+        assert read(STRING, data) == (text, len(data))
+    text = "😀" * 0x4001  # 0x8002 units: the first chunk ends between two pairs
+    data = STRING.write(text, None)
+    assert data == b"R\x80\x00" + x("ed a0 bd ed b8 80") * 0x4000 + x("02 ed a0 bd ed b8 80")
+    assert read(STRING, data) == (text, len(data))
+
+
+@pytest.mark.parametrize(
+    "text,head",
+    [
+        ("a" * 31, "1f"),
+        ("a" * 32, "53 00 20"),
+        ("é" * 31, "1f"),
+        ("a" * 0x8000, "53 80 00"),
+    ],
+)
+def test_sofa_draft_strings(text, head):
+    sofa = h2.FUNCTIONS["sofa_exception"]
+    body = sofa("E", text)
+    assert body.endswith(x(head) + text.encode() + b"NN")
+
+
+def test_sofa_draft_string_chunks():
+    sofa = h2.FUNCTIONS["sofa_exception"]
+    body = sofa("E", "a" * 0x8001)
+    assert body.endswith(b"s\x80\x00" + b"a" * 0x8000 + b"S\x00\x01aNN")
 
 
 SIMPLE = st.one_of(

@@ -316,3 +316,130 @@ def test_fuzz_mutated_stream(data):
         buf[i] = data.draw(st.integers(0, 255))
     end = data.draw(st.integers(0, len(buf)))
     _check(bytes(buf), end)
+
+
+# ---- exact errors, exact boundaries ------------------------------------------------------
+
+
+def _h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+@pytest.mark.parametrize(
+    "value,hexed",
+    [
+        (-128, "10 80"),
+        (-129, "11 ff7f"),
+        (127, "10 7f"),
+        (128, "11 0080"),
+        (-32768, "11 8000"),
+        (-32769, "12 ffff7fff"),
+        (32767, "11 7fff"),
+        (32768, "12 00008000"),
+        (-(2**31), "12 80000000"),
+        (-(2**31) - 1, "13 ffffffff7fffffff"),
+        (2**31 - 1, "12 7fffffff"),
+        (2**31, "13 0000000080000000"),
+        (-(2**63), "13 8000000000000000"),
+        (2**63 - 1, "13 7fffffffffffffff"),
+    ],
+)
+def test_int_widths_on_both_sides_of_each_limit(value, hexed):
+    data = _h(hexed)
+    assert Int(1).write(value, None) == data
+    assert Int(1).read(data, 0, len(data), None) == (value, len(data))
+
+
+def test_int_and_tag_limits_say_what():
+    for too_big in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError) as e:
+            Int(1).write(too_big, None)
+        assert str(e.value) == f"tars int {too_big} overflows 64 bits"
+    for tag in (-1, 256):
+        with pytest.raises(ValueError) as e:
+            Int(tag)
+        assert str(e.value) == f"tars tag {tag} is not in 0..255"
+    assert Int(255).write(1, None) == _h("f0 ff 01")
+
+
+@pytest.mark.parametrize(
+    "reader,hexed,offset,reason",
+    [
+        (Map(2), "20 01", 0, "expected a map, found int1"),
+        (Map(2), "28 00 02 06 00 16 00", 3, "map of 2 entries overruns the frame"),
+        (Map(2), "28 00 01 06 02 61 62 16", 8, "string length overruns the frame"),
+        (Map(2), "28 00 01 06 01 61 10 05", 6, "expected a string, found int1"),
+        (Map(2), "28 00 01 f6 01 01 61 16 01 62", 3, "map entry has tag 1, expected 0"),
+        (Map(2), "28 00 01 06 00 16", 3, "map of 1 entries overruns the frame"),
+        (Map(2), "28 00 01 06 00 16 02 61", 6, "string overruns the frame"),
+        (Map(2), "28 00 01 06 02 6162 f6", 7, "head overruns the frame"),
+        (Map(2), "28 00 01 06 03 616263", 8, "map overruns the frame"),
+        (Map(2), "28 00 ff", 1, "negative length -1"),
+        (Map(2), "28", 1, "expected a length, found the end of the frame"),
+        (Map(2), "28 1001", 1, "expected a length (int, tag 0), found int1 tag 1"),
+        (String(1), "10 05", 0, "expected a string, found int1"),
+        (String(1), "16", 1, "string length overruns the frame"),
+        (String(1), "17 000000", 1, "string length overruns the frame"),
+        (String(1), "16 03 6162", 1, "string overruns the frame"),
+        (String(1), "16 02 c328", 2, "invalid UTF-8 in a string"),
+        (Int(1), "14 00000000", 0, "expected an integer, found float"),
+        (Int(1), "12 000000", 1, "int4 overruns the frame"),
+        (Int(1), "f0", 0, "head overruns the frame"),
+        (Bytes(1), "10 05", 0, "expected bytes (simple list), found int1"),
+        (Bytes(1), "1d", 1, "simple list overruns the frame"),
+        (Bytes(1), "1d 01", 1, "simple list of int2, expected int1"),
+        (Bytes(1), "1d f0", 1, "head overruns the frame"),
+        (Bytes(1), "1d 00 00 03 6162", 4, "simple list of 3 bytes overruns the frame"),
+        (Bytes(1), "19 00 03 00", 3, "list of 3 elements overruns the frame"),
+        (Bytes(1), "19 00 01 00", 3, "list element overruns the frame"),
+        (Bytes(1), "19 00 01 01 00 05", 3, "a byte list element must be an int1 with tag 0"),
+        (Any(1), "1e", 1, "value of unknown type 14"),
+        (Any(1), "19 00 02 0c", 3, "list of 2 fields overruns the frame"),
+        (Any(1), "18 00 01 0c", 3, "map of 2 fields overruns the frame"),
+        (Any(1), "19 00 01 f0", 3, "head overruns the frame"),
+        (Any(1), "1a f0", 1, "head overruns the frame"),
+        (Any(1), "1a 0c", 2, "struct has no end before the end of the frame"),
+        (Any(1), "1d f0", 1, "head overruns the frame"),
+        (Any(1), "1d 00 00 02 61", 4, "simple list of 2 bytes overruns the frame"),
+        (Any(1), "17 00000002 61", 1, "string overruns the frame"),
+        (Any(1), "16 02 61", 1, "string overruns the frame"),
+        (Any(1), "15 000000", 1, "double overruns the frame"),
+        (T["rest"](), "f0", 0, "head overruns the frame"),
+        (T["rest"](), "0c f0", 1, "head overruns the frame"),
+        (T["rest"](), "f0 0c", 2, "int1 overruns the frame"),
+    ],
+)
+def test_errors_say_where_and_what(reader, hexed, offset, reason):
+    data = _h(hexed)
+    with pytest.raises(DecodeError) as e:
+        reader.read(data, 0, len(data), None)
+    assert (e.value.offset, e.value.reason) == (offset, reason)
+
+
+def _structs(k: int) -> bytes:
+    return b"\x0a" * k + b"\x0b" * k
+
+
+def test_nesting_limit_is_exact_for_every_reader():
+    """64 structs nested read, skipped, kept after a value and kept as rest; 65 do not."""
+    rest = T["rest"]()
+    for k, ok in ((64, True), (65, False)):
+        data = _structs(k)
+        after = b"\x10\x01" + data  # structs of tag 0 after an int of tag 1: kept with it
+        # (reader, bytes, where it stops when the nesting is allowed)
+        for reader, buf, stop in (
+            (Any(0), data, len(data)),
+            (Int(5), data, 0),  # skipped, then absent at the end: nothing consumed
+            (rest, data, len(data)),
+            (Int(1), after, len(after)),
+        ):
+            if ok:
+                assert reader.read(buf, 0, len(buf), None)[1] == stop
+            else:
+                with pytest.raises(DecodeError) as e:
+                    reader.read(buf, 0, len(buf), None)
+                where = 65 + (2 if buf is after else 0)
+                assert (e.value.offset, e.value.reason) == (
+                    where,
+                    "values nested deeper than 64 levels",
+                )

@@ -355,3 +355,203 @@ def test_fuzz_mutated_structs(valid_struct, data):
         buf[i] = data.draw(st.integers(0, 255))
     end = data.draw(st.integers(0, len(buf)))
     _check(bytes(buf), end)
+
+
+# ---- exact errors, exact boundaries ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hexed,offset,reason",
+    [
+        ("", 0, "struct has no STOP before the end of the frame"),
+        ("0800", 0, "field header overruns the frame"),
+        ("070001", 0, "unknown field type 7"),
+        ("08000100", 3, "i32 value overruns the frame"),
+        ("080001", 3, "i32 value overruns the frame"),  # a whole header, no value
+        ("0a0001" "00000000000000", 3, "i64 value overruns the frame"),
+        ("0b0001" "000000", 3, "string length overruns the frame"),
+        ("0b0001" "ffffffff", 3, "negative string length -1"),
+        ("0b0001" "00000005abcd", 3, "string of 5 bytes overruns the frame"),
+        ("0d0001" "000000", 3, "map header overruns the frame"),
+        ("0d0001" "0b0bffffffff", 5, "negative map size -1"),
+        ("0d0001" "070b00000001", 3, "unknown map key type 7"),
+        ("0d0001" "0b0700000001", 4, "unknown map value type 7"),
+        (
+            "0d0001" "080800000002" "0000000100000002" "000000",
+            9,
+            "map of 2 entries overruns the frame",
+        ),
+        ("0d0001" "0b0b00000002" "00", 9, "map of 2 entries overruns the frame"),
+        ("0f0001" "0800", 3, "list header overruns the frame"),
+        ("0e0001" "0800", 3, "set header overruns the frame"),
+        ("0f0001" "08fffffffe", 4, "negative list size -2"),
+        ("0e0001" "0700000001", 3, "unknown set element type 7"),
+        ("0f0001" "0800000002" "00000001", 8, "list of 2 elements overruns the frame"),
+        ("0f0001" "0b00000002" "00", 8, "list of 2 elements overruns the frame"),
+        ("0e0001" "1000000001" + "00" * 15, 8, "set of 1 elements overruns the frame"),
+    ],
+)
+def test_struct_errors_say_where_and_what(hexed, offset, reason):
+    data = bytes.fromhex(hexed)
+    with pytest.raises(DecodeError) as e:
+        STRUCT.read(data, 0, len(data), None)
+    assert (e.value.offset, e.value.reason) == (offset, reason)
+
+
+@pytest.mark.parametrize(
+    "kind,hexed,offset,reason",
+    [
+        ("bool", "020001", 3, "bool overruns the frame"),
+        ("byte", "030001", 3, "byte overruns the frame"),
+        ("i16", "06000100", 3, "i16 overruns the frame"),
+        ("i32", "080001000000", 3, "i32 overruns the frame"),
+        ("i32", "080001", 3, "i32 overruns the frame"),
+        ("i64", "0a0001" "00000000000000", 3, "i64 overruns the frame"),
+        ("double", "040001" "00000000000000", 3, "double overruns the frame"),
+        ("binary", "0b0001" "000000", 3, "binary length overruns the frame"),
+        ("binary", "0b0001" "ffffffff", 3, "negative binary length -1"),
+        ("binary", "0b0001" "00000003ab", 3, "binary of 3 bytes overruns the frame"),
+        ("string", "0b0001" "000000", 3, "string length overruns the frame"),
+        ("string", "0b0001" "fffffffe", 3, "negative string length -2"),
+        ("string", "0b0001" "00000003ab", 3, "string of 3 bytes overruns the frame"),
+        ("string", "0b0001" "00000003" "61c328", 8, "invalid UTF-8 in a string"),
+        ("i32", "07" "0001", 0, "field 1 is type 7 on the wire, expected i32"),
+        ("string", "08" "0001" "00000001", 0, "field 1 is i32 on the wire, expected string"),
+        ("i32", "0b", 0, "field header overruns the frame"),
+        ("i32", "0b00", 0, "field header overruns the frame"),
+        ("i32", "070000", 0, "unknown field type 7"),  # a lower id, skipped: a type is needed
+        ("list", "0f0001" "0800000001", 8, "list of 1 elements overruns the frame"),
+    ],
+)
+def test_field_errors_say_where_and_what(kind, hexed, offset, reason):
+    data = bytes.fromhex(hexed)
+    with pytest.raises(DecodeError) as e:
+        field(1, kind).read(data, 0, len(data), None)
+    assert (e.value.offset, e.value.reason) == (offset, reason)
+
+
+def test_field_parameters_are_checked_with_their_message():
+    with pytest.raises(ValueError) as e:
+        field(1, "float")
+    assert str(e.value) == (
+        "thrift.field: unknown kind 'float' (have: bool, byte, i16, i32, i64, double, string,"
+        " binary, struct, list, set, map)"
+    )
+    for bad in (-(2**15) - 1, 2**15):
+        with pytest.raises(ValueError) as e:
+            field(bad, "i32")
+        assert str(e.value) == f"thrift.field: id {bad} does not fit in an i16"
+    for good in (-(2**15), 2**15 - 1):
+        assert (
+            field(good, "i32").write(5, None)
+            == b"\x08" + struct.pack(">h", good) + b"\x00\x00\x00\x05"
+        )
+
+
+# (kind, one value of it on the wire, what field() reads it as; None: its raw bytes)
+EXACT = [
+    ("bool", "01", True),
+    ("byte", "ff", -1),
+    ("i16", "fffe", -2),
+    ("i32", "00010000", 65536),
+    ("i64", "8000000000000000", -(2**63)),
+    ("double", "3ff8000000000000", 1.5),
+    ("string", "00000003" "616263", "abc"),
+    ("string", "00000000", ""),
+    ("binary", "00000002" "00ff", b"\x00\xff"),
+    ("struct", "08000100000007" "00", None),
+    ("struct", "00", None),
+    ("list", "0800000002" "0000000100000002", None),  # fixed-size elements
+    ("list", "0b00000002" "00000001" "61" "00000000", None),  # variable-size elements
+    ("list", "0c00000003" "000000", None),  # three empty structs: one byte each
+    ("list", "0000000000", None),  # empty, with element type 0
+    ("set", "0a00000001" "0000000000000005", None),
+    ("map", "080600000002" "000000010002" "000000030004", None),  # fixed-size entries
+    ("map", "0b0b00000001" "00000001" "6b" "00000001" "76", None),
+    ("map", "080b00000002" "00000005" "00000001" "61" "00000006" "00000000", None),  # i32 keys
+    ("map", "0c0c00000002" "00000000", None),  # empty structs: two bytes an entry
+    ("map", "000000000000", None),  # empty, element types 0
+]
+
+
+@pytest.mark.parametrize("kind,hexed,value", EXACT)
+def test_a_value_that_ends_the_frame_exactly_is_read_and_skipped(kind, hexed, value):
+    f = field(1, kind)
+    body = bytes.fromhex(hexed)
+    data = f._header + body
+    end = len(data)
+    expected = body if value is None else value
+    assert f.read(data, 0, end, None) == (expected, end)
+    assert f.write(expected, None) == data
+    # skipped on the way to a higher id, which is absent at the end of the frame
+    assert field(2, "i32").read(data, 0, end, None) == (None, end)
+    assert STOP.read(data + b"\x00", 0, end + 1, None) == (None, end + 1)
+    # one byte short: an error, never a value read past the end
+    with pytest.raises(DecodeError):
+        f.read(data, 0, end - 1, None)
+    with pytest.raises(DecodeError):
+        field(2, "i32").read(data, 0, end - 1, None)
+
+
+def test_a_uuid_is_skipped_whole():
+    data = b"\x10\x00\x01" + bytes(range(16))
+    assert field(2, "i32").read(data, 0, len(data), None) == (None, len(data))
+    with pytest.raises(DecodeError) as e:
+        field(2, "i32").read(data, 0, len(data) - 1, None)
+    assert (e.value.offset, e.value.reason) == (3, "uuid value overruns the frame")
+
+
+def _structs(k: int) -> bytes:
+    """A struct holding k structs nested in field 1, each inside the one before."""
+    return b"\x0c\x00\x01" * k + b"\x00" * (k + 1)
+
+
+def _lists(k: int) -> bytes:
+    """A struct whose field 1 is a list holding k lists nested, the last of no i32."""
+    return b"\x0f\x00\x01" + b"\x0f\x00\x00\x00\x01" * k + b"\x08\x00\x00\x00\x00" + b"\x00"
+
+
+def _maps(k: int) -> bytes:
+    """A struct whose field 1 is a map<i32, map<...>> holding k maps nested, the last empty."""
+    entry = b"\x08\x0d\x00\x00\x00\x01" + b"\x00\x00\x00\x07"  # one entry: key 7, a map
+    return b"\x0d\x00\x01" + entry * k + b"\x08\x08\x00\x00\x00\x00" + b"\x00"
+
+
+def test_nesting_limit_is_exact_for_every_reader():
+    ok, deep = _structs(64), _structs(65)
+    assert STRUCT.read(ok, 0, len(ok), None) == (ok, len(ok))
+    assert STOP.read(ok, 0, len(ok), None) == (None, len(ok))
+    assert field(1, "struct").read(ok, 0, len(ok), None) == (ok[3:-1], len(ok) - 1)
+    assert field(2, "i32").read(ok, 0, len(ok), None) == (None, len(ok) - 1)
+    for reader in (STRUCT, STOP, field(1, "struct"), field(2, "i32")):
+        with pytest.raises(DecodeError) as e:
+            reader.read(deep, 0, len(deep), None)
+        assert (e.value.offset, e.value.reason) == (3 * 65, "structs nested deeper than 64 levels")
+    ok, deep = _lists(63), _lists(64)
+    assert STRUCT.read(ok, 0, len(ok), None) == (ok, len(ok))
+    assert field(1, "list").read(ok, 0, len(ok), None) == (ok[3:-1], len(ok) - 1)
+    assert field(2, "i32").read(ok, 0, len(ok), None) == (None, len(ok) - 1)
+    for reader in (STRUCT, STOP, field(1, "list"), field(2, "i32")):
+        with pytest.raises(DecodeError) as e:
+            reader.read(deep, 0, len(deep), None)
+        assert (e.value.offset, e.value.reason) == (
+            3 + 5 * 64,
+            "values nested deeper than 64 levels",
+        )
+    ok, deep = _maps(63), _maps(64)
+    assert STRUCT.read(ok, 0, len(ok), None) == (ok, len(ok))
+    assert field(1, "map").read(ok, 0, len(ok), None) == (ok[3:-1], len(ok) - 1)
+    for reader in (STRUCT, STOP, field(1, "map"), field(2, "i32")):
+        with pytest.raises(DecodeError) as e:
+            reader.read(deep, 0, len(deep), None)
+        assert (e.value.offset, e.value.reason) == (
+            3 + 10 * 64,
+            "values nested deeper than 64 levels",
+        )
+
+
+def test_struct_writes_its_bytes_back():
+    data = bytes.fromhex("08000100000007" "00")
+    assert STRUCT.write(data, None) == data
+    assert STRUCT.write(bytearray(data), None) == data
+    assert STOP.write(None, None) == b"\x00"
