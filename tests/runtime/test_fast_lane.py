@@ -23,6 +23,7 @@ from .test_proxy_behaviour import bolt_request
 
 __all__ = ["no_errors_logged"]
 
+BOLT = PROTOCOLS["bolt"]
 IDS = (1_000_003, 77, 4_096, 12, 65_000)
 # how a request of the protocol becomes a oneway one (protocols that have them)
 ONEWAY = {
@@ -185,15 +186,20 @@ def test_the_lane_and_the_full_path_give_the_same_bytes(name, reads, full_path):
 
 
 class Counting(type(PROTOCOLS["bolt"])):
-    """bolt, counting the request frames the proxy decodes (the scan decodes none)."""
+    """bolt, counting the request frames and the answers the proxy decodes (the scan decodes
+    none)."""
 
     name = "bolt"
     decoded = 0
+    answers = 0
 
     def decode(self, buf, start=0, direction=None, into=None):
         frame = super().decode(buf, start, direction, into)
-        if frame is not None and into is None and frame.get_stream_type() is StreamType.REQUEST:
-            Counting.decoded += 1
+        if frame is not None and into is None:
+            if frame.get_stream_type() is StreamType.RESPONSE:
+                Counting.answers += 1
+            else:
+                Counting.decoded += 1
         return frame
 
 
@@ -207,7 +213,7 @@ async def decoded_for(cfg_change, frames: list[bytes]) -> tuple[int, bytes, int]
     server = await loop.create_server(lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up)
     cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
     cfg_change(cfg)
-    Counting.decoded = 0
+    Counting.decoded = Counting.answers = 0
     try:
         async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": proto}):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -250,6 +256,7 @@ def test_only_what_needs_a_frame_decodes_one(why, change, decoded):
     frames = [bolt_request(rid, **{"x-tier": "gold"}).encode() for rid in (5, 6, 7, 8)]
     count_, got, _ = run(decoded_for(change, frames))
     assert count_ == decoded, why
+    assert Counting.answers == 0, why  # (no response filter: answers are never decoded)
     answers = list(PROTOCOLS["bolt"].decode_all(got))
     assert sorted(a.get_request_id() for a in answers) == [5, 6, 7, 8]
     assert {a.get_status() for a in answers} == {0}
@@ -317,3 +324,202 @@ def test_a_requests_phases_in_order(monkeypatch):
     assert PROTOCOLS["bolt"].runtime_status(answers[3].get_status()) == 504
     R, Q, S, D = Phase.ROUTED, Phase.QUEUED, Phase.SENT, Phase.DONE
     assert seen == {1: [R, Q, S, D], 2: [R, S, D], 3: [R, S, D]}
+
+
+# ---- the full path still does all the lane does -----------------------------------------
+
+
+def routed(cfg) -> None:
+    """Only service com.acme.HelloService:1.0, method sayHello has a route (else 404)."""
+    vhost = cfg["route_configs"][0]["virtual_hosts"][0]
+    vhost["domains"] = ["com.acme.HelloService:1.0"]
+    vhost["routes"] = [{"match": {"path": "/sayHello"}, "route": {"cluster": "up"}}]
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_both_paths_route_by_service_and_method(lane, full_path):
+    if not lane:
+        full_path()
+    frames = [
+        bolt_request(5).encode(),
+        bolt_request(6, service="com.acme.Other").encode(),
+        bolt_request(7, method="other").encode(),
+    ]
+    _, got, upstream_saw = run(decoded_for(routed, frames))
+    codes = {
+        a.get_request_id(): PROTOCOLS["bolt"].runtime_status(a.get_status())
+        for a in PROTOCOLS["bolt"].decode_all(got)
+    }
+    assert codes == {5: 200, 6: 404, 7: 404} and upstream_saw == 1
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_both_paths_keep_the_requests_own_timeout(lane, full_path):
+    """The route allows 5 s; the request says 150 ms; the upstream never answers it."""
+    if not lane:
+        full_path()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        up, port = free_port(), free_port()
+
+        class Silent(Upstream):
+            def on_frame(self, frame, buf, start, length):
+                self.seen.append(frame)
+
+        seen: list = []
+        server = await loop.create_server(lambda: Silent(PROTOCOLS["bolt"], seen), "127.0.0.1", up)
+        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+        cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["route"]["timeout_ms"] = 5000
+        request = bolt_request(5)
+        request.timeout = 150
+        try:
+            async with proxy_running(cfg):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                t0 = loop.time()
+                writer.write(request.encode())
+                got = await asyncio.wait_for(reader.read(65536), 5)
+                took = loop.time() - t0
+                writer.close()
+        finally:
+            server.close()
+        return got, took
+
+    got, took = run(scenario())
+    (answer,) = PROTOCOLS["bolt"].decode_all(got)
+    assert PROTOCOLS["bolt"].runtime_status(answer.get_status()) == 504
+    assert 0.14 <= took < 1.0
+
+
+# ---- what filters decide is final -------------------------------------------------------
+
+
+def test_a_request_a_filter_answers_never_goes_upstream():
+    """A rate limit of one request per value of a header: the first request passes, the
+    second is refused (429); behind a codec that cannot decode that header, a third's key
+    cannot be read (400). Only the first reaches the upstream."""
+    from .test_proxy_paths import BrokenHeaderBolt
+
+    class Broken(BrokenHeaderBolt):
+        def decode(self, buf, start=0, direction=None, into=None):
+            return super().decode(buf, start, direction)
+
+    limit = {"name": "local_rate_limit",
+             "config": {"tokens_per_second": 0.001, "burst": 1, "per": ["header:x-broken"]}}  # fmt: skip
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        up, port = free_port(), free_port()
+        seen: list = []
+        server = await loop.create_server(
+            lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up
+        )
+        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+        filters(cfg, limit)
+        frames = [
+            bolt_request(5, **{"x-broken": "a"}).encode(),
+            bolt_request(6, **{"x-broken": "a"}).encode(),
+        ]
+        try:
+            async with proxy_running(cfg):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"".join(frames))
+                got = b""
+                while count("bolt", got) < 2:
+                    got += await asyncio.wait_for(reader.read(65536), 5)
+                writer.close()
+            async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": Broken()}):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(bolt_request(7, **{"x-broken": "a"}).encode())
+                more = await asyncio.wait_for(reader.read(65536), 5)
+                writer.close()
+        finally:
+            server.close()
+        return got + more, seen
+
+    got, seen = run(scenario())
+    statuses = {a.get_request_id(): a.get_status() for a in PROTOCOLS["bolt"].decode_all(got)}
+    assert statuses == {5: 0, 6: BOLT.map_status(429), 7: BOLT.map_status(400)}
+    assert len(seen) == 1  # (with the id the proxy gave it)
+
+
+def test_a_request_two_filters_hold_goes_on_after_both():
+    """Two fault delays of 100 ms each: the request is answered after both, not before."""
+    delay = {"name": "fault", "config": {"delay": {"fixed_delay_ms": 100}}}
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        up, port = free_port(), free_port()
+        seen: list = []
+        server = await loop.create_server(
+            lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up
+        )
+        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+        filters(cfg, delay, delay)
+        try:
+            async with proxy_running(cfg):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                t0 = loop.time()
+                writer.write(bolt_request(5).encode())
+                got = await asyncio.wait_for(reader.read(65536), 5)
+                took = loop.time() - t0
+                writer.close()
+        finally:
+            server.close()
+        return got, took
+
+    got, took = run(scenario())
+    (answer,) = PROTOCOLS["bolt"].decode_all(got)
+    assert PROTOCOLS["bolt"].runtime_status(answer.get_status()) == 200
+    assert 0.19 <= took < 1.0
+
+
+def test_a_response_filter_sees_the_answers_frame_on_the_lane():
+    """TARS (whose decoder needs the direction) with a header added to every answer."""
+    add = {"name": "header_mutation",
+           "config": {"response_headers_to_add": [{"key": "x-via", "value": "proxy"}]}}  # fmt: skip
+    request = samples("tars", StreamType.REQUEST)[0]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        up, port = free_port(), free_port()
+        seen: list = []
+        server = await loop.create_server(
+            lambda: Upstream(PROTOCOLS["tars"], seen), "127.0.0.1", up
+        )
+        cfg = simple_config("tars", port, [f"127.0.0.1:{up}"])
+        filters(cfg, add)
+        try:
+            async with proxy_running(cfg):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                got = b""
+                while count("tars", got) < 1:
+                    got += await asyncio.wait_for(reader.read(65536), 5)
+                writer.close()
+        finally:
+            server.close()
+        return got
+
+    (answer,) = PROTOCOLS["tars"].decode_all(run(scenario()), Direction.RESPONSE)
+    assert answer.get_header("x-via") == "proxy"
+    assert (
+        answer.get_request_id()
+        == PROTOCOLS["tars"].decode(request, 0, Direction.REQUEST).get_request_id()
+    )
+
+
+def test_a_listener_remembers_a_bounded_number_of_routes():
+    from protoc_x.runtime.proxy import DECIDED_MAX
+
+    async def scenario():
+        async with proxy_running(simple_config("bolt", 0, ["127.0.0.1:1"])) as proxy:
+            listener = proxy.listeners[0]
+            route = listener.decide(("s0", "m"))
+            for i in range(1, DECIDED_MAX):
+                assert listener.decide((f"s{i}", "m")) is route
+            assert len(listener.decided) == DECIDED_MAX
+            listener.decide(("one", "more"))
+            assert listener.decided == {("one", "more"): route}
+
+    run(scenario())
