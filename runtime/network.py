@@ -77,7 +77,7 @@ class FramedConnection(asyncio.Protocol):
                         # a part the scan reads at once (a route's header) and the decoder
                         # later: decode says what is wrong, or the full path answers for it
                         # (the scan failed past the frame's end: decode returns a frame)
-                        frame = self.proto.decode(data, pos, direction)
+                        frame = self.frame_at(data, pos)
                         self.on_frame(frame, data, pos, frame.length)
                         pos += frame.length
                     else:
