@@ -523,3 +523,46 @@ def test_a_listener_remembers_a_bounded_number_of_routes():
             assert listener.decided == {("one", "more"): route}
 
     run(scenario())
+
+
+def test_a_response_filter_gets_an_answer_patched_in_place_decoded_with_its_direction():
+    """Kafka answers keep their bytes (the id is patched in place), and Kafka's decoder needs
+    the direction: a response filter still gets the answer's frame."""
+    from protoc_x.runtime.filters import REGISTRY, StreamFilter, register
+
+    seen: list = []
+
+    class AnswersSeen(StreamFilter):
+        touches_responses = True
+
+        def on_response(self, ctx, frame) -> None:
+            seen.append((frame.get_stream_type(), frame.get_request_id()))
+
+    request = with_id("kafka", samples("kafka", StreamType.REQUEST)[0], 4_242)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        up, port = free_port(), free_port()
+        server = await loop.create_server(lambda: Upstream(PROTOCOLS["kafka"], []), "127.0.0.1", up)
+        cfg = simple_config("kafka", port, [f"127.0.0.1:{up}"])
+        filters(cfg, {"name": "test_answers_seen", "config": {}})
+        try:
+            async with proxy_running(cfg):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                got = b""
+                while count("kafka", got) < 1:
+                    got += await asyncio.wait_for(reader.read(65536), 5)
+                writer.close()
+        finally:
+            server.close()
+        return got
+
+    register("test_answers_seen")(AnswersSeen)
+    try:
+        got = run(scenario())
+    finally:
+        del REGISTRY["test_answers_seen"]
+    (answer,) = PROTOCOLS["kafka"].decode_all(got, Direction.RESPONSE)
+    assert answer.get_request_id() == 4_242
+    assert seen == [(StreamType.RESPONSE, 4_242)]
