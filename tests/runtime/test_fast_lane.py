@@ -114,18 +114,23 @@ class Upstream(FramedConnection):
         self.held.clear()
 
 
-async def exchange(name: str, chunks: list[bytes], answers: int) -> tuple[list, bytes]:
-    """The chunks through a proxy to an `Upstream`: what the upstream got, frame by frame,
-    and every byte the client got back."""
-    proto = PROTOCOLS[name]
+async def through(name: str, chunks: list[bytes], answers: int, change=None, protocols=None,
+                  upstream=Upstream, cluster=None) -> tuple[bytes, list, float]:  # fmt: skip
+    """``chunks`` written, each its own read, to a proxy of protocol ``name`` (its config
+    adapted by ``change``, its codecs ``protocols``) in front of an ``upstream``: every byte
+    the client got back once it had ``answers`` answers, the frames the upstream got, and
+    how long the answers took (on the loop's clock)."""
     loop = asyncio.get_running_loop()
     up, port = free_port(), free_port()
     seen: list[bytes] = []
-    server = await loop.create_server(lambda: Upstream(proto, seen), "127.0.0.1", up)
-    cfg = simple_config(name, port, [f"127.0.0.1:{up}"], {"max_connections": 1})
+    server = await loop.create_server(lambda: upstream(PROTOCOLS[name], seen), "127.0.0.1", up)
+    cfg = simple_config(name, port, [f"127.0.0.1:{up}"], cluster)
+    if change is not None:
+        change(cfg)
     try:
-        async with proxy_running(cfg):
+        async with proxy_running(cfg, protocols=protocols):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            t0 = loop.time()
             for chunk in chunks:
                 writer.write(chunk)
                 await writer.drain()
@@ -134,10 +139,11 @@ async def exchange(name: str, chunks: list[bytes], answers: int) -> tuple[list, 
             got = b""
             while count(name, got) < answers:
                 got += await asyncio.wait_for(reader.read(65536), 5)
+            took = loop.time() - t0
             writer.close()
     finally:
         server.close()
-    return seen, got
+    return got, seen, took
 
 
 def count(name: str, data: bytes) -> int:
@@ -168,11 +174,11 @@ def test_the_lane_and_the_full_path_give_the_same_bytes(name, reads, full_path):
     frames, answers = script(name)
     data = b"".join(frames)
     chunks = [data] if reads == "coalesced" else split(data, random.Random(name))
-    lane = run(exchange(name, chunks, answers))
+    lane = run(through(name, chunks, answers, cluster={"max_connections": 1}))[:2]
     full_path()
-    full = run(exchange(name, chunks, answers))
+    full = run(through(name, chunks, answers, cluster={"max_connections": 1}))[:2]
     assert lane == full
-    seen, got = lane
+    got, seen = lane
     # ... and both are right: every frame went up but the heartbeat (answered here), and
     # every answer came back with its client's id
     assert len(seen) == len(frames) - (PROTOCOLS[name].trigger(31) is not None)
@@ -203,27 +209,12 @@ class Counting(type(PROTOCOLS["bolt"])):
         return frame
 
 
-async def decoded_for(cfg_change, frames: list[bytes]) -> tuple[int, bytes, int]:
-    """Bolt requests through a proxy whose config ``cfg_change`` adapted: how many request
-    frames it decoded, what the client got, and how many requests the upstream got."""
-    loop = asyncio.get_running_loop()
-    up, port = free_port(), free_port()
-    seen: list[bytes] = []
-    proto = Counting()
-    server = await loop.create_server(lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up)
-    cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
-    cfg_change(cfg)
+def decoded_for(change, frames: list[bytes]) -> tuple[int, bytes, int]:
+    """Bolt requests through a proxy whose config ``change`` adapts: how many request frames
+    it decoded, what the client got, and how many requests the upstream got."""
     Counting.decoded = Counting.answers = 0
-    try:
-        async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": proto}):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"".join(frames))
-            got = b""
-            while count("bolt", got) < len(frames):
-                got += await asyncio.wait_for(reader.read(65536), 5)
-            writer.close()
-    finally:
-        server.close()
+    protocols = {**PROTOCOLS, "bolt": Counting()}
+    got, seen, _ = run(through("bolt", [b"".join(frames)], len(frames), change, protocols))
     return Counting.decoded, got, len(seen)
 
 
@@ -254,7 +245,7 @@ HEADER_ADD = {"name": "header_mutation",
 )
 def test_only_what_needs_a_frame_decodes_one(why, change, decoded):
     frames = [bolt_request(rid, **{"x-tier": "gold"}).encode() for rid in (5, 6, 7, 8)]
-    count_, got, _ = run(decoded_for(change, frames))
+    count_, got, _ = decoded_for(change, frames)
     assert count_ == decoded, why
     assert Counting.answers == 0, why  # (no response filter: answers are never decoded)
     answers = list(PROTOCOLS["bolt"].decode_all(got))
@@ -270,7 +261,7 @@ def test_an_error_answer_decodes_the_request_it_answers():
         cfg["route_configs"][0]["virtual_hosts"][0]["domains"] = ["com.acme.HelloService:1.0"]
 
     frames = [bolt_request(5).encode(), bolt_request(6, service="com.acme.Other").encode()]
-    decoded, got, upstream_saw = run(decoded_for(no_route, frames))
+    decoded, got, upstream_saw = decoded_for(no_route, frames)
     answers = {a.get_request_id(): a for a in PROTOCOLS["bolt"].decode_all(got)}
     assert PROTOCOLS["bolt"].runtime_status(answers[5].get_status()) == 200
     assert PROTOCOLS["bolt"].runtime_status(answers[6].get_status()) == 404
@@ -345,7 +336,7 @@ def test_both_paths_route_by_service_and_method(lane, full_path):
         bolt_request(6, service="com.acme.Other").encode(),
         bolt_request(7, method="other").encode(),
     ]
-    _, got, upstream_saw = run(decoded_for(routed, frames))
+    _, got, upstream_saw = decoded_for(routed, frames)
     codes = {
         a.get_request_id(): PROTOCOLS["bolt"].runtime_status(a.get_status())
         for a in PROTOCOLS["bolt"].decode_all(got)
@@ -359,33 +350,16 @@ def test_both_paths_keep_the_requests_own_timeout(lane, full_path):
     if not lane:
         full_path()
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        up, port = free_port(), free_port()
+    class Silent(Upstream):
+        def on_frame(self, frame, buf, start, length):
+            self.seen.append(frame)
 
-        class Silent(Upstream):
-            def on_frame(self, frame, buf, start, length):
-                self.seen.append(frame)
-
-        seen: list = []
-        server = await loop.create_server(lambda: Silent(PROTOCOLS["bolt"], seen), "127.0.0.1", up)
-        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+    def five_seconds(cfg):
         cfg["route_configs"][0]["virtual_hosts"][0]["routes"][0]["route"]["timeout_ms"] = 5000
-        request = bolt_request(5)
-        request.timeout = 150
-        try:
-            async with proxy_running(cfg):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                t0 = loop.time()
-                writer.write(request.encode())
-                got = await asyncio.wait_for(reader.read(65536), 5)
-                took = loop.time() - t0
-                writer.close()
-        finally:
-            server.close()
-        return got, took
 
-    got, took = run(scenario())
+    request = bolt_request(5)
+    request.timeout = 150
+    got, _, took = run(through("bolt", [request.encode()], 1, five_seconds, upstream=Silent))
     (answer,) = PROTOCOLS["bolt"].decode_all(got)
     assert PROTOCOLS["bolt"].runtime_status(answer.get_status()) == 504
     assert 0.14 <= took < 1.0
@@ -407,37 +381,12 @@ def test_a_request_a_filter_answers_never_goes_upstream():
     limit = {"name": "local_rate_limit",
              "config": {"tokens_per_second": 0.001, "burst": 1, "per": ["header:x-broken"]}}  # fmt: skip
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        up, port = free_port(), free_port()
-        seen: list = []
-        server = await loop.create_server(
-            lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up
-        )
-        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
-        filters(cfg, limit)
-        frames = [
-            bolt_request(5, **{"x-broken": "a"}).encode(),
-            bolt_request(6, **{"x-broken": "a"}).encode(),
-        ]
-        try:
-            async with proxy_running(cfg):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"".join(frames))
-                got = b""
-                while count("bolt", got) < 2:
-                    got += await asyncio.wait_for(reader.read(65536), 5)
-                writer.close()
-            async with proxy_running(cfg, protocols={**PROTOCOLS, "bolt": Broken()}):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(bolt_request(7, **{"x-broken": "a"}).encode())
-                more = await asyncio.wait_for(reader.read(65536), 5)
-                writer.close()
-        finally:
-            server.close()
-        return got + more, seen
-
-    got, seen = run(scenario())
+    frames = [bolt_request(rid, **{"x-broken": "a"}).encode() for rid in (5, 6)]
+    got, seen, _ = run(through("bolt", frames, 2, lambda cfg: filters(cfg, limit)))
+    broken = {**PROTOCOLS, "bolt": Broken()}
+    more, seen_too, _ = run(through("bolt", [bolt_request(7, **{"x-broken": "a"}).encode()], 1,
+                                    lambda cfg: filters(cfg, limit), broken))  # fmt: skip
+    got, seen = got + more, seen + seen_too
     statuses = {a.get_request_id(): a.get_status() for a in PROTOCOLS["bolt"].decode_all(got)}
     assert statuses == {5: 0, 6: BOLT.map_status(429), 7: BOLT.map_status(400)}
     assert len(seen) == 1  # (with the id the proxy gave it)
@@ -446,29 +395,9 @@ def test_a_request_a_filter_answers_never_goes_upstream():
 def test_a_request_two_filters_hold_goes_on_after_both():
     """Two fault delays of 100 ms each: the request is answered after both, not before."""
     delay = {"name": "fault", "config": {"delay": {"fixed_delay_ms": 100}}}
-
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        up, port = free_port(), free_port()
-        seen: list = []
-        server = await loop.create_server(
-            lambda: Upstream(PROTOCOLS["bolt"], seen), "127.0.0.1", up
-        )
-        cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
-        filters(cfg, delay, delay)
-        try:
-            async with proxy_running(cfg):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                t0 = loop.time()
-                writer.write(bolt_request(5).encode())
-                got = await asyncio.wait_for(reader.read(65536), 5)
-                took = loop.time() - t0
-                writer.close()
-        finally:
-            server.close()
-        return got, took
-
-    got, took = run(scenario())
+    got, _, took = run(
+        through("bolt", [bolt_request(5).encode()], 1, lambda cfg: filters(cfg, delay, delay))
+    )
     (answer,) = PROTOCOLS["bolt"].decode_all(got)
     assert PROTOCOLS["bolt"].runtime_status(answer.get_status()) == 200
     assert 0.19 <= took < 1.0
@@ -479,29 +408,8 @@ def test_a_response_filter_sees_the_answers_frame_on_the_lane():
     add = {"name": "header_mutation",
            "config": {"response_headers_to_add": [{"key": "x-via", "value": "proxy"}]}}  # fmt: skip
     request = samples("tars", StreamType.REQUEST)[0]
-
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        up, port = free_port(), free_port()
-        seen: list = []
-        server = await loop.create_server(
-            lambda: Upstream(PROTOCOLS["tars"], seen), "127.0.0.1", up
-        )
-        cfg = simple_config("tars", port, [f"127.0.0.1:{up}"])
-        filters(cfg, add)
-        try:
-            async with proxy_running(cfg):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(request)
-                got = b""
-                while count("tars", got) < 1:
-                    got += await asyncio.wait_for(reader.read(65536), 5)
-                writer.close()
-        finally:
-            server.close()
-        return got
-
-    (answer,) = PROTOCOLS["tars"].decode_all(run(scenario()), Direction.RESPONSE)
+    got, _, _ = run(through("tars", [request], 1, lambda cfg: filters(cfg, add)))
+    (answer,) = PROTOCOLS["tars"].decode_all(got, Direction.RESPONSE)
     assert answer.get_header("x-via") == "proxy"
     assert (
         answer.get_request_id()
@@ -539,28 +447,10 @@ def test_a_response_filter_gets_an_answer_patched_in_place_decoded_with_its_dire
             seen.append((frame.get_stream_type(), frame.get_request_id()))
 
     request = with_id("kafka", samples("kafka", StreamType.REQUEST)[0], 4_242)
-
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        up, port = free_port(), free_port()
-        server = await loop.create_server(lambda: Upstream(PROTOCOLS["kafka"], []), "127.0.0.1", up)
-        cfg = simple_config("kafka", port, [f"127.0.0.1:{up}"])
-        filters(cfg, {"name": "test_answers_seen", "config": {}})
-        try:
-            async with proxy_running(cfg):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(request)
-                got = b""
-                while count("kafka", got) < 1:
-                    got += await asyncio.wait_for(reader.read(65536), 5)
-                writer.close()
-        finally:
-            server.close()
-        return got
-
+    seen_filter = lambda cfg: filters(cfg, {"name": "test_answers_seen", "config": {}})  # noqa
     register("test_answers_seen")(AnswersSeen)
     try:
-        got = run(scenario())
+        got, _, _ = run(through("kafka", [request], 1, seen_filter))
     finally:
         del REGISTRY["test_answers_seen"]
     (answer,) = PROTOCOLS["kafka"].decode_all(got, Direction.RESPONSE)
