@@ -339,8 +339,6 @@ class Emitter:
     # decoder's own steps (so it refuses what decode refuses) into locals, then the spec's
     # bindings over them. A layout whose bindings need more than its plain fields (a field
     # type, an 'inside', a checksum) is decoded into a frame reused from call to call.
-    SCAN_REQUEST = ("request_id", "timeout_ms", "service", "method")
-    SCAN_RESPONSE = ("request_id", "status")
 
     def scan_body(self) -> str:
         """``scan``: the decoder's body with its leaves read into locals (``scanning``)."""
@@ -383,13 +381,10 @@ class Emitter:
 
     def scan_decoded(self, w: Code) -> None:
         """A leaf the scan cannot read in locals: decoded into the reused frame."""
-        self.decode_scratch(w)
+        w(f"f = {self.cls[: -len('Frame')]}Protocol.decode(self, buf, start, direction, _SCRATCH)")
         w("if f is None:")
         w("    return None")
         self.scan_tail(w, lambda name: f"f.{name}", "f.length", "f._ido" if self.id_field else "-1")
-
-    def decode_scratch(self, w: Code) -> None:
-        w(f"f = {self.cls[: -len('Frame')]}Protocol.decode(self, buf, start, direction, _SCRATCH)")
 
     def scan_return(self, w: Code, present: set) -> None:
         """The scanned leaf's answer, over its locals; its maps parsed only if read."""

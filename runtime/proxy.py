@@ -18,15 +18,13 @@ from .filters import Reject, StreamFilter, filters as filter_registry
 from .metrics import Metrics
 from .network import FramedConnection, Sweeper, make_server_factory
 from .pool import Cluster
-from .router import HEADERS, RouteTable, WeightedPicker
+from .router import RouteTable, WeightedPicker
 from .stream import ASK, Deadlines, OrderedOutput, Phase, Stream
 
 log = logging.getLogger("protoc_x")
 _REQUEST, _RESPONSE = StreamType.REQUEST, StreamType.RESPONSE
 _ONEWAY, _QUIET = StreamType.ONEWAY, StreamType.QUIET
-_MISS = object()
 ROUTED = Phase.ROUTED
-DECIDED_MAX = 4096  # (service, method) pairs a listener remembers the route of
 
 
 class Route:
@@ -79,20 +77,8 @@ class Listener:
             for hook in ("on_request", "on_routed")
         }  # fmt: skip
         self.gauge = proxy.metrics.child(proxy.metrics.downstream, self.name)
-        # (service, method) → its route, for those no header matcher decides: the same for
-        # every request (a bounded memo, shared by the listener's connections)
-        self.decided: dict[tuple, Route | None] = {}
         log_cfg = config.access_log
         self.access_log = AccessLog(log_cfg.path, log_cfg.format) if log_cfg is not None else None
-
-    def decide(self, key: tuple) -> "Route | None | object":
-        """The route of every request with this (service, method), remembered; HEADERS when
-        a header matcher may decide it (then each request is matched)."""
-        route = self.routes.match_without_headers(*key)
-        if len(self.decided) >= DECIDED_MAX:
-            self.decided.clear()
-        self.decided[key] = route
-        return route
 
     def bind(self) -> list[socket.socket]:
         """The listener's sockets, bound but not yet listening: every listener binds before any
@@ -147,7 +133,6 @@ class DownstreamConnection(FramedConnection):
         self.output: OrderedOutput | None = None
         self.quiet_streams: list[Stream] = []
         self.routes = listener.routes
-        self.decided = listener.decided
         self.request_hooks = listener.hooks["on_request"]
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
@@ -290,16 +275,11 @@ class DownstreamConnection(FramedConnection):
         self.route(stream)
 
     def route(self, stream: Stream) -> None:
-        key = (stream.service, stream.method)
-        route = self.decided.get(key, _MISS)
-        if route is _MISS:
-            route = self.listener.decide(key)
-        if route is HEADERS:  # a header matcher may decide: matched for each request
-            try:
-                route = self.routes.match(stream.service, stream.method, stream.header)
-            except DecodeError as e:
-                stream.fail(400, f"protoc-x: 400 {e.reason}")
-                return
+        try:  # (the table remembers the route of a service and method no header decides)
+            route = self.routes.match(stream.service, stream.method, stream.header)
+        except DecodeError as e:
+            stream.fail(400, f"protoc-x: 400 {e.reason}")
+            return
         if route is None:
             stream.fail(
                 404,

@@ -25,7 +25,6 @@ from typing import Any, Callable, Hashable, Iterable, Sequence
 
 __all__ = [
     "RouteTable",
-    "HEADERS",
     "WeightedPicker",
     "Balancer",
     "RoundRobin",
@@ -118,8 +117,6 @@ class _VirtualHost:
 
 
 _MISS = object()
-#: :meth:`RouteTable.match_without_headers`: a header matcher may decide this route
-HEADERS = object()
 
 
 class RouteTable:
@@ -218,16 +215,6 @@ class RouteTable:
                 memo.clear()
             memo[method] = action
         return action
-
-    def match_without_headers(self, service: str | None, method: str | None) -> Any:
-        """:meth:`match` for a request whose headers cannot matter: the action (or None), or
-        :data:`HEADERS` when the chosen virtual host has header matchers."""
-        host = self._host(service)
-        if host is None:
-            return None
-        if host.by_method is None:
-            return HEADERS
-        return self.match(service, method)
 
     @staticmethod
     def _first(host: _VirtualHost, method: str | None, headers: Any) -> Any:

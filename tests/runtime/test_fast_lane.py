@@ -417,22 +417,6 @@ def test_a_response_filter_sees_the_answers_frame_on_the_lane():
     )
 
 
-def test_a_listener_remembers_a_bounded_number_of_routes():
-    from protoc_x.runtime.proxy import DECIDED_MAX
-
-    async def scenario():
-        async with proxy_running(simple_config("bolt", 0, ["127.0.0.1:1"])) as proxy:
-            listener = proxy.listeners[0]
-            route = listener.decide(("s0", "m"))
-            for i in range(1, DECIDED_MAX):
-                assert listener.decide((f"s{i}", "m")) is route
-            assert len(listener.decided) == DECIDED_MAX
-            listener.decide(("one", "more"))
-            assert listener.decided == {("one", "more"): route}
-
-    run(scenario())
-
-
 def test_a_response_filter_gets_an_answer_patched_in_place_decoded_with_its_direction():
     """Kafka answers keep their bytes (the id is patched in place), and Kafka's decoder needs
     the direction: a response filter still gets the answer's frame."""
