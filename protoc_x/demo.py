@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -59,10 +60,30 @@ clusters:
 """
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 nobody listens on, below the kernel's ephemeral range: a port
+    the kernel hands out (bind to 0) may become a client socket's local port before whoever
+    asked binds it ("address already in use"), and a port from below that range never does.
+    Never the same port twice in one process."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    while True:
+        port = random.randrange(max(1024, low - 20000), low)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:

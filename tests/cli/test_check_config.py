@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from protoc_x.demo import free_port  # noqa: F401 (also for the modules importing it from here)
 from protoc_x.cli import main
 
 pytestmark = pytest.mark.timeout(60)
@@ -398,12 +399,6 @@ def accepting(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_run_refuses_with_the_same_messages_and_opens_no_port(tmp_path):

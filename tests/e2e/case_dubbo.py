@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from protoc_x.demo import free_port  # noqa: F401 (also for the modules importing it from here)
+
 ROOT = Path(__file__).parents[2]
 SERVICE = "com.acme.DemoService"  # tests.peers.dubbo_peers.SERVICE
 VERSION = "1.0.0"
@@ -45,12 +47,6 @@ GROUP = "protocx"
 def protoc_x() -> list[str]:
     script = Path(sys.executable).with_name("protoc-x")
     return [str(script)] if script.exists() else [sys.executable, "-m", "protoc_x.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, process: subprocess.Popen, log: Callable[[], str], timeout=15.0) -> None:

@@ -17,18 +17,13 @@ from typing import Iterator
 
 import yaml
 
+from protoc_x.demo import free_port  # noqa: F401 (also for the modules importing it from here)
 from protoc_x.generated.bolt import PROTOCOL as BOLT
 from protoc_x.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("protoc-x")
 PROTOC_X = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "protoc_x.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raise_fd_limit(want: int) -> int:

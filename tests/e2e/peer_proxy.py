@@ -22,6 +22,8 @@ from typing import Iterator
 
 import yaml
 
+from protoc_x.demo import free_port  # noqa: F401 (also for the modules importing it from here)
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -33,12 +35,6 @@ def protoc_x_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-m", "protoc_x.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

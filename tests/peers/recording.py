@@ -14,19 +14,14 @@ import threading
 import time
 from typing import Iterator, Optional
 
+from protoc_x.demo import free_port  # noqa: F401 (also for the modules importing it from here)
+
 from .framing import FrameLength, split_frames
 
 LOOPBACK = "127.0.0.1"
 
 TO_SERVER = "request"  # client -> server bytes
 TO_CLIENT = "response"  # server -> client bytes
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for servers that cannot bind port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_listening(host: str, port: int, timeout: float = 5.0) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
 
+from protoc_x.demo import free_port  # noqa: F401 (also for the modules importing it from here)
 from protoc_x.runtime.api import Direction, XFrame
 from protoc_x.runtime.client import Client
 from protoc_x.runtime.config import parse_config
@@ -32,12 +32,6 @@ def no_errors_logged(caplog):
     yield
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(coro) -> Any:
