@@ -9,8 +9,16 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	PROTOC_X_PURE=1 $(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+# The runtime's hot modules compiled in place with Cython (setup.py; pinned by constraints.txt),
+# again whenever one of them or its .pxd changes. Without a C compiler the runtime stays Python.
+COMPILED := $(VENV)/.compiled-stamp
+HOT := $(foreach m,network stream pool proxy,runtime/$(m).py runtime/$(m).pxd)
+$(COMPILED): $(STAMP) setup.py $(HOT)
+	PIP_CONSTRAINT=constraints.txt $(PY) -m pip install -q --no-deps -e .
+	touch $(COMPILED)
 
 # Debian packages the tests run against: memcached, and thrift-compiler for Apache thrift stubs.
 system-deps:
@@ -28,7 +36,7 @@ build: $(STAMP)
 check: $(STAMP)
 	$(VENV)/bin/protoc-x check specs
 
-demo: $(STAMP)
+demo: $(COMPILED)
 	$(PY) -m protoc_x.demo
 
 # npm packages of the node peers (tests/peers/node/*.js), pinned by the lock file.
@@ -37,10 +45,12 @@ $(NODE_STAMP): tests/peers/node/package-lock.json
 	npm ci --prefix tests/peers/node --no-audit --no-fund
 	touch $(NODE_STAMP)
 
-test: $(STAMP) system-deps $(NODE_STAMP)
+# The whole suite on the compiled runtime, then the runtime's tests on its Python source.
+test: $(COMPILED) system-deps $(NODE_STAMP)
 	$(PY) -m pytest -q
+	PROTOC_X_PURE=1 $(PY) -m pytest -q tests/runtime
 
-bench: $(STAMP) system-deps
+bench: $(COMPILED) system-deps
 	$(PY) benchmarks/codec_bench.py
 	$(PY) benchmarks/summary.py
 

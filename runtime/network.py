@@ -15,6 +15,10 @@ from .api import DecodeError, Direction, XFrame, XProtocol
 
 log = logging.getLogger("protoc_x")
 
+#: False: no connection takes the fast lane, every frame is decoded (the full path). The tests
+#: compare the two paths' bytes with it; a connection class says whether it has a lane.
+LANE = True
+
 
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:80`` for IPv6) → (host, port), the config's own parser (port in
@@ -25,13 +29,13 @@ def parse_address(text: str) -> tuple[str, int]:
     return address.host, address.port
 
 
-class FramedConnection(asyncio.Protocol):
-    """One TCP connection carrying frames of one protocol (chosen later for detection)."""
+class FramedConnection:
+    """One TCP connection carrying frames of one protocol (chosen later for detection): an
+    ``asyncio.Protocol`` by its methods (not by its base class, so that it can be compiled)."""
 
     direction: Direction = Direction.REQUEST  # what this side decodes
     #: frames are scanned (``XProtocol.scan``, then ``on_scanned``) rather than decoded
     lane = False
-    max_frame_bytes: int = 16 * 1024 * 1024
 
     def __init__(self, proto: XProtocol | None = None):
         self.proto = proto
@@ -47,6 +51,7 @@ class FramedConnection(asyncio.Protocol):
         self.holds: set = set()  # reasons reading is paused
         self.partial_size: int | None = None  # what a partial frame's header announced
         self.out_bytes = 0  # queued for the next flush
+        self.max_frame_bytes = 16 * 1024 * 1024  # (a listener's config sets its own)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -68,7 +73,7 @@ class FramedConnection(asyncio.Protocol):
         end = len(data)
         direction = self.direction
         try:
-            if self.lane:
+            if self.lane and LANE:
                 scan = self.proto.scan
                 while pos < end:
                     try:
@@ -139,6 +144,9 @@ class FramedConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.on_close(exc)
+
+    def eof_received(self):
+        return None  # (the transport closes; connection_lost follows)
 
     def pause_writing(self) -> None:
         self.write_paused = True

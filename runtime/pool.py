@@ -542,7 +542,7 @@ class Cluster:
                 pass  # (no key: round robin)
         if stream.tried or (self.unhealthy_until and self.unhealthy_until > self.loop.time()):
             avoid = frozenset(stream.tried) | frozenset(
-                ep for ep in self.endpoints if not self.pool(proto, ep).healthy()
+                [ep for ep in self.endpoints if not self.pool(proto, ep).healthy()]
             )
             endpoint = self.balancer.pick(key, avoid)
         else:

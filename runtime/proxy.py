@@ -119,14 +119,14 @@ class Listener:
 class DownstreamConnection(FramedConnection):
     direction = Direction.REQUEST
     lane = True
-    has_heartbeat = False  # (set with the protocol)
-    draining = False
-    answered_at = 0.0  # the loop's time of its last answer
 
     def __init__(self, listener: Listener):
         protocols = listener.protocols
         super().__init__(protocols[0] if len(protocols) == 1 else None)
         self.listener = listener
+        self.has_heartbeat = False
+        self.draining = False
+        self.answered_at = 0.0
         self.max_frame_bytes = listener.config.max_frame_bytes
         self.inflight = 0
         self.deadlines = listener.proxy.deadlines

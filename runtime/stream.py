@@ -194,29 +194,7 @@ class Stream:
     what stream filters see of the request (``frame``, ``service``, ``method``, ``header()``,
     ``extra_headers``, ``modified``, ``protocol``, ``listener``, ``cluster_name``).
 
-    Only what every request needs is set in ``__init__``; the rest are class-level defaults
-    until a request needs them (a retry, a filter that adds headers)."""
-
-    # defaults, overridden per instance when they change
-    phase: Phase = Phase.ARRIVED
-    slot: Slot | None = None  # its place in an ordered answer order
-    timer: int | None = None  # its deadline tick in the Deadlines (None: none)
-    upstream: Upstream | None = None  # the connection it was written to
-    seq = 0  # order of writing on that connection
-    cluster: Target | None = None  # the cluster counting it as active (until it ends)
-    endpoint: Endpoint | None = None  # the endpoint it went to
-    service = None
-    method = None
-    retries = 0  # retries left (connect failure or reset before an answer)
-    tried: tuple = ()  # endpoints that failed it
-    cluster_name: str | None = None
-    target: Target | None = None  # the cluster routing chose (counted once dispatched)
-    up_id = 0  # its id on a multiplexed upstream connection
-    extra_headers: dict | None = None  # filters' headers seen by routing, not forwarded
-    modified = False  # a filter changed the frame: it is re-encoded on the way out
-    paused = False  # a filter held it for a while
-    id_at = -1  # where the id sits in ``raw`` (-1: the frame says, or it is re-encoded)
-    timeout = ASK  # the timeout the request carries (ms, or None), read by the scan
+    Every attribute is set in ``__init__`` (a compiled Stream is a C struct: stream.pxd)."""
 
     def __init__(
         self,
@@ -239,6 +217,25 @@ class Stream:
         # count from (the runtime's one clock for behaviour, which tests can drive)
         self.arrived = arrived
         self.started = started  # time.perf_counter() then: for reported durations only
+        self.phase = Phase.ARRIVED
+        self.slot: Slot | None = None  # its place in an ordered answer order
+        self.timer: int | None = None  # its deadline tick in the Deadlines (None: none)
+        self.upstream: Upstream | None = None  # the connection it was written to
+        self.seq = 0  # order of writing on that connection
+        self.cluster: Target | None = None  # the cluster counting it as active (until it ends)
+        self.endpoint: Endpoint | None = None  # the endpoint it went to
+        self.service = None
+        self.method = None
+        self.retries = 0  # retries left (connect failure or reset before an answer)
+        self.tried: tuple = ()  # endpoints that failed it
+        self.cluster_name: str | None = None
+        self.target: Target | None = None  # the cluster routing chose (counted once dispatched)
+        self.up_id = 0  # its id on a multiplexed upstream connection
+        self.extra_headers: dict | None = None  # filters' headers seen by routing, not forwarded
+        self.modified = False  # a filter changed the frame: it is re-encoded on the way out
+        self.paused = False  # a filter held it for a while
+        self.id_at = -1  # where the id sits in ``raw`` (-1: the frame says, or it is re-encoded)
+        self.timeout = ASK  # the timeout the request carries (ms, or None), read by the scan
 
     @property
     def frame(self) -> XFrame:

@@ -17,6 +17,7 @@ import pytest
 
 from protoc_x.demo import wait_port
 from protoc_x.loader import protocols
+from protoc_x.runtime import COMPILED_MODULES
 from protoc_x.runtime.api import StreamType
 from protoc_x.runtime.client import Client
 from protoc_x.samples import SAMPLES
@@ -119,9 +120,16 @@ def installed(tmp_path_factory):
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    # (Cython, which compiles the hot modules, at the pinned version in pip's build environment)
+    env["PIP_CONSTRAINT"] = str(ROOT / "constraints.txt")
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, ROOT], base, env)
     (wheel,) = dist.glob("protoc_x-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    if not os.environ.get("PROTOC_X_PURE"):  # the runtime's hot modules, compiled
+        for module in COMPILED_MODULES:
+            assert any(
+                n.startswith(f"protoc_x/runtime/{module}.") and n.endswith(".so") for n in names
+            ), f"{module} is not compiled in the wheel"
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {
         "protoc_x",
@@ -172,6 +180,11 @@ def test_site_packages_holds_only_the_project(installed):
         env,
     )
     assert str(ROOT) not in where.stdout and "site-packages" in where.stdout, where.stdout
+    # and its runtime is the compiled one (unless the suite runs on the Python source)
+    running = run(
+        [bin_dir / "python", "-c", "import protoc_x.runtime as r; print(r.compiled())"], work, env
+    )
+    assert running.stdout.strip() == str(not os.environ.get("PROTOC_X_PURE")), running.stdout
 
 
 def test_build_a_spec_from_an_empty_directory(installed):

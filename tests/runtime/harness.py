@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from protoc_x.demo import free_port  # noqa: F401 (also for the modules importing it from here)
+from protoc_x.runtime import compiled
 from protoc_x.runtime.api import Direction, XFrame
 from protoc_x.runtime.client import Client
 from protoc_x.runtime.config import parse_config
@@ -23,6 +24,12 @@ from protoc_x.runtime.run import install_loop
 from protoc_x.runtime.serve import serve
 
 PROTOCOLS = load_protocols()
+
+#: a test that watches the runtime from inside by patching its classes, which a compiled
+#: class does not allow: it runs on the Python source (`make test` runs the suite both ways)
+pure_only = pytest.mark.skipif(
+    compiled(), reason="patches a runtime class (runs with PROTOC_X_PURE=1)"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,20 @@ import random
 
 import pytest
 
+from protoc_x.runtime import network as network_module
 from protoc_x.runtime.api import Direction, PoolMode, StreamType
 from protoc_x.runtime.network import FramedConnection
-from protoc_x.runtime.pool import UpstreamConnection
-from protoc_x.runtime.proxy import DownstreamConnection
 from protoc_x.samples import SAMPLES
 
-from .harness import PROTOCOLS, free_port, no_errors_logged, proxy_running, run, simple_config
+from .harness import (
+    PROTOCOLS,
+    free_port,
+    no_errors_logged,
+    proxy_running,
+    pure_only,
+    run,
+    simple_config,
+)
 from .test_proxy_behaviour import bolt_request
 
 __all__ = ["no_errors_logged"]
@@ -162,8 +169,7 @@ def full_path(monkeypatch):
     """Turns the lane off: every frame is decoded, as before it existed."""
 
     def off() -> None:
-        monkeypatch.setattr(DownstreamConnection, "lane", False)
-        monkeypatch.setattr(UpstreamConnection, "lane", False)
+        monkeypatch.setattr(network_module, "LANE", False)
 
     return off
 
@@ -268,6 +274,7 @@ def test_an_error_answer_decodes_the_request_it_answers():
     assert upstream_saw == 1 and decoded == 1
 
 
+@pure_only
 def test_a_requests_phases_in_order(monkeypatch):
     """The first request waits for the upstream connection (QUEUED), the second finds it up;
     a third times out after it was sent. Each phase is entered once, in order."""
@@ -283,7 +290,7 @@ def test_a_requests_phases_in_order(monkeypatch):
             obj.__dict__["_phase"] = value
             seen.setdefault(obj.down_id, []).append(value)
 
-    monkeypatch.setattr(Stream, "phase", Traced())
+    monkeypatch.setattr(Stream, "phase", Traced(), raising=False)  # (an instance attribute)
 
     async def scenario():
         loop = asyncio.get_running_loop()
@@ -313,8 +320,17 @@ def test_a_requests_phases_in_order(monkeypatch):
 
     answers = {a.get_request_id(): a for a in PROTOCOLS["bolt"].decode_all(run(scenario()))}
     assert PROTOCOLS["bolt"].runtime_status(answers[3].get_status()) == 504
-    R, Q, S, D = Phase.ROUTED, Phase.QUEUED, Phase.SENT, Phase.DONE
-    assert seen == {1: [R, Q, S, D], 2: [R, S, D], 3: [R, S, D]}
+    A, R, Q, S, D = Phase.ARRIVED, Phase.ROUTED, Phase.QUEUED, Phase.SENT, Phase.DONE
+    assert seen == {1: [A, R, Q, S, D], 2: [A, R, S, D], 3: [A, R, S, D]}
+
+
+def test_the_full_path_switch_decodes_every_frame(full_path):
+    """What the comparisons above rest on: with the lane off, the proxy decodes every request
+    and every answer (and with it on, none)."""
+    frames = [bolt_request(rid).encode() for rid in (5, 6, 7)]
+    assert decoded_for(lambda cfg: None, frames)[0] == 0 and Counting.answers == 0
+    full_path()
+    assert decoded_for(lambda cfg: None, frames)[0] == 3 and Counting.answers == 3
 
 
 # ---- the full path still does all the lane does -----------------------------------------

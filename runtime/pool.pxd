@@ -1,0 +1,30 @@
+# C declarations for pool.py when it is compiled (setup.py); the .py file is the code.
+
+from .network cimport FramedConnection
+from .stream cimport Stream
+
+cdef class UpstreamConnection(FramedConnection):
+    cdef public object pool, id_struct, generate, current, quiet, paused_downstreams
+    cdef public object keepalive_timer, gauge
+    cdef public bint multiplex, ordered, has_goaway, retired
+    cdef public dict inflight
+    cdef public Py_ssize_t next_id, seq, keepalive_failures
+    cpdef new_id(self)
+    cpdef write_stream(self, Stream stream)
+    cpdef answered(self, rid, buf, Py_ssize_t start, Py_ssize_t length, frame, Py_ssize_t id_at,
+                   status)
+
+cdef class EndpointPool:
+    cdef public object cluster, endpoint, host, port, proto, conns, idle, waiting, held, loop
+    cdef public bint multiplex
+    cdef public Py_ssize_t max_connections, connecting, rr, active
+    cdef public double unhealthy_until
+    cpdef send(self, Stream stream)
+
+cdef class Cluster:
+    cdef public object name, metrics, retrying, connect_timeout, request_timeout_ms
+    cdef public object max_connections, keepalive, endpoints, pools, pools_of, balancer
+    cdef public object hash_header, only, loop
+    cdef public double retry_percent, unhealthy_until
+    cdef public Py_ssize_t max_pending, max_requests, pending, active
+    cpdef dispatch(self, Stream stream)

@@ -1,0 +1,18 @@
+# C declarations for proxy.py when it is compiled (setup.py); the .py file is the code.
+
+from .network cimport FramedConnection
+from .stream cimport Stream, Deadlines
+
+cdef class DownstreamConnection(FramedConnection):
+    cdef public object listener, output, quiet_streams, routes, request_hooks, routed_hooks
+    cdef public object metrics
+    cdef public bint has_heartbeat, draining
+    cdef public double answered_at
+    cdef public Py_ssize_t inflight
+    cdef public Deadlines deadlines
+    cpdef admit(self, Stream stream, invalid=*)
+    cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index, then)
+    cpdef filtered(self, Stream stream)
+    cpdef route(self, Stream stream)
+    cpdef deliver(self, Stream stream, data, frame=*, code=*, status=*)
+    cpdef answer_error(self, Stream stream, code, message)
