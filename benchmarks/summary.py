@@ -13,13 +13,19 @@
 
 The config is the default shape of a real one (proxy_bench.config): routing by service and
 method, one local_rate_limit filter, metrics on, no access log.
+
+The table is of the runtime as installed (compiled, where the build could: setup.py); two more
+rows give the pipeline and bolt 128 B on its Python source (PROTOC_X_PURE=1).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pipeline_bench  # noqa: E402
 import proxy_bench  # noqa: E402
+from protoc_x.runtime import compiled  # noqa: E402
 from protoc_x.runtime.run import install_loop  # noqa: E402
 
 
@@ -42,14 +49,34 @@ def pipeline(runs: int, rounds: int) -> tuple[float, float]:
     return statistics.median(x), statistics.median(h)
 
 
-def sockets(case: str, args, workers: int = 1, latency=False, idle=0) -> dict:
+def pure_pipeline(runs: int, rounds: int) -> tuple[float, float]:
+    """:func:`pipeline` in a process running the runtime's Python source."""
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import summary; "
+            f"print(json.dumps(summary.pipeline({runs}, {rounds})))")  # fmt: skip
+    env = dict(os.environ, PROTOC_X_PURE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    x, h = json.loads(out.stdout)
+    return x, h
+
+
+def sockets(case: str, args, workers: int = 1, latency=False, idle=0, pure=False) -> dict:
     name, protocol, size, kind = next(c for c in proxy_bench.CASES if c[0] == case)
     opts = argparse.Namespace(
         duration=args.duration, connections=16, depth=8, workers=workers, rounds=args.runs,
         latency=latency, idle=idle,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        return proxy_bench.run_case(name, protocol, size, kind, opts, Path(tmp))
+    saved = os.environ.get("PROTOC_X_PURE")
+    if pure:  # (every process the case starts runs the Python source)
+        os.environ["PROTOC_X_PURE"] = "1"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return proxy_bench.run_case(name, protocol, size, kind, opts, Path(tmp))
+    finally:
+        if saved is None:
+            os.environ.pop("PROTOC_X_PURE", None)
+        else:
+            os.environ["PROTOC_X_PURE"] = saved
 
 
 def main() -> int:
@@ -82,7 +109,18 @@ def main() -> int:
     row("RSS per idle downstream connection", f"{b128['idle_kib']:.1f} KiB", "—",
         f"{b128['idle_kib']:.1f} KiB", "≤ 4 KiB", b128["idle_kib"] <= 4)  # fmt: skip
     w2 = sockets("bolt 128 B", args, workers=2)
-    print(f"{args.runs} runs of each, medians; {args.duration:.0f} s per socket run\n")
+    rounds = 3000 if not args.quick else 300
+    pure_x, pure_h = pure_pipeline(args.runs, rounds)
+    pure_b = sockets("bolt 128 B", args, pure=True)
+    row("the same on the Python source: `proxy_bench` bolt 128 B / relay",
+        f"{pure_b['protoc-x']['rps']:,.0f}", f"{pure_b['relay']['rps']:,.0f}",
+        f"{pure_b['ratio']:.2f}x", "—", pure_b["ratio"] >= 0.80)  # fmt: skip
+    row("the same on the Python source: `pipeline_bench` / hand-written",
+        f"{pure_x:.2f} µs", f"{pure_h:.2f} µs", f"{pure_x / pure_h:.2f}x", "—",
+        pure_x / pure_h <= 1.4)  # fmt: skip
+    runtime = "compiled (Cython)" if compiled() else "Python source"
+    print(f"runtime: {runtime}; {args.runs} runs of each, medians; "
+          f"{args.duration:.0f} s per socket run\n")  # fmt: skip
     print("| measure | protoc-x | baseline | ratio | target | met |")
     print("|---|---:|---:|---:|---:|:-:|")
     for r in rows:
