@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -253,3 +254,25 @@ def test_demo_runs_from_the_install(installed):
     result = run([bin_dir / "python", "-m", "protoc_x.demo"], work, env)
     assert "230 of 230 answers matched" in result.stdout, result.stdout
     assert "built-in specs" in result.stdout, result.stdout
+
+
+def test_without_a_c_compiler_the_wheel_is_the_python_runtime(tmp_path):
+    """A machine with no working compiler still builds protoc-x: the compile is skipped with a
+    warning and the wheel holds the runtime as Python only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.pop("PROTOC_X_PURE", None)
+    env.update(PIP_CONSTRAINT=str(ROOT / "constraints.txt"), CC="false", CXX="false")
+    # a copy of the sources: pip builds in the tree, where build/ may hold an earlier compile
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "node_modules", ".hypothesis", "__pycache__", "*.so",
+        "*.egg-info"))  # fmt: skip
+    dist = tmp_path / "dist"
+    result = run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", dist, source],
+                 tmp_path, env)  # fmt: skip
+    (wheel,) = dist.glob("protoc_x-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.endswith(".so")], names
+    for module in COMPILED_MODULES:
+        assert f"protoc_x/runtime/{module}.py" in names
+    assert "protoc-x: not compiled" in result.stdout + result.stderr
