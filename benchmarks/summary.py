@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -66,17 +67,10 @@ def sockets(case: str, args, workers: int = 1, latency=False, idle=0, pure=False
         duration=args.duration, connections=16, depth=8, workers=workers, rounds=args.runs,
         latency=latency, idle=idle,
     )  # fmt: skip
-    saved = os.environ.get("PROTOC_X_PURE")
-    if pure:  # (every process the case starts runs the Python source)
-        os.environ["PROTOC_X_PURE"] = "1"
-    try:
+    # (pure: every process the case starts runs the Python source)
+    with mock.patch.dict(os.environ, {"PROTOC_X_PURE": "1"} if pure else {}):
         with tempfile.TemporaryDirectory() as tmp:
             return proxy_bench.run_case(name, protocol, size, kind, opts, Path(tmp))
-    finally:
-        if saved is None:
-            os.environ.pop("PROTOC_X_PURE", None)
-        else:
-            os.environ["PROTOC_X_PURE"] = saved
 
 
 def main() -> int:

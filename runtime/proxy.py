@@ -190,11 +190,7 @@ class DownstreamConnection(FramedConnection):
         # high-resolution one: the loop's (uvloop: milliseconds) would make a fast request's 0
         # or 1 ms
         stream = Stream(self, None, kind, buf[start : start + length], self.last_activity,
-                        perf_counter(), rid)  # fmt: skip
-        stream.id_at = id_at
-        stream.timeout = timeout
-        stream.service = service
-        stream.method = method
+                        perf_counter(), rid, id_at, timeout, service, method)  # fmt: skip
         self.admit(stream)
 
     def on_frame(self, frame: XFrame, buf: bytes, start: int, length: int) -> None:

@@ -205,9 +205,14 @@ class Stream:
         arrived: float,
         started: float,
         down_id: int | None = None,
+        id_at: int = -1,
+        timeout=ASK,
+        service=None,
+        method=None,
     ):
-        """``frame`` None: the request came by the fast lane (its scan gave ``down_id``); the
-        frame is decoded from ``raw`` when something first asks for it."""
+        """``frame`` None: the request came by the fast lane, and its scan gave ``down_id``,
+        ``id_at``, ``timeout``, ``service`` and ``method``; the frame is decoded from ``raw``
+        when something first asks for it."""
         self.downstream = downstream
         self._frame = frame
         self.down_id = frame.get_request_id() if frame is not None else down_id
@@ -224,8 +229,8 @@ class Stream:
         self.seq = 0  # order of writing on that connection
         self.cluster: Target | None = None  # the cluster counting it as active (until it ends)
         self.endpoint: Endpoint | None = None  # the endpoint it went to
-        self.service = None
-        self.method = None
+        self.service = service
+        self.method = method
         self.retries = 0  # retries left (connect failure or reset before an answer)
         self.tried: tuple = ()  # endpoints that failed it
         self.cluster_name: str | None = None
@@ -234,8 +239,8 @@ class Stream:
         self.extra_headers: dict | None = None  # filters' headers seen by routing, not forwarded
         self.modified = False  # a filter changed the frame: it is re-encoded on the way out
         self.paused = False  # a filter held it for a while
-        self.id_at = -1  # where the id sits in ``raw`` (-1: the frame says, or it is re-encoded)
-        self.timeout = ASK  # the timeout the request carries (ms, or None), read by the scan
+        self.id_at = id_at  # where the id sits in ``raw`` (-1: the frame says, or re-encoded)
+        self.timeout = timeout  # the timeout the request carries (ms, or None; ASK: the frame's)
 
     @property
     def frame(self) -> XFrame:
