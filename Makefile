@@ -12,10 +12,11 @@ $(STAMP): pyproject.toml constraints.txt
 	PROTOC_X_PURE=1 $(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# The runtime's hot modules compiled in place with Cython (setup.py; pinned by constraints.txt),
-# again whenever one of them or its .pxd changes. Without a C compiler the runtime stays Python.
+# The runtime's hot modules (COMPILED_MODULES in runtime/__init__.py) compiled in place with
+# Cython (setup.py; pinned by constraints.txt), again whenever one of them or a .pxd changes.
+# Without a C compiler the runtime stays Python.
 COMPILED := $(VENV)/.compiled-stamp
-HOT := $(foreach m,network stream pool proxy,runtime/$(m).py runtime/$(m).pxd)
+HOT := runtime/__init__.py $(wildcard runtime/*.py runtime/*.pxd runtime/*/*.py runtime/*/*.pxd)
 $(COMPILED): $(STAMP) setup.py $(HOT)
 	PIP_CONSTRAINT=constraints.txt $(PY) -m pip install -q --no-deps -e .
 	touch $(COMPILED)

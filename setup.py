@@ -9,6 +9,7 @@ same code; ``protoc_x.runtime.compiled()`` says which one is running (docs/perfo
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import sys
@@ -19,13 +20,25 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 
-#: runtime modules with a .pxd, compiled together (they call one another in C)
-COMPILED = ("network", "stream", "pool", "proxy")
+
+def compiled_modules() -> tuple[str, ...]:
+    """protoc_x.runtime.COMPILED_MODULES, read from the package's source (not imported: the
+    build runs before the package is installed)."""
+    tree = ast.parse((HERE / "runtime" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "COMPILED_MODULES":
+            return ast.literal_eval(node.value)
+    raise RuntimeError("runtime/__init__.py names no COMPILED_MODULES")
 
 
 class OptionalBuildExt(build_ext):
     """A compile that fails leaves the pure-Python package, with a warning, not a failed
     install."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:  # the modules compile side by side
+            self.parallel = os.cpu_count() or 1
 
     def run(self) -> None:
         try:
@@ -59,16 +72,25 @@ def extensions() -> list:
     package.mkdir(parents=True, exist_ok=True)
     for init in (stage / "protoc_x" / "__init__.py", package / "__init__.py"):
         init.touch()
-    for name in COMPILED:
+    modules = compiled_modules()
+    for name in modules:
+        path = name.replace(".", "/")
         for suffix in (".py", ".pxd"):
-            source = HERE / "runtime" / (name + suffix)
-            target = package / (name + suffix)
+            source = HERE / "runtime" / (path + suffix)
+            target = package / (path + suffix)
+            if not source.exists():  # (a module with nothing to declare has no .pxd)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (target.parent / "__init__.py").touch()
             if not target.exists() or target.read_bytes() != source.read_bytes():
                 shutil.copyfile(source, target)
     return cythonize(
         [
-            Extension(f"protoc_x.runtime.{name}", [f"build/cython/protoc_x/runtime/{name}.py"])
-            for name in COMPILED
+            Extension(
+                f"protoc_x.runtime.{name}",
+                [f"build/cython/protoc_x/runtime/{name.replace('.', '/')}.py"],
+            )
+            for name in modules
         ],
         include_path=["build/cython"],
         compiler_directives={
@@ -77,6 +99,7 @@ def extensions() -> list:
             # would otherwise refuse a bytearray where an annotation says bytes)
             "annotation_typing": False,
         },
+        nthreads=os.cpu_count() or 1,
         quiet=True,
     )
 

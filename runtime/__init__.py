@@ -11,20 +11,36 @@ import importlib.util
 import os
 import sys
 
-#: the modules a build may compile (each has a .pxd beside it declaring its C types)
-COMPILED_MODULES = ("network", "stream", "pool", "proxy")
+#: the modules a build may compile, under this package: the request's path through the layers
+#: (each with a .pxd beside it declaring its C types), and the Python a request runs between
+#: them (the stable API's readers, routing, metrics, the field types' readers)
+COMPILED_MODULES = (
+    "network",
+    "stream",
+    "pool",
+    "proxy",
+    "api",
+    "router",
+    "metrics",
+    "fieldtypes.hessian2",
+    "fieldtypes.thrift",
+    "fieldtypes.tars",
+)
 
 
 class _Source:
     """A meta-path finder that loads the Python source of the compiled modules."""
 
     def find_spec(self, name, path=None, target=None):
-        package, _, leaf = name.rpartition(".")
-        if package != __name__ or leaf not in COMPILED_MODULES:
+        prefix = __name__ + "."
+        if not name.startswith(prefix) or name[len(prefix) :] not in COMPILED_MODULES:
             return None
-        return importlib.util.spec_from_file_location(
-            name, os.path.join(os.path.dirname(__file__), leaf + ".py")
-        )
+        return importlib.util.spec_from_file_location(name, source_path(name[len(prefix) :]))
+
+
+def source_path(module: str) -> str:
+    """The .py file of ``module`` (one of :data:`COMPILED_MODULES`)."""
+    return os.path.join(os.path.dirname(__file__), *module.split(".")) + ".py"
 
 
 if os.environ.get("PROTOC_X_PURE") and not any(isinstance(f, _Source) for f in sys.meta_path):

@@ -365,25 +365,34 @@ def read_kvmap_fixed(buf: bytes, pos: int, end: int, length: struct.Struct, sign
     # the hot case (an RPC header map): a fixed-width length, written out for speed. An entry
     # that overruns ``end`` shows as ``pos != end`` after the loop; negative lengths are checked
     # at once (they would walk backwards).
+    # (compiled, api.pxd types ``data`` as bytes: its slices decode straight from its buffer,
+    # with C offsets, so a length past the end is cut to ``most``: the slice and the outcome,
+    # an overrun, are the same)
+    data = buf if type(buf) is bytes else bytes(buf)
+    most = max(len(data), end) + 1
     unpack = length.unpack_from
     width = length.size
     out = {}
     try:
         while pos < end:
-            (size,) = unpack(buf, pos)
+            (size,) = unpack(data, pos)
             if size < 0:
                 raise DecodeError(pos, f"bad map key length {size}")
+            if size > most:
+                size = most
             pos += width
-            key = buf[pos : pos + size].decode()
+            key = data[pos : pos + size].decode()
             pos += size
-            (size,) = unpack(buf, pos)
+            (size,) = unpack(data, pos)
             pos += width
             if size < 0:
                 if size != -1 or not signed:
                     raise DecodeError(pos - width, f"bad map value length {size}")
                 out[key] = None
                 continue
-            out[key] = buf[pos : pos + size].decode()
+            if size > most:
+                size = most
+            out[key] = data[pos : pos + size].decode()
             pos += size
     except struct.error:
         raise DecodeError(pos, "map entry length overruns the frame") from None

@@ -9,19 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from protoc_x.runtime import COMPILED_MODULES, compiled
+from protoc_x.runtime import COMPILED_MODULES, compiled, source_path
 
 
 def pytest_configure(config) -> None:
     if not compiled():
         return
-    from protoc_x import runtime
-
-    folder = Path(runtime.__file__).parent
     for name in COMPILED_MODULES:
-        built = next(folder.glob(f"{name}.*.so"), None)
-        source = folder / f"{name}.py"
-        for path in (source, folder / f"{name}.pxd"):
+        source = Path(source_path(name))
+        built = next(source.parent.glob(f"{source.stem}.*.so"), None)
+        for path in (source, source.with_suffix(".pxd")):
             if built is not None and path.exists() and path.stat().st_mtime > built.stat().st_mtime:
                 pytest.exit(
                     f"{built.name} is older than {path.name}: `make` rebuilds it (or set "

@@ -128,8 +128,9 @@ def installed(tmp_path_factory):
     names = zipfile.ZipFile(wheel).namelist()
     if not os.environ.get("PROTOC_X_PURE"):  # the runtime's hot modules, compiled
         for module in COMPILED_MODULES:
+            path = "protoc_x/runtime/" + module.replace(".", "/")
             assert any(
-                n.startswith(f"protoc_x/runtime/{module}.") and n.endswith(".so") for n in names
+                n.startswith(path + ".") and n.endswith(".so") for n in names
             ), f"{module} is not compiled in the wheel"
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {
@@ -274,5 +275,5 @@ def test_without_a_c_compiler_the_wheel_is_the_python_runtime(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.endswith(".so")], names
     for module in COMPILED_MODULES:
-        assert f"protoc_x/runtime/{module}.py" in names
+        assert f"protoc_x/runtime/{module.replace('.', '/')}.py" in names
     assert "protoc-x: not compiled" in result.stdout + result.stderr
