@@ -452,6 +452,47 @@ class DubboFrame(XFrame):
 _SCRATCH = DubboFrame()
 
 
+def _scan_body(buf, pos, end, v_event, v_is_request, v_serialization, v_status):
+    """``body``'s 'inside' fields at ``buf[pos:end]`` for ``scan``, with no frame: read
+    as a frame reads them on first use (refusing what it refuses), returned in their order."""
+    v_dubbo_version = v_service_path = v_service_version = v_method_name = v_param_types = (
+        v_arguments
+    ) = v_attachments = v_error_message = None
+    if ((v_is_request == 1) and (v_event == 0)) and (v_serialization == 2):
+        ctx_hessian2 = hessian2.new_context()
+        v_dubbo_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_service_path, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_service_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_method_name, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_param_types, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        items = []
+        count = _F0(v_param_types)
+        if count < 0 or count > end - pos:
+            raise DecodeError(pos, "arguments: bad element count %d" % count)
+        for _ in range(count):
+            item, pos = _T1.read(buf, pos, end, ctx_hessian2)
+            items.append(item)
+        v_arguments = items
+        v_attachments, pos = _T2.read(buf, pos, end, ctx_hessian2)
+        if pos != end:
+            raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
+    elif (((v_is_request == 0) and (v_event == 0)) and (v_serialization == 2)) and (v_status != 20):
+        ctx_hessian2 = hessian2.new_context()
+        v_error_message, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        if pos != end:
+            raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
+    return (
+        v_dubbo_version,
+        v_service_path,
+        v_service_version,
+        v_method_name,
+        v_param_types,
+        v_arguments,
+        v_attachments,
+        v_error_message,
+    )
+
+
 class DubboProtocol(XProtocol):
     """The dubbo protocol (see dubbo.xproto)."""
 
@@ -522,7 +563,7 @@ class DubboProtocol(XProtocol):
         if end > n:
             return None
         pos = start + 16
-        f = None  # the frame, decoded once a binding reads a field of an 'inside'
+        at_body, z_body = pos, v_body_len
         if v_is_request == 0:
             kind = _RESPONSE
         elif v_two_way == 0:
@@ -531,30 +572,18 @@ class DubboProtocol(XProtocol):
             kind = _REQUEST
         if kind is _RESPONSE:
             return (end - start, v_id, ido, kind, (v_event == 1), None, None, v_status)
+        t_body = _scan_body(
+            buf, at_body, at_body + z_body, v_event, v_is_request, v_serialization, v_status
+        )  # body's 'inside' fields
         return (
             end - start,
             v_id,
             ido,
             kind,
             (v_event == 1),
-            text(
-                (
-                    f or (f := DubboProtocol.decode(self, buf, start, direction, _SCRATCH))
-                ).service_path
-            ),
-            text(
-                (
-                    f or (f := DubboProtocol.decode(self, buf, start, direction, _SCRATCH))
-                ).method_name
-            ),
-            to_int(
-                map_get(
-                    (
-                        f or (f := DubboProtocol.decode(self, buf, start, direction, _SCRATCH))
-                    ).attachments,
-                    "timeout",
-                )
-            ),
+            text(t_body[1]),
+            text(t_body[3]),
+            to_int(map_get(t_body[6], "timeout")),
         )
 
     def frame_size(self, buf, start=0, direction=None):

@@ -288,6 +288,24 @@ class ThriftFrame(XFrame):
 _SCRATCH = ThriftFrame()
 
 
+def _scan_body(buf, pos, end, v_type):
+    """``body``'s 'inside' fields at ``buf[pos:end]`` for ``scan``, with no frame: read
+    as a frame reads them on first use (refusing what it refuses), returned in their order."""
+    v_message = v_exc_type = v_stop = None
+    if v_type == 3:
+        ctx_thrift = thrift.new_context()
+        v_message, pos = _T0.read(buf, pos, end, ctx_thrift)
+        v_exc_type, pos = _T1.read(buf, pos, end, ctx_thrift)
+        v_stop, pos = _T2.read(buf, pos, end, ctx_thrift)
+        if pos != end:
+            raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
+    return (
+        v_message,
+        v_exc_type,
+        v_stop,
+    )
+
+
 class ThriftProtocol(XProtocol):
     """The thrift protocol (see thrift.xproto)."""
 
@@ -403,10 +421,11 @@ class ThriftProtocol(XProtocol):
             ido = pos + 0 - start
             pos += 4
             z = end - pos
+            at_body, z_body = pos, z
             pos += z
             if pos != end:
                 raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
-            f = None  # the frame, decoded once a binding reads a field of an 'inside'
+            t_body = None  # body's 'inside' fields, read if the status needs them
             if v_type in (
                 2,
                 3,
@@ -426,9 +445,9 @@ class ThriftProtocol(XProtocol):
                     None,
                     None,
                     (
-                        (
-                            f or (f := ThriftProtocol.decode(self, buf, start, direction, _SCRATCH))
-                        ).exc_type
+                        (t_body or (t_body := _scan_body(buf, at_body, at_body + z_body, v_type)))[
+                            1
+                        ]
                         if (v_type == 3)
                         else 0
                     ),

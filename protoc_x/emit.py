@@ -234,6 +234,11 @@ class Emitter:
             and isinstance(f.node.type.size, (n.SizeBytes, n.SizeRest))
             and f.name not in self.targets
         }
+        #: inside targets the scan reads without a frame: target → the outer fields (and
+        #: ``direction``) its layouts read, the parameters of its ``_scan_<target>``
+        self.scan_insides = {
+            t: params for t in self.targets if (params := self.scan_inside_params(t)) is not None
+        }
         leaves = list(self._leaves(plan.tree))
         names = [
             {it.name for st in leaf.steps if isinstance(st, Var) for it in [st.field]}
@@ -390,23 +395,63 @@ class Emitter:
         """The scanned leaf's answer, over its locals; its maps parsed only if read."""
 
         proto = self.cls[: -len("Frame")] + "Protocol"
+        # an 'inside' whose fields a binding reads: read into a tuple by _scan_<target> when
+        # its place and the fields its layouts test are in locals, else from a decoded frame
+        local = {
+            t: params
+            for t, params in self.scan_insides.items()
+            if t in present and all(p == "direction" or p in present for p in params)
+        }
 
-        def ref(name: str) -> str:
-            if self.c.fields[name].owner is not None:  # decoded when (and if) it is read
+        def call(owner: str) -> str:
+            args = "".join(", " + (p if p == "direction" else f"v_{p}") for p in local[owner])
+            return f"_scan_{owner}(buf, at_{owner}, at_{owner} + z_{owner}{args})"
+
+        def ref(name: str, eager: frozenset = frozenset()) -> str:
+            owner = self.c.fields[name].owner
+            if owner in local:
+                k = [f.name for f in self.inner_fields if f.owner == owner].index(name)
+                if owner in eager:  # read before the request's bindings
+                    return f"t_{owner}[{k}]"
+                return f"(t_{owner} or (t_{owner} := {call(owner)}))[{k}]"
+            if owner is not None:  # decoded when (and if) it is read
                 return f"(f or (f := {proto}.decode(self, buf, start, direction, _SCRATCH))).{name}"
             if name not in present:
                 return "None"
             return f"m_{name}" if name in self.lazy_maps else f"v_{name}"
 
-        if self.inside(("status", "timeout_ms", "service", "method")):
+        def owners(keys: tuple) -> set:
+            return {self.c.fields[name].owner for name in self.scan_names(keys)} - {None}
+
+        # a response's status reads an 'inside' when (and if) it must; a request's service,
+        # method and timeout read theirs once, before they are computed
+        lazy = owners(("status",)) & set(local)
+        eager = frozenset(owners(("timeout_ms", "service", "method")) & set(local))
+        for owner in sorted(lazy):
+            w(f"t_{owner} = None  # {owner}'s 'inside' fields, read if the status needs them")
+        if (owners(("status",)) | owners(("timeout_ms", "service", "method"))) - set(local):
             w("f = None  # the frame, decoded once a binding reads a field of an 'inside'")
         ido = "ido" if self.recording_id else "-1"
-        self.scan_tail(w, ref, "end - start", ido, present & self.lazy_maps)
+        self.scan_tail(
+            w, ref, "end - start", ido, present & self.lazy_maps,
+            request_ref=lambda name: ref(name, eager),
+            request_lines=[f"t_{o} = {call(o)}  # {o}'s 'inside' fields" for o in sorted(eager)],
+        )  # fmt: skip
 
-    def scan_tail(self, w: Code, ref, length: str, ido: str, maps: set | None = None) -> None:
+    def scan_tail(
+        self,
+        w: Code,
+        ref,
+        length: str,
+        ido: str,
+        maps: set | None = None,
+        request_ref=None,
+        request_lines: list[str] = (),
+    ) -> None:
         """Stream type, heartbeat and id, then the response's status or the request's
-        service, method and timeout, read through ``ref``. ``maps``: the lazy maps in locals
-        (None: ``ref`` reads a decoded frame)."""
+        service, method and timeout, read through ``ref`` (the request's through
+        ``request_ref``, after ``request_lines``). ``maps``: the lazy maps in locals (None:
+        ``ref`` reads a decoded frame)."""
         b = self.c.bindings
         ex = Exprs(self.c, self.mod, ref, direction="direction", present=frozenset(maps or ()))
         for i, rule in enumerate(self.s.stream):
@@ -428,6 +473,12 @@ class Emitter:
         head = f"{length}, {rid}, {ido}, kind, {' or '.join(tests) or 'False'}"
         w("if kind is _RESPONSE:")
         w(f"    return ({head}, None, None, {ex(b['status'].expr) if 'status' in b else 'None'})")
+        for line in request_lines:
+            w(line)
+        if request_ref is not None:
+            ex = Exprs(
+                self.c, self.mod, request_ref, direction="direction", present=frozenset(maps or ())
+            )
         used = self.scan_names(("timeout_ms", "service", "method"))
         for name in sorted(used & set(maps or ())):
             t = self.c.fields[name].node.type
@@ -919,7 +970,8 @@ class Emitter:
             w(f"    {target} = None")
             w("else:").indent()
         if info.kind == "bytes" and not obj:
-            pass  # scan: what bytes hold is nobody's business
+            if name in self.scan_insides:  # its 'inside' fields are read from there if needed
+                w(f"at_{name}, z_{name} = pos, {z}")
         elif info.kind == "bytes":
             w(f"{target} = buf[pos : pos + {z}]")
             if name in self.targets:
@@ -1113,6 +1165,57 @@ class Emitter:
         w(f"self._state_{target} = 1")
         return w.text()
 
+    #: field kinds a scan reads into a local as decode reads them (a bytes field it skips)
+    SCAN_KINDS = frozenset({"int", "enum", "bits", "string", "map", "ext"})
+
+    def scan_inside_params(self, target: str) -> tuple[str, ...] | None:
+        """The parameters of ``_scan_<target>`` (outer fields its layouts read, and
+        ``direction``), or None when the scan must decode a frame to read ``target``'s
+        fields (a field it would not keep, or a layout that reads one)."""
+        inner = [f for f in self.inner_fields if f.owner == target]
+        if self.c.fields[target].node.nullable or any(f.kind not in self.SCAN_KINDS for f in inner):
+            return None
+        names: set[str] = set()
+
+        def visit(node) -> None:
+            if isinstance(node, n.Name):
+                names.add(node.name)
+            if isinstance(node, (list, tuple)):
+                for x in node:
+                    visit(x)
+            elif hasattr(node, "__dataclass_fields__"):
+                for key in node.__dataclass_fields__:
+                    visit(getattr(node, key))
+
+        for ip in self.p.insides[target]:
+            visit(ip.inside.test)
+            visit(list(ip.items))
+        outer = sorted(x for x in names if x in self.c.fields and self.c.fields[x].owner is None)
+        if any(self.c.fields[x].kind not in ("int", "enum", "bits", "string") for x in outer):
+            return None
+        return tuple(outer) + (("direction",) if self.c.uses_direction else ())
+
+    def scan_inside(self, target: str) -> str:
+        """``_scan_<target>``'s body: ``inside_parse`` into locals, returned as a tuple."""
+        w = Code()
+        inner = [f.name for f in self.inner_fields if f.owner == target]
+        w(" = ".join(f"v_{x}" for x in inner) + " = None")
+        ex = Exprs(self.c, self.mod, lambda name: f"v_{name}", direction="direction")
+        for i, ip in enumerate(self.p.insides[target]):
+            w(f"{'elif' if i else 'if'} {ex(ip.inside.test)}:").indent()
+            for mod in self.contexts(list(self._flat(ip.items))):
+                w(f"ctx_{mod} = {mod}.new_context()")
+            items = Code()
+            self.inside_items(ip.items, items, ex, "")
+            self.guard_utf8(items, w)
+            w("if pos != end:")
+            w(
+                "    raise DecodeError(pos, '%d unexpected bytes after the last field' % (end - pos))"
+            )
+            w.dedent()
+        w(f"return ({', '.join('v_' + x for x in inner)},)")
+        return w.text(1)
+
     def _flat(self, items):
         for item in items:
             if isinstance(item, n.IfBlock):
@@ -1121,30 +1224,33 @@ class Emitter:
             else:
                 yield item
 
-    def inside_items(self, items, w: Code) -> None:
-        ex = Exprs(
-            self.c,
-            self.mod,
-            lambda name: f"self._f_{name}" if self.c.fields[name].owner else f"self.{name}",
-        )
+    def inside_items(self, items, w: Code, ex: Exprs | None = None, obj: str = "self") -> None:
+        """Read an 'inside' layout's items at ``pos`` into the frame's slots (``obj``), or into
+        ``v_`` locals (``obj`` empty: the scan, where ``ex`` reads every field as a local)."""
+        if ex is None:
+            ex = Exprs(
+                self.c,
+                self.mod,
+                lambda name: f"self._f_{name}" if self.c.fields[name].owner else f"self.{name}",
+            )
         for item in items:
             if isinstance(item, n.IfBlock):
                 w(f"if {ex(item.test)}:").indent()
-                self.inside_items(item.body, w)
+                self.inside_items(item.body, w, ex, obj)
                 w.dedent()
                 if item.orelse:
                     w("else:").indent()
-                    self.inside_items(item.orelse, w)
+                    self.inside_items(item.orelse, w, ex, obj)
                     w.dedent()
                 continue
             if isinstance(item, n.Bits) or self.c.fields[item.name].kind in ("int", "enum"):
                 run = single_run(item, self.c, self.p.order)
                 w(f"if pos + {run.size} > end:")
                 w(f"    raise overrun(pos, {getattr(item, 'name', 'bits')!r}, {run.size})")
-                self.unpack_run(run, w, "pos", "pos", into="self._f_")
+                self.unpack_run(run, w, "pos", "pos", into="self._f_" if obj else "v_")
                 w(f"pos += {run.size}")
                 continue
-            self.decode_var(item, self.c.fields[item.name], w, None, True, ex, "self")
+            self.decode_var(item, self.c.fields[item.name], w, None, True, ex, obj)
 
     def inside_build(self, target: str) -> str:
         """Bytes of ``target`` from its inside fields (read through their properties: the
@@ -1341,6 +1447,13 @@ class Emitter:
         frame_size = self.size_body()
         encode = self.encode_body()
         insides = {t: (self.inside_parse(t), self.inside_build(t)) for t in self.targets}
+        scan_insides = {
+            t: (
+                "".join(", " + (p if p == "direction" else f"v_{p}") for p in params),
+                self.scan_inside(t),
+            )
+            for t, params in self.scan_insides.items()
+        }
         binds = self.bindings()
         scan = self.scan_body()
         templates = {}
@@ -1406,6 +1519,7 @@ class Emitter:
             decode=decode,
             encode=encode,
             insides=insides,
+            scan_insides=scan_insides,
             inner_fields=self.inner_fields,
             b=binds,
             scan=scan,
@@ -1482,7 +1596,8 @@ def _names_of(stmt: ast.stmt) -> list[str]:
 
 def verify(code: str, plan: Plan) -> None:
     """Compile a generated module and check the names it defines, without running it: only
-    imports from the runtime API, assignments, classes and the docstring at module level; no
+    imports from the runtime API, assignments, classes, functions (the scan's readers of
+    'inside' layouts) and the docstring at module level; no
     name defined twice; no slot that is also a class member. A failure is a SpecError at the
     spec construct responsible (the field whose name collides), else at the protocol."""
     spec = plan.checked.spec
@@ -1490,7 +1605,7 @@ def verify(code: str, plan: Plan) -> None:
     def fail(name: str | None, why: str) -> SpecError:
         pos = spec.pos
         if name is not None:  # a field's own name, or an internal one made from it
-            bare = re.sub(r"^_(f|raw|state|at|err|lz|mp|parse|read|build)_", "", name)
+            bare = re.sub(r"^_(f|raw|state|at|err|lz|mp|parse|read|build|scan)_", "", name)
             info = plan.checked.fields.get(bare)
             pos = info.pos if info is not None else pos
         return SpecError(pos, f"the generated module would not load: {why}")
@@ -1515,7 +1630,7 @@ def verify(code: str, plan: Plan) -> None:
                     raise fail(None, f"{name!r} is imported twice")
                 defined.add(name)
             continue
-        if not isinstance(stmt, (ast.Assign, ast.ClassDef)):
+        if not isinstance(stmt, (ast.Assign, ast.ClassDef, ast.FunctionDef)):
             raise fail(None, f"a {type(stmt).__name__} statement at module level")
         for name in _names_of(stmt):
             if name in defined:
