@@ -9,7 +9,7 @@ same code; ``protoc_x.runtime.compiled()`` says which one is running (docs/perfo
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import os
 import shutil
 import sys
@@ -22,13 +22,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def compiled_modules() -> tuple[str, ...]:
-    """protoc_x.runtime.COMPILED_MODULES, read from the package's source (not imported: the
-    build runs before the package is installed)."""
-    tree = ast.parse((HERE / "runtime" / "__init__.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "COMPILED_MODULES":
-            return ast.literal_eval(node.value)
-    raise RuntimeError("runtime/__init__.py names no COMPILED_MODULES")
+    """protoc_x.runtime.COMPILED_MODULES, from the package's own ``__init__.py`` (loaded alone:
+    the build runs before the package is installed)."""
+    spec = importlib.util.spec_from_file_location("_runtime_init", HERE / "runtime" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.COMPILED_MODULES
 
 
 class OptionalBuildExt(build_ext):

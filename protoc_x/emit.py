@@ -432,10 +432,10 @@ class Emitter:
         if (owners(("status",)) | owners(("timeout_ms", "service", "method"))) - set(local):
             w("f = None  # the frame, decoded once a binding reads a field of an 'inside'")
         ido = "ido" if self.recording_id else "-1"
+        reads = tuple(f"t_{o} = {call(o)}  # {o}'s 'inside' fields" for o in sorted(eager))
         self.scan_tail(
             w, ref, "end - start", ido, present & self.lazy_maps,
-            request_ref=lambda name: ref(name, eager),
-            request_lines=[f"t_{o} = {call(o)}  # {o}'s 'inside' fields" for o in sorted(eager)],
+            request_ref=lambda name: ref(name, eager), request_lines=reads,
         )  # fmt: skip
 
     def scan_tail(
@@ -446,7 +446,7 @@ class Emitter:
         ido: str,
         maps: set | None = None,
         request_ref=None,
-        request_lines: list[str] = (),
+        request_lines: tuple[str, ...] = (),
     ) -> None:
         """Stream type, heartbeat and id, then the response's status or the request's
         service, method and timeout, read through ``ref`` (the request's through

@@ -11,20 +11,15 @@ import importlib.util
 import os
 import sys
 
+_HERE = os.path.dirname(__file__)
+
 #: the modules a build may compile, under this package: the request's path through the layers
 #: (each with a .pxd beside it declaring its C types), and the Python a request runs between
-#: them (the stable API's readers, routing, metrics, the field types' readers)
-COMPILED_MODULES = (
-    "network",
-    "stream",
-    "pool",
-    "proxy",
-    "api",
-    "router",
-    "metrics",
-    "fieldtypes.hessian2",
-    "fieldtypes.thrift",
-    "fieldtypes.tars",
+#: them: the stable API's readers, routing, metrics and every field type's readers
+COMPILED_MODULES = ("network", "stream", "pool", "proxy", "api", "router", "metrics") + tuple(
+    "fieldtypes." + name[:-3]
+    for name in sorted(os.listdir(os.path.join(_HERE, "fieldtypes")))
+    if name.endswith(".py") and name != "__init__.py"
 )
 
 
@@ -40,7 +35,7 @@ class _Source:
 
 def source_path(module: str) -> str:
     """The .py file of ``module`` (one of :data:`COMPILED_MODULES`)."""
-    return os.path.join(os.path.dirname(__file__), *module.split(".")) + ".py"
+    return os.path.join(_HERE, *module.split(".")) + ".py"
 
 
 if os.environ.get("PROTOC_X_PURE") and not any(isinstance(f, _Source) for f in sys.meta_path):

@@ -2,6 +2,6 @@
 import cython
 
 # the header maps of a request's scan: slices of ``data`` (bytes) decode from its buffer.
-# (Offsets stay Python ints: a 64-bit length must overrun as it does in Python, not overflow.)
+# (Offsets stay Python ints: a 64-bit length is refused as in Python, never overflows.)
 @cython.locals(out=dict, data=bytes)
 cpdef dict read_kvmap_fixed(buf, pos, end, length, signed)

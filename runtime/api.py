@@ -362,27 +362,32 @@ def read_kvmap(buf: bytes, pos: int, end: int, length: Any, signed: bool) -> dic
 
 def read_kvmap_fixed(buf: bytes, pos: int, end: int, length: struct.Struct, signed: bool) -> dict:
     """:func:`read_kvmap` for a fixed-width length prefix (generated code calls it directly)."""
-    # the hot case (an RPC header map): a fixed-width length, written out for speed. An entry
-    # that overruns ``end`` shows as ``pos != end`` after the loop; negative lengths are checked
-    # at once (they would walk backwards).
-    # (compiled, api.pxd types ``data`` as bytes: its slices decode straight from its buffer,
-    # with C offsets, so a length past the end is cut to ``most``: the slice and the outcome,
-    # an overrun, are the same)
-    data = buf if type(buf) is bytes else bytes(buf)
-    most = max(len(data), end) + 1
+    # the hot case (an RPC header map): a fixed-width length, written out for speed. Every
+    # length is checked against ``end`` before it is used, so nothing past the map is read;
+    # negative lengths are refused at once (they would walk backwards).
+    if type(buf) is not bytes:  # (a bytearray or a view: the map's own bytes, as bytes)
+        try:
+            return read_kvmap_fixed(bytes(buf[pos:end]), 0, end - pos, length, signed)
+        except DecodeError as e:
+            raise DecodeError(pos + e.offset, e.reason) from None
+    data = buf  # (compiled, api.pxd types it as bytes: its slices decode from its buffer)
     unpack = length.unpack_from
     width = length.size
     out = {}
     try:
         while pos < end:
+            if end - pos < width:
+                raise DecodeError(pos, "map entry length overruns the map")
             (size,) = unpack(data, pos)
             if size < 0:
                 raise DecodeError(pos, f"bad map key length {size}")
-            if size > most:
-                size = most
             pos += width
+            if size > end - pos:
+                raise DecodeError(pos - width, "a map entry overruns the map")
             key = data[pos : pos + size].decode()
             pos += size
+            if end - pos < width:
+                raise DecodeError(pos, "map entry length overruns the map")
             (size,) = unpack(data, pos)
             pos += width
             if size < 0:
@@ -390,15 +395,15 @@ def read_kvmap_fixed(buf: bytes, pos: int, end: int, length: struct.Struct, sign
                     raise DecodeError(pos - width, f"bad map value length {size}")
                 out[key] = None
                 continue
-            if size > most:
-                size = most
+            if size > end - pos:
+                raise DecodeError(pos - width, "a map entry overruns the map")
             out[key] = data[pos : pos + size].decode()
             pos += size
-    except struct.error:
+    except struct.error:  # (``end`` beyond the buffer)
         raise DecodeError(pos, "map entry length overruns the frame") from None
     except UnicodeDecodeError:
         raise DecodeError(pos, "invalid UTF-8 in a map entry") from None
-    if pos != end:
+    if pos != end:  # (``end`` before ``pos``)
         raise DecodeError(end, "a map entry overruns the map")
     return out
 

@@ -1,6 +1,7 @@
 """The compiled runtime and its Python source agree: where a ``.pxd`` gives a function C types,
 it is run side by side with the source on the same hostile inputs (a compiled slice with C
-offsets must not turn a length past the end into an OverflowError where Python overruns)."""
+offsets must not turn a length past the end into an OverflowError where Python refuses it); and
+the typed reader's other entry, for buffers that are not bytes, reads what bytes would."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from protoc_x.runtime import api, compiled, source_path
 
-pytestmark = pytest.mark.skipif(not compiled(), reason="the runtime is not compiled")
+compiled_only = pytest.mark.skipif(not compiled(), reason="the runtime is not compiled")
 
 
 def source_module(name: str):
@@ -57,6 +58,7 @@ def header_maps(draw):
     return data, end, length, draw(st.booleans())
 
 
+@compiled_only
 @settings(max_examples=3000, deadline=None)
 @given(header_maps(), st.booleans())
 def test_read_kvmap_fixed_compiled_is_the_source(case, as_bytearray):
@@ -65,3 +67,14 @@ def test_read_kvmap_fixed_compiled_is_the_source(case, as_bytearray):
     assert outcome(api.read_kvmap_fixed, buf, 2, end, length, signed) == outcome(
         API_SOURCE.read_kvmap_fixed, buf, 2, end, length, signed
     )
+
+
+@settings(max_examples=1000, deadline=None)
+@given(header_maps())
+def test_read_kvmap_fixed_reads_a_bytearray_as_its_bytes(case):
+    """A buffer that is not bytes is read from a copy of the map's own bytes (not the whole
+    buffer), with the outcome bytes give: nothing past the map is read from either."""
+    data, end, length, signed = case
+    expected = outcome(api.read_kvmap_fixed, data, 2, end, length, signed)
+    for buf in (bytearray(data), memoryview(data)):
+        assert outcome(api.read_kvmap_fixed, buf, 2, end, length, signed) == expected
