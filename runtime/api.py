@@ -370,7 +370,15 @@ def read_kvmap_fixed(buf: bytes, pos: int, end: int, length: struct.Struct, sign
             return read_kvmap_fixed(bytes(buf[pos:end]), 0, end - pos, length, signed)
         except DecodeError as e:
             raise DecodeError(pos + e.offset, e.reason) from None
-    data = buf  # (compiled, api.pxd types it as bytes: its slices decode from its buffer)
+    lsigned = _BE32.get(length.format)
+    if lsigned is not None and 0 <= pos <= end <= len(buf):
+        return _read_kvmap_be32(buf, pos, end, lsigned, signed)
+    return _read_kvmap_struct(buf, pos, end, length, signed)
+
+
+def _read_kvmap_struct(data: bytes, pos: int, end: int, length: struct.Struct, signed: bool):
+    """:func:`read_kvmap_fixed` with each length read by ``length``."""
+    # (compiled, api.pxd types ``data`` as bytes: its slices decode from its buffer)
     unpack = length.unpack_from
     width = length.size
     out = {}
@@ -405,6 +413,54 @@ def read_kvmap_fixed(buf: bytes, pos: int, end: int, length: struct.Struct, sign
         raise DecodeError(pos, "invalid UTF-8 in a map entry") from None
     if pos != end:  # (``end`` before ``pos``)
         raise DecodeError(end, "a map entry overruns the map")
+    return out
+
+
+# Struct formats of a 32-bit big-endian length, and whether it is signed: the common prefix
+# (bolt's, and many RPC header maps'), read byte by byte so that, compiled, it is C arithmetic.
+_BE32 = {">i": True, "!i": True, ">I": False, "!I": False}
+
+
+def _read_kvmap_be32(data: bytes, pos: int, end: int, lsigned: bool, signed: bool) -> dict:
+    """:func:`_read_kvmap_struct` for 32-bit big-endian lengths in ``data[pos:end]`` (within
+    ``data``): the same steps and errors, each length read from its four bytes."""
+    out = {}
+    while pos < end:
+        if end - pos < 4:
+            raise DecodeError(pos, "map entry length overruns the map")
+        size = data[pos]  # (then shifted as a 64-bit integer when compiled, never a C int)
+        size = (size << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+        if lsigned and size >= 0x80000000:
+            size -= 0x100000000
+        if size < 0:
+            raise DecodeError(pos, f"bad map key length {size}")
+        pos += 4
+        if size > end - pos:
+            raise DecodeError(pos - 4, "a map entry overruns the map")
+        try:
+            key = data[pos : pos + size].decode()
+        except UnicodeDecodeError:
+            raise DecodeError(pos, "invalid UTF-8 in a map entry") from None
+        pos += size
+        if end - pos < 4:
+            raise DecodeError(pos, "map entry length overruns the map")
+        size = data[pos]  # (then shifted as a 64-bit integer when compiled, never a C int)
+        size = (size << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+        if lsigned and size >= 0x80000000:
+            size -= 0x100000000
+        pos += 4
+        if size < 0:
+            if size != -1 or not signed:
+                raise DecodeError(pos - 4, f"bad map value length {size}")
+            out[key] = None
+            continue
+        if size > end - pos:
+            raise DecodeError(pos - 4, "a map entry overruns the map")
+        try:
+            out[key] = data[pos : pos + size].decode()
+        except UnicodeDecodeError:
+            raise DecodeError(pos, "invalid UTF-8 in a map entry") from None
+        pos += size
     return out
 
 

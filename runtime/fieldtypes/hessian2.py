@@ -188,6 +188,22 @@ def _units(buf, pos: int, end: int, n: int) -> tuple[str, int]:
     return "".join(parts), pos
 
 
+def _short_string(data: bytes, pos: int, end: int) -> tuple[str, int] | None:
+    """The string at ``pos`` (``pos < end``) when it is short (under 32 characters, one
+    byte of length) and ASCII, as names, keys and most values are: (text, position after).
+    None for any other value: :func:`_string_at` reads it. (Compiled, hessian2.pxd makes the
+    offsets C integers and decodes from ``data``'s buffer.)"""
+    code = data[pos]
+    if code < 0x20:
+        stop = pos + 1 + code
+        if stop <= end and stop <= len(data):
+            try:
+                return data[pos + 1 : stop].decode("ascii"), stop
+            except UnicodeDecodeError:
+                pass
+    return None
+
+
 def _string_at(buf, pos: int, end: int) -> tuple[str, int]:
     """A string (not null) at ``pos``, in any form including chunks."""
     if pos >= end:
@@ -289,6 +305,10 @@ def _skip(buf, pos: int, end: int, ctx: Context, depth: int) -> int:
 
 
 def _skip_string(buf, pos, end, ctx, depth):
+    if type(buf) is bytes:
+        found = _short_string(buf, pos, end)
+        if found is not None:
+            return found[1]
     return _string_at(buf, pos, end)[1]
 
 
@@ -466,7 +486,14 @@ del _c
 def _value_at(buf, pos: int, end: int, ctx: Context):
     if pos >= end:
         raise DecodeError(pos, "expected a value, found the end of the frame")
-    kind = _SIMPLE[buf[pos]]
+    code = buf[pos]
+    if code < 0x20:  # a string, as most keys and values are
+        if type(buf) is bytes:
+            found = _short_string(buf, pos, end)
+            if found is not None:
+                return found
+        return _string_at(buf, pos, end)
+    kind = _SIMPLE[code]
     if kind == "s":
         return _string_at(buf, pos, end)
     if kind == "i":
@@ -585,12 +612,11 @@ class String:
     def read(self, buf, pos: int, end: int, ctx=None):
         if pos < end:
             code = buf[pos]
-            if code < 0x20:  # short ASCII strings: the common case, kept tight
-                stop = pos + 1 + code
-                if stop <= end:
-                    chunk = bytes(buf[pos + 1 : stop])
-                    if chunk.isascii():
-                        return chunk.decode("ascii"), stop
+            if code < 0x20:
+                if type(buf) is bytes:
+                    found = _short_string(buf, pos, end)
+                    if found is not None:
+                        return found
             elif code == 0x4E:
                 return None, pos + 1
         return _string_at(buf, pos, end)

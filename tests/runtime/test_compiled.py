@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protoc_x.runtime import api, compiled, source_path
+from protoc_x.runtime.fieldtypes import hessian2
 
 compiled_only = pytest.mark.skipif(not compiled(), reason="the runtime is not compiled")
 
@@ -20,11 +22,13 @@ compiled_only = pytest.mark.skipif(not compiled(), reason="the runtime is not co
 def source_module(name: str):
     spec = importlib.util.spec_from_file_location(f"source_{name}", source_path(name))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (a dataclass looks its module up while it is made)
     spec.loader.exec_module(module)
     return module
 
 
 API_SOURCE = source_module("api") if compiled() else None
+HESSIAN2_SOURCE = source_module("fieldtypes.hessian2") if compiled() else None
 
 
 def outcome(read, *args):
@@ -39,10 +43,10 @@ LENGTHS = st.sampled_from([">I", ">i", "<H", ">Q", ">q", ">b"]).map(struct.Struc
 
 
 @st.composite
-def header_maps(draw):
+def header_maps(draw, lengths=LENGTHS):
     """A buffer holding a length-prefixed map after two bytes: mostly well formed, with lengths
     that are wrong, negative or near the width's limit, bytes that are not UTF-8, and cuts."""
-    length = draw(LENGTHS)
+    length = draw(lengths)
     bits = 8 * length.size
     low = -(1 << (bits - 1)) if length.format[-1].islower() else 0
     high = (1 << (bits - 1 if low else bits)) - 1
@@ -78,3 +82,47 @@ def test_read_kvmap_fixed_reads_a_bytearray_as_its_bytes(case):
     expected = outcome(api.read_kvmap_fixed, data, 2, end, length, signed)
     for buf in (bytearray(data), memoryview(data)):
         assert outcome(api.read_kvmap_fixed, buf, 2, end, length, signed) == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(header_maps(st.sampled_from([">I", ">i", "!i", "!I"]).map(struct.Struct)))
+def test_32_bit_lengths_read_byte_by_byte_as_struct_reads_them(case):
+    """The common prefix's own loop (C arithmetic when compiled) reads every map, and refuses
+    every broken one, as the loop that reads lengths with the Struct does."""
+    data, end, length, signed = case
+    if not 2 <= end <= len(data):  # (read_kvmap_fixed takes the Struct's loop for these)
+        return
+    lsigned = length.format[-1] == "i"
+    assert outcome(api._read_kvmap_be32, data, 2, end, lsigned, signed) == outcome(
+        api._read_kvmap_struct, data, 2, end, length, signed
+    )
+
+
+# hessian2 values around its typed short-string reader: short strings (ASCII or not, cut), the
+# other string forms, null, ints, and maps and lists holding them
+SHORT = st.binary(max_size=6).map(lambda b: bytes([len(b)]) + b)
+HESSIAN_VALUES = st.lists(
+    st.one_of(
+        SHORT,
+        SHORT.map(lambda b: b[:-1]),
+        st.sampled_from([b"N", b"\x91", b"\x30\x02ab", b"S\x00\x01a", b"R\x00\x01aS\x00\x01b",
+                         b"\x02\xc3\xa9", b"\x01\xed\xa0\x80", b"\x1f", b"Z", b"H", b"q"]),
+        st.binary(max_size=3),
+    ),
+    max_size=6,
+).map(b"".join)
+
+
+@compiled_only
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["String", "Map", "Any"]), st.booleans(), HESSIAN_VALUES,
+       st.integers(0, 3))  # fmt: skip
+def test_hessian2_compiled_reads_as_the_source(kind, as_map, body, cut):
+    """Strings, maps and skipped values read the same compiled (C offsets, decoded from the
+    buffer) as from the source, refusals included, wherever the value's end is."""
+    data = b"xx" + (b"H" + body + b"Z" if as_map else body)
+    end = max(2, len(data) - cut)
+    got = outcome(getattr(hessian2, kind)().read, data, 2, end, hessian2.new_context())
+    want = outcome(getattr(HESSIAN2_SOURCE, kind)().read, data, 2, end,
+                   HESSIAN2_SOURCE.new_context())  # fmt: skip
+    assert repr(got) == repr(want)

@@ -1,0 +1,6 @@
+# C declarations for hessian2.py when it is compiled (setup.py); the .py file is the code.
+import cython
+
+# the short ASCII strings of a request (its names and attachments), decoded from the buffer
+@cython.locals(code=cython.uchar, stop=Py_ssize_t)
+cpdef object _short_string(bytes data, Py_ssize_t pos, Py_ssize_t end)
