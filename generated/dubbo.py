@@ -511,11 +511,9 @@ class DubboProtocol(XProtocol):
 
     def decode(self, buf, start=0, direction=None, into=None):
         n = len(buf)
-        if n - start >= 2 and int.from_bytes(buf[start : start + 2], "big", signed=False) != 55995:
+        if n - start >= 2 and (buf[start] << 8 | buf[start + 1]) != 55995:
             raise DecodeError(
-                start,
-                "magic: expected %#x, got %#x"
-                % (55995, int.from_bytes(buf[start : start + 2], "big", signed=False)),
+                start, "magic: expected %#x, got %#x" % (55995, (buf[start] << 8 | buf[start + 1]))
             )
         if n - start < 16:
             return None
@@ -545,11 +543,9 @@ class DubboProtocol(XProtocol):
         It takes decode's steps (refusing what decode refuses) into locals; a layout it
         cannot read that way is decoded into a frame reused from call to call."""
         n = len(buf)
-        if n - start >= 2 and int.from_bytes(buf[start : start + 2], "big", signed=False) != 55995:
+        if n - start >= 2 and (buf[start] << 8 | buf[start + 1]) != 55995:
             raise DecodeError(
-                start,
-                "magic: expected %#x, got %#x"
-                % (55995, int.from_bytes(buf[start : start + 2], "big", signed=False)),
+                start, "magic: expected %#x, got %#x" % (55995, (buf[start] << 8 | buf[start + 1]))
             )
         if n - start < 16:
             return None
@@ -589,11 +585,9 @@ class DubboProtocol(XProtocol):
     def frame_size(self, buf, start=0, direction=None):
         """The length the frame at ``buf[start:]`` announces, once its header is there."""
         n = len(buf)
-        if n - start >= 2 and int.from_bytes(buf[start : start + 2], "big", signed=False) != 55995:
+        if n - start >= 2 and (buf[start] << 8 | buf[start + 1]) != 55995:
             raise DecodeError(
-                start,
-                "magic: expected %#x, got %#x"
-                % (55995, int.from_bytes(buf[start : start + 2], "big", signed=False)),
+                start, "magic: expected %#x, got %#x" % (55995, (buf[start] << 8 | buf[start + 1]))
             )
         if n - start < 16:
             return None

@@ -195,6 +195,18 @@ def _at(offset: int) -> str:
     return f"start + {offset}" if offset else "start"
 
 
+def _peek_bytes(off: int, width: int, order: str, signed: bool = False) -> str:
+    """Code for the integer of ``width`` bytes at frame offset ``off``: one or two unsigned
+    bytes by index (cheaper than a slice and ``int.from_bytes``), wider ones as bytes."""
+    if width == 1 and not signed:
+        return f"buf[{_at(off)}]"
+    if width == 2 and not signed:
+        high, low = (off, off + 1) if order == "big" else (off + 1, off)
+        return f"(buf[{_at(high)}] << 8 | buf[{_at(low)}])"
+    sign = ", signed=True" if signed else ""
+    return f"int.from_bytes(buf[{_at(off)} : {_at(off + width)}], {order!r}{sign})"
+
+
 def _int_fields(item) -> list:
     return list(item.fields) if isinstance(item, n.Bits) else [item]
 
@@ -610,17 +622,10 @@ class Emitter:
         if isinstance(info.node, n.BitField):
             bits = self.bits_of(name)
             shift, mask = self.bit_shift(bits, name)
-            width = bits.type.nbytes
-            raw = (
-                f"buf[start + {off}]"
-                if width == 1
-                else f"int.from_bytes(buf[start + {off} : start + {off + width}], {order!r})"
-            )
+            raw = _peek_bytes(off, bits.type.nbytes, order)
             return f"({raw} >> {shift}) & {mask:#x}"
         t = info.int_type
-        if t.nbytes == 1 and not t.signed:
-            return f"buf[{_at(off)}]"
-        return f"int.from_bytes(buf[{_at(off)} : {_at(off + t.nbytes)}], {t.order or order!r}, signed={t.signed})"
+        return _peek_bytes(off, t.nbytes, t.order or order, t.signed)
 
     @staticmethod
     def bit_shift(bits: n.Bits, name: str) -> tuple[int, int]:

@@ -295,6 +295,10 @@ def _skip(buf, pos: int, end: int, ctx: Context, depth: int) -> int:
     if pos >= end:
         raise DecodeError(pos, "expected a value, found the end of the frame")
     code = buf[pos]
+    if code < 0x20 and type(buf) is bytes:  # a short string (a common argument)
+        found = _short_string(buf, pos, end)
+        if found is not None:
+            return found[1]
     size = _FIXED[code]
     if size:
         new = pos + size
