@@ -9,5 +9,7 @@ cpdef dict _read_kvmap_struct(bytes data, pos, end, length, signed)
 
 # its 32-bit big-endian case: offsets and lengths as C integers (``data[pos:end]`` is within
 # ``data``, checked by the caller; a 32-bit length fits a long long)
+@cython.locals(size=cython.longlong)
+cdef inline long long _be32_at(bytes data, Py_ssize_t pos, Py_ssize_t end, bint lsigned) except? -1
 @cython.locals(out=dict, size=cython.longlong)
 cpdef dict _read_kvmap_be32(bytes data, Py_ssize_t pos, Py_ssize_t end, bint lsigned, bint signed)

@@ -421,17 +421,23 @@ def _read_kvmap_struct(data: bytes, pos: int, end: int, length: struct.Struct, s
 _BE32 = {">i": True, "!i": True, ">I": False, "!I": False}
 
 
+def _be32_at(data: bytes, pos: int, end: int, lsigned: bool) -> int:
+    """The 32-bit big-endian length at ``pos``, before ``end``."""
+    if end - pos < 4:
+        raise DecodeError(pos, "map entry length overruns the map")
+    size = data[pos]  # (then shifted as a 64-bit integer when compiled, never a C int)
+    size = (size << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+    if lsigned and size >= 0x80000000:
+        size -= 0x100000000
+    return size
+
+
 def _read_kvmap_be32(data: bytes, pos: int, end: int, lsigned: bool, signed: bool) -> dict:
     """:func:`_read_kvmap_struct` for 32-bit big-endian lengths in ``data[pos:end]`` (within
     ``data``): the same steps and errors, each length read from its four bytes."""
     out = {}
     while pos < end:
-        if end - pos < 4:
-            raise DecodeError(pos, "map entry length overruns the map")
-        size = data[pos]  # (then shifted as a 64-bit integer when compiled, never a C int)
-        size = (size << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-        if lsigned and size >= 0x80000000:
-            size -= 0x100000000
+        size = _be32_at(data, pos, end, lsigned)
         if size < 0:
             raise DecodeError(pos, f"bad map key length {size}")
         pos += 4
@@ -442,12 +448,7 @@ def _read_kvmap_be32(data: bytes, pos: int, end: int, lsigned: bool, signed: boo
         except UnicodeDecodeError:
             raise DecodeError(pos, "invalid UTF-8 in a map entry") from None
         pos += size
-        if end - pos < 4:
-            raise DecodeError(pos, "map entry length overruns the map")
-        size = data[pos]  # (then shifted as a 64-bit integer when compiled, never a C int)
-        size = (size << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-        if lsigned and size >= 0x80000000:
-            size -= 0x100000000
+        size = _be32_at(data, pos, end, lsigned)
         pos += 4
         if size < 0:
             if size != -1 or not signed:
