@@ -417,7 +417,7 @@ def _read_kvmap_struct(data: bytes, pos: int, end: int, length: struct.Struct, s
 
 
 # Struct formats of a 32-bit big-endian length, and whether it is signed: the common prefix
-# (bolt's, and many RPC header maps'), read byte by byte so that, compiled, it is C arithmetic.
+# (that of many RPC header maps), read byte by byte so that, compiled, it is C arithmetic.
 _BE32 = {">i": True, "!i": True, ">I": False, "!I": False}
 
 

@@ -5,7 +5,7 @@ import cython
 @cython.locals(code=cython.uchar, stop=Py_ssize_t)
 cpdef object _short_string(bytes data, Py_ssize_t pos, Py_ssize_t end)
 
-# called within the module in C (a map's keys and values, a skipped value)
+# called within the module in C (every string, a map's keys and values, a skipped value)
 cpdef tuple _value_at(buf, pos, end, ctx)
 cpdef tuple _string_at(buf, pos, end)
 cpdef object _skip(buf, pos, end, ctx, depth)

@@ -191,8 +191,8 @@ def _units(buf, pos: int, end: int, n: int) -> tuple[str, int]:
 def _short_string(data: bytes, pos: int, end: int) -> tuple[str, int] | None:
     """The string at ``pos`` (``pos < end``) when it is short (under 32 characters, one
     byte of length) and ASCII, as names, keys and most values are: (text, position after).
-    None for any other value: :func:`_string_at` reads it. (Compiled, hessian2.pxd makes the
-    offsets C integers and decodes from ``data``'s buffer.)"""
+    None for any other string: the rest of :func:`_string_at` reads it. (Compiled,
+    hessian2.pxd makes the offsets C integers and decodes from ``data``'s buffer.)"""
     code = data[pos]
     if code < 0x20:
         stop = pos + 1 + code
@@ -208,6 +208,10 @@ def _string_at(buf, pos: int, end: int) -> tuple[str, int]:
     """A string (not null) at ``pos``, in any form including chunks."""
     if pos >= end:
         raise DecodeError(pos, "expected a string, found the end of the frame")
+    if type(buf) is bytes:  # a short ASCII string, as names, keys and most values are
+        found = _short_string(buf, pos, end)
+        if found is not None:
+            return found
     start = pos
     code = buf[pos]
     parts = []
@@ -295,10 +299,6 @@ def _skip(buf, pos: int, end: int, ctx: Context, depth: int) -> int:
     if pos >= end:
         raise DecodeError(pos, "expected a value, found the end of the frame")
     code = buf[pos]
-    if code < 0x20 and type(buf) is bytes:  # a short string (a common argument)
-        found = _short_string(buf, pos, end)
-        if found is not None:
-            return found[1]
     size = _FIXED[code]
     if size:
         new = pos + size
@@ -309,10 +309,6 @@ def _skip(buf, pos: int, end: int, ctx: Context, depth: int) -> int:
 
 
 def _skip_string(buf, pos, end, ctx, depth):
-    if type(buf) is bytes:
-        found = _short_string(buf, pos, end)
-        if found is not None:
-            return found[1]
     return _string_at(buf, pos, end)[1]
 
 
@@ -490,14 +486,7 @@ del _c
 def _value_at(buf, pos: int, end: int, ctx: Context):
     if pos >= end:
         raise DecodeError(pos, "expected a value, found the end of the frame")
-    code = buf[pos]
-    if code < 0x20:  # a string, as most keys and values are
-        if type(buf) is bytes:
-            found = _short_string(buf, pos, end)
-            if found is not None:
-                return found
-        return _string_at(buf, pos, end)
-    kind = _SIMPLE[code]
+    kind = _SIMPLE[buf[pos]]
     if kind == "s":
         return _string_at(buf, pos, end)
     if kind == "i":
@@ -614,15 +603,8 @@ class String:
     __slots__ = ()
 
     def read(self, buf, pos: int, end: int, ctx=None):
-        if pos < end:
-            code = buf[pos]
-            if code < 0x20:
-                if type(buf) is bytes:
-                    found = _short_string(buf, pos, end)
-                    if found is not None:
-                        return found
-            elif code == 0x4E:
-                return None, pos + 1
+        if pos < end and buf[pos] == 0x4E:
+            return None, pos + 1
         return _string_at(buf, pos, end)
 
     def write(self, value, ctx=None) -> bytes:
