@@ -1,0 +1,72 @@
+"""The writer of generated code (indented lines) and the module-level names a generated
+module declares (its structs, field types and functions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+from .. import nodes as n
+
+#: the runtime.api names generated code may use; the module imports those it does use
+API_NAMES = (
+    "DecodeError", "Direction", "PoolMode", "StreamType", "Struct", "XFrame", "XProtocol",
+    "after", "as_bytes", "before", "coalesce", "crc32", "default_message", "map_get", "overrun",
+    "read_kvmap", "read_kvmap_count", "read_kvmap_fixed", "text", "to_int", "utf8", "write_kvmap",
+    "write_kvmap_fixed",
+)  # fmt: skip
+
+
+class Code:
+    """Indented lines of Python."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.depth = 0
+
+    def __call__(self, line: str) -> "Code":
+        self.lines.append("    " * self.depth + line)
+        return self
+
+    def indent(self) -> "Code":
+        self.depth += 1
+        return self
+
+    def dedent(self) -> "Code":
+        self.depth -= 1
+        return self
+
+    def text(self, base: int = 2) -> str:
+        pad = "    " * base
+        return "\n".join(pad + line if line else line for line in self.lines)
+
+
+@dataclass
+class Module:
+    """Module-level constants the method bodies refer to."""
+
+    order: str
+    structs: dict[str, str] = field(default_factory=dict)  # fmt → name
+    struct_docs: dict[str, str] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)  # constructor source → name
+    functions: dict[str, str] = field(default_factory=dict)  # module.func → name
+
+    def struct(self, fmt: str, doc: str, order: str | None = None) -> str:
+        full = (order or self.order) + fmt
+        if full not in self.structs:
+            self.structs[full] = f"_S{len(self.structs)}"
+            self.struct_docs[full] = doc
+        return self.structs[full]
+
+    def fieldtype(self, ref: n.ExtRef) -> str:
+        args = ", ".join(repr(a) for a in ref.args)
+        src = f"{ref.module}.TYPES[{ref.name!r}]({args})"
+        if src not in self.types:
+            self.types[src] = f"_T{len(self.types)}"
+        return self.types[src]
+
+    def function(self, module: str, func: str) -> str:
+        key = f"{module}.FUNCTIONS[{func!r}]"
+        if key not in self.functions:
+            self.functions[key] = f"_F{len(self.functions)}"
+        return self.functions[key]

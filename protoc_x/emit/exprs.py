@@ -1,0 +1,135 @@
+"""Spec expressions translated to Python expressions, and the byte-level helpers they use."""
+
+from __future__ import annotations
+
+
+from .. import nodes as n
+from ..check import Checked
+from .code import Module
+
+
+class Exprs:
+    """Compiles spec expressions to Python source. ``ref`` maps a field name to its access."""
+
+    def __init__(
+        self,
+        checked: Checked,
+        mod: Module,
+        ref,
+        direction: str = "self.direction",
+        lens=None,
+        total: str = "total",
+        present: frozenset = frozenset(),
+    ):
+        self.present = present  # frame maps that every layout has (never None)
+        self.temps = 0
+        self.c = checked
+        self.mod = mod
+        self.ref = ref
+        self.direction = direction
+        self.lens = lens or {}
+        self.total = total
+        self.reads_request = False  # set once an expression reads ``request.<field>``
+
+    def member(self, enum: str, name: str) -> int:
+        for m in self.c.enums[enum].members:
+            if m.name == name:
+                return m.value
+        raise KeyError(name)
+
+    def enum_of(self, e) -> str | None:
+        if isinstance(e, (n.Name, n.Attr)):
+            name = e.name
+            info = self.c.fields.get(name)
+            return info.enum if info else None
+        return None
+
+    def __call__(self, e, enum: str | None = None) -> str:
+        c = self
+        if isinstance(e, n.IntLit):
+            return repr(e.value)
+        if isinstance(e, n.StrLit):
+            return repr(e.value)
+        if isinstance(e, n.Const):
+            return repr(e.value)
+        if isinstance(e, n.Name):
+            if e.name in self.c.fields:
+                return self.ref(e.name)
+            if enum is not None:
+                return repr(self.member(enum, e.name))
+            raise KeyError(e.name)
+        if isinstance(e, n.Param):
+            return f"p_{e.name}"
+        if isinstance(e, n.Attr):
+            self.reads_request = True
+            return f"request.{e.name}"
+        if isinstance(e, n.Index):
+            if isinstance(e.obj, n.Name) and e.obj.name in self.present:
+                return f"{c(e.obj)}.get({c(e.key)})"  # a map every layout has: never None
+            return f"map_get({c(e.obj)}, {c(e.key)})"
+        if isinstance(e, n.Unary):
+            return f"(not {c(e.operand)})" if e.op == "not" else f"(-{c(e.operand)})"
+        if isinstance(e, n.BinOp):
+            if e.op in ("==", "!="):
+                for a, b in ((e.left, e.right), (e.right, e.left)):
+                    if (
+                        isinstance(a, n.Name)
+                        and a.name == "direction"
+                        and a.name not in self.c.fields
+                    ):
+                        which = "REQUEST" if b.name == "request" else "RESPONSE"
+                        op = "is" if e.op == "==" else "is not"
+                        return f"({self.direction} {op} Direction.{which})"
+                left_enum, right_enum = self.enum_of(e.left), self.enum_of(e.right)
+                return f"({c(e.left, right_enum)} {e.op} {c(e.right, left_enum)})"
+            if e.op == "??":
+                tmp = f"c{self.temps}"
+                self.temps += 1
+                return (
+                    f"({tmp} if ({tmp} := {c(e.left, enum)}) is not None else {c(e.right, enum)})"
+                )
+            return f"({c(e.left)} {e.op} {c(e.right)})"
+        if isinstance(e, n.In):
+            item_enum = self.enum_of(e.item)
+            opts = ", ".join(c(o, item_enum) for o in e.options)
+            return f"({c(e.item)} in ({opts},))"
+        if isinstance(e, n.Cond):
+            return f"({c(e.then, enum)} if {c(e.test)} else {c(e.orelse, enum)})"
+        if isinstance(e, n.Call):
+            args = e.args
+            if e.module is not None:
+                fn = self.mod.function(e.module, e.func)
+                return f"{fn}({', '.join(c(a) for a in args)})"
+            if e.func == "len":
+                return self.lens[args[0].name]
+            if e.func == "sizeof":
+                return self.total
+            if e.func == "int":
+                return f"to_int({c(args[0])})"
+            if e.func == "name":
+                info = self.c.fields[args[0].name]
+                return f"_E_{info.enum}.get({c(args[0])})"
+            if e.func in ("before", "after"):
+                return f"{e.func}(text({c(args[0])}), {c(args[1])})"
+        raise AssertionError(f"cannot compile {e!r}")
+
+
+def _at(offset: int) -> str:
+    """Code for the position ``offset`` bytes into the frame."""
+    return f"start + {offset}" if offset else "start"
+
+
+def _peek_bytes(off: int, width: int, order: str, signed: bool = False) -> str:
+    """Code for the integer of ``width`` bytes at frame offset ``off``: one or two unsigned
+    bytes by index (cheaper than a slice and ``int.from_bytes``), wider ones as bytes."""
+    if width == 1 and not signed:
+        return f"buf[{_at(off)}]"
+    if width == 2 and not signed:
+        high, low = (off, off + 1) if order == "big" else (off + 1, off)
+        return f"(buf[{_at(high)}] << 8 | buf[{_at(low)}])"
+    sign = ", signed=True" if signed else ""
+    return f"int.from_bytes(buf[{_at(off)} : {_at(off + width)}], {order!r}{sign})"
+
+
+def _int_fields(item) -> list:
+    return list(item.fields) if isinstance(item, n.Bits) else [item]

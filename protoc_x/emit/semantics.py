@@ -1,0 +1,155 @@
+"""Semantics: the spec's bindings (request id, stream type, status, routing view) as XFrame
+methods, the heartbeat and error templates, and field defaults."""
+
+from __future__ import annotations
+
+
+from .. import nodes as n
+from .code import Code
+from .exprs import Exprs, _int_fields
+
+
+class SemanticsEmitter:
+    """Emits the XFrame methods of the bindings and templates (a mixin of
+    :class:`protoc_x.emit.module.Emitter`)."""
+
+    # ---- semantics -----------------------------------------------------------------
+    def presence(self, name: str) -> str | None:
+        """Code that holds when field ``name`` is part of this frame's layout (the tests of
+        the ifs and the 'inside' it sits in); None when it always is. A setter checks it, so
+        a value the encoder would not write is refused instead of silently dropped."""
+        ex = self.exprs("self")
+
+        def cond(items):  # True: always; False: never; else the code of when
+            alts = []
+            for item in items:
+                if isinstance(item, n.IfBlock):
+                    then, orelse = cond(item.body), cond(item.orelse)
+                    if then is True and orelse is True:
+                        return True
+                    test = ex(item.test)
+                    for code, branch in ((test, then), (f"(not {test})", orelse)):
+                        if branch is True:
+                            alts.append(code)
+                        elif branch:
+                            alts.append(f"({code} and {branch})")
+                elif name in [f.name for f in _int_fields(item)]:
+                    return True
+            if not alts:
+                return False
+            return alts[0] if len(alts) == 1 else f"({' or '.join(alts)})"
+
+        where = cond(self.s.frame)
+        if where is True:
+            return None
+        alts = [where] if where else []
+        for inside in self.s.insides:
+            inner = cond(inside.items)
+            test = ex(inside.test)
+            if inner is True:
+                alts.append(test)
+            elif inner:
+                alts.append(f"({test} and {inner})")
+        if not alts:
+            return None
+        return alts[0] if len(alts) == 1 else f"({' or '.join(alts)})"
+
+    def bindings(self) -> dict[str, str]:
+        ex = self.exprs("self")
+        out = {}
+        b = self.c.bindings
+        for key in ("request_id", "timeout_ms", "status", "service", "method"):
+            if key in b:
+                code = ex(b[key].expr)
+                if key in ("service", "method") and not self.is_text(b[key].expr):
+                    code = f"text({code})"
+                out[key] = code
+        guards = {}
+        for key in ("request_id", "body", "headers"):
+            if key in b:
+                name = out[f"{key}_field"] = b[key].expr.name
+                where = self.presence(name)
+                if where is not None:
+                    why = f"this {self.s.name} frame's layout has no {key} ({name} is not in it)"
+                    guards[key] = Code()(f"if not {where}:")(
+                        f"    raise NotImplementedError({why!r})"
+                    )
+                    guards[key] = guards[key].text()
+        out["guards"] = guards
+        out["header_extras"] = [(hb.name, ex(hb.expr)) for hb in self.s.header_bindings]
+        rules = []
+        for rule in self.s.stream:
+            rules.append((ex(rule.test) if rule.test is not None else None, rule.kind.upper()))
+        out["stream"] = rules
+        if self.s.heartbeat is not None:
+            out["heartbeat"] = ex(self.s.heartbeat.test)
+        if self.s.goaway is not None:
+            out["goaway"] = ex(self.s.goaway)
+        return out
+
+    def template_body(self, t: n.Template, direction: str, id_code: str | None) -> str:
+        w = Code()
+        w(f"f = {self.cls}.blank()")
+        if self.c.uses_direction:
+            w(f"f.direction = Direction.{direction}")
+        for a in t.assigns:
+            info = self.c.fields[a.name]
+            ex = Exprs(self.c, self.mod, lambda name: f"request.{name}")
+            value = ex(a.expr, info.enum)
+            if info.kind == "bytes":
+                value = f"as_bytes({value})"
+            elif info.kind == "string":
+                value = f"text({value})"
+            elif info.kind == "map" or (info.kind == "ext" and info.ext.VALUE == "map"):
+                if not (isinstance(a.expr, n.Const) and a.expr.value == {}):  # {}: already one
+                    value = f"dict({value} or {{}})"
+            elif info.kind == "ext" and info.ext.VALUE == "bytes":
+                value = f"as_bytes({value})"
+            elif info.kind == "ext" and info.ext.VALUE == "str":
+                value = f"text({value})"
+            if ex.reads_request and info.kind == "ext" and hasattr(info.ext, "detach"):
+                # a value read from the request may carry its frame's other bytes: the field
+                # type detaches it before it goes into another frame
+                value = f"{self.mod.fieldtype(info.node.type.ref)}.detach({value})"
+            w(f"f.{a.name} = {value}")
+        if id_code is not None and "request_id" in self.c.bindings:
+            # the id's field directly: a reply whose layout has no id simply does not carry it
+            w(f"f.{self.c.bindings['request_id'].expr.name} = {id_code}")
+        w("return f")
+        return w.text()
+
+    def defaults(self) -> list[tuple[str, str]]:
+        out = []
+        for f in self.c.fields.values():
+            name = (
+                f"_f_{f.name}"
+                if f.owner
+                else (f"_raw_{f.name}" if f.name in self.targets else f.name)
+            )
+            node = f.node
+            if f.kind in ("int", "enum", "bits"):
+                const = self.const_of(node)
+                value = repr(const) if const is not None else "0"
+                if f.owner:
+                    value = "None"
+            elif f.kind == "bytes":
+                value = 'b""'
+            elif f.kind == "string":
+                value = '""'
+            elif f.kind == "map" and f.name in self.lazy_maps:
+                out.append((f"_lz_{f.name}", "None"))
+                name, value = f"_mp_{f.name}", "{}"
+            elif f.kind == "map":
+                value = "{}"
+            else:
+                value = "[]" if getattr(node.type, "size", None) is not None else "None"
+            out.append((name, value))
+        for t in self.targets:
+            out.append((f"_state_{t}", "1"))
+            out.append((f"_at_{t}", "0"))
+        out.append(("length", "0"))
+        if self.id_field is not None:
+            out.append(("_ido", "-1"))  # built, not decoded: no bytes to patch
+        if self.c.uses_direction:
+            out.append(("direction", "None"))
+        return out
