@@ -467,9 +467,22 @@ class Checker:
         if f.nullable and info.kind not in ("bytes", "string"):
             raise SpecError(f.pos, "only bytes and string fields can be nullable")
         if f.value is not None and info.kind not in ("int", "enum"):
-            raise SpecError(
-                f.value.pos, f"only integer fields can have a value, {f.name!r} is {info.kind}"
-            )
+            # a field type of integers (a varint) may be recomputed, as a sum of len() terms
+            if not (info.kind == "ext" and info.ext.VALUE == "int" and info.count is False):
+                raise SpecError(
+                    f.value.pos,
+                    f"only integer fields can have a value, {f.name!r} is {info.kind}",
+                )
+            if (
+                getattr(t, "size", None) is not None
+                or not any(_is_call(e, "len") for e in _walk_expr(f.value))
+                or any(_is_call(e, "sizeof") or _is_call(e, "crc32") for e in _walk_expr(f.value))
+            ):
+                raise SpecError(
+                    f.value.pos,
+                    f"the value of {f.name!r} ({t.ref.module}.{t.ref.name}) must be a sum of "
+                    "len() terms and numbers",
+                )
         if (
             isinstance(f.value, n.IntLit)
             and info.int_type

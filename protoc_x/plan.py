@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from . import nodes as n
-from .check import Checked, FieldInfo, _walk_expr
+from .check import Checked, FieldInfo, _fieldtype_modules, _walk_expr
 from .diagnostics import SpecError
 
 #: limits on the frame's if/else expansion (each test is a branch of the decoder)
@@ -54,7 +54,9 @@ Step = Union[Run, Var, Crc]
 class FrameSize:
     """How the decoder learns a leaf's size before reading its variable part."""
 
-    mode: str  # "length_field": a field holds sizeof(frame) + delta; "sum": header sizes add up
+    # "length_field": a field holds sizeof(frame) + delta; "sum": header sizes add up;
+    # "parsed": the frame ends where its last field ends (found by measuring it)
+    mode: str
     length_field: str | None = None
     delta: int = 0  # sizeof(frame) = field_value - delta
     at: int = 0  # mode length_field: the length field's offset in the frame
@@ -265,13 +267,58 @@ class Planner:
                 )
             )
             if not ok:
-                raise SpecError(
-                    s.field.pos,
-                    f"cannot tell the frame's size before reading {s.field.name!r}: give the frame a "
-                    "length field (= sizeof(frame) ...) or size every variable field by header fields",
-                )
+                return self.parsed_size(steps)
             sized.append(s)
         return FrameSize("sum", sized=sized)
+
+    def parsed_size(self, steps: list[Step]) -> FrameSize:
+        """A frame that ends where its last field ends: each variable part must be sized by
+        fields read before it, or be a field type that finds its own end as bytes arrive
+        (``measure``); otherwise its end cannot be found."""
+        placed: set[str] = set()
+        for s in steps:
+            if isinstance(s, Run):
+                for item in s.items:
+                    if isinstance(item, n.Bits):
+                        placed.update(f.name for f in item.fields)
+                    else:
+                        placed.add(item.name)
+                continue
+            if isinstance(s, Crc):
+                placed.add(s.field.name)
+                continue
+            size = getattr(s.field.type, "size", None)
+            why = None
+            if isinstance(size, n.SizeRest):
+                why = "'rest' needs a frame length field (= sizeof(frame) ...)"
+            elif isinstance(size, (n.SizeBytes, n.SizeCount)):
+                late = [
+                    e.name
+                    for e in _walk_expr(size.expr)
+                    if isinstance(e, n.Name) and e.name in self.c.fields and e.name not in placed
+                ]
+                if late:
+                    why = f"its size reads {late[0]!r}, which is not read before it"
+            measured = s.info.kind == "ext" and hasattr(s.info.ext, "measure")
+            if (
+                why is None
+                and s.info.kind == "ext"
+                and not measured
+                and not isinstance(size, n.SizeBytes)
+            ):
+                why = f"field type {s.field.type.ref.module}.{s.field.type.ref.name} cannot find its own end"
+            length = getattr(s.field.type, "length", None)
+            if why is None and s.info.kind == "map" and not isinstance(length, n.IntType):
+                if not hasattr(_fieldtype_modules()[length.module].TYPES[length.name], "measure"):
+                    why = "its entries' length type cannot find its own end"
+            if why is not None:
+                raise SpecError(
+                    s.field.pos,
+                    f"cannot tell where the frame ends at {s.field.name!r}: {why}; give the frame "
+                    "a length field (= sizeof(frame) ...), or size the field by fields before it",
+                )
+            placed.add(s.field.name)
+        return FrameSize("parsed")
 
     def _delta(self, v: n.Expr) -> int:
         """For ``x = sizeof(frame) + k`` return k, so that sizeof(frame) = x - k."""

@@ -280,6 +280,16 @@ class XProtocol:
         before), so a runtime can refuse an oversized frame without waiting for it."""
         return None
 
+    def measure(self, buf: bytearray, start: int = 0, direction: Direction | None = None):
+        """For a protocol whose frames end where their last field ends (no length announced):
+        a generator that finds the length of the frame at ``buf[start:]`` while ``buf`` grows.
+        It yields the buffer length it needs before it can go on (the caller sends it nothing
+        and resumes it once ``buf`` has grown that far), returns the frame's length, and
+        raises DecodeError for bytes that cannot be a frame. It looks at each byte once,
+        however the frame arrives. None for protocols whose frames announce their length
+        (:meth:`frame_size`)."""
+        return None
+
     def decode_all(self, buf: bytes, direction: Direction | None = None) -> Iterator[XFrame]:
         """Every whole frame in ``buf``; DecodeError on garbage or a partial frame at the end."""
         pos = 0
@@ -562,6 +572,17 @@ def map_get(items: dict | None, key: str) -> Any:
 def coalesce(first: Any, second: Any) -> Any:
     """``a ?? b`` of spec expressions."""
     return first if first is not None else second
+
+
+def measured(steps) -> int | None:
+    """Run a :meth:`XProtocol.measure` generator over the bytes there are: the frame's length,
+    or None when it needs more."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value
+    steps.close()
+    return None
 
 
 def overrun(pos: int, name: str, size: int) -> DecodeError:

@@ -50,6 +50,11 @@ class FramedConnection:
         self.partial_since: float | None = None  # a frame started but not complete
         self.holds: set = set()  # reasons reading is paused
         self.partial_size: int | None = None  # what a partial frame's header announced
+        # a partial frame is not looked at again before the buffer holds ``waiting`` bytes;
+        # ``measuring``: the protocol's measure of a frame that announces no length, resumed
+        # as bytes arrive (XProtocol.measure), so each byte is looked at once
+        self.waiting = 0
+        self.measuring = None
         self.out_bytes = 0  # queued for the next flush
         self.max_frame_bytes = 16 * 1024 * 1024  # (a listener's config sets its own)
 
@@ -60,15 +65,19 @@ class FramedConnection:
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
-        buf = self.buf
+        buf = self.buf  # (one buffer for the connection's life: a partial frame's bytes)
         if buf:
             buf += data
+            if len(buf) < self.waiting:
+                return  # the partial frame cannot be whole yet
+            if self.measuring is not None and (not self.measure() or len(buf) < self.waiting):
+                return
             data = bytes(buf)
         if self.proto is None:
-            self.buf = bytearray(data)
+            buf[:] = data
             if not self.choose_protocol(data) or self.closed:
                 return
-            self.buf = bytearray()
+            buf.clear()
         pos = 0
         end = len(data)
         direction = self.direction
@@ -114,32 +123,72 @@ class FramedConnection:
         rest = end - pos
         if pos:
             self.partial_size = None  # frames were consumed: what remains starts a new one
+            self.measuring = None
         if rest:
-            if rest > self.max_frame_bytes or (
-                self.partial_size is None and self.announced_too_big(data, pos)
-            ):
+            if rest > self.max_frame_bytes:
                 self.fail(f"frame larger than max_frame_bytes ({self.max_frame_bytes})")
                 return
-            self.buf = bytearray(data[pos:]) if pos else bytearray(data)
+            buf[:] = memoryview(data)[pos:] if pos else data
             if self.partial_since is None:
                 self.partial_since = self.last_activity
+            self.expect()
         else:
             if buf:
-                self.buf = bytearray()
+                buf.clear()
             self.partial_since = None
             self.partial_size = None
+            self.waiting = 0
 
-    def announced_too_big(self, data: bytes, pos: int) -> bool:
-        """Whether the partial frame at ``pos`` announces more than max_frame_bytes (asked once
-        its header is there): such a frame is refused before it arrives."""
+    def expect(self) -> None:
+        """Learn how many bytes the partial frame in the buffer needs before it can be whole:
+        the length its header announces (``frame_size``, asked once the header is there), or
+        what measuring it says; a frame that would be larger than max_frame_bytes is refused
+        before it arrives."""
+        self.waiting = 0
+        if self.partial_size is None:
+            steps = self.proto.measure(self.buf, 0, self.direction)
+            if steps is not None:
+                self.measuring = steps
+                self.measure()
+                return
+            try:
+                self.partial_size = self.proto.frame_size(self.buf, 0, self.direction)
+            except DecodeError:
+                return  # decode reports it with the bytes that follow
+            if self.partial_size is None:
+                return
+        if self.partial_size > self.max_frame_bytes:
+            self.fail(f"frame larger than max_frame_bytes ({self.max_frame_bytes})")
+            return
+        self.waiting = self.partial_size
+
+    def measure(self) -> bool:
+        """Resume measuring the partial frame with the bytes that arrived: False when the
+        connection was closed for it (bytes that cannot be a frame, or a frame larger than
+        max_frame_bytes)."""
+        buf = self.buf
         try:
-            size = self.proto.frame_size(data, pos, self.direction)
-        except DecodeError:
-            return False  # decode reports it with the bytes that follow
-        if size is None:
+            while True:
+                need = self.measuring.send(None)
+                if need > self.max_frame_bytes:
+                    self.measuring = None
+                    self.fail(f"frame larger than max_frame_bytes ({self.max_frame_bytes})")
+                    return False
+                if need > len(buf):
+                    self.waiting = need
+                    return True
+        except StopIteration as done:
+            self.measuring = None
+            self.partial_size = done.value
+        except DecodeError as e:
+            self.measuring = None
+            self.on_decode_error(e)
             return False
-        self.partial_size = size
-        return size > self.max_frame_bytes
+        if self.partial_size > self.max_frame_bytes:
+            self.fail(f"frame larger than max_frame_bytes ({self.max_frame_bytes})")
+            return False
+        self.waiting = self.partial_size
+        return True
 
     def connection_lost(self, exc) -> None:
         self.closed = True

@@ -290,6 +290,8 @@ class DecodeEmitter:
         """``frame_size``'s leaf: unpack only the fields the length needs, into locals (no
         frame is built). False when the length needs more than plain header fields."""
         size = leaf.size
+        if size.mode == "parsed":
+            return False  # measured: the decoder's own path
         local = self.size_locals(leaf)
         exprs = [v.field.type.size.expr for v in size.sized]
         needed = {
@@ -389,6 +391,11 @@ class DecodeEmitter:
             w(
                 f"    raise DecodeError(start + {size.at}, {size.length_field + ': frame length %d is shorter than its header'!r} % (end - start))"
             )
+        elif size.mode == "parsed":
+            w("m = measured(_measure(buf, start, direction))  # the frame ends where its fields do")
+            w("if m is None:")
+            w("    return None")
+            w("end = start + m")
         else:
             terms = [str(prefix + leaf.fixed_tail)] if prefix + leaf.fixed_tail else []
             for i, var in enumerate(size.sized):
@@ -417,7 +424,7 @@ class DecodeEmitter:
         w("if end > n:")
         w("    return None")
         w(f"pos = start + {prefix}")
-        checked_bounds = size.mode == "length_field"
+        checked_bounds = size.mode in ("length_field", "parsed")
         for mod in self.contexts([s.field for s in leaf.steps if isinstance(s, Var)]):
             w(f"ctx_{mod} = {mod}.new_context()")
         for step in leaf.steps:

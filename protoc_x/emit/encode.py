@@ -86,12 +86,22 @@ class EncodeEmitter:
         mods = self.contexts([s.field for s in leaf.steps if isinstance(s, Var)])
         for mod in mods:
             w(f"ctx_{mod} = {mod}.new_context()")
+        computed = []  # field-type integers with a value (a varint length): written last
         for step in leaf.steps:
             if isinstance(step, Var):
                 part = f"p_{step.field.name}"
-                w(f"{part} = {self.part_code(step.field, step.info)}")
                 parts[step.field.name] = part
+                if step.field.value is not None:
+                    computed.append(step)
+                    continue
+                w(f"{part} = {self.part_code(step.field, step.info)}")
                 lens[step.field.name] = self.len_code(step.field, step.info, part)
+        for step in computed:
+            t = step.field.type
+            value = self.exprs("self", lens=lens)(step.field.value)
+            ft, ctx = self.mod.fieldtype(t.ref), f"ctx_{t.ref.module}"
+            w(f"p_{step.field.name} = {ft}.write({value}, {ctx})  # recomputed")
+            lens[step.field.name] = f"len(p_{step.field.name})"
         fixed = sum(s.size for s in leaf.steps if isinstance(s, Run)) + sum(
             4 for s in leaf.steps if isinstance(s, Crc)
         )

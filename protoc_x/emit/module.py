@@ -15,6 +15,7 @@ from ..plan import _FMT, Leaf, Plan, Var
 from .decode import DecodeEmitter
 from .encode import EncodeEmitter
 from .inside import InsideEmitter
+from .measure import MeasureEmitter
 from .scan import ScanEmitter
 from .semantics import SemanticsEmitter
 from .verify import verify
@@ -22,7 +23,9 @@ from .code import API_NAMES, Module
 from .exprs import Exprs
 
 
-class Emitter(DecodeEmitter, ScanEmitter, EncodeEmitter, InsideEmitter, SemanticsEmitter):
+class Emitter(
+    DecodeEmitter, MeasureEmitter, ScanEmitter, EncodeEmitter, InsideEmitter, SemanticsEmitter
+):
     """Writes one planned spec as a Python module; each part of the module comes from the
     mixin of its own file."""
 
@@ -132,6 +135,7 @@ class Emitter(DecodeEmitter, ScanEmitter, EncodeEmitter, InsideEmitter, Semantic
         s = self.s
         decode = self.decode_body()
         frame_size = self.size_body()
+        measure = self.measure_body() if self.parsed() else None
         encode = self.encode_body()
         insides = {t: (self.inside_parse(t), self.inside_build(t)) for t in self.targets}
         scan_insides = {
@@ -205,6 +209,7 @@ class Emitter(DecodeEmitter, ScanEmitter, EncodeEmitter, InsideEmitter, Semantic
             encode=encode,
             insides=insides,
             scan_insides=scan_insides,
+            measure=measure,
             inner_fields=self.inner_fields,
             b=binds,
             scan=scan,

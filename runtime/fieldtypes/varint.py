@@ -43,6 +43,20 @@ def _read(buf, pos: int, end: int) -> tuple[int, int]:
     return value, p
 
 
+def _measure(buf, pos: int):
+    """A generator reading a varint from a buffer that grows while it waits: it yields the
+    buffer length it needs before it can go on, and returns ``(value, end)`` as ``_read``.
+    Each byte is looked at once, however the varint arrives."""
+    p = pos
+    while True:
+        while p >= len(buf):
+            yield p + 1
+        if buf[p] < 0x80 or p - pos >= MAX_BYTES - 1:
+            break
+        p += 1
+    return _read(buf, pos, p + 1)
+
+
 def _write(value: int) -> bytes:
     if value < 0x80:
         if value < 0:
@@ -69,6 +83,9 @@ class Unsigned:
     def read(self, buf, pos: int, end: int, ctx=None) -> tuple[int, int]:
         return _read(buf, pos, end)
 
+    def measure(self, buf, pos: int, ctx=None):
+        return (yield from _measure(buf, pos))
+
     def write(self, value: int, ctx=None) -> bytes:
         return _write(value)
 
@@ -83,6 +100,10 @@ class Signed:
 
     def read(self, buf, pos: int, end: int, ctx=None) -> tuple[int, int]:
         n, pos = _read(buf, pos, end)
+        return (n >> 1) ^ -(n & 1), pos
+
+    def measure(self, buf, pos: int, ctx=None):
+        n, pos = yield from _measure(buf, pos)
         return (n >> 1) ^ -(n & 1), pos
 
     def write(self, value: int, ctx=None) -> bytes:

@@ -1,0 +1,202 @@
+"""Frames that announce no length: they end where their last field ends (issue 13). The spec
+(vhc.xproto beside this file) has a varint-counted header map of varint-prefixed pairs, a
+varint-prefixed body and a CRC-32 trailer. The frames here are written and read back by a
+hand-written peer in this file (not by the codec), and fed to the runtime's connection a byte
+at a time, with the bytes the parse looks at counted: measuring resumes where it stopped, so
+the work grows with the frame, not with the square of its pieces."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+from pathlib import Path
+
+import pytest
+
+from protoc_x.compiler import compile_source
+from protoc_x.loader import load_module_source
+from protoc_x.runtime.api import DecodeError, XProtocol, measured
+from protoc_x.runtime.network import FramedConnection
+
+SPEC = Path(__file__).with_name("vhc.xproto")
+
+
+@pytest.fixture(scope="module")
+def vhc():
+    code = compile_source(SPEC.read_text(), str(SPEC), "vhc")
+    return load_module_source("vhc", code, str(SPEC)).PROTOCOL
+
+
+# ---- the hand-written peer -------------------------------------------------------------
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
+def frame(kind: int, rid: int, headers: dict[str, str], body: bytes, status: int = 0) -> bytes:
+    out = bytearray([0xC7, kind]) + rid.to_bytes(4, "big") + bytes([status])
+    out += varint(len(headers))
+    for key, value in headers.items():
+        for part in (key.encode(), value.encode()):
+            out += varint(len(part)) + part
+    out += varint(len(body)) + body
+    return bytes(out + zlib.crc32(out).to_bytes(4, "big"))
+
+
+def parse(data: bytes) -> tuple[int, int, dict[str, str], bytes]:
+    """(kind, id, headers, body) of one whole frame, its count and CRC checked."""
+    assert zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "big"), "CRC"
+    count, pos = read_varint(data, 7)
+    headers = {}
+    for _ in range(count):
+        kz, pos = read_varint(data, pos)
+        key = data[pos : pos + kz].decode()
+        vz, pos = read_varint(data, pos + kz)
+        headers[key] = data[pos : pos + vz].decode()
+        pos += vz
+    bz, pos = read_varint(data, pos)
+    assert pos + bz + 4 == len(data), "the frame ends at its trailer"
+    return data[1], int.from_bytes(data[2:6], "big"), headers, data[pos : pos + bz]
+
+
+def headers_of(n: int) -> dict[str, str]:
+    return {"service": "com.acme.Echo", "method": "echo"} | {
+        f"h{i}": "v" * (i % 300) for i in range(n)
+    }
+
+
+# ---- the codec ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 2, 130])  # 130 entries: a two-byte count
+def test_a_frame_decodes_and_encodes_back_to_its_bytes(vhc, n):
+    data = frame(0, 7, headers_of(n), b"x" * 200)
+    f = vhc.decode(data + b"\xc7rest", 0)
+    assert f.length == len(data)
+    assert (f.get_request_id(), f.get_service(), f.get_method()) == (7, "com.acme.Echo", "echo")
+    assert f.get_body() == b"x" * 200 and f.nheaders == n + 2
+    assert f.encode() == data
+
+
+def test_encode_recomputes_the_count_the_lengths_and_the_crc(vhc):
+    f = vhc.decode(frame(0, 9, headers_of(127), b"body"), 0)
+    f.set_header("added", "y" * 200)  # 130 entries now: the count grows to two bytes
+    f.set_body(b"b" * 300)  # and the body's length too
+    kind, rid, headers, body = parse(f.encode())
+    assert (kind, rid, body) == (0, 9, b"b" * 300)
+    assert headers == headers_of(127) | {"added": "y" * 200}
+
+
+def test_every_prefix_of_a_frame_is_incomplete_and_garbage_is_refused(vhc):
+    data = frame(2, 1, headers_of(3), b"hello")
+    for cut in range(len(data)):
+        assert vhc.decode(data[:cut], 0) is None
+        assert measured(vhc.measure(bytearray(data[:cut]), 0)) is None
+    assert measured(vhc.measure(bytearray(data), 0)) == len(data)
+    with pytest.raises(DecodeError, match="crc32 mismatch"):
+        vhc.decode(data[:-1] + bytes([data[-1] ^ 1]), 0)
+    with pytest.raises(DecodeError, match="longer than 10 bytes"):  # a count that never ends
+        measured(vhc.measure(bytearray(data[:7] + b"\xff" * 11), 0))
+
+
+# ---- the runtime's connection: a byte at a time, each byte looked at once ---------------------
+class Counting(bytearray):
+    """The connection's buffer, counting the bytes read from it by index or slice."""
+
+    examined = 0
+
+    def __getitem__(self, key):
+        got = super().__getitem__(key)
+        type(self).examined += len(got) if isinstance(key, slice) else 1
+        return got
+
+
+class Collect(FramedConnection):
+    def __init__(self, proto):
+        super().__init__(proto)
+        self.frames = []
+
+    def on_frame(self, frame, buf, start, length):
+        self.frames.append(bytes(buf[start : start + length]))
+
+    def on_decode_error(self, e):
+        raise AssertionError(e)
+
+
+def feed(vhc, pieces: list[bytes]) -> tuple[list[bytes], int, int]:
+    """Feed ``pieces`` to a connection: the frames it read, the bytes its parse looked at in its
+    buffer, and the bytes the decoder was offered (a decode may read all it is given)."""
+
+    class Proto(XProtocol):  # the codec, its decode calls counted
+        offered = 0
+
+        def __getattribute__(self, name):
+            if name == "decode":
+
+                def decode(buf, start=0, direction=None):
+                    Proto.offered += len(buf) - start
+                    return vhc.decode(buf, start, direction)
+
+                return decode
+            return getattr(vhc, name)
+
+    async def run():
+        conn = Collect(Proto())
+        conn.buf = Counting()
+        Counting.examined = 0
+        for piece in pieces:
+            conn.data_received(piece)
+        return conn.frames
+
+    frames = asyncio.run(run())
+    return frames, Counting.examined, Proto.offered
+
+
+@pytest.mark.parametrize("entries", [50, 400])
+def test_a_frame_fed_a_byte_at_a_time_is_parsed_in_linear_work(vhc, entries):
+    data = frame(0, 3, headers_of(entries), b"z" * 1000)
+    frames, examined, offered = feed(vhc, [data[i : i + 1] for i in range(len(data))])
+    assert frames == [data]
+    # measuring reads each varint byte once; the frame is decoded once, when it is whole
+    # (re-parsing from the start at each byte would examine about len(data)**2 / 2 bytes)
+    assert examined <= len(data), (examined, len(data))
+    assert offered <= 2 * len(data), (offered, len(data))
+
+
+def test_frames_split_anywhere_and_coalesced_read_back_the_same(vhc):
+    rng = random.Random(13)
+    frames = [frame(rng.choice((0, 1, 2)), i, headers_of(rng.randrange(0, 40)), rng.randbytes(rng.randrange(0, 500))) for i in range(60)]  # fmt: skip
+    stream = b"".join(frames)
+    cuts = sorted(rng.sample(range(1, len(stream)), 300))
+    pieces = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+    got, examined, offered = feed(vhc, pieces)
+    assert got == frames
+    assert examined <= len(stream) and offered <= 3 * len(stream)
+
+
+def test_a_frame_larger_than_max_frame_bytes_is_refused_before_it_arrives(vhc):
+    data = frame(0, 3, headers_of(10), b"z" * 5000)
+
+    async def run():
+        conn = Collect(vhc)
+        conn.max_frame_bytes = 1000
+        closed = []
+        conn.fail = closed.append
+        conn.data_received(data[:600])  # the body's length is there: 5,000 bytes announced
+        return closed
+
+    assert asyncio.run(run()) == ["frame larger than max_frame_bytes (1000)"]
