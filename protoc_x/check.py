@@ -468,7 +468,7 @@ class Checker:
             raise SpecError(f.pos, "only bytes and string fields can be nullable")
         if f.value is not None and info.kind not in ("int", "enum"):
             # a field type of integers (a varint) may be recomputed, as a sum of len() terms
-            if not (info.kind == "ext" and info.ext.VALUE == "int" and info.count is False):
+            if not (info.kind == "ext" and info.ext.VALUE == "int" and not info.count):
                 raise SpecError(
                     f.value.pos,
                     f"only integer fields can have a value, {f.name!r} is {info.kind}",

@@ -52,7 +52,7 @@ class FramedConnection:
         self.partial_size: int | None = None  # what a partial frame's header announced
         # a partial frame is not looked at again before the buffer holds ``waiting`` bytes;
         # ``measuring``: the protocol's measure of a frame that announces no length, resumed
-        # as bytes arrive (XProtocol.measure), so each byte is looked at once
+        # as bytes arrive (XProtocol.measure), so a byte is not read again at each arrival
         self.waiting = 0
         self.measuring = None
         self.out_bytes = 0  # queued for the next flush

@@ -5,8 +5,8 @@ It takes the decoder's steps as far as sizes go: fixed-width runs are unpacked i
 sizes after them read them), a part sized by earlier fields is stepped over without being read,
 and a field type that ends where its value ends is measured by its own ``measure`` generator.
 Before it reads a byte that is not there it yields the buffer length it needs, and resumes
-there, so a frame that arrives a byte at a time is looked at once, not once per arrival
-(runtime.api.XProtocol.measure)."""
+there, so the work on a frame that arrives a byte at a time grows with the frame, not once per
+arrival (runtime.api.XProtocol.measure)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class MeasureEmitter:
 
     def measure_body(self) -> str:
         w = Code()
+        self.recording_id = False  # (the id's offset is the decoder's business)
         self.measure_node(self.p.tree, w)
         return w.text(1)
 
@@ -60,8 +61,9 @@ class MeasureEmitter:
                 self.wait(w, f"pos + {step.size}")
                 self.unpack_run(step, w, "pos", "pos", into="v_")
                 if leaf.size.mode == "length_field" and step is leaf.prefix:
-                    delta = leaf.size.delta
-                    w(f"return v_{leaf.size.length_field}" + (f" - {delta}" if delta else ""))
+                    d = leaf.size.delta
+                    delta = f" - {d}" if d > 0 else f" + {-d}" if d else ""
+                    w(f"return v_{leaf.size.length_field}{delta}")
                     return
                 w(f"pos += {step.size}")
             elif isinstance(step, Crc):

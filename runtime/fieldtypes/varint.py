@@ -46,7 +46,8 @@ def _read(buf, pos: int, end: int) -> tuple[int, int]:
 def _measure(buf, pos: int):
     """A generator reading a varint from a buffer that grows while it waits: it yields the
     buffer length it needs before it can go on, and returns ``(value, end)`` as ``_read``.
-    Each byte is looked at once, however the varint arrives."""
+    However the varint arrives, each of its bytes is read twice at most: once to find its
+    end, once to decode it."""
     p = pos
     while True:
         while p >= len(buf):
