@@ -8,6 +8,7 @@ the work grows with the frame, not with the square of its pieces."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import zlib
 from pathlib import Path
@@ -196,3 +197,89 @@ def test_a_frame_larger_than_max_frame_bytes_is_refused_before_it_arrives(vhc):
         return closed
 
     assert asyncio.run(run()) == ["frame larger than max_frame_bytes (1000)"]
+
+
+# ---- through the proxy: the hand-written peer's client and server, answers out of order ------
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """One whole frame from the stream, read as the peer reads it: field by field."""
+    out = bytearray(await reader.readexactly(7))
+
+    async def varint_part() -> int:
+        value = shift = 0
+        while True:
+            b = (await reader.readexactly(1))[0]
+            out.append(b)
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+
+    for _ in range(2 * await varint_part()):
+        out += await reader.readexactly(await varint_part())
+    out += await reader.readexactly(await varint_part())
+    out += await reader.readexactly(4)
+    return bytes(out)
+
+
+def test_the_proxy_carries_the_peers_frames_with_concurrent_out_of_order_answers(vhc):
+    from tests.runtime.harness import free_port, proxy_running, run, simple_config
+
+    served: list[tuple] = []  # (upstream connection, id) in the order they were answered
+    received: list[tuple] = []  # and in the order they arrived
+    oneways: list[bytes] = []
+
+    async def server(reader, writer):
+        rng = random.Random(len(received))
+
+        async def answer(data: bytes) -> None:
+            kind, rid, headers, body = parse(data)
+            if kind == 2:
+                oneways.append(body)
+                return
+            await asyncio.sleep(rng.random() / 50)  # later requests often answered first
+            served.append((id(writer), rid))
+            reply = {"echo": headers["method"], "via": headers.get("h1", "")}
+            writer.write(frame(1, rid, reply, body[::-1]))
+
+        tasks = []
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                data = await read_frame(reader)
+                received.append((id(writer), parse(data)[1]))
+                tasks.append(asyncio.ensure_future(answer(data)))
+        await asyncio.gather(*tasks)
+        writer.close()
+
+    async def client(port: int, n: int, seed: int) -> None:
+        rng = random.Random(seed)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sent = {}
+        for i in range(1, n + 1):
+            headers = headers_of(rng.randrange(0, 140)) | {"method": f"m{seed}.{i}"}
+            body = rng.randbytes(rng.randrange(0, 3000))
+            sent[i] = (headers, body)
+            writer.write(frame(0, i, headers, body))
+            if i % 10 == 0:
+                writer.write(frame(2, 0, {"service": "com.acme.Echo", "method": "log"}, b"one-way %d" % seed))  # fmt: skip
+        for _ in range(n):
+            kind, rid, headers, body = parse(await read_frame(reader))
+            want_headers, want_body = sent.pop(rid)  # each id answered once, in any order
+            assert (kind, body) == (1, want_body[::-1])
+            assert headers == {"echo": want_headers["method"], "via": want_headers.get("h1", "")}
+        assert not sent
+        writer.close()
+
+    async def scenario():
+        up, port = free_port(), free_port()
+        upstream = await asyncio.start_server(server, "127.0.0.1", up)
+        async with proxy_running(simple_config("vhc", port, [f"127.0.0.1:{up}"]), protocols={"vhc": vhc}):  # fmt: skip
+            await asyncio.gather(*(client(port, 40, seed) for seed in range(6)))
+            for _ in range(100):  # the last oneways may still be on their way
+                if len(oneways) == 6 * 4:
+                    break
+                await asyncio.sleep(0.02)
+        upstream.close()
+
+    run(scenario())
+    assert sorted(oneways) == sorted(b"one-way %d" % s for s in range(6) for _ in range(4))
+    assert len(served) == 240 and served != sorted(served, key=received.index)  # out of order
