@@ -315,8 +315,6 @@ class Checker:
         check_identifier(e.name, e.pos, "enum name")
         if e.name in self.enums:
             raise SpecError(e.pos, f"duplicate enum {e.name!r}")
-        if e.type.width not in (8, 16, 32, 64):
-            raise SpecError(e.type.pos, f"enum type must be 8, 16, 32 or 64 bits wide")
         names: set[str] = set()
         values: set[int] = set()
         for m in e.members:
@@ -438,8 +436,6 @@ class Checker:
         t = f.type
         info = FieldInfo(f.name, "", f, f.pos, owner=owner)
         if isinstance(t, n.IntType):
-            if t.width == 24 and t.signed:
-                raise SpecError(t.pos, "i24 is not supported; use u24")
             info.kind, info.int_type = "int", t
         elif isinstance(t, n.EnumRef):
             e = self.enums.get(t.name)
@@ -456,6 +452,8 @@ class Checker:
                 cls = self._ext_class(t.length)
                 if cls.VALUE != "int":
                     raise SpecError(t.length.pos, "a map's length prefix must be an integer type")
+            elif t.length.odd:
+                raise SpecError(t.length.pos, "a map's length prefix must be 8, 16, 32 or 64 bits wide")
         elif isinstance(t, n.ExtType):
             info.kind = "ext"
             info.ext = self._ext_class(t.ref)
@@ -775,6 +773,11 @@ class Checker:
                 if kind != want and not (want == "int" and kind == "enum"):
                     raise SpecError(
                         b.expr.pos, f"{b.name} must be a {want} field, {b.expr.name!r} is {kind}"
+                    )
+                if b.name == "request_id" and info.int_type is not None and info.int_type.odd:
+                    raise SpecError(
+                        b.expr.pos,
+                        "the request id must be 8, 16, 32 or 64 bits wide (the proxy rewrites it in place)",
                     )
             out[b.name] = b
         keys: set[str] = set()

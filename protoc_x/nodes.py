@@ -120,6 +120,11 @@ class IntType:
     def nbytes(self) -> int:
         return self.width // 8
 
+    @property
+    def odd(self) -> bool:
+        """A width struct has no code for (u24, u40, u48, u56): read and written as bytes."""
+        return self.width not in (8, 16, 32, 64)
+
 
 @dataclass(frozen=True)
 class EnumRef:

@@ -34,7 +34,7 @@ def _pos(meta_or_token) -> Pos:
     return Pos(line or 1, col or 1)
 
 
-_INT_TYPE = re.compile(r"([ui])(8|16|24|32|64)(le|be)?$")
+_INT_TYPE = re.compile(r"([ui])(8|16|24|32|40|48|56|64)(le|be)?$")
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "0": "\0"}
 
 

@@ -107,8 +107,8 @@ def _is_fixed(item, checked: Checked) -> bool:
         return True
     if isinstance(item, n.Field):
         info = checked.fields[item.name]
-        # (the checker gives every int and enum field its int_type; a u24 counts too: _fmt
-        # refuses it where its layout is planned)
+        # (the checker gives every int and enum field its int_type; a u24 is fixed too, held
+        # as bytes in its run: see odd_width)
         return info.kind in ("int", "enum")
     return False
 
@@ -122,11 +122,22 @@ def _width(item, checked: Checked) -> int:
 def _fmt(item, checked: Checked, order: str) -> tuple[str, str]:
     """(byte order, struct code) of a fixed-width item; ``order`` is the protocol's."""
     t = item.type if isinstance(item, n.Bits) else checked.fields[item.name].int_type
-    if t.width == 24:
-        raise SpecError(t.pos, "24-bit integers are not supported in this version")
+    if t.odd:  # read as bytes, then int.from_bytes (see odd_width)
+        order = {"big": ">", "little": "<"}.get(t.order or "", order)
+        return order, f"{t.nbytes}s"
     if t.order is not None:
         order = {"big": ">", "little": "<"}[t.order]
     return order, _FMT[(t.width, not isinstance(item, n.Bits) and t.signed)]
+
+
+def odd_width(item, checked: Checked, order: str) -> tuple[int, str, bool] | None:
+    """(bytes, "big" or "little", signed) of an item of a width struct cannot pack (a u24):
+    its run holds it as bytes, converted with ``int.from_bytes`` and ``int.to_bytes``."""
+    t = item.type if isinstance(item, n.Bits) else checked.fields[item.name].int_type
+    if not t.odd:
+        return None
+    o = t.order or {">": "big", "<": "little"}[order]
+    return t.nbytes, o, not isinstance(item, n.Bits) and t.signed
 
 
 def single_run(item, checked: Checked, order: str) -> Run:

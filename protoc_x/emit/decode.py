@@ -7,9 +7,9 @@ from __future__ import annotations
 from .. import nodes as n
 from ..check import FieldInfo
 from ..check import _walk_expr as _walk
-from ..plan import Crc, Leaf, Run, Var
+from ..plan import Crc, Leaf, Run, Var, odd_width
 from .code import Code
-from .exprs import Exprs, _at, _int_fields, _peek_bytes
+from .exprs import Exprs, _at, _from_bytes, _int_fields, _peek_bytes
 
 
 class DecodeEmitter:
@@ -195,7 +195,7 @@ class DecodeEmitter:
         """Unpack ``run`` at position ``at`` into ``into<name>`` (``self._`` for inside layouts);
         ``base`` is the code for its start in errors. Fields in ``local`` also land in
         ``v_<name>`` locals, for the size arithmetic after."""
-        targets, expand, copies = [], [], []
+        targets, expand, copies, odd = [], [], [], []
         for i, item in enumerate(run.items):
             if isinstance(item, n.Bits):
                 tmp = f"b{len(expand)}"
@@ -206,6 +206,10 @@ class DecodeEmitter:
                 copies.append(item.name)
             else:
                 targets.append(f"{into}{item.name}")
+            width = odd_width(item, self.c, self.p.order)
+            if width is not None:  # read as bytes: the int is made from them below
+                odd.append((targets[-1], f"o{len(odd)}", width))
+                targets[-1] = odd[-1][1]
         doc = ", ".join(
             (f"bits({', '.join(b.name for b in it.fields)})" if isinstance(it, n.Bits) else it.name)
             for it in run.items
@@ -215,6 +219,8 @@ class DecodeEmitter:
             w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
         else:
             w(f"({', '.join(targets)}) = {s}.unpack_from(buf, {at})")
+        for target, tmp, width in odd:
+            w(f"{target} = {_from_bytes(tmp, width)}")
         if copies and into != "v_":
             for c in copies:
                 w(f"{into}{c} = v_{c}")
@@ -310,6 +316,10 @@ class DecodeEmitter:
                        for it in leaf.prefix.items]  # fmt: skip
             s = self.mod.struct(leaf.prefix.fmt, "", leaf.prefix.order)
             w(f"({', '.join(targets)},) = {s}.unpack_from(buf, start)")
+            for target, item in zip(targets, leaf.prefix.items):
+                width = odd_width(item, self.c, self.p.order)
+                if target != "_" and width is not None:
+                    w(f"{target} = {_from_bytes(target, width)}")
         ex = Exprs(self.c, self.mod, lambda name: f"v_{name}")
         if size.mode == "length_field":
             delta = (

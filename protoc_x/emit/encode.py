@@ -6,9 +6,9 @@ from __future__ import annotations
 from .. import nodes as n
 from ..check import FieldInfo
 from ..check import _walk_expr as _walk
-from ..plan import Crc, Leaf, Run, Var
+from ..plan import Crc, Leaf, Run, Var, odd_width
 from .code import Code
-from .exprs import Exprs
+from .exprs import Exprs, _to_bytes
 
 
 class EncodeEmitter:
@@ -61,24 +61,28 @@ class EncodeEmitter:
         return f"len({part})"
 
     def run_values(self, run: Run, ex: Exprs) -> list[str]:
-        values = []
-        for item in run.items:
-            if isinstance(item, n.Bits):
-                terms = []
-                for bf in item.fields:
-                    shift, mask = self.bit_shift(item, bf.name)
-                    v = repr(bf.const) if bf.const is not None else f"(self.{bf.name} & {mask:#x})"
-                    terms.append(f"{v} << {shift}" if shift else v)
-                values.append(" | ".join(terms))
-                continue
-            const = self.const_of(item)
-            if const is not None:
-                values.append(repr(const))
-            elif item.value is not None:
-                values.append(ex(item.value))
-            else:
-                values.append(f"self.{item.name}")
+        values = [self.run_value(item, ex) for item in run.items]
+        for i, item in enumerate(run.items):
+            width = odd_width(item, self.c, self.p.order)
+            if width is not None:  # a u24: packed as the bytes of the int
+                values[i] = _to_bytes(values[i], width)
         return values
+
+    def run_value(self, item, ex: Exprs) -> str:
+        """The value an item of a run is packed from."""
+        if isinstance(item, n.Bits):
+            terms = []
+            for bf in item.fields:
+                shift, mask = self.bit_shift(item, bf.name)
+                v = repr(bf.const) if bf.const is not None else f"(self.{bf.name} & {mask:#x})"
+                terms.append(f"{v} << {shift}" if shift else v)
+            return " | ".join(terms)
+        const = self.const_of(item)
+        if const is not None:
+            return repr(const)
+        if item.value is not None:
+            return ex(item.value)
+        return f"self.{item.name}"
 
     def encode_leaf(self, leaf: Leaf, w: Code) -> None:
         lens: dict[str, str] = {}

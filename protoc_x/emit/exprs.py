@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import re
+
 
 from .. import nodes as n
 from ..check import Checked
@@ -129,6 +132,30 @@ def _peek_bytes(off: int, width: int, order: str, signed: bool = False) -> str:
         return f"(buf[{_at(high)}] << 8 | buf[{_at(low)}])"
     sign = ", signed=True" if signed else ""
     return f"int.from_bytes(buf[{_at(off)} : {_at(off + width)}], {order!r}{sign})"
+
+
+def _from_bytes(code: str, width: tuple[int, str, bool]) -> str:
+    """The int of the bytes ``code`` holds, ``width`` being :func:`protoc_x.plan.odd_width`'s."""
+    return f"int.from_bytes({code}, {width[1]!r}{', signed=True' if width[2] else ''})"
+
+
+def _to_bytes(code: str, width: tuple[int, str, bool]) -> str:
+    """The bytes of the int ``code`` (OverflowError when it does not fit)."""
+    if not _wrapped(code):
+        code = f"({code})"
+    return f"{code}.to_bytes({width[0]}, {width[1]!r}{', signed=True' if width[2] else ''})"
+
+
+def _wrapped(code: str) -> bool:
+    """``code`` is a name, an attribute or one parenthesized whole: ``.to_bytes`` binds to it."""
+    if re.fullmatch(r"[A-Za-z_][\w.]*", code):
+        return True
+    if not (code.startswith("(") and code.endswith(")")):
+        return False
+    try:  # "(a) + (b)" is not one whole: its inside does not parse
+        return ast.dump(ast.parse(code[1:-1], mode="eval")) == ast.dump(ast.parse(code, mode="eval"))
+    except SyntaxError:
+        return False
 
 
 def _int_fields(item) -> list:

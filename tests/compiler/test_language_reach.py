@@ -267,3 +267,106 @@ def test_a_length_field_after_an_if_is_refused_at_its_own_offset_in_each_layout(
         frame = head + struct.pack(">H", at + 4) + b"ab"
         f = mini.decode(frame + b"next")
         assert (f.length, f.data) == (at + 4, b"ab")
+
+
+# ---- integers of any byte width: u24 (HTTP/2's length), u40, u48, u56, signed ones ---------
+WIDTHS = """\
+# HTTP/2's frame header (a 24-bit length that excludes the 9-byte header), then widths struct
+# has no code for, a 24-bit enum and bit fields in three bytes, and an inside layout of them
+protocol widths {
+    byte_order big
+    pool multiplex
+    detect u8 at 3 in (0, 1)
+
+    enum Level : u24 { low = 1, high = 0x800000 }
+
+    frame {
+        size      u24 = sizeof(frame) - 9
+        kind      u8
+        bits u8 { reply: 1, flags: 7 }
+        stream    u32
+        seq       u48
+        offset    i24le
+        stamp     u40
+        level     Level
+        bits u24 { hi: 4, mid: 12, lo: 8 }
+        big       i56
+        body      bytes[size - 27]
+    }
+    inside body when kind == 1 {
+        n         u24 = len(name)
+        name      string[n]
+        delta     i40le
+    }
+
+    request_id = stream
+    body       = body
+    method     = kind == 1 ? name : ""
+
+    stream {
+        reply == 1 => response
+        else       => request
+    }
+    status_map {
+        0 ok     <- 200 -> 200
+        1 err    <- 400, 403, 404, 429, 500, 502, 503, 504 -> 500
+    }
+    error_response { kind = 0, reply = 1, body = $message }
+}
+"""
+
+
+def widths_frame(body: bytes, kind: int = 0, offset: int = -3, big: int = -(2**55)) -> bytes:
+    head = (27 + len(body)).to_bytes(3, "big") + bytes([kind, 0x85]) + (7).to_bytes(4, "big")
+    return head + b"".join([
+        (2**47 + 5).to_bytes(6, "big"), offset.to_bytes(3, "little", signed=True),
+        (2**39 + 1).to_bytes(5, "big"), (0x800000).to_bytes(3, "big"), bytes([0xAB, 0xCD, 0xEF]),
+        big.to_bytes(7, "big", signed=True), body,
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def widths():
+    return load_module_source("widths", compile_source(WIDTHS, "<widths>", "widths"), "<widths>")
+
+
+def test_integers_of_any_byte_width_decode_and_encode_back(widths):
+    data = widths_frame(b"hello world")
+    f = widths.PROTOCOL.decode(data + b"\0\0\0", 0)
+    assert f.length == len(data) and f.size == 27 + 11
+    assert (f.reply, f.flags, f.stream, f.seq, f.offset, f.stamp) == (1, 5, 7, 2**47 + 5, -3, 2**39 + 1)  # fmt: skip
+    assert (f.level, f.hi, f.mid, f.lo, f.big) == (0x800000, 0xA, 0xBCD, 0xEF, -(2**55))  # fmt: skip
+    assert f.encode() == data
+    assert all(widths.PROTOCOL.decode(data[:cut], 0) is None for cut in range(len(data)))
+    assert widths.PROTOCOL.scan(data, 0)[:3] == (len(data), 7, 5)  # length, id, its offset
+
+    f.set_body(b"x" * 70000)  # the 24-bit length follows the body past 16 bits
+    g = widths.PROTOCOL.decode(f.encode(), 0)
+    assert (g.size, g.body, g.offset, g.big) == (70000 + 27, b"x" * 70000, -3, -(2**55))
+    for name, value in [("offset", -(2**23)), ("offset", 2**23 - 1), ("big", 2**55 - 1)]:
+        setattr(f, name, value)
+        assert getattr(widths.PROTOCOL.decode(f.encode(), 0), name) == value
+    f.offset = 2**23  # does not fit in 24 signed bits: refused, not truncated
+    with pytest.raises(OverflowError):
+        f.encode()
+
+
+def test_an_inside_layout_of_odd_widths(widths):
+    inner = (5).to_bytes(3, "big") + b"hello" + (-(2**39)).to_bytes(5, "little", signed=True)
+    data = widths_frame(inner, kind=1)
+    f = widths.PROTOCOL.decode(data, 0)
+    assert (f.get_method(), f.delta) == ("hello", -(2**39))
+    assert f.encode() == data
+    f.name = "a" * 300
+    g = widths.PROTOCOL.decode(f.encode(), 0)
+    assert (g.n, g.get_method(), g.delta) == (300, "a" * 300, -(2**39))
+
+
+def test_a_frame_measured_through_a_u24_length():
+    spec = variant("size u16 = len(data)", "size u24 = len(data)",
+                   "data bytes[size]", "data bytes[size]\n        n varint.unsigned = len(tail)\n        tail bytes[n]")  # fmt: skip
+    mod = load_module_source("m24", compile_source(spec, "<m24>", "mini"), "<m24>")
+    data = b"\x4d\x00" + (9).to_bytes(4, "big") + (70000).to_bytes(3, "big") + b"d" * 70000 + b"\x03abc"  # fmt: skip
+    assert all(mod.PROTOCOL.decode(data[:cut], 0) is None for cut in (0, 8, 9, 70009, len(data) - 1))  # fmt: skip
+    f = mod.PROTOCOL.decode(data, 0)
+    assert (f.length, f.size, f.tail) == (len(data), 70000, b"abc") and f.encode() == data
