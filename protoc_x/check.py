@@ -247,7 +247,12 @@ class Checker:
             target = self.fields.get(inside.target)
             if target is None or target.owner is not None:
                 raise SpecError(inside.pos, f"unknown frame field {inside.target!r}")
-            if target.kind != "bytes":
+            whole = (  # a field type whose one value is bytes (a thrift struct) holds one too
+                target.kind == "ext"
+                and target.ext.VALUE == "bytes"
+                and target.node.type.size is None
+            )
+            if target.kind != "bytes" and not whole:
                 raise SpecError(
                     inside.pos, f"'inside' needs a bytes field; {inside.target!r} is {target.kind}"
                 )

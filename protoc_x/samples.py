@@ -137,6 +137,18 @@ SAMPLES = [
               "08 00 02 00 00 00 01 00"),
            expect={"request_id": 9, "service": "Calc", "method": "add", "status": 1,
                    "stream_type": "response"}),
+    # the same two messages on the buffered transport: no frame length, a message ends with
+    # its struct
+    Sample("thrift_unframed", "CALL ping(\"hi\") seqid 7",
+           _h("80 01 00 01 00 00 00 04 70 69 6e 67 00 00 00 07 0b 00 01 00 00 00 02 68 69 00"),
+           expect={"request_id": 7, "method": "ping", "service": None, "stream_type": "request",
+                   "length": 26}),
+    Sample("thrift_unframed", "EXCEPTION unknown method, multiplexed name",
+           _h("80 01 00 03 00 00 00 08 43 61 6c 63 3a 61 64 64 00 00 00 09"
+              "0b 00 01 00 00 00 0e 6e 6f 20 73 75 63 68 20 6d 65 74 68 6f 64"
+              "08 00 02 00 00 00 01 00"),
+           expect={"request_id": 9, "service": "Calc", "method": "add", "status": 1,
+                   "stream_type": "response", "length": 49}),
     Sample("memcached", "GET foo",
            _h("80 00 0003 00 00 0000 00000003 00000005 0000000000000000 666f6f"),
            expect={"request_id": 5, "method": "get", "headers": {"key": "foo"}}),

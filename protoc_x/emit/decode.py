@@ -296,8 +296,9 @@ class DecodeEmitter:
         """``frame_size``'s leaf: unpack only the fields the length needs, into locals (no
         frame is built). False when the length needs more than plain header fields."""
         size = leaf.size
-        if size.mode == "parsed":
-            return False  # measured: the decoder's own path
+        if size.mode == "parsed":  # no length announced: measured, once its bytes are there
+            w("return measured(_measure(buf, start, direction))")
+            return True
         local = self.size_locals(leaf)
         exprs = [v.field.type.size.expr for v in size.sized]
         needed = {
@@ -496,6 +497,8 @@ class DecodeEmitter:
             ft = self.mod.fieldtype(t.ref)
             ctx = f"ctx_{t.ref.module}"
             if size is None:
+                if obj and name in self.targets:  # the value's bytes, parsed by its 'inside'
+                    w(f"{obj}._at_{name} = pos - start")
                 w(f"{target}, pos = {ft}.read(buf, pos, end, {ctx})")
                 return
             w("items = []")

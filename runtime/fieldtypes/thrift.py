@@ -160,6 +160,85 @@ def _skip_struct(buf, pos: int, end: int, depth: int) -> int:
         pos = _skip(buf, pos + 3, end, t, depth)
 
 
+# ---- measuring: the same walk over a buffer that grows while it waits ----------------------
+# Generators that yield the buffer length they need before they can go on and return the
+# position after the value, as _skip does; resumed where they stopped, they read each header
+# once however the bytes arrive. A fixed-size value is stepped over without waiting for its
+# bytes (what comes after it waits for them), so a count too large for the frame shows at once
+# as the length the frame would need (the runtime's max_frame_bytes refuses it).
+
+
+def _measure_value(buf, pos: int, t: int, depth: int):
+    size = _SIZE[t]
+    if size:
+        return pos + size
+    if t == STRING:
+        while len(buf) < pos + 4:
+            yield pos + 4
+        (n,) = _I32.unpack_from(buf, pos)
+        if n < 0:
+            raise DecodeError(pos, f"negative string length {n}")
+        return pos + 4 + n
+    if t == STRUCT:
+        return (yield from _measure_struct(buf, pos, depth))
+    if depth > MAX_DEPTH:
+        raise DecodeError(pos, f"values nested deeper than {MAX_DEPTH} levels")
+    if t == MAP:
+        while len(buf) < pos + 6:
+            yield pos + 6
+        kt, vt, n = _MAP_HEAD.unpack_from(buf, pos)
+        if n < 0:
+            raise DecodeError(pos + 2, f"negative map size {n}")
+        if n == 0:
+            return pos + 6
+        if not _VALID[kt]:
+            raise DecodeError(pos, f"unknown map key type {kt}")
+        if not _VALID[vt]:
+            raise DecodeError(pos + 1, f"unknown map value type {vt}")
+        pos += 6
+        if _SIZE[kt] and _SIZE[vt]:
+            return pos + n * (_SIZE[kt] + _SIZE[vt])
+        for _ in range(n):  # (each entry takes bytes that must arrive: n is bounded by them)
+            pos = yield from _measure_value(buf, pos, kt, depth + 1)
+            pos = yield from _measure_value(buf, pos, vt, depth + 1)
+        return pos
+    while len(buf) < pos + 5:  # SET and LIST share their header
+        yield pos + 5
+    et, n = _LIST_HEAD.unpack_from(buf, pos)
+    if n < 0:
+        raise DecodeError(pos + 1, f"negative {_type_name(t)} size {n}")
+    if n == 0:
+        return pos + 5
+    if not _VALID[et]:
+        raise DecodeError(pos, f"unknown {_type_name(t)} element type {et}")
+    pos += 5
+    if _SIZE[et]:
+        return pos + n * _SIZE[et]
+    for _ in range(n):
+        pos = yield from _measure_value(buf, pos, et, depth + 1)
+    return pos
+
+
+def _measure_struct(buf, pos: int, depth: int):
+    if depth > MAX_DEPTH:
+        raise DecodeError(pos, f"structs nested deeper than {MAX_DEPTH} levels")
+    while True:
+        while len(buf) <= pos:
+            yield pos + 1
+        t = buf[pos]
+        if t == STOP:
+            return pos + 1
+        if not _VALID[t]:
+            raise DecodeError(pos, f"unknown field type {t}")
+        pos = yield from _measure_value(buf, pos + 3, t, depth + 1)
+
+
+def _whole(buf, end: int):
+    """Wait until ``buf`` holds ``end`` bytes (a value measured, now to be read)."""
+    while len(buf) < end:
+        yield end
+
+
 # ---- value codecs of field(): (reader(buf, pos, end) -> (value, pos), writer(value) -> bytes)
 
 
@@ -261,6 +340,11 @@ class String:
     def read(self, buf, pos: int, end: int, ctx=None) -> tuple[str, int]:
         return _read_string(buf, pos, end)
 
+    def measure(self, buf, pos: int, ctx=None):
+        end = yield from _measure_value(buf, pos, STRING, 0)
+        yield from _whole(buf, end)
+        return _read_string(buf, pos, end)
+
     def write(self, value: str, ctx=None) -> bytes:
         return _write_string(value)
 
@@ -270,15 +354,26 @@ class Struct:
 
     PARAMS: tuple[str, ...] = ()
     PARAM_TYPES: tuple[type, ...] = ()
-    VALUE = "raw"
+    VALUE = "bytes"
     __slots__ = ()
 
     def read(self, buf, pos: int, end: int, ctx=None) -> tuple[bytes, int]:
         new = _skip_struct(buf, pos, end, 0)
         return bytes(buf[pos:new]), new
 
+    def measure(self, buf, pos: int, ctx=None):
+        end = yield from _measure_struct(buf, pos, 0)
+        return bytes(buf[pos:end]), end
+
     def write(self, value, ctx=None) -> bytes:
-        return bytes(value)
+        data = bytes(value)
+        try:
+            whole = _skip_struct(data, 0, len(data), 0) == len(data)
+        except DecodeError:
+            whole = False
+        if not whole:  # (where nothing else says where it ends, the peer could not tell)
+            raise ValueError(f"{len(data)} bytes are not one struct")
+        return data
 
 
 class Field:
@@ -325,6 +420,31 @@ class Field:
             pos = _skip(buf, pos + 3, end, t, 1)
         return None, pos
 
+    def measure(self, buf, pos: int, ctx=None):
+        want = self.id
+        while True:  # read's walk, waiting for each header
+            while len(buf) <= pos:
+                yield pos + 1
+            t = buf[pos]
+            if t == STOP:
+                return None, pos
+            while len(buf) < pos + 3:
+                yield pos + 3
+            (fid,) = _I16.unpack_from(buf, pos + 1)
+            if fid > want:
+                return None, pos
+            if fid == want:
+                if t != self.wire:
+                    raise DecodeError(
+                        pos, f"field {want} is {_type_name(t)} on the wire, expected {self.kind}"
+                    )
+                end = yield from _measure_value(buf, pos + 3, t, 1)
+                yield from _whole(buf, end)
+                return self._read_value(buf, pos + 3, end)
+            if not _VALID[t]:
+                raise DecodeError(pos, f"unknown field type {t}")
+            pos = yield from _measure_value(buf, pos + 3, t, 1)
+
     def write(self, value, ctx=None) -> bytes:
         if value is None:
             return b""
@@ -341,6 +461,9 @@ class Stop:
 
     def read(self, buf, pos: int, end: int, ctx=None) -> tuple[None, int]:
         return None, _skip_struct(buf, pos, end, 0)
+
+    def measure(self, buf, pos: int, ctx=None):
+        return None, (yield from _measure_struct(buf, pos, 0))
 
     def write(self, value=None, ctx=None) -> bytes:
         return b"\x00"

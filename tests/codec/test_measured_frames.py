@@ -283,3 +283,39 @@ def test_the_proxy_carries_the_peers_frames_with_concurrent_out_of_order_answers
     run(scenario())
     assert sorted(oneways) == sorted(b"one-way %d" % s for s in range(6) for _ in range(4))
     assert len(served) == 240 and served != sorted(served, key=received.index)  # out of order
+
+
+# ---- the shipped spec of this kind: thrift's buffered transport, a struct thriftpy2 wrote -----
+def thrift_message(name: str, mtype: int, seqid: int, struct_bytes: bytes) -> bytes:
+    """A strict binary message header (written here) before a struct (written by thriftpy2)."""
+    head = (0x80010000 | mtype).to_bytes(4, "big") + len(name).to_bytes(4, "big") + name.encode()
+    return head + seqid.to_bytes(4, "big") + struct_bytes
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_unframed_thrift_fed_in_pieces_is_parsed_in_linear_work(step, monkeypatch):
+    from thriftpy2.protocol import TBinaryProtocolFactory
+    from thriftpy2.utils import serialize
+
+    from protoc_x.loader import protocols
+    from tests.peers.thrift_peers import LONG_TEXT, thriftpy2_module
+
+    calc = thriftpy2_module()
+    point = calc.Point(x=1, y=2, label="p" * 3000)
+    args = calc.Calc.describe_args(p=point, xs=list(range(500)), weights={f"k{i}": i for i in range(300)}, tags={"t"}, ratio=0.5, flag=True, raw=b"r" * 2000)  # fmt: skip
+    echo = calc.Calc.echo_args(text=LONG_TEXT)
+    messages = [
+        thrift_message("describe", 1, 7, serialize(args, TBinaryProtocolFactory())),
+        thrift_message("Calc:echo", 1, 8, serialize(echo, TBinaryProtocolFactory())),
+        thrift_message("log", 4, 9, serialize(calc.Calc.log_args(line="x"), TBinaryProtocolFactory())),  # fmt: skip
+    ]
+    stream = b"".join(messages)
+    proto = protocols()["thrift_unframed"]
+    pieces = [stream[i : i + step] for i in range(0, len(stream), step)]
+    frames, examined, offered = feed(proto, pieces, monkeypatch)
+    assert frames == messages
+    assert [proto.decode(m, 0).get_request_id() for m in messages] == [7, 8, 9]
+    # headers read once while measuring, a struct's bytes copied once when it is whole, and
+    # each message decoded once (re-parsing at every piece would be ~len**2 / (2 * step))
+    assert examined <= 2 * len(stream), (examined, len(stream))
+    assert offered <= 2 * len(stream), (offered, len(stream))

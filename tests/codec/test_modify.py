@@ -10,7 +10,10 @@ import pytest
 from protoc_x.samples import SAMPLES
 from protoc_x.runtime.api import RUNTIME_CODES, Direction, StreamType
 
-PROTOCOLS = ["bolt", "boltv2", "dubbo", "thrift", "memcached", "tars", "kafka", "xexample"]
+PROTOCOLS = ["bolt", "boltv2", "dubbo", "thrift", "thrift_unframed", "memcached", "tars", "kafka",
+             "xexample"]  # fmt: skip
+#: a body that is one value of its own (a thrift struct, where no length says where it ends)
+BODIES = {"thrift_unframed": b"\x0b\x00\x01\x00\x00\x00\x09new body\xff\x00"}
 
 
 def codec(name):
@@ -76,11 +79,15 @@ def test_body_replaced(s):
     frame = proto.decode(s.data, 0, d)
     if frame.is_heartbeat() or frame.is_goaway():
         return
-    body = b"\x00new body \xff" * 5
+    body = BODIES.get(s.protocol, b"\x00new body \xff" * 5)
     frame.set_body(body)
     again = redecode(proto, frame, d)
     assert bytes(again.get_body()) == body
     assert again.get_request_id() == frame.get_request_id()
+    if s.protocol in BODIES:  # bytes that are not one such value are refused, not sent
+        frame.set_body(body[:-1])
+        with pytest.raises(ValueError, match="not one struct"):
+            frame.encode()
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)

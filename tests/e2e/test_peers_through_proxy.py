@@ -1,6 +1,6 @@
 """Third-party client → `protoc-x run` (a real process) → third-party server, on 127.0.0.1.
 
-- thrift (framed, strict binary), crossed both ways: Apache thrift's generated client →
+- thrift (strict binary, framed and buffered transports), crossed both ways: Apache thrift's generated client →
   thriftpy2's server, and thriftpy2's client → Apache's server; concurrent clients, structs,
   a oneway, server-side TApplicationExceptions arriving as each library's own exception.
 - bolt: anthunder AioClients → anthunder AioListener (protobuf content, codec 11); concurrent
@@ -162,10 +162,12 @@ THRIFT_CALLS = 15
 INTERNAL_ERROR, UNKNOWN_METHOD = 6, 1
 
 
-def thrift_client(kind: str, address: tuple[str, int], service: str = "Calc") -> Any:
+def thrift_client(
+    kind: str, address: tuple[str, int], service: str = "Calc", transport: str = "framed"
+) -> Any:
     if kind == "apache":
-        return thrift_peers._ApacheClient(address, service)
-    return thrift_peers._Thriftpy2Client(address, service)
+        return thrift_peers._ApacheClient(address, service, transport=transport)
+    return thrift_peers._Thriftpy2Client(address, service, transport=transport)
 
 
 def thrift_types(kind: str) -> tuple[type, Callable[..., Any]]:
@@ -194,28 +196,34 @@ def oneway_lines() -> Iterator["queue.Queue[str]"]:
 
 
 @pytest.mark.parametrize(
+    "transport,protocol",
+    [("framed", "thrift"), ("buffered", "thrift_unframed")],
+    ids=["framed", "buffered"],
+)
+@pytest.mark.parametrize(
     "client_kind,server_kind",
     [("apache", "thriftpy2"), ("thriftpy2", "apache")],
     ids=["apache-client-to-thriftpy2-server", "thriftpy2-client-to-apache-server"],
 )
-def test_thrift_crossed_through_proxy(client_kind, server_kind, tmp_path):
+def test_thrift_crossed_through_proxy(client_kind, server_kind, transport, protocol, tmp_path):
     app_exception, point = thrift_types(client_kind)
     # what each server puts in its TApplicationExceptions (docs/peers.md)
     fail_message = (lambda why: f"fail: {why}") if server_kind == "thriftpy2" else None
     unknown_message = "Unknown function sub" if server_kind == "apache" else None
-    with oneway_lines() as lines, thrift_server(server_kind) as (host, port):
-        config = single_listener("thrift", free_port(), [f"{host}:{port}"])
+    with oneway_lines() as lines, thrift_server(server_kind, transport=transport) as (host, port):
+        config = single_listener(protocol, free_port(), [f"{host}:{port}"])
         with proxy_process(config, tmp_path) as proxy:
             address = ("127.0.0.1", proxy.port)
 
             def client_session(n: int) -> None:
-                client = thrift_client(client_kind, address)
+                client = thrift_client(client_kind, address, transport=transport)
                 try:
                     calc = client.client
                     for i in range(THRIFT_CALLS):
                         assert calc.add(1000 * n, i) == 1000 * n + i
                         text = f"client {n} call {i}: Grüße, 世界 😀"
                         assert calc.echo(text) == text
+                    assert calc.echo(thrift_peers.LONG_TEXT) == thrift_peers.LONG_TEXT  # > 64 KiB
                     answer = calc.describe(
                         point(x=n, y=2, label=f"p{n}"),
                         [1, 2, 3],
@@ -240,7 +248,7 @@ def test_thrift_crossed_through_proxy(client_kind, server_kind, tmp_path):
                 finally:
                     client.close()
 
-                plus = thrift_client(client_kind, address, "CalcPlus")
+                plus = thrift_client(client_kind, address, "CalcPlus", transport)
                 try:
                     with pytest.raises(app_exception) as raised:
                         plus.client.sub(9, n)

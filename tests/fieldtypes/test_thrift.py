@@ -83,7 +83,7 @@ def _ser(obj) -> bytes:
 def test_contract():
     assert set(T) == {"string", "struct", "field", "stop"}
     assert T["field"].PARAMS == ("id", "kind") and T["field"].PARAM_TYPES == (int, str)
-    assert (STRING.VALUE, STRUCT.VALUE, STOP.VALUE) == ("str", "raw", "none")
+    assert (STRING.VALUE, STRUCT.VALUE, STOP.VALUE) == ("str", "bytes", "none")
     for name, cls in T.items():
         assert len(cls.PARAMS) == len(cls.PARAM_TYPES)
         assert cls.VALUE in ("str", "int", "bytes", "map", "raw", "list", "none")
@@ -555,3 +555,91 @@ def test_struct_writes_its_bytes_back():
     assert STRUCT.write(data, None) == data
     assert STRUCT.write(bytearray(data), None) == data
     assert STOP.write(None, None) == b"\x00"
+    for bad in (data[:-1], data + b"\x00", b""):  # not exactly one struct: refused
+        with pytest.raises(ValueError, match="not one struct"):
+            STRUCT.write(bad, None)
+
+
+# ---- measure: the same walk over a buffer that grows while it waits ----------------------
+class Growing(bytearray):
+    """A buffer whose reads by index or slice are counted."""
+
+    def __getitem__(self, key):
+        got = super().__getitem__(key)
+        self.examined = getattr(self, "examined", 0) + (len(got) if isinstance(key, slice) else 1)
+        return got
+
+
+def _measured(reader, data: bytes, step: int = 1):
+    """Feed ``data`` to ``reader.measure`` ``step`` bytes at a time, resuming it each time it
+    waits: (the value and position it returns, the bytes it examined, how often it waited)."""
+    buf = Growing()
+    gen = reader.measure(buf, 0, None)
+    waits = 0
+    need = 0
+    try:
+        while True:
+            need = gen.send(None)
+            waits += 1
+            assert need > len(buf), (need, len(buf))  # it waits only for bytes not there
+            while len(buf) < need:
+                if len(buf) >= len(data):
+                    return ("needs", need), buf.examined if hasattr(buf, "examined") else 0, waits  # fmt: skip
+                buf += data[len(buf) : len(buf) + step]
+    except StopIteration as stop:
+        return stop.value, getattr(buf, "examined", 0), waits
+
+
+@pytest.mark.parametrize("step", [1, 7, 1 << 20])
+def test_measure_finds_the_end_read_finds(idl, step):
+    data = _ser(_all(idl))
+    text = "Grüße".encode()
+    assert _measured(STRING, struct.pack(">i", len(text)) + text, step)[0] == ("Grüße", 4 + len(text))  # fmt: skip
+    long = _ser(idl.All(name="n" * 300, names=["x" * 100, "y" * 70000], blob=b"b" * 5000))
+    for reader, data in [(r, d) for d in (data, long) for r in READERS[1:]]:  # a struct's readers
+        got, examined, _ = _measured(reader, data, step)
+        want = reader.read(data, 0, len(data), None)
+        assert got == want, reader
+        # each byte looked at a bounded number of times, however the bytes arrive: headers once
+        # while measuring, and a value read once more when it is returned
+        assert examined <= 2 * len(data) + 8, (reader, examined, len(data))
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.builds(dict, names=st.lists(st.text(max_size=5), max_size=50), ids=st.sets(st.integers(-(2**63), 2**63 - 1), max_size=50)), st.integers(1, 9))  # fmt: skip
+def test_measure_agrees_with_read_on_thriftpy2_structs(idl, kwargs, step):
+    data = _ser(idl.All(**kwargs))
+    assert _measured(STRUCT, data + b"\x0c", step)[0] == (data, len(data))
+    for cut in range(0, len(data), max(1, len(data) // 13)):  # an unfinished struct waits
+        assert _measured(STRUCT, data[:cut], step)[0][0] == "needs"
+
+
+def _measure_outcome(reader, data: bytes):
+    try:
+        got, _, _ = _measured(reader, data, len(data) or 1)
+    except DecodeError as e:
+        return ("error", e.offset)
+    return got
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64))
+def test_measure_fuzz_agrees_with_read(data):
+    for reader in READERS:
+        read = _outcome(reader, data, 0, len(data))
+        measured = _measure_outcome(reader, data)
+        if measured[0] == "needs":  # more bytes wanted than there are: read finds an overrun
+            assert read[0] == "error" or reader is not STRUCT and read[1] == len(data), (reader, read)  # fmt: skip
+        else:
+            assert measured == read, reader
+
+
+def test_measure_of_a_huge_count_asks_for_the_bytes_at_once():
+    """A list of 2**31 - 1 i64s is not walked: the bytes it needs are asked for in one step."""
+    data = b"\x0f\x00\x01\x0a\x7f\xff\xff\xff"
+    gen = STRUCT.measure(bytearray(data), 0, None)
+    assert next(gen) == 3 + 5 + 8 * (2**31 - 1) + 1  # and its STOP
+    for reader in (STRUCT, STOP, field(1, "struct"), field(2, "i32")):  # as read refuses it
+        with pytest.raises(DecodeError) as e:
+            _measured(reader, _structs(65))
+        assert (e.value.offset, e.value.reason) == (3 * 65, "structs nested deeper than 64 levels")

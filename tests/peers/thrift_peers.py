@@ -1,4 +1,5 @@
-"""Thrift frames (framed transport, strict binary protocol) from thriftpy2 and Apache thrift.
+"""Thrift frames (framed transport, strict binary protocol) from thriftpy2 and Apache thrift;
+their servers and clients also speak the buffered (unframed) transport.
 
 Each library's own client talks through a recording relay to the same library's own server
 processing (its processor, transports and protocol; only the accept loop is ours, because both
@@ -124,13 +125,20 @@ class _ApacheHandler(_Handler):
 # --- servers --------------------------------------------------------------------------------
 
 
-def _library_server(kind: str, multiplexed: bool) -> tuple[Any, Callable[[socket.socket], Any]]:
+TRANSPORTS = ("framed", "buffered")
+
+
+def _library_server(
+    kind: str, multiplexed: bool, transport: str = "framed"
+) -> tuple[Any, Callable[[socket.socket], Any]]:
     """The library's threaded server object, and how to wrap an accepted socket for it."""
+    assert transport in TRANSPORTS, transport
     if kind == "thriftpy2":
         from thriftpy2.protocol import TBinaryProtocolFactory
         from thriftpy2.server import TThreadedServer
         from thriftpy2.thrift import TMultiplexedProcessor, TProcessor
-        from thriftpy2.transport import TFramedTransportFactory, TSocket
+        from thriftpy2.transport import TBufferedTransportFactory, TFramedTransportFactory
+        from thriftpy2.transport import TSocket
 
         module = thriftpy2_module()
         processor = TProcessor(module.Calc, _Thriftpy2Handler())
@@ -141,7 +149,9 @@ def _library_server(kind: str, multiplexed: bool) -> tuple[Any, Callable[[socket
         server = TThreadedServer(
             processor,
             None,
-            itrans_factory=TFramedTransportFactory(),
+            itrans_factory=(
+                TFramedTransportFactory() if transport == "framed" else TBufferedTransportFactory()
+            ),
             iprot_factory=TBinaryProtocolFactory(),
         )
         return server, lambda sock: TSocket(sock=sock, socket_timeout=None)
@@ -150,7 +160,7 @@ def _library_server(kind: str, multiplexed: bool) -> tuple[Any, Callable[[socket
         from thrift.server.TServer import TThreadedServer
         from thrift.TMultiplexedProcessor import TMultiplexedProcessor
         from thrift.transport.TSocket import TSocket
-        from thrift.transport.TTransport import TFramedTransportFactory
+        from thrift.transport.TTransport import TBufferedTransportFactory, TFramedTransportFactory
 
         stubs = apache_stubs()
         processor = stubs.Calc.Processor(_ApacheHandler())
@@ -159,9 +169,10 @@ def _library_server(kind: str, multiplexed: bool) -> tuple[Any, Callable[[socket
             mux.registerProcessor(SERVICE, processor)
             mux.registerDefault(processor)
             processor = mux
-        server = TThreadedServer(
-            processor, None, TFramedTransportFactory(), TBinaryProtocolFactory()
+        factory = (
+            TFramedTransportFactory() if transport == "framed" else TBufferedTransportFactory()
         )
+        server = TThreadedServer(processor, None, factory, TBinaryProtocolFactory())
 
         def wrap(sock: socket.socket) -> Any:
             transport = TSocket()
@@ -173,16 +184,18 @@ def _library_server(kind: str, multiplexed: bool) -> tuple[Any, Callable[[socket
 
 
 @contextlib.contextmanager
-def thrift_server(kind: str = "thriftpy2", multiplexed: bool = False) -> Iterator[tuple[str, int]]:
+def thrift_server(
+    kind: str = "thriftpy2", multiplexed: bool = False, transport: str = "framed"
+) -> Iterator[tuple[str, int]]:
     """A thrift server of `kind` ("thriftpy2" or "apache") serving service Calc of THRIFT_IDL
-    on 127.0.0.1 (free port), framed transport, strict binary protocol.
+    on 127.0.0.1 (free port), framed (or buffered) transport, strict binary protocol.
 
     multiplexed=True registers Calc under the name "Calc" in the library's multiplexed
     processor (Apache's also answers plain names; thriftpy2's only "Calc:<method>").
     Calc: add(a,b)=a+b, echo(text)=text, describe(...)=Point, log (oneway), fail(why) raises
     (thriftpy2: INTERNAL_ERROR "fail: <why>"; Apache: INTERNAL_ERROR "Internal error").
     """
-    server, wrap = _library_server(kind, multiplexed)
+    server, wrap = _library_server(kind, multiplexed, transport)
     listener = socket.create_server((LOOPBACK, 0))
     stopping = threading.Event()
 
@@ -216,14 +229,22 @@ def thrift_server(kind: str = "thriftpy2", multiplexed: bool = False) -> Iterato
 
 
 class _Thriftpy2Client:
-    def __init__(self, address: tuple[str, int], service: str, multiplexed: str | None = None):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: str,
+        multiplexed: str | None = None,
+        transport: str = "framed",
+    ):
         from thriftpy2.protocol import TBinaryProtocolFactory, TMultiplexedProtocolFactory
         from thriftpy2.thrift import TClient
-        from thriftpy2.transport import TFramedTransport, TSocket
+        from thriftpy2.transport import TBufferedTransport, TFramedTransport, TSocket
 
         module = thriftpy2_module()
         sock = TSocket(*address, socket_timeout=5000)
-        self.transport = TFramedTransport(sock)
+        self.transport = {"framed": TFramedTransport, "buffered": TBufferedTransport}[transport](
+            sock
+        )
         self.transport.open()
         factory: Any = TBinaryProtocolFactory()
         if multiplexed:
@@ -235,16 +256,24 @@ class _Thriftpy2Client:
 
 
 class _ApacheClient:
-    def __init__(self, address: tuple[str, int], service: str, multiplexed: str | None = None):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: str,
+        multiplexed: str | None = None,
+        transport: str = "framed",
+    ):
         from thrift.protocol.TBinaryProtocol import TBinaryProtocol
         from thrift.protocol.TMultiplexedProtocol import TMultiplexedProtocol
         from thrift.transport.TSocket import TSocket
-        from thrift.transport.TTransport import TFramedTransport
+        from thrift.transport.TTransport import TBufferedTransport, TFramedTransport
 
         stubs = apache_stubs()
         sock = TSocket(*address)
         sock.setTimeout(5000)
-        self.transport = TFramedTransport(sock)
+        self.transport = {"framed": TFramedTransport, "buffered": TBufferedTransport}[transport](
+            sock
+        )
         self.transport.open()
         protocol: Any = TBinaryProtocol(self.transport)
         if multiplexed:

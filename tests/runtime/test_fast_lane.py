@@ -38,6 +38,7 @@ ONEWAY = {
     "boltv2": {"kind": 2},
     "dubbo": {"two_way": 0},
     "thrift": {"type": 4},
+    "thrift_unframed": {"type": 4},
     "tars": {"cPacketType": 1},
 }
 
