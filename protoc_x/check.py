@@ -458,7 +458,9 @@ class Checker:
                 if cls.VALUE != "int":
                     raise SpecError(t.length.pos, "a map's length prefix must be an integer type")
             elif t.length.odd:
-                raise SpecError(t.length.pos, "a map's length prefix must be 8, 16, 32 or 64 bits wide")
+                raise SpecError(
+                    t.length.pos, "a map's length prefix must be 8, 16, 32 or 64 bits wide"
+                )
         elif isinstance(t, n.ExtType):
             info.kind = "ext"
             info.ext = self._ext_class(t.ref)

@@ -153,7 +153,9 @@ def _wrapped(code: str) -> bool:
     if not (code.startswith("(") and code.endswith(")")):
         return False
     try:  # "(a) + (b)" is not one whole: its inside does not parse
-        return ast.dump(ast.parse(code[1:-1], mode="eval")) == ast.dump(ast.parse(code, mode="eval"))
+        return ast.dump(ast.parse(code[1:-1], mode="eval")) == ast.dump(
+            ast.parse(code, mode="eval")
+        )
     except SyntaxError:
         return False
 

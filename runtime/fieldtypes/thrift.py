@@ -376,6 +376,9 @@ class Struct:
         return data
 
 
+ABSENT, HERE, SKIP = 0, 1, 2  # what a field header says to Field (its _says)
+
+
 class Field:
     """Field ``id`` of a struct, of ``kind`` (bool, byte, i16, i32, i64, double, string, binary,
     struct, list, set, map). Fields with lower ids before it are skipped; when the next field
@@ -398,51 +401,51 @@ class Field:
         self.wire, self.VALUE, self._read_value, self._write_value = _KINDS[kind]
         self._header = bytes((self.wire,)) + _I16.pack(id)
 
+    def _says(self, buf, pos: int, t: int) -> int:
+        """What the field header at ``pos`` (its type ``t`` and, unless STOP, its id are in
+        ``buf``) says: ABSENT (the struct ended, or a higher id came), HERE, or SKIP another."""
+        if t == STOP:
+            return ABSENT
+        (fid,) = _I16.unpack_from(buf, pos + 1)
+        if fid > self.id:
+            return ABSENT
+        if fid == self.id:
+            if t != self.wire:
+                raise DecodeError(
+                    pos, f"field {self.id} is {_type_name(t)} on the wire, expected {self.kind}"
+                )
+            return HERE
+        if not _VALID[t]:
+            raise DecodeError(pos, f"unknown field type {t}")
+        return SKIP
+
     def read(self, buf, pos: int, end: int, ctx=None):
-        want = self.id
         while pos < end:
             t = buf[pos]
-            if t == STOP:
-                return None, pos
-            if pos + 3 > end:
+            if t != STOP and pos + 3 > end:
                 raise DecodeError(pos, "field header overruns the frame")
-            (fid,) = _I16.unpack_from(buf, pos + 1)
-            if fid > want:
+            step = self._says(buf, pos, t)
+            if step == ABSENT:
                 return None, pos
-            if fid == want:
-                if t != self.wire:
-                    raise DecodeError(
-                        pos, f"field {want} is {_type_name(t)} on the wire, expected {self.kind}"
-                    )
+            if step == HERE:
                 return self._read_value(buf, pos + 3, end)
-            if not _VALID[t]:
-                raise DecodeError(pos, f"unknown field type {t}")
             pos = _skip(buf, pos + 3, end, t, 1)
         return None, pos
 
     def measure(self, buf, pos: int, ctx=None):
-        want = self.id
         while True:  # read's walk, waiting for each header
             while len(buf) <= pos:
                 yield pos + 1
             t = buf[pos]
-            if t == STOP:
-                return None, pos
-            while len(buf) < pos + 3:
+            while t != STOP and len(buf) < pos + 3:
                 yield pos + 3
-            (fid,) = _I16.unpack_from(buf, pos + 1)
-            if fid > want:
+            step = self._says(buf, pos, t)
+            if step == ABSENT:
                 return None, pos
-            if fid == want:
-                if t != self.wire:
-                    raise DecodeError(
-                        pos, f"field {want} is {_type_name(t)} on the wire, expected {self.kind}"
-                    )
+            if step == HERE:
                 end = yield from _measure_value(buf, pos + 3, t, 1)
                 yield from _whole(buf, end)
                 return self._read_value(buf, pos + 3, end)
-            if not _VALID[t]:
-                raise DecodeError(pos, f"unknown field type {t}")
             pos = yield from _measure_value(buf, pos + 3, t, 1)
 
     def write(self, value, ctx=None) -> bytes:
