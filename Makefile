@@ -53,6 +53,7 @@ test: $(COMPILED) system-deps $(NODE_STAMP)
 
 bench: $(COMPILED) system-deps
 	$(PY) benchmarks/codec_bench.py
+	$(PY) benchmarks/measured_bench.py
 	$(PY) benchmarks/summary.py
 
 # Mutation testing of the core (not part of `make test`; over an hour on 2 cores): docs/testing.md says how to read it.

@@ -321,7 +321,7 @@ def _measure(buf, start, direction):
         yield pos + 4
     (v_seqid,) = _S1.unpack_from(buf, pos)
     pos += 4
-    v_body, pos = yield from _T0.measure(buf, pos, ctx_thrift)
+    _, pos = yield from _T0.measure(buf, pos, ctx_thrift)
     while len(buf) < pos:
         yield pos
     return pos - start

@@ -308,8 +308,18 @@ class Planner:
                     for e in _walk_expr(size.expr)
                     if isinstance(e, n.Name) and e.name in self.c.fields and e.name not in placed
                 ]
+                unkept = [  # measuring keeps integers only (runtime/fieldtypes/__init__.py)
+                    e.name
+                    for e in _walk_expr(size.expr)
+                    if isinstance(e, n.Name)
+                    and e.name in placed
+                    and self.c.fields[e.name].kind == "ext"
+                    and self.c.fields[e.name].ext.VALUE != "int"
+                ]
                 if late:
                     why = f"its size reads {late[0]!r}, which is not read before it"
+                elif unkept:
+                    why = f"its size reads {unkept[0]!r}, a field type's value that is not an integer"
             measured = s.info.kind == "ext" and hasattr(s.info.ext, "measure")
             if (
                 why is None

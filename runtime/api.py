@@ -285,8 +285,9 @@ class XProtocol:
         a generator that finds the length of the frame at ``buf[start:]`` while ``buf`` grows.
         It yields the buffer length it needs before it can go on (the caller sends it nothing
         and resumes it once ``buf`` has grown that far), returns the frame's length, and
-        raises DecodeError for bytes that cannot be a frame. It looks at each byte once,
-        however the frame arrives. None for protocols whose frames announce their length
+        raises DecodeError for bytes that cannot be a frame. Resumed where it stopped, it reads
+        a frame's headers once however the frame arrives (a varint twice) and steps over
+        values it need not read. None for protocols whose frames announce their length
         (:meth:`frame_size`)."""
         return None
 

@@ -80,8 +80,9 @@ class MeasureEmitter:
         if info.kind == "ext" and not isinstance(size, n.SizeBytes):
             ft = self.mod.fieldtype(fld.type.ref)
             ctx = f"ctx_{fld.type.ref.module}"
-            if size is None:
-                w(f"v_{name}, pos = yield from {ft}.measure(buf, pos, {ctx})")
+            if size is None:  # (its value is kept where a size may read it: an integer)
+                keep = f"v_{name}" if info.ext.VALUE == "int" else "_"
+                w(f"{keep}, pos = yield from {ft}.measure(buf, pos, {ctx})")
                 return
             w(f"count = {ex(size.expr)}")
             w("if count < 0:")

@@ -233,10 +233,14 @@ def _measure_struct(buf, pos: int, depth: int):
         pos = yield from _measure_value(buf, pos + 3, t, depth + 1)
 
 
-def _whole(buf, end: int):
-    """Wait until ``buf`` holds ``end`` bytes (a value measured, now to be read)."""
-    while len(buf) < end:
-        yield end
+def _measured(buf, pos: int, t: int, depth: int):
+    """:func:`_measure_value`, but a value whose bytes are all there (as they are when a message
+    arrives in one read) is skipped at once by :func:`_skip`; only a value still arriving is
+    walked by the generators (an error is left to them to find again, where it is)."""
+    try:
+        return _skip(buf, pos, len(buf), t, depth)
+    except DecodeError:
+        return (yield from _measure_value(buf, pos, t, depth))
 
 
 # ---- value codecs of field(): (reader(buf, pos, end) -> (value, pos), writer(value) -> bytes)
@@ -341,9 +345,7 @@ class String:
         return _read_string(buf, pos, end)
 
     def measure(self, buf, pos: int, ctx=None):
-        end = yield from _measure_value(buf, pos, STRING, 0)
-        yield from _whole(buf, end)
-        return _read_string(buf, pos, end)
+        return None, (yield from _measured(buf, pos, STRING, 0))
 
     def write(self, value: str, ctx=None) -> bytes:
         return _write_string(value)
@@ -362,8 +364,7 @@ class Struct:
         return bytes(buf[pos:new]), new
 
     def measure(self, buf, pos: int, ctx=None):
-        end = yield from _measure_struct(buf, pos, 0)
-        return bytes(buf[pos:end]), end
+        return None, (yield from _measured(buf, pos, STRUCT, 0))
 
     def write(self, value, ctx=None) -> bytes:
         data = bytes(value)
@@ -443,10 +444,13 @@ class Field:
             if step == ABSENT:
                 return None, pos
             if step == HERE:
-                end = yield from _measure_value(buf, pos + 3, t, 1)
-                yield from _whole(buf, end)
+                end = yield from _measured(buf, pos + 3, t, 1)
+                if self.VALUE != "int":
+                    return None, end
+                while len(buf) < end:  # (read, as a later size may read it)
+                    yield end
                 return self._read_value(buf, pos + 3, end)
-            pos = yield from _measure_value(buf, pos + 3, t, 1)
+            pos = yield from _measured(buf, pos + 3, t, 1)
 
     def write(self, value, ctx=None) -> bytes:
         if value is None:
@@ -466,7 +470,7 @@ class Stop:
         return None, _skip_struct(buf, pos, end, 0)
 
     def measure(self, buf, pos: int, ctx=None):
-        return None, (yield from _measure_struct(buf, pos, 0))
+        return None, (yield from _measured(buf, pos, STRUCT, 0))
 
     def write(self, value=None, ctx=None) -> bytes:
         return b"\x00"

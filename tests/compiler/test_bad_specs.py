@@ -157,6 +157,11 @@ CASES = [
      "fields before it"),
     ("frame-end-rest", variant("data bytes[size]", "data bytes[size]\n        n u8\n        m bytes[n]\n        extra bytes[rest]"),
      "mini", "13:21: error: 'rest' needs a frame length field (= sizeof(frame) ...)"),
+    ("frame-end-size-from-a-string-field-type",
+     variant("data bytes[size]", "data bytes[size]\n        s thrift.string\n        d bytes[int(s) ?? 0]"),
+     "mini", "12:9: error: cannot tell where the frame ends at 'd': its size reads 's', a field type's "
+     "value that is not an integer; give the frame a length field (= sizeof(frame) ...), or size the "
+     "field by fields before it"),
     ("varint-value-not-a-length", variant("data bytes[size]", "data bytes[size]\n        n varint.unsigned = 5"),
      "mini", "11:29: error: the value of 'n' (varint.unsigned) must be a sum of len() terms and numbers"),
     # widths struct has no code for (u24...) are read as bytes; the proxy rewrites an id in
