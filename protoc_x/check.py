@@ -338,10 +338,16 @@ class Checker:
 
     def _ext_class(self, ref: n.ExtRef):
         module = _fieldtype_modules().get(ref.module)
+        if ref.module == "texts" and ref.spelled is None:  # (the language's own types)
+            raise SpecError(
+                ref.pos,
+                'text types are spelled bytes[until "..."], string[until "..."], '
+                'decimal[until "..."] and "token" (docs/language.md)',
+            )
         if module is None:
             raise SpecError(
                 ref.pos,
-                f"unknown field-type library {ref.module!r} (have: {', '.join(sorted(_fieldtype_modules()))})",
+                f"unknown field-type library {ref.module!r} (have: {', '.join(sorted(set(_fieldtype_modules()) - {'texts'}))})",
             )
         cls = module.TYPES.get(ref.name)
         if cls is None:
@@ -360,7 +366,7 @@ class Checker:
         try:  # the generated module builds the same object when it loads: build it now
             instance = cls(*ref.args)
         except (ValueError, TypeError, OverflowError) as e:
-            what = f"{ref.module}.{ref.name}"
+            what = ref.spelled or f"{ref.module}.{ref.name}"
             raise SpecError(
                 ref.pos, str(e) if str(e).startswith(what) else f"{what}: {e}"
             ) from None
@@ -465,6 +471,8 @@ class Checker:
             info.kind = "ext"
             info.ext = self._ext_class(t.ref)
         size = getattr(t, "size", None)
+        if isinstance(size, n.SizeUntil):
+            raise SpecError(size.pos, "only bytes, string and decimal end at a delimiter (until)")
         if isinstance(size, n.SizeCount):
             if info.kind in ("bytes", "string"):
                 raise SpecError(size.pos, f"{info.kind} are sized in bytes, not by count")
@@ -485,7 +493,7 @@ class Checker:
             ):
                 raise SpecError(
                     f.value.pos,
-                    f"the value of {f.name!r} ({t.ref.module}.{t.ref.name}) must be a sum of "
+                    f"the value of {f.name!r} ({t.ref.spelled or t.ref.module + '.' + t.ref.name}) must be a sum of "
                     "len() terms and numbers",
                 )
         if (

@@ -149,6 +149,14 @@ class SizeRest:
     pos: Pos
 
 
+@dataclass(frozen=True)
+class SizeUntil:
+    """``until "\\r\\n"``: up to a delimiter (the parser makes it a ``text`` field type)."""
+
+    delimiter: str
+    pos: Pos
+
+
 Size = Union[SizeBytes, SizeCount, SizeRest]
 
 
@@ -160,6 +168,7 @@ class ExtRef:
     name: str
     args: tuple[object, ...]
     pos: Pos
+    spelled: str | None = None  # the language's own spelling (bytes[until "\\r\\n"]), if any
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def _pos(meta_or_token) -> Pos:
 
 
 _INT_TYPE = re.compile(r"([ui])(8|16|24|32|40|48|56|64)(le|be)?$")
-_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "0": "\0"}
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "0": "\0"}
 
 
 def int_type(token: Token) -> n.IntType:
@@ -85,6 +85,14 @@ def _string(token: Token) -> str:
         out.append(c)
         i += 1
     return "".join(out)
+
+
+def _text(kind: str, size: n.SizeUntil, meta) -> n.ExtType:
+    """``bytes[until "\\r\\n"]`` and its kin: a field type of runtime/fieldtypes/text.py."""
+    spelled = f"{kind}[until {size.delimiter!r}]"
+    return n.ExtType(
+        n.ExtRef("texts", kind, (size.delimiter,), size.pos, spelled), None, _pos(meta)
+    )
 
 
 @v_args(meta=True)
@@ -195,10 +203,24 @@ class _ToNodes(Transformer):
         return n.EnumRef(str(children[0]), _pos(children[0]))
 
     def bytes_type(self, meta, children):
+        if isinstance(children[0], n.SizeUntil):
+            return _text("bytes", children[0], meta)
         return n.BytesType(children[0], _pos(meta))
 
     def string_type(self, meta, children):
+        if isinstance(children[0], n.SizeUntil):
+            return _text("string", children[0], meta)
         return n.StringType(children[0], _pos(meta))
+
+    def decimal_type(self, meta, children):
+        if not isinstance(children[0], n.SizeUntil):
+            raise SpecError(_pos(meta), 'a decimal ends at a delimiter: decimal[until "..."]')
+        return _text("decimal", children[0], meta)
+
+    def token_type(self, meta, children):
+        text = _string(children[0])
+        ref = n.ExtRef("texts", "token", (text,), _pos(meta), spelled=f"the token {text!r}")
+        return n.ExtType(ref, None, _pos(meta))
 
     def map_type(self, meta, children):
         return n.MapType(children[0], children[1], _pos(meta))
@@ -231,6 +253,9 @@ class _ToNodes(Transformer):
 
     def size_rest(self, meta, children):
         return n.SizeRest(_pos(meta))
+
+    def size_until(self, meta, children):
+        return n.SizeUntil(_string(children[0]), _pos(meta))
 
     # ---- semantics -----------------------------------------------------------------
     def binding(self, meta, children):

@@ -319,7 +319,9 @@ class Planner:
                 if late:
                     why = f"its size reads {late[0]!r}, which is not read before it"
                 elif unkept:
-                    why = f"its size reads {unkept[0]!r}, a field type's value that is not an integer"
+                    why = (
+                        f"its size reads {unkept[0]!r}, a field type's value that is not an integer"
+                    )
             measured = s.info.kind == "ext" and hasattr(s.info.ext, "measure")
             if (
                 why is None
@@ -327,7 +329,8 @@ class Planner:
                 and not measured
                 and not isinstance(size, n.SizeBytes)
             ):
-                why = f"field type {s.field.type.ref.module}.{s.field.type.ref.name} cannot find its own end"
+                ref = s.field.type.ref
+                why = f"field type {ref.spelled or ref.module + '.' + ref.name} cannot find its own end"
             length = getattr(s.field.type, "length", None)
             if why is None and s.info.kind == "map" and not isinstance(length, n.IntType):
                 if not hasattr(_fieldtype_modules()[length.module].TYPES[length.name], "measure"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import hessian2, tars, thrift, varint
+from . import hessian2, tars, texts, thrift, varint
 
 #: library name (as specs spell it) → module
 MODULES: dict[str, ModuleType] = {
@@ -26,6 +26,7 @@ MODULES: dict[str, ModuleType] = {
     "thrift": thrift,
     "tars": tars,
     "varint": varint,
+    "texts": texts,
 }
 
-__all__ = ["MODULES", "hessian2", "tars", "thrift", "varint"]
+__all__ = ["MODULES", "hessian2", "tars", "texts", "thrift", "varint"]

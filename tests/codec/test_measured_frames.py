@@ -125,6 +125,13 @@ class Counting(bytearray):
         type(self).examined += len(got) if isinstance(key, slice) else 1
         return got
 
+    def find(self, sub, start=0, end=None):
+        """(a delimiter's search looks at the bytes up to where it ends, or to ``end``)"""
+        got = super().find(sub, start, end)
+        stop = len(self) if end is None else min(end, len(self))
+        type(self).examined += (got + len(sub) if got >= 0 else stop) - start
+        return got
+
 
 class Collect(FramedConnection):
     def __init__(self, proto):
@@ -319,3 +326,87 @@ def test_unframed_thrift_fed_in_pieces_is_parsed_in_linear_work(step, monkeypatc
     # each message decoded once (re-parsing at every piece would be ~len**2 / (2 * step))
     assert examined <= 2 * len(stream), (examined, len(stream))
     assert offered <= 2 * len(stream), (offered, len(stream))
+
+
+# ---- text: delimiters, ASCII decimals, literal tokens ------------------------------------------
+TEXT_SPEC = r"""
+# RESP's scalar replies: a type byte, then a line, a number, or a counted bulk string
+protocol tline {
+    pool pingpong ordered
+    enum Kind : u8 { bulk = 0x24, simple = 0x2b, error = 0x2d, number = 0x3a }
+    frame {
+        kind Kind
+        if kind == bulk {
+            size decimal[until "\r\n"] = len(data)
+            data bytes[size]
+            crlf "\r\n"
+        } else if kind == number {
+            value decimal[until "\r\n"]
+        } else {
+            text string[until "\r\n"]
+        }
+    }
+    status = kind == error ? 1 : 0
+    body = data
+    method = text
+    stream { else => request }
+    status_map {
+        0 ok <- 200 -> 200
+        1 err <- 400, 403, 404, 429, 500, 502, 503, 504 -> 500
+        others -> 500
+    }
+    error_response { kind = error, text = $message }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tline():
+    code = compile_source(TEXT_SPEC, "tline.xproto", "tline")
+    return load_module_source("tline", code, "tline.xproto").PROTOCOL
+
+
+TEXT_FRAMES = [b"$5\r\nhello\r\n", b"$0\r\n\r\n", b"+OK\r\n", b"-ERR wrong \xc3\xa9\r\n",
+               b":-42\r\n", b":0\r\n", b"$12\r\nline\r\nbreaks\r\n"]  # fmt: skip
+
+
+@pytest.mark.parametrize("data", TEXT_FRAMES)
+def test_a_text_frame_decodes_and_encodes_back_to_its_bytes(tline, data):
+    f = tline.decode(data + b"+next\r\n", 0)
+    assert f.length == len(data)
+    assert f.encode() == data
+    for cut in range(len(data)):  # every prefix waits for more
+        assert tline.decode(data[:cut], 0) is None
+
+
+def test_text_fields_hold_values_and_encode_recomputes_the_decimal_length(tline):
+    f = tline.decode(b"$5\r\nhello\r\n", 0)
+    assert (f.size, f.data) == (5, b"hello")
+    f.data = b"x" * 1234
+    assert f.encode() == b"$1234\r\n" + b"x" * 1234 + b"\r\n"
+    assert tline.decode(b":-42\r\n", 0).value == -42
+    assert tline.decode(b"-ERR wrong \xc3\xa9\r\n", 0).text == "ERR wrong \u00e9"
+    err = tline.hijack(tline.decode(b"+PING\r\n", 0), 503, "no upstream")
+    assert err.encode() == b"-no upstream\r\n"
+
+
+@pytest.mark.parametrize(
+    "data", [b"$05\r\nhello\r\n", b":1x\r\n", b"$5\r\nhelloXX", b"$-1\r\n", b"+bad \xff\r\n",
+             b"$" + b"9" * 30 + b"\r\n"],
+)  # fmt: skip
+def test_text_frames_a_peer_must_not_send_are_refused(tline, data):
+    with pytest.raises(DecodeError):
+        tline.decode(data, 0)
+
+
+def test_text_frames_fed_a_byte_at_a_time_are_parsed_in_linear_work(tline, monkeypatch):
+    frames = TEXT_FRAMES + [b"$3000\r\n" + b"\r" * 3000 + b"\r\n", b"+" + b"y" * 2000 + b"\r\n"]
+    stream = b"".join(frames)
+    got, examined, offered = feed(
+        tline, [stream[i : i + 1] for i in range(len(stream))], monkeypatch
+    )
+    assert got == frames
+    # a delimiter's search resumes where it stopped (one byte back for a two-byte delimiter);
+    # the decoder reads each whole frame once more
+    assert examined <= 3 * len(stream), (examined, len(stream))
+    assert offered <= 3 * len(stream), (offered, len(stream))

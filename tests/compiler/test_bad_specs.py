@@ -139,6 +139,15 @@ CASES = [
      "8:9: error: field name 'encode' is reserved for the frame API"),
     ("unknown-fieldtype", variant("data bytes[size]", "data hessian3.string"), "mini",
      "10:14: error: unknown field-type library 'hessian3' (have: hessian2, tars, thrift, varint)"),
+    ("text-library-named", variant("data bytes[size]", 'data texts.bytes("x")'), "mini",
+     '10:14: error: text types are spelled bytes[until "..."], string[until "..."], '
+     'decimal[until "..."] and "token" (docs/language.md)'),
+    ("until-map", variant("data bytes[size]", 'data map(u8)[until "x"]'), "mini",
+     "10:22: error: only bytes, string and decimal end at a delimiter (until)"),
+    ("decimal-sized", variant("data bytes[size]", "data decimal[size]"), "mini",
+     '10:14: error: a decimal ends at a delimiter: decimal[until "..."]'),
+    ("empty-delimiter", variant("data bytes[size]", 'data bytes[until ""]'), "mini",
+     "10:20: error: bytes[until '']: a delimiter must not be empty"),
     ("unknown-binding", variant("body = data", "payload = data"), "mini",
      "13:5: error: unknown binding 'payload' (one of: request_id, timeout_ms, status, body, "
      "service, method, headers)"),

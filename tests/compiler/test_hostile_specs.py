@@ -407,7 +407,7 @@ NUMBERS = ["0", "-1", "1", "255", "256", "65536", "0xffffffffffffffff", str(1 <<
            "9" * 4400, "007", "-9223372036854775809"]  # fmt: skip
 WORDS = ["direction", "request", "response", "null", "true", "frame", "encode", "length",
          "get_x", "ido", "patch_request_id", "rest", "count", "sizeof", "len", "if", "else",
-         "u8", "u64", "i24", "u40le", "i56", "crc32", "varint.unsigned", "bytes", "map", "hessian2", "tars", "thrift", "varint", "inside",
+         "u8", "u64", "i24", "u40le", "i56", "crc32", "varint.unsigned", "bytes", "map", "until", '"\\r\\n"', "decimal", "hessian2", "tars", "thrift", "varint", "inside",
          "stream", "{", "}", "(", ")", "[", "]", "?", ":", "??", "+", "%", "-", "==", "not",
          '"x"', '"\\x22\\x22\\x22"']  # fmt: skip
 # the shipped specs, and the test spec of a frame that announces no length (it ends where its
