@@ -63,6 +63,28 @@ class Checked:
     uses_direction: bool
     body_targets: dict[str, list[n.Inside]]
     modules: set[str] = field(default_factory=set)
+    #: record name → its own symbol table (a record's fields are its own namespace)
+    records: dict[str, "Checked"] = field(default_factory=dict)
+    record: n.Record | None = None  # set on a record's own table
+
+
+#: the deepest bound a record that contains itself may declare
+MAX_RECORD_DEPTH = 256
+
+
+class RecordType:
+    """A record used as a field type: what the checker and the planner ask of a field type
+    (its value, and that it finds its own end); the generated module holds its code."""
+
+    PARAMS: tuple[str, ...] = ()
+    PARAM_TYPES: tuple[type, ...] = ()
+    VALUE = "record"
+
+    def __init__(self, record: n.Record):
+        self.record = record
+
+    def measure(self, buf, pos, ctx=None):  # (generated per record: see emit/records.py)
+        raise NotImplementedError
 
 
 def _fieldtype_modules() -> dict:
@@ -181,6 +203,9 @@ class Checker:
         self.modules: set[str] = set()
         self.read_order: list[str] = []
         self.len_fields: list[tuple[n.Field, list]] = []  # recomputed fields using len()
+        self.records: dict[str, n.Record] = {r.name: r for r in spec.records}
+        self.record_tables: dict[str, Checked] = {}
+        self.in_record: n.Record | None = None  # checking a record's layout, not the frame's
 
     # ---- entry point ---------------------------------------------------------------
     def run(self) -> Checked:
@@ -196,7 +221,7 @@ class Checker:
             )
         seen: dict[str, Pos] = {}
         for st in s.statements:
-            if st.kind in ("enums", "insides", "bindings", "header_bindings"):
+            if st.kind in ("enums", "insides", "bindings", "header_bindings", "records"):
                 continue
             if st.kind in seen:
                 raise SpecError(
@@ -214,6 +239,7 @@ class Checker:
             raise SpecError(s.pos, "the protocol has no frame layout")
         for e in s.enums:
             self.enum(e)
+        self.check_records()
         for p in s.detect:
             if p.offset + p.type.nbytes > MAX_DETECT_OFFSET:
                 raise SpecError(
@@ -284,8 +310,125 @@ class Checker:
         bindings = self.semantics()
         Types(self).run()
         return Checked(
-            s, self.enums, self.fields, bindings, uses_direction, body_targets, self.modules
+            s,
+            self.enums,
+            self.fields,
+            bindings,
+            uses_direction,
+            body_targets,
+            self.modules,
+            self.record_tables,
         )
+
+    # ---- records -------------------------------------------------------------------
+    def check_records(self) -> None:
+        from .emit.code import API_NAMES  # (the names a generated module imports)
+
+        stem = "".join(part.capitalize() for part in self.spec.name.split("_"))
+        taken = set(API_NAMES) | {"PROTOCOL", f"{stem}Frame", f"{stem}Protocol"}
+        seen: dict[str, n.Record] = {}
+        for r in self.spec.records:
+            check_identifier(r.name, r.pos, "record name")
+            if not r.name[0].isupper():
+                raise SpecError(
+                    r.pos, f"a record's name starts with a capital letter, not {r.name!r}"
+                )
+            if r.name in taken:
+                raise SpecError(
+                    r.pos, f"record name {r.name!r} is a name the generated module uses"
+                )
+            if r.name in seen:
+                raise SpecError(
+                    r.pos, f"duplicate record {r.name!r} (first at line {seen[r.name].pos.line})"
+                )
+            if r.name in self.enums:
+                raise SpecError(r.pos, f"{r.name!r} is an enum's name too")
+            seen[r.name] = r
+        uses = {r.name: self._record_refs(r.items) for r in self.spec.records}
+        for r in self.spec.records:
+            reach, todo = set(), list(uses[r.name])
+            while todo:
+                x = todo.pop()
+                if x in reach or x not in uses:
+                    continue
+                reach.add(x)
+                todo.extend(uses[x])
+            if r.name in reach and r.depth is None:
+                raise SpecError(
+                    r.pos,
+                    f"record {r.name!r} contains itself: bound its nesting (record {r.name} "
+                    "depth 32)",
+                )
+            if r.name not in reach and r.depth is not None:
+                raise SpecError(
+                    r.pos, f"a depth bounds a record that contains itself; {r.name!r} does not"
+                )
+            if r.depth is not None and not 1 <= r.depth <= MAX_RECORD_DEPTH:
+                raise SpecError(
+                    r.pos, f"a record's depth must be 1..{MAX_RECORD_DEPTH}, not {r.depth}"
+                )
+        for r in self.spec.records:
+            self.record_tables[r.name] = self.check_record(r)
+
+    def _record_refs(self, items) -> set[str]:
+        out = set()
+        for item in self._all_items(items):
+            t = getattr(item, "type", None)
+            if isinstance(t, n.ExtType) and t.ref.module == "record":
+                out.add(t.ref.name)
+        return out
+
+    def check_record(self, r: n.Record) -> Checked:
+        """A record's layout, checked like a frame's in a namespace of its own: its sizes and
+        values read its own earlier fields, its conditions test its own integers."""
+        sub = Checker(self.spec, None)
+        sub.enums, sub.records, sub.in_record = self.enums, self.records, r
+        sub.record_tables = self.record_tables  # (filled as records are checked)
+        sub.layout(r.items, owner=None, path=())
+        sub.tags()
+        for info in list(sub.fields.values()):
+            sub.field_exprs(info)
+        for f, targets in sub.len_fields:
+            sub._sizes(f, targets)
+        blocks = {}  # field → the list of items it sits in (a recomputed value and what it
+        # measures are written in one pass: they share a block)
+
+        def place(items) -> None:
+            for item in items:
+                if isinstance(item, n.IfBlock):
+                    place(item.body)
+                    place(item.orelse)
+                elif isinstance(item, n.Field):
+                    blocks[item.name] = id(items)
+
+        place(r.items)
+        for f, targets in sub.len_fields:
+            for t in targets:
+                if blocks[t.name] != blocks[f.name]:
+                    raise SpecError(
+                        t.pos,
+                        f"in a record, {f.name!r} and the {t.name!r} it measures must be in the "
+                        "same block (not one inside an if the other is outside of)",
+                    )
+        for item in self._all_items(r.items):
+            if isinstance(item, n.IfBlock):
+                sub.expr(item.test, ctx="condition")
+                for x in _walk_expr(item.test):
+                    if not isinstance(x, n.Name):
+                        continue
+                    if x.name == "direction":
+                        raise SpecError(x.pos, "a record's layout does not depend on direction")
+                    info = sub.fields.get(x.name)
+                    if info is not None and not (
+                        info.kind in ("int", "enum", "bits")
+                        or (info.kind == "ext" and info.ext.VALUE == "int" and not info.count)
+                    ):
+                        raise SpecError(
+                            x.pos, f"a record's condition tests integers; {x.name!r} is {info.kind}"
+                        )
+        Types(sub).sizes()
+        self.modules |= sub.modules
+        return Checked(self.spec, self.enums, sub.fields, {}, False, {}, sub.modules, record=r)
 
     def tags(self) -> None:
         """Tagged field types (tars tags, thrift field ids) are found by tag: two fields of one
@@ -337,6 +480,11 @@ class Checker:
         self.enums[e.name] = e
 
     def _ext_class(self, ref: n.ExtRef):
+        if ref.module == "record":
+            record = self.records.get(ref.name)
+            if record is None:
+                raise SpecError(ref.pos, f"unknown record {ref.name!r}")
+            return RecordType(record)
         module = _fieldtype_modules().get(ref.module)
         if ref.module == "texts" and ref.spelled is None:  # (the language's own types)
             raise SpecError(
@@ -416,6 +564,11 @@ class Checker:
                 self.layout(item.orelse, owner, path + ((id(item), False),))
             elif isinstance(item, n.Bits):
                 self.bits(item, owner, path)
+            elif isinstance(item, n.Fail):
+                if self.in_record is None:
+                    raise SpecError(
+                        item.pos, "'fail' is for records (a frame's layouts are all kept)"
+                    )
             else:
                 self.field_decl(item, owner, path)
 
@@ -477,8 +630,14 @@ class Checker:
             if info.kind in ("bytes", "string"):
                 raise SpecError(size.pos, f"{info.kind} are sized in bytes, not by count")
             info.count = True
-        if f.nullable and info.kind not in ("bytes", "string"):
-            raise SpecError(f.pos, "only bytes and string fields can be nullable")
+        if (
+            f.nullable
+            and info.kind not in ("bytes", "string")
+            and not (info.kind == "ext" and info.count)
+        ):
+            raise SpecError(
+                f.pos, "only bytes, string and counted fields (a count of -1) can be nullable"
+            )
         if f.value is not None and info.kind not in ("int", "enum"):
             # a field type of integers (a varint) may be recomputed, as a sum of len() terms
             if not (info.kind == "ext" and info.ext.VALUE == "int" and not info.count):
@@ -737,7 +896,7 @@ class Checker:
         if len(e.args) != BUILTINS[e.func]:
             raise SpecError(e.pos, f"{e.func}() takes {BUILTINS[e.func]} argument(s)")
         if e.func in ("sizeof", "crc32"):
-            if ctx != "recompute" or owner is not None:
+            if ctx != "recompute" or owner is not None or self.in_record is not None:
                 raise SpecError(e.pos, f"{e.func}() is only for recomputed frame fields")
             if not (isinstance(e.args[0], n.Name) and e.args[0].name == "frame"):
                 raise SpecError(e.args[0].pos, f"{e.func}() takes 'frame'")
@@ -954,6 +1113,11 @@ class Types:
 
     def run(self) -> None:
         s = self.c.spec
+        self.sizes()
+        tests = [item.test for item in self.c._all_items(s.frame) if isinstance(item, n.IfBlock)]
+        self.semantic_types(tests)
+
+    def sizes(self) -> None:
         for info in self.fields.values():
             f = info.node
             if not isinstance(f, n.Field):
@@ -967,7 +1131,9 @@ class Types:
                         f"the size of {f.name!r} must be 0..{MAX_SIZE}, not {size.expr.value}",
                     )
             # (a recomputed value needs no check here: _recomputable's shapes are integers)
-        tests = [item.test for item in self.c._all_items(s.frame) if isinstance(item, n.IfBlock)]
+
+    def semantic_types(self, tests: list) -> None:
+        s = self.c.spec
         for inside in s.insides:
             tests.append(inside.test)
             tests += [i.test for i in self.c._all_items(inside.items) if isinstance(i, n.IfBlock)]

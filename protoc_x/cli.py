@@ -26,6 +26,10 @@ def _json_value(value: Any, enum: dict | None = None) -> Any:
         return [_json_value(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
+    if hasattr(value, "field_values"):  # a record's value: its fields, enums by name
+        return {
+            k: _json_value(v, value.FIELD_ENUMS.get(k)) for k, v in value.field_values().items()
+        }
     raw = getattr(value, "data", None)  # field-type wrappers of raw encodings
     if isinstance(raw, (bytes, bytearray)):
         return bytes(raw).hex()

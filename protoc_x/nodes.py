@@ -237,7 +237,15 @@ class IfBlock:
     pos: Pos
 
 
-Item = Union[Field, Bits, IfBlock]
+@dataclass(frozen=True)
+class Fail:
+    """``fail "message"``: a record's layout where no value may be (an unknown type byte)."""
+
+    message: str
+    pos: Pos
+
+
+Item = Union[Field, Bits, IfBlock, Fail]
 
 
 @dataclass(frozen=True)
@@ -246,6 +254,16 @@ class Inside:
 
     target: str
     test: Expr
+    items: tuple[Item, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Record:
+    """A named layout, used as a field type (``v Value``, ``items Value[count n]``)."""
+
+    name: str
+    depth: int | None  # the nesting bound of a record that contains itself
     items: tuple[Item, ...]
     pos: Pos
 
@@ -340,6 +358,7 @@ class Protocol:
     detect: tuple[Probe, ...] = ()
     enums: tuple[Enum, ...] = ()
     frame: tuple[Item, ...] = ()
+    records: tuple[Record, ...] = ()
     insides: tuple[Inside, ...] = ()
     bindings: tuple[Binding, ...] = ()
     header_bindings: tuple[Binding, ...] = ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import lark
@@ -87,6 +88,28 @@ def _string(token: Token) -> str:
     return "".join(out)
 
 
+def _typed_records(node, records: dict):
+    """``node`` with every field typed by a record's name (parsed as an enum's) made a field
+    of that record's type."""
+    if isinstance(node, tuple):
+        return tuple(_typed_records(x, records) for x in node)
+    if isinstance(node, n.Field) and isinstance(node.type, n.EnumRef):
+        if node.type.name in records:
+            t = node.type
+            ref = n.ExtRef("record", t.name, (), t.pos, spelled=t.name)
+            return replace(node, type=n.ExtType(ref, None, t.pos))
+        return node
+    if isinstance(node, n.IfBlock):
+        return replace(
+            node,
+            body=_typed_records(node.body, records),
+            orelse=_typed_records(node.orelse, records),
+        )
+    if isinstance(node, (n.Record, n.Inside)):
+        return replace(node, items=_typed_records(node.items, records))
+    return node
+
+
 def _text(kind: str, size: n.SizeUntil, meta) -> n.ExtType:
     """``bytes[until "\\r\\n"]`` and its kin: a field type of runtime/fieldtypes/text.py."""
     spelled = f"{kind}[until {size.delimiter!r}]"
@@ -106,7 +129,7 @@ class _ToNodes(Transformer):
         fields: dict = {"statements": []}
         for kind, pos, value in items:
             fields["statements"].append(n.Statement(kind, pos))
-            if kind in ("enums", "insides", "bindings", "header_bindings"):
+            if kind in ("enums", "insides", "bindings", "header_bindings", "records"):
                 fields.setdefault(kind, []).append(value)
             elif kind == "pool":
                 fields["pool"], fields["ordered"] = value
@@ -118,10 +141,20 @@ class _ToNodes(Transformer):
                     fields.setdefault("status_others_pos", others[0][2])
             else:
                 fields.setdefault(kind, value)
-        for key in ("enums", "insides", "bindings", "header_bindings", "statements"):
+        for key in ("enums", "insides", "bindings", "header_bindings", "records", "statements"):
             if key in fields:
                 fields[key] = tuple(fields[key])
+        records = {r.name: r for r in fields.get("records", ())}
+        if records:  # a field of a record's type names it like an enum: say which it is
+            for key in ("frame", "records", "insides"):
+                if key in fields:
+                    fields[key] = _typed_records(fields[key], records)
         return n.Protocol(name=str(name), pos=_pos(name), **fields)
+
+    def record(self, meta, children):
+        name, depth, *items = children
+        bound = _int(depth) if depth is not None else None
+        return ("records", _pos(meta), n.Record(str(name), bound, tuple(items), _pos(name)))
 
     def byte_order(self, meta, children):
         return ("byte_order", _pos(meta), str(children[0]))
@@ -181,6 +214,9 @@ class _ToNodes(Transformer):
     def else_if(self, meta, children):
         return ("else", tuple(children))
 
+    def fail(self, meta, children):
+        return n.Fail(_string(children[0]), _pos(meta))
+
     def bits(self, meta, children):
         t, *fields = children
         return n.Bits(int_type(t), tuple(fields), _pos(meta))
@@ -224,6 +260,11 @@ class _ToNodes(Transformer):
 
     def map_type(self, meta, children):
         return n.MapType(children[0], children[1], _pos(meta))
+
+    def record_array(self, meta, children):
+        name, size = children
+        ref = n.ExtRef("record", str(name), (), _pos(name), spelled=str(name))
+        return n.ExtType(ref, size, _pos(meta))
 
     def ext_type(self, meta, children):
         return n.ExtType(children[0], children[1], _pos(meta))

@@ -59,6 +59,8 @@ class Module:
         return self.structs[full]
 
     def fieldtype(self, ref: n.ExtRef) -> str:
+        if ref.module == "record":  # a record of the spec: its codec is generated beside it
+            return f"_R_{ref.name}"
         args = ", ".join(repr(a) for a in ref.args)
         src = f"{ref.module}.TYPES[{ref.name!r}]({args})"
         if src not in self.types:

@@ -495,7 +495,7 @@ class DecodeEmitter:
         size = getattr(t, "size", None)
         if info.kind == "ext":
             ft = self.mod.fieldtype(t.ref)
-            ctx = f"ctx_{t.ref.module}"
+            ctx = self.ctx_of(t.ref)
             if size is None:
                 if obj and name in self.targets:  # the value's bytes, parsed by its 'inside'
                     w(f"{obj}._at_{name} = pos - start")
@@ -504,9 +504,14 @@ class DecodeEmitter:
             w("items = []")
             if isinstance(size, n.SizeCount):
                 w(f"count = {ex(size.expr)}")
-                w("if count < 0 or count > end - pos:")
+                if fld.nullable:
+                    w("if count == -1:")
+                    w("    items = None  # (null)")
+                    w("elif count < 0 or count > end - pos:")
+                else:
+                    w("if count < 0 or count > end - pos:")
                 w(f"    raise DecodeError(pos, {name + ': bad element count %d'!r} % count)")
-                w("for _ in range(count):")
+                w("for _ in range(count):" + ("  # (none when null)" if fld.nullable else ""))
                 w(f"    item, pos = {ft}.read(buf, pos, end, {ctx})")
                 w("    items.append(item)")
             else:
@@ -540,9 +545,11 @@ class DecodeEmitter:
             w(f"if {z} == -1:")
             w(f"    {target} = None")
             w("else:").indent()
-        if info.kind == "bytes" and not obj:
+        if info.kind == "bytes" and not obj and not self.in_record:
             if name in self.scan_insides:  # its 'inside' fields are read from there if needed
                 w(f"at_{name}, z_{name} = pos, {z}")
+        elif info.kind == "bytes" and self.in_record:
+            w(f"{target} = bytes(buf[pos : pos + {z}])")
         elif info.kind == "bytes":
             w(f"{target} = buf[pos : pos + {z}]")
             if name in self.targets:

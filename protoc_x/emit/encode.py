@@ -47,13 +47,17 @@ class EncodeEmitter:
             writer = "write_kvmap_fixed" if isinstance(t.length, n.IntType) else "write_kvmap"
             return f"{writer}({value}, {self.length_codec(t)})"
         ft = self.mod.fieldtype(t.ref)
-        ctx = f"ctx_{t.ref.module}"
+        ctx = self.ctx_of(t.ref)
         if t.size is None:
             return f"{ft}.write({value}, {ctx})"
+        if fld.nullable:  # a counted list, null as a count of -1
+            return f'None if {value} is None else b"".join([{ft}.write(item, {ctx}) for item in {value}])'
         return f'b"".join([{ft}.write(item, {ctx}) for item in {value}])'
 
     def len_code(self, fld: n.Field, info: FieldInfo, part: str, obj: str = "self") -> str:
         size = getattr(fld.type, "size", None)
+        if isinstance(size, n.SizeCount) and fld.nullable:
+            return f"(-1 if {obj}.{fld.name} is None else len({obj}.{fld.name}))"
         if isinstance(size, n.SizeCount):
             return f"len({obj}.{fld.name})"
         if fld.nullable:
@@ -74,7 +78,11 @@ class EncodeEmitter:
             terms = []
             for bf in item.fields:
                 shift, mask = self.bit_shift(item, bf.name)
-                v = repr(bf.const) if bf.const is not None else f"(self.{bf.name} & {mask:#x})"
+                v = (
+                    repr(bf.const)
+                    if bf.const is not None
+                    else f"({self.obj}.{bf.name} & {mask:#x})"
+                )
                 terms.append(f"{v} << {shift}" if shift else v)
             return " | ".join(terms)
         const = self.const_of(item)
@@ -82,7 +90,7 @@ class EncodeEmitter:
             return repr(const)
         if item.value is not None:
             return ex(item.value)
-        return f"self.{item.name}"
+        return f"{self.obj}.{item.name}"
 
     def encode_leaf(self, leaf: Leaf, w: Code) -> None:
         lens: dict[str, str] = {}
@@ -103,7 +111,7 @@ class EncodeEmitter:
         for step in computed:
             t = step.field.type
             value = self.exprs("self", lens=lens)(step.field.value)
-            ft, ctx = self.mod.fieldtype(t.ref), f"ctx_{t.ref.module}"
+            ft, ctx = self.mod.fieldtype(t.ref), self.ctx_of(t.ref)
             w(f"p_{step.field.name} = {ft}.write({value}, {ctx})  # recomputed")
             lens[step.field.name] = f"len(p_{step.field.name})"
         fixed = sum(s.size for s in leaf.steps if isinstance(s, Run)) + sum(

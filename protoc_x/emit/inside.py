@@ -115,6 +115,9 @@ class InsideEmitter:
                 lambda name: f"self._f_{name}" if self.c.fields[name].owner else f"self.{name}",
             )
         for item in items:
+            if isinstance(item, n.Fail):  # (records only)
+                w(f"raise DecodeError(pos, {self.c.record.name + ': ' + item.message!r})")
+                return
             if isinstance(item, n.IfBlock):
                 w(f"if {ex(item.test)}:").indent()
                 self.inside_items(item.body, w, ex, obj)

@@ -79,15 +79,15 @@ class MeasureEmitter:
         size = getattr(fld.type, "size", None)
         if info.kind == "ext" and not isinstance(size, n.SizeBytes):
             ft = self.mod.fieldtype(fld.type.ref)
-            ctx = f"ctx_{fld.type.ref.module}"
+            ctx = self.ctx_of(fld.type.ref)
             if size is None:  # (its value is kept where a size may read it: an integer)
                 keep = f"v_{name}" if info.ext.VALUE == "int" else "_"
                 w(f"{keep}, pos = yield from {ft}.measure(buf, pos, {ctx})")
                 return
             w(f"count = {ex(size.expr)}")
-            w("if count < 0:")
+            w("if count < -1:" if fld.nullable else "if count < 0:")
             w(f"    raise DecodeError(pos, {name + ': bad element count %d'!r} % count)")
-            w("for _ in range(count):")
+            w("for _ in range(count):" + ("  # (-1: null)" if fld.nullable else ""))
             w(f"    _, pos = yield from {ft}.measure(buf, pos, {ctx})")
             return
         if info.kind == "map" and isinstance(size, n.SizeCount):

@@ -16,6 +16,7 @@ from .decode import DecodeEmitter
 from .encode import EncodeEmitter
 from .inside import InsideEmitter
 from .measure import MeasureEmitter
+from .records import records_code
 from .scan import ScanEmitter
 from .semantics import SemanticsEmitter
 from .verify import verify
@@ -29,11 +30,13 @@ class Emitter(
     """Writes one planned spec as a Python module; each part of the module comes from the
     mixin of its own file."""
 
-    def __init__(self, plan: Plan, source_name: str):
+    def __init__(self, plan: Plan, source_name: str, mod: Module | None = None):
         self.p = plan
         self.c = plan.checked
         self.s = plan.checked.spec
-        self.mod = Module(plan.order)
+        self.mod = Module(plan.order) if mod is None else mod
+        self.in_record = plan.checked.record is not None  # emitting a record's codec
+        self.obj = "v" if self.in_record else "self"  # what encoders read field values from
         self.source_name = source_name
         self.cls = "".join(part.capitalize() for part in self.s.name.split("_")) + "Frame"
         self.leaves: list[Leaf] = []
@@ -62,6 +65,7 @@ class Emitter(
             and isinstance(f.node.type.length, n.IntType)
             and isinstance(f.node.type.size, (n.SizeBytes, n.SizeRest))
             and f.name not in self.targets
+            and not self.in_record  # (a record's fields are read as they come)
         }
         #: inside targets the scan reads without a frame: target → the outer fields (and
         #: ``direction``) its layouts read, the parameters of its ``_scan_<target>``
@@ -84,6 +88,8 @@ class Emitter(
         )
 
     def _leaves(self, node):
+        if node is None:  # (a record has no layout tree: it is read in order)
+            return
         if isinstance(node, Leaf):
             yield node
         else:
@@ -126,9 +132,16 @@ class Emitter(
         mods = set()
         for item in items:
             info = self.c.fields.get(getattr(item, "name", ""))
-            if info is not None and info.kind == "ext":
+            if info is not None and info.kind == "ext" and info.node.type.ref.module != "record":
                 mods.add(info.node.type.ref.module)
         return sorted(mods)
+
+    def ctx_of(self, ref: n.ExtRef) -> str:
+        """The ``ctx`` a field type's read, measure and write take: the message's context of
+        its library, or for a record the depth it is nested at."""
+        if ref.module == "record":
+            return "depth + 1" if self.in_record else "0"
+        return f"ctx_{ref.module}"
 
     # ---- module --------------------------------------------------------------------
     def render(self, fmt: bool = True) -> str:
@@ -145,6 +158,7 @@ class Emitter(
             )
             for t, params in self.scan_insides.items()
         }
+        records = records_code(self)
         binds = self.bindings()
         scan = self.scan_body()
         templates = {}
@@ -211,6 +225,7 @@ class Emitter(
             scan_insides=scan_insides,
             measure=measure,
             inner_fields=self.inner_fields,
+            records=records,
             b=binds,
             scan=scan,
             templates=templates,

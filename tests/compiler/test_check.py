@@ -155,7 +155,7 @@ ERRORS = [
     ("string-by-count", v("data bytes[size]", "data string[count size]"), "mini",
      "10:21: string are sized in bytes, not by count"),
     ("nullable-int", v("id u32", "id u32 nullable"), "mini",
-     "8:9: only bytes and string fields can be nullable"),
+     "8:9: only bytes, string and counted fields (a count of -1) can be nullable"),
     ("value-of-bytes", v("data bytes[size]", "data bytes[size] = 1"), "mini",
      "10:28: only integer fields can have a value, 'data' is bytes"),
     ("constant-overflow-signed", v("id u32", "id i8 = 128"), "mini",

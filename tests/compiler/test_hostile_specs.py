@@ -23,6 +23,7 @@ from protoc_x.runtime.api import DecodeError, Direction, XFrame
 from protoc_x.samples import SAMPLES
 
 from ..codec.test_measured_frames import frame as vhc_frame
+from ..codec.test_records import write as resp_write
 from .test_bad_specs import GOOD
 
 ROOT = Path(__file__).parents[2]
@@ -407,12 +408,15 @@ NUMBERS = ["0", "-1", "1", "255", "256", "65536", "0xffffffffffffffff", str(1 <<
            "9" * 4400, "007", "-9223372036854775809"]  # fmt: skip
 WORDS = ["direction", "request", "response", "null", "true", "frame", "encode", "length",
          "get_x", "ido", "patch_request_id", "rest", "count", "sizeof", "len", "if", "else",
-         "u8", "u64", "i24", "u40le", "i56", "crc32", "varint.unsigned", "bytes", "map", "until", '"\\r\\n"', "decimal", "hessian2", "tars", "thrift", "varint", "inside",
+         "u8", "u64", "i24", "u40le", "i56", "crc32", "varint.unsigned", "bytes", "map", "until", '"\\r\\n"', "decimal", "record", "fail", "depth", "Value", "hessian2", "tars", "thrift", "varint", "inside",
          "stream", "{", "}", "(", ")", "[", "]", "?", ":", "??", "+", "%", "-", "==", "not",
          '"x"', '"\\x22\\x22\\x22"']  # fmt: skip
 # the shipped specs, and the test spec of a frame that announces no length (it ends where its
 # CRC trailer does), with a frame of its hand-written peer
-SPECS = sorted((ROOT / "specs").glob("*.xproto")) + [ROOT / "tests" / "codec" / "vhc.xproto"]
+SPECS = sorted((ROOT / "specs").glob("*.xproto")) + [
+    ROOT / "tests" / "codec" / "vhc.xproto",
+    ROOT / "tests" / "codec" / "resp.xproto",
+]
 MUTANTS = 3000
 
 
@@ -459,6 +463,8 @@ def test_compiler_fuzz_of_mutated_shipped_specs(tmp_path, monkeypatch):
         samples.setdefault(s.protocol, []).append(s)
     vhc = vhc_frame(0, 5, {"service": "s", "method": "m", "k": "v" * 200}, b"body")
     samples["vhc"] = [SimpleNamespace(data=vhc, direction=None)]
+    resp = resp_write([b"MGET", [b"k", None, 7], [("null-array",), b""]])
+    samples["resp"] = [SimpleNamespace(data=resp, direction=None)]
     refused = built = formatted = 0
     started = time.monotonic()
     for i in range(MUTANTS):
