@@ -399,14 +399,18 @@ def test_text_frames_a_peer_must_not_send_are_refused(tline, data):
         tline.decode(data, 0)
 
 
-def test_text_frames_fed_a_byte_at_a_time_are_parsed_in_linear_work(tline, monkeypatch):
-    frames = TEXT_FRAMES + [b"$3000\r\n" + b"\r" * 3000 + b"\r\n", b"+" + b"y" * 2000 + b"\r\n"]
+def assert_parsed_in_linear_work(proto, frames: list[bytes], monkeypatch) -> None:
+    """``frames`` fed a byte at a time read back as they were, the parse looking at each byte
+    a few times at most: a delimiter's search resumes where it stopped (one byte back for a
+    two-byte delimiter), and the decoder reads each whole frame once more."""
     stream = b"".join(frames)
-    got, examined, offered = feed(
-        tline, [stream[i : i + 1] for i in range(len(stream))], monkeypatch
-    )
+    pieces = [stream[i : i + 1] for i in range(len(stream))]
+    got, examined, offered = feed(proto, pieces, monkeypatch)
     assert got == frames
-    # a delimiter's search resumes where it stopped (one byte back for a two-byte delimiter);
-    # the decoder reads each whole frame once more
     assert examined <= 3 * len(stream), (examined, len(stream))
     assert offered <= 3 * len(stream), (offered, len(stream))
+
+
+def test_text_frames_fed_a_byte_at_a_time_are_parsed_in_linear_work(tline, monkeypatch):
+    big = [b"$3000\r\n" + b"\r" * 3000 + b"\r\n", b"+" + b"y" * 2000 + b"\r\n"]
+    assert_parsed_in_linear_work(tline, TEXT_FRAMES + big, monkeypatch)
