@@ -51,7 +51,7 @@ def _until(buf, pos: int, delim: bytes):
         if i >= 0:
             return i
         p = max(p, len(buf) - k + 1)  # a delimiter may straddle what arrives next
-        yield len(buf) + 1
+        yield max(len(buf) + 1, p + k)  # (p is past the buffer after a skipped value)
 
 
 class Bytes:
