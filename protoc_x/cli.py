@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from protoc_x.runtime.api import DecodeError, Direction, XFrame
+from protoc_x.runtime.api import DecodeError, Direction, XFrame, XRecord
 
 from . import __version__
 from .compiler import compile_all, write_all
@@ -26,7 +26,7 @@ def _json_value(value: Any, enum: dict | None = None) -> Any:
         return [_json_value(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    if hasattr(value, "field_values"):  # a record's value: its fields, enums by name
+    if isinstance(value, XRecord):  # a record's value: its fields, enums by name
         return {
             k: _json_value(v, value.FIELD_ENUMS.get(k)) for k, v in value.field_values().items()
         }

@@ -121,6 +121,40 @@ def need(buf_len: int, pos: int, size: int, limit: int | None) -> bool:
     return False
 
 
+def present_fields(obj) -> dict[str, Any]:
+    """The named fields of a frame or a record value that its layout has (not None), under
+    the spec's names, in layout order."""
+    out = {}
+    for name in obj.FIELD_NAMES:
+        value = getattr(obj, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+class XRecord:
+    """A value of a spec's record (a named layout used as a field type). Generated subclasses
+    hold the record's fields as slots, None when absent from its layout."""
+
+    __slots__ = ()
+    #: the record's field names in layout order; enum fields: name → {value: member name}
+    FIELD_NAMES: ClassVar[tuple[str, ...]] = ()
+    FIELD_ENUMS: ClassVar[dict[str, dict[int, str]]] = {}
+    __hash__ = None  # (mutable)
+
+    def field_values(self) -> dict[str, Any]:
+        return present_fields(self)
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.FIELD_NAMES)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.field_values().items())
+        return f"{type(self).__name__}({fields})"
+
+
 class XFrame:
     """One decoded frame. Generated subclasses hold the spec's fields as attributes.
 
@@ -201,12 +235,7 @@ class XFrame:
 
     def field_values(self) -> dict[str, Any]:
         """Every named field of the layout present in this frame, under the spec's names."""
-        out = {}
-        for name in self.FIELD_NAMES:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        return out
+        return present_fields(self)
 
 
 class XProtocol:

@@ -548,8 +548,6 @@ class DecodeEmitter:
         if info.kind == "bytes" and not obj and not self.in_record:
             if name in self.scan_insides:  # its 'inside' fields are read from there if needed
                 w(f"at_{name}, z_{name} = pos, {z}")
-        elif info.kind == "bytes" and self.in_record:
-            w(f"{target} = bytes(buf[pos : pos + {z}])")
         elif info.kind == "bytes":
             w(f"{target} = buf[pos : pos + {z}]")
             if name in self.targets:

@@ -45,34 +45,19 @@ class RecordEmitter:
         names = [f.name for f in self.fields]
         w("")
         w("")
-        w(f"class {name}:")
+        w(f"class {name}(XRecord):")
         w.indent()
         w(f'"""record {name}: its fields as attributes, None when absent from its layout."""')
         w("")
         w(f"__slots__ = {tuple(names)!r}")
         w(f"FIELD_NAMES = {tuple(names)!r}")
         enums = {f.name: f"_E_{f.enum}" for f in self.fields if f.enum}
-        w("FIELD_ENUMS = {" + ", ".join(f"{k!r}: {v}" for k, v in enums.items()) + "}")
-        w("__hash__ = None  # (mutable)")
+        if enums:
+            w("FIELD_ENUMS = {" + ", ".join(f"{k!r}: {v}" for k, v in enums.items()) + "}")
         w("")
         w(f"def __init__(self, {', '.join(f'{x}=None' for x in names)}):")
         for x in names:
             w(f"    self.{x} = {x}")
-        w("")
-        w("def __eq__(self, other):")
-        w(f"    if type(other) is not {name}:")
-        w("        return NotImplemented")
-        w("    return " + " and ".join(f"self.{x} == other.{x}" for x in names))
-        w("")
-        w("def field_values(self):")
-        w('    """The fields present, under the spec\'s names."""')
-        w(
-            "    return {k: getattr(self, k) for k in self.FIELD_NAMES if getattr(self, k) is not None}"
-        )
-        w("")
-        w("def __repr__(self):")
-        w("    fields = ', '.join('%s=%r' % kv for kv in self.field_values().items())")
-        w(f"    return '{name}(%s)' % fields")
         w.dedent()
         # ---- its codec ----
         w("")

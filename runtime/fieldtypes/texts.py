@@ -67,7 +67,7 @@ class Bytes:
         self.what = "a value ending in %r" % self.delim
 
     def _value(self, buf, pos: int, i: int):
-        return bytes(buf[pos:i])
+        return buf[pos:i]  # (a bytearray's slice when decoding the runtime's buffer)
 
     def read(self, buf, pos: int, end: int, ctx=None):
         i = _find(buf, pos, end, self.delim, self.what)
@@ -95,7 +95,7 @@ class String(Bytes):
 
     def _value(self, buf, pos: int, i: int):
         try:
-            return bytes(buf[pos:i]).decode("utf-8")
+            return buf[pos:i].decode("utf-8")
         except UnicodeDecodeError as e:
             raise DecodeError(pos + e.start, f"invalid UTF-8 in text ({e.reason})") from None
 
@@ -117,7 +117,7 @@ class Decimal:
             raise ValueError("a decimal's delimiter cannot start with a digit")
 
     def _number(self, buf, pos: int, i: int) -> int:
-        text = bytes(buf[pos:i])
+        text = buf[pos:i]
         digits = text[1:] if text[:1] == b"-" else text
         if (
             not digits
@@ -125,7 +125,7 @@ class Decimal:
             or not _DIGITS.issuperset(digits)
             or (digits[0] == 0x30 and (len(digits) > 1 or text[:1] == b"-"))
         ):
-            raise DecodeError(pos, f"expected a decimal number, found {text[:24]!r}")
+            raise DecodeError(pos, f"expected a decimal number, found {bytes(text[:24])!r}")
         return int(text)
 
     def read(self, buf, pos: int, end: int, ctx=None) -> tuple[int, int]:
