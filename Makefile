@@ -21,10 +21,12 @@ $(COMPILED): $(STAMP) setup.py $(HOT)
 	PIP_CONSTRAINT=constraints.txt $(PY) -m pip install -q --no-deps -e .
 	touch $(COMPILED)
 
-# Debian packages the tests run against: memcached, and thrift-compiler for Apache thrift stubs.
+# Debian packages the tests run against: memcached, redis-server, and thrift-compiler for
+# Apache thrift stubs.
 system-deps:
 	@missing=""; \
 	command -v memcached >/dev/null 2>&1 || missing="$$missing memcached"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v thrift >/dev/null 2>&1 || missing="$$missing thrift-compiler"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

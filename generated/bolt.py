@@ -584,26 +584,14 @@ class BoltProtocol(XProtocol):
         f.class_name = text(
             (
                 "com.alipay.remoting.rpc.exception.RpcServerException"
-                if (
-                    request.codec
-                    in (
-                        0,
-                        1,
-                    )
-                )
+                if (request.codec in (0, 1))
                 else "java.lang.String"
             )
         )
         f.content = as_bytes(
             (
                 _F0("com.alipay.remoting.rpc.exception.RpcServerException", p_message)
-                if (
-                    request.codec
-                    in (
-                        0,
-                        1,
-                    )
-                )
+                if (request.codec in (0, 1))
                 else p_message
             )
         )

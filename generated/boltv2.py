@@ -856,26 +856,14 @@ class Boltv2Protocol(XProtocol):
         f.class_name = text(
             (
                 "com.alipay.remoting.rpc.exception.RpcServerException"
-                if (
-                    request.codec
-                    in (
-                        0,
-                        1,
-                    )
-                )
+                if (request.codec in (0, 1))
                 else "java.lang.String"
             )
         )
         f.content = as_bytes(
             (
                 _F0("com.alipay.remoting.rpc.exception.RpcServerException", p_message)
-                if (
-                    request.codec
-                    in (
-                        0,
-                        1,
-                    )
-                )
+                if (request.codec in (0, 1))
                 else p_message
             )
         )

@@ -184,21 +184,7 @@ class MemcachedFrame(XFrame):
     def get_stream_type(self):
         if self.magic == 129:
             return _RESPONSE
-        if self.opcode in (
-            9,
-            13,
-            17,
-            18,
-            19,
-            20,
-            21,
-            22,
-            23,
-            24,
-            25,
-            26,
-            30,
-        ):
+        if self.opcode in (9, 13, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 30):
             return _QUIET
         return _REQUEST
 
@@ -213,16 +199,19 @@ class MemcachedFrame(XFrame):
     def get_method(self):
         return _E_Opcode.get(self.opcode)
 
+    def _header_0(self):  # header 'key' (spec line 42)
+        return self.key if (self.key_len > 0) else None
+
     def get_headers(self):
         out = {}
-        value = text((self.key if (self.key_len > 0) else None))
+        value = text(self._header_0())
         if value is not None:
             out["key"] = value
         return out
 
     def get_header(self, name):
         if name == "key":
-            return text((self.key if (self.key_len > 0) else None))
+            return text(self._header_0())
         return None
 
     def get_body(self):
@@ -403,21 +392,7 @@ class MemcachedProtocol(XProtocol):
             pos += v_key_len
             if v_magic == 129:
                 kind = _RESPONSE
-            elif v_opcode in (
-                9,
-                13,
-                17,
-                18,
-                19,
-                20,
-                21,
-                22,
-                23,
-                24,
-                25,
-                26,
-                30,
-            ):
+            elif v_opcode in (9, 13, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 30):
                 kind = _QUIET
             else:
                 kind = _REQUEST
@@ -457,21 +432,7 @@ class MemcachedProtocol(XProtocol):
             pos += v_key_len
             if v_magic == 129:
                 kind = _RESPONSE
-            elif v_opcode in (
-                9,
-                13,
-                17,
-                18,
-                19,
-                20,
-                21,
-                22,
-                23,
-                24,
-                25,
-                26,
-                30,
-            ):
+            elif v_opcode in (9, 13, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 30):
                 kind = _QUIET
             else:
                 kind = _REQUEST

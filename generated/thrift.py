@@ -238,10 +238,7 @@ class ThriftFrame(XFrame):
         return True
 
     def get_stream_type(self):
-        if self.type in (
-            2,
-            3,
-        ):
+        if self.type in (2, 3):
             return _RESPONSE
         if self.type == 4:
             return _ONEWAY
@@ -426,10 +423,7 @@ class ThriftProtocol(XProtocol):
             if pos != end:
                 raise DecodeError(pos, "%d unexpected bytes at the end of the frame" % (end - pos))
             t_body = None  # body's 'inside' fields, read if the status needs them
-            if v_type in (
-                2,
-                3,
-            ):
+            if v_type in (2, 3):
                 kind = _RESPONSE
             elif v_type == 4:
                 kind = _ONEWAY

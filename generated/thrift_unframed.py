@@ -237,10 +237,7 @@ class ThriftUnframedFrame(XFrame):
         return True
 
     def get_stream_type(self):
-        if self.type in (
-            2,
-            3,
-        ):
+        if self.type in (2, 3):
             return _RESPONSE
         if self.type == 4:
             return _ONEWAY
@@ -414,10 +411,7 @@ class ThriftUnframedProtocol(XProtocol):
         f = ThriftUnframedProtocol.decode(self, buf, start, direction, _SCRATCH)
         if f is None:
             return None
-        if f.type in (
-            2,
-            3,
-        ):
+        if f.type in (2, 3):
             kind = _RESPONSE
         elif f.type == 4:
             kind = _ONEWAY

@@ -35,7 +35,8 @@ SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "m
 STREAM_KINDS = ("request", "oneway", "quiet", "response")
 TEMPLATE_CONTEXTS = ("ping", "reply", "error_response", "success_response")
 TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
-BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2}
+BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2,
+            "lower": 1, "words": 1, "char": 1}  # fmt: skip
 
 
 @dataclass
@@ -66,6 +67,25 @@ class Checked:
     #: record name → its own symbol table (a record's fields are its own namespace)
     records: dict[str, "Checked"] = field(default_factory=dict)
     record: n.Record | None = None  # set on a record's own table
+    #: header bindings whose value may be a list (every key of a command): the frame gives
+    #: them all by get_header_values, the first by get_header
+    list_headers: frozenset = frozenset()
+    #: the ``+`` of text (by the node's id), compiled to runtime.api's join_text
+    text_joins: frozenset = frozenset()
+    let_enums: dict = field(default_factory=dict)  # let name → the enum of its value
+
+    def record_field_enum(self, name: str) -> str | None:
+        return _record_field_enum(self.records, name)
+
+
+def _record_field_enum(tables: dict, name: str) -> str | None:
+    """The enum of a record field called ``name`` (for a member on the other side of ==): the
+    first record's that has one."""
+    for table in tables.values():
+        info = table.fields.get(name)
+        if info is not None and info.enum:
+            return info.enum
+    return None
 
 
 #: the deepest bound a record that contains itself may declare
@@ -94,9 +114,23 @@ def _fieldtype_modules() -> dict:
 
 
 def _walk_expr(e) -> Iterator:
-    """``e`` and every expression in it (a map key is a string: nothing to find in it)."""
+    """``e`` and every expression in it."""
     yield e
-    for attr in ("obj", "operand", "left", "right", "item", "test", "then", "orelse"):
+    for attr in (
+        "obj",
+        "key",
+        "start",
+        "stop",
+        "step",
+        "operand",
+        "left",
+        "right",
+        "item",
+        "test",
+        "then",
+        "orelse",
+        "expr",
+    ):  # fmt: skip (expr: a let's)
         sub = getattr(e, attr, None)
         if sub is not None:
             yield from _walk_expr(sub)
@@ -124,6 +158,11 @@ def _check_field_name(name: str, pos: Pos) -> None:
             f"field name {name!r} is reserved for the frame API (names starting with "
             f"{', '.join(RESERVED_PREFIXES)} are methods)",
         )
+
+
+def _is_request(e: n.Attr) -> bool:
+    """``request.<field>`` (a template's read of the request), not a record value's field."""
+    return isinstance(e.obj, n.Name) and e.obj.name == "request"
 
 
 def _is_call(e, func: str) -> bool:
@@ -206,6 +245,10 @@ class Checker:
         self.records: dict[str, n.Record] = {r.name: r for r in spec.records}
         self.record_tables: dict[str, Checked] = {}
         self.in_record: n.Record | None = None  # checking a record's layout, not the frame's
+        self.list_headers: set[str] = set()  # (filled by Types)
+        self.text_joins: set[int] = set()  # ids of the '+' nodes that join text (Types)
+        self.let_enums: dict[str, str | None] = {}  # let name → the enum of its value
+        self.again: list[FieldInfo] = []  # a field's declarations after its first
 
     # ---- entry point ---------------------------------------------------------------
     def run(self) -> Checked:
@@ -221,7 +264,7 @@ class Checker:
             )
         seen: dict[str, Pos] = {}
         for st in s.statements:
-            if st.kind in ("enums", "insides", "bindings", "header_bindings", "records"):
+            if st.kind in ("enums", "insides", "bindings", "header_bindings", "records", "lets"):
                 continue
             if st.kind in seen:
                 raise SpecError(
@@ -233,8 +276,10 @@ class Checker:
             raise SpecError(
                 seen["byte_order"], f"byte_order must be big or little, not {s.byte_order!r}"
             )
-        if s.pool not in ("multiplex", "pingpong"):
-            raise SpecError(seen["pool"], f"pool must be multiplex or pingpong, not {s.pool!r}")
+        if s.pool not in ("multiplex", "pingpong", "pipeline"):
+            raise SpecError(
+                seen["pool"], f"pool must be multiplex, pingpong or pipeline, not {s.pool!r}"
+            )
         if not s.frame:
             raise SpecError(s.pos, "the protocol has no frame layout")
         for e in s.enums:
@@ -296,7 +341,7 @@ class Checker:
             self.layout(inside.items, owner=inside.target, path=(("inside", id(inside)),))
         self.tags()
         # expressions inside layouts need every field known first
-        for info in list(self.fields.values()):
+        for info in list(self.fields.values()) + self.again:
             self.field_exprs(info)
         for f, targets in self.len_fields:
             self._sizes(f, targets)
@@ -307,6 +352,9 @@ class Checker:
             for item in self._all_items(inside.items):
                 if isinstance(item, n.IfBlock):
                     self.expr(item.test, ctx="frame")
+        for let in s.lets:  # (each may use those before it: the parser resolved them)
+            check_identifier(let.name, let.pos, "let name")
+            self.let_enums[let.name] = self.expr(let.expr, ctx="frame")
         bindings = self.semantics()
         Types(self).run()
         return Checked(
@@ -318,6 +366,9 @@ class Checker:
             body_targets,
             self.modules,
             self.record_tables,
+            list_headers=frozenset(self.list_headers),
+            text_joins=frozenset(self.text_joins),
+            let_enums=self.let_enums,
         )
 
     # ---- records -------------------------------------------------------------------
@@ -386,7 +437,7 @@ class Checker:
         sub.record_tables = self.record_tables  # (filled as records are checked)
         sub.layout(r.items, owner=None, path=())
         sub.tags()
-        for info in list(sub.fields.values()):
+        for info in list(sub.fields.values()) + sub.again:
             sub.field_exprs(info)
         for f, targets in sub.len_fields:
             sub._sizes(f, targets)
@@ -549,6 +600,7 @@ class Checker:
                 f"field {info.name!r} has another type on another branch (line {old.pos.line})",
             )
         old.paths.append(path)
+        self.again.append(info)  # (its own sizes and value are checked too)
 
     @staticmethod
     def _exclusive(a: tuple, b: tuple) -> bool:
@@ -795,21 +847,32 @@ class Checker:
                     f"field {e.name!r} is read after {before.name!r}: a size may only use earlier fields",
                 )
             return info.enum
+        if isinstance(e, n.LetRef):
+            if ctx != "frame":
+                raise SpecError(
+                    e.pos,
+                    f"let {e.name!r} is read in bindings, headers and stream rules, not here",
+                )
+            return self.let_enums[e.name]
         if isinstance(e, n.Param):
             allowed = TEMPLATE_PARAMS.get(ctx, set())
             if e.name not in allowed:
                 raise SpecError(e.pos, f"${e.name} is not available here")
             return None
         if isinstance(e, n.Attr):
-            if not (
-                isinstance(e.obj, n.Name)
-                and e.obj.name == "request"
-                and ctx in ("reply", "error_response", "success_response")
+            plain = isinstance(e.obj, n.Name) and e.obj.name not in self.fields
+            if plain and not (
+                _is_request(e) and ctx in ("reply", "error_response", "success_response")
             ):
                 raise SpecError(
                     e.pos,
                     "only request.<field> can be read with '.' (in reply and response templates)",
                 )
+            if not _is_request(e):
+                self._values_here(e, ctx)
+                self.expr(e.obj, ctx, before, owner)
+                # (a field of a record value: Types finds the record and checks the name)
+                return self._record_field_enum(e.name)
             info = self.fields.get(e.name)
             if info is None:
                 raise SpecError(e.pos, f"unknown field {e.name!r}")
@@ -818,10 +881,21 @@ class Checker:
             self.expr(e.obj, ctx, before, owner)
             # (direction is a name but no field: indexing it was an internal compiler error)
             info = self.fields.get(e.obj.name) if isinstance(e.obj, n.Name) else None
-            if info is None or info.kind not in ("map", "ext"):
-                raise SpecError(e.pos, "only map fields can be indexed")
-            if not isinstance(e.key, n.StrLit):
-                raise SpecError(e.key.pos, "a map key must be a string")
+            if info is not None and info.kind == "map" or isinstance(e.key, n.StrLit):
+                if info is None or info.kind not in ("map", "ext"):
+                    raise SpecError(e.pos, "only map fields can be indexed by a string")
+                if not isinstance(e.key, n.StrLit):
+                    raise SpecError(e.key.pos, "a map key must be a string")
+                return None
+            # an element of a list (Types checks that it is one, and the index an integer)
+            self._values_here(e, ctx)
+            self.expr(e.key, ctx, before, owner)
+            return None
+        if isinstance(e, n.Slice):
+            self._values_here(e, ctx)
+            for part in (e.obj, e.start, e.stop, e.step):
+                if part is not None:
+                    self.expr(part, ctx, before, owner)
             return None
         if isinstance(e, n.Unary):
             self.expr(e.operand, ctx, before, owner)
@@ -855,14 +929,32 @@ class Checker:
             return a
         return self.call(e, ctx, before, owner)  # the last kind of expression: n.Call
 
+    @staticmethod
+    def _values_here(e, ctx: str) -> None:
+        """Record values and lists are read by the routing view and the stream rules (of a
+        decoded frame), not by the layout that decodes it."""
+        if ctx not in ("frame",) + TEMPLATE_CONTEXTS:
+            raise SpecError(
+                e.pos,
+                "record values and lists are read in bindings, headers and stream rules, "
+                "not in a layout's sizes and conditions",
+            )
+
+    def _record_field_enum(self, name: str) -> str | None:
+        return _record_field_enum(self.record_tables, name)
+
     def _side(self, e, other, ctx, before, owner):
         if isinstance(e, n.Name) and e.name not in self.fields and e.name != "direction":
             # an enum member: resolved against the other side's enum
             oenum = None
             if isinstance(other, n.Name) and other.name in self.fields:
                 oenum = self.fields[other.name].enum
-            elif isinstance(other, n.Attr) and other.name in self.fields:
+            elif isinstance(other, n.Attr) and _is_request(other) and other.name in self.fields:
                 oenum = self.fields[other.name].enum
+            elif isinstance(other, n.Attr) and not _is_request(other):
+                oenum = self._record_field_enum(other.name)
+            elif isinstance(other, n.LetRef):
+                oenum = self.let_enums.get(other.name)
             elif isinstance(other, n.Name) and other.name == "direction":
                 return None
             if oenum is None:
@@ -968,6 +1060,14 @@ class Checker:
             raise SpecError(
                 s.pos, "the protocol has no stream block (which frames are requests, responses...)"
             )
+        if s.pool == "pipeline":  # answers are matched by their place in line: every one counts
+            for rule in s.stream:
+                if rule.kind == "quiet":
+                    raise SpecError(
+                        rule.pos,
+                        "a pipeline protocol matches answers by position: a quiet request, "
+                        "answered only sometimes, would shift every answer after it",
+                    )
         for i, rule in enumerate(s.stream):
             if rule.kind not in STREAM_KINDS:
                 raise SpecError(
@@ -1079,6 +1179,8 @@ INT, STR, BYTES, MAP, BOOL, NULL, ANY = "int", "str", "bytes", "map", "bool", "n
 _TYPE_WORDS = {INT: "an integer", STR: "a string", BYTES: "bytes", MAP: "a map", BOOL: "a boolean",
                NULL: "null", ANY: "any value"}  # fmt: skip
 _VALUE_TYPES = {"int": INT, "str": STR, "bytes": BYTES, "map": MAP}
+#: the types of record values and lists: "record Value", "list of record Value", "list of bytes"
+_RECORD, _LIST = "record ", "list of "
 _ARITH = ("+", "-", "*", "%")
 _ORDER = ("<", "<=", ">", ">=")
 
@@ -1098,7 +1200,20 @@ def _covers(items, name: str) -> bool:
 
 
 def _describe_types(types) -> str:
-    return " or ".join(_TYPE_WORDS[t] for t in sorted(types))
+    return " or ".join(_type_word(t) for t in sorted(types))
+
+
+def _type_word(t: str) -> str:
+    if t.startswith(_LIST):
+        inner = t[len(_LIST) :]
+        if inner.startswith(_RECORD):
+            return f"a list of {inner[len(_RECORD):]} records"
+        plural = {INT: "integers", STR: "strings", BYTES: "byte strings", MAP: "maps",
+                  BOOL: "booleans", NULL: "nulls", ANY: "values"}  # fmt: skip
+        return f"a list of {plural[inner] if inner in plural else _type_word(inner)}"
+    if t.startswith(_RECORD):
+        return f"a {t[len(_RECORD):]} record"
+    return _TYPE_WORDS[t]
 
 
 class Types:
@@ -1110,6 +1225,7 @@ class Types:
     def __init__(self, checker: "Checker"):
         self.c = checker
         self.fields = checker.fields
+        self.let_types: dict[str, set] = {}
 
     def run(self) -> None:
         s = self.c.spec
@@ -1142,6 +1258,8 @@ class Types:
         tests += [s.goaway] if s.goaway is not None else []
         for t in tests:
             self.type(t)
+        for let in s.lets:
+            self.type(n.LetRef(let.name, let.expr, let.pos))
         scalar = {INT, STR, BYTES, BOOL, NULL}
         wants = {
             "timeout_ms": ({INT, NULL}, "timeout_ms"),
@@ -1153,7 +1271,21 @@ class Types:
             if b.name in wants:
                 self.want(b.expr, *wants[b.name])
         for hb in s.header_bindings:
-            self.want(hb.expr, scalar, f"header {hb.name!r}")
+            t = self.type(hb.expr)
+            lists = {x for x in t if x.startswith(_LIST)}
+            if lists:  # every value of a list is a header value: a command's keys
+                self.c.list_headers.add(hb.name)
+                inner = {x[len(_LIST) :] for x in lists}
+                if not inner <= scalar:
+                    raise SpecError(
+                        hb.expr.pos,
+                        f"header {hb.name!r} must be a value or a list of values; this "
+                        f"expression is {_describe_types(t)}",
+                    )
+                t -= lists
+                if not t:
+                    continue
+            self.want(hb.expr, scalar | lists, f"header {hb.name!r}")
         templates = [t for t in (s.error_response, s.success_response) if t is not None]
         templates += list(s.heartbeat.templates) if s.heartbeat is not None else []
         for t in templates:
@@ -1303,6 +1435,11 @@ class Types:
             return {STR} | nullable
         if kind == "map":
             return {MAP}
+        if isinstance(info.ext, RecordType):  # a record value, or a list of them
+            record = _RECORD + info.ext.record.name
+            if info.node.type.size is not None:
+                return {_LIST + record} | nullable
+            return {record, NULL}  # (null where its layout has none)
         if info.node.type.size is not None:
             return {ANY}  # a list of field-type values
         value = _VALUE_TYPES.get(info.ext.VALUE, ANY)
@@ -1329,11 +1466,30 @@ class Types:
             return {INT}  # an enum member (the checker resolved it)
         if isinstance(e, n.Param):
             return {STR} if e.name == "message" else {INT}
+        if isinstance(e, n.Attr) and not _is_request(e):
+            return self.attr(self.type(e.obj), e)
         if isinstance(e, n.Attr):
             info = self.fields[e.name]
             always = info.owner is None and _covers(self.c.spec.frame, e.name)
             # request.<field> of a layout the request may not have: null then
             return self.field_type(info) | (set() if always else {NULL})
+        if isinstance(e, n.LetRef):
+            if e.name not in self.let_types:
+                self.let_types[e.name] = self.type(e.expr)
+            return self.let_types[e.name]
+        if isinstance(e, n.Slice):
+            obj = self.type(e.obj)
+            self._lists(obj, e, "sliced")
+            for part in (e.start, e.stop, e.step):
+                if part is not None:
+                    self.want(part, {INT, NULL}, "a slice's bound")
+            return obj
+        if isinstance(e, n.Index) and not isinstance(e.key, n.StrLit):
+            obj = self.type(e.obj)
+            self._lists(obj, e, "indexed by a number")
+            self.want(e.key, {INT}, "a list's index")
+            # an index out of range reads null
+            return {x[len(_LIST) :] for x in obj if x.startswith(_LIST)} | {NULL} | (obj & {ANY})
         if isinstance(e, n.Index):
             obj = self.type(e.obj)
             if ANY in obj:
@@ -1359,6 +1515,33 @@ class Types:
             self.type(e.test)
             return self.type(e.then) | self.type(e.orelse)
         return self.call(e)  # the last kind of expression: n.Call
+
+    def _lists(self, obj: set, e, what: str) -> None:
+        if not obj - {NULL, ANY} or any(not x.startswith(_LIST) for x in obj - {NULL, ANY}):
+            raise SpecError(e.pos, f"only lists can be {what}; this is {_describe_types(obj)}")
+
+    def attr(self, obj: set, e: n.Attr) -> set:
+        """The type of ``value.name``: a field of a record value (null when the value is null
+        or its layout has no such field), mapped over the values of a list."""
+        out: set = set()
+        for t in obj:
+            if t in (NULL, ANY):
+                out.add(t)
+            elif t.startswith(_RECORD):
+                table = self.c.record_tables[t[len(_RECORD) :]]
+                info = table.fields.get(e.name)
+                if info is None:
+                    raise SpecError(e.pos, f"record {t[len(_RECORD):]} has no field {e.name!r}")
+                out |= self.field_type(info) | {NULL}
+            elif t.startswith(_LIST):
+                inner = self.attr({t[len(_LIST) :]}, e)
+                out |= {_LIST + x for x in inner if x != NULL}
+            else:
+                raise SpecError(
+                    e.pos,
+                    f"'.{e.name}' reads a field of a record value; this is {_describe_types({t})}",
+                )
+        return out
 
     def operand(self, e, t: set, op: str) -> None:
         if ANY in t or t == {INT}:
@@ -1386,6 +1569,11 @@ class Types:
                     )
             return {BOOL}
         left, right = self.type(e.left), self.type(e.right)
+        if e.op == "+" and (left | right) - {NULL} and (left | right) - {NULL} <= {STR, BYTES}:
+            # text joined to text: null is empty; with bytes on either side, bytes (a string
+            # as UTF-8)
+            self.c.text_joins.add(id(e))
+            return {BYTES} if BYTES in left | right else {STR}
         if e.op in _ARITH:
             self.operand(e.left, left, e.op)
             self.operand(e.right, right, e.op)
@@ -1425,6 +1613,26 @@ class Types:
             return {INT, NULL}
         if e.func == "name":
             return {STR, NULL}
+        if e.func in ("lower", "words"):
+            t = self.type(e.args[0])
+            text = {STR, BYTES, INT}  # (lower() writes an integer in decimal)
+            ok = {NULL, ANY} | text | ({_LIST + x for x in text} if e.func == "lower" else set())
+            if not t <= ok:
+                raise SpecError(
+                    e.args[0].pos, f"{e.func}() takes text; this is {_describe_types(t)}"
+                )
+            if e.func == "words":  # the words of text, as that text's type (null: null)
+                return (
+                    {_LIST + x for x in t & {STR, BYTES}}
+                    | ({_LIST + STR} if INT in t else set())
+                    | (t & {NULL, ANY})
+                )
+            return {(_LIST + STR if x.startswith(_LIST) else STR) for x in t - {NULL}} | (
+                t & {NULL}
+            )
+        if e.func == "char":
+            self.want(e.args[0], {INT}, "char()'s argument")
+            return {BYTES}
         # before(text, separator), after(text, separator)
         self.type(e.args[0])
         sep = self.type(e.args[1])

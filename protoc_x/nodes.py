@@ -48,7 +48,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Attr:
-    """``request.field`` in templates."""
+    """``request.field`` in templates; ``value.field`` of a record value (null when the value
+    is null or its layout has no such field; mapped over a list of values)."""
 
     obj: "Expr"
     name: str
@@ -57,10 +58,32 @@ class Attr:
 
 @dataclass(frozen=True)
 class Index:
-    """``headers["service"]``: a key of a map field."""
+    """``headers["service"]``: a key of a map field; ``items[0]``: an element of a list (null
+    when out of range)."""
 
     obj: "Expr"
     key: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class LetRef:
+    """A use of ``let NAME = expr``: the named expression (its own lets already resolved).
+    Generated frames compute it in a method of its name; walks over expressions go into it."""
+
+    name: str
+    expr: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Slice:
+    """``items[1:]``, ``items[1::2]``, ``args[1:-1]``: part of a list (null stays null)."""
+
+    obj: "Expr"
+    start: "Expr | None"
+    stop: "Expr | None"
+    step: "Expr | None"
     pos: Pos
 
 
@@ -104,7 +127,9 @@ class Call:
     module: str | None = None
 
 
-Expr = Union[IntLit, StrLit, Const, Name, Param, Attr, Index, Unary, BinOp, In, Cond, Call]
+Expr = Union[
+    IntLit, StrLit, Const, Name, Param, Attr, Index, Slice, LetRef, Unary, BinOp, In, Cond, Call
+]
 
 # ---- types -----------------------------------------------------------------------------
 
@@ -360,6 +385,7 @@ class Protocol:
     frame: tuple[Item, ...] = ()
     records: tuple[Record, ...] = ()
     insides: tuple[Inside, ...] = ()
+    lets: tuple[Binding, ...] = ()  # (their uses are LetRefs)
     bindings: tuple[Binding, ...] = ()
     header_bindings: tuple[Binding, ...] = ()
     stream: tuple[StreamRule, ...] = ()

@@ -6,6 +6,7 @@ import functools
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import lark
 from lark import Token, Transformer, v_args
@@ -110,6 +111,97 @@ def _typed_records(node, records: dict):
     return node
 
 
+#: what a use of a ``let`` may expand to: nodes in all, and depth of nesting (a chain of lets
+#: each using the one before twice would otherwise double at every step)
+MAX_LET_NODES = 4096
+MAX_LET_DEPTH = 2 * MAX_DEPTH
+
+#: the statements whose expressions may use a let (the routing view and stream rules: values
+#: of a decoded frame, not the layout that decodes it)
+_LET_USERS = ("bindings", "header_bindings", "stream", "heartbeat", "goaway")
+
+
+def _layout_names(items) -> Iterator[str]:
+    for item in items:
+        if isinstance(item, n.IfBlock):
+            yield from _layout_names(item.body)
+            yield from _layout_names(item.orelse)
+        elif isinstance(item, n.Bits):
+            yield from (f.name for f in item.fields)
+        elif isinstance(item, n.Field):
+            yield item.name
+
+
+def _resolve(e, lets: dict):
+    """``e`` with each name of a let made a :class:`nodes.LetRef` to it."""
+    if isinstance(e, n.Name) and e.name in lets:
+        return n.LetRef(e.name, lets[e.name], e.pos)
+    if isinstance(e, tuple):
+        return tuple(_resolve(x, lets) for x in e)
+    if isinstance(e, n.LetRef) or not hasattr(e, "__dataclass_fields__") or isinstance(e, Pos):
+        return e
+    changes = {}
+    for key in e.__dataclass_fields__:
+        value = getattr(e, key)
+        new = _resolve(value, lets)
+        if new is not value:
+            changes[key] = new
+    return replace(e, **changes) if changes else e
+
+
+def _expanded(e, memo: dict) -> tuple[int, int]:
+    """Nodes and depth of ``e`` with its lets written out (what an inlined use costs)."""
+    if isinstance(e, n.LetRef):
+        if e.name not in memo:
+            memo[e.name] = _expanded(e.expr, memo)
+        return memo[e.name]
+    if not hasattr(e, "__dataclass_fields__") or isinstance(e, Pos):
+        return 0, 0
+    size, depth = 1, 0
+    for key in e.__dataclass_fields__:
+        value = getattr(e, key)
+        for x in value if isinstance(value, tuple) else (value,):
+            s, d = _expanded(x, memo)
+            size, depth = size + s, max(depth, d)
+    return size, depth + 1
+
+
+def _with_lets(fields: dict, lets: tuple) -> dict:
+    """Resolve the spec's lets (named expressions) where they are used: each may use the lets
+    before it; a let's name may not be a field's or an enum member's."""
+    taken = set(_layout_names(fields.get("frame", ())))
+    for inside in fields.get("insides", ()):
+        taken |= set(_layout_names(inside.items))
+    for enum in fields.get("enums", ()):
+        taken |= {m.name for m in enum.members}
+    taken |= {"direction", "request", "response", "frame"}
+    known: dict = {}
+    memo: dict = {}
+    resolved = []
+    for let in lets:
+        if let.name in taken:
+            raise SpecError(
+                let.pos, f"let {let.name!r}: the name is taken by a field or an enum member"
+            )
+        if let.name in known:
+            raise SpecError(let.pos, f"duplicate let {let.name!r}")
+        expr = _resolve(let.expr, known)
+        size, depth = _expanded(expr, memo)
+        if size > MAX_LET_NODES or depth > MAX_LET_DEPTH:
+            raise SpecError(
+                let.pos,
+                f"let {let.name!r} written out is more than {MAX_LET_NODES} terms or "
+                f"{MAX_LET_DEPTH} levels deep",
+            )
+        known[let.name] = expr
+        resolved.append(replace(let, expr=expr))
+    out = dict(fields, lets=tuple(resolved))
+    for key in _LET_USERS:
+        if key in fields:
+            out[key] = _resolve(fields[key], known)
+    return out
+
+
 def _text(kind: str, size: n.SizeUntil, meta) -> n.ExtType:
     """``bytes[until "\\r\\n"]`` and its kin: a field type of runtime/fieldtypes/text.py."""
     spelled = f"{kind}[until {size.delimiter!r}]"
@@ -129,7 +221,7 @@ class _ToNodes(Transformer):
         fields: dict = {"statements": []}
         for kind, pos, value in items:
             fields["statements"].append(n.Statement(kind, pos))
-            if kind in ("enums", "insides", "bindings", "header_bindings", "records"):
+            if kind in ("enums", "insides", "bindings", "header_bindings", "records", "lets"):
                 fields.setdefault(kind, []).append(value)
             elif kind == "pool":
                 fields["pool"], fields["ordered"] = value
@@ -144,6 +236,8 @@ class _ToNodes(Transformer):
         for key in ("enums", "insides", "bindings", "header_bindings", "records", "statements"):
             if key in fields:
                 fields[key] = tuple(fields[key])
+        if "lets" in fields:
+            fields = _with_lets(fields, tuple(fields["lets"]))
         records = {r.name: r for r in fields.get("records", ())}
         if records:  # a field of a record's type names it like an enum: say which it is
             for key in ("frame", "records", "insides"):
@@ -299,6 +393,10 @@ class _ToNodes(Transformer):
         return n.SizeUntil(_string(children[0]), _pos(meta))
 
     # ---- semantics -----------------------------------------------------------------
+    def let(self, meta, children):
+        name, expr = children
+        return ("lets", _pos(name), n.Binding(str(name), expr, _pos(name)))
+
     def binding(self, meta, children):
         name, expr = children
         return ("bindings", _pos(name), n.Binding(str(name), expr, _pos(name)))
@@ -401,6 +499,9 @@ class _ToNodes(Transformer):
 
     def index(self, meta, c):
         return n.Index(c[0], c[1], _pos(meta))
+
+    def slice(self, meta, c):
+        return n.Slice(c[0], c[1], c[2], c[3], _pos(meta))
 
     def attr(self, meta, c):
         return n.Attr(c[0], str(c[1]), _pos(meta))

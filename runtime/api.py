@@ -57,6 +57,9 @@ class Match(enum.Enum):
 class PoolMode(enum.Enum):
     MULTIPLEX = "multiplex"  # many requests in flight per connection, matched by request id
     PINGPONG = "pingpong"  # one request per connection at a time
+    #: many requests in flight per connection, answered in the order they were written and
+    #: matched by that position (no request id: Redis, as twemproxy pipelines it)
+    PIPELINE = "pipeline"
 
 
 class StreamType(enum.Enum):
@@ -110,6 +113,89 @@ def after(value: str | None, sep: str) -> str | None:
         return None
     _, found, tail = value.partition(sep)
     return tail if found else value
+
+
+def value_attr(value: Any, name: str) -> Any:
+    """``value.name`` of spec expressions: a record value's field (None when the value is None
+    or its layout has no such field), mapped over a list of values."""
+    if value is None:
+        return None
+    if value.__class__ is list:
+        return [value_attr(v, name) for v in value]
+    return getattr(value, name, None)
+
+
+def value_item(value: Any, index: Any) -> Any:
+    """``items[i]``: an element of a list (from the end when negative); None out of range."""
+    if value.__class__ is not list or index is None:
+        return None
+    try:
+        return value[index]
+    except (IndexError, TypeError):
+        return None
+
+
+def value_slice(value: Any, start: Any, stop: Any, step: Any) -> list | None:
+    """``items[start:stop:step]`` as Python slices it; None for a value that is no list (or a
+    step of 0)."""
+    if value.__class__ is not list or step == 0:
+        return None
+    try:
+        return value[start:stop:step]
+    except TypeError:
+        return None
+
+
+def lower_text(value: Any) -> Any:
+    """``lower(x)``: text in lower case (bytes as UTF-8, invalid bytes replaced), mapped over a
+    list; None stays None."""
+    if value.__class__ is list:
+        return [lower_text(v) for v in value]
+    value = text(value)
+    return None if value is None else value.lower()
+
+
+def split_words(value: Any) -> list | None:
+    """``words(x)``: the words of text, split at runs of white space (bytes stay bytes)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).split()
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [str(value)]
+    return None
+
+
+def byte_of(value: Any) -> bytes:
+    """``char(x)``: the one byte whose value is ``x`` (b"" when it is not 0..255)."""
+    if isinstance(value, int) and 0 <= value <= 255:
+        return bytes((value,))
+    return b""
+
+
+def join_text(left: Any, right: Any) -> Any:
+    """``a + b`` of text: None is empty; with bytes on either side the result is bytes (a
+    string joined as UTF-8), else a string."""
+    if left is None:
+        left = ""
+    if right is None:
+        right = ""
+    if isinstance(left, str) and isinstance(right, str):
+        return left + right
+    return as_bytes(left) + as_bytes(right)
+
+
+def first_value(value: Any) -> Any:
+    """A header that may be a list (a command's keys): its first value (None when empty)."""
+    if value.__class__ is list:
+        return value[0] if value else None
+    return value
+
+
+def header_values(value: Any) -> list[str]:
+    """Every value of a header that may be a list, as text (null values left out)."""
+    values = value if value.__class__ is list else [value]
+    return [t for t in map(text, values) if t is not None]
 
 
 def need(buf_len: int, pos: int, size: int, limit: int | None) -> bool:
@@ -214,6 +300,12 @@ class XFrame:
 
     def get_header(self, name: str) -> str | None:
         return self.get_headers().get(name)
+
+    def get_header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` in order (a command's keys, where a spec's header is
+        a list); ``get_header`` and ``get_headers`` give the first."""
+        value = self.get_header(name)
+        return [] if value is None else [value]
 
     def set_header(self, name: str, value: str) -> None:
         raise NotImplementedError(f"{self.protocol.name} frames have no writable header map")

@@ -1,6 +1,7 @@
 """Upstream side: clusters, their endpoints, connection pools (multiplex: requests share a
-connection and are matched by a per-connection id; pingpong: one request per connection at a
-time), keepalive heartbeats, goaway, and the circuit breakers."""
+connection and are matched by a per-connection id; pipeline: they share it and are matched by
+their place in line; pingpong: one request per connection at a time), keepalive heartbeats,
+goaway, and the circuit breakers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from .api import DecodeError, Direction, PoolMode, StreamType, XFrame, XProtocol
 from .network import FramedConnection, parse_address
-from .router import make_balancer
+from .router import _EMPTY, make_balancer
 from .stream import Phase, Stream
 
 log = logging.getLogger("protoc_x")
@@ -44,7 +45,10 @@ class UpstreamConnection(FramedConnection):
     def __init__(self, pool: "EndpointPool", proto: XProtocol):
         super().__init__(proto)
         self.pool = pool
-        self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
+        mode = proto.pool_mode
+        self.multiplex = mode is PoolMode.MULTIPLEX  # answers matched by id
+        self.pipeline = mode is PoolMode.PIPELINE  # answers matched by position
+        self.pingpong = mode is PoolMode.PINGPONG
         self.ordered = proto.ordered
         self.has_goaway = proto.has_goaway
         self.id_struct = proto.id_struct
@@ -53,6 +57,9 @@ class UpstreamConnection(FramedConnection):
         self.generate = proto.generate_request_id if overridden else None
         self.inflight: dict[int, Any] = {}
         self.current: Any = None  # pingpong: the request being served
+        # pipeline: what was written and is owed an answer, oldest first (a stream that timed
+        # out keeps its place: its answer still comes, and is dropped)
+        self.line: deque = deque()
         self.quiet: deque = deque()  # ordered protocols: quiet requests, in writing order
         self.next_id = 0
         self.seq = 0
@@ -81,7 +88,10 @@ class UpstreamConnection(FramedConnection):
         kind = stream.kind
         if kind is _ONEWAY or not self.multiplex:
             if kind is not _ONEWAY:
-                self.current = stream
+                if self.pipeline:
+                    self.line.append(stream)
+                else:
+                    self.current = stream
             data = stream.raw if stream.raw is not None else stream.frame.encode()
         else:
             uid = self.new_id()
@@ -136,6 +146,8 @@ class UpstreamConnection(FramedConnection):
         probe.up_id = uid
         if self.multiplex:
             self.inflight[uid] = probe
+        elif self.pipeline:
+            self.line.append(probe)
         else:  # like a request: the connection serves nobody else until it is answered
             self.current = probe
             self.pool.take(self)
@@ -143,7 +155,8 @@ class UpstreamConnection(FramedConnection):
         return True
 
     def forget(self, stream: Stream) -> None:
-        """A stream gave up (timeout): its late answer will be dropped."""
+        """A stream gave up (timeout): its late answer will be dropped (on a pipeline it keeps
+        its place in line, done: the answer that comes for it is recognised and dropped)."""
         if self.multiplex:
             if self.inflight.get(stream.up_id) is stream:
                 del self.inflight[stream.up_id]
@@ -155,7 +168,7 @@ class UpstreamConnection(FramedConnection):
             self.quiet.remove(stream)
 
     def busy(self) -> int:
-        return len(self.inflight) + (1 if self.current is not None else 0)
+        return len(self.inflight) + len(self.line) + (1 if self.current is not None else 0)
 
     # -- answers in -------------------------------------------------------------------
     def on_scanned(self, found: tuple, buf: bytes, start: int) -> None:
@@ -183,6 +196,17 @@ class UpstreamConnection(FramedConnection):
         request ``rid`` (multiplex) or the one in flight (pingpong)."""
         if self.multiplex:
             stream = self.inflight.pop(rid, None)
+        elif self.pipeline:
+            if not self.line:  # an answer to nothing: the server and we no longer agree
+                log.warning(
+                    "upstream %s answered more than it was asked: closing", self.pool.endpoint
+                )
+                self.abort()
+                self.on_close(None)
+                return
+            stream = self.line.popleft()
+            if stream.__class__ is not Probe and stream.done:
+                stream = None  # its place, kept after a timeout: the late answer is dropped
         else:
             stream, self.current = self.current, None
         if stream is None:
@@ -209,7 +233,7 @@ class UpstreamConnection(FramedConnection):
         if self.retired:
             if not self.busy():
                 self.close()
-        elif not self.multiplex:
+        elif self.pingpong:
             self.pool.release(self)
 
     def server_request(self, frame: XFrame) -> None:
@@ -247,10 +271,12 @@ class UpstreamConnection(FramedConnection):
         if self.current is not None:
             streams.append(self.current)
             self.current = None
+        streams += self.line
+        self.line.clear()
         self.quiet.clear()
         self.pool.lost(self)
         for stream in streams:
-            if stream.__class__ is Probe:
+            if stream.__class__ is Probe or stream.done:
                 continue
             if stream.kind is _QUIET:
                 stream.finish(None, None)
@@ -313,7 +339,7 @@ class UpstreamConnection(FramedConnection):
             return
         if self.multiplex:
             del self.inflight[probe.up_id]  # its late answer will be dropped
-        else:
+        elif self.pingpong:
             failures = 1  # a pingpong connection still owes the answer: it can serve nobody
         self.keepalive_failures += 1
         if self.keepalive_failures >= failures:
@@ -330,9 +356,10 @@ class EndpointPool:
         self.endpoint = endpoint
         self.host, self.port = parse_address(endpoint)
         self.proto = proto
-        self.multiplex = proto.pool_mode is PoolMode.MULTIPLEX
+        # multiplex and pipeline: requests share connections (pingpong: one each at a time)
+        self.shared = proto.pool_mode is not PoolMode.PINGPONG
         self.max_connections = cluster.max_connections or (
-            1 if self.multiplex else PINGPONG_CONNECTIONS
+            1 if self.shared else PINGPONG_CONNECTIONS
         )
         self.conns: list[UpstreamConnection] = []  # established, accepting requests
         self.idle: list[UpstreamConnection] = []  # pingpong: free connections
@@ -349,7 +376,7 @@ class EndpointPool:
 
     def send(self, stream: Stream) -> None:
         stream.endpoint = self
-        if self.multiplex:
+        if self.shared:
             conns = self.conns
             if conns and (self.connecting or len(conns) >= self.max_connections):
                 self.rr += 1
@@ -438,7 +465,7 @@ class EndpointPool:
         ka = self.cluster.keepalive
         if ka is not None:
             conn.start_keepalive(ka[0], ka[1], ka[2])
-        if self.multiplex:
+        if self.shared:
             while (stream := self.dequeue()) is not None:
                 self.send(stream)
         else:
@@ -534,19 +561,35 @@ class Cluster:
             stream.fail(503, "protoc-x: 503 circuit breaker open")
             return
         proto = stream.downstream.proto
-        key = None
+        keys = ()
         if self.hash_header is not None:  # the request's header picks the endpoint
             try:
-                key = stream.header(self.hash_header)
+                keys = stream.header_values(self.hash_header)
             except DecodeError:
                 pass  # (no key: round robin)
+        avoid = _EMPTY
         if stream.tried or (self.unhealthy_until and self.unhealthy_until > self.loop.time()):
             avoid = frozenset(stream.tried) | frozenset(
                 [ep for ep in self.endpoints if not self.pool(proto, ep).healthy()]
             )
-            endpoint = self.balancer.pick(key, avoid)
+        if not keys:
+            endpoint = (
+                self.balancer.pick(None, avoid) if avoid else self.only or self.balancer.pick()
+            )
         else:
-            endpoint = self.only or self.balancer.pick(key)
+            endpoint = self.balancer.pick(keys[0], avoid)
+            if len(keys) > 1 and self.only is None:
+                # every key of the request must live where the first does: one request is
+                # never split across endpoints
+                for key in keys[1:]:
+                    other = self.balancer.pick(key, avoid)
+                    if other != endpoint:
+                        stream.fail(
+                            400,
+                            f"protoc-x: 400 keys {keys[0]!r} and {key!r} are on different "
+                            f"endpoints ({endpoint}, {other}): the request cannot be split",
+                        )
+                        return
         if endpoint is None:
             if stream.tried:  # a retry found nowhere else to go: the failure stands
                 stream.fail(502)

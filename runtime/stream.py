@@ -270,6 +270,14 @@ class Stream:
             return extra[name]
         return self.frame.get_header(name)
 
+    def header_values(self, name: str) -> list:
+        """Every value of a request header (a command's keys), as routing sees them."""
+        extra = self.extra_headers
+        if extra is not None and name in extra:
+            value = extra[name]
+            return [] if value is None else [value]
+        return self.frame.get_header_values(name)
+
     @property
     def done(self) -> bool:
         return self.phase is _DONE

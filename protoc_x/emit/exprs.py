@@ -7,7 +7,7 @@ import re
 
 
 from .. import nodes as n
-from ..check import Checked
+from ..check import Checked, _is_request
 from .code import Module
 
 
@@ -23,7 +23,9 @@ class Exprs:
         lens=None,
         total: str = "total",
         present: frozenset = frozenset(),
+        obj: str | None = None,
     ):
+        self.obj = obj  # the frame whose methods compute lets (None: lets are written out)
         self.present = present  # frame maps that every layout has (never None)
         self.temps = 0
         self.c = checked
@@ -41,6 +43,10 @@ class Exprs:
         raise KeyError(name)
 
     def enum_of(self, e) -> str | None:
+        if isinstance(e, n.LetRef):
+            return self.c.let_enums.get(e.name)
+        if isinstance(e, n.Attr) and not _is_request(e):
+            return self.c.record_field_enum(e.name)
         if isinstance(e, (n.Name, n.Attr)):
             name = e.name
             info = self.c.fields.get(name)
@@ -61,11 +67,20 @@ class Exprs:
             if enum is not None:
                 return repr(self.member(enum, e.name))
             raise KeyError(e.name)
+        if isinstance(e, n.LetRef):  # a frame's method computes it; elsewhere, written out
+            return f"{self.obj}._let_{e.name}()" if self.obj else c(e.expr, enum)
         if isinstance(e, n.Param):
             return f"p_{e.name}"
+        if isinstance(e, n.Attr) and not _is_request(e):  # a field of a record value
+            return f"value_attr({c(e.obj)}, {e.name!r})"
         if isinstance(e, n.Attr):
             self.reads_request = True
             return f"request.{e.name}"
+        if isinstance(e, n.Slice):
+            parts = ", ".join("None" if x is None else c(x) for x in (e.start, e.stop, e.step))
+            return f"value_slice({c(e.obj)}, {parts})"
+        if isinstance(e, n.Index) and not isinstance(e.key, n.StrLit):  # a list's element
+            return f"value_item({c(e.obj)}, {c(e.key)})"
         if isinstance(e, n.Index):
             if isinstance(e.obj, n.Name) and e.obj.name in self.present:
                 return f"{c(e.obj)}.get({c(e.key)})"  # a map every layout has: never None
@@ -91,11 +106,14 @@ class Exprs:
                 return (
                     f"({tmp} if ({tmp} := {c(e.left, enum)}) is not None else {c(e.right, enum)})"
                 )
+            if e.op == "+" and id(e) in self.c.text_joins:
+                return f"join_text({c(e.left)}, {c(e.right)})"
             return f"({c(e.left)} {e.op} {c(e.right)})"
         if isinstance(e, n.In):
             item_enum = self.enum_of(e.item)
             opts = ", ".join(c(o, item_enum) for o in e.options)
-            return f"({c(e.item)} in ({opts},))"
+            comma = "," if len(e.options) == 1 else ""  # (no trailing comma: black keeps it
+            return f"({c(e.item)} in ({opts}{comma}))"  # on one line)
         if isinstance(e, n.Cond):
             return f"({c(e.then, enum)} if {c(e.test)} else {c(e.orelse, enum)})"
         if isinstance(e, n.Call):
@@ -112,9 +130,16 @@ class Exprs:
             if e.func == "name":
                 info = self.c.fields[args[0].name]
                 return f"_E_{info.enum}.get({c(args[0])})"
+            if e.func in _TEXT_BUILTINS:
+                return f"{_TEXT_BUILTINS[e.func]}({c(args[0])})"
             if e.func in ("before", "after"):
                 return f"{e.func}(text({c(args[0])}), {c(args[1])})"
         raise AssertionError(f"cannot compile {e!r}")
+
+
+#: spec builtins over text and lists, and the runtime.api helpers they are (total functions:
+#: null in, null out; no TypeError whatever the frame holds)
+_TEXT_BUILTINS = {"lower": "lower_text", "words": "split_words", "char": "byte_of"}
 
 
 def _at(offset: int) -> str:

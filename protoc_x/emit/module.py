@@ -102,7 +102,7 @@ class Emitter(
 
     def exprs(self, obj: str, **kw) -> Exprs:
         kw.setdefault("present", self.always_present if obj == "self" else frozenset())
-        return Exprs(self.c, self.mod, lambda name: f"{obj}.{name}", **kw)
+        return Exprs(self.c, self.mod, lambda name: f"{obj}.{name}", obj=obj, **kw)
 
     def is_text(self, e) -> bool:
         """The expression is already str or None: no text() conversion needed."""

@@ -64,7 +64,9 @@ class ScanEmitter:
         w(f"f = {self.cls[: -len('Frame')]}Protocol.decode(self, buf, start, direction, _SCRATCH)")
         w("if f is None:")
         w("    return None")
-        self.scan_tail(w, lambda name: f"f.{name}", "f.length", "f._ido" if self.id_field else "-1")
+        self.scan_tail(
+            w, lambda name: f"f.{name}", "f.length", "f._ido" if self.id_field else "-1", obj="f"
+        )
 
     def scan_return(self, w: Code, present: set) -> None:
         """The scanned leaf's answer, over its locals; its maps parsed only if read."""
@@ -122,13 +124,16 @@ class ScanEmitter:
         maps: set | None = None,
         request_ref=None,
         request_lines: tuple[str, ...] = (),
+        obj: str | None = None,
     ) -> None:
         """Stream type, heartbeat and id, then the response's status or the request's
         service, method and timeout, read through ``ref`` (the request's through
         ``request_ref``, after ``request_lines``). ``maps``: the lazy maps in locals (None:
-        ``ref`` reads a decoded frame)."""
+        ``ref`` reads a decoded frame, ``obj``, whose methods compute the lets)."""
         b = self.c.bindings
-        ex = Exprs(self.c, self.mod, ref, direction="direction", present=frozenset(maps or ()))
+        ex = Exprs(
+            self.c, self.mod, ref, direction="direction", present=frozenset(maps or ()), obj=obj
+        )
         for i, rule in enumerate(self.s.stream):
             kind = rule.kind.upper()
             if rule.test is None:

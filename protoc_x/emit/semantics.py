@@ -76,7 +76,17 @@ class SemanticsEmitter:
                     )
                     guards[key] = guards[key].text()
         out["guards"] = guards
-        out["header_extras"] = [(hb.name, ex(hb.expr)) for hb in self.s.header_bindings]
+        # a header computed by more than reading a field is a method of its own, which
+        # get_headers, get_header and get_header_values call
+        out["header_methods"] = []
+        out["header_extras"] = []
+        for i, hb in enumerate(self.s.header_bindings):
+            code = ex(hb.expr)
+            if not isinstance(hb.expr, n.Name):
+                out["header_methods"].append((f"_header_{i}", hb.name, hb.pos.line, code))
+                code = f"self._header_{i}()"
+            out["header_extras"].append((hb.name, code, hb.name in self.c.list_headers))
+        out["lets"] = [(let.name, ex(let.expr), let.pos.line) for let in self.s.lets]
         rules = []
         for rule in self.s.stream:
             rules.append((ex(rule.test) if rule.test is not None else None, rule.kind.upper()))

@@ -323,7 +323,7 @@ def test_errors_are_printed_in_file_order_with_columns(tmp_path, capsys):
     assert err.splitlines() == [
         f"{path}:4:14: error: listeners[0].address: port 99999 out of range 0..65535",
         f"{path}:5:15: error: listeners[0].protocol: unknown protocol 'blot' (have: bolt, boltv2,"
-        " dubbo, kafka, memcached, tars, thrift, thrift_unframed, xexample)",
+        " dubbo, kafka, memcached, redis, tars, thrift, thrift_unframed, xexample)",
         f"{path}:14:30: error: {ROUTE}.route.cluster: unknown cluster 'nope'",
     ]
 

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 from protoc_x.samples import SAMPLES
-from protoc_x.runtime.api import RUNTIME_CODES, Direction, StreamType
+from protoc_x.runtime.api import RUNTIME_CODES, Direction, StreamType, XFrame
 
 PROTOCOLS = ["bolt", "boltv2", "dubbo", "thrift", "thrift_unframed", "memcached", "tars", "kafka",
              "xexample"]  # fmt: skip
@@ -80,6 +80,10 @@ def test_body_replaced(s):
     if frame.is_heartbeat() or frame.is_goaway():
         return
     body = BODIES.get(s.protocol, b"\x00new body \xff" * 5)
+    if type(frame).set_body is XFrame.set_body:  # a spec without a body (redis)
+        with pytest.raises(NotImplementedError):
+            frame.set_body(body)
+        return
     frame.set_body(body)
     again = redecode(proto, frame, d)
     assert bytes(again.get_body()) == body

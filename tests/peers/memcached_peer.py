@@ -3,17 +3,15 @@ memcached (Debian's package), recorded by a relay between the two."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import struct
-import subprocess
-import time
-from typing import Any, Iterator, Optional
+from typing import Any, ContextManager, Optional
 
 from .capture import Capture
 from .framing import memcached_frame_length
-from .recording import LOOPBACK, TO_CLIENT, TO_SERVER, free_port, recording_relay
+from .recording import LOOPBACK, TO_CLIENT, TO_SERVER, recording_relay
+from .servers import server_process
 
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
@@ -44,56 +42,16 @@ OPCODES = {
 QUIET = {0x09, 0x0D, 0x11, 0x12, 0x13, 0x14}
 
 
-@contextlib.contextmanager
-def memcached_server(port: Optional[int] = None) -> Iterator[tuple[str, int]]:
+def memcached_server(port: Optional[int] = None) -> ContextManager[tuple[str, int]]:
     """A real memcached speaking only the binary protocol on 127.0.0.1 (free port), TCP only."""
-    attempts = 1 if port else 3
-    for attempt in range(attempts):
-        chosen = port or free_port()
-        command = [MEMCACHED, "-B", "binary", "-p", str(chosen), "-U", "0", "-l", LOOPBACK]
+
+    def command(chosen: int) -> list[str]:
+        out = [MEMCACHED, "-B", "binary", "-p", str(chosen), "-U", "0", "-l", LOOPBACK]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
-            command += ["-u", "root"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            _wait_for_memcached(process, chosen)
-        except RuntimeError:
-            _stop(process)
-            if attempt + 1 == attempts:
-                raise
-            continue
-        try:
-            yield LOOPBACK, chosen
-        finally:
-            _stop(process)
-        return
+            out += ["-u", "root"]
+        return out
 
-
-def _wait_for_memcached(process: subprocess.Popen, port: int, timeout: float = 5.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"memcached exited with {process.returncode}: {err.strip()}")
-        try:
-            with socket.create_connection((LOOPBACK, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"memcached did not listen on {port} within {timeout}s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=3)
-    if process.stderr:
-        process.stderr.close()
+    return server_process("memcached", command, lambda sock: True, port, timeout=5.0)
 
 
 def _expect(

@@ -499,6 +499,7 @@ def test_a_timeout_after_the_request_went_upstream_answers_with_the_clients_id(n
             rid = 4_096 if proto.pool_mode.value == "multiplex" else 0
             frame = proto.decode(data, 0, direction)
             frame.set_request_id(rid)
+            rid = frame.get_request_id()  # (None where requests carry no id: redis)
             if hasattr(frame, "timeout"):
                 frame.timeout = 0
             answer = await c.call(frame, timeout=20)

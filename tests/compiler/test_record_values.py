@@ -1,0 +1,162 @@
+"""Expressions over record values and lists (issue 13): `v.field`, `list[i]`, slices, `lower`,
+`words`, `char`, `+` on text, `let`, multi-valued headers, and `pool pipeline`, on the shipped
+redis spec (its routing view is inside records)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from protoc_x.compiler import compile_source
+from protoc_x.diagnostics import SpecError
+from protoc_x.runtime import api
+from protoc_x.runtime.api import Direction
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "specs" / "redis.xproto"
+
+
+def compile_with(old: str, new: str) -> str:
+    text = SPEC.read_text()
+    assert old in text, old
+    return compile_source(text.replace(old, new, 1), "redis.xproto", "redis", fmt=False)
+
+
+def command(*words: bytes) -> bytes:
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+
+
+@pytest.mark.parametrize(
+    "words, method, keys",
+    [
+        ([b"GET", b"k"], "get", ["k"]),
+        ([b"get", b"k"], "get", ["k"]),
+        ([b"MGET", b"a", b"b", b"c"], "mget", ["a", "b", "c"]),
+        ([b"MSET", b"a", b"1", b"b", b"2"], "mset", ["a", "b"]),
+        ([b"BLPOP", b"q1", b"q2", b"5"], "blpop", ["q1", "q2"]),
+        ([b"EVAL", b"return 1", b"2", b"k1", b"k2", b"arg"], "eval", ["k1", "k2"]),
+        ([b"EVAL", b"return 1", b"nope", b"k1"], "eval", []),  # a count that is no number
+        ([b"PING"], "ping", []),
+        ([b"INFO", b"server"], "info", []),
+        ([b"GET"], "get", []),  # too short: no key, no error
+        ([b"HSET", "ключ".encode(), b"f", b"v"], "hset", ["ключ"]),
+    ],
+)
+def test_the_redis_routing_view(words, method, keys):
+    from protoc_x.generated.redis import PROTOCOL
+
+    for data in (command(*words), b" ".join(words) + b"\r\n"):  # an array; an inline command
+        if b" " in b"".join(words):
+            continue
+        frame = PROTOCOL.decode(data, 0, Direction.REQUEST)
+        assert frame.length == len(data)
+        assert frame.get_method() == method
+        assert frame.get_header_values("key") == keys
+        assert frame.get_header("key") == (keys[0] if keys else None)
+        assert frame.get_headers() == ({"key": keys[0]} if keys else {})
+        scanned = PROTOCOL.scan(data, 0, Direction.REQUEST)
+        assert scanned[0] == len(data) and scanned[6] == method
+
+
+def test_an_error_reply_s_first_word_is_its_status():
+    from protoc_x.generated.redis import PROTOCOL
+
+    for text, status in [(b"WRONGTYPE x", 2), (b"ERR x", 1), (b"NOAUTH x", 3), (b"BUSY", 4)]:
+        frame = PROTOCOL.decode(b"-" + text + b"\r\n", 0, Direction.RESPONSE)
+        assert frame.get_status() == status
+    assert PROTOCOL.decode(b"$-1\r\n", 0, Direction.RESPONSE).get_status() == 0
+    # the proxy's own errors are Redis errors, and say so
+    request = PROTOCOL.decode(command(b"GET", b"k"), 0, Direction.REQUEST)
+    assert PROTOCOL.hijack(request, 503, "protoc-x: 503 x").encode() == b"-ERR protoc-x: 503 x\r\n"
+
+
+@pytest.mark.parametrize(
+    "old, new, error",
+    [
+        ("let command = lower(args[0])", "let kind = lower(args[0])",
+         "let 'kind': the name is taken by a field or an enum member"),
+        ("let command = lower(args[0])", "let args = lower(args[0])", "duplicate let 'args'"),
+        ("method = command", "method = items.bulk.nope", "record Bulk has no field 'nope'"),
+        ("method = command", "method = count.bulk", "'.bulk' reads a field of a record value; this is an integer"),
+        ("method = command", "method = count[0]", "only lists can be indexed by a number; this is an integer"),
+        ("method = command", 'method = items["x"]', "only maps can be indexed; this is a list of Value records or null"),
+        ("method = command", "method = inline[1:]", "only lists can be sliced; this is bytes"),
+        ("method = command", "method = args[\"a\":]", "a slice's bound must be an integer"),
+        ("method = command", "method = lower(items)", "lower() takes text; this is a list of Value records or null"),
+        ("method = command", 'method = char("a")', "char()'s argument must be an integer"),
+        ("method = command", "method = args[count]", None),  # an integer index: fine
+        ('header "key" =', 'header "key" = items\n    header "k2" =',
+         "header 'key' must be a value or a list of values; this expression is a list of Value records or null"),
+        ("pool pipeline", "pool pipeline\n    stream { else => quiet }", None),  # (see below)
+        ("direction == response => response", "direction == response => response\n        kind == integer => quiet",
+         "a pipeline protocol matches answers by position: a quiet request"),
+        ("count   decimal[until \"\\r\\n\"] = len(items)\n            items   Value[count count] nullable\n        } else if kind == bulk_string",
+         "count   decimal[until \"\\r\\n\"] = len(items)\n            items   Value[count count] nullable\n            if items[0] == null { x u8 }\n        } else if kind == bulk_string",
+         "record values and lists are read in bindings, headers and stream rules"),
+        ("let command = lower(args[0])", "let command = lower(late[0])\n    let late = args",
+         "unknown field 'late'"),  # a let uses the lets before it
+        ("method = command", "method = args", "method must be a boolean or bytes or an integer or null or a string; this expression is a list of byte strings or null"),
+    ],
+)  # fmt: skip
+def test_what_the_language_refuses(old, new, error):
+    if error is None:
+        if "quiet" in new:  # a second stream block: refused as a duplicate statement
+            with pytest.raises(SpecError, match="duplicate stream"):
+                compile_with(old, new)
+        else:
+            compile_with(old, new)
+        return
+    with pytest.raises(SpecError) as e:
+        compile_with(old, new)
+    assert error in str(e.value), str(e.value)
+
+
+def test_lets_that_double_at_every_step_are_refused_not_expanded():
+    chain = "".join(f"    let l{i + 1} = l{i} + l{i}\n" for i in range(40))
+    with pytest.raises(SpecError, match=r"let 'l\d+' written out is more than 4096 terms"):
+        compile_with("let command", "let l0 = lower(args[0])\n" + chain + "    let command")
+
+
+def test_a_let_is_one_method_of_the_frame_and_headers_call_theirs():
+    code = SPEC.read_text()
+    module = compile_source(code, "redis.xproto", "redis")
+    assert module.count("def _let_args(self):") == 1
+    assert module.count("def _header_0(self):") == 1
+    assert "self._header_0()" in module
+
+
+values = st.recursive(
+    st.none() | st.integers() | st.binary(max_size=8) | st.text(max_size=8) | st.booleans(),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(values, values, st.one_of(st.none(), st.integers(-5, 5)))
+def test_the_helpers_are_total(a, b, i):
+    """Whatever a frame holds, the helpers of spec expressions return a value, never raise."""
+    api.value_attr(a, "bulk")
+    api.value_item(a, i)
+    api.value_slice(a, i, i, i)
+    api.lower_text(a)
+    api.split_words(a)
+    api.byte_of(a)
+    api.first_value(a)
+    api.header_values(a)
+    if isinstance(a, (str, bytes, type(None))) and isinstance(b, (str, bytes, type(None))):
+        joined = api.join_text(a, b)
+        assert isinstance(joined, bytes if isinstance(a, bytes) or isinstance(b, bytes) else str)
+
+
+def test_the_helpers_values():
+    assert api.value_item([1, 2, 3], -1) == 3 and api.value_item([1], 5) is None
+    assert api.value_slice([0, 1, 2, 3, 4], 1, None, 2) == [1, 3]
+    assert api.value_slice([0, 1], 0, None, 0) is None
+    assert api.lower_text([b"GET", "MiX", None, 7]) == ["get", "mix", None, "7"]
+    assert api.split_words(b" a  b\tc ") == [b"a", b"b", b"c"]
+    assert api.byte_of(0x50) == b"P" and api.byte_of(256) == b"" and api.byte_of(-1) == b""
+    assert api.join_text(b"P", "ING") == b"PING" and api.join_text(None, "x") == "x"
+    assert api.header_values([b"a", None, "b"]) == ["a", "b"] and api.header_values(None) == []
+    assert api.first_value([]) is None and api.first_value(["a", "b"]) == "a"
