@@ -325,19 +325,20 @@ class RedisFrame(XFrame):
     def get_status(self):
         if self.get_stream_type() is not _RESPONSE:
             return None
+        let_code = self._let_code()
         return (
             0
             if (self.kind != 45)
             else (
                 2
-                if (self._let_code() == "WRONGTYPE")
+                if (let_code == "WRONGTYPE")
                 else (
                     3
-                    if (self._let_code() in ("NOAUTH", "NOPERM", "WRONGPASS"))
+                    if (let_code in ("NOAUTH", "NOPERM", "WRONGPASS"))
                     else (
                         4
-                        if (self._let_code() in ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN"))
-                        else (5 if (self._let_code() == "NOSCRIPT") else 1)
+                        if (let_code in ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN"))
+                        else (5 if (let_code == "NOSCRIPT") else 1)
                     )
                 )
             )
@@ -347,10 +348,12 @@ class RedisFrame(XFrame):
         return text(self._let_command())
 
     def _header_0(self):  # header 'key' (spec line 57)
+        let_args = self._let_args()
+        let_command = self._let_command()
         return (
-            value_slice(self._let_args(), 1, None, None)
+            value_slice(let_args, 1, None, None)
             if (
-                self._let_command()
+                let_command
                 in (
                     "mget",
                     "del",
@@ -375,33 +378,29 @@ class RedisFrame(XFrame):
                 )
             )
             else (
-                value_slice(self._let_args(), 1, None, 2)
-                if (self._let_command() in ("mset", "msetnx"))
+                value_slice(let_args, 1, None, 2)
+                if (let_command in ("mset", "msetnx"))
                 else (
-                    value_slice(self._let_args(), 1, -1, None)
-                    if (self._let_command() in ("blpop", "brpop", "bzpopmin", "bzpopmax"))
+                    value_slice(let_args, 1, -1, None)
+                    if (let_command in ("blpop", "brpop", "bzpopmin", "bzpopmax"))
                     else (
                         value_slice(
-                            self._let_args(),
+                            let_args,
                             3,
                             (
                                 3
-                                + (
-                                    c0
-                                    if (c0 := to_int(value_item(self._let_args(), 2))) is not None
-                                    else 0
-                                )
+                                + (c0 if (c0 := to_int(value_item(let_args, 2))) is not None else 0)
                             ),
                             None,
                         )
                         if (
-                            self._let_command()
+                            let_command
                             in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
                         )
                         else (
                             None
                             if (
-                                self._let_command()
+                                let_command
                                 in (
                                     "ping",
                                     "echo",
@@ -447,7 +446,7 @@ class RedisFrame(XFrame):
                                     "cluster",
                                 )
                             )
-                            else value_item(self._let_args(), 1)
+                            else value_item(let_args, 1)
                         )
                     )
                 )
@@ -466,8 +465,8 @@ class RedisFrame(XFrame):
 
     def _let_code(self):  # let code (spec line 52)
         return (
-            c1
-            if (c1 := before(text((c2 if (c2 := self.text) is not None else "")), " ")) is not None
+            c0
+            if (c0 := before(text((c1 if (c1 := self.text) is not None else "")), " ")) is not None
             else self.text
         )
 
@@ -764,36 +763,8 @@ class RedisProtocol(XProtocol):
             else:
                 kind = _REQUEST
             if kind is _RESPONSE:
-                return (
-                    f.length,
-                    None,
-                    -1,
-                    kind,
-                    False,
-                    None,
-                    None,
-                    (
-                        0
-                        if (f.kind != 45)
-                        else (
-                            2
-                            if (f._let_code() == "WRONGTYPE")
-                            else (
-                                3
-                                if (f._let_code() in ("NOAUTH", "NOPERM", "WRONGPASS"))
-                                else (
-                                    4
-                                    if (
-                                        f._let_code()
-                                        in ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN")
-                                    )
-                                    else (5 if (f._let_code() == "NOSCRIPT") else 1)
-                                )
-                            )
-                        )
-                    ),
-                )
-            return (f.length, None, -1, kind, False, None, text(f._let_command()), None)
+                return (f.length, None, -1, kind, False, None, None, f.get_status())
+            return (f.length, None, -1, kind, False, None, f.get_method(), None)
         else:
             if buf[start] == 36:
                 f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
@@ -804,36 +775,8 @@ class RedisProtocol(XProtocol):
                 else:
                     kind = _REQUEST
                 if kind is _RESPONSE:
-                    return (
-                        f.length,
-                        None,
-                        -1,
-                        kind,
-                        False,
-                        None,
-                        None,
-                        (
-                            0
-                            if (f.kind != 45)
-                            else (
-                                2
-                                if (f._let_code() == "WRONGTYPE")
-                                else (
-                                    3
-                                    if (f._let_code() in ("NOAUTH", "NOPERM", "WRONGPASS"))
-                                    else (
-                                        4
-                                        if (
-                                            f._let_code()
-                                            in ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN")
-                                        )
-                                        else (5 if (f._let_code() == "NOSCRIPT") else 1)
-                                    )
-                                )
-                            )
-                        ),
-                    )
-                return (f.length, None, -1, kind, False, None, text(f._let_command()), None)
+                    return (f.length, None, -1, kind, False, None, None, f.get_status())
+                return (f.length, None, -1, kind, False, None, f.get_method(), None)
             else:
                 if buf[start] == 58:
                     f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
@@ -844,36 +787,8 @@ class RedisProtocol(XProtocol):
                     else:
                         kind = _REQUEST
                     if kind is _RESPONSE:
-                        return (
-                            f.length,
-                            None,
-                            -1,
-                            kind,
-                            False,
-                            None,
-                            None,
-                            (
-                                0
-                                if (f.kind != 45)
-                                else (
-                                    2
-                                    if (f._let_code() == "WRONGTYPE")
-                                    else (
-                                        3
-                                        if (f._let_code() in ("NOAUTH", "NOPERM", "WRONGPASS"))
-                                        else (
-                                            4
-                                            if (
-                                                f._let_code()
-                                                in ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN")
-                                            )
-                                            else (5 if (f._let_code() == "NOSCRIPT") else 1)
-                                        )
-                                    )
-                                )
-                            ),
-                        )
-                    return (f.length, None, -1, kind, False, None, text(f._let_command()), None)
+                        return (f.length, None, -1, kind, False, None, None, f.get_status())
+                    return (f.length, None, -1, kind, False, None, f.get_method(), None)
                 else:
                     if buf[start] in (43, 45):
                         f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
@@ -884,36 +799,8 @@ class RedisProtocol(XProtocol):
                         else:
                             kind = _REQUEST
                         if kind is _RESPONSE:
-                            return (
-                                f.length,
-                                None,
-                                -1,
-                                kind,
-                                False,
-                                None,
-                                None,
-                                (
-                                    0
-                                    if (f.kind != 45)
-                                    else (
-                                        2
-                                        if (f._let_code() == "WRONGTYPE")
-                                        else (
-                                            3
-                                            if (f._let_code() in ("NOAUTH", "NOPERM", "WRONGPASS"))
-                                            else (
-                                                4
-                                                if (
-                                                    f._let_code()
-                                                    in ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN")
-                                                )
-                                                else (5 if (f._let_code() == "NOSCRIPT") else 1)
-                                            )
-                                        )
-                                    )
-                                ),
-                            )
-                        return (f.length, None, -1, kind, False, None, text(f._let_command()), None)
+                            return (f.length, None, -1, kind, False, None, None, f.get_status())
+                        return (f.length, None, -1, kind, False, None, f.get_method(), None)
                     else:
                         f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
                         if f is None:
@@ -923,36 +810,8 @@ class RedisProtocol(XProtocol):
                         else:
                             kind = _REQUEST
                         if kind is _RESPONSE:
-                            return (
-                                f.length,
-                                None,
-                                -1,
-                                kind,
-                                False,
-                                None,
-                                None,
-                                (
-                                    0
-                                    if (f.kind != 45)
-                                    else (
-                                        2
-                                        if (f._let_code() == "WRONGTYPE")
-                                        else (
-                                            3
-                                            if (f._let_code() in ("NOAUTH", "NOPERM", "WRONGPASS"))
-                                            else (
-                                                4
-                                                if (
-                                                    f._let_code()
-                                                    in ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN")
-                                                )
-                                                else (5 if (f._let_code() == "NOSCRIPT") else 1)
-                                            )
-                                        )
-                                    )
-                                ),
-                            )
-                        return (f.length, None, -1, kind, False, None, text(f._let_command()), None)
+                            return (f.length, None, -1, kind, False, None, None, f.get_status())
+                        return (f.length, None, -1, kind, False, None, f.get_method(), None)
 
     def measure(self, buf, start=0, direction=None):
         return _measure(buf, start, direction)

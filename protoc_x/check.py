@@ -79,13 +79,11 @@ class Checked:
 
 
 def _record_field_enum(tables: dict, name: str) -> str | None:
-    """The enum of a record field called ``name`` (for a member on the other side of ==): the
-    first record's that has one."""
-    for table in tables.values():
-        info = table.fields.get(name)
-        if info is not None and info.enum:
-            return info.enum
-    return None
+    """The enum of the record fields called ``name`` (for a member on the other side of ==);
+    None when no such field has one, or when records give it different enums (the checker
+    refuses a member name there)."""
+    enums = {t.fields[name].enum for t in tables.values() if name in t.fields}
+    return enums.pop() if len(enums) == 1 else None
 
 
 #: the deepest bound a record that contains itself may declare
@@ -113,9 +111,12 @@ def _fieldtype_modules() -> dict:
     return fieldtypes.MODULES
 
 
-def _walk_expr(e) -> Iterator:
-    """``e`` and every expression in it."""
+def _walk_expr(e, into_lets: bool = True) -> Iterator:
+    """``e`` and every expression in it (with ``into_lets`` False, a let's use but not the
+    let's own expression)."""
     yield e
+    if not into_lets and isinstance(e, n.LetRef):
+        return
     for attr in (
         "obj",
         "key",
@@ -133,9 +134,9 @@ def _walk_expr(e) -> Iterator:
     ):  # fmt: skip (expr: a let's)
         sub = getattr(e, attr, None)
         if sub is not None:
-            yield from _walk_expr(sub)
+            yield from _walk_expr(sub, into_lets)
     for sub in getattr(e, "options", ()) + getattr(e, "args", ()):
-        yield from _walk_expr(sub)
+        yield from _walk_expr(sub, into_lets)
 
 
 def check_identifier(name: str, pos: Pos, what: str) -> None:
@@ -953,6 +954,13 @@ class Checker:
                 oenum = self.fields[other.name].enum
             elif isinstance(other, n.Attr) and not _is_request(other):
                 oenum = self._record_field_enum(other.name)
+                tables = self.record_tables.values()
+                if len({t.fields[other.name].enum for t in tables if other.name in t.fields}) > 1:
+                    raise SpecError(
+                        e.pos,
+                        f"records give their field {other.name!r} different types: compare it "
+                        "with a number, not an enum member",
+                    )
             elif isinstance(other, n.LetRef):
                 oenum = self.let_enums.get(other.name)
             elif isinstance(other, n.Name) and other.name == "direction":

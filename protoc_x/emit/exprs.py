@@ -24,8 +24,10 @@ class Exprs:
         total: str = "total",
         present: frozenset = frozenset(),
         obj: str | None = None,
+        let_locals: frozenset = frozenset(),
     ):
         self.obj = obj  # the frame whose methods compute lets (None: lets are written out)
+        self.let_locals = let_locals  # lets a method computed once into locals (let_NAME)
         self.present = present  # frame maps that every layout has (never None)
         self.temps = 0
         self.c = checked
@@ -68,6 +70,8 @@ class Exprs:
                 return repr(self.member(enum, e.name))
             raise KeyError(e.name)
         if isinstance(e, n.LetRef):  # a frame's method computes it; elsewhere, written out
+            if e.name in self.let_locals:
+                return f"let_{e.name}"
             return f"{self.obj}._let_{e.name}()" if self.obj else c(e.expr, enum)
         if isinstance(e, n.Param):
             return f"p_{e.name}"

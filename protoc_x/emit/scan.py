@@ -151,8 +151,20 @@ class ScanEmitter:
         tests = [ex(e) for e in (self.s.heartbeat and self.s.heartbeat.test, self.s.goaway) if e]
         rid = ex(b["request_id"].expr) if "request_id" in b else "None"
         head = f"{length}, {rid}, {ido}, kind, {' or '.join(tests) or 'False'}"
+        # a binding that reads lets, of a decoded frame (``obj``): the frame's own method,
+        # which computes each let once; otherwise the binding's expression, in place
+        getter = {"status": "get_status", "service": "get_service", "method": "get_method",
+                  "timeout_ms": "get_timeout"}  # fmt: skip
+
+        def value(key: str, code) -> str:
+            if key not in b:
+                return "None"
+            if obj and any(isinstance(x, n.LetRef) for x in _walk(b[key].expr)):
+                return f"{obj}.{getter[key]}()"
+            return code()
+
         w("if kind is _RESPONSE:")
-        w(f"    return ({head}, None, None, {ex(b['status'].expr) if 'status' in b else 'None'})")
+        w(f"    return ({head}, None, None, {value('status', lambda: ex(b['status'].expr))})")
         for line in request_lines:
             w(line)
         if request_ref is not None:
@@ -164,12 +176,14 @@ class ScanEmitter:
             t = self.c.fields[name].node.type
             codec, signed = self.length_codec(t), self.signed_length(t)
             w(f"m_{name} = read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed}) if z_{name} else {{}}")  # fmt: skip
-        values = []
-        for key in ("service", "method"):
-            if key not in b:
-                values.append("None")
-                continue
+
+        def routing(key: str) -> str:
             code = ex(b[key].expr)
-            values.append(code if self.is_text(b[key].expr) else f"text({code})")
-        values.append(ex(b["timeout_ms"].expr) if "timeout_ms" in b else "None")
+            return code if self.is_text(b[key].expr) else f"text({code})"
+
+        values = [
+            value("service", lambda: routing("service")),
+            value("method", lambda: routing("method")),
+        ]
+        values.append(value("timeout_ms", lambda: ex(b["timeout_ms"].expr)))
         w(f"return ({head}, {', '.join(values)})")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from .. import nodes as n
 from .code import Code
+from collections import Counter
+
+from ..check import _walk_expr as _walk
 from .exprs import Exprs, _int_fields
 
 
@@ -54,16 +57,26 @@ class SemanticsEmitter:
             return None
         return alts[0] if len(alts) == 1 else f"({' or '.join(alts)})"
 
+    def body(self, e, text: bool = False) -> str:
+        """The body of a frame method returning ``e`` (``text``: as text): a let that ``e``
+        reads more than once is computed once, into a local, first."""
+        uses = Counter(x.name for x in _walk(e, into_lets=False) if isinstance(x, n.LetRef))
+        shared = [let.name for let in self.s.lets if uses[let.name] > 1]
+        code = self.exprs("self", let_locals=frozenset(shared))(e)
+        if text and not self.is_text(e):
+            code = f"text({code})"
+        lines = [f"let_{name} = self._let_{name}()" for name in shared] + [f"return {code}"]
+        return "\n        ".join(lines)
+
     def bindings(self) -> dict[str, str]:
         ex = self.exprs("self")
         out = {}
         b = self.c.bindings
-        for key in ("request_id", "timeout_ms", "status", "service", "method"):
-            if key in b:
-                code = ex(b[key].expr)
-                if key in ("service", "method") and not self.is_text(b[key].expr):
-                    code = f"text({code})"
-                out[key] = code
+        if "request_id" in b:
+            out["request_id"] = ex(b["request_id"].expr)
+        for key in ("timeout_ms", "status", "service", "method"):
+            if key in b:  # (a method's body)
+                out[key] = self.body(b[key].expr, text=key in ("service", "method"))
         guards = {}
         for key in ("request_id", "body", "headers"):
             if key in b:
@@ -83,10 +96,11 @@ class SemanticsEmitter:
         for i, hb in enumerate(self.s.header_bindings):
             code = ex(hb.expr)
             if not isinstance(hb.expr, n.Name):
-                out["header_methods"].append((f"_header_{i}", hb.name, hb.pos.line, code))
+                body = self.body(hb.expr)
+                out["header_methods"].append((f"_header_{i}", hb.name, hb.pos.line, body))
                 code = f"self._header_{i}()"
             out["header_extras"].append((hb.name, code, hb.name in self.c.list_headers))
-        out["lets"] = [(let.name, ex(let.expr), let.pos.line) for let in self.s.lets]
+        out["lets"] = [(let.name, self.body(let.expr), let.pos.line) for let in self.s.lets]
         rules = []
         for rule in self.s.stream:
             rules.append((ex(rule.test) if rule.test is not None else None, rule.kind.upper()))
