@@ -318,6 +318,7 @@ class BoltProtocol(XProtocol):
     writable_headers = True
     has_heartbeat = True
     has_goaway = False
+    has_local_answers = False
     detect = ((0, 1, "big", frozenset([1])),)
     detect_length = 1
     frame_class = BoltFrame

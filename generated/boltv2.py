@@ -397,6 +397,7 @@ class Boltv2Protocol(XProtocol):
     writable_headers = True
     has_heartbeat = True
     has_goaway = False
+    has_local_answers = False
     detect = ((0, 1, "big", frozenset([2])),)
     detect_length = 1
     frame_class = Boltv2Frame

@@ -504,6 +504,7 @@ class DubboProtocol(XProtocol):
     writable_headers = True
     has_heartbeat = True
     has_goaway = False
+    has_local_answers = False
     detect = ((0, 2, "big", frozenset([55995])),)
     detect_length = 2
     frame_class = DubboFrame

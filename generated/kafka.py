@@ -239,6 +239,7 @@ class KafkaProtocol(XProtocol):
     writable_headers = False
     has_heartbeat = False
     has_goaway = False
+    has_local_answers = False
     detect = ()
     detect_length = 0
     frame_class = KafkaFrame

@@ -284,6 +284,7 @@ class MemcachedProtocol(XProtocol):
     writable_headers = False
     has_heartbeat = True
     has_goaway = False
+    has_local_answers = False
     detect = ((0, 1, "big", frozenset([128])),)
     detect_length = 1
     frame_class = MemcachedFrame

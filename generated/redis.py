@@ -14,6 +14,7 @@ from protoc_x.runtime.api import (
     XFrame,
     XProtocol,
     XRecord,
+    after,
     before,
     byte_of,
     default_message,
@@ -347,7 +348,7 @@ class RedisFrame(XFrame):
     def get_method(self):
         return text(self._let_command())
 
-    def _header_0(self):  # header 'key' (spec line 57)
+    def _header_0(self):  # header 'key' (spec line 59)
         let_args = self._let_args()
         let_command = self._let_command()
         return (
@@ -453,17 +454,17 @@ class RedisFrame(XFrame):
             )
         )
 
-    def _let_args(self):  # let args (spec line 50)
+    def _let_args(self):  # let args (spec line 52)
         return (
             value_attr(value_attr(self.items, "bulk"), "data")
             if (self.kind == 42)
             else split_words(join_text(byte_of(self.kind), self.inline))
         )
 
-    def _let_command(self):  # let command (spec line 51)
+    def _let_command(self):  # let command (spec line 53)
         return lower_text(value_item(self._let_args(), 0))
 
-    def _let_code(self):  # let code (spec line 52)
+    def _let_code(self):  # let code (spec line 54)
         return (
             c0
             if (c0 := before(text((c1 if (c1 := self.text) is not None else "")), " ")) is not None
@@ -516,9 +517,16 @@ class RedisFrame(XFrame):
                         p_text = _T1.write(self.text, ctx_texts)
                         return b"".join([_S0.pack(self.kind), p_text])
                     else:
-                        ctx_texts = texts.new_context()
-                        p_inline = _T2.write(self.inline, ctx_texts)
-                        return b"".join([_S0.pack(self.kind), p_inline])
+                        if ((self.kind >= 65) and (self.kind <= 90)) or (
+                            (self.kind >= 97) and (self.kind <= 122)
+                        ):
+                            ctx_texts = texts.new_context()
+                            p_inline = _T2.write(self.inline, ctx_texts)
+                            return b"".join([_S0.pack(self.kind), p_inline])
+                        else:
+                            raise ValueError(
+                                "redis: expected a RESP2 type byte (+ - : $ *) or an inline command"
+                            )
 
 
 #: the frame ``scan`` decodes into, reused from call to call (scan keeps nothing of it)
@@ -582,16 +590,24 @@ def _measure(buf, start, direction):
                         yield pos
                     return pos - start
                 else:
-                    ctx_texts = texts.new_context()
-                    pos = start
-                    while len(buf) < pos + 1:
-                        yield pos + 1
-                    (v_kind,) = _S0.unpack_from(buf, pos)
-                    pos += 1
-                    _, pos = yield from _T2.measure(buf, pos, ctx_texts)
-                    while len(buf) < pos:
-                        yield pos
-                    return pos - start
+                    if ((buf[start] >= 65) and (buf[start] <= 90)) or (
+                        (buf[start] >= 97) and (buf[start] <= 122)
+                    ):
+                        ctx_texts = texts.new_context()
+                        pos = start
+                        while len(buf) < pos + 1:
+                            yield pos + 1
+                        (v_kind,) = _S0.unpack_from(buf, pos)
+                        pos += 1
+                        _, pos = yield from _T2.measure(buf, pos, ctx_texts)
+                        while len(buf) < pos:
+                            yield pos
+                        return pos - start
+                    else:
+                        raise DecodeError(
+                            start,
+                            "redis: expected a RESP2 type byte (+ - : $ *) or an inline command",
+                        )
 
 
 class RedisProtocol(XProtocol):
@@ -605,6 +621,7 @@ class RedisProtocol(XProtocol):
     writable_headers = False
     has_heartbeat = False
     has_goaway = False
+    has_local_answers = True
     detect = ((0, 1, "big", frozenset([42])),)
     detect_length = 1
     frame_class = RedisFrame
@@ -715,27 +732,36 @@ class RedisProtocol(XProtocol):
                         f.direction = direction
                         return f
                     else:
-                        f = RedisFrame() if into is None else into
-                        f.count = f.items = f.bulk = f.number = f.text = None
-                        (f.kind,) = _S0.unpack_from(buf, start)
-                        m = measured(
-                            _measure(buf, start, direction)
-                        )  # the frame ends where its fields do
-                        if m is None:
-                            return None
-                        end = start + m
-                        if end > n:
-                            return None
-                        pos = start + 1
-                        ctx_texts = texts.new_context()
-                        f.inline, pos = _T2.read(buf, pos, end, ctx_texts)
-                        if pos != end:
+                        pk_kind = buf[start]
+                        if ((pk_kind >= 65) and (pk_kind <= 90)) or (
+                            (pk_kind >= 97) and (pk_kind <= 122)
+                        ):
+                            f = RedisFrame() if into is None else into
+                            f.count = f.items = f.bulk = f.number = f.text = None
+                            (f.kind,) = _S0.unpack_from(buf, start)
+                            m = measured(
+                                _measure(buf, start, direction)
+                            )  # the frame ends where its fields do
+                            if m is None:
+                                return None
+                            end = start + m
+                            if end > n:
+                                return None
+                            pos = start + 1
+                            ctx_texts = texts.new_context()
+                            f.inline, pos = _T2.read(buf, pos, end, ctx_texts)
+                            if pos != end:
+                                raise DecodeError(
+                                    pos, "%d unexpected bytes at the end of the frame" % (end - pos)
+                                )
+                            f.length = end - start
+                            f.direction = direction
+                            return f
+                        else:
                             raise DecodeError(
-                                pos, "%d unexpected bytes at the end of the frame" % (end - pos)
+                                start,
+                                "redis: expected a RESP2 type byte (+ - : $ *) or an inline command",
                             )
-                        f.length = end - start
-                        f.direction = direction
-                        return f
 
     def scan(self, buf, start=0, direction=None):
         """The frame at ``buf[start:]`` as the runtime's fast lane needs it, with no frame
@@ -764,7 +790,16 @@ class RedisProtocol(XProtocol):
                 kind = _REQUEST
             if kind is _RESPONSE:
                 return (f.length, None, -1, kind, False, None, None, f.get_status())
-            return (f.length, None, -1, kind, False, None, f.get_method(), None)
+            return (
+                f.length,
+                None,
+                -1,
+                kind,
+                self.local_answer(f) is not None,
+                None,
+                f.get_method(),
+                None,
+            )
         else:
             if buf[start] == 36:
                 f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
@@ -776,7 +811,16 @@ class RedisProtocol(XProtocol):
                     kind = _REQUEST
                 if kind is _RESPONSE:
                     return (f.length, None, -1, kind, False, None, None, f.get_status())
-                return (f.length, None, -1, kind, False, None, f.get_method(), None)
+                return (
+                    f.length,
+                    None,
+                    -1,
+                    kind,
+                    self.local_answer(f) is not None,
+                    None,
+                    f.get_method(),
+                    None,
+                )
             else:
                 if buf[start] == 58:
                     f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
@@ -788,7 +832,16 @@ class RedisProtocol(XProtocol):
                         kind = _REQUEST
                     if kind is _RESPONSE:
                         return (f.length, None, -1, kind, False, None, None, f.get_status())
-                    return (f.length, None, -1, kind, False, None, f.get_method(), None)
+                    return (
+                        f.length,
+                        None,
+                        -1,
+                        kind,
+                        self.local_answer(f) is not None,
+                        None,
+                        f.get_method(),
+                        None,
+                    )
                 else:
                     if buf[start] in (43, 45):
                         f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
@@ -800,18 +853,45 @@ class RedisProtocol(XProtocol):
                             kind = _REQUEST
                         if kind is _RESPONSE:
                             return (f.length, None, -1, kind, False, None, None, f.get_status())
-                        return (f.length, None, -1, kind, False, None, f.get_method(), None)
+                        return (
+                            f.length,
+                            None,
+                            -1,
+                            kind,
+                            self.local_answer(f) is not None,
+                            None,
+                            f.get_method(),
+                            None,
+                        )
                     else:
-                        f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
-                        if f is None:
-                            return None
-                        if direction is Direction.RESPONSE:
-                            kind = _RESPONSE
+                        pk_kind = buf[start]
+                        if ((pk_kind >= 65) and (pk_kind <= 90)) or (
+                            (pk_kind >= 97) and (pk_kind <= 122)
+                        ):
+                            f = RedisProtocol.decode(self, buf, start, direction, _SCRATCH)
+                            if f is None:
+                                return None
+                            if direction is Direction.RESPONSE:
+                                kind = _RESPONSE
+                            else:
+                                kind = _REQUEST
+                            if kind is _RESPONSE:
+                                return (f.length, None, -1, kind, False, None, None, f.get_status())
+                            return (
+                                f.length,
+                                None,
+                                -1,
+                                kind,
+                                self.local_answer(f) is not None,
+                                None,
+                                f.get_method(),
+                                None,
+                            )
                         else:
-                            kind = _REQUEST
-                        if kind is _RESPONSE:
-                            return (f.length, None, -1, kind, False, None, None, f.get_status())
-                        return (f.length, None, -1, kind, False, None, f.get_method(), None)
+                            raise DecodeError(
+                                start,
+                                "redis: expected a RESP2 type byte (+ - : $ *) or an inline command",
+                            )
 
     def measure(self, buf, start=0, direction=None):
         return _measure(buf, start, direction)
@@ -840,7 +920,94 @@ class RedisProtocol(XProtocol):
                     if buf[start] in (43, 45):
                         return measured(_measure(buf, start, direction))
                     else:
-                        return measured(_measure(buf, start, direction))
+                        pk_kind = buf[start]
+                        if ((pk_kind >= 65) and (pk_kind <= 90)) or (
+                            (pk_kind >= 97) and (pk_kind <= 122)
+                        ):
+                            return measured(_measure(buf, start, direction))
+                        else:
+                            raise DecodeError(
+                                start,
+                                "redis: expected a RESP2 type byte (+ - : $ *) or an inline command",
+                            )
+
+    def local_answer(self, request):
+        """The proxy's own answer to a request (the spec's ``answer when``), and whether the
+        connection closes after it; None: send the request on."""
+        let_args = request._let_args()
+        let_command = request._let_command()
+        if (let_command == "hello") and (
+            (c0 if (c0 := lower_text(value_item(let_args, 1))) is not None else "2") != "2"
+        ):  # line 89
+            f = RedisFrame.blank()
+            f.direction = Direction.RESPONSE
+            f.kind = 45
+            f.text = text(
+                "NOPROTO protoc-x speaks RESP2 to redis, on connections clients share: connect with protocol 2"
+            )
+            return f, False
+        if (
+            (let_command in ("auth", "client", "reset", "readonly", "readwrite"))
+            or ((let_command == "hello") and (value_item(let_args, 2) is not None))
+        ) or (
+            (let_command == "select") and (lower_text(value_item(let_args, 1)) != "0")
+        ):  # line 93
+            f = RedisFrame.blank()
+            f.direction = Direction.RESPONSE
+            f.kind = 45
+            f.text = text(
+                "ERR protoc-x: this command would change the connection to redis, which clients share"
+            )
+            return f, False
+        if let_command == "multi":  # line 100
+            f = RedisFrame.blank()
+            f.direction = Direction.RESPONSE
+            f.kind = 45
+            f.text = text(
+                "ERR protoc-x: transactions need a connection of their own; connections to redis are shared"
+            )
+            return f, True
+        if let_command in ("exec", "discard", "watch", "unwatch"):  # line 104
+            f = RedisFrame.blank()
+            f.direction = Direction.RESPONSE
+            f.kind = 45
+            f.text = text(
+                "ERR protoc-x: transactions need a connection of their own; connections to redis are shared"
+            )
+            return f, False
+        if let_command in (
+            "blpop",
+            "brpop",
+            "brpoplpush",
+            "blmove",
+            "blmpop",
+            "bzpopmin",
+            "bzpopmax",
+            "bzmpop",
+            "wait",
+            "waitaof",
+            "subscribe",
+            "psubscribe",
+            "ssubscribe",
+            "unsubscribe",
+            "punsubscribe",
+            "sunsubscribe",
+            "monitor",
+        ):  # line 108
+            f = RedisFrame.blank()
+            f.direction = Direction.RESPONSE
+            f.kind = 45
+            f.text = text(
+                "ERR protoc-x: blocking commands, pub/sub and MONITOR would hold a connection clients share"
+            )
+            return f, False
+        if let_command == "quit":  # line 114
+            f = RedisFrame.blank()
+            f.direction = Direction.RESPONSE
+            f.kind = 43
+            f.text = text("OK")
+            return f, True
+        return None
 
     def hijack(self, request, code, message=None):
         p_status = self.map_status(code)

@@ -302,6 +302,7 @@ class TarsProtocol(XProtocol):
     writable_headers = True
     has_heartbeat = True
     has_goaway = False
+    has_local_answers = False
     detect = ()
     detect_length = 0
     frame_class = TarsFrame

@@ -314,6 +314,7 @@ class ThriftProtocol(XProtocol):
     writable_headers = False
     has_heartbeat = False
     has_goaway = False
+    has_local_answers = False
     detect = ((4, 2, "big", frozenset([32769])),)
     detect_length = 6
     frame_class = ThriftFrame

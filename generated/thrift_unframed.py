@@ -335,6 +335,7 @@ class ThriftUnframedProtocol(XProtocol):
     writable_headers = False
     has_heartbeat = False
     has_goaway = False
+    has_local_answers = False
     detect = ((0, 2, "big", frozenset([32769])),)
     detect_length = 2
     frame_class = ThriftUnframedFrame

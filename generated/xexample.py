@@ -179,6 +179,7 @@ class XexampleProtocol(XProtocol):
     writable_headers = False
     has_heartbeat = True
     has_goaway = True
+    has_local_answers = False
     detect = ((0, 1, "big", frozenset([120])),)
     detect_length = 1
     frame_class = XexampleFrame

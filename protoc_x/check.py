@@ -265,7 +265,15 @@ class Checker:
             )
         seen: dict[str, Pos] = {}
         for st in s.statements:
-            if st.kind in ("enums", "insides", "bindings", "header_bindings", "records", "lets"):
+            if st.kind in (
+                "enums",
+                "insides",
+                "bindings",
+                "header_bindings",
+                "records",
+                "lets",
+                "answers",
+            ):
                 continue
             if st.kind in seen:
                 raise SpecError(
@@ -303,6 +311,7 @@ class Checker:
         # semantic reads it: then the decoder takes it and the frame keeps it
         semantic = [r.test for r in s.stream if r.test is not None]
         semantic += [b.expr for b in s.bindings + s.header_bindings]
+        semantic += [r.test for r in s.answers]
         semantic += [s.heartbeat.test] if s.heartbeat is not None else []
         semantic += [s.goaway] if s.goaway is not None else []
         semantic += [item.test for item in self._all_items(s.frame) if isinstance(item, n.IfBlock)]
@@ -618,9 +627,9 @@ class Checker:
             elif isinstance(item, n.Bits):
                 self.bits(item, owner, path)
             elif isinstance(item, n.Fail):
-                if self.in_record is None:
+                if owner is not None:
                     raise SpecError(
-                        item.pos, "'fail' is for records (a frame's layouts are all kept)"
+                        item.pos, "'fail' is for frames and records, not 'inside' layouts"
                     )
             else:
                 self.field_decl(item, owner, path)
@@ -1089,6 +1098,9 @@ class Checker:
                 self.expr(rule.test, ctx="frame")
         if s.stream[-1].test is not None:
             raise SpecError(s.stream[-1].pos, "the stream block must end with an 'else' rule")
+        for r in s.answers:
+            self.expr(r.test, ctx="frame")
+            self.template(r.answer, "reply")
         if s.heartbeat is not None:
             self.expr(s.heartbeat.test, ctx="frame")
             names = set()
@@ -1262,6 +1274,7 @@ class Types:
             tests.append(inside.test)
             tests += [i.test for i in self.c._all_items(inside.items) if isinstance(i, n.IfBlock)]
         tests += [r.test for r in s.stream if r.test is not None]
+        tests += [r.test for r in s.answers]
         tests += [s.heartbeat.test] if s.heartbeat is not None else []
         tests += [s.goaway] if s.goaway is not None else []
         for t in tests:
@@ -1296,6 +1309,7 @@ class Types:
             self.want(hb.expr, scalar | lists, f"header {hb.name!r}")
         templates = [t for t in (s.error_response, s.success_response) if t is not None]
         templates += list(s.heartbeat.templates) if s.heartbeat is not None else []
+        templates += [r.answer for r in s.answers]
         for t in templates:
             for a in t.assigns:
                 info = self.fields[a.name]

@@ -348,6 +348,20 @@ class Template:
 
 
 @dataclass(frozen=True)
+class LocalAnswer:
+    """``answer [and close] when TEST { ANSWER }``: a request the proxy answers itself, with
+    the frame ANSWER builds (a reply template: it may read ``request.<field>``), instead of
+    sending it on: one that cannot work through the proxy, such as a command that would change
+    a connection other clients share (Envoy's direct response). ``and close``: the client's
+    connection takes no request after it, and closes once the ones before it are answered."""
+
+    test: Expr
+    answer: Template
+    close: bool
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     test: Expr
     templates: tuple[Template, ...]
@@ -389,6 +403,7 @@ class Protocol:
     bindings: tuple[Binding, ...] = ()
     header_bindings: tuple[Binding, ...] = ()
     stream: tuple[StreamRule, ...] = ()
+    answers: tuple[LocalAnswer, ...] = ()
     heartbeat: Heartbeat | None = None
     goaway: Expr | None = None
     status_rows: tuple[StatusRow, ...] = ()

@@ -118,7 +118,7 @@ MAX_LET_DEPTH = 2 * MAX_DEPTH
 
 #: the statements whose expressions may use a let (the routing view and stream rules: values
 #: of a decoded frame, not the layout that decodes it)
-_LET_USERS = ("bindings", "header_bindings", "stream", "heartbeat", "goaway")
+_LET_USERS = ("bindings", "header_bindings", "stream", "answers", "heartbeat", "goaway")
 
 
 def _layout_names(items) -> Iterator[str]:
@@ -221,7 +221,15 @@ class _ToNodes(Transformer):
         fields: dict = {"statements": []}
         for kind, pos, value in items:
             fields["statements"].append(n.Statement(kind, pos))
-            if kind in ("enums", "insides", "bindings", "header_bindings", "records", "lets"):
+            if kind in (
+                "enums",
+                "insides",
+                "bindings",
+                "header_bindings",
+                "records",
+                "lets",
+                "answers",
+            ):
                 fields.setdefault(kind, []).append(value)
             elif kind == "pool":
                 fields["pool"], fields["ordered"] = value
@@ -233,7 +241,15 @@ class _ToNodes(Transformer):
                     fields.setdefault("status_others_pos", others[0][2])
             else:
                 fields.setdefault(kind, value)
-        for key in ("enums", "insides", "bindings", "header_bindings", "records", "statements"):
+        for key in (
+            "enums",
+            "insides",
+            "bindings",
+            "header_bindings",
+            "records",
+            "answers",
+            "statements",
+        ):
             if key in fields:
                 fields[key] = tuple(fields[key])
         if "lets" in fields:
@@ -413,6 +429,11 @@ class _ToNodes(Transformer):
 
     def stream_else(self, meta, children):
         return n.StreamRule(None, str(children[0]), _pos(children[0]))
+
+    def answer(self, meta, children):
+        close, test, *assigns = children
+        answer = n.Template("answer", tuple(assigns), _pos(meta))
+        return ("answers", _pos(meta), n.LocalAnswer(test, answer, close is not None, _pos(meta)))
 
     def heartbeat(self, meta, children):
         test, *templates = children

@@ -71,6 +71,7 @@ class Leaf:
     prefix: Run | None  # the leading fixed-width run (holds every fixed-offset field)
     size: FrameSize
     fixed_tail: int  # bytes of fixed-width steps after the prefix (mode sum)
+    fail: n.Fail | None = None  # a layout the spec refuses: decoding it is an error
 
 
 @dataclass
@@ -192,6 +193,8 @@ class Planner:
                 then = self.node(list(item.body) + rest, done, depth + 1)
                 orelse = self.node(list(item.orelse) + rest, done, depth + 1)
                 return Branch(item.test, peeks, then, orelse)
+            if isinstance(item, n.Fail):  # bytes that are no frame: the rest is unreachable
+                return Leaf([], None, FrameSize("fail"), 0, fail=item)
             done = done + [item]
         return self.leaf(done)
 

@@ -347,6 +347,9 @@ class XProtocol:
     #: frames are always False and the runtime need not ask)
     has_heartbeat: ClassVar[bool] = False
     has_goaway: ClassVar[bool] = False
+    #: the spec answers some requests itself (``answer when``): the runtime asks
+    #: :meth:`local_answer`
+    has_local_answers: ClassVar[bool] = False
     #: detection: ((offset, width, byteorder, frozenset of values), ...); () = not detectable
     detect: ClassVar[tuple[tuple[int, int, str, frozenset[int]], ...]] = ()
     #: bytes needed to decide a match
@@ -432,6 +435,12 @@ class XProtocol:
 
     def reply(self, request: XFrame) -> XFrame | None:
         """The answer to a heartbeat request, or None."""
+        return None
+
+    def local_answer(self, request: XFrame) -> tuple[XFrame, bool] | None:
+        """The proxy's own answer to ``request`` (the spec's ``answer when``) and whether the
+        client's connection closes after it (``answer and close``), or None to send the
+        request on. A scan marks such a request special, so it takes the full path."""
         return None
 
     def hijack(self, request: XFrame, code: int, message: str | None = None) -> XFrame | None:

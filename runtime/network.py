@@ -44,6 +44,7 @@ class FramedConnection:
         self.out: list[bytes] = []
         self.flush_scheduled = False
         self.closed = False
+        self.ended = False  # it takes no more frames (the connection is closing)
         self.write_paused = False  # the transport's write buffer is above its high-water mark
         self.loop = asyncio.get_event_loop()
         self.last_activity = self.loop.time()
@@ -64,6 +65,8 @@ class FramedConnection:
         self.last_activity = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return
         self.last_activity = self.loop.time()
         buf = self.buf  # (one buffer for the connection's life: a partial frame's bytes)
         if buf:
@@ -99,7 +102,7 @@ class FramedConnection:
                             break
                         self.on_scanned(found, data, pos)
                         pos += found[0]
-                    if self.closed:
+                    if self.closed or self.ended:
                         return
             else:
                 decode = self.proto.decode
@@ -110,7 +113,7 @@ class FramedConnection:
                     length = frame.length
                     self.on_frame(frame, data, pos, length)
                     pos += length
-                    if self.closed:
+                    if self.closed or self.ended:
                         return
         except DecodeError as e:
             self.on_decode_error(e)

@@ -10,7 +10,7 @@ cdef class DownstreamConnection(FramedConnection):
     cdef public double answered_at
     cdef public Py_ssize_t inflight
     cdef public Deadlines deadlines
-    cpdef admit(self, Stream stream, invalid=*)
+    cpdef admit(self, Stream stream, invalid=*, answer=*)
     cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index, then)
     cpdef filtered(self, Stream stream)
     cpdef route(self, Stream stream)

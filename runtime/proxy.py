@@ -208,14 +208,16 @@ class DownstreamConnection(FramedConnection):
         try:
             stream.service = frame.get_service()
             stream.method = frame.get_method()
+            answer = self.proto.local_answer(frame) if self.proto.has_local_answers else None
         except DecodeError as e:
             self.admit(stream, f"protoc-x: 400 {e.reason}")
             return
-        self.admit(stream)
+        self.admit(stream, None, answer)
 
-    def admit(self, stream: Stream, invalid: str | None = None) -> None:
+    def admit(self, stream: Stream, invalid: str | None = None, answer=None) -> None:
         """A new request: its place in the answer order, then the request filters and routing
-        (or, ``invalid``, a 400 answer saying why)."""
+        (or, ``invalid``, a 400 answer saying why; or ``answer``, the proxy's own answer: the
+        frame of the spec's ``answer when``, and whether the connection closes after it)."""
         kind = stream.kind
         if kind is not _ONEWAY:
             self.inflight += 1
@@ -225,6 +227,18 @@ class DownstreamConnection(FramedConnection):
                     self.quiet_streams.append(stream)
         if invalid is not None:
             stream.fail(400, invalid)
+            return
+        if answer is not None:
+            frame, close = answer
+            stream.end()
+            if close:  # no request after it: the ones before it are answered, then it closes
+                self.ended = True
+                self.hold("answered and closing")
+                self.draining = True
+            if kind is _ONEWAY:  # (its client expects no answer)
+                self.deliver(stream, None, code=self.proto.runtime_status(frame.get_status()))
+            else:
+                self.deliver(stream, frame.encode(), frame)
             return
         if self.request_hooks and not self.passes(stream, self.request_hooks, 0, self.filtered):
             return

@@ -118,7 +118,11 @@ class DecodeEmitter:
         for name, off in node.peeks:
             need = max(need, off + self.peek_width(name))
         # wait for the shortest header of any layout below at once: one check, not two
-        shortest = min((leaf.prefix.size if leaf.prefix else 0) for leaf in self._leaves(node))
+        shortest = min(
+            (leaf.prefix.size if leaf.prefix else 0)
+            for leaf in self._leaves(node)
+            if leaf.fail is None
+        )
         need = max(need, shortest)
         if need > have:
             w(f"if n - start < {need}:")
@@ -336,6 +340,9 @@ class DecodeEmitter:
         return True
 
     def decode_leaf(self, leaf: Leaf, w: Code, have: int = 0) -> None:
+        if leaf.fail is not None:
+            w(f"raise DecodeError(start, {self.s.name + ': ' + leaf.fail.message!r})")
+            return
         present = set()
         for step in leaf.steps:
             if isinstance(step, Run):

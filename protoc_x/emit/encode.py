@@ -93,6 +93,9 @@ class EncodeEmitter:
         return f"{self.obj}.{item.name}"
 
     def encode_leaf(self, leaf: Leaf, w: Code) -> None:
+        if leaf.fail is not None:
+            w(f"raise ValueError({self.s.name + ': ' + leaf.fail.message!r})")
+            return
         lens: dict[str, str] = {}
         parts: dict[str, str] = {}
         mods = self.contexts([s.field for s in leaf.steps if isinstance(s, Var)])

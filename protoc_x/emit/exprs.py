@@ -102,6 +102,9 @@ class Exprs:
                         which = "REQUEST" if b.name == "request" else "RESPONSE"
                         op = "is" if e.op == "==" else "is not"
                         return f"({self.direction} {op} Direction.{which})"
+                    if isinstance(b, n.Const) and b.value is None:  # x == null: x is None
+                        op = "is" if e.op == "==" else "is not"
+                        return f"({c(a)} {op} None)"
                 left_enum, right_enum = self.enum_of(e.left), self.enum_of(e.right)
                 return f"({c(e.left, right_enum)} {e.op} {c(e.right, left_enum)})"
             if e.op == "??":

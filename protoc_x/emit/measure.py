@@ -52,6 +52,9 @@ class MeasureEmitter:
         w.dedent()
 
     def measure_leaf(self, leaf: Leaf, w: Code) -> None:
+        if leaf.fail is not None:
+            w(f"raise DecodeError(start, {self.s.name + ': ' + leaf.fail.message!r})")
+            return
         ex = Exprs(self.c, self.mod, lambda name: f"v_{name}")
         for mod in self.contexts([s.field for s in leaf.steps if not isinstance(s, (Run, Crc))]):
             w(f"ctx_{mod} = {mod}.new_context()")

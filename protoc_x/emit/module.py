@@ -72,7 +72,7 @@ class Emitter(
         self.scan_insides = {
             t: params for t in self.targets if (params := self.scan_inside_params(t)) is not None
         }
-        leaves = list(self._leaves(plan.tree))
+        leaves = [leaf for leaf in self._leaves(plan.tree) if leaf.fail is None]
         names = [
             {it.name for st in leaf.steps if isinstance(st, Var) for it in [st.field]}
             for leaf in leaves
@@ -169,6 +169,8 @@ class Emitter(
             templates["reply"] = self.template_body(
                 hb["reply"], "RESPONSE", "request.get_request_id()"
             )
+        if s.answers:
+            templates["answer"] = self.answer_body()
         if s.error_response is not None:
             templates["error"] = self.template_body(
                 s.error_response, "RESPONSE", "request.get_request_id()"

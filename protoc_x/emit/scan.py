@@ -29,13 +29,14 @@ class ScanEmitter:
             self.scanning = False
 
     def scan_names(self, keys: tuple) -> set[str]:
-        """The fields the bindings ``keys`` read ("stream": the stream rules, heartbeat and
-        goaway)."""
+        """The fields the bindings ``keys`` read ("stream": the stream rules, local answers,
+        heartbeat and goaway)."""
         b = self.c.bindings
         exprs = [b[k].expr for k in keys if k in b]
         if "stream" in keys:
             exprs += [rule.test for rule in self.s.stream if rule.test is not None]
             exprs += [e for e in (self.s.heartbeat and self.s.heartbeat.test, self.s.goaway) if e]
+            exprs += [r.test for r in self.s.answers]
         return {
             e.name
             for x in exprs
@@ -171,7 +172,15 @@ class ScanEmitter:
             ex = Exprs(
                 self.c, self.mod, request_ref, direction="direction", present=frozenset(maps or ())
             )
+        if self.s.answers:  # a request the spec answers takes the full path, which does
+            if obj:
+                refused = [f"self.local_answer({obj}) is not None"]
+            else:
+                refused = [ex(r.test) for r in self.s.answers]
+            special = " or ".join(tests + refused)
+            head = f"{length}, {rid}, {ido}, kind, {special}"
         used = self.scan_names(("timeout_ms", "service", "method"))
+        used |= {e.name for r in self.s.answers for e in _walk(r.test) if isinstance(e, n.Name)}
         for name in sorted(used & set(maps or ())):
             t = self.c.fields[name].node.type
             codec, signed = self.length_codec(t), self.signed_length(t)

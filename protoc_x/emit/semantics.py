@@ -142,6 +142,29 @@ class SemanticsEmitter:
         w("return f")
         return w.text()
 
+    def answer_body(self) -> str:
+        """``local_answer``: the frame of the first ``answer when`` whose test holds for
+        ``request`` (None when none does)."""
+        tests = [r.test for r in self.s.answers]
+        uses = Counter(x.name for t in tests for x in _walk(t, into_lets=False)
+                       if isinstance(x, n.LetRef))  # fmt: skip
+        shared = frozenset(let.name for let in self.s.lets if uses[let.name] > 1)
+        ex = Exprs(self.c, self.mod, lambda name: f"request.{name}",
+                   direction="request.direction", obj="request", let_locals=shared)  # fmt: skip
+        w = Code()
+        for let in self.s.lets:
+            if let.name in shared:
+                w(f"let_{let.name} = request._let_{let.name}()")
+        for r in self.s.answers:
+            w(f"if {ex(r.test)}:  # line {r.pos.line}").indent()
+            answer = self.template_body(r.answer, "RESPONSE", "request.get_request_id()")
+            for line in answer.splitlines():
+                w(line[8:])  # (template_body's lines are a method's, 8 spaces in)
+            w.lines[-1] = w.lines[-1].replace("return f", f"return f, {r.close}")
+            w.dedent()
+        w("return None")
+        return w.text()
+
     def defaults(self) -> list[tuple[str, str]]:
         out = []
         for f in self.c.fields.values():

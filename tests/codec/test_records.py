@@ -241,8 +241,6 @@ def compile_with(old: str, new: str) -> None:
         ("data  bytes[size] nullable\n        if size >= 0 { end \"\\r\\n\" }",
          "if size >= 0 { data  bytes[size] nullable end \"\\r\\n\" }",
          "in a record, 'size' and the 'data' it measures must be in the same block"),
-        ("line   bytes[until \"\\r\\n\"]", "fail \"no\"",
-         "'fail' is for records (a frame's layouts are all kept)"),
         ("record Bulk {", "record bulk {", "a record's name starts with a capital letter"),
         ("record Bulk {", "record Kind {", "'Kind' is an enum's name too"),
         ("record Bulk {", "record RespFrame {",

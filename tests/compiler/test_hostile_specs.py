@@ -411,7 +411,8 @@ WORDS = ["direction", "request", "response", "null", "true", "frame", "encode", 
          "u8", "u64", "i24", "u40le", "i56", "crc32", "varint.unsigned", "bytes", "map", "until", '"\\r\\n"', "decimal", "record", "fail", "depth", "Value", "hessian2", "tars", "thrift", "varint", "inside",
          "stream", "{", "}", "(", ")", "[", "]", "?", ":", "??", "+", "%", "-", "==", "not",
          '"x"', '"\\x22\\x22\\x22"', "let", "args", "command", "pipeline", "lower", "words", "char",
-         ".bulk", "[1:]", "[::0]", "items", "_let_args", "self"]  # fmt: skip
+         ".bulk", "[1:]", "[::0]", "items", "_let_args", "self", "answer", "and close", "when",
+         "local_answer"]  # fmt: skip
 # the shipped specs, and the test spec of a frame that announces no length (it ends where its
 # CRC trailer does), with a frame of its hand-written peer
 SPECS = sorted((ROOT / "specs").glob("*.xproto")) + [

@@ -97,6 +97,15 @@ def test_an_error_reply_s_first_word_is_its_status():
         ("let command = lower(args[0])", "let command = lower(late[0])\n    let late = args",
          "unknown field 'late'"),  # a let uses the lets before it
         ("method = command", "method = args", "method must be a boolean or bytes or an integer or null or a string; this expression is a list of byte strings or null"),
+        # answer when: a reply template, tested like a stream rule
+        ('answer and close when command == "quit" { kind = simple_string, text = "OK" }',
+         'answer when command == "quit" { kind = simple_string, nope = "OK" }', "unknown field 'nope' in answer"),
+        ('answer and close when command == "quit" { kind = simple_string, text = "OK" }',
+         'answer when command == "quit" { kind = simple_string, text = 3 }', "'text' in answer must be bytes or a string"),
+        ('answer and close when command == "quit" {', 'answer and close when nope == "quit" {', "unknown field 'nope'"),
+        ('answer and close when command == "quit" {', 'answer or close when command == "quit" {', "unexpected"),
+        # fail: in a frame's layout and a record's, not an inside layout's
+        ('fail "expected a RESP2 type byte (+ - : $ *) or an inline command"', 'fail 3', "unexpected"),
     ],
 )  # fmt: skip
 def test_what_the_language_refuses(old, new, error):
@@ -173,3 +182,69 @@ def test_an_enum_member_against_a_record_value_s_field():
     )
     with pytest.raises(SpecError, match="records give their field 'kind' different types"):
         compile_source(text, "redis.xproto", "redis", fmt=False)
+
+
+def test_a_frame_layout_that_fails_is_refused_on_decode_measure_and_encode():
+    """The frame's ``fail``: a reply that is no RESP2 value (RESP3's types among them) is
+    refused at its first byte, however it arrives, instead of read as an inline line."""
+    from protoc_x.generated.redis import PROTOCOL, RedisFrame
+
+    for data in [b"%1\r\n+a\r\n+b\r\n", b"_\r\n", b",1.5\r\n", b"#t\r\n", b"\r\n", b"1\r\n"]:
+        for direction in (Direction.REQUEST, Direction.RESPONSE):
+            for decode in (PROTOCOL.decode, PROTOCOL.scan):
+                with pytest.raises(api.DecodeError, match="expected a RESP2 type byte") as e:
+                    decode(data, 0, direction)
+                assert e.value.offset == 0
+            steps = PROTOCOL.measure(bytearray(data[:1]), 0, direction)
+            with pytest.raises(api.DecodeError, match="expected a RESP2 type byte"):
+                next(steps)
+    # letters are inline commands
+    assert PROTOCOL.decode(b"ping\r\n", 0, Direction.REQUEST).get_method() == "ping"
+    frame = RedisFrame.blank()
+    frame.kind = ord("%")
+    with pytest.raises(ValueError, match="expected a RESP2 type byte"):
+        frame.encode()
+
+
+@pytest.mark.parametrize(
+    "words, answer, close",
+    [
+        ([b"HELLO", b"3"], b"-NOPROTO protoc-x speaks RESP2", False),
+        ([b"hello", b"3", b"AUTH", b"u", b"p"], b"-NOPROTO", False),
+        ([b"HELLO", b"2", b"AUTH", b"u", b"p"], b"-ERR protoc-x: this command would change", False),
+        ([b"AUTH", b"p"], b"-ERR protoc-x: this command would change", False),
+        ([b"SELECT", b"1"], b"-ERR protoc-x: this command would change", False),
+        ([b"CLIENT", b"REPLY", b"OFF"], b"-ERR protoc-x: this command would change", False),
+        ([b"MULTI"], b"-ERR protoc-x: transactions need", True),
+        ([b"EXEC"], b"-ERR protoc-x: transactions need", False),
+        ([b"BLPOP", b"q", b"0"], b"-ERR protoc-x: blocking commands", False),
+        ([b"SUBSCRIBE", b"c"], b"-ERR protoc-x: blocking commands, pub/sub", False),
+        ([b"QUIT"], b"+OK\r\n", True),
+        ([b"HELLO", b"2"], None, False),
+        ([b"HELLO"], None, False),
+        ([b"SELECT", b"0"], None, False),
+        ([b"GET", b"multi"], None, False),
+    ],
+)
+def test_the_requests_redis_answers_itself(words, answer, close):
+    from protoc_x.generated.redis import PROTOCOL
+
+    for data in (command(*words), b" ".join(words) + b"\r\n"):
+        request = PROTOCOL.decode(data, 0, Direction.REQUEST)
+        got = PROTOCOL.local_answer(request)
+        special = PROTOCOL.scan(data, 0, Direction.REQUEST)[4]
+        if answer is None:
+            assert got is None and not special
+            continue
+        frame, closes = got
+        assert frame.encode().startswith(answer) and closes is close
+        assert special  # the scan sends it down the full path, which answers it
+        assert PROTOCOL.runtime_status(frame.get_status()) == (200 if words == [b"QUIT"] else 400)
+
+
+def test_fail_is_refused_in_an_inside_layout():
+    text = (ROOT / "specs" / "thrift.xproto").read_text()
+    old = "inside body when type == exception {"
+    assert old in text
+    with pytest.raises(SpecError, match="'fail' is for frames and records, not 'inside' layouts"):
+        compile_source(text.replace(old, old + '\n        fail "no"', 1), "thrift.xproto", "thrift")

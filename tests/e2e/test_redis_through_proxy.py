@@ -184,3 +184,65 @@ def test_inline_commands_and_raw_pipelines_on_a_socket(proxy, client):
             assert chunk, got
             got += chunk
         assert got == want
+
+
+def commands_run(endpoint: str) -> dict[str, int]:
+    """Calls of each command the server has run (INFO commandstats), by command name."""
+    stats = direct(endpoint).info("commandstats")
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+
+
+def test_commands_that_would_change_a_shared_connection_are_answered_by_the_proxy(
+    proxy, client, servers
+):
+    """The spec's ``answer when``: HELLO 3 (redis-py 8's default) gets Redis's own NOPROTO,
+    so the client knows to speak RESP2; AUTH, SELECT, transactions, blocking commands and
+    pub/sub get an error; QUIT gets OK. None reaches a server, and the clients sharing the
+    upstream connections go on as before."""
+    for endpoint in servers:
+        direct(endpoint).config_resetstat()
+    default = redis.Redis(host="127.0.0.1", port=proxy, socket_timeout=10)  # (protocol 3)
+    with pytest.raises(redis.ResponseError, match="^NOPROTO protoc-x speaks RESP2"):
+        default.ping()
+    default.close()
+    assert client.execute_command("HELLO", "2")[:2] == [b"server", b"redis"]  # sent on
+    assert client.execute_command("SELECT", "0") is True  # the database it has: sent on
+    refused = {
+        ("AUTH", "secret"): "would change the connection",
+        ("HELLO", "2", "SETNAME", "mine"): "would change the connection",
+        ("SELECT", "1"): "would change the connection",
+        ("CLIENT", "SETNAME", "mine"): "would change the connection",
+        ("MULTI",): "transactions need a connection of their own",
+        ("WATCH", "k"): "transactions need a connection of their own",
+        ("BLPOP", "queue", "1"): "blocking commands",
+        ("SUBSCRIBE", "news"): "pub/sub",
+    }
+    for command, why in refused.items():
+        with pytest.raises(redis.ResponseError, match=f"^protoc-x: .*{why}"):
+            client.execute_command(*command)
+    # a transaction: MULTI is answered and its connection closed, so the commands the client
+    # sent after it (at once, in one write) do not run outside the transaction
+    with pytest.raises((redis.ResponseError, redis.ConnectionError)):
+        with client.pipeline() as pipe:  # (MULTI/EXEC by default)
+            pipe.set("t", "1").get("t").execute()
+    with socket.create_connection(("127.0.0.1", proxy), timeout=10) as s:
+        s.sendall(b"GET t\r\nMULTI\r\nSET t 1\r\nEXEC\r\n")
+        got = b""
+        while chunk := s.recv(4096):  # until the proxy closes the connection
+            got += chunk
+        assert (
+            got
+            == b"$-1\r\n-ERR protoc-x: transactions need a connection of their own; connections to redis are shared\r\n"
+        )
+    assert client.get("t") is None  # nothing of the transaction ran
+    ran = {}
+    for endpoint in servers:
+        for name, calls in commands_run(endpoint).items():
+            ran[name] = ran.get(name, 0) + calls
+    assert ran.get("hello") == 1  # HELLO 2 alone
+    for name in ("auth", "client|setname", "multi", "exec", "watch", "blpop", "subscribe"):
+        assert name not in ran, name
+    assert client.set("after", "all") is True and client.get("after") == b"all"
+    with socket.create_connection(("127.0.0.1", proxy), timeout=10) as s:
+        s.sendall(b"*1\r\n$4\r\nQUIT\r\n")
+        assert s.recv(100) == b"+OK\r\n"
