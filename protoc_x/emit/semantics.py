@@ -111,7 +111,11 @@ class SemanticsEmitter:
             out["goaway"] = ex(self.s.goaway)
         return out
 
-    def template_body(self, t: n.Template, direction: str, id_code: str | None) -> str:
+    def template_body(
+        self, t: n.Template, direction: str, id_code: str | None, ret: str = "f", base: int = 2
+    ) -> str:
+        """Code that builds the frame ``t`` describes into ``f`` and returns ``ret``, indented
+        ``base`` levels."""
         w = Code()
         w(f"f = {self.cls}.blank()")
         if self.c.uses_direction:
@@ -139,8 +143,8 @@ class SemanticsEmitter:
         if id_code is not None and "request_id" in self.c.bindings:
             # the id's field directly: a reply whose layout has no id simply does not carry it
             w(f"f.{self.c.bindings['request_id'].expr.name} = {id_code}")
-        w("return f")
-        return w.text()
+        w(f"return {ret}")
+        return w.text(base)
 
     def answer_body(self) -> str:
         """``local_answer``: the frame of the first ``answer when`` whose test holds for
@@ -157,10 +161,11 @@ class SemanticsEmitter:
                 w(f"let_{let.name} = request._let_{let.name}()")
         for r in self.s.answers:
             w(f"if {ex(r.test)}:  # line {r.pos.line}").indent()
-            answer = self.template_body(r.answer, "RESPONSE", "request.get_request_id()")
+            answer = self.template_body(
+                r.answer, "RESPONSE", "request.get_request_id()", f"f, {r.close}", base=0
+            )
             for line in answer.splitlines():
-                w(line[8:])  # (template_body's lines are a method's, 8 spaces in)
-            w.lines[-1] = w.lines[-1].replace("return f", f"return f, {r.close}")
+                w(line)
             w.dedent()
         w("return None")
         return w.text()
