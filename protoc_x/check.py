@@ -52,7 +52,13 @@ class FieldInfo:
     int_type: n.IntType | None = None
     ext: object | None = None  # the field-type class for ext fields
     count: bool = False  # sized by element count: len() is a count
+    window: bool = False  # one field-type value filling the bytes its size gives (json.object[n])
     paths: list = field(default_factory=list)  # branch paths it appears on
+
+    @property
+    def many(self) -> bool:
+        """A list of field-type values (``T[count n]``, or as many as fill ``T[n]``)."""
+        return self.kind == "ext" and self.node.type.size is not None and not self.window
 
 
 @dataclass
@@ -135,7 +141,7 @@ def _walk_expr(e, into_lets: bool = True) -> Iterator:
         sub = getattr(e, attr, None)
         if sub is not None:
             yield from _walk_expr(sub, into_lets)
-    for sub in getattr(e, "options", ()) + getattr(e, "args", ()):
+    for sub in getattr(e, "options", ()) + getattr(e, "args", ()) + getattr(e, "values", ()):
         yield from _walk_expr(sub, into_lets)
 
 
@@ -265,7 +271,15 @@ class Checker:
             )
         seen: dict[str, Pos] = {}
         for st in s.statements:
-            if st.kind in n.REPEATABLE:
+            if st.kind in (
+                "enums",
+                "insides",
+                "bindings",
+                "header_bindings",
+                "records",
+                "lets",
+                "answers",
+            ):
                 continue
             if st.kind in seen:
                 raise SpecError(
@@ -321,9 +335,7 @@ class Checker:
             if target is None or target.owner is not None:
                 raise SpecError(inside.pos, f"unknown frame field {inside.target!r}")
             whole = (  # a field type whose one value is bytes (a thrift struct) holds one too
-                target.kind == "ext"
-                and target.ext.VALUE == "bytes"
-                and target.node.type.size is None
+                target.kind == "ext" and target.ext.VALUE == "bytes" and not target.many
             )
             if target.kind != "bytes" and not whole:
                 raise SpecError(
@@ -678,6 +690,16 @@ class Checker:
             info.kind = "ext"
             info.ext = self._ext_class(t.ref)
         size = getattr(t, "size", None)
+        if info.kind == "ext" and getattr(info.ext, "WINDOW", False):
+            # a value that cannot tell where it ends (a JSON object): the frame must say
+            if not isinstance(size, (n.SizeBytes, n.SizeRest)):
+                spelled = f"{t.ref.module}.{t.ref.name}"
+                raise SpecError(
+                    t.pos,
+                    f"{spelled} fills the bytes it is given: write {spelled}[n] with n its size "
+                    f"in bytes, or {spelled}[rest]",
+                )
+            info.window = True
         if isinstance(size, n.SizeUntil):
             raise SpecError(size.pos, "only bytes, string and decimal end at a delimiter (until)")
         if isinstance(size, n.SizeCount):
@@ -884,8 +906,16 @@ class Checker:
             # (direction is a name but no field: indexing it was an internal compiler error)
             info = self.fields.get(e.obj.name) if isinstance(e.obj, n.Name) else None
             if info is not None and info.kind == "map" or isinstance(e.key, n.StrLit):
-                if info is None or info.kind not in ("map", "ext"):
-                    raise SpecError(e.pos, "only map fields can be indexed by a string")
+                # a map field, a field type's map (JSON), or a value read from one or a let
+                # (Types checks that those are maps)
+                nested = isinstance(e.obj, (n.Index, n.LetRef))
+                if (
+                    info is None
+                    and not nested
+                    or info is not None
+                    and info.kind not in ("map", "ext")
+                ):
+                    raise SpecError(e.pos, "only maps can be indexed by a string")
                 if not isinstance(e.key, n.StrLit):
                     raise SpecError(e.key.pos, "a map key must be a string")
                 return None
@@ -901,6 +931,12 @@ class Checker:
             return None
         if isinstance(e, n.Unary):
             self.expr(e.operand, ctx, before, owner)
+            return None
+        if isinstance(e, n.MapLit):
+            if ctx not in TEMPLATE_CONTEXTS:
+                raise SpecError(e.pos, "a map is written in templates only")
+            for v in e.values:
+                self.expr(v, ctx, before, owner)
             return None
         if isinstance(e, n.BinOp):
             if e.op in ("==", "!="):
@@ -1037,7 +1073,9 @@ class Checker:
             if b.name in out:
                 raise SpecError(b.pos, f"duplicate binding {b.name!r}")
             self.expr(b.expr, ctx="frame")
-            if b.name in ("body", "headers", "request_id"):
+            if b.name == "request_id" and not isinstance(b.expr, n.Name):
+                self.request_id_path(b.expr)
+            elif b.name in ("body", "headers", "request_id"):
                 if not isinstance(b.expr, n.Name) or b.expr.name not in self.fields:
                     raise SpecError(b.expr.pos, f"{b.name} must name a field")
                 info = self.fields[b.expr.name]
@@ -1117,6 +1155,37 @@ class Checker:
         if s.success_response is not None:
             self.template(s.success_response, "success_response")
         return out
+
+    def request_id_path(self, e) -> None:
+        """``request_id`` in a record value or a map: ``rec.field`` (a record field's integer
+        field) or ``m["key"]`` (a map field's value, an integer or its decimal text)."""
+        root = e.obj if isinstance(e, (n.Attr, n.Index)) else None
+        info = self.fields.get(root.name) if isinstance(root, n.Name) else None
+        if info is not None and isinstance(e, n.Attr):
+            ref = getattr(info.node.type, "ref", None)
+            table = self.record_tables.get(ref.name) if ref and ref.module == "record" else None
+            inner = table.fields.get(e.name) if table is not None else None
+            if table is not None and not info.many:
+                int_ext = inner is not None and inner.kind == "ext" and inner.ext.VALUE == "int"
+                if (
+                    inner is None
+                    or inner.kind not in ("int", "enum")
+                    and not (int_ext and not inner.many)
+                ):
+                    raise SpecError(
+                        e.pos, f"the request id must be an integer field of record {ref.name}"
+                    )
+                if inner.int_type is not None and inner.int_type.odd:
+                    raise SpecError(e.pos, "the request id must be 8, 16, 32 or 64 bits wide")
+                return
+        if info is not None and isinstance(e, n.Index) and isinstance(e.key, n.StrLit):
+            if info.kind == "map" or (info.kind == "ext" and info.ext.VALUE == "map"):
+                return
+        raise SpecError(
+            e.pos,
+            "request_id must name an integer field, a field of a record field (rec.id) or a "
+            'map field\'s key (m["id"])',
+        )
 
     def template(self, t: n.Template, ctx: str) -> None:
         seen = set()
@@ -1404,8 +1473,10 @@ class Types:
         """What a template may assign to a field (the generated code converts text and bytes)."""
         kind = info.kind
         if kind == "ext":
-            if info.node.type.size is not None:
+            if info.many:
                 return {ANY}  # a list of field-type values
+            if isinstance(info.ext, RecordType):  # (a copy of the request's: copied())
+                return {_RECORD + info.ext.record.name, NULL}
             kind = info.ext.VALUE
             if getattr(info.ext, "NULLABLE", False) and kind in _VALUE_TYPES:
                 return self._accepts_kind(kind, info) | {NULL}  # its writer takes None
@@ -1454,7 +1525,7 @@ class Types:
             if info.node.type.size is not None:
                 return {_LIST + record} | nullable
             return {record, NULL}  # (null where its layout has none)
-        if info.node.type.size is not None:
+        if info.many:
             return {ANY}  # a list of field-type values
         value = _VALUE_TYPES.get(info.ext.VALUE, ANY)
         # a field type that reads null (an absent tag, an encoded null) says so: NULLABLE
@@ -1469,6 +1540,10 @@ class Types:
             if e.value is None:
                 return {NULL}
             return {MAP} if e.value == {} else {BOOL}
+        if isinstance(e, n.MapLit):
+            for v in e.values:
+                self.want(v, {INT, STR, BYTES, BOOL, NULL, MAP}, "a map's value")
+            return {MAP}
         if isinstance(e, n.Name):
             info = self.fields.get(e.name)
             if info is not None:
@@ -1510,8 +1585,8 @@ class Types:
                 return {ANY}
             if obj - {NULL} != {MAP}:  # a null map reads as absent keys (map_get)
                 raise SpecError(e.pos, f"only maps can be indexed; this is {_describe_types(obj)}")
-            info = self.fields[e.obj.name]
-            return {STR, NULL} if info.kind == "map" else {ANY}
+            info = self.fields.get(e.obj.name) if isinstance(e.obj, n.Name) else None
+            return {STR, NULL} if info is not None and info.kind == "map" else {ANY}
         if isinstance(e, n.Unary):
             t = self.type(e.operand)
             if e.op == "not":

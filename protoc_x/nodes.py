@@ -31,6 +31,16 @@ class Const:
 
 
 @dataclass(frozen=True)
+class MapLit:
+    """``{"code": $status, "flag": 1}``: a map of string keys (a template's value of a map
+    field)."""
+
+    keys: tuple[str, ...]
+    values: tuple  # (Expr, ...)
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class Name:
     """A field, an enum member, a stream kind or ``direction``: resolved by the checker."""
 
@@ -385,10 +395,6 @@ class Statement:
 
     kind: str
     pos: Pos
-
-
-#: the top-level statements a spec may have many of (the others are once each)
-REPEATABLE = ("enums", "insides", "bindings", "header_bindings", "records", "lets", "answers")
 
 
 @dataclass(frozen=True)

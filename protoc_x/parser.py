@@ -221,7 +221,15 @@ class _ToNodes(Transformer):
         fields: dict = {"statements": []}
         for kind, pos, value in items:
             fields["statements"].append(n.Statement(kind, pos))
-            if kind in n.REPEATABLE:
+            if kind in (
+                "enums",
+                "insides",
+                "bindings",
+                "header_bindings",
+                "records",
+                "lets",
+                "answers",
+            ):
                 fields.setdefault(kind, []).append(value)
             elif kind == "pool":
                 fields["pool"], fields["ordered"] = value
@@ -233,7 +241,15 @@ class _ToNodes(Transformer):
                     fields.setdefault("status_others_pos", others[0][2])
             else:
                 fields.setdefault(kind, value)
-        for key in n.REPEATABLE + ("statements",):  # (lets: made a tuple as they resolve)
+        for key in (
+            "enums",
+            "insides",
+            "bindings",
+            "header_bindings",
+            "records",
+            "answers",
+            "statements",
+        ):
             if key in fields:
                 fields[key] = tuple(fields[key])
         if "lets" in fields:
@@ -288,6 +304,9 @@ class _ToNodes(Transformer):
     def inside(self, meta, children):
         target, test, *items = children
         return ("insides", _pos(meta), n.Inside(str(target), test, tuple(items), _pos(meta)))
+
+    def field_name(self, meta, children):
+        return children[0]
 
     def field(self, meta, children):
         name, type_, value, nullable = children
@@ -541,8 +560,18 @@ class _ToNodes(Transformer):
     def false(self, meta, c):
         return n.Const(False, _pos(meta))
 
-    def empty_map(self, meta, c):
-        return n.Const({}, _pos(meta))
+    def map_lit(self, meta, c):
+        entries = [x for x in c if x is not None]
+        if not entries:
+            return n.Const({}, _pos(meta))
+        keys = tuple(k for k, _ in entries)
+        for i, k in enumerate(keys):
+            if k in keys[:i]:
+                raise SpecError(_pos(meta), f"key {k!r} appears twice in the map")
+        return n.MapLit(keys, tuple(v for _, v in entries), _pos(meta))
+
+    def map_entry(self, meta, c):
+        return (_string(c[0]), c[1])
 
 
 _TOKEN_NAMES = {

@@ -99,6 +99,16 @@ def to_int(value: Any) -> int | None:
         return None
 
 
+def id_like(request_id: int, old: Any) -> Any:
+    """A request id to write where ``old`` was (a map's value): as text when that was text,
+    as bytes when it was bytes, else as the integer."""
+    if isinstance(old, str):
+        return str(request_id)
+    if isinstance(old, (bytes, bytearray)):
+        return b"%d" % request_id
+    return request_id
+
+
 def before(value: str | None, sep: str) -> str | None:
     """The part before the first ``sep``; None when ``sep`` is absent (spec ``before()``)."""
     if value is None:
@@ -239,6 +249,17 @@ class XRecord:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.field_values().items())
         return f"{type(self).__name__}({fields})"
+
+
+def copied(value: XRecord | None) -> XRecord | None:
+    """A record value read from a request, copied into a reply (a template's
+    ``head = request.head``): the reply's changes, its request id among them, stay its own."""
+    if value is None:
+        return None
+    new = object.__new__(type(value))
+    for name in type(value).__slots__:
+        setattr(new, name, getattr(value, name))
+    return new
 
 
 class XFrame:
@@ -697,7 +718,10 @@ def map_get(items: dict | None, key: str) -> Any:
     """``m["key"]`` of spec expressions: None when the map or the key is absent."""
     if items is None:
         return None
-    return items.get(key)
+    try:
+        return items.get(key)
+    except AttributeError:  # a field type's value that is not a map (a JSON list or text)
+        return None
 
 
 def coalesce(first: Any, second: Any) -> Any:

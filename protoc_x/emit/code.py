@@ -11,8 +11,8 @@ from .. import nodes as n
 #: the runtime.api names generated code may use; the module imports those it does use
 API_NAMES = (
     "DecodeError", "Direction", "PoolMode", "StreamType", "Struct", "XFrame", "XProtocol", "XRecord",
-    "after", "as_bytes", "before", "byte_of", "coalesce", "crc32", "default_message", "first_value",
-    "header_values", "join_text", "lower_text", "map_get", "measured", "overrun", "read_kvmap", "read_kvmap_count",
+    "after", "as_bytes", "before", "byte_of", "coalesce", "copied", "crc32", "default_message", "first_value",
+    "header_values", "id_like", "join_text", "lower_text", "map_get", "measured", "overrun", "read_kvmap", "read_kvmap_count",
     "read_kvmap_fixed", "split_words", "text", "to_int", "utf8", "value_attr", "value_item",
     "value_slice", "write_kvmap", "write_kvmap_fixed",
 )  # fmt: skip

@@ -508,6 +508,15 @@ class DecodeEmitter:
                     w(f"{obj}._at_{name} = pos - start")
                 w(f"{target}, pos = {ft}.read(buf, pos, end, {ctx})")
                 return
+            if info.window:  # one value filling the bytes its size gives
+                stop = "end" if isinstance(size, n.SizeRest) else f"pos + {ex(size.expr)}"
+                w(f"stop = {stop}")
+                w("if stop > end or stop < pos:")
+                w(f"    raise DecodeError(pos, {name + ': bad size'!r})")
+                w(f"{target}, pos = {ft}.read(buf, pos, stop, {ctx})")
+                w("if pos != stop:")
+                w(f"    raise DecodeError(pos, {name + ': bytes after its value'!r})")
+                return
             w("items = []")
             if isinstance(size, n.SizeCount):
                 w(f"count = {ex(size.expr)}")

@@ -48,7 +48,7 @@ class EncodeEmitter:
             return f"{writer}({value}, {self.length_codec(t)})"
         ft = self.mod.fieldtype(t.ref)
         ctx = self.ctx_of(t.ref)
-        if t.size is None:
+        if t.size is None or info.window:
             return f"{ft}.write({value}, {ctx})"
         if fld.nullable:  # a counted list, null as a count of -1
             return f'None if {value} is None else b"".join([{ft}.write(item, {ctx}) for item in {value}])'

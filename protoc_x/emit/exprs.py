@@ -63,6 +63,8 @@ class Exprs:
             return repr(e.value)
         if isinstance(e, n.Const):
             return repr(e.value)
+        if isinstance(e, n.MapLit):
+            return "{" + ", ".join(f"{k!r}: {c(v)}" for k, v in zip(e.keys, e.values)) + "}"
         if isinstance(e, n.Name):
             if e.name in self.c.fields:
                 return self.ref(e.name)

@@ -150,7 +150,7 @@ class ScanEmitter:
             w("else:")
             w("    kind = None")
         tests = [ex(e) for e in (self.s.heartbeat and self.s.heartbeat.test, self.s.goaway) if e]
-        rid = ex(b["request_id"].expr) if "request_id" in b else "None"
+        rid = self.id_get(ex) if "request_id" in b else "None"
         head = f"{length}, {rid}, {ido}, kind, {' or '.join(tests) or 'False'}"
         # a binding that reads lets, of a decoded frame (``obj``): the frame's own method,
         # which computes each let once; otherwise the binding's expression, in place

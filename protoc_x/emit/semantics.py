@@ -73,14 +73,16 @@ class SemanticsEmitter:
         out = {}
         b = self.c.bindings
         if "request_id" in b:
-            out["request_id"] = ex(b["request_id"].expr)
+            out["request_id"] = self.id_get(ex)
+            out["request_id_set"] = self.id_set()
         for key in ("timeout_ms", "status", "service", "method"):
             if key in b:  # (a method's body)
                 out[key] = self.body(b[key].expr, text=key in ("service", "method"))
         guards = {}
         for key in ("request_id", "body", "headers"):
             if key in b:
-                name = out[f"{key}_field"] = b[key].expr.name
+                e = b[key].expr
+                name = out[f"{key}_field"] = (e if isinstance(e, n.Name) else e.obj).name
                 where = self.presence(name)
                 if where is not None:
                     why = f"this {self.s.name} frame's layout has no {key} ({name} is not in it)"
@@ -111,11 +113,37 @@ class SemanticsEmitter:
             out["goaway"] = ex(self.s.goaway)
         return out
 
-    def template_body(
-        self, t: n.Template, direction: str, id_code: str | None, ret: str = "f", base: int = 2
-    ) -> str:
-        """Code that builds the frame ``t`` describes into ``f`` and returns ``ret``, indented
-        ``base`` levels."""
+    def id_get(self, ex: Exprs) -> str:
+        """The request id's value: a field, a record value's field, or a map's value (an
+        integer, or its decimal text)."""
+        e = self.c.bindings["request_id"].expr
+        return f"to_int({ex(e)})" if isinstance(e, n.Index) else ex(e)
+
+    def id_set(self) -> str:
+        """``set_request_id``'s body after its guard: the id written where it was read (a
+        record value's field in place; a map's value as the kind it was, the map assigned
+        back so a map kept as bytes is written anew)."""
+        e = self.c.bindings["request_id"].expr
+        w = Code()
+        if isinstance(e, n.Name):
+            w(f"self.{e.name} = request_id")
+            return w.text()
+        root = e.obj.name
+        w(f"value = self.{root}")
+        if isinstance(e, n.Attr):
+            why = f"this {self.s.name} frame has no {root} to hold the request id"
+            w("if value is None:")
+            w(f"    raise NotImplementedError({why!r})")
+            w(f"value.{e.name} = request_id")
+        else:
+            key = e.key.value
+            w("if value is None:")
+            w("    value = {}  # (a frame built without it)")
+            w(f"value[{key!r}] = id_like(request_id, value.get({key!r}))")
+            w(f"self.{root} = value")
+        return w.text()
+
+    def template_body(self, t: n.Template, direction: str, id_code: str | None) -> str:
         w = Code()
         w(f"f = {self.cls}.blank()")
         if self.c.uses_direction:
@@ -135,16 +163,21 @@ class SemanticsEmitter:
                 value = f"as_bytes({value})"
             elif info.kind == "ext" and info.ext.VALUE == "str":
                 value = f"text({value})"
+            elif info.kind == "ext" and info.ext.VALUE == "record" and ex.reads_request:
+                value = f"copied({value})"  # the reply's own (its request id is set in it)
             if ex.reads_request and info.kind == "ext" and hasattr(info.ext, "detach"):
                 # a value read from the request may carry its frame's other bytes: the field
                 # type detaches it before it goes into another frame
                 value = f"{self.mod.fieldtype(info.node.type.ref)}.detach({value})"
             w(f"f.{a.name} = {value}")
-        if id_code is not None and "request_id" in self.c.bindings:
+        rid = self.c.bindings.get("request_id")
+        if id_code is not None and rid is not None and isinstance(rid.expr, n.Name):
             # the id's field directly: a reply whose layout has no id simply does not carry it
-            w(f"f.{self.c.bindings['request_id'].expr.name} = {id_code}")
-        w(f"return {ret}")
-        return w.text(base)
+            w(f"f.{rid.expr.name} = {id_code}")
+        elif id_code is not None and rid is not None:  # in a record value or a map
+            w(f"f.set_request_id({id_code})")
+        w("return f")
+        return w.text()
 
     def answer_body(self) -> str:
         """``local_answer``: the frame of the first ``answer when`` whose test holds for
@@ -161,11 +194,10 @@ class SemanticsEmitter:
                 w(f"let_{let.name} = request._let_{let.name}()")
         for r in self.s.answers:
             w(f"if {ex(r.test)}:  # line {r.pos.line}").indent()
-            answer = self.template_body(
-                r.answer, "RESPONSE", "request.get_request_id()", f"f, {r.close}", base=0
-            )
+            answer = self.template_body(r.answer, "RESPONSE", "request.get_request_id()")
             for line in answer.splitlines():
-                w(line)
+                w(line[8:])  # (template_body's lines are a method's, 8 spaces in)
+            w.lines[-1] = w.lines[-1].replace("return f", f"return f, {r.close}")
             w.dedent()
         w("return None")
         return w.text()
@@ -194,7 +226,7 @@ class SemanticsEmitter:
             elif f.kind == "map":
                 value = "{}"
             else:
-                value = "[]" if getattr(node.type, "size", None) is not None else "None"
+                value = "[]" if f.many else "None"
             out.append((name, value))
         for t in self.targets:
             out.append((f"_state_{t}", "1"))

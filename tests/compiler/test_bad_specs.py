@@ -138,7 +138,7 @@ CASES = [
     ("reserved-name", variant("id u32", "encode u32"), "mini",
      "8:9: error: field name 'encode' is reserved for the frame API"),
     ("unknown-fieldtype", variant("data bytes[size]", "data hessian3.string"), "mini",
-     "10:14: error: unknown field-type library 'hessian3' (have: hessian2, tars, thrift, varint)"),
+     "10:14: error: unknown field-type library 'hessian3' (have: hessian2, json, tars, thrift, varint)"),
     ("text-library-named", variant("data bytes[size]", 'data texts.bytes("x")'), "mini",
      '10:14: error: text types are spelled bytes[until "..."], string[until "..."], '
      'decimal[until "..."] and "token" (docs/language.md)'),

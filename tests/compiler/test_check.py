@@ -26,6 +26,10 @@ def field(decl: str) -> str:
     return v("data bytes[size]", "data bytes[size]\n        " + decl)
 
 
+#: a record for the request id to live in (``id R``, ``request_id = id.v``)
+RECORD_R = "record R { v u32\n        k u8 }\n    frame"
+
+
 def binding(line: str) -> str:
     """GOOD with one more binding after ``body = data``."""
     return v("body = data", "body = data\n    " + line)
@@ -199,7 +203,7 @@ ERRORS = [
      "15:9: only request.<field> can be read with '.' (in reply and response templates)"),
     ("attribute-unknown", v("data = $message", "data = request.nope"), "mini",
      "22:45: unknown field 'nope'"),
-    ("index-not-map", binding('service = id["x"]'), "mini", "14:15: only map fields can be indexed by a string"),
+    ("index-not-map", binding('service = id["x"]'), "mini", "14:15: only maps can be indexed by a string"),
     ("index-not-a-string", v("body = data", "body = data\n    service = m[1]",
                              "data bytes[size]", "data bytes[size]\n        m map(u8)[count 2]"), "mini",
      "15:17: a map key must be a string"),
@@ -712,7 +716,7 @@ ERRORS = [
     ("inside-condition-right", inside(TWO_INSIDE_FIELDS + '    inside data when "a" == svc { y u8 }'),
      "mini", "14:29: an 'inside' condition reads other frame fields, not 'svc' (reading it needs the layout this condition chooses)"),
     ("index-a-request-field", v("data = $message", 'data = request.m["x"]', "dir Dir", "dir Dir\n        m map(u8)[count 2]"),
-     "mini", "23:45: only map fields can be indexed by a string"),
+     "mini", "23:45: only maps can be indexed by a string"),
     # an unknown name anywhere in an expression
     ("unknown-negated", binding("timeout_ms = -nope"), "mini", "14:19: unknown field 'nope'"),
     ("unknown-not", binding("timeout_ms = not nope"), "mini", "14:22: unknown field 'nope'"),
@@ -800,7 +804,7 @@ ERRORS = [
     ("inside-sizeof-function", inside("    inside data when dir == request { x u32 = hessian2.arg_count(sizeof(frame)) }"), "mini",
      "12:66: sizeof() is only for recomputed frame fields"),
     ("direction-in-index", binding('service = direction["k"]'), "mini",
-     "14:15: only map fields can be indexed by a string"),
+     "14:15: only maps can be indexed by a string"),
     ("direction-in-int", binding('service = int(direction)'), "mini",
      "14:19: direction is not a value: compare it (direction == request)"),
     ("direction-in-function", binding('service = hessian2.arg_count(direction)'), "mini",
@@ -811,6 +815,30 @@ ERRORS = [
      "10:20: field 'data' is read after 'data': a size may only use earlier fields"),
     ("tags-after-an-untagged-field-type", field("h hessian2.string\n        a tars.int(1)\n        b tars.int(1)"),
      "mini", "13:11: tag 1 is also the tag of 'a' (line 12)"),
+    # ---- a request id in a record or a map, a value that fills its bytes, map literals ----
+    ("json-without-size", v("data bytes[size]", "data json.object"), "mini",
+     "10:14: json.object fills the bytes it is given: write json.object[n] with n its size in bytes, or json.object[rest]"),
+    ("json-by-count", v("data bytes[size]", "data json.object[count size]"), "mini",
+     "10:14: json.object fills the bytes it is given: write json.object[n] with n its size in bytes, or json.object[rest]"),
+    ("request-id-arithmetic", v("request_id = id", "request_id = id + 1"), "mini",
+     '12:18: request_id must name an integer field, a field of a record field (rec.id) or a map field\'s key (m["id"])'),
+    ("request-id-in-bytes", v("request_id = id", 'request_id = data["x"]'), "mini",
+     "12:18: only maps can be indexed by a string"),
+    ("request-id-record-unknown", v("frame", RECORD_R, "id u32", "id R", "request_id = id", "request_id = id.nope"),
+     "mini", "14:18: the request id must be an integer field of record R"),
+    ("request-id-record-not-int", v("frame", "record R { n u8 = len(s)\n        s string[n] }\n    frame", "id u32", "id R",
+                                    "request_id = id", "request_id = id.s"),
+     "mini", "14:18: the request id must be an integer field of record R"),
+    ("request-id-record-list", v("frame", RECORD_R, "id u32", "id R[count 2]", "request_id = id", "request_id = id.v"),
+     "mini", '14:18: request_id must name an integer field, a field of a record field (rec.id) or a map field\'s key (m["id"])'),
+    ("request-id-record-u24", v("frame", "record R { v u24 }\n    frame", "id u32", "id R", "request_id = id", "request_id = id.v"),
+     "mini", "13:18: the request id must be 8, 16, 32 or 64 bits wide"),
+    ("map-literal-in-binding", binding('service = {"a": 1}'), "mini", "14:15: a map is written in templates only"),
+    ("map-literal-twice", v("data = $message", 'data = {"a": 1, "a": 2}'), "mini", "22:45: key 'a' appears twice in the map"),
+    ("map-literal-to-bytes", v("data = $message", 'data = {"a": 1}'), "mini",
+     "22:45: 'data' in error_response must be bytes or null or a string; this expression is a map"),
+    ("index-of-an-int-let", v("body = data", 'body = data\n    let x = id\n    service = x["k"]'), "mini",
+     "15:15: only maps can be indexed; this is an integer"),
 ]  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from protoc_x.samples import SAMPLES
 
 from ..codec.test_measured_frames import frame as vhc_frame
 from ..codec.test_records import write as resp_write
+from ..codec.test_request_id_anywhere import recid_frame, remoting_frame, request
 from .test_bad_specs import GOOD
 
 ROOT = Path(__file__).parents[2]
@@ -412,12 +413,15 @@ WORDS = ["direction", "request", "response", "null", "true", "frame", "encode", 
          "stream", "{", "}", "(", ")", "[", "]", "?", ":", "??", "+", "%", "-", "==", "not",
          '"x"', '"\\x22\\x22\\x22"', "let", "args", "command", "pipeline", "lower", "words", "char",
          ".bulk", "[1:]", "[::0]", "items", "_let_args", "self", "answer", "and close", "when",
-         "local_answer"]  # fmt: skip
-# the shipped specs, and the test spec of a frame that announces no length (it ends where its
-# CRC trailer does), with a frame of its hand-written peer
+         "local_answer", "json.object", '{"k": 1}', '["opaque"]', "header", ".id", "head"]  # fmt: skip
+# the shipped specs, and the test specs of frames that announce no length (vhc ends where its
+# CRC trailer does), of RESP, and of request ids in a JSON header and a record, each with a
+# frame of its hand-written peer
 SPECS = sorted((ROOT / "specs").glob("*.xproto")) + [
     ROOT / "tests" / "codec" / "vhc.xproto",
     ROOT / "tests" / "codec" / "resp.xproto",
+    ROOT / "tests" / "codec" / "remoting.xproto",
+    ROOT / "tests" / "codec" / "recid.xproto",
 ]
 MUTANTS = 3000
 
@@ -467,6 +471,9 @@ def test_compiler_fuzz_of_mutated_shipped_specs(tmp_path, monkeypatch):
     samples["vhc"] = [SimpleNamespace(data=vhc, direction=None)]
     resp = resp_write([b"MGET", [b"k", None, 7], [("null-array",), b""]])
     samples["resp"] = [SimpleNamespace(data=resp, direction=None)]
+    remoting = remoting_frame(request(7, topic="T", extra="e" * 300), b"body")
+    samples["remoting"] = [SimpleNamespace(data=remoting, direction=None)]
+    samples["recid"] = [SimpleNamespace(data=recid_frame(0, 300, "svc", b"body"), direction=None)]
     refused = built = formatted = 0
     started = time.monotonic()
     for i in range(MUTANTS):

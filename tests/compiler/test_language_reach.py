@@ -370,3 +370,14 @@ def test_a_frame_measured_through_a_u24_length():
     assert all(mod.PROTOCOL.decode(data[:cut], 0) is None for cut in (0, 8, 9, 70009, len(data) - 1))  # fmt: skip
     f = mod.PROTOCOL.decode(data, 0)
     assert (f.length, f.size, f.tail) == (len(data), 70000, b"abc") and f.encode() == data
+
+
+@pytest.mark.parametrize("name", ["header", "stream", "let", "record", "detect", "answer", "pool"])
+def test_a_field_may_be_named_like_a_statement_after_a_field_with_a_value(name):
+    # (after an expression the parser also accepts the statements that follow a binding, and
+    # their keywords used to win over the field's name)
+    spec = variant("size u16 = len(data)", f"size u16 = len(data)\n        {name} u8 = 7",
+                   "body = data", f"body = data\n    service = {name} == 7 ? \"seven\" : \"other\"")  # fmt: skip
+    mod = load_module_source("kw", compile_source(spec, "<kw>", "mini"), "<kw>")
+    f = mod.PROTOCOL.decode(b"\x4d\x00" + (9).to_bytes(4, "big") + b"\x00\x02\x07ab", 0)
+    assert (getattr(f, name), f.get_service(), f.data) == (7, "seven", b"ab")

@@ -1,0 +1,119 @@
+"""JSON: one JSON object in a field of a size the frame gives (``json.object[header_len]``),
+as RocketMQ's remoting protocol carries its request header, or a JSON-RPC envelope does.
+
+The value is a dict (VALUE "map"): a spec reads it like any map (``header["opaque"]``), a
+request id may live in it (``request_id = header["opaque"]``, rewritten by the proxy and
+written back, the sizes that measure it following), and the encoder writes it back compact
+(``{"a":1}``: no spaces, key order kept, UTF-8). An unmodified frame is forwarded as its
+bytes, so a peer's spacing survives unless the proxy changes the object.
+
+Untrusted bytes are refused with a DecodeError at the field: invalid UTF-8 or JSON, a value
+that is not an object, ``NaN``/``Infinity`` (not JSON), numbers of more than
+:data:`MAX_DIGITS` digits, and nesting deeper than :data:`MAX_DEPTH` (checked before parsing,
+so no input reaches the parser's recursion limit).
+"""
+
+from __future__ import annotations
+
+import json as _json
+
+from protoc_x.runtime.api import DecodeError
+
+#: arrays and objects nested deeper than this are refused (RocketMQ's header nests 2 deep)
+MAX_DEPTH = 64
+#: the longest integer or fraction, in digits
+MAX_DIGITS = 64
+
+_OPEN, _CLOSE, _QUOTE, _BACKSLASH = frozenset(b"[{"), frozenset(b"]}"), 0x22, 0x5C
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _number(text: str):
+    if len(text) > MAX_DIGITS:
+        raise ValueError(f"a number of {len(text)} characters")
+    return text
+
+
+def _int(text: str) -> int:
+    return int(_number(text))
+
+
+def _float(text: str) -> float:
+    return float(_number(text))
+
+
+_DECODER = _json.JSONDecoder(
+    parse_constant=_not_json, parse_int=_int, parse_float=_float, strict=True
+)
+
+
+def _depth_at(data: bytes) -> int:
+    """The offset where nesting first exceeds MAX_DEPTH, or -1 (strings skipped)."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return -1  # (cannot be deeper: no need to walk it)
+    depth, in_string, escaped = 0, False, False
+    for i, b in enumerate(data):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == _BACKSLASH:
+                escaped = True
+            elif b == _QUOTE:
+                in_string = False
+        elif b == _QUOTE:
+            in_string = True
+        elif b in _OPEN:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return i
+        elif b in _CLOSE:
+            depth -= 1
+    return -1
+
+
+class Object:
+    """A JSON object → dict, written back compact."""
+
+    PARAMS: tuple[str, ...] = ()
+    PARAM_TYPES: tuple[type, ...] = ()
+    VALUE = "map"
+    WINDOW = True  # one object fills the bytes the frame gives it: json.object[n]
+    __slots__ = ()
+
+    def read(self, buf, pos: int, end: int, ctx=None):
+        data = bytes(buf[pos:end])
+        deep = _depth_at(data)
+        if deep >= 0:
+            raise DecodeError(pos + deep, f"JSON nested more than {MAX_DEPTH} deep")
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as e:
+            raise DecodeError(pos + e.start, "invalid UTF-8 in a JSON value") from None
+        try:
+            value, stop = _DECODER.raw_decode(text, len(text) - len(text.lstrip()))
+        except _json.JSONDecodeError as e:
+            at = pos + len(text[: e.pos].encode())
+            raise DecodeError(at, f"invalid JSON: {e.msg}") from None
+        except ValueError as e:  # (a constant or number the hooks refuse)
+            raise DecodeError(pos, f"invalid JSON: {e}") from None
+        if text[stop:].strip():
+            raise DecodeError(pos + len(text[:stop].encode()), "bytes after the JSON value")
+        if not isinstance(value, dict):
+            raise DecodeError(pos, f"expected a JSON object, found {type(value).__name__}")
+        return value, end
+
+    def write(self, value, ctx=None) -> bytes:
+        if value is None:
+            value = {}
+        return _json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+TYPES = {"object": Object}
+FUNCTIONS: dict = {}
+
+
+def new_context():
+    return None
