@@ -975,24 +975,72 @@ class RedisProtocol(XProtocol):
                 "ERR protoc-x: transactions need a connection of their own; connections to redis are shared"
             )
             return f, False
-        if let_command in (
-            "blpop",
-            "brpop",
-            "brpoplpush",
-            "blmove",
-            "blmpop",
-            "bzpopmin",
-            "bzpopmax",
-            "bzmpop",
-            "wait",
-            "waitaof",
-            "subscribe",
-            "psubscribe",
-            "ssubscribe",
-            "unsubscribe",
-            "punsubscribe",
-            "sunsubscribe",
-            "monitor",
+        if (
+            (
+                let_command
+                in (
+                    "blpop",
+                    "brpop",
+                    "brpoplpush",
+                    "blmove",
+                    "blmpop",
+                    "bzpopmin",
+                    "bzpopmax",
+                    "bzmpop",
+                    "wait",
+                    "waitaof",
+                    "subscribe",
+                    "psubscribe",
+                    "ssubscribe",
+                    "unsubscribe",
+                    "punsubscribe",
+                    "sunsubscribe",
+                    "monitor",
+                )
+            )
+            or (
+                (let_command == "xread")
+                and (
+                    (lower_text(value_item(let_args, 1)) == "block")
+                    or (
+                        (lower_text(value_item(let_args, 1)) == "count")
+                        and (lower_text(value_item(let_args, 3)) == "block")
+                    )
+                )
+            )
+        ) or (
+            (let_command == "xreadgroup")
+            and (
+                (
+                    (
+                        (
+                            (lower_text(value_item(let_args, 4)) == "block")
+                            or (
+                                (lower_text(value_item(let_args, 4)) == "noack")
+                                and (lower_text(value_item(let_args, 5)) == "block")
+                            )
+                        )
+                        or (
+                            (lower_text(value_item(let_args, 4)) == "count")
+                            and (lower_text(value_item(let_args, 6)) == "block")
+                        )
+                    )
+                    or (
+                        (
+                            (lower_text(value_item(let_args, 4)) == "count")
+                            and (lower_text(value_item(let_args, 6)) == "noack")
+                        )
+                        and (lower_text(value_item(let_args, 7)) == "block")
+                    )
+                )
+                or (
+                    (
+                        (lower_text(value_item(let_args, 4)) == "noack")
+                        and (lower_text(value_item(let_args, 5)) == "count")
+                    )
+                    and (lower_text(value_item(let_args, 7)) == "block")
+                )
+            )
         ):  # line 108
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
@@ -1001,7 +1049,7 @@ class RedisProtocol(XProtocol):
                 "ERR protoc-x: blocking commands, pub/sub and MONITOR would hold a connection clients share"
             )
             return f, False
-        if let_command == "quit":  # line 114
+        if let_command == "quit":  # line 123
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
             f.kind = 43

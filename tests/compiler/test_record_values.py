@@ -219,6 +219,17 @@ def test_a_frame_layout_that_fails_is_refused_on_decode_measure_and_encode():
         ([b"EXEC"], b"-ERR protoc-x: transactions need", False),
         ([b"BLPOP", b"q", b"0"], b"-ERR protoc-x: blocking commands", False),
         ([b"SUBSCRIBE", b"c"], b"-ERR protoc-x: blocking commands, pub/sub", False),
+        ([b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"], b"-ERR protoc-x: blocking", False),
+        ([b"xread", b"COUNT", b"2", b"block", b"10", b"STREAMS", b"s", b"0"], b"-ERR protoc-x: blocking", False),  # fmt: skip
+        ([b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"0", b"STREAMS", b"s", b">"], b"-ERR protoc-x: blocking", False),  # fmt: skip
+        ([b"XREADGROUP", b"GROUP", b"g", b"c", b"NOACK", b"BLOCK", b"0", b"STREAMS", b"s", b">"], b"-ERR protoc-x: blocking", False),  # fmt: skip
+        ([b"XREADGROUP", b"GROUP", b"g", b"c", b"COUNT", b"1", b"BLOCK", b"0", b"STREAMS", b"s", b">"], b"-ERR protoc-x: blocking", False),  # fmt: skip
+        ([b"XREADGROUP", b"GROUP", b"g", b"c", b"COUNT", b"1", b"NOACK", b"BLOCK", b"0", b"STREAMS", b"s", b">"], b"-ERR protoc-x: blocking", False),  # fmt: skip
+        ([b"XREADGROUP", b"GROUP", b"g", b"c", b"NOACK", b"COUNT", b"1", b"BLOCK", b"0", b"STREAMS", b"s", b">"], b"-ERR protoc-x: blocking", False),  # fmt: skip
+        ([b"XREAD", b"STREAMS", b"block", b"0"], None, False),  # (a stream named "block")
+        ([b"XREAD", b"COUNT", b"2", b"STREAMS", b"s", b"0"], None, False),
+        ([b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"block", b">"], None, False),
+        ([b"XREADGROUP", b"GROUP", b"g", b"c", b"COUNT", b"1", b"STREAMS", b"block", b">"], None, False),  # fmt: skip
         ([b"QUIT"], b"+OK\r\n", True),
         ([b"HELLO", b"2"], None, False),
         ([b"HELLO"], None, False),

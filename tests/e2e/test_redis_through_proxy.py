@@ -215,6 +215,7 @@ def test_commands_that_would_change_a_shared_connection_are_answered_by_the_prox
         ("MULTI",): "transactions need a connection of their own",
         ("WATCH", "k"): "transactions need a connection of their own",
         ("BLPOP", "queue", "1"): "blocking commands",
+        ("XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "events", "$"): "blocking commands",
         ("SUBSCRIBE", "news"): "pub/sub",
     }
     for command, why in refused.items():
@@ -240,7 +241,7 @@ def test_commands_that_would_change_a_shared_connection_are_answered_by_the_prox
         for name, calls in commands_run(endpoint).items():
             ran[name] = ran.get(name, 0) + calls
     assert ran.get("hello") == 1  # HELLO 2 alone
-    for name in ("auth", "client|setname", "multi", "exec", "watch", "blpop", "subscribe"):
+    for name in ("auth", "client|setname", "multi", "exec", "watch", "blpop", "xread", "subscribe"):
         assert name not in ran, name
     assert client.set("after", "all") is True and client.get("after") == b"all"
     with socket.create_connection(("127.0.0.1", proxy), timeout=10) as s:
