@@ -210,6 +210,27 @@ def test_build_a_spec_from_an_empty_directory(installed):
     assert check.stdout.strip() == "acme"
 
 
+def test_a_user_spec_with_its_request_id_in_a_json_header_builds_and_remaps(installed):
+    """The json field type and a request id inside it, as the installed package has them."""
+    bin_dir, work, env = installed
+    (work / "remoting.xproto").write_text((ROOT / "tests" / "codec" / "remoting.xproto").read_text())  # fmt: skip
+    run([bin_dir / "protoc-x", "build", "remoting.xproto", "-o", "out"], work, env)
+    script = (
+        "import sys, json; sys.path.insert(0, 'out'); import remoting\n"
+        "h = json.dumps({'code': 10, 'flag': 0, 'opaque': 7, 'extFields': {'topic': 'T'}}).encode()\n"
+        "rest = bytes([0]) + len(h).to_bytes(3, 'big') + h + b'body'\n"
+        "f = remoting.PROTOCOL.decode(len(rest).to_bytes(4, 'big') + rest)\n"
+        "print(f.get_request_id(), f.get_service())\n"
+        "f.set_request_id(123456)\n"
+        "g = remoting.PROTOCOL.decode(f.encode())\n"
+        "print(g.get_request_id(), g.head_len, g.total)\n"
+    )
+    out = run([bin_dir / "python", "-c", script], work, env).stdout.split("\n")
+    assert out[0] == "7 T"
+    head = b'{"code":10,"flag":0,"opaque":123456,"extFields":{"topic":"T"}}'
+    assert out[1].split() == ["123456", str(len(head)), str(4 + len(head) + 4)]
+
+
 def test_check_and_run_every_filter_carrying_bolt_and_dubbo(installed):
     bin_dir, work, env = installed
     if not (work / "acme.xproto").exists():
