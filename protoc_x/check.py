@@ -271,15 +271,7 @@ class Checker:
             )
         seen: dict[str, Pos] = {}
         for st in s.statements:
-            if st.kind in (
-                "enums",
-                "insides",
-                "bindings",
-                "header_bindings",
-                "records",
-                "lets",
-                "answers",
-            ):
+            if st.kind in n.REPEATABLE:
                 continue
             if st.kind in seen:
                 raise SpecError(

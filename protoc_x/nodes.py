@@ -397,6 +397,10 @@ class Statement:
     pos: Pos
 
 
+#: the top-level statements a spec may have many of (the others are once each)
+REPEATABLE = ("enums", "insides", "bindings", "header_bindings", "records", "lets", "answers")
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str

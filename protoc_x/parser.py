@@ -221,15 +221,7 @@ class _ToNodes(Transformer):
         fields: dict = {"statements": []}
         for kind, pos, value in items:
             fields["statements"].append(n.Statement(kind, pos))
-            if kind in (
-                "enums",
-                "insides",
-                "bindings",
-                "header_bindings",
-                "records",
-                "lets",
-                "answers",
-            ):
+            if kind in n.REPEATABLE:
                 fields.setdefault(kind, []).append(value)
             elif kind == "pool":
                 fields["pool"], fields["ordered"] = value
@@ -241,15 +233,7 @@ class _ToNodes(Transformer):
                     fields.setdefault("status_others_pos", others[0][2])
             else:
                 fields.setdefault(kind, value)
-        for key in (
-            "enums",
-            "insides",
-            "bindings",
-            "header_bindings",
-            "records",
-            "answers",
-            "statements",
-        ):
+        for key in n.REPEATABLE + ("statements",):  # (lets: made a tuple as they resolve)
             if key in fields:
                 fields[key] = tuple(fields[key])
         if "lets" in fields:
