@@ -143,7 +143,11 @@ class SemanticsEmitter:
             w(f"self.{root} = value")
         return w.text()
 
-    def template_body(self, t: n.Template, direction: str, id_code: str | None) -> str:
+    def template_body(
+        self, t: n.Template, direction: str, id_code: str | None, ret: str = "f", base: int = 2
+    ) -> str:
+        """Code that builds the frame ``t`` describes into ``f`` and returns ``ret``, indented
+        ``base`` levels."""
         w = Code()
         w(f"f = {self.cls}.blank()")
         if self.c.uses_direction:
@@ -176,8 +180,8 @@ class SemanticsEmitter:
             w(f"f.{rid.expr.name} = {id_code}")
         elif id_code is not None and rid is not None:  # in a record value or a map
             w(f"f.set_request_id({id_code})")
-        w("return f")
-        return w.text()
+        w(f"return {ret}")
+        return w.text(base)
 
     def answer_body(self) -> str:
         """``local_answer``: the frame of the first ``answer when`` whose test holds for
@@ -194,10 +198,11 @@ class SemanticsEmitter:
                 w(f"let_{let.name} = request._let_{let.name}()")
         for r in self.s.answers:
             w(f"if {ex(r.test)}:  # line {r.pos.line}").indent()
-            answer = self.template_body(r.answer, "RESPONSE", "request.get_request_id()")
+            answer = self.template_body(
+                r.answer, "RESPONSE", "request.get_request_id()", f"f, {r.close}", base=0
+            )
             for line in answer.splitlines():
-                w(line[8:])  # (template_body's lines are a method's, 8 spaces in)
-            w.lines[-1] = w.lines[-1].replace("return f", f"return f, {r.close}")
+                w(line)
             w.dedent()
         w("return None")
         return w.text()

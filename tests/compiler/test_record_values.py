@@ -4,6 +4,7 @@ redis spec (its routing view is inside records)."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,31 @@ def test_fail_is_refused_in_an_inside_layout():
     assert old in text
     with pytest.raises(SpecError, match="'fail' is for frames and records, not 'inside' layouts"):
         compile_source(text.replace(old, old + '\n        fail "no"', 1), "thrift.xproto", "thrift")
+
+
+def test_an_answer_read_by_a_scan_in_locals():
+    """bolt's scan reads a request into locals (no frame): an ``answer when`` test over a
+    header (a map kept as bytes) is written there, and only a request it holds for is special."""
+    from protoc_x.loader import load_module_source
+    from protoc_x.samples import _bolt_headers, _bolt_request
+
+    text = (ROOT / "specs" / "bolt.xproto").read_text()
+    rule = ('answer when kind == request and headers["sofa_head_method_name"] == "forbidden" {\n'
+            "    kind = response, cmd = response, ver2 = request.ver2, codec = request.codec,\n"
+            '    status = 0x05, class_name = "java.lang.String", content = "no"\n}\n')  # fmt: skip
+    text = text.replace("    stream {", rule + "    stream {", 1)
+    code = compile_source(text, "bolt.xproto", "bolt", fmt=False)
+    assert "self.local_answer(" not in code  # (in locals, not through a decoded frame)
+    proto = load_module_source("bolt_answers", code, "bolt.xproto").PROTOCOL
+    allowed = _bolt_request()
+    assert proto.scan(allowed, 0)[4] is False
+    assert proto.local_answer(proto.decode(allowed, 0)) is None
+    headers = _bolt_headers([("sofa_head_method_name", "forbidden")])
+    forbidden = struct.pack(">BBHBIBiHHI", 1, 1, 1, 1, 9, 1, 3000, 0, len(headers), 2)
+    forbidden += headers + b"hi"
+    request = proto.decode(forbidden, 0)
+    assert request.get_method() == "forbidden"
+    assert proto.scan(forbidden, 0)[4] is True
+    frame, close = proto.local_answer(request)
+    assert close is False and frame.get_request_id() == request.get_request_id()
+    assert proto.runtime_status(frame.get_status()) == proto.runtime_status(0x05)
