@@ -207,19 +207,24 @@ def test_a_frame_larger_than_max_frame_bytes_is_refused_before_it_arrives(vhc):
 
 
 # ---- through the proxy: the hand-written peer's client and server, answers out of order ------
+async def read_varint_into(reader: asyncio.StreamReader, out: bytearray) -> int:
+    """A varint from the stream, its bytes appended to ``out``."""
+    value = shift = 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        out.append(b)
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value
+
+
 async def read_frame(reader: asyncio.StreamReader) -> bytes:
     """One whole frame from the stream, read as the peer reads it: field by field."""
     out = bytearray(await reader.readexactly(7))
 
-    async def varint_part() -> int:
-        value = shift = 0
-        while True:
-            b = (await reader.readexactly(1))[0]
-            out.append(b)
-            value |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return value
+    def varint_part():
+        return read_varint_into(reader, out)
 
     for _ in range(2 * await varint_part()):
         out += await reader.readexactly(await varint_part())

@@ -20,6 +20,8 @@ from protoc_x.compiler import compile_source
 from protoc_x.loader import load_module_source
 from protoc_x.runtime.api import DecodeError, StreamType
 
+from .test_measured_frames import read_varint, read_varint_into, varint
+
 HERE = Path(__file__).parent
 
 
@@ -135,15 +137,6 @@ def test_a_header_length_past_the_frame_is_refused(remoting):
 
 
 # ---- the varint id in a record --------------------------------------------------------------
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def recid_frame(kind: int, rid: int, service: str, body: bytes, status: int = 0) -> bytes:
     svc = service.encode()
     head = varint(rid) + bytes([len(svc)]) + svc
@@ -153,44 +146,18 @@ def recid_frame(kind: int, rid: int, service: str, body: bytes, status: int = 0)
 async def recid_read(reader) -> bytes:
     """One frame, by hand: the header, the record's varint id and service, the body."""
     out = bytearray(await reader.readexactly(3))
-
-    async def varint_part() -> int:
-        value = shift = 0
-        while True:
-            b = (await reader.readexactly(1))[0]
-            out.append(b)
-            value |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return value
-
-    await varint_part()
+    await read_varint_into(reader, out)
     out += await reader.readexactly(1)
     out += await reader.readexactly(out[-1])
-    out += await reader.readexactly(await varint_part())
+    out += await reader.readexactly(await read_varint_into(reader, out))
     return bytes(out)
 
 
 def recid_parse(data: bytes) -> tuple[int, int, int, str, bytes]:
     """(kind, status, id, service, body) of one whole frame."""
-    pos, rid, shift = 3, 0, 0
-    while True:
-        b = data[pos]
-        pos += 1
-        rid |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            break
+    rid, pos = read_varint(data, 3)
     service = data[pos + 1 : pos + 1 + data[pos]].decode()
-    pos += 1 + data[pos]
-    bz, shift = 0, 0
-    while True:
-        b = data[pos]
-        pos += 1
-        bz |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            break
+    bz, pos = read_varint(data, pos + 1 + data[pos])
     assert pos + bz == len(data), "the frame ends where its body does"
     return data[1], data[2], rid, service, data[pos:]
 
