@@ -396,12 +396,18 @@ def test_text_fields_hold_values_and_encode_recomputes_the_decimal_length(tline)
 
 
 @pytest.mark.parametrize(
-    "data", [b"$05\r\nhello\r\n", b":1x\r\n", b"$5\r\nhelloXX", b"$-1\r\n", b"+bad \xff\r\n",
-             b"$" + b"9" * 30 + b"\r\n"],
+    "data, error",
+    [(b"$05\r\nhello\r\n", "offset 1: expected a decimal number, found b'05'"),
+     (b":1x\r\n", "offset 1: expected a decimal number, found b'1x'"),
+     (b"$5\r\nhelloXX", "offset 9: expected b'\\r\\n', found b'XX'"),
+     (b"$-1\r\n", "offset 5: data: negative size -1"),
+     (b"+bad \xff\r\n", "offset 5: invalid UTF-8 in text"),
+     (b"$" + b"9" * 30 + b"\r\n", "offset 1: expected a decimal number, found b'9999")],
 )  # fmt: skip
-def test_text_frames_a_peer_must_not_send_are_refused(tline, data):
-    with pytest.raises(DecodeError):
+def test_text_frames_a_peer_must_not_send_are_refused(tline, data, error):
+    with pytest.raises(DecodeError) as e:
         tline.decode(data, 0)
+    assert str(e.value).startswith(error), str(e.value)
 
 
 def assert_parsed_in_linear_work(proto, frames: list[bytes], monkeypatch) -> None:

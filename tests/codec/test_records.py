@@ -21,6 +21,7 @@ from protoc_x.diagnostics import SpecError
 from protoc_x.loader import load_module_source
 from protoc_x.runtime.api import DecodeError
 
+from ..compiler.test_bad_specs import variant
 from .test_measured_frames import assert_parsed_in_linear_work, feed
 
 SPEC = Path(__file__).with_name("resp.xproto")
@@ -44,6 +45,13 @@ class Err(str):
 
 class Simple(str):
     """A simple string reply's text."""
+
+
+def typed(value):
+    """``value`` with its kinds spelled out: an Err and a Simple of one text compare unequal."""
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return (type(value).__name__, value)
 
 
 def write(value) -> bytes:
@@ -127,7 +135,7 @@ def test_any_value_the_peer_writes_decodes_to_it_and_encodes_back_to_its_bytes(r
     data = write(value)
     f = resp.decode(data + b"+next\r\n", 0)
     assert f.length == len(data)
-    assert values_of(f) == value
+    assert typed(values_of(f)) == typed(value)
     assert f.encode() == data
 
 
@@ -219,9 +227,7 @@ def test_commands_fed_a_byte_at_a_time_are_parsed_in_linear_work(resp, monkeypat
 
 # ---- the language's rules -------------------------------------------------------------------
 def compile_with(old: str, new: str) -> None:
-    text = SPEC.read_text()
-    assert old in text, old
-    compile_source(text.replace(old, new, 1), "resp.xproto", "resp")
+    compile_source(variant(old, new, text=SPEC.read_text()), "resp.xproto", "resp")
 
 
 @pytest.mark.parametrize(
@@ -301,5 +307,5 @@ def test_an_array_of_records_by_total_size_reads_writes_and_resizes():
     assert again.total == len(entries) + 303 and again.entries[-1].value == b"\x00" * 300
     bad = bytearray(data)
     bad[6] = 0xFF  # the first entry's size runs past the list
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="offset 8: value: 65282 bytes overrun the frame"):
         mod.PROTOCOL.decode(bytes(bad[:-4]) + struct.pack(">I", zlib.crc32(bad[:-4])), 0)

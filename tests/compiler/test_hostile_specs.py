@@ -24,7 +24,7 @@ from protoc_x.samples import SAMPLES
 
 from ..codec.test_measured_frames import frame as vhc_frame
 from ..codec.test_records import write as resp_write
-from ..codec.test_request_id_anywhere import recid_frame, remoting_frame, request
+from ..codec.test_request_id_anywhere import recid_frame, remoting_frame, remoting_request
 from .test_bad_specs import GOOD
 
 ROOT = Path(__file__).parents[2]
@@ -471,7 +471,7 @@ def test_compiler_fuzz_of_mutated_shipped_specs(tmp_path, monkeypatch):
     samples["vhc"] = [SimpleNamespace(data=vhc, direction=None)]
     resp = resp_write([b"MGET", [b"k", None, 7], [("null-array",), b""]])
     samples["resp"] = [SimpleNamespace(data=resp, direction=None)]
-    remoting = remoting_frame(request(7, topic="T", extra="e" * 300), b"body")
+    remoting = remoting_frame(remoting_request(7, topic="T", extra="e" * 300), b"body")
     samples["remoting"] = [SimpleNamespace(data=remoting, direction=None)]
     samples["recid"] = [SimpleNamespace(data=recid_frame(0, 300, "svc", b"body"), direction=None)]
     refused = built = formatted = 0

@@ -63,9 +63,23 @@ def client(proxy, servers):
     c.close()
 
 
+_DIRECT: dict[str, redis.Redis] = {}
+
+
 def direct(endpoint: str) -> redis.Redis:
-    host, _, port = endpoint.rpartition(":")
-    return redis.Redis(host=host, port=int(port), socket_timeout=10, protocol=2)
+    """A client of the server itself (one per server, kept for the module)."""
+    if endpoint not in _DIRECT:
+        host, _, port = endpoint.rpartition(":")
+        _DIRECT[endpoint] = redis.Redis(host=host, port=int(port), socket_timeout=10, protocol=2)
+    return _DIRECT[endpoint]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_direct_clients():
+    yield
+    for c in _DIRECT.values():
+        c.close()
+    _DIRECT.clear()
 
 
 def ring(servers: list[str]) -> HashRing:
@@ -137,37 +151,41 @@ def test_pipelines_of_a_thousand_commands_from_several_clients_at_once(proxy, cl
     clients, per = 4, 1000
     results: dict[int, list] = {}
     errors: list[BaseException] = []
-    start = threading.Barrier(clients)
+    start = threading.Barrier(clients, timeout=30)
 
     def run(n: int) -> None:
+        c = redis.Redis(host="127.0.0.1", port=proxy, socket_timeout=30, protocol=2)
         try:
-            c = redis.Redis(host="127.0.0.1", port=proxy, socket_timeout=30, protocol=2)
             pipe = c.pipeline(transaction=False)
             for i in range(per // 2):
                 pipe.set(f"p{n}:{i}", f"{n}/{i}")
                 pipe.get(f"p{n}:{i}")
             start.wait()
             results[n] = pipe.execute()
-            c.close()
         except BaseException as e:  # reported below
             errors.append(e)
+        finally:
+            c.close()
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     for n in range(clients):
         expected = []
         for i in range(per // 2):
             expected += [True, f"{n}/{i}".encode()]
         assert results[n] == expected
+    # each pipeline's keys went to the server their hash names, and one pipeline used both
     r = ring(servers)
-    spread = {e: 0 for e in servers}
-    for i in range(per // 2):
-        spread[r.get_node(f"p0:{i}")] += 1
-    assert all(spread.values()), spread  # one pipeline's keys on both servers
+    for n in range(clients):
+        for i in range(0, per // 2, 25):
+            key = f"p{n}:{i}"
+            assert [e for e in servers if direct(e).exists(key)] == [r.get_node(key)], key
+    assert {r.get_node(f"p0:{i}") for i in range(per // 2)} == set(servers)
 
 
 def test_inline_commands_and_raw_pipelines_on_a_socket(proxy, client):
@@ -247,3 +265,4 @@ def test_commands_that_would_change_a_shared_connection_are_answered_by_the_prox
     with socket.create_connection(("127.0.0.1", proxy), timeout=10) as s:
         s.sendall(b"*1\r\n$4\r\nQUIT\r\n")
         assert s.recv(100) == b"+OK\r\n"
+        assert s.recv(100) == b""  # and the proxy closed the connection

@@ -11,26 +11,9 @@ from hypothesis import strategies as st
 from protoc_x.runtime.api import DecodeError, measured
 from protoc_x.runtime.fieldtypes import texts
 
+from .test_thrift import _measured
+
 CRLF = "\r\n"
-
-
-def measure_growing(ft, data: bytes):
-    """Measure ``data`` arriving a byte at a time, as the runtime does: resume the one
-    generator each time the buffer reaches the length it asked for."""
-    buf = bytearray()
-    steps = ft.measure(buf, 0)
-    asked = []
-    want = next(steps)
-    for b in data:
-        buf.append(b)
-        if len(buf) < want:
-            continue
-        try:
-            want = steps.send(None)
-            asked.append(want)
-        except StopIteration as done:
-            return done.value, asked
-    raise AssertionError(f"still waiting for {want} bytes after {len(buf)}")
 
 
 @pytest.mark.parametrize(
@@ -51,7 +34,7 @@ def measure_growing(ft, data: bytes):
 )
 def test_a_value_reads_measures_and_writes_back(ft, data, value):
     assert ft.read(data + b"tail", 0, len(data) + 4) == (value, len(data))
-    (got, end), _ = measure_growing(ft, data)
+    got, end = _measured(ft, data)[0]
     assert end == len(data)
     assert got == (value if ft.VALUE == "int" else None)  # measuring keeps integers only
     if value is not None:
@@ -67,20 +50,22 @@ def test_a_value_reads_measures_and_writes_back(ft, data, value):
 )  # fmt: skip
 def test_a_decimal_that_is_not_canonical_is_refused_by_read_and_measure(data):
     ft = texts.Decimal(CRLF)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="decimal number") as e:  # (or runs past the frame)
         ft.read(data, 0, len(data))
-    with pytest.raises(DecodeError):
-        measure_growing(ft, data + b"\r\n")
+    assert e.value.offset == 0
+    with pytest.raises(DecodeError, match="^offset 0: expected a decimal number, found") as e:
+        _measured(ft, data + b"\r\n")
+    assert e.value.offset == 0
 
 
 def test_a_decimal_is_refused_at_its_first_bad_byte_not_at_its_delimiter():
     ft = texts.Decimal(CRLF)
     buf = bytearray(b"12x")
     steps = ft.measure(buf, 0)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match=r"expected a decimal number, found b'12x'"):
         next(steps)
     buf = bytearray(b"1" * 21)  # longer than any 64-bit number: no delimiter is waited for
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match=r"expected a decimal number, found b'1{21}'$"):
         next(ft.measure(buf, 0))
 
 
@@ -113,13 +98,36 @@ def test_delimiters_and_tokens_are_bytes():
         texts.Decimal("0")
 
 
+class Searched(bytearray):
+    """A buffer that counts the bytes its searches cover."""
+
+    examined = 0
+
+    def find(self, sub, start=0, *args):
+        self.examined += max(0, len(self) - start)
+        return super().find(sub, start, *args)
+
+
 def test_a_delimiter_split_across_arrivals_is_found_and_each_byte_examined_about_once():
     ft = texts.Bytes("\r\n\r\n")
     data = b"x" * 500 + b"\r\n\r" + b"y" * 100 + b"\r\n\r\n"
-    (_, end), asked = measure_growing(ft, data)
-    assert end == len(data)
-    # nothing is searched before a whole delimiter could be there, then one byte at a time
-    assert asked == list(range(5, 5 + len(asked))), asked[:8]
+    buf = Searched()
+    steps = ft.measure(buf, 0)
+    asked = [next(steps)]
+    assert asked == [4]  # nothing is searched before a whole delimiter could be there
+    for b in data:
+        buf.append(b)
+        if len(buf) < asked[-1]:
+            continue
+        try:
+            asked.append(steps.send(None))
+        except StopIteration as done:
+            assert done.value == (None, len(data))
+            break
+    assert asked == list(range(4, 4 + len(asked))), asked[:8]  # then one byte at a time
+    # each search resumes where a delimiter could still start: every byte is looked at no
+    # more than the delimiter's length times (a search from the start each time: n²/2)
+    assert buf.examined <= 4 * len(data), buf.examined
 
 
 @given(st.binary(max_size=300).filter(lambda b: b"\r\n" not in b))

@@ -13,6 +13,11 @@ from .servers import server_process
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+def command(*words: bytes) -> bytes:
+    """A command as clients send it: a RESP array of bulk strings."""
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+
+
 def _answers_ping(sock: socket.socket) -> bool:
     sock.sendall(b"PING\r\n")
     return sock.recv(16).startswith(b"+PONG")

@@ -105,8 +105,21 @@ HESSIAN_VALUES = st.lists(
     st.one_of(
         SHORT,
         SHORT.map(lambda b: b[:-1]),
-        st.sampled_from([b"N", b"\x91", b"\x30\x02ab", b"S\x00\x01a", b"R\x00\x01aS\x00\x01b",
-                         b"\x02\xc3\xa9", b"\x01\xed\xa0\x80", b"\x1f", b"Z", b"H", b"q"]),
+        st.sampled_from(
+            [
+                b"N",
+                b"\x91",
+                b"\x30\x02ab",
+                b"S\x00\x01a",
+                b"R\x00\x01aS\x00\x01b",
+                b"\x02\xc3\xa9",
+                b"\x01\xed\xa0\x80",
+                b"\x1f",
+                b"Z",
+                b"H",
+                b"q",
+            ]
+        ),
         st.binary(max_size=3),
     ),
     max_size=6,
