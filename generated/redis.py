@@ -120,6 +120,7 @@ class _BulkCodec:
 
     def measure(self, buf, pos, depth=0):
         ctx_texts = texts.new_context()
+        v_size = v_data = v_end = None
         v_size, pos = yield from _T0.measure(buf, pos, ctx_texts)
         z = v_size
         if z < -1:
@@ -132,6 +133,7 @@ class _BulkCodec:
     def write(self, v, depth=0):
         ctx_texts = texts.new_context()
         parts = []
+        c_size = v.size
         parts.append(b"")  # (recomputed below, once what it measures is written)
         i_size = len(parts) - 1
         p_data = v.data
@@ -207,6 +209,7 @@ class _ValueCodec:
         if depth >= 32:
             raise DecodeError(pos, "Value nested deeper than 32")
         ctx_texts = texts.new_context()
+        v_kind = v_bulk = v_count = v_items = v_number = v_line = None
         while len(buf) < pos + 1:
             yield pos + 1
         (v_kind,) = _S0.unpack_from(buf, pos)
@@ -236,6 +239,7 @@ class _ValueCodec:
             raise ValueError("Value nested deeper than 32")
         ctx_texts = texts.new_context()
         parts = []
+        c_count = v.count
         parts.append(_S0.pack(v.kind))
         if v.kind == 36:
             p_bulk = _R_Bulk.write(v.bulk, depth + 1)

@@ -682,6 +682,15 @@ class Checker:
             info.kind = "ext"
             info.ext = self._ext_class(t.ref)
         size = getattr(t, "size", None)
+        if info.kind == "ext" and self.in_record is not None and t.ref.module != "record":
+            if _fieldtype_modules()[t.ref.module].new_context() is not None:
+                # (a record's values are read one by one: the frame's state, hessian2's class
+                # definitions or TARS's, would not be shared between them)
+                raise SpecError(
+                    t.pos,
+                    f"{t.ref.module} values keep per-message state that a record does not carry "
+                    "yet: put this field in the frame's layout",
+                )
         if info.kind == "ext" and getattr(info.ext, "WINDOW", False):
             # a value that cannot tell where it ends (a JSON object): the frame must say
             if not isinstance(size, (n.SizeBytes, n.SizeRest)):
@@ -698,6 +707,14 @@ class Checker:
             if info.kind in ("bytes", "string"):
                 raise SpecError(size.pos, f"{info.kind} are sized in bytes, not by count")
             info.count = True
+        if f.nullable and info.count and isinstance(size.expr, n.Name):
+            counter = self.fields.get(size.expr.name)
+            if counter is not None and counter.int_type is not None and not counter.int_type.signed:
+                raise SpecError(
+                    size.expr.pos,
+                    f"a nullable list is null when its count is -1: {size.expr.name!r} must be "
+                    "signed (or a decimal)",
+                )
         if (
             f.nullable
             and info.kind not in ("bytes", "string")

@@ -161,6 +161,10 @@ class Planner:
 
     def run(self) -> Plan:
         tree = self.node(list(self.c.spec.frame), [])
+        if all(leaf.fail is not None for leaf in leaves(tree)):
+            raise SpecError(
+                self.c.spec.pos, "every layout of the frame fails: no frame can be read"
+            )
         insides = {
             target: [InsidePlan(i, i.items) for i in lst]
             for target, lst in self.c.body_targets.items()
@@ -362,6 +366,15 @@ class Planner:
         raise SpecError(
             v.pos, "a frame length must be sizeof(frame), sizeof(frame) + N or sizeof(frame) - N"
         )
+
+
+def leaves(node):
+    """The leaves (layouts) of a layout tree, in order."""
+    if isinstance(node, Leaf):
+        yield node
+    else:
+        yield from leaves(node.then)
+        yield from leaves(node.orelse)
 
 
 def plan(checked: Checked) -> Plan:

@@ -11,7 +11,7 @@ import black
 import jinja2
 
 from .. import nodes as n
-from ..plan import _FMT, Leaf, Plan, Var
+from ..plan import _FMT, Leaf, Plan, Var, leaves
 from .decode import DecodeEmitter
 from .encode import EncodeEmitter
 from .inside import InsideEmitter
@@ -88,13 +88,8 @@ class Emitter(
         )
 
     def _leaves(self, node):
-        if node is None:  # (a record has no layout tree: it is read in order)
-            return
-        if isinstance(node, Leaf):
-            yield node
-        else:
-            yield from self._leaves(node.then)
-            yield from self._leaves(node.orelse)
+        if node is not None:  # (a record has no layout tree: it is read in order)
+            yield from leaves(node)
 
     # ---- helpers -------------------------------------------------------------------
     def attr(self, name: str, obj: str = "self") -> str:

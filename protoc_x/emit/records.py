@@ -13,6 +13,7 @@ integer fields (a frame's are planned into variants instead). Its parts are emit
 from __future__ import annotations
 
 from .. import nodes as n
+from ..check import _is_call
 from ..check import _walk_expr as _walk
 from ..plan import Plan, odd_width, single_run
 from .code import Code
@@ -102,7 +103,8 @@ class RecordEmitter:
         depth = f"{self.r.name} nested deeper than {self.r.depth}"
         self.guard(w, f"raise DecodeError(pos, {depth!r})")
         self.contexts(w)
-        w(" = ".join(f"v_{f.name}" for f in self.fields) + " = None")
+        if self.fields:
+            w(" = ".join(f"v_{f.name}" for f in self.fields) + " = None")
         body = Code()
         self.e.inside_items(self.r.items, body, self.locals(), "")
         self.e.guard_utf8(body, w)
@@ -115,9 +117,12 @@ class RecordEmitter:
         depth = f"{self.r.name} nested deeper than {self.r.depth}"
         self.guard(w, f"raise DecodeError(pos, {depth!r})")
         self.contexts(w)
+        if self.fields:
+            w(" = ".join(f"v_{f.name}" for f in self.fields) + " = None")
+        start = len(w.lines)
         self.measure_items(self.r.items, w, self.locals())
         w("return None, pos")
-        if not any("yield" in line for line in w.lines):
+        if not any("yield" in line for line in w.lines[start:]):
             w("yield  # (a generator, though this layout never waits)")
         w.dedent()
 
@@ -145,7 +150,11 @@ class RecordEmitter:
         self.guard(w, f"raise ValueError({depth!r})")
         self.contexts(w)
         w("parts = []")
-        self.done: set[str] = set()  # computed fields whose value is known: c_<name>
+        # a recomputed field is read as c_<name>: the value given until it is computed (a
+        # test outside the block that computes it reads it either way)
+        self.computed_names = [f.node.name for f in self.fields if self.is_computed(f.node)]
+        for name in self.computed_names:
+            w(f"c_{name} = v.{name}")
         self.lens: dict[str, str] = {}
         self.write_items(self.r.items, w)
         w("return b''.join(parts)")
@@ -156,7 +165,7 @@ class RecordEmitter:
         return Exprs(
             self.e.c,
             self.e.mod,
-            lambda x: f"c_{x}" if x in self.done else f"v.{x}",
+            lambda x: f"c_{x}" if x in self.computed_names else f"v.{x}",
             lens=dict(self.lens),
         )
 
@@ -171,13 +180,7 @@ class RecordEmitter:
                 w(f"raise ValueError({self.r.name + ': ' + item.message!r})")
                 return
             info = e.c.fields[item.name] if isinstance(item, n.Field) else None
-            computed = (
-                info is not None
-                and item.value is not None
-                and e.const_of(item) is None
-                and not isinstance(item.value, n.IntLit)
-            )
-            if computed:
+            if info is not None and self.is_computed(item):
                 w("parts.append(b'')  # (recomputed below, once what it measures is written)")
                 w(f"i_{item.name} = len(parts) - 1")
                 pending.append(item)
@@ -192,16 +195,24 @@ class RecordEmitter:
                 self.lens[item.name] = e.len_code(item, info, part, obj="v")
                 w(f"parts.append({part} or b'')" if item.nullable else f"parts.append({part})")
             for fld in list(pending):
-                targets = [x.args[0].name for x in _walk(fld.value) if _is_len(x)]
+                targets = [x.args[0].name for x in _walk(fld.value) if _is_call(x, "len")]
                 if all(t in self.lens for t in targets):
                     self.computed(fld, w)
                     pending.remove(fld)
+
+    def is_computed(self, fld) -> bool:
+        """A field the writer recomputes (a length, a count), not a constant."""
+        return (
+            isinstance(fld, n.Field)
+            and fld.value is not None
+            and self.e.const_of(fld) is None
+            and not isinstance(fld.value, n.IntLit)
+        )
 
     def computed(self, fld: n.Field, w: Code) -> None:
         e = self.e
         info = e.c.fields[fld.name]
         w(f"c_{fld.name} = {self.values()(fld.value)}")
-        self.done.add(fld.name)
         if info.kind == "ext":  # an integer field type (a decimal, a varint)
             ft = e.mod.fieldtype(fld.type.ref)
             w(f"parts[i_{fld.name}] = {ft}.write(c_{fld.name}, {e.ctx_of(fld.type.ref)})")
@@ -211,10 +222,6 @@ class RecordEmitter:
         width = odd_width(fld, e.c, e.p.order)
         value = _to_bytes(f"c_{fld.name}", width) if width is not None else f"c_{fld.name}"
         w(f"parts[i_{fld.name}] = {s}.pack({value})")
-
-
-def _is_len(x) -> bool:
-    return isinstance(x, n.Call) and x.func == "len" and x.module is None
 
 
 def _if(w: Code, test: str, block: n.IfBlock, emit) -> None:

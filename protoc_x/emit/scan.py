@@ -44,6 +44,13 @@ class ScanEmitter:
             if isinstance(e, n.Name) and e.name in self.c.fields
         }
 
+    def parse_maps(self, w: Code, names: set) -> None:
+        """The lazy maps ``names``, parsed from their bytes into locals (``m_<name>``)."""
+        for name in sorted(names):
+            t = self.c.fields[name].node.type
+            codec, signed = self.length_codec(t), self.signed_length(t)
+            w(f"m_{name} = read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed}) if z_{name} else {{}}")  # fmt: skip
+
     def inside(self, keys: tuple) -> bool:
         """The bindings ``keys`` read a field of an 'inside' layout (a decoded frame has it)."""
         return any(self.c.fields[name].owner is not None for name in self.scan_names(keys))
@@ -135,6 +142,9 @@ class ScanEmitter:
         ex = Exprs(
             self.c, self.mod, ref, direction="direction", present=frozenset(maps or ()), obj=obj
         )
+        # the maps the stream rules, the id and a response's status read: parsed first
+        early = self.scan_names(("stream", "request_id", "status")) & set(maps or ())
+        self.parse_maps(w, early)
         for i, rule in enumerate(self.s.stream):
             kind = rule.kind.upper()
             if rule.test is None:
@@ -181,10 +191,7 @@ class ScanEmitter:
             head = f"{length}, {rid}, {ido}, kind, {special}"
         used = self.scan_names(("timeout_ms", "service", "method"))
         used |= {e.name for r in self.s.answers for e in _walk(r.test) if isinstance(e, n.Name)}
-        for name in sorted(used & set(maps or ())):
-            t = self.c.fields[name].node.type
-            codec, signed = self.length_codec(t), self.signed_length(t)
-            w(f"m_{name} = read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed}) if z_{name} else {{}}")  # fmt: skip
+        self.parse_maps(w, (used & set(maps or ())) - early)
 
         def routing(key: str) -> str:
             code = ex(b[key].expr)

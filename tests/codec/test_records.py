@@ -19,7 +19,7 @@ from protoc_x.cli import frame_json
 from protoc_x.compiler import compile_source
 from protoc_x.diagnostics import SpecError
 from protoc_x.loader import load_module_source
-from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.api import DecodeError, measured
 
 from ..compiler.test_bad_specs import variant
 from .test_measured_frames import assert_parsed_in_linear_work, feed
@@ -309,3 +309,86 @@ def test_an_array_of_records_by_total_size_reads_writes_and_resizes():
     bad[6] = 0xFF  # the first entry's size runs past the list
     with pytest.raises(DecodeError, match="offset 8: value: 65282 bytes overrun the frame"):
         mod.PROTOCOL.decode(bytes(bad[:-4]) + struct.pack(">I", zlib.crc32(bad[:-4])), 0)
+
+
+RECORD_ORDER_SPEC = """
+protocol order {
+    pool pingpong
+    record Waits { n decimal[until "\\r\\n"] }
+    record Fixed { b bytes[3] }
+    frame {
+        kind u8
+        w Waits
+        f Fixed
+        line bytes[until "\\n"]
+    }
+    stream { kind == 1 => response
+             else => request }
+    status_map { 0 ok <- 200, 400, 403, 404, 429, 500, 502, 503, 504 -> 200 }
+    error_response none
+}
+"""
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_record_that_never_waits_is_measured_whatever_records_come_before_it(swap):
+    """A record's measure is a generator even when its layout never waits, however the
+    records before it in the spec are written (a shared check once looked at theirs)."""
+    text = RECORD_ORDER_SPEC
+    if swap:
+        text = text.replace('record Waits { n decimal[until "\\r\\n"] }\n    record Fixed { b bytes[3] }', 'record Fixed { b bytes[3] }\n    record Waits { n decimal[until "\\r\\n"] }')  # fmt: skip
+        assert text != RECORD_ORDER_SPEC
+    mod = load_module_source("order", compile_source(text, "order.xproto", "order"), "order.xproto")
+    data = b"\x0012\r\nabcline\n"
+    f = mod.PROTOCOL.decode(data + b"\x00", 0)
+    assert (f.length, f.w.n, f.f.b, f.line) == (len(data), 12, b"abc", b"line")
+    assert mod.PROTOCOL.scan(data, 0)[0] == len(data)
+
+
+BLOCK_SPEC = """
+protocol block {
+    pool pingpong
+    record R {
+        k u8
+        if k == 1 {
+            n u8 = len(d)
+            d bytes[n]
+        }
+        if n == 3 { x u8 }
+    }
+    frame {
+        kind u8
+        r R
+        line bytes[until "\\n"]
+    }
+    stream { kind == 1 => response
+             else => request }
+    status_map { 0 ok <- 200, 400, 403, 404, 429, 500, 502, 503, 504 -> 200 }
+    error_response none
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "fields, data",
+    [({"k": 1, "d": b"abc", "x": 9}, b"\x00\x01\x03abc\x09end\n"),
+     ({"k": 1, "d": b"ab"}, b"\x00\x01\x02abend\n"),
+     ({"k": 2}, b"\x00\x02end\n")],
+)  # fmt: skip
+def test_a_field_recomputed_in_a_block_and_tested_after_it(fields, data):
+    """``n`` is recomputed inside ``if k == 1`` and tested after it: written, read and
+    measured whether or not the block is there."""
+    mod = load_module_source("block", compile_source(BLOCK_SPEC, "block.xproto", "block"), "b")
+    f = mod.BlockFrame.blank()
+    f.kind, f.r, f.line = 0, mod.R(**fields), b"end"
+    assert f.encode() == data
+    g = mod.PROTOCOL.decode(data + b"\x00", 0)
+    assert g.length == len(data) and g.encode() == data
+    assert mod.PROTOCOL.scan(data, 0)[0] == len(data)
+    assert measured(mod.PROTOCOL.measure(bytearray(data), 0)) == len(data)  # (no length)
+
+
+def test_a_frame_whose_every_layout_fails_is_refused():
+    text = BLOCK_SPEC.replace("        line bytes[until \"\\n\"]\n", '        if kind == 1 { fail "one" } else { fail "other" }\n')  # fmt: skip
+    with pytest.raises(SpecError, match="every layout of the frame fails: no frame can be read"):
+        compile_source(text, "block.xproto", "block")

@@ -307,3 +307,50 @@ def test_a_dead_upstream_is_answered_with_the_protocols_error_carrying_the_clien
     else:  # the request's record copied back whole, status 1, the reason as the body
         assert [parse(a)[2:] for a in answers] == [("svc", reason.encode())] * 2
         assert all(a[2] == 1 for a in answers)
+
+
+MAP_ID_SPEC = """
+protocol mapid {
+    byte_order big
+    pool multiplex
+    frame {
+        magic u8 = 0xaa
+        kind u8
+        hlen u32 = len(headers)
+        blen u32 = len(body)
+        headers map(u32)[hlen]
+        body bytes[blen]
+    }
+    request_id = headers["id"]
+    service = headers["svc"]
+    stream {
+        kind == 1 => response
+        else => request
+    }
+    status_map {
+        0 ok <- 200 -> 200
+        1 err <- 400, 403, 404, 429, 500, 502, 503, 504 -> 500
+    }
+    error_response { kind = 1, body = $message }
+}
+"""
+
+
+def test_an_id_in_a_header_map_the_scan_reads_lazily_for_requests_and_responses():
+    """The scan keeps a map as bytes until a binding reads it: the id's map is parsed before
+    the stream type decides, so a response's id is read too."""
+    mod = load_module_source("mapid", compile_source(MAP_ID_SPEC, "mapid.xproto", "mapid"), "m")
+
+    def frame(kind: int, headers: dict[str, str], body: bytes = b"") -> bytes:
+        hb = b"".join(len(x).to_bytes(4, "big") + x for kv in headers.items() for x in map(str.encode, kv))  # fmt: skip
+        return bytes([0xAA, kind]) + len(hb).to_bytes(4, "big") + len(body).to_bytes(4, "big") + hb + body  # fmt: skip
+
+    request = frame(0, {"id": "42", "svc": "S"}, b"x")
+    response = frame(1, {"id": "42"}, b"y")
+    assert mod.PROTOCOL.scan(request, 0)[:2] == (len(request), 42)
+    assert mod.PROTOCOL.scan(request, 0)[5] == "S"
+    assert mod.PROTOCOL.scan(response, 0)[:4] == (len(response), 42, -1, StreamType.RESPONSE)
+    f = mod.PROTOCOL.decode(request, 0)
+    f.set_request_id(1234567)
+    again = mod.PROTOCOL.decode(f.encode(), 0)
+    assert again.headers == {"id": "1234567", "svc": "S"} and again.get_request_id() == 1234567

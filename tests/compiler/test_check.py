@@ -837,6 +837,11 @@ ERRORS = [
     ("map-literal-twice", v("data = $message", 'data = {"a": 1, "a": 2}'), "mini", "22:45: key 'a' appears twice in the map"),
     ("map-literal-to-bytes", v("data = $message", 'data = {"a": 1}'), "mini",
      "22:45: 'data' in error_response must be bytes or null or a string; this expression is a map"),
+    ("nullable-count-unsigned", v("size u16 = len(data)\n        data bytes[size]",
+                                  "size u16 = len(data)\n        data varint.unsigned[count size] nullable"),
+     "mini", "10:36: a nullable list is null when its count is -1: 'size' must be signed (or a decimal)"),
+    ("hessian2-in-a-record", v("frame", "record R { h hessian2.string }\n    frame"), "mini",
+     "5:18: hessian2 values keep per-message state that a record does not carry yet: put this field in the frame's layout"),
     ("index-of-an-int-let", v("body = data", 'body = data\n    let x = id\n    service = x["k"]'), "mini",
      "15:15: only maps can be indexed; this is an integer"),
 ]  # fmt: skip
