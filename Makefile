@@ -21,13 +21,14 @@ $(COMPILED): $(STAMP) setup.py $(HOT)
 	PIP_CONSTRAINT=constraints.txt $(PY) -m pip install -q --no-deps -e .
 	touch $(COMPILED)
 
-# Debian packages the tests run against: memcached, redis-server, and thrift-compiler for
-# Apache thrift stubs.
+# Debian packages the tests run against: memcached, redis-server, thrift-compiler for
+# Apache thrift stubs, and zookeeper (a standalone server, with the Java it needs).
 system-deps:
 	@missing=""; \
 	command -v memcached >/dev/null 2>&1 || missing="$$missing memcached"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v thrift >/dev/null 2>&1 || missing="$$missing thrift-compiler"; \
+	test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get install -y $$missing || { $$SUDO apt-get update && $$SUDO apt-get install -y $$missing; }; \

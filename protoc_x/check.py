@@ -16,7 +16,8 @@ from .diagnostics import Pos, SpecError  # noqa: F401 (Pos re-exported)
 
 #: names a field may not take: they are the frame's API or the generated code's own
 RESERVED = {
-    "encode", "length", "direction", "protocol", "request", "frame", "field_values", "blank",
+    "encode", "length", "direction", "first", "protocol", "request", "frame", "field_values",
+    "blank",
     "self", "null", "true", "false", "FIELD_NAMES", "FIELD_ENUMS",
     "get_request_id", "set_request_id", "get_stream_type", "is_heartbeat", "is_goaway",
     "get_timeout", "get_status", "get_service", "get_method", "get_headers", "get_header",
@@ -33,6 +34,7 @@ MAX_SIZE = 1 << 24
 MAX_DETECT_OFFSET = 1024
 SEMANTIC_BINDINGS = ("request_id", "timeout_ms", "status", "body", "service", "method", "headers")
 STREAM_KINDS = ("request", "oneway", "quiet", "response")
+POOLS = ("multiplex", "pingpong", "pipeline", "session")
 TEMPLATE_CONTEXTS = ("ping", "reply", "error_response", "success_response")
 TEMPLATE_PARAMS = {"error_response": {"status", "message"}, "ping": {"id"}}
 BUILTINS = {"len": 1, "sizeof": 1, "crc32": 1, "int": 1, "name": 1, "before": 2, "after": 2,
@@ -76,6 +78,9 @@ class Checked:
     #: header bindings whose value may be a list (every key of a command): the frame gives
     #: them all by get_header_values, the first by get_header
     list_headers: frozenset = frozenset()
+    #: the layouts or semantics read ``first`` (a connection's first frame in its direction):
+    #: the decoder takes it and the frame keeps it
+    uses_first: bool = False
     #: the ``+`` of text (by the node's id), compiled to runtime.api's join_text
     text_joins: frozenset = frozenset()
     let_enums: dict = field(default_factory=dict)  # let name → the enum of its value
@@ -283,9 +288,10 @@ class Checker:
             raise SpecError(
                 seen["byte_order"], f"byte_order must be big or little, not {s.byte_order!r}"
             )
-        if s.pool not in ("multiplex", "pingpong", "pipeline"):
+        if s.pool not in POOLS:
             raise SpecError(
-                seen["pool"], f"pool must be multiplex, pingpong or pipeline, not {s.pool!r}"
+                seen["pool"],
+                f"pool must be multiplex, pingpong, pipeline or session, not {s.pool!r}",
             )
         if not s.frame:
             raise SpecError(s.pos, "the protocol has no frame layout")
@@ -316,11 +322,15 @@ class Checker:
         for inside in s.insides:  # an inside layout is chosen and read on a frame, too
             semantic.append(inside.test)
             semantic += [i.test for i in self._all_items(inside.items) if isinstance(i, n.IfBlock)]
-        uses_direction = any(
-            isinstance(x, n.Name) and x.name == "direction"  # (no field has that name)
-            for e in semantic
-            for x in _walk_expr(e)
-        )
+        names = {x.name for e in semantic for x in _walk_expr(e) if isinstance(x, n.Name)}
+        uses_direction = "direction" in names  # (no field has that name)
+        uses_first = "first" in names  # (nor that one)
+        if uses_first and s.pool != "session":
+            raise SpecError(
+                seen.get("pool", s.pos),
+                "a layout of a connection's first frame needs 'pool session': on a connection "
+                "clients share, a client's first frame is not the upstream connection's first",
+            )
         body_targets: dict[str, list[n.Inside]] = {}
         for inside in s.insides:
             target = self.fields.get(inside.target)
@@ -334,6 +344,13 @@ class Checker:
                     inside.pos, f"'inside' needs a bytes field; {inside.target!r} is {target.kind}"
                 )
             self.expr(inside.test, ctx="frame")
+            tests = [inside.test]
+            tests += [i.test for i in self._all_items(inside.items) if isinstance(i, n.IfBlock)]
+            for x in (x for test in tests for x in _walk_expr(test)):
+                if isinstance(x, n.Name) and x.name == "first":
+                    raise SpecError(
+                        x.pos, "an 'inside' layout does not depend on first (the frame's does)"
+                    )
             for x in _walk_expr(inside.test):
                 if isinstance(x, n.Name) and x.name in {inside.target} | {
                     i.name for i in self.fields.values() if i.owner is not None
@@ -373,6 +390,7 @@ class Checker:
             self.modules,
             self.record_tables,
             list_headers=frozenset(self.list_headers),
+            uses_first=uses_first,
             text_joins=frozenset(self.text_joins),
             let_enums=self.let_enums,
         )
@@ -473,8 +491,8 @@ class Checker:
                 for x in _walk_expr(item.test):
                     if not isinstance(x, n.Name):
                         continue
-                    if x.name == "direction":
-                        raise SpecError(x.pos, "a record's layout does not depend on direction")
+                    if x.name in ("direction", "first"):
+                        raise SpecError(x.pos, f"a record's layout does not depend on {x.name}")
                     info = sub.fields.get(x.name)
                     if info is not None and not (
                         info.kind in ("int", "enum", "bits")
@@ -862,6 +880,8 @@ class Checker:
         if isinstance(e, n.Name):
             if e.name == "direction" and ctx in ("condition", "frame"):
                 return "$direction"
+            if e.name == "first" and ctx in ("condition", "frame"):
+                return None  # (a boolean: Types checks where it stands)
             info = self.fields.get(e.name)
             if info is None:
                 if target is not None and target.enum:
@@ -991,7 +1011,11 @@ class Checker:
         return _record_field_enum(self.record_tables, name)
 
     def _side(self, e, other, ctx, before, owner):
-        if isinstance(e, n.Name) and e.name not in self.fields and e.name != "direction":
+        if (
+            isinstance(e, n.Name)
+            and e.name not in self.fields
+            and e.name not in ("direction", "first")
+        ):
             # an enum member: resolved against the other side's enum
             oenum = None
             if isinstance(other, n.Name) and other.name in self.fields:
@@ -1116,12 +1140,12 @@ class Checker:
             raise SpecError(
                 s.pos, "the protocol has no stream block (which frames are requests, responses...)"
             )
-        if s.pool == "pipeline":  # answers are matched by their place in line: every one counts
+        if s.pool in ("pipeline", "session"):  # answers matched by their place in line
             for rule in s.stream:
                 if rule.kind == "quiet":
                     raise SpecError(
                         rule.pos,
-                        "a pipeline protocol matches answers by position: a quiet request, "
+                        f"a {s.pool} protocol matches answers by position: a quiet request, "
                         "answered only sometimes, would shift every answer after it",
                     )
         for i, rule in enumerate(s.stream):
@@ -1561,6 +1585,8 @@ class Types:
                 raise SpecError(
                     e.pos, "direction is not a value: compare it (direction == request)"
                 )
+            if e.name == "first":
+                return {BOOL}  # (the checker let it stand in layouts and semantics only)
             return {INT}  # an enum member (the checker resolved it)
         if isinstance(e, n.Param):
             return {STR} if e.name == "message" else {INT}

@@ -60,6 +60,11 @@ class PoolMode(enum.Enum):
     #: many requests in flight per connection, answered in the order they were written and
     #: matched by that position (no request id: Redis, as twemproxy pipelines it)
     PIPELINE = "pipeline"
+    #: a client connection gets an upstream connection of its own, opened for its first
+    #: request (routed as any request) and closed with it; every later request follows it,
+    #: answers are matched by position, and what the server sends unasked goes to that client
+    #: (protocols whose connection is a session: a handshake, server-side state)
+    SESSION = "session"
 
 
 class StreamType(enum.Enum):
@@ -273,6 +278,9 @@ class XFrame:
     # protocols whose bytes do not say their direction add a ``direction`` slot.
     __slots__ = ("length",)
     direction: Direction | None = None
+    #: the first frame of its connection in its direction (a handshake): protocols with
+    #: ``first_frames`` add a ``first`` slot, set by decode and read by encode
+    first: bool = False
 
     protocol: ClassVar["XProtocol"]
     #: spec field names in layout order (for ``field_values``)
@@ -362,6 +370,9 @@ class XProtocol:
     has_error_response: ClassVar[bool] = True
     #: the frames' bytes do not say their direction: decode needs ``direction``
     needs_direction: ClassVar[bool] = False
+    #: a connection's first frame in a direction has a layout of its own (a handshake): the
+    #: decoder's functions take ``first=True`` for it
+    first_frames: ClassVar[bool] = False
     #: frames have a header map that ``set_header`` writes (and the encoder carries)
     writable_headers: ClassVar[bool] = False
     #: the spec defines heartbeats / goaway (when False, ``is_heartbeat``/``is_goaway`` of its
@@ -390,13 +401,18 @@ class XProtocol:
         return Match.SUCCESS
 
     def decode(
-        self, buf: bytes, start: int = 0, direction: Direction | None = None
-    ) -> XFrame | None:
+        self, buf: bytes, start: int = 0, direction: Direction | None = None, into=None,
+        first: bool = False,
+    ) -> XFrame | None:  # fmt: skip
         """Decode one frame at ``buf[start:]``: the frame (its ``length`` says how many bytes it
-        took), None when more bytes are needed, or DecodeError for bytes that cannot be one."""
+        took), None when more bytes are needed, or DecodeError for bytes that cannot be one.
+        ``first``: it is its connection's first frame in ``direction`` (``first_frames``
+        protocols only: the runtime passes it to decode, scan, frame_size and measure)."""
         raise NotImplementedError
 
-    def scan(self, buf: bytes, start: int = 0, direction: Direction | None = None) -> tuple | None:
+    def scan(
+        self, buf: bytes, start: int = 0, direction: Direction | None = None, first: bool = False
+    ) -> tuple | None:
         """The frame at ``buf[start:]`` as the runtime's fast lane needs it, without keeping a
         frame: None when more bytes are needed (DecodeError as :meth:`decode`), else
 
@@ -407,7 +423,10 @@ class XProtocol:
         method). The id's offset is where :attr:`id_struct` packs a new id in place (-1: the
         frame must be re-encoded). Generated codecs read it in one pass into a reused frame;
         this default decodes a frame and asks it."""
-        frame = self.decode(buf, start, direction)
+        if first:
+            frame = self.decode(buf, start, direction, first=True)
+        else:
+            frame = self.decode(buf, start, direction)
         if frame is None:
             return None
         kind = frame.get_stream_type()
@@ -419,13 +438,16 @@ class XProtocol:
                 frame.get_timeout())  # fmt: skip
 
     def frame_size(
-        self, buf: bytes, start: int = 0, direction: Direction | None = None
+        self, buf: bytes, start: int = 0, direction: Direction | None = None, first: bool = False
     ) -> int | None:
         """The length the frame at ``buf[start:]`` announces once its header has arrived (None
         before), so a runtime can refuse an oversized frame without waiting for it."""
         return None
 
-    def measure(self, buf: bytearray, start: int = 0, direction: Direction | None = None):
+    def measure(
+        self, buf: bytearray, start: int = 0, direction: Direction | None = None,
+        first: bool = False,
+    ):  # fmt: skip
         """For a protocol whose frames end where their last field ends (no length announced):
         a generator that finds the length of the frame at ``buf[start:]`` while ``buf`` grows.
         It yields the buffer length it needs before it can go on (the caller sends it nothing

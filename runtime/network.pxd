@@ -6,7 +6,7 @@ cdef class FramedConnection:
     cdef public object proto, transport, out, loop, partial_since, holds, partial_size
     cdef public object measuring
     cdef public object buf  # a bytearray (a test may count what is read from it)
-    cdef public bint flush_scheduled, closed, ended, write_paused
+    cdef public bint flush_scheduled, closed, ended, write_paused, first
     cdef public double last_activity
     cdef public Py_ssize_t out_bytes, max_frame_bytes, waiting
     cpdef send(self, data)

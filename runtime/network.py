@@ -56,6 +56,9 @@ class FramedConnection:
         # as bytes arrive (XProtocol.measure), so a byte is not read again at each arrival
         self.waiting = 0
         self.measuring = None
+        # the next frame is the connection's first this way: a protocol whose handshake has
+        # a layout of its own (``first_frames``) decodes it with ``first=True``
+        self.first = proto is not None and proto.first_frames
         self.out_bytes = 0  # queued for the next flush
         self.max_frame_bytes = 16 * 1024 * 1024  # (a listener's config sets its own)
 
@@ -81,15 +84,21 @@ class FramedConnection:
             if not self.choose_protocol(data) or self.closed:
                 return
             buf.clear()
+            self.first = self.proto.first_frames
         pos = 0
         end = len(data)
         direction = self.direction
+        first = self.first
         try:
             if self.lane and LANE:
                 scan = self.proto.scan
                 while pos < end:
                     try:
-                        found = scan(data, pos, direction)
+                        found = (
+                            scan(data, pos, direction, True)
+                            if first
+                            else scan(data, pos, direction)
+                        )
                     except DecodeError:
                         # a part the scan reads at once (a route's header) and the decoder
                         # later: decode says what is wrong, or the full path answers for it
@@ -102,17 +111,24 @@ class FramedConnection:
                             break
                         self.on_scanned(found, data, pos)
                         pos += found[0]
+                    if first:  # (frame_at read it as the first while it was handled)
+                        self.first = first = False
                     if self.closed or self.ended:
                         return
             else:
                 decode = self.proto.decode
                 while pos < end:
-                    frame = decode(data, pos, direction)
+                    if first:
+                        frame = decode(data, pos, direction, first=True)
+                    else:
+                        frame = decode(data, pos, direction)
                     if frame is None:
                         break
                     length = frame.length
                     self.on_frame(frame, data, pos, length)
                     pos += length
+                    if first:
+                        self.first = first = False
                     if self.closed or self.ended:
                         return
         except DecodeError as e:
@@ -149,13 +165,16 @@ class FramedConnection:
         before it arrives."""
         self.waiting = 0
         if self.partial_size is None:
-            steps = self.proto.measure(self.buf, 0, self.direction)
+            where = (
+                (self.buf, 0, self.direction, True) if self.first else (self.buf, 0, self.direction)
+            )
+            steps = self.proto.measure(*where)
             if steps is not None:
                 self.measuring = steps
                 self.measure()
                 return
             try:
-                self.partial_size = self.proto.frame_size(self.buf, 0, self.direction)
+                self.partial_size = self.proto.frame_size(*where)
             except DecodeError:
                 return  # decode reports it with the bytes that follow
             if self.partial_size is None:
@@ -287,6 +306,8 @@ class FramedConnection:
 
     def frame_at(self, buf: bytes, start: int) -> XFrame:
         """The whole frame a scan found at ``buf[start:]``, decoded (the full path)."""
+        if self.first:
+            return self.proto.decode(buf, start, self.direction, first=True)
         return self.proto.decode(buf, start, self.direction)
 
     def on_decode_error(self, error: DecodeError) -> None:

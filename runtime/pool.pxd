@@ -5,7 +5,7 @@ from .stream cimport Stream
 
 cdef class UpstreamConnection(FramedConnection):
     cdef public object pool, id_struct, generate, current, line, quiet, paused_downstreams
-    cdef public object keepalive_timer, gauge
+    cdef public object keepalive_timer, gauge, owner
     cdef public bint multiplex, pipeline, pingpong, ordered, has_goaway, retired
     cdef public dict inflight
     cdef public Py_ssize_t next_id, seq, keepalive_failures
@@ -16,7 +16,7 @@ cdef class UpstreamConnection(FramedConnection):
 
 cdef class EndpointPool:
     cdef public object cluster, endpoint, host, port, proto, conns, idle, waiting, held, loop
-    cdef public bint shared
+    cdef public bint shared, session
     cdef public Py_ssize_t max_connections, connecting, rr, active
     cdef public double unhealthy_until
     cpdef send(self, Stream stream)

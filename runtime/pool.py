@@ -1,7 +1,8 @@
 """Upstream side: clusters, their endpoints, connection pools (multiplex: requests share a
 connection and are matched by a per-connection id; pipeline: they share it and are matched by
-their place in line; pingpong: one request per connection at a time), keepalive heartbeats,
-goaway, and the circuit breakers."""
+their place in line; pingpong: one request per connection at a time; session: a client's
+requests on a connection of its own, matched by place), keepalive heartbeats, goaway, and the
+circuit breakers."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ class UpstreamConnection(FramedConnection):
         self.pool = pool
         mode = proto.pool_mode
         self.multiplex = mode is PoolMode.MULTIPLEX  # answers matched by id
-        self.pipeline = mode is PoolMode.PIPELINE  # answers matched by position
+        # answers matched by position (a session's connection too: it is one client's)
+        self.pipeline = mode is PoolMode.PIPELINE or mode is PoolMode.SESSION
+        self.owner = None  # session: the client connection this one serves
         self.pingpong = mode is PoolMode.PINGPONG
         self.ordered = proto.ordered
         self.has_goaway = proto.has_goaway
@@ -175,7 +178,7 @@ class UpstreamConnection(FramedConnection):
         """The fast lane: an answer as its scan describes it, forwarded with no frame
         decoded (unless its id cannot be patched in place)."""
         length, rid, id_at, kind, special, _, _, status = found
-        if special or kind is not _RESPONSE:
+        if special or kind is not _RESPONSE or self.first:  # (a handshake's answer: its frame)
             self.on_frame(self.frame_at(buf, start), buf, start, length)
             return
         self.answered(rid, buf, start, length, None, id_at, status)
@@ -186,6 +189,9 @@ class UpstreamConnection(FramedConnection):
             self.retire()
             return
         if frame.get_stream_type() is not _RESPONSE:
+            if self.owner is not None:  # a session's: what the server sends unasked (a watch
+                self.owner.send(buf[start : start + length])  # event) is its client's
+                return
             self.server_request(frame)
             return
         self.answered(frame.get_request_id(), buf, start, length, frame, -1, None)
@@ -261,6 +267,10 @@ class UpstreamConnection(FramedConnection):
 
     def on_close(self, exc) -> None:
         self.closed = True
+        owner = self.owner
+        if owner is not None:  # the session is over: its client takes no more requests,
+            self.owner = None  # and closes once those in flight are answered (502)
+            owner.end_session(self)
         if self.gauge is not None:
             self.gauge.dec()
             self.gauge = None
@@ -356,8 +366,10 @@ class EndpointPool:
         self.endpoint = endpoint
         self.host, self.port = parse_address(endpoint)
         self.proto = proto
-        # multiplex and pipeline: requests share connections (pingpong: one each at a time)
-        self.shared = proto.pool_mode is not PoolMode.PINGPONG
+        # multiplex and pipeline: requests share connections (pingpong: one each at a time;
+        # session: one client's each)
+        self.shared = proto.pool_mode in (PoolMode.MULTIPLEX, PoolMode.PIPELINE)
+        self.session = proto.pool_mode is PoolMode.SESSION
         self.max_connections = cluster.max_connections or (
             1 if self.shared else PINGPONG_CONNECTIONS
         )
@@ -376,6 +388,9 @@ class EndpointPool:
 
     def send(self, stream: Stream) -> None:
         stream.endpoint = self
+        if self.session:
+            self.send_session(stream)
+            return
         if self.shared:
             conns = self.conns
             if conns and (self.connecting or len(conns) >= self.max_connections):
@@ -394,6 +409,27 @@ class EndpointPool:
         if len(self.conns) + self.connecting < self.max_connections:
             self.connect()
         self.queue(stream)
+
+    def send_session(self, stream: Stream) -> None:
+        """A session protocol's request: on its client's own connection, opened for the
+        client's first request (the others wait for it, and the client is not read meanwhile)."""
+        down = stream.downstream
+        conn = down.session
+        if conn is not None:
+            conn.write_stream(stream)
+            return
+        if down.session_pool is None:
+            if len(self.conns) + self.connecting >= self.max_connections:
+                stream.fail(503, "protoc-x: 503 every connection to the endpoint is a session")
+                return
+            down.session_pool = self
+            self.connecting += 1
+            asyncio.ensure_future(self._connect(down))
+        stream.phase = QUEUED
+        down.session_waiting.append(stream)
+        self.cluster.pending += 1
+        down.hold(self)
+        self.held.add(down)
 
     def write_pingpong(self, conn: UpstreamConnection, stream: Stream) -> None:
         conn.write_stream(stream)
@@ -414,7 +450,7 @@ class EndpointPool:
         """``stream`` gave up waiting for a connection (its deadline): out of the queue, so
         the circuit breaker counts it pending no more."""
         try:
-            self.waiting.remove(stream)
+            (stream.downstream.session_waiting if self.session else self.waiting).remove(stream)
         except ValueError:
             return
         self.cluster.pending -= 1
@@ -436,7 +472,8 @@ class EndpointPool:
         self.connecting += 1
         asyncio.ensure_future(self._connect())
 
-    async def _connect(self) -> None:
+    async def _connect(self, owner=None) -> None:
+        """Open a connection: the pool's, or (``owner``) a session's for that client."""
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -451,6 +488,14 @@ class EndpointPool:
             self.unhealthy_until = self.loop.time() + UNHEALTHY_S
             self.cluster.unhealthy_until = max(self.cluster.unhealthy_until, self.unhealthy_until)
             log.warning("cannot connect to %s: %s", self.endpoint, str(e) or "timeout")
+            if owner is not None:
+                self.release_held()
+                owner.end_session(None)
+                while owner.session_waiting:
+                    stream = owner.session_waiting.pop(0)
+                    self.cluster.pending -= 1
+                    stream.upstream_failed(self.endpoint)
+                return
             if not self.conns and not self.connecting:
                 while (stream := self.dequeue()) is not None:
                     stream.upstream_failed(self.endpoint)
@@ -465,12 +510,29 @@ class EndpointPool:
         ka = self.cluster.keepalive
         if ka is not None:
             conn.start_keepalive(ka[0], ka[1], ka[2])
-        if self.shared:
+        if owner is not None:
+            self.open_session(owner, conn)
+        elif self.shared:
             while (stream := self.dequeue()) is not None:
                 self.send(stream)
         else:
             self.release(conn)
         self.release_held()  # those still over the limit were held again by write_stream
+
+    def open_session(self, owner, conn: UpstreamConnection) -> None:
+        """The connection of ``owner``'s session is up: its waiting requests go out on it
+        (or it closes at once, if the client left meanwhile)."""
+        waiting, owner.session_waiting = owner.session_waiting, []
+        self.cluster.pending -= len(waiting)
+        if owner.closed:
+            conn.close()
+        else:
+            conn.owner = owner
+            owner.session = conn
+            for stream in waiting:
+                if not stream.done:
+                    conn.write_stream(stream)
+        self.release_held()
 
     def release(self, conn: UpstreamConnection) -> None:
         """A pingpong connection is free (open, not retired): give it the next waiting

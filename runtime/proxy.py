@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import Sequence
 
 from .accesslog import AccessLog
-from .api import DecodeError, Direction, StreamType, XFrame, XProtocol
+from .api import DecodeError, Direction, PoolMode, StreamType, XFrame, XProtocol
 from .config import MAX_INT as MAX_TIMEOUT_MS  # the longest timeout a config may set
 from .engine import detect
 from .filters import Reject, StreamFilter, filters as filter_registry
@@ -136,6 +136,13 @@ class DownstreamConnection(FramedConnection):
         self.request_hooks = listener.hooks["on_request"]
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
+        # session protocols (``pool session``): the upstream connection of this client's own,
+        # its pool and route (those of its first request), and its requests waiting for it
+        self.sessions = False
+        self.session = None
+        self.session_pool = None
+        self.session_route = None
+        self.session_waiting: list[Stream] = []
         if self.proto is not None:
             self.protocol_chosen()
 
@@ -147,7 +154,9 @@ class DownstreamConnection(FramedConnection):
             self.close()
 
     def protocol_chosen(self) -> None:
-        self.has_heartbeat = self.proto.has_heartbeat
+        self.sessions = self.proto.pool_mode is PoolMode.SESSION
+        # (a session's heartbeats keep the server's session alive: they go upstream)
+        self.has_heartbeat = self.proto.has_heartbeat and not self.sessions
         if self.proto.ordered:
             self.output = OrderedOutput(self.send)
 
@@ -183,7 +192,8 @@ class DownstreamConnection(FramedConnection):
         """The fast lane: a request as its scan describes it, with no frame decoded (one is,
         from the stream's bytes, only if something asks for it)."""
         length, rid, id_at, kind, special, service, method, timeout = found
-        if special or kind is _RESPONSE or kind is None:
+        if special or kind is _RESPONSE or kind is None or self.first:
+            # (a handshake is decoded: its frame knows it is first, for an error answer)
             self.on_frame(self.frame_at(buf, start), buf, start, length)
             return
         # behaviour counts on the loop's clock (the read's time); durations are measured on a
@@ -285,24 +295,32 @@ class DownstreamConnection(FramedConnection):
         self.route(stream)
 
     def route(self, stream: Stream) -> None:
-        try:  # (the table remembers the route of a service and method no header decides)
-            route = self.routes.match(stream.service, stream.method, stream.header)
-        except DecodeError as e:
-            stream.fail(400, f"protoc-x: 400 {e.reason}")
-            return
+        route = self.session_route  # (a session's requests follow its first)
         if route is None:
-            stream.fail(
-                404,
-                f"protoc-x: 404 no route for service {stream.service!r} method {stream.method!r}",
-            )
-            return
-        cluster = route.cluster or route.choose()
+            try:  # (the table remembers the route of a service and method no header decides)
+                route = self.routes.match(stream.service, stream.method, stream.header)
+            except DecodeError as e:
+                stream.fail(400, f"protoc-x: 400 {e.reason}")
+                return
+            if route is None:
+                stream.fail(
+                    404,
+                    f"protoc-x: 404 no route for service {stream.service!r} method "
+                    f"{stream.method!r}",
+                )
+                return
+            if self.sessions:
+                self.session_route = route
+        if self.session_pool is not None:
+            cluster = self.session_pool.cluster
+        else:
+            cluster = route.cluster or route.choose()
         stream.phase = ROUTED
         stream.target = cluster
         stream.cluster_name = cluster.name
         kind = stream.kind
         if kind is not _ONEWAY:  # a oneway may have taken effect: never retried, nor awaited
-            if kind is _REQUEST:
+            if kind is _REQUEST and not self.sessions:  # (a session is on one endpoint)
                 stream.retries = route.retries  # (quiet: its success is silence, never retried)
             timeout = stream.timeout
             if timeout is ASK:  # (a decoded request: its frame says)
@@ -370,6 +388,8 @@ class DownstreamConnection(FramedConnection):
             upstream = stream.endpoint.endpoint if stream.endpoint is not None else None
             listener.access_log.write(listener.name, self.proto.name, stream.service, stream.method,
                                       stream.cluster_name, upstream, code, status, elapsed * 1000)  # fmt: skip
+        if self.sessions and self.session is None:
+            self.sessionless()  # answered before a session opened: no request can follow
         # (on a closed connection send() writes nothing and close() does nothing)
         if stream.slot is not None:
             self.output.fill(stream.slot, data)
@@ -398,7 +418,29 @@ class DownstreamConnection(FramedConnection):
     def on_write_resumed(self) -> None:
         self.release(self)
 
+    def end_session(self, upstream) -> None:
+        """This session protocol's client has no upstream session (``upstream``, closed), or
+        never got one: it takes no more requests, and closes once those in flight are
+        answered."""
+        if self.session is upstream:
+            self.session = None
+        self.sessionless()
+        if self.inflight == 0:
+            self.close()
+
+    def sessionless(self) -> None:
+        """Read no more requests: close once those in flight are answered (``deliver``)."""
+        if not self.ended:
+            self.ended = True
+            self.hold("no session")
+            self.draining = True
+
     def on_close(self, exc) -> None:
+        session = self.session
+        if session is not None:  # the client left: so does its session
+            self.session = None
+            session.owner = None
+            session.close()
         if self in self.listener.conns:
             self.listener.conns.discard(self)
             self.listener.gauge.dec()

@@ -27,6 +27,17 @@ class DecodeEmitter:
         self.guard_utf8(body, w)
         return w.text()
 
+    @property
+    def where(self) -> str:
+        """The arguments that say where a frame travels, as the decoder's functions pass them
+        on: its direction, and whether it is its connection's first frame that way."""
+        return "direction, first" if self.c.uses_first else "direction"
+
+    @property
+    def first_arg(self) -> str:
+        """``first`` passed on to decode after its ``into``, for a spec that reads it."""
+        return ", first" if self.c.uses_first else ""
+
     def direction_guard(self, w: Code) -> None:
         """The layouts test ``direction is Direction.REQUEST``: anything but the two members
         (None, a str 'request') would be read as a response, so it is refused first."""
@@ -301,7 +312,7 @@ class DecodeEmitter:
         frame is built). False when the length needs more than plain header fields."""
         size = leaf.size
         if size.mode == "parsed":  # no length announced: measured, once its bytes are there
-            w("return measured(_measure(buf, start, direction))")
+            w(f"return measured(_measure(buf, start, {self.where}))")
             return True
         local = self.size_locals(leaf)
         exprs = [v.field.type.size.expr for v in size.sized]
@@ -388,6 +399,8 @@ class DecodeEmitter:
         w("f.length = end - start")
         if self.c.uses_direction:
             w("f.direction = direction")
+        if self.c.uses_first:
+            w("f.first = first")
         w("return f")
 
     def decode_steps(self, leaf: Leaf, w: Code, into: str) -> None:
@@ -410,7 +423,9 @@ class DecodeEmitter:
                 f"    raise DecodeError(start + {size.at}, {size.length_field + ': frame length %d is shorter than its header'!r} % (end - start))"
             )
         elif size.mode == "parsed":
-            w("m = measured(_measure(buf, start, direction))  # the frame ends where its fields do")
+            w(
+                f"m = measured(_measure(buf, start, {self.where}))  # the frame ends where its fields do"
+            )
             w("if m is None:")
             w("    return None")
             w("end = start + m")

@@ -34,6 +34,9 @@ class Exprs:
         self.mod = mod
         self.ref = ref
         self.direction = direction
+        # ``first`` (a connection's first frame) lives beside the direction: a local of the
+        # decoder's functions, or the frame's (request's) slot
+        self.first = direction[: -len("direction")] + "first"
         self.lens = lens or {}
         self.total = total
         self.reads_request = False  # set once an expression reads ``request.<field>``
@@ -68,6 +71,8 @@ class Exprs:
         if isinstance(e, n.Name):
             if e.name in self.c.fields:
                 return self.ref(e.name)
+            if e.name == "first":  # (no field has that name)
+                return self.first
             if enum is not None:
                 return repr(self.member(enum, e.name))
             raise KeyError(e.name)

@@ -185,6 +185,8 @@ class Emitter(
         slots += [f"_f_{f.name}" for f in self.inner_fields]
         if self.c.uses_direction:
             slots.append("direction")
+        if self.c.uses_first:
+            slots.append("first")
         id_struct = None
         if self.id_field is not None:
             slots.append("_ido")
@@ -239,6 +241,9 @@ class Emitter(
             recomputed=self.p.recomputed,
             has_error=not s.no_error_response,
             needs_direction=self.c.uses_direction,
+            first_frames=self.c.uses_first,
+            first_param=", first=False" if self.c.uses_first else "",
+            where=self.where,
             id_struct=id_struct,
             frame_size=frame_size,
             lazy_maps=[

@@ -69,7 +69,9 @@ class ScanEmitter:
 
     def scan_decoded(self, w: Code) -> None:
         """A leaf the scan cannot read in locals: decoded into the reused frame."""
-        w(f"f = {self.cls[: -len('Frame')]}Protocol.decode(self, buf, start, direction, _SCRATCH)")
+        w(
+            f"f = {self.cls[: -len('Frame')]}Protocol.decode(self, buf, start, direction, _SCRATCH{self.first_arg})"
+        )
         w("if f is None:")
         w("    return None")
         self.scan_tail(
@@ -100,7 +102,7 @@ class ScanEmitter:
                     return f"t_{owner}[{k}]"
                 return f"(t_{owner} or (t_{owner} := {call(owner)}))[{k}]"
             if owner is not None:  # decoded when (and if) it is read
-                return f"(f or (f := {proto}.decode(self, buf, start, direction, _SCRATCH))).{name}"
+                return f"(f or (f := {proto}.decode(self, buf, start, direction, _SCRATCH{self.first_arg}))).{name}"
             if name not in present:
                 return "None"
             return f"m_{name}" if name in self.lazy_maps else f"v_{name}"

@@ -152,6 +152,8 @@ class SemanticsEmitter:
         w(f"f = {self.cls}.blank()")
         if self.c.uses_direction:
             w(f"f.direction = Direction.{direction}")
+        if self.c.uses_first and direction == "RESPONSE":
+            w("f.first = request.first  # the answer to a connection's first request is first")
         for a in t.assigns:
             info = self.c.fields[a.name]
             ex = Exprs(self.c, self.mod, lambda name: f"request.{name}")
@@ -241,4 +243,6 @@ class SemanticsEmitter:
             out.append(("_ido", "-1"))  # built, not decoded: no bytes to patch
         if self.c.uses_direction:
             out.append(("direction", "None"))
+        if self.c.uses_first:
+            out.append(("first", "False"))
         return out

@@ -47,6 +47,11 @@ def answer(assign: str, decl: str | None = None, text: str = GOOD) -> str:
     return v("data = $message", "data = $message, " + assign, text=text)
 
 
+def session(text: str) -> str:
+    """``text`` with ``pool session`` (a client's own upstream connection) for its pool."""
+    return v("pool multiplex", "pool session", text=text)
+
+
 def inside(block: str) -> str:
     """GOOD with ``block`` (inside layouts) on line 12, before the bindings."""
     return v("    request_id = id", block + "\n    request_id = id")
@@ -93,7 +98,7 @@ ERRORS = [
     ("byte-order", v("pool multiplex", "pool multiplex\n    byte_order middle"), "mini",
      "3:5: byte_order must be big or little, not 'middle'"),
     ("pool", v("pool multiplex", "pool sometimes"), "mini",
-     "2:5: pool must be multiplex, pingpong or pipeline, not 'sometimes'"),
+     "2:5: pool must be multiplex, pingpong, pipeline or session, not 'sometimes'"),
     ("no-frame", v("    frame {\n        magic u8 = 0x4d\n        dir Dir\n        id u32\n        "
                    f"{FRAME_TAIL}\n    }}\n", ""), "mini",
      "1:10: the protocol has no frame layout"),
@@ -844,6 +849,28 @@ ERRORS = [
      "5:18: hessian2 values keep per-message state that a record does not carry yet: put this field in the frame's layout"),
     ("index-of-an-int-let", v("body = data", 'body = data\n    let x = id\n    service = x["k"]'), "mini",
      "15:15: only maps can be indexed; this is an integer"),
+    # ---- a connection's first frame, and session pools -----------------------------------
+    ("first-needs-session", v("id u32", "id u32\n        if first { hello u8 }"), "mini",
+     "2:5: a layout of a connection's first frame needs 'pool session': on a connection "
+     "clients share, a client's first frame is not the upstream connection's first"),
+    ("first-in-record", session(v("    frame", "    record R { v u8\n        if first { k u8 } }\n    frame",
+                                  "id u32", "id u32\n        r R")), "mini",
+     "6:12: a record's layout does not depend on first"),
+    ("first-in-inside", session(inside("    inside data when first { svc hessian2.string }")), "mini",
+     "12:22: an 'inside' layout does not depend on first (the frame's does)"),
+    ("first-in-inside-if", session(inside("    inside data when dir == request { if first { k u8 } }")),
+     "mini", "12:42: an 'inside' layout does not depend on first (the frame's does)"),
+    ("first-field", v("id u32", "id u32\n        first u8"), "mini",
+     "9:9: field name 'first' is reserved for the frame API"),
+    ("first-in-size", session(v("data bytes[size]", "data bytes[first]")), "mini",
+     "10:20: unknown field 'first'"),
+    ("first-timeout", session(binding("timeout_ms = first")), "mini",
+     "14:18: timeout_ms must be an integer or null; this expression is a boolean"),
+    ("first-in-template", session(answer("id = first")), "mini", "22:60: unknown field 'first'"),
+    ("session-quiet", session(v("dir == response => response",
+                                "dir == response => response\n        id == 7 => quiet")), "mini",
+     "16:20: a session protocol matches answers by position: a quiet request, answered only "
+     "sometimes, would shift every answer after it"),
 ]  # fmt: skip
 
 
@@ -856,6 +883,8 @@ def test_refused(case_id, text, stem, expected):
 ACCEPTED = [
     ("good", GOOD, "mini"),
     ("no-stem", GOOD, None),
+    ("session-first", session(field("if first and dir == request { hello u8 } else { other u16 }")),
+     "mini"),
     ("two-enums", v("enum Dir", "enum Other : u8 { x = 0 }\n    enum Dir"), "mini"),
     ("detect-last-byte", v("detect u8 == 0x4d", "detect u8 at 1023 == 0x4d"), "mini"),
     ("detect-widest-value", v("detect u8 == 0x4d", "detect u8 == 0xff"), "mini"),
@@ -1056,6 +1085,24 @@ DIRECTION = [
 @pytest.mark.parametrize("case_id,text,expected", DIRECTION, ids=[c[0] for c in DIRECTION])
 def test_uses_direction(case_id, text, expected):
     assert checked(text).uses_direction is expected
+
+
+# ``first`` (a connection's first frame) is taken by the decoder when any of these reads it
+FIRST = [
+    ("none", session(GOOD), False),
+    ("layout-if", session(field("if first { x u8 }")), True),
+    ("nested-layout-if", session(field("if id == 1 { if not first { x u8 } }")), True),
+    ("stream", session(v("dir == response", "dir == response and not first")), True),
+    ("binding", session(binding('method = first ? "hello" : "call"')), True),
+    ("header", session(binding('header "h" = first ? 1 : 2')), True),
+    ("direction-only", session(field("if direction == request { x u8 }")), False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case_id,text,expected", FIRST, ids=[c[0] for c in FIRST])
+def test_uses_first(case_id, text, expected):
+    c = checked(text)
+    assert (c.uses_first, c.uses_direction) == (expected, case_id == "direction-only")
 
 
 def test_direction_in_an_inside_condition_makes_the_decoder_take_one():
