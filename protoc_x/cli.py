@@ -164,9 +164,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         print("error: offset 0: no input", file=sys.stderr)
         return 1
     pos = 0
+    # the input is a connection's bytes one way: its first frame may be a handshake
+    first = proto.first_frames and not args.mid_stream
     while pos < len(data):
         try:
-            frame = proto.decode(data, pos, direction)
+            if first:
+                frame = proto.decode(data, pos, direction, first=True)
+            else:
+                frame = proto.decode(data, pos, direction)
             if frame is None:
                 print(
                     f"error: offset {len(data)}: incomplete frame starting at offset {pos} (need more bytes)",
@@ -178,6 +183,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             offset = e.offset if e.offset >= pos else pos + e.offset
             print(f"error: offset {offset}: {e.reason}", file=sys.stderr)
             return 1
+        first = False
         print(json.dumps(obj, separators=(",", ":"), ensure_ascii=False), flush=True)
         if args.roundtrip:
             original = data[pos : pos + frame.length]
@@ -252,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         "--direction",
         choices=("request", "response"),
         help="for protocols whose frames do not say it",
+    )
+    p.add_argument(
+        "--mid-stream",
+        action="store_true",
+        help="the input starts after its connection's first frame (for protocols whose "
+        "handshake has a layout of its own: otherwise its first frame is read as one)",
     )
     p.add_argument("--roundtrip", action="store_true", help="re-encode each frame and compare")
     p.add_argument(

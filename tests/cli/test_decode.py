@@ -147,3 +147,32 @@ def test_protocols_that_cannot_load_are_an_error_line(tmp_path, content, reason)
     assert r.returncode == 1, r
     assert b"Traceback" not in r.stderr, r.stderr.decode()
     assert r.stderr.decode().startswith("error: ") and reason in r.stderr.decode()
+
+
+def test_a_connections_first_frame_is_read_as_its_handshake():
+    """The input is a connection's bytes one way: for a protocol whose handshake has a layout
+    of its own (tests/codec/zookeeper.xproto), its first frame is read as the handshake, unless
+    ``--mid-stream`` says the input starts after it."""
+    from tests.codec.test_first_frames import GET_DATA, connect_request, request
+
+    spec = str(Path(__file__).parents[1] / "codec" / "zookeeper.xproto")
+    data = connect_request(timeout=7000) + request(5, GET_DATA, b"/a")
+    args = ("zookeeper", "--protocols", spec, "--direction", "request", "--roundtrip")
+    r = decode(*args, data=data)
+    assert r.returncode == 0, r.stderr
+    hello, get = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (hello["method"], hello["fields"]["session_timeout"]) == ("connect", 7000)
+    assert (get["method"], get["fields"]["xid"], get["fields"]["payload"]) == (
+        "get_data",
+        5,
+        "2f61",
+    )
+    r = decode(*args, "--mid-stream", data=data)
+    assert r.returncode == 0, r.stderr
+    hello, get = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (hello["method"], hello["fields"]["xid"], hello["fields"]["op"]) == (
+        "notification",
+        0,
+        "notification",
+    )
+    assert get["fields"]["xid"] == 5

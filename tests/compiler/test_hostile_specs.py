@@ -24,6 +24,9 @@ from protoc_x.samples import SAMPLES
 
 from ..codec.test_measured_frames import frame as vhc_frame
 from ..codec.test_records import write as resp_write
+from ..codec.test_first_frames import GET_DATA
+from ..codec.test_first_frames import reply as zk_reply
+from ..codec.test_first_frames import request as zk_request
 from ..codec.test_request_id_anywhere import recid_frame, remoting_frame, remoting_request
 from .test_bad_specs import GOOD
 
@@ -413,15 +416,17 @@ WORDS = ["direction", "request", "response", "null", "true", "frame", "encode", 
          "stream", "{", "}", "(", ")", "[", "]", "?", ":", "??", "+", "%", "-", "==", "not",
          '"x"', '"\\x22\\x22\\x22"', "let", "args", "command", "pipeline", "lower", "words", "char",
          ".bulk", "[1:]", "[::0]", "items", "_let_args", "self", "answer", "and close", "when",
-         "local_answer", "json.object", '{"k": 1}', '["opaque"]', "header", ".id", "head"]  # fmt: skip
+         "local_answer", "json.object", '{"k": 1}', '["opaque"]', "header", ".id", "head",
+         "first", "not first", "session", "owner"]  # fmt: skip
 # the shipped specs, and the test specs of frames that announce no length (vhc ends where its
-# CRC trailer does), of RESP, and of request ids in a JSON header and a record, each with a
-# frame of its hand-written peer
+# CRC trailer does), of RESP, of request ids in a JSON header and a record, and of a handshake
+# (ZooKeeper's first frames), each with a frame of its hand-written peer
 SPECS = sorted((ROOT / "specs").glob("*.xproto")) + [
     ROOT / "tests" / "codec" / "vhc.xproto",
     ROOT / "tests" / "codec" / "resp.xproto",
     ROOT / "tests" / "codec" / "remoting.xproto",
     ROOT / "tests" / "codec" / "recid.xproto",
+    ROOT / "tests" / "codec" / "zookeeper.xproto",
 ]
 MUTANTS = 3000
 
@@ -474,6 +479,10 @@ def test_compiler_fuzz_of_mutated_shipped_specs(tmp_path, monkeypatch):
     remoting = remoting_frame(remoting_request(7, topic="T", extra="e" * 300), b"body")
     samples["remoting"] = [SimpleNamespace(data=remoting, direction=None)]
     samples["recid"] = [SimpleNamespace(data=recid_frame(0, 300, "svc", b"body"), direction=None)]
+    samples["zookeeper"] = [  # (a later frame: the fuzz decodes without first)
+        SimpleNamespace(data=zk_request(9, GET_DATA, b"/x"), direction="request"),
+        SimpleNamespace(data=zk_reply(9, 7, -101, b"y"), direction="response"),
+    ]
     refused = built = formatted = 0
     started = time.monotonic()
     for i in range(MUTANTS):
