@@ -308,6 +308,8 @@ class UpstreamConnection(FramedConnection):
 
     def retire(self) -> None:
         self.retired = True
+        if self.owner is not None:  # a session the server ends: its client sends no more
+            self.owner.sessionless()
         self.pool.retire(self)
         if not self.busy():
             self.close()
@@ -418,6 +420,9 @@ class EndpointPool:
         if conn is not None:
             conn.write_stream(stream)
             return
+        if down.ended:  # its session is over, or will not open: nothing more goes upstream
+            stream.fail(502, "protoc-x: 502 the session is closed")
+            return
         if down.session_pool is None:
             if len(self.conns) + self.connecting >= self.max_connections:
                 stream.fail(503, "protoc-x: 503 every connection to the endpoint is a session")
@@ -508,7 +513,7 @@ class EndpointPool:
             conn.gauge = metrics.child(metrics.upstream, self.cluster.name, self.endpoint)
             conn.gauge.inc()
         ka = self.cluster.keepalive
-        if ka is not None:
+        if ka is not None and owner is None:  # (a session's liveness is its client's)
             conn.start_keepalive(ka[0], ka[1], ka[2])
         if owner is not None:
             self.open_session(owner, conn)
@@ -524,8 +529,10 @@ class EndpointPool:
         (or it closes at once, if the client left meanwhile)."""
         waiting, owner.session_waiting = owner.session_waiting, []
         self.cluster.pending -= len(waiting)
-        if owner.closed:
+        if owner.closed or owner.ended:  # the client left, or its handshake failed meanwhile
             conn.close()
+            for stream in waiting:  # (no request goes out without its handshake before it)
+                stream.upstream_failed(self.endpoint)
         else:
             conn.owner = owner
             owner.session = conn
@@ -662,6 +669,11 @@ class Cluster:
             pool = self.pools_of[proto][endpoint]
         except KeyError:
             pool = self.pool(proto, endpoint)
+        self.send_to(pool, stream)
+
+    def send_to(self, pool: EndpointPool, stream: Stream) -> None:
+        """``stream`` to ``pool``: the endpoint :meth:`dispatch` chose, or the one a session
+        is on (its requests after the first are neither balanced nor held by breakers)."""
         if stream.kind is not _ONEWAY:
             stream.cluster = self
             self.active += 1

@@ -6,6 +6,7 @@ from .stream cimport Stream, Deadlines
 cdef class DownstreamConnection(FramedConnection):
     cdef public object listener, output, quiet_streams, routes, request_hooks, routed_hooks
     cdef public object metrics, session, session_pool, session_route, session_waiting
+    cdef public object handshake, session_backlog
     cdef public bint has_heartbeat, draining, sessions
     cdef public double answered_at
     cdef public Py_ssize_t inflight

@@ -143,6 +143,10 @@ class DownstreamConnection(FramedConnection):
         self.session_pool = None
         self.session_route = None
         self.session_waiting: list[Stream] = []
+        # its first request (the handshake), and the requests that came after it before it
+        # was sent: they are routed after it, so that it opens the session
+        self.handshake: Stream | None = None
+        self.session_backlog: list[Stream] = []
         if self.proto is not None:
             self.protocol_chosen()
 
@@ -229,6 +233,8 @@ class DownstreamConnection(FramedConnection):
         (or, ``invalid``, a 400 answer saying why; or ``answer``, the proxy's own answer: the
         frame of the spec's ``answer when``, and whether the connection closes after it)."""
         kind = stream.kind
+        if self.sessions and self.handshake is None:
+            self.handshake = stream
         if kind is not _ONEWAY:
             self.inflight += 1
             if self.output is not None:
@@ -295,6 +301,9 @@ class DownstreamConnection(FramedConnection):
         self.route(stream)
 
     def route(self, stream: Stream) -> None:
+        if self.sessions and self.session_pool is None and stream is not self.handshake:
+            self.session_backlog.append(stream)  # (a filter holds the handshake back)
+            return
         route = self.session_route  # (a session's requests follow its first)
         if route is None:
             try:  # (the table remembers the route of a service and method no header decides)
@@ -335,10 +344,19 @@ class DownstreamConnection(FramedConnection):
             self.deadlines.add(stream, start + timeout / 1000)
         if self.routed_hooks and not self.passes(stream, self.routed_hooks, 0, self.send_upstream):
             return
-        stream.target.dispatch(stream)
+        self.send_upstream(stream)
 
     def send_upstream(self, stream: Stream) -> None:
+        pool = self.session_pool
+        if pool is not None:  # a session's request after its first: where the first went
+            pool.cluster.send_to(pool, stream)
+            return
         stream.target.dispatch(stream)
+        if self.session_backlog and self.session_pool is not None:
+            backlog, self.session_backlog = self.session_backlog, []
+            for waiting in backlog:  # the handshake opened the session: they follow it
+                if not waiting.done:
+                    self.route(waiting)
 
     def on_decode_error(self, error: DecodeError) -> None:
         # bytes that are not a frame: no request id to answer, so the connection goes
@@ -388,7 +406,7 @@ class DownstreamConnection(FramedConnection):
             upstream = stream.endpoint.endpoint if stream.endpoint is not None else None
             listener.access_log.write(listener.name, self.proto.name, stream.service, stream.method,
                                       stream.cluster_name, upstream, code, status, elapsed * 1000)  # fmt: skip
-        if self.sessions and self.session is None:
+        if stream is self.handshake and self.session is None:
             self.sessionless()  # answered before a session opened: no request can follow
         # (on a closed connection send() writes nothing and close() does nothing)
         if stream.slot is not None:
@@ -429,11 +447,16 @@ class DownstreamConnection(FramedConnection):
             self.close()
 
     def sessionless(self) -> None:
-        """Read no more requests: close once those in flight are answered (``deliver``)."""
+        """Read no more requests: close once those in flight are answered (``deliver``); the
+        requests waiting for the handshake to be routed have no session to go to."""
         if not self.ended:
             self.ended = True
             self.hold("no session")
             self.draining = True
+        backlog, self.session_backlog = self.session_backlog, []
+        for stream in backlog:
+            if not stream.done:
+                stream.fail(502, "protoc-x: 502 the session did not open")
 
     def on_close(self, exc) -> None:
         session = self.session

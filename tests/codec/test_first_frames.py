@@ -16,6 +16,7 @@ import pytest
 from protoc_x.compiler import compile_source
 from protoc_x.loader import load_module_source
 from protoc_x.runtime.api import Direction, StreamType
+from protoc_x.runtime.filters import REGISTRY, Pause, Reject, StreamFilter
 
 SPEC = Path(__file__).parent / "zookeeper.xproto"
 GET_DATA, CLOSE_SESSION = 4, -11
@@ -139,14 +140,16 @@ def connect_only_config(port: int, endpoints: list[str], path: str = "/connect")
 
 
 class SessionServer:
-    """A ZooKeeper-like server: a session per connection (ids 100, 101, ...), getData
-    answered with the connection's number; a request whose payload is ``push`` gets a watch
-    event (xid -1) before its answer."""
+    """A ZooKeeper-like server: a session per connection (ids ``base``, ``base`` + 1, ...),
+    getData answered with the connection's number; a request whose payload is ``push`` gets a
+    watch event (xid -1) before its answer; a ping (xid -2) its reply."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: int = 100) -> None:
+        self.base = base
         self.conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.closed: list[int] = []  # connections whose client side closed (EOF), by number
         self.hellos: list[tuple] = []
+        self.requests: list[tuple[int, int, bytes]] = []  # (connection, xid, op) in order
 
     async def __call__(self, reader, writer) -> None:
         number = len(self.conns)
@@ -155,10 +158,14 @@ class SessionServer:
             body = await read_packet(reader)
             _, _, timeout, session_id, n = struct.unpack_from(">iqiqi", body)
             self.hellos.append((timeout, session_id, body[28 : 28 + n], body[28 + n :]))
-            writer.write(connect_response(timeout, 100 + number))
+            writer.write(connect_response(timeout, self.base + number))
             while True:
                 xid, op = struct.unpack_from(">ii", body := await read_packet(reader))
                 payload = body[8:]
+                self.requests.append((number, xid, op))
+                if xid == -2:
+                    writer.write(reply(-2, 1, 0))
+                    continue
                 if payload == b"push":
                     writer.write(reply(-1, -1, 0, b"event for %d" % number))
                 if op == CLOSE_SESSION:
@@ -166,7 +173,8 @@ class SessionServer:
                     await writer.drain()
                     break
                 if payload != b"silent":
-                    writer.write(reply(xid, 1000 + number, 0, b"conn %d: " % number + payload))
+                    tag = b"conn %d: " % (self.base + number)
+                    writer.write(reply(xid, 1000 + number, 0, tag + payload))
         self.closed.append(number)
         writer.close()
 
@@ -226,11 +234,12 @@ def test_each_client_gets_a_session_of_its_own_that_every_request_follows():
     for i, (session_id, answers, pushed) in enumerate(results):
         conn = session_id - 100  # the connection its session was opened on
         assert answers == [
-            (xid, 1000 + conn, 0, b"conn %d: /node/%d/%d" % (conn, i, xid)) for xid in range(1, 6)
+            (xid, 1000 + conn, 0, b"conn %d: /node/%d/%d" % (session_id, i, xid))
+            for xid in range(1, 6)
         ]
         if i == 0:  # the server's event reached that session's client, before the answer
             assert pushed == [(-1, -1, 0, b"event for %d" % conn),
-                              (6, 1000 + conn, 0, b"conn %d: push" % conn)]  # fmt: skip
+                              (6, 1000 + conn, 0, b"conn %d: push" % session_id)]  # fmt: skip
     assert sorted(s for s, *_ in results) == [100, 101, 102]
 
 
@@ -292,3 +301,131 @@ def test_a_refused_handshake_gets_zookeepers_refusal_and_the_connection_closes(c
         assert rest == b""
     else:  # it was read while the connection was being made: answered, then the close
         assert rest == reply(1, 0, -4)
+
+
+class HoldHandshake(StreamFilter):
+    """Holds each handshake (method ``connect``) back for 100 ms, so that the requests its
+    client sent with it pass the filters first."""
+
+    name = "test_hold_handshake"
+
+    def on_request(self, ctx):
+        return Pause(0.1) if ctx.method == "connect" else None
+
+
+@pytest.fixture
+def test_filters(monkeypatch):
+    """The filters of these tests, registered while a test runs (the registry lists them)."""
+    for cls in (HoldHandshake, RefuseDelete):
+        monkeypatch.setitem(REGISTRY, cls.name, cls)
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["as-sent", "handshake-held"])
+def test_requests_sent_with_the_handshake_follow_it_to_its_server(held, test_filters):
+    """Each client writes its handshake and three requests at once; there are two servers,
+    balanced round robin. Every request goes where its session's handshake went, on the
+    session's connection, after the handshake: also when a filter holds the handshake back."""
+    from tests.runtime.harness import free_port, proxy_running, run
+
+    servers = [SessionServer(100), SessionServer(200)]
+
+    async def client(port: int, i: int) -> tuple[int, list]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(connect_request(timeout=3000 + i)
+                     + b"".join(request(x, GET_DATA, b"/%d/%d" % (i, x)) for x in (1, 2, 3)))  # fmt: skip
+        got_timeout, session_id, _ = parse_connect_response(
+            await asyncio.wait_for(read_packet(reader), 10)
+        )
+        assert got_timeout == 3000 + i
+        answers = [parse_reply(await asyncio.wait_for(read_packet(reader), 10)) for _ in range(3)]
+        writer.close()
+        return session_id, answers
+
+    async def scenario():
+        ups = [free_port(), free_port()]
+        started = [await asyncio.start_server(s, "127.0.0.1", p) for s, p in zip(servers, ups)]
+        cfg = connect_only_config(free_port(), [f"127.0.0.1:{p}" for p in ups])
+        port = int(cfg["listeners"][0]["address"].rsplit(":", 1)[1])
+        if held:
+            cfg["listeners"][0]["stream_filters"] = [{"name": "test_hold_handshake", "config": {}}]
+        async with proxy_running(cfg, protocols={"zookeeper": load_zk()}):
+            results = await asyncio.gather(*(client(port, i) for i in range(4)))
+        for server in started:
+            server.close()
+        return results
+
+    results = run(scenario())
+    assert [len(s.conns) for s in servers] == [2, 2]  # sessions balanced, one connection each
+    for server in servers:  # each connection's first frame was its handshake
+        assert len(server.hellos) == len(server.conns)
+    for i, (session_id, answers) in enumerate(results):
+        assert answers == [
+            (x, 1000 + session_id % 100, 0, b"conn %d: /%d/%d" % (session_id, i, x))
+            for x in (1, 2, 3)
+        ]  # answered on the connection its session was opened on, in order
+
+
+def test_the_proxy_pings_no_session_of_its_own_accord():
+    """A cluster keepalive would ping an idle upstream connection; a session's liveness is its
+    client's, so the proxy sends none there. The client's own ping goes to the server."""
+    from tests.runtime.harness import free_port, proxy_running, run
+
+    server = SessionServer()
+
+    async def scenario():
+        up = free_port()
+        upstream = await asyncio.start_server(server, "127.0.0.1", up)
+        cfg = connect_only_config(free_port(), [f"127.0.0.1:{up}"])
+        cfg["clusters"][0]["keepalive"] = {"interval_ms": 50, "timeout_ms": 1000, "failures": 3}
+        port = int(cfg["listeners"][0]["address"].rsplit(":", 1)[1])
+        async with proxy_running(cfg, protocols={"zookeeper": load_zk()}):
+            reader, writer, _ = await open_session(port, 1000)
+            await asyncio.sleep(0.5)  # ten keepalive intervals, idle
+            assert server.requests == []
+            writer.write(request(-2, 11))  # the client's ping
+            pong = parse_reply(await asyncio.wait_for(read_packet(reader), 10))
+            writer.close()
+        upstream.close()
+        return pong
+
+    assert run(scenario()) == (-2, 1, 0, b"")
+    assert server.requests == [(0, -2, 11)]
+
+
+class RefuseDelete(StreamFilter):
+    """Answers every delete itself with 403 (the protocol's no-auth error)."""
+
+    name = "test_refuse_delete"
+
+    def on_request(self, ctx):
+        return Reject(403, "protoc-x: 403 no deletes here") if ctx.method == "delete" else None
+
+
+def test_a_request_answered_before_the_session_opens_leaves_the_session_be(test_filters):
+    """Only the handshake's own failure ends a client without a session: a request that a
+    filter answers while the session's connection is being made gets its answer, and the
+    session opens and serves the requests after it."""
+    from tests.runtime.harness import free_port, proxy_running, run
+
+    server = SessionServer()
+
+    async def scenario():
+        up = free_port()
+        upstream = await asyncio.start_server(server, "127.0.0.1", up)
+        cfg = connect_only_config(free_port(), [f"127.0.0.1:{up}"])
+        cfg["listeners"][0]["stream_filters"] = [{"name": "test_refuse_delete", "config": {}}]
+        port = int(cfg["listeners"][0]["address"].rsplit(":", 1)[1])
+        async with proxy_running(cfg, protocols={"zookeeper": load_zk()}):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(connect_request(timeout=1500) + request(1, 2, b"/d")  # delete
+                         + request(2, GET_DATA, b"/g"))  # fmt: skip
+            packets = [await asyncio.wait_for(read_packet(reader), 10) for _ in range(3)]
+            writer.close()
+        upstream.close()
+        return packets
+
+    hello, refused, answer = run(scenario())
+    assert parse_connect_response(hello)[:2] == (1500, 100)
+    assert parse_reply(refused) == (1, 0, -102, b"")  # 403: no auth, the client's xid
+    assert parse_reply(answer) == (2, 1000, 0, b"conn 100: /g")
+    assert server.requests == [(0, 2, GET_DATA)]  # the delete never reached the server
