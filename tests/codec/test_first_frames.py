@@ -172,6 +172,8 @@ class SessionServer:
                     writer.write(reply(xid, 1, 0))
                     await writer.drain()
                     break
+                if payload == b"slow":
+                    await asyncio.sleep(0.3)
                 if payload != b"silent":
                     tag = b"conn %d: " % (self.base + number)
                     writer.write(reply(xid, 1000 + number, 0, tag + payload))
@@ -429,3 +431,30 @@ def test_a_request_answered_before_the_session_opens_leaves_the_session_be(test_
     assert parse_reply(refused) == (1, 0, -102, b"")  # 403: no auth, the client's xid
     assert parse_reply(answer) == (2, 1000, 0, b"conn 100: /g")
     assert server.requests == [(0, 2, GET_DATA)]  # the delete never reached the server
+
+
+def test_a_sessions_requests_are_not_held_by_the_clusters_breakers():
+    """Breakers and balancing decide where a session opens; the requests after its first have
+    nowhere else to go. With max_requests 1, a request sent while another is in flight on the
+    session still goes to the server (it was once answered 503: connection loss)."""
+    from tests.runtime.harness import free_port, proxy_running, run
+
+    server = SessionServer()
+
+    async def scenario():
+        up = free_port()
+        upstream = await asyncio.start_server(server, "127.0.0.1", up)
+        cfg = connect_only_config(free_port(), [f"127.0.0.1:{up}"])
+        cfg["clusters"][0]["circuit_breakers"] = {"max_requests": 1}
+        port = int(cfg["listeners"][0]["address"].rsplit(":", 1)[1])
+        async with proxy_running(cfg, protocols={"zookeeper": load_zk()}):
+            reader, writer, _ = await open_session(port, 1000)
+            writer.write(request(1, GET_DATA, b"slow") + request(2, GET_DATA, b"/b"))
+            answers = [
+                parse_reply(await asyncio.wait_for(read_packet(reader), 10)) for _ in range(2)
+            ]
+            writer.close()
+        upstream.close()
+        return answers
+
+    assert run(scenario()) == [(1, 1000, 0, b"conn 100: slow"), (2, 1000, 0, b"conn 100: /b")]
