@@ -494,12 +494,7 @@ class EndpointPool:
             self.cluster.unhealthy_until = max(self.cluster.unhealthy_until, self.unhealthy_until)
             log.warning("cannot connect to %s: %s", self.endpoint, str(e) or "timeout")
             if owner is not None:
-                self.release_held()
-                owner.end_session(None)
-                while owner.session_waiting:
-                    stream = owner.session_waiting.pop(0)
-                    self.cluster.pending -= 1
-                    stream.upstream_failed(self.endpoint)
+                self.open_session(owner, None)
                 return
             if not self.conns and not self.connecting:
                 while (stream := self.dequeue()) is not None:
@@ -524,14 +519,18 @@ class EndpointPool:
             self.release(conn)
         self.release_held()  # those still over the limit were held again by write_stream
 
-    def open_session(self, owner, conn: UpstreamConnection) -> None:
-        """The connection of ``owner``'s session is up: its waiting requests go out on it
-        (or it closes at once, if the client left meanwhile)."""
+    def open_session(self, owner, conn: UpstreamConnection | None) -> None:
+        """The connection of ``owner``'s session is up: its waiting requests go out on it. Or
+        it could not be made (None), or the client left or its handshake failed meanwhile:
+        they fail, as no request goes out without its handshake before it."""
         waiting, owner.session_waiting = owner.session_waiting, []
         self.cluster.pending -= len(waiting)
-        if owner.closed or owner.ended:  # the client left, or its handshake failed meanwhile
-            conn.close()
-            for stream in waiting:  # (no request goes out without its handshake before it)
+        if conn is None or owner.closed or owner.ended:
+            if conn is None:
+                owner.end_session(None)  # (before the failures: it closes after the last)
+            else:
+                conn.close()
+            for stream in waiting:
                 stream.upstream_failed(self.endpoint)
         else:
             conn.owner = owner

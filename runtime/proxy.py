@@ -248,9 +248,7 @@ class DownstreamConnection(FramedConnection):
             frame, close = answer
             stream.end()
             if close:  # no request after it: the ones before it are answered, then it closes
-                self.ended = True
-                self.hold("answered and closing")
-                self.draining = True
+                self.last_request("answered and closing")
             if kind is _ONEWAY:  # (its client expects no answer)
                 self.deliver(stream, None, code=self.proto.runtime_status(frame.get_status()))
             else:
@@ -446,13 +444,17 @@ class DownstreamConnection(FramedConnection):
         if self.inflight == 0:
             self.close()
 
-    def sessionless(self) -> None:
-        """Read no more requests: close once those in flight are answered (``deliver``); the
-        requests waiting for the handshake to be routed have no session to go to."""
+    def last_request(self, reason: str) -> None:
+        """Read no more requests: close once those in flight are answered (``deliver``)."""
         if not self.ended:
             self.ended = True
-            self.hold("no session")
+            self.hold(reason)
             self.draining = True
+
+    def sessionless(self) -> None:
+        """No session, or no more of it: :meth:`last_request`; the requests waiting for the
+        handshake to be routed have no session to go to."""
+        self.last_request("no session")
         backlog, self.session_backlog = self.session_backlog, []
         for stream in backlog:
             if not stream.done:

@@ -249,7 +249,7 @@ def test_a_session_ends_with_its_client_and_its_server():
     """The client leaves: its upstream connection closes. The server leaves: the request in
     flight is answered with the protocol's error (connection loss), then the client's
     connection closes: a session cannot move to another connection."""
-    from tests.runtime.harness import free_port, proxy_running, run
+    from tests.runtime.harness import eventually, free_port, proxy_running, run
 
     server = SessionServer()
 
@@ -261,11 +261,9 @@ def test_a_session_ends_with_its_client_and_its_server():
             ra, wa, _ = await open_session(port, 1000)
             rb, wb, _ = await open_session(port, 2000)
             wa.close()  # client A leaves
-            for _ in range(250):
-                if server.closed:
-                    break
-                await asyncio.sleep(0.02)
-            assert server.closed == [0]  # A's upstream connection closed; B's is open
+            assert await eventually(lambda: server.closed) == [
+                0
+            ]  # A's upstream connection closed; B's is open
             wb.write(request(3, GET_DATA, b"silent"))  # in flight when the server goes
             await asyncio.sleep(0.1)
             server.conns[1][1].transport.abort()

@@ -234,7 +234,7 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
 
 
 def test_the_proxy_carries_the_peers_frames_with_concurrent_out_of_order_answers(vhc):
-    from tests.runtime.harness import free_port, proxy_running, run, simple_config
+    from tests.runtime.harness import eventually, free_port, proxy_running, run, simple_config
 
     served: list[tuple] = []  # (upstream connection, id) in the order they were answered
     received: list[tuple] = []  # and in the order they arrived
@@ -286,10 +286,7 @@ def test_the_proxy_carries_the_peers_frames_with_concurrent_out_of_order_answers
         upstream = await asyncio.start_server(server, "127.0.0.1", up)
         async with proxy_running(simple_config("vhc", port, [f"127.0.0.1:{up}"]), protocols={"vhc": vhc}):  # fmt: skip
             await asyncio.gather(*(client(port, 40, seed) for seed in range(6)))
-            for _ in range(100):  # the last oneways may still be on their way
-                if len(oneways) == 6 * 4:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: len(oneways) == 6 * 4)  # the last may still be on their way
         upstream.close()
 
     run(scenario())

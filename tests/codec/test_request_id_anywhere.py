@@ -205,7 +205,7 @@ PEERS = {
 
 @pytest.mark.parametrize("name", sorted(PEERS))
 def test_the_proxy_remaps_ids_inside_headers_with_concurrent_out_of_order_answers(name, request):
-    from tests.runtime.harness import free_port, proxy_running, run, simple_config
+    from tests.runtime.harness import eventually, free_port, proxy_running, run, simple_config
 
     proto = request.getfixturevalue(name)
     read, ask, parse, answer = PEERS[name]
@@ -268,10 +268,7 @@ def test_the_proxy_remaps_ids_inside_headers_with_concurrent_out_of_order_answer
         config = simple_config(name, port, [f"127.0.0.1:{up}"], {"max_connections": 1})
         async with proxy_running(config, protocols={name: proto}):
             await asyncio.gather(*(client(port, 40, seed) for seed in range(6)))
-            for _ in range(100):  # the last oneways may still be on their way
-                if len(oneways) == 6 * 4:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: len(oneways) == 6 * 4)  # the last may still be on their way
         upstream.close()
 
     run(scenario())

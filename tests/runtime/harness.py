@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 
@@ -39,6 +39,15 @@ def no_errors_logged(caplog):
     yield
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """``predicate()`` once it is true, polled every 20 ms; its last value after ``timeout``
+    seconds (the caller's assertion then says what did not happen)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := predicate()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    return value
 
 
 def run(coro) -> Any:
