@@ -273,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("config", metavar="CONFIG", help="YAML config")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when the config, or a spec it names, changes (as on SIGHUP)",
+    )
 
     p = sub.add_parser("serve", help="a test upstream answering every request with success")
     p.add_argument("protocol")
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from .start import main as run_main
 
-        return run_main(args.config, args.workers)
+        return run_main(args.config, args.workers, args.watch)
     if args.command == "serve":
         return _cmd_serve(args)
     if args.command == "build":

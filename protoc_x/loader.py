@@ -37,6 +37,12 @@ def load_module_source(name: str, code: str, origin: str) -> types.ModuleType:
 def load_path(path: Path) -> list[XProtocol]:
     """Protocols defined by a spec, a generated module, or a directory of specs."""
     if path.suffix == ".py":
+        try:
+            key = (str(path.resolve()), path.read_bytes())
+        except OSError as e:
+            raise ImportError(f"{path}: cannot load: {e.strerror or e}") from None
+        if key in _LOADED:
+            return [_LOADED[key]]
         spec = importlib.util.spec_from_file_location(f"protocx_user_{path.stem}", path)
         if spec is None or spec.loader is None:
             raise ImportError(f"{path}: cannot load")
@@ -50,13 +56,24 @@ def load_path(path: Path) -> list[XProtocol]:
         proto = getattr(module, "PROTOCOL", None)
         if not isinstance(proto, XProtocol):
             raise ImportError(f"{path}: defines no PROTOCOL (an XProtocol)")
+        _LOADED[key] = proto
         return [proto]
     out = []
     for spec_path in find_specs([path]):
         text = read_spec(spec_path)
-        code = compile_source(text, str(spec_path), spec_path.stem)
-        out.append(load_module_source(spec_path.stem, code, str(spec_path)).PROTOCOL)
+        key = (str(spec_path.resolve()), text)
+        proto = _LOADED.get(key)
+        if proto is None:
+            code = compile_source(text, str(spec_path), spec_path.stem)
+            proto = load_module_source(spec_path.stem, code, str(spec_path)).PROTOCOL
+            _LOADED[key] = proto
+        out.append(proto)
     return out
+
+
+#: each spec's or module's protocol, by its path and text: loading an unchanged file again (a
+#: reload) gives the same protocol, so the listeners that speak it are unchanged
+_LOADED: dict[tuple, XProtocol] = {}
 
 
 def protocols(extra: list[str | Path] = ()) -> dict[str, XProtocol]:

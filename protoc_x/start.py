@@ -72,8 +72,18 @@ def check(path: str) -> int:
     return 0
 
 
-def main(path: str, workers: int = 1) -> int:
-    """``protoc-x run CONFIG``: check, then serve until SIGINT/SIGTERM and drain."""
+def watched(path: str | Path) -> list[Path]:
+    """The files whose change ``protoc-x run --watch`` reloads for: the config, and the specs
+    and modules it names (as the file says now)."""
+    try:
+        return [Path(path)] + [p for _, p in read_config(path).protocol_paths()]
+    except ConfigError:
+        return [Path(path)]
+
+
+def main(path: str, workers: int = 1, watch: bool = False) -> int:
+    """``protoc-x run CONFIG``: check, then serve until SIGINT/SIGTERM and drain; SIGHUP (and
+    with ``watch``, a change of the files) checks the config again and serves it if valid."""
     from .runtime.run import main as serve_main
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="protoc-x: %(message)s")
@@ -85,4 +95,10 @@ def main(path: str, workers: int = 1) -> int:
     except ConfigError as e:
         report(e)
         return 2
-    return serve_main(config, protocols, workers)
+    return serve_main(
+        config,
+        protocols,
+        workers,
+        reload=lambda: prepare(path),
+        watch=(lambda: watched(path)) if watch else None,
+    )

@@ -430,10 +430,46 @@ def _writable_log(value: str, info: ValidationInfo) -> str:
     return str(path)
 
 
+def _log_format(value: str) -> str:
+    from .accesslog import compile_format
+
+    try:
+        compile_format(value)
+    except ValueError as e:
+        raise invalid(str(e)) from None
+    return value
+
+
+LogFormat = Annotated[StrictStr, AfterValidator(_log_format)]
+
+
 class AccessLog(_Model):
-    #: "-": stderr; else a file (relative to the config file) in a directory that exists
+    #: "-": stdout (the proxy's own log is stderr); else a file (relative to the config file)
+    #: in a directory that exists
     path: Annotated[StrictStr, AfterValidator(_writable_log)] = "-"
     format: Literal["text", "json"] = "text"
+    #: Envoy's format strings: a line (format text), or a JSON object's values (format json)
+    text_format: LogFormat | None = None
+    json_format: dict[StrictStr, LogFormat] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_by_default(cls, data: Any) -> Any:
+        """A json_format is a JSON line: ``format`` says so unless it says otherwise (refused
+        below)."""
+        if isinstance(data, dict) and "json_format" in data and "format" not in data:
+            return {**data, "format": "json"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_format(self) -> "AccessLog":
+        if self.text_format is not None and self.json_format is not None:
+            raise invalid("give text_format or json_format, not both")
+        if self.text_format is not None and self.format == "json":
+            raise invalid("text_format is a text line: format json takes json_format")
+        if self.json_format is not None and self.format == "text":
+            raise invalid("json_format writes JSON: format text takes text_format")
+        return self
 
 
 def _registry() -> dict:

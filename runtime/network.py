@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
 
 from .api import DecodeError, Direction, XFrame, XProtocol
 
@@ -355,13 +354,3 @@ class Sweeper:
             elif (since := conn.idle_since()) is not None and now - since > self.idle_s:
                 conn.fail(f"idle for {self.idle_s * 1000:.0f} ms")
         self.handle = self.loop.call_later(self.period, self.sweep)
-
-
-def make_server_factory(factory: Callable[[], FramedConnection], sweeper: Sweeper | None):
-    def build() -> FramedConnection:
-        conn = factory()
-        if sweeper is not None:
-            sweeper.conns.add(conn)
-        return conn
-
-    return build

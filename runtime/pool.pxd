@@ -16,7 +16,7 @@ cdef class UpstreamConnection(FramedConnection):
 
 cdef class EndpointPool:
     cdef public object cluster, endpoint, host, port, proto, conns, idle, waiting, held, loop
-    cdef public bint shared, session
+    cdef public bint shared, session, retired
     cdef public Py_ssize_t max_connections, connecting, rr, active
     cdef public double unhealthy_until
     cpdef send(self, Stream stream)
@@ -24,7 +24,7 @@ cdef class EndpointPool:
 cdef class Cluster:
     cdef public object name, metrics, retrying, connect_timeout, request_timeout_ms
     cdef public object max_connections, keepalive, endpoints, pools, pools_of, balancer
-    cdef public object hash_header, only, loop
+    cdef public object hash_header, only, loop, config
     cdef public double retry_percent, unhealthy_until
     cdef public Py_ssize_t max_pending, max_requests, pending, active
     cpdef dispatch(self, Stream stream)

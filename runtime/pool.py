@@ -169,6 +169,8 @@ class UpstreamConnection(FramedConnection):
             self.abort()
         if stream in self.quiet:
             self.quiet.remove(stream)
+        if self.retired and not self.busy():  # (what it was kept open for is over)
+            self.close()
 
     def busy(self) -> int:
         return len(self.inflight) + len(self.line) + (1 if self.current is not None else 0)
@@ -383,6 +385,7 @@ class EndpointPool:
         self.rr = 0
         self.unhealthy_until = 0.0
         self.active = 0  # requests in flight here (least_request)
+        self.retired = False  # a reload removed its endpoint or cluster
         self.loop = asyncio.get_event_loop()
 
     def healthy(self) -> bool:
@@ -518,6 +521,8 @@ class EndpointPool:
         else:
             self.release(conn)
         self.release_held()  # those still over the limit were held again by write_stream
+        if self.retired:
+            conn.retire()
 
     def open_session(self, owner, conn: UpstreamConnection | None) -> None:
         """The connection of ``owner``'s session is up: its waiting requests go out on it. Or
@@ -561,6 +566,14 @@ class EndpointPool:
         if self.waiting and len(self.conns) + self.connecting < self.max_connections:
             self.connect()
 
+    def retire_all(self) -> None:
+        """Take no new request: connections close once answered (or timed out), one still
+        being made once it has served the requests waiting for it; a session's client takes no
+        more requests, as when its server ends the session."""
+        self.retired = True
+        for conn in list(self.conns) + list(self.idle):
+            conn.retire()
+
     def retire(self, conn: UpstreamConnection) -> None:
         for lst in (self.conns, self.idle):
             if conn in lst:
@@ -590,12 +603,10 @@ class Cluster:
         cb = config.circuit_breakers
         self.max_pending = cb.max_pending_requests if cb else 1024
         self.max_requests = cb.max_requests if cb else 10000
-        self.endpoints = [str(e) for e in config.endpoints]
+        self.config = config
         self.pools: dict[tuple[str, str], EndpointPool] = {}  # (protocol, endpoint) → pool
         self.pools_of: dict[XProtocol, dict[str, EndpointPool]] = {}  # the same, for lookups
-        self.balancer = make_balancer(config.lb_policy, self.endpoints, active=self.active_at)
-        self.hash_header = self.balancer.hash_header  # hash:NAME balancing: the header's value
-        self.only = self.endpoints[0] if len(self.endpoints) == 1 else None
+        self.set_endpoints(config.endpoints)
         self.pending = 0
         self.active = 0
         self.unhealthy_until = 0.0  # the latest time any endpoint sits out until
@@ -603,6 +614,25 @@ class Cluster:
         if metrics is not None:
             metrics.child(metrics.pending, self.name).set_function(lambda: self.pending)
             metrics.child(metrics.active, self.name).set_function(lambda: self.active)
+
+    def set_endpoints(self, endpoints) -> None:
+        """Balance over ``endpoints`` from now on (a reload that changed only them): the pools
+        of endpoints that stay keep their connections; those of the others are retired
+        (:meth:`EndpointPool.retire_all`)."""
+        self.endpoints = [str(e) for e in endpoints]
+        self.balancer = make_balancer(self.config.lb_policy, self.endpoints, active=self.active_at)
+        self.hash_header = self.balancer.hash_header  # hash:NAME balancing: the header's value
+        self.only = self.endpoints[0] if len(self.endpoints) == 1 else None
+        for key, pool in list(self.pools.items()):
+            if pool.endpoint not in self.endpoints:
+                del self.pools[key]
+                del self.pools_of[pool.proto][pool.endpoint]
+                pool.retire_all()
+
+    def retire_all(self) -> None:
+        """A reload removed or replaced this cluster: every pool is retired."""
+        for pool in self.pools.values():
+            pool.retire_all()
 
     def active_at(self, endpoint: str) -> int:
         return sum(p.active for (name, ep), p in self.pools.items() if ep == endpoint)

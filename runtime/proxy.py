@@ -16,7 +16,7 @@ from .config import MAX_INT as MAX_TIMEOUT_MS  # the longest timeout a config ma
 from .engine import detect
 from .filters import Reject, StreamFilter, filters as filter_registry
 from .metrics import Metrics
-from .network import FramedConnection, Sweeper, make_server_factory
+from .network import FramedConnection, Sweeper
 from .pool import Cluster
 from .router import RouteTable, WeightedPicker
 from .stream import ASK, Deadlines, OrderedOutput, Phase, Stream
@@ -59,6 +59,7 @@ class Listener:
         self.proxy = proxy
         self.sweeper = Sweeper(config.idle_timeout_ms / 1000, config.frame_timeout_ms / 1000)
         self.servers: list[asyncio.AbstractServer] = []
+        self.door: _Door | None = None
         self.conns: set[DownstreamConnection] = set()
         registry = filter_registry()
         self.filters = [
@@ -78,42 +79,61 @@ class Listener:
         }  # fmt: skip
         self.gauge = proxy.metrics.child(proxy.metrics.downstream, self.name)
         log_cfg = config.access_log
-        self.access_log = AccessLog(log_cfg.path, log_cfg.format) if log_cfg is not None else None
+        self.access_log = (
+            AccessLog(log_cfg.path, log_cfg.format, log_cfg.text_format, log_cfg.json_format)
+            if log_cfg is not None
+            else None
+        )
 
     def bind(self) -> list[socket.socket]:
-        """The listener's sockets, bound but not yet listening: every listener binds before any
-        listens, so a config whose last address is taken never accepts a connection."""
-        host, port = self.config.address.host, self.config.address.port
-        socks: list[socket.socket] = []
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # (host: never "")
-            for family, kind, proto, _, addr in dict.fromkeys(infos):
-                sock = socket.socket(family, kind, proto)
-                socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
-                if self.proxy.workers > 1:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, True)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
-                sock.bind(addr)
-        except OSError:
-            for sock in socks:
-                sock.close()
-            raise
-        return socks
+        """The listener's sockets, bound but not yet listening."""
+        return bind(self.config.address, self.proxy.workers > 1)
 
     async def start(self, socks: list[socket.socket]) -> None:
         """Listen on the sockets :meth:`bind` gave."""
         loop = asyncio.get_running_loop()
-        factory = make_server_factory(lambda: DownstreamConnection(self), self.sweeper)
+        door = self.door = _Door(self)
         for sock in socks:  # (create_server makes them non-blocking)
-            self.servers.append(await loop.create_server(factory, sock=sock))
+            self.servers.append(await loop.create_server(door.accept, sock=sock))
+        self.sweeper.start()
+
+    def set_routes(self, routes: RouteTable) -> None:
+        """A reload's route table: the next request of every connection is routed by it."""
+        self.routes = routes
+        for conn in self.conns:
+            conn.routes = routes
+
+    def accept(self) -> DownstreamConnection:
+        conn = DownstreamConnection(self)
+        self.sweeper.conns.add(conn)
+        return conn
+
+    def take_over(self, old: "Listener") -> None:
+        """Serve ``old``'s address on its own sockets (a reload changed this listener but
+        not its address): connections accepted from now on are this listener's."""
+        self.servers, old.servers = old.servers, []
+        self.door, old.door = old.door, None
+        self.door.listener = self
         self.sweeper.start()
 
     def stop_accepting(self) -> None:
+        """Close the listening sockets (unless a successor took them over); its connections
+        are left to :meth:`Proxy.close_connections`."""
         for server in self.servers:
             server.close()
-        self.sweeper.stop()
+
+
+class _Door:
+    """Where a listening socket's new connections go: the listener serving its address now
+    (a reload may hand the socket to a changed listener of the same address)."""
+
+    __slots__ = ("listener",)
+
+    def __init__(self, listener: Listener):
+        self.listener = listener
+
+    def accept(self) -> DownstreamConnection:
+        return self.listener.accept()
 
 
 class DownstreamConnection(FramedConnection):
@@ -401,9 +421,7 @@ class DownstreamConnection(FramedConnection):
             self.metrics.request_done(listener.name, self.proto.name, stream.service, stream.method,
                                       stream.cluster_name, code, elapsed)  # fmt: skip
         if listener.access_log is not None:
-            upstream = stream.endpoint.endpoint if stream.endpoint is not None else None
-            listener.access_log.write(listener.name, self.proto.name, stream.service, stream.method,
-                                      stream.cluster_name, upstream, code, status, elapsed * 1000)  # fmt: skip
+            listener.access_log.write(self, stream, code, status, elapsed, data)
         if stream is self.handshake and self.session is None:
             self.sessionless()  # answered before a session opened: no request can follow
         # (on a closed connection send() writes nothing and close() does nothing)
@@ -476,8 +494,49 @@ class DownstreamConnection(FramedConnection):
             self.close()
 
 
+def bind(address, reuse_port: bool) -> list[socket.socket]:
+    """Sockets for a listener's ``address``, bound but not yet listening: every listener binds
+    before any listens (at start, and on a reload), so a config whose last address is taken
+    never accepts a connection."""
+    socks: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, addr in dict.fromkeys(infos):  # (host: never "")
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+            if reuse_port:  # (workers share each listener)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, True)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+            sock.bind(addr)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def bind_all(addresses, reuse_port: bool) -> list[list[socket.socket]]:
+    """:func:`bind` for each of ``addresses`` (index, address), or none: on a failure, the
+    sockets bound so far are closed and the OSError names the listener by its YAML path."""
+    bound: list[list[socket.socket]] = []
+    for i, address in addresses:
+        try:
+            bound.append(bind(address, reuse_port))
+        except OSError as e:
+            for group in bound:
+                for sock in group:
+                    sock.close()
+            raise OSError(
+                e.errno, f"listeners[{i}].address: cannot listen on {address}: {e.strerror or e}"
+            ) from None
+    return bound
+
+
 class Proxy:
-    """Everything a config describes, running."""
+    """Everything a config describes, running. :meth:`reload` serves a new config in its place
+    (SIGHUP, a watched file, a control plane's update)."""
 
     draining = False  # (set by drain)
 
@@ -488,51 +547,155 @@ class Proxy:
         self.metrics = Metrics(worker=worker, shared=shared)
         self.deadlines = Deadlines(asyncio.get_event_loop())
         self.admin = None
-        self.clusters = {c.name: Cluster(c, self.metrics) for c in config.clusters}
-        tables = {}
-        for rc in config.route_configs:
-            resolved = []
-            for vh in rc.virtual_hosts:
-                routes = [_ResolvedRoute(r.match, Route(r.route, self.clusters)) for r in vh.routes]
-                resolved.append(_ResolvedVHost(vh.name, vh.domains, routes))
-            tables[rc.name] = RouteTable(resolved)
+        self.clusters = self.build_clusters(config, {})
+        tables = self.route_tables(config, self.clusters)
         self.listeners = [
             Listener(l, [protocols[p] for p in l.protocol], tables[l.route_config], self)
             for l in config.listeners
         ]
+        self.closing: set[asyncio.Task] = set()  # listeners reloads removed, draining
+
+    def build_clusters(self, config, old: dict[str, Cluster]) -> dict[str, Cluster]:
+        """The clusters of ``config``: those of ``old`` whose config is the same are kept as they
+        are (connections, health, breaker counts); one whose endpoints alone changed is kept and
+        takes them."""
+        clusters = {}
+        for c in config.clusters:
+            cluster = old.get(c.name)
+            if cluster is not None and cluster.config != c:
+                if cluster.config.model_copy(update={"endpoints": c.endpoints}) == c:
+                    cluster.set_endpoints(c.endpoints)
+                    cluster.config = c
+                else:
+                    cluster = None
+            clusters[c.name] = cluster if cluster is not None else Cluster(c, self.metrics)
+        return clusters
+
+    @staticmethod
+    def route_tables(config, clusters: dict[str, Cluster]) -> dict[str, RouteTable]:
+        tables = {}
+        for rc in config.route_configs:
+            resolved = []
+            for vh in rc.virtual_hosts:
+                routes = [_ResolvedRoute(r.match, Route(r.route, clusters)) for r in vh.routes]
+                resolved.append(_ResolvedVHost(vh.name, vh.domains, routes))
+            tables[rc.name] = RouteTable(resolved)
+        return tables
 
     async def start(self) -> None:
         """Open every listener, or none: all bind before any listens, and on a failure the
         OSError names the listener by its YAML path."""
-        bound: list[list[socket.socket]] = []
-        for i, listener in enumerate(self.listeners):
-            try:
-                bound.append(listener.bind())
-            except OSError as e:
-                for group in bound:
-                    for sock in group:
-                        sock.close()
-                raise OSError(
-                    e.errno,
-                    f"listeners[{i}].address: cannot listen on {listener.config.address}: {e.strerror or e}",
-                ) from None
+        bound = bind_all(
+            [(i, l.config.address) for i, l in enumerate(self.listeners)], self.workers > 1
+        )
         for listener, group in zip(self.listeners, bound):
             await listener.start(group)
         if self.shared is not None:
             self.metrics.start_publishing()
-        if self.config.admin is not None and self.worker == 0:
-            from .admin import AdminServer
+        self.admin = await self.start_admin(self.config)
 
-            addr = self.config.admin.address
-            self.admin = AdminServer(self, addr.host, addr.port)
-            await self.admin.start()
+    async def start_admin(self, config):
+        """The admin endpoint ``config`` asks for, serving (None: none, or not this worker)."""
+        if config.admin is None or self.worker != 0:
+            return None
+        from .admin import AdminServer
 
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
-        self.draining = True
-        for listener in self.listeners:
+        admin = AdminServer(self, config.admin.address.host, config.admin.address.port)
+        await admin.start()
+        return admin
+
+    async def reload(self, config, protocols: dict[str, XProtocol]) -> None:
+        """Serve ``config`` (checked) from now on, losing no request:
+
+        - a listener whose config and protocols are the same keeps its sockets, connections and
+          filters, and its connections route their next requests by the new tables;
+        - a changed listener of the same address takes over its predecessor's sockets; the
+          predecessor's connections close once their requests in flight are answered (as the
+          connections of a removed listener do, whose sockets close at once);
+        - a cluster whose config is the same keeps its connections; a changed or removed one is
+          retired: its connections close once their requests in flight are answered or time
+          out (one whose endpoints alone changed is kept, :meth:`Cluster.set_endpoints`).
+
+        Raises OSError, with nothing changed, when a new address cannot be listened on."""
+        if self.draining:
+            raise RuntimeError("the proxy is draining")
+        kept: dict[int, Listener] = {}  # index in config.listeners → listener that stays
+        taken: dict[int, Listener] = {}  # → the listener whose sockets it takes over
+        fresh: list[tuple[int, object]] = []  # → its address, to bind
+        by_name = {l.name: l for l in self.listeners}
+        by_address = {l.config.address: l for l in self.listeners}
+        for i, lc in enumerate(config.listeners):
+            old = by_name.get(lc.name)
+            if (
+                old is not None
+                and old.config == lc
+                and old.protocols == [protocols[p] for p in lc.protocol]
+            ):
+                kept[i] = old
+        for i, lc in enumerate(config.listeners):
+            old = by_address.get(lc.address)
+            if i not in kept and old is not None and old not in kept.values():
+                taken[i] = old
+            elif i not in kept:
+                fresh.append((i, lc.address))
+        bound = dict(zip([i for i, _ in fresh], bind_all(fresh, self.workers > 1)))
+        old_admin = self.admin
+        if self.config.admin != config.admin:
+            try:
+                self.admin = await self.start_admin(config)
+            except OSError:
+                for group in bound.values():
+                    for sock in group:
+                        sock.close()
+                raise
+            if old_admin is not None:
+                old_admin.close()
+        self.config = config
+        # nothing can fail from here on
+        old_clusters = self.clusters
+        self.clusters = self.build_clusters(config, old_clusters)
+        tables = self.route_tables(config, self.clusters)
+        listeners = []
+        for i, lc in enumerate(config.listeners):
+            listener = kept.get(i)
+            if listener is not None:
+                listener.set_routes(tables[lc.route_config])
+            else:
+                protos = [protocols[p] for p in lc.protocol]
+                listener = Listener(lc, protos, tables[lc.route_config], self)
+                if i in taken:
+                    listener.take_over(taken[i])
+                else:
+                    await listener.start(bound[i])
+            listeners.append(listener)
+        gone = [l for l in self.listeners if l not in listeners]
+        self.listeners = listeners
+        timeout = config.drain_timeout_ms / 1000
+        for listener in gone:
             listener.stop_accepting()
-        conns = [c for listener in self.listeners for c in list(listener.conns)]
+            task = asyncio.ensure_future(self.close_listener(listener, timeout))
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
+        live = set(map(id, self.clusters.values()))
+        for cluster in old_clusters.values():
+            if id(cluster) not in live:
+                cluster.retire_all()
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: each access log file is opened again at its path (log rotation)."""
+        for listener in self.listeners:
+            if listener.access_log is not None:
+                listener.access_log.reopen()
+
+    async def close_listener(self, listener: Listener, timeout: float) -> None:
+        await self.close_connections(list(listener.conns), timeout)
+        listener.sweeper.stop()
+        if listener.access_log is not None:
+            listener.access_log.close()
+
+    async def close_connections(self, conns: list, timeout: float) -> None:
+        """Drain ``conns``: each closes once its requests in flight are answered; those still
+        open after ``timeout`` are aborted."""
         for conn in conns:
             conn.drain()
         loop = asyncio.get_running_loop()
@@ -545,6 +708,19 @@ class Proxy:
         for conn in conns:
             if not conn.closed:
                 conn.abort()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
+        self.draining = True
+        for listener in self.listeners:
+            listener.stop_accepting()
+        await self.close_connections(
+            [c for listener in self.listeners for c in list(listener.conns)], timeout
+        )
+        for listener in self.listeners:
+            listener.sweeper.stop()
+        for task in list(self.closing):  # (what reloads removed: its own timeouts hold)
+            await task
         for cluster in self.clusters.values():
             cluster.close()
         if self.shared is not None:

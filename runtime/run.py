@@ -1,5 +1,7 @@
 """Serve a checked config (``protoc-x run``; protoc_x.start loads and checks it): open the
-listeners, serve until SIGINT/SIGTERM, then drain."""
+listeners, serve until SIGINT/SIGTERM, then drain. SIGHUP (and, with ``--watch``, a change of the
+config file or of a spec it names) reloads the config: checked whole first, refused whole when
+invalid, with the running config kept. SIGUSR1 reopens the access log files (log rotation)."""
 
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ def install_loop() -> None:
 
 
 async def serve_config(config, protocols, ready=None, worker: int = 0, workers: int = 1,
-                       shared: str | None = None) -> int:  # fmt: skip
+                       shared: str | None = None, reload=None, watch=None) -> int:  # fmt: skip
     """Run one proxy until SIGINT/SIGTERM. With several workers, each process runs this on
     SO_REUSEPORT listeners; each publishes its metrics into prometheus-client multiprocess
     files in ``shared`` and worker 0 serves the admin endpoint, summing them; rate limits take
-    1/workers each."""
+    1/workers each. ``reload()`` gives the config and protocols to serve on SIGHUP (checked:
+    it raises ConfigError); ``watch()`` gives the files whose change reloads too."""
     from .proxy import Proxy
 
     proxy = Proxy(config, protocols, worker=worker, workers=workers, shared=shared)
@@ -41,12 +44,24 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, proxy.reopen_logs)  # (log rotation)
+    reloader = Reloader(proxy, reload) if reload is not None else None
+    watching = None
+    if reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloader.request)
+        if watch is not None:
+            watching = asyncio.ensure_future(watch_files(watch, reloader.request, stop))
     if ready is not None:
         ready(proxy)
     await stop.wait()
+    if reloader is not None:
+        loop.remove_signal_handler(signal.SIGHUP)
+        await reloader.idle()
+    if watching is not None:
+        await watching
     if worker == 0:
-        log.info("draining (up to %d ms)", config.drain_timeout_ms)
-    await proxy.drain(config.drain_timeout_ms / 1000)
+        log.info("draining (up to %d ms)", proxy.config.drain_timeout_ms)
+    await proxy.drain(proxy.config.drain_timeout_ms / 1000)
     if workers > 1:
         codes = " ".join(f"{code}={n}" for code, n in sorted(proxy.metrics.answered().items()))
         log.info("worker %d stopped; requests answered by code: %s", worker, codes or "none")
@@ -55,15 +70,105 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     return 0
 
 
-def run_workers(config, protocols, workers: int) -> int:
-    """Fork ``workers`` processes sharing each listener (SO_REUSEPORT); signals go to all;
-    exit 0 when all drained, 2 when one could not start (the others are stopped)."""
+class Reloader:
+    """Reloads one at a time: a request while one runs makes one more run after it (a burst
+    of SIGHUPs, or of file events, is one or two reloads)."""
+
+    def __init__(self, proxy, load) -> None:
+        self.proxy = proxy
+        self.load = load  # () -> (config, protocols), or raises ConfigError
+        self.task: asyncio.Task | None = None
+        self.again = False
+        self.done = 0  # reloads applied
+        self.refused = 0
+
+    def request(self) -> None:
+        if self.task is not None:
+            self.again = True
+            return
+        self.task = asyncio.ensure_future(self.run())
+
+    async def idle(self) -> None:
+        self.again = False
+        if self.task is not None:
+            await self.task
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.again = False
+                await self.reload_once()
+                if not self.again or self.proxy.draining:
+                    break
+        finally:
+            self.task = None
+
+    async def reload_once(self) -> None:
+        from .config import ConfigError
+
+        loop = asyncio.get_running_loop()
+        try:  # (compiling specs takes a while: the requests go on meanwhile)
+            config, protocols = await loop.run_in_executor(None, self.load)
+        except ConfigError as e:
+            self.refused += 1
+            log.error("reload refused, the running config stays; the new one is invalid:")
+            for line in e.lines():
+                log.error("%s", line)
+            return
+        except Exception as e:  # (an unreadable file, a plug-in module raising)
+            self.refused += 1
+            log.error("reload refused, the running config stays: %s: %s", type(e).__name__, e)
+            return
+        if self.proxy.draining:
+            return
+        try:
+            await self.proxy.reload(config, protocols)
+        except OSError as e:
+            self.refused += 1
+            log.error("reload refused, the running config stays: %s", e.strerror or e)
+            return
+        self.done += 1
+        log.info(
+            "reloaded: listeners %s; clusters %s",
+            ", ".join(f"{l.name} on {l.config.address}" for l in self.proxy.listeners),
+            ", ".join(self.proxy.clusters),
+        )
+
+
+async def watch_files(files, changed, stop: asyncio.Event) -> None:
+    """Call ``changed()`` when one of ``files()`` (the config and the specs it names, asked
+    again after each change) is written, replaced or removed, until ``stop`` is set. The
+    directories are watched, not the files: an editor or a ConfigMap replaces a file by
+    renaming another onto it."""
+    import watchfiles
+    from pathlib import Path
+
+    while not stop.is_set():
+        paths = {Path(f).resolve() for f in files()}
+        dirs = sorted({str(p if p.is_dir() else p.parent) for p in paths})
+
+        def relevant(_change, path: str) -> bool:
+            p = Path(path).resolve()
+            return p in paths or any(d in p.parents for d in paths if d.is_dir())
+
+        async for _ in watchfiles.awatch(*dirs, watch_filter=relevant, stop_event=stop,
+                                         debounce=200, step=50):  # fmt: skip
+            changed()
+            break
+
+
+def run_workers(config, protocols, workers: int, reload=None, watch=None) -> int:
+    """Fork ``workers`` processes sharing each listener (SO_REUSEPORT); signals go to all
+    (SIGHUP: each worker reloads; SIGUSR1: each reopens its access logs); exit 0 when all drained, 2 when one could not start (the
+    others are stopped)."""
     import os
     import shutil
     import tempfile
 
     shared = tempfile.mkdtemp(prefix="protocx-metrics-")  # the workers' metrics, new each run
     pids = []
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)  # (until a worker's loop takes it)
     try:
         for i in range(workers):
             pid = os.fork()
@@ -72,24 +177,30 @@ def run_workers(config, protocols, workers: int) -> int:
                 try:
                     install_loop()
                     code = asyncio.run(
-                        serve_config(config, protocols, worker=i, workers=workers, shared=shared)
+                        serve_config(config, protocols, worker=i, workers=workers, shared=shared,
+                                     reload=reload, watch=watch)  # fmt: skip
                     )
                 finally:
                     os._exit(code)
             pids.append(pid)
         stopping = False
 
-        def forward(signum, _frame):
-            nonlocal stopping
-            stopping = True
+        def send(signum, _frame=None):
             for pid in pids:
                 try:
                     os.kill(pid, signum)
                 except ProcessLookupError:
                     pass
 
+        def forward(signum, _frame):
+            nonlocal stopping
+            stopping = True
+            send(signum)
+
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGHUP, send)
+        signal.signal(signal.SIGUSR1, send)
         codes = []
         remaining = set(pids)
         while remaining:
@@ -104,14 +215,15 @@ def run_workers(config, protocols, workers: int) -> int:
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def main(config, protocols, workers: int = 1) -> int:
-    """Serve a checked config with its protocols (the CLI loads both: the runtime never
-    compiles specs) until SIGINT/SIGTERM; ``workers`` > 1 forks."""
+def main(config, protocols, workers: int = 1, reload=None, watch=None) -> int:
+    """Serve a checked config with its protocols (the CLI loads both, and gives ``reload``
+    to load them again: the runtime never compiles specs) until SIGINT/SIGTERM; ``workers`` >
+    1 forks."""
     raise_open_files_limit()
     if workers > 1:
-        return run_workers(config, protocols, workers)
+        return run_workers(config, protocols, workers, reload, watch)
     install_loop()
-    return asyncio.run(serve_config(config, protocols))
+    return asyncio.run(serve_config(config, protocols, reload=reload, watch=watch))
 
 
 def raise_open_files_limit() -> None:

@@ -22,7 +22,7 @@ cdef class Stream:
     cdef public object cluster, endpoint, service, method, tried, cluster_name, target
     cdef public object extra_headers, timeout, up_id
     cdef public double arrived, started
-    cdef public Py_ssize_t seq, retries, id_at
+    cdef public Py_ssize_t seq, retries, id_at, received
     cdef public bint modified, paused
     cpdef bint end(self)
     cpdef leave_cluster(self)

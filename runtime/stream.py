@@ -218,6 +218,7 @@ class Stream:
         self.down_id = frame.get_request_id() if frame is not None else down_id
         self.kind = kind
         self.raw = raw  # the request's bytes as they arrived (None once a filter changed it)
+        self.received = len(raw) if raw is not None else 0  # (the access log's BYTES_RECEIVED)
         # the loop's time of the read that brought it: what its deadline and the rate limits
         # count from (the runtime's one clock for behaviour, which tests can drive)
         self.arrived = arrived

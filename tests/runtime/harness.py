@@ -193,16 +193,16 @@ def proxy_in_thread(data: dict, base_dir: Path = Path(".")):
         loop.close()
 
 
-def wait_listening(port: int, count: int, timeout: float = 15.0) -> None:
-    """Wait until ``count`` sockets listen on 127.0.0.1:``port`` (SO_REUSEPORT: one per worker),
-    as the kernel lists them."""
+def wait_listening(port: int, count: int, timeout: float = 15.0, exactly: bool = False) -> None:
+    """Wait until ``count`` sockets (``exactly``: no more) listen on 127.0.0.1:``port``
+    (SO_REUSEPORT: one per worker), as the kernel lists them."""
     wanted = f"0100007F:{port:04X}"
     deadline = time.monotonic() + timeout
     while True:
         with open("/proc/net/tcp") as f:
             rows = [line.split() for line in f.readlines()[1:]]
         found = sum(1 for row in rows if row[1] == wanted and row[3] == "0A")  # 0A: LISTEN
-        if found >= count:
+        if found == count or (found > count and not exactly):
             return
         assert time.monotonic() < deadline, f"{found} of {count} sockets listen on {port}"
         time.sleep(0.05)

@@ -72,3 +72,33 @@ def test_two_workers_share_the_listener_metrics_and_rate_limit(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=15)[1]
     assert proc.returncode == 0, out
+
+
+def test_sighup_reloads_every_worker(tmp_path):
+    """The parent forwards SIGHUP: each worker reloads, and a listener the new config adds
+    listens in both (SO_REUSEPORT), a removed one in neither; the workers keep running."""
+    up, port, extra = free_port(), free_port(), free_port()
+    cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "protoc_x.cli", "run", str(path), "--workers", "2"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_listening(port, 2)
+        more = json.loads(json.dumps(cfg))
+        more["listeners"].append(dict(more["listeners"][0], name="extra",
+                                      address=f"127.0.0.1:{extra}"))  # fmt: skip
+        path.write_text(json.dumps(more))
+        proc.send_signal(signal.SIGHUP)
+        wait_listening(extra, 2)
+        path.write_text(json.dumps(cfg))
+        proc.send_signal(signal.SIGHUP)
+        wait_listening(extra, 0, exactly=True)
+        wait_listening(port, 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert err.count("reloaded:") == 4, err
