@@ -274,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", metavar="CONFIG", help="YAML config")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
     p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        default="info",
+        help="the proxy's own log, on stderr (default: info; the admin's /logging changes it)",
+    )
+    p.add_argument(
         "--watch",
         action="store_true",
         help="reload when the config, or a spec it names, changes (as on SIGHUP)",
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from .start import main as run_main
 
-        return run_main(args.config, args.workers, args.watch)
+        return run_main(args.config, args.workers, args.watch, args.log_level)
     if args.command == "serve":
         return _cmd_serve(args)
     if args.command == "build":

@@ -81,12 +81,14 @@ def watched(path: str | Path) -> list[Path]:
         return [Path(path)]
 
 
-def main(path: str, workers: int = 1, watch: bool = False) -> int:
+def main(path: str, workers: int = 1, watch: bool = False, log_level: str = "info") -> int:
     """``protoc-x run CONFIG``: check, then serve until SIGINT/SIGTERM and drain; SIGHUP (and
     with ``watch``, a change of the files) checks the config again and serves it if valid."""
     from .runtime.run import main as serve_main
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="protoc-x: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=getattr(logging, log_level.upper()), format="protoc-x: %(message)s"
+    )
     if workers < 1:
         print("error: --workers: must be at least 1", file=sys.stderr)
         return 2

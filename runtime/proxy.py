@@ -5,8 +5,10 @@ listeners and the graceful drain."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import socket
+import time
 from time import perf_counter
 from typing import Sequence
 
@@ -554,6 +556,12 @@ class Proxy:
             for l in config.listeners
         ]
         self.closing: set[asyncio.Task] = set()  # listeners reloads removed, draining
+        # the admin endpoint's state
+        self.started_at = time.monotonic()
+        self.config_version = "1"  # (the YAML's: counts the reloads applied)
+        self.config_updated = _now()
+        self.health_failing = False  # /healthcheck/fail: /ready answers 503
+        self.listeners_drained = False  # /drain_listeners: no listener accepts any more
 
     def build_clusters(self, config, old: dict[str, Cluster]) -> dict[str, Cluster]:
         """The clusters of ``config``: those of ``old`` whose config is the same are kept as they
@@ -617,8 +625,8 @@ class Proxy:
           out (one whose endpoints alone changed is kept, :meth:`Cluster.set_endpoints`).
 
         Raises OSError, with nothing changed, when a new address cannot be listened on."""
-        if self.draining:
-            raise RuntimeError("the proxy is draining")
+        if self.draining or self.listeners_drained:
+            raise RuntimeError("the proxy is draining: no config is served any more")
         kept: dict[int, Listener] = {}  # index in config.listeners → listener that stays
         taken: dict[int, Listener] = {}  # → the listener whose sockets it takes over
         fresh: list[tuple[int, object]] = []  # → its address, to bind
@@ -651,6 +659,8 @@ class Proxy:
             if old_admin is not None:
                 old_admin.close()
         self.config = config
+        self.config_version = str(int(self.config_version) + 1)
+        self.config_updated = _now()
         # nothing can fail from here on
         old_clusters = self.clusters
         self.clusters = self.build_clusters(config, old_clusters)
@@ -680,6 +690,22 @@ class Proxy:
         for cluster in old_clusters.values():
             if id(cluster) not in live:
                 cluster.retire_all()
+
+    def drain_listeners(self) -> None:
+        """The admin's /drain_listeners: no listener accepts any more connections, and those
+        open close once their requests in flight are answered (up to drain_timeout_ms); the
+        process keeps running (a SIGTERM then exits at once)."""
+        if self.listeners_drained or self.draining:
+            return
+        self.listeners_drained = True
+        for listener in self.listeners:
+            listener.stop_accepting()
+        conns = [c for listener in self.listeners for c in list(listener.conns)]
+        task = asyncio.ensure_future(
+            self.close_connections(conns, self.config.drain_timeout_ms / 1000)
+        )
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
 
     def reopen_logs(self) -> None:
         """SIGUSR1: each access log file is opened again at its path (log rotation)."""
@@ -732,6 +758,10 @@ class Proxy:
                 listener.access_log.close()
             for server in listener.servers:
                 await server.wait_closed()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class _ResolvedRoute:

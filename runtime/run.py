@@ -119,10 +119,12 @@ class Reloader:
             self.refused += 1
             log.error("reload refused, the running config stays: %s: %s", type(e).__name__, e)
             return
-        if self.proxy.draining:
-            return
         try:
             await self.proxy.reload(config, protocols)
+        except RuntimeError as e:  # (draining)
+            self.refused += 1
+            log.error("reload refused: %s", e)
+            return
         except OSError as e:
             self.refused += 1
             log.error("reload refused, the running config stays: %s", e.strerror or e)
