@@ -22,17 +22,23 @@ from .test_proxy_behaviour import bolt_request
 ROOT = Path(__file__).parents[2]
 
 
-def test_two_workers_share_the_listener_metrics_and_rate_limit(tmp_path):
-    up, port, admin = free_port(), free_port(), free_port()
-    cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"], listener_extra={"stream_filters": [
-        {"name": "local_rate_limit", "config": {"tokens_per_second": 0.001, "burst": 40}}]})  # fmt: skip
-    cfg["admin"] = {"address": f"127.0.0.1:{admin}"}
+def two_workers(cfg: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """`protoc-x run --workers 2` on ``cfg`` (written to a file: its path is returned)."""
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     proc = subprocess.Popen(
         [sys.executable, "-m", "protoc_x.cli", "run", str(path), "--workers", "2"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    return proc, path
+
+
+def test_two_workers_share_the_listener_metrics_and_rate_limit(tmp_path):
+    up, port, admin = free_port(), free_port(), free_port()
+    cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"], listener_extra={"stream_filters": [
+        {"name": "local_rate_limit", "config": {"tokens_per_second": 0.001, "burst": 40}}]})  # fmt: skip
+    cfg["admin"] = {"address": f"127.0.0.1:{admin}"}
+    proc, _ = two_workers(cfg, tmp_path)
     try:
         wait_listening(port, 2)  # both workers, or the first would take every connection
         wait_port(admin)
@@ -79,12 +85,7 @@ def test_sighup_reloads_every_worker(tmp_path):
     listens in both (SO_REUSEPORT), a removed one in neither; the workers keep running."""
     up, port, extra = free_port(), free_port(), free_port()
     cfg = simple_config("bolt", port, [f"127.0.0.1:{up}"])
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "protoc_x.cli", "run", str(path), "--workers", "2"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc, path = two_workers(cfg, tmp_path)
     try:
         wait_listening(port, 2)
         more = json.loads(json.dumps(cfg))
