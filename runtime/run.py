@@ -29,6 +29,7 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     it raises ConfigError); ``watch()`` gives the files whose change reloads too."""
     from .proxy import Proxy
 
+    watched = _stats(watch()) if watch is not None else None  # (before a port opens)
     proxy = Proxy(config, protocols, worker=worker, workers=workers, shared=shared)
     try:
         await proxy.start()
@@ -50,7 +51,7 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     if reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, reloader.request)
         if watch is not None:
-            watching = asyncio.ensure_future(watch_files(watch, reloader.request, stop))
+            watching = asyncio.ensure_future(watch_files(watch, reloader.request, stop, watched))
     if ready is not None:
         ready(proxy)
     await stop.wait()
@@ -137,14 +138,16 @@ class Reloader:
         )
 
 
-async def watch_files(files, changed, stop: asyncio.Event) -> None:
+async def watch_files(files, changed, stop: asyncio.Event, before=None) -> None:
     """Call ``changed()`` when one of ``files()`` (the config and the specs it names, asked
-    again after each change) is written, replaced or removed, until ``stop`` is set. The
+    again after each change) is written, replaced or removed, until ``stop`` is set; ``before``:
+    their :func:`_stats` when the running config was read. The
     directories are watched, not the files: an editor or a ConfigMap replaces a file by
     renaming another onto it."""
     import watchfiles
     from pathlib import Path
 
+    before = _stats(files()) if before is None else before
     while not stop.is_set():
         paths = {Path(f).resolve() for f in files()}
         dirs = sorted({str(p if p.is_dir() else p.parent) for p in paths})
@@ -153,10 +156,30 @@ async def watch_files(files, changed, stop: asyncio.Event) -> None:
             p = Path(path).resolve()
             return p in paths or any(d in p.parents for d in paths if d.is_dir())
 
-        async for _ in watchfiles.awatch(*dirs, watch_filter=relevant, stop_event=stop,
-                                         debounce=200, step=50):  # fmt: skip
-            changed()
-            break
+        # a change made before the watcher is live (it starts in a thread) is seen by the
+        # files' stats, compared whenever it yields: on a change, or each half second
+        async for changes in watchfiles.awatch(
+            *dirs, watch_filter=relevant, stop_event=stop, debounce=200, step=50,
+            rust_timeout=500, yield_on_timeout=True,
+        ):  # fmt: skip
+            if changes or _stats(paths) != before:
+                before = _stats(paths)  # (what the reload reads, or newer: seen next time)
+                changed()
+                break
+
+
+def _stats(paths) -> list:
+    """Each file's (path, mtime, size, inode), or (path, None) if it is gone."""
+    from pathlib import Path
+
+    out = []
+    for p in sorted(Path(f).resolve() for f in paths):
+        try:
+            st = p.stat()
+            out.append((p, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append((p, None))
+    return out
 
 
 def run_workers(config, protocols, workers: int, reload=None, watch=None) -> int:
