@@ -183,9 +183,14 @@ class AdminServer:
         }
 
     def server_info(self, method, query) -> dict:
-        from protoc_x import __version__
+        from importlib.metadata import PackageNotFoundError, version
 
         from . import compiled
+
+        try:  # (the runtime imports nothing of the compiler's package: its metadata says)
+            __version__ = version("protoc-x")
+        except PackageNotFoundError:
+            __version__ = "unknown"
 
         proxy = self.proxy
         state = "DRAINING" if proxy.draining or proxy.listeners_drained else "LIVE"

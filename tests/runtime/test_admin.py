@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from protoc_x import __version__
+
 from .harness import client, eventually, free_port, proxy_running, recorder, run, simple_config
 from .harness import no_errors_logged  # noqa: F401 (autouse: a test fails on any logged error)
 from .test_pool import status
@@ -100,7 +102,8 @@ def test_help_ready_health_check_stats_clusters_config_and_server_info():
             assert dump["version_info"] == "2" and dump["clusters"][0]["circuit_breakers"] is None
 
             info = json.loads((await http(admin, "/server_info"))[1])
-            assert info["version"] and info["workers"] == 1 and info["config_version"] == "2"
+            assert info["version"] == __version__
+            assert info["workers"] == 1 and info["config_version"] == "2"
             assert info["listeners"] == [{"name": "main", "address": f"127.0.0.1:{port}"}]
             assert info["uptime_current_epoch"] >= 0
             for f in held:
