@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protoc_x.runtime.admin import LEVELS
 from protoc_x.runtime.api import DecodeError, Direction, XFrame, XRecord
 
 from . import __version__
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
     p.add_argument(
         "--log-level",
-        choices=("debug", "info", "warning", "error", "critical"),
+        choices=LEVELS,
         default="info",
         help="the proxy's own log, on stderr (default: info; the admin's /logging changes it)",
     )

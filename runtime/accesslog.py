@@ -165,7 +165,7 @@ class AccessLog:
         if json_format is not None:
             # a value that is one operator alone keeps its type (a number, null); any other is
             # text
-            self.fields = [(key, compile_format(str(v))) for key, v in json_format.items()]
+            self.fields = [(key, compile_format(v)) for key, v in json_format.items()]
             self.parts = None
         else:
             line = DEFAULT_TEXT if text_format is None else text_format.rstrip("\n")

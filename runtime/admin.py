@@ -16,6 +16,7 @@ log = logging.getLogger("protoc_x")
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"  # (the text exposition format)
 
 #: levels /logging sets, and --log-level takes
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -92,12 +93,12 @@ class AdminServer:
         wanted, endpoint, _ = found
         if method != wanted and not (path == "/logging" and method == "GET"):
             raise Answer("405 Method Not Allowed", f"{path} takes {wanted}")
-        result = endpoint(method, query)
-        if isinstance(result, (dict, list)):
+        result = endpoint(method, query)  # JSON, text, or (status, content type, body)
+        if isinstance(result, dict):
             return "200 OK", JSON, json.dumps(result, indent=2).encode()
-        if isinstance(result, tuple):  # (status, text)
-            return result[0], TEXT, result[1].encode()
-        return "200 OK", TEXT, result.encode() if isinstance(result, str) else result
+        if isinstance(result, str):
+            return "200 OK", TEXT, result.encode()
+        return result
 
     # -- endpoints ------------------------------------------------------------------------
     def help(self, method, query) -> str:
@@ -108,13 +109,17 @@ class AdminServer:
     def ready(self, method, query):
         proxy = self.proxy
         if proxy.draining or proxy.listeners_drained:
-            return "503 Service Unavailable", "draining\n"
+            return "503 Service Unavailable", TEXT, b"draining\n"
         if proxy.health_failing:
-            return "503 Service Unavailable", "failing its health check (/healthcheck/fail)\n"
+            return (
+                "503 Service Unavailable",
+                TEXT,
+                b"failing its health check (/healthcheck/fail)\n",
+            )
         return "ready\n"
 
-    def metrics(self, method, query) -> bytes:
-        return self.proxy.metrics.text()
+    def metrics(self, method, query) -> tuple[str, str, bytes]:
+        return "200 OK", PROMETHEUS, self.proxy.metrics.text()
 
     def stats(self, method, query):
         from prometheus_client.parser import text_string_to_metric_families
@@ -178,7 +183,7 @@ class AdminServer:
         proxy = self.proxy
         return {
             **proxy.config.model_dump(mode="json"),
-            "version_info": proxy.config_version,
+            "version_info": str(proxy.config_version),
             "last_updated": proxy.config_updated,
         }
 
@@ -201,7 +206,7 @@ class AdminServer:
             "uptime_current_epoch": round(time.monotonic() - proxy.started_at, 3),
             "workers": proxy.workers,
             "compiled_runtime": compiled(),
-            "config_version": proxy.config_version,
+            "config_version": str(proxy.config_version),
             "listeners": [
                 {"name": l.name, "address": str(l.config.address)} for l in proxy.listeners
             ],

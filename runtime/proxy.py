@@ -87,10 +87,6 @@ class Listener:
             else None
         )
 
-    def bind(self) -> list[socket.socket]:
-        """The listener's sockets, bound but not yet listening."""
-        return bind(self.config.address, self.proxy.workers > 1)
-
     async def start(self, socks: list[socket.socket]) -> None:
         """Listen on the sockets :meth:`bind` gave."""
         loop = asyncio.get_running_loop()
@@ -558,7 +554,7 @@ class Proxy:
         self.closing: set[asyncio.Task] = set()  # listeners reloads removed, draining
         # the admin endpoint's state
         self.started_at = time.monotonic()
-        self.config_version = "1"  # (the YAML's: counts the reloads applied)
+        self.config_version = 1  # (the YAML's: 1, and one more for each reload applied)
         self.config_updated = _now()
         self.health_failing = False  # /healthcheck/fail: /ready answers 503
         self.listeners_drained = False  # /drain_listeners: no listener accepts any more
@@ -593,14 +589,16 @@ class Proxy:
     async def start(self) -> None:
         """Open every listener, or none: all bind before any listens, and on a failure the
         OSError names the listener by its YAML path."""
-        bound = bind_all(
-            [(i, l.config.address) for i, l in enumerate(self.listeners)], self.workers > 1
-        )
+        bound = self.bind([(i, l.config.address) for i, l in enumerate(self.listeners)])
         for listener, group in zip(self.listeners, bound):
             await listener.start(group)
         if self.shared is not None:
             self.metrics.start_publishing()
         self.admin = await self.start_admin(self.config)
+
+    def bind(self, addresses) -> list[list[socket.socket]]:
+        """:func:`bind_all` for this proxy: with several workers, each shares the port."""
+        return bind_all(addresses, self.workers > 1)
 
     async def start_admin(self, config):
         """The admin endpoint ``config`` asks for, serving (None: none, or not this worker)."""
@@ -646,7 +644,7 @@ class Proxy:
                 taken[i] = old
             elif i not in kept:
                 fresh.append((i, lc.address))
-        bound = dict(zip([i for i, _ in fresh], bind_all(fresh, self.workers > 1)))
+        bound = dict(zip([i for i, _ in fresh], self.bind(fresh)))
         old_admin = self.admin
         if self.config.admin != config.admin:
             try:
@@ -659,7 +657,7 @@ class Proxy:
             if old_admin is not None:
                 old_admin.close()
         self.config = config
-        self.config_version = str(int(self.config_version) + 1)
+        self.config_version += 1
         self.config_updated = _now()
         # nothing can fail from here on
         old_clusters = self.clusters

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 log = logging.getLogger("protoc_x")
 
@@ -80,8 +81,6 @@ class Reloader:
         self.load = load  # () -> (config, protocols), or raises ConfigError
         self.task: asyncio.Task | None = None
         self.again = False
-        self.done = 0  # reloads applied
-        self.refused = 0
 
     def request(self) -> None:
         if self.task is not None:
@@ -111,26 +110,21 @@ class Reloader:
         try:  # (compiling specs takes a while: the requests go on meanwhile)
             config, protocols = await loop.run_in_executor(None, self.load)
         except ConfigError as e:
-            self.refused += 1
             log.error("reload refused, the running config stays; the new one is invalid:")
             for line in e.lines():
                 log.error("%s", line)
             return
         except Exception as e:  # (an unreadable file, a plug-in module raising)
-            self.refused += 1
             log.error("reload refused, the running config stays: %s: %s", type(e).__name__, e)
             return
         try:
             await self.proxy.reload(config, protocols)
         except RuntimeError as e:  # (draining)
-            self.refused += 1
             log.error("reload refused: %s", e)
             return
         except OSError as e:
-            self.refused += 1
             log.error("reload refused, the running config stays: %s", e.strerror or e)
             return
-        self.done += 1
         log.info(
             "reloaded: listeners %s; clusters %s",
             ", ".join(f"{l.name} on {l.config.address}" for l in self.proxy.listeners),
@@ -145,7 +139,6 @@ async def watch_files(files, changed, stop: asyncio.Event, before=None) -> None:
     directories are watched, not the files: an editor or a ConfigMap replaces a file by
     renaming another onto it."""
     import watchfiles
-    from pathlib import Path
 
     before = _stats(files()) if before is None else before
     while not stop.is_set():
@@ -170,8 +163,6 @@ async def watch_files(files, changed, stop: asyncio.Event, before=None) -> None:
 
 def _stats(paths) -> list:
     """Each file's (path, mtime, size, inode), or (path, None) if it is gone."""
-    from pathlib import Path
-
     out = []
     for p in sorted(Path(f).resolve() for f in paths):
         try:

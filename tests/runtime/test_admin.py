@@ -46,6 +46,11 @@ def test_help_ready_health_check_stats_clusters_config_and_server_info():
             recorder("bolt", up, [], delay=lambda n: 0 if n < 3 else 30),
             proxy_running(cfg) as proxy,
         ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", admin)
+            writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+            head = (await reader.read()).partition(b"\r\n\r\n")[0]
+            writer.close()
+            assert b"Content-Type: text/plain; version=0.0.4; charset=utf-8" in head, head
             code, body = await http(admin, "/help")
             assert code == 200 and all(p.encode() in body for p in PATHS), body
             assert (await http(admin, "/nowhere"))[0] == 404

@@ -274,7 +274,7 @@ def test_listener_sockets_share_the_port_only_with_several_workers_and_ipv6_is_v
         # (the wildcard: a socket bound to ::1 is IPv6-only whatever the option says)
         cfg["listeners"].append(dict(cfg["listeners"][0], name="six", address=f"[::]:{port6}"))
         proxy = Proxy(parse_config(cfg, "."), PROTOCOLS, worker=0, workers=workers)
-        four, six = (listener.bind() for listener in proxy.listeners)
+        four, six = proxy.bind([(i, l.config.address) for i, l in enumerate(proxy.listeners)])
         try:
             assert [s.family for s in four] == [socket.AF_INET]
             assert [s.family for s in six] == [socket.AF_INET6]
