@@ -116,6 +116,8 @@ class AdminServer:
                 TEXT,
                 b"failing its health check (/healthcheck/fail)\n",
             )
+        if proxy.xds is not None and not proxy.xds.initialized.is_set():
+            return "503 Service Unavailable", TEXT, b"initializing: waiting for the control plane\n"
         return "ready\n"
 
     def metrics(self, method, query) -> tuple[str, str, bytes]:
@@ -181,11 +183,15 @@ class AdminServer:
 
     def config_dump(self, method, query) -> dict:
         proxy = self.proxy
-        return {
+        out = {
             **proxy.config.model_dump(mode="json"),
             "version_info": str(proxy.config_version),
             "last_updated": proxy.config_updated,
         }
+        if proxy.xds is not None:  # what the config file says, and what the control plane sent
+            out["static_resources"] = proxy.xds.static.model_dump(mode="json")
+            out["dynamic_resources"] = proxy.xds.dump()
+        return out
 
     def server_info(self, method, query) -> dict:
         from importlib.metadata import PackageNotFoundError, version

@@ -57,14 +57,18 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "Address",
+    "AdsConfig",
     "CircuitBreakers",
     "Cluster",
     "Config",
     "ConfigError",
     "Document",
+    "DynamicResources",
     "HeaderMatch",
     "Keepalive",
     "Listener",
+    "Node",
+    "Rds",
     "Route",
     "RouteAction",
     "RouteConfig",
@@ -510,16 +514,51 @@ class Admin(_Model):
     address: ListenAddress
 
 
+class ConfigSource(_Model):
+    """Envoy's ConfigSource, as far as protoc-x takes it: ``{ads: {}}`` (the one ADS stream
+    of ``dynamic_resources.ads_config``), with how long to wait for the first answer."""
+
+    ads: dict[StrictStr, Any]
+    resource_api_version: Literal["V3"] = "V3"
+    initial_fetch_timeout_ms: PositiveInt = 15_000
+
+    @field_validator("ads")
+    @classmethod
+    def _empty(cls, value: dict) -> dict:
+        if value:
+            raise invalid("takes no options: write {}")
+        return value
+
+
+class Rds(_Model):
+    """A listener's routes from the control plane (Envoy's ``rds``): the route configuration
+    named ``route_config_name``, asked for over ADS."""
+
+    route_config_name: Name
+    config_source: ConfigSource = ConfigSource(ads={})
+
+
 class Listener(_Model):
     name: Name
     address: ListenAddress
     protocol: ProtocolNames
-    route_config: Name
+    route_config: Name | None = None
+    rds: Rds | None = None
     max_frame_bytes: PositiveInt = 16 * 1024 * 1024
     idle_timeout_ms: PositiveInt = 600_000
     frame_timeout_ms: PositiveInt = 30_000
     access_log: AccessLog | None = None
     stream_filters: tuple[StreamFilterEntry, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_route_source(self) -> "Listener":
+        _exactly_one(self, ("route_config", "rds"))
+        return self
+
+    @property
+    def route_config_name(self) -> str:
+        """The route configuration this listener routes by: named in the config, or by RDS."""
+        return self.route_config if self.rds is None else self.rds.route_config_name
 
 
 class HeaderMatch(_Model):
@@ -643,7 +682,11 @@ def _check_lb_policy(value: str) -> str:
 
 class Cluster(_Model):
     name: Name
-    endpoints: Annotated[tuple[EndpointAddress, ...], NonEmpty]
+    #: ``static``: the endpoints are the config's; ``eds``: the control plane's (EDS), asked
+    #: for under ``eds_service_name`` (default: the cluster's name)
+    type: Literal["static", "eds"] = "static"
+    eds_service_name: Name | None = None
+    endpoints: tuple[EndpointAddress, ...] = ()
     lb_policy: Annotated[StrictStr, AfterValidator(_check_lb_policy)] = "round_robin"
     connect_timeout_ms: PositiveInt = 1_000
     request_timeout_ms: PositiveInt = 15_000
@@ -651,6 +694,22 @@ class Cluster(_Model):
     keepalive: Keepalive | None = None
     circuit_breakers: CircuitBreakers | None = None
     retry_budget: RetryBudget | None = None
+
+    @model_validator(mode="after")
+    def _endpoints_by_type(self) -> "Cluster":
+        if self.type == "static":
+            if self.eds_service_name is not None:
+                raise invalid("eds_service_name is for a cluster of type eds")
+        elif self.endpoints:
+            raise invalid("a cluster of type eds takes its endpoints from EDS: give none")
+        return self
+
+    @field_validator("endpoints")
+    @classmethod
+    def _some(cls, value: tuple, info: ValidationInfo) -> tuple:
+        if info.data.get("type", "static") == "static":
+            _non_empty(value)
+        return value
 
     @property
     def lb_kind(self) -> str:
@@ -665,13 +724,86 @@ class Cluster(_Model):
         return None
 
 
+class Node(_Model):
+    """Who this proxy is, as the control plane sees it (Envoy's ``node``)."""
+
+    id: Name
+    cluster: StrictStr = ""
+    metadata: dict[StrictStr, Any] = {}  # (labels and the like: sent as a Struct)
+
+
+class EnvoyGrpc(_Model):
+    cluster_name: Name  # a static cluster: the control plane's endpoints
+
+
+class GrpcService(_Model):
+    envoy_grpc: EnvoyGrpc
+
+
+class RetryBackOff(_Model):
+    base_interval_ms: PositiveInt = 500
+    max_interval_ms: PositiveInt = 30_000
+
+
+class AdsConfig(_Model):
+    """The ADS stream: Envoy's ``ads_config`` (gRPC, state of the world, v3)."""
+
+    api_type: Literal["GRPC"] = "GRPC"
+    transport_api_version: Literal["V3"] = "V3"
+    grpc_services: Annotated[tuple[GrpcService, ...], NonEmpty]
+    #: reconnect after base, then twice as long each failure up to max (jittered, as Envoy)
+    retry_back_off: RetryBackOff = RetryBackOff()
+
+    @field_validator("api_type", mode="before")
+    @classmethod
+    def _delta(cls, value: Any) -> Any:
+        if value in ("DELTA_GRPC", "AGGREGATED_DELTA_GRPC"):
+            raise invalid(f"{value} is not supported yet: use GRPC (state of the world)")
+        return value
+
+    @field_validator("grpc_services")
+    @classmethod
+    def _one_service(cls, value: tuple) -> tuple:
+        if len(value) > 1:
+            raise invalid("give one control plane (its cluster may have several endpoints)")
+        return value
+
+    @property
+    def cluster_name(self) -> str:
+        return self.grpc_services[0].envoy_grpc.cluster_name
+
+
+class DynamicResources(_Model):
+    """Envoy's ``dynamic_resources``: listeners (LDS) and clusters (CDS) from a control plane
+    over one ADS stream; their routes (RDS) and endpoints (EDS) follow on the same stream."""
+
+    ads_config: AdsConfig
+    lds_config: ConfigSource | None = None
+    cds_config: ConfigSource | None = None
+
+
 class Config(_Model):
     protocols: tuple[ProtocolPath, ...] = ()
     drain_timeout_ms: NonNegativeInt = 5_000
     admin: Admin | None = None
-    listeners: Annotated[tuple[Listener, ...], NonEmpty]
-    route_configs: tuple[RouteConfig, ...]
-    clusters: tuple[Cluster, ...]
+    node: Node | None = None
+    dynamic_resources: DynamicResources | None = None
+    listeners: tuple[Listener, ...] = ()
+    route_configs: tuple[RouteConfig, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+
+    #: the document this config was parsed from (the xDS client composes it with dynamic
+    #: resources and parses the whole again: one check for both)
+    _document: "Document | None" = PrivateAttr(default=None)
+
+    @field_validator("listeners")
+    @classmethod
+    def _some_listener(cls, value: tuple, info: ValidationInfo) -> tuple:
+        dynamic = info.data.get("dynamic_resources")
+        composed = (info.context or {}).get("composed")  # (a listener may wait for its routes)
+        if (dynamic is None or dynamic.lds_config is None) and not composed:
+            _non_empty(value)
+        return value
 
     def cluster(self, name: str) -> Cluster:
         """The cluster called ``name``; ``KeyError`` if there is none."""
@@ -779,7 +911,12 @@ def _check_filters(listener: dict, base: str, protos: list, base_dir: Path) -> l
     return out
 
 
-def _cross_check(data: dict, base_dir: Path, protocols: Mapping[str, Any] | None) -> list[_Problem]:
+def _cross_check(
+    data: dict, base_dir: Path, protocols: Mapping[str, Any] | None, composed: bool = False
+) -> list[_Problem]:
+    """``composed``: the document holds the control plane's resources too (every cluster a
+    route names must be there); else, with a control plane, a route may name a cluster it
+    has not sent yet."""
     from .engine import check_detectable
 
     out: list[_Problem] = []
@@ -796,11 +933,42 @@ def _cross_check(data: dict, base_dir: Path, protocols: Mapping[str, Any] | None
             else:
                 seen_paths[path] = i
 
+    # what a config without a control plane must say; with one, listeners and clusters may
+    # all come from it
+    dynamic = data.get("dynamic_resources")
+    dynamic = dynamic if isinstance(dynamic, dict) else None
+    required = ["listeners"] if dynamic is None or dynamic.get("lds_config") is None else []
+    required += ["route_configs", "clusters"] if dynamic is None else []
+    out.extend(_at("<root>", f"missing key '{key}'") for key in required if key not in data)
+    if dynamic is not None and "node" not in data:
+        out.append(_at("dynamic_resources", "needs the node's id: add node: {id: ...}"))
+    clusters_later = dynamic is not None and dynamic.get("cds_config") is not None and not composed
+
     listeners = _items(data, "listeners")
     route_configs = _items(data, "route_configs")
     _unique_names(listeners, "listeners", "listener", out)
     route_config_names = _unique_names(route_configs, "route_configs", "route_config", out)
-    cluster_names = _unique_names(_items(data, "clusters"), "clusters", "cluster", out)
+    clusters = _items(data, "clusters")
+    cluster_names = _unique_names(clusters, "clusters", "cluster", out)
+    for i, cluster in clusters:
+        if cluster.get("type", "static") == "static" and "endpoints" not in cluster:
+            out.append(_at(f"clusters[{i}]", "missing key 'endpoints'"))
+        if cluster.get("type") == "eds" and dynamic is None:
+            out.append(_at(f"clusters[{i}].type", "eds needs a control plane: dynamic_resources"))
+    if dynamic is not None:
+        ads = dynamic.get("ads_config")
+        services = ads.get("grpc_services") if isinstance(ads, dict) else None
+        for k, service in enumerate(services if isinstance(services, (list, tuple)) else ()):
+            grpc = service.get("envoy_grpc") if isinstance(service, dict) else None
+            name = _text(grpc, "cluster_name") if isinstance(grpc, dict) else None
+            if name is None:
+                continue
+            static = {_text(c, "name"): c.get("type", "static") for _, c in clusters}
+            where = f"dynamic_resources.ads_config.grpc_services[{k}].envoy_grpc.cluster_name"
+            if name not in static:
+                out.append(_at(where, f"unknown cluster '{name}' (a cluster in clusters)"))
+            elif static[name] != "static":
+                out.append(_at(where, f"cluster '{name}' must be of type static"))
 
     bound: list[tuple[Address, str]] = []
     have = ", ".join(sorted(protocols or ())) or "none"
@@ -834,6 +1002,8 @@ def _cross_check(data: dict, base_dir: Path, protocols: Mapping[str, Any] | None
         route_config = _text(listener, "route_config")
         if route_config is not None and route_config not in route_config_names:
             out.append(_at(f"{base}.route_config", f"unknown route_config '{route_config}'"))
+        if "rds" in listener and dynamic is None:
+            out.append(_at(f"{base}.rds", "rds needs a control plane: dynamic_resources"))
         out.extend(_check_filters(listener, base, protos, base_dir))
 
     admin = data.get("admin")
@@ -869,6 +1039,8 @@ def _cross_check(data: dict, base_dir: Path, protocols: Mapping[str, Any] | None
                 if not isinstance(action, dict):
                     continue
                 r_base = f"{vh_base}.routes[{k}].route"
+                if clusters_later:
+                    continue
                 cluster = _text(action, "cluster")
                 if cluster is not None and cluster not in cluster_names:
                     out.append(_at(f"{r_base}.cluster", f"unknown cluster '{cluster}'"))
@@ -981,6 +1153,8 @@ class Document:
     source: str | None = None
     values: dict[str, Position] = field(default_factory=dict)
     keys: dict[str, Position] = field(default_factory=dict)
+    #: the config's own document with the control plane's resources added (runtime/xds.py)
+    composed: bool = False
 
     def position(self, path: str, key: bool = False) -> Position | None:
         """The line and column of ``path`` (its key's with ``key``), or of the nearest
@@ -1039,14 +1213,17 @@ class Document:
             raise self.error([_at("<root>", f"unknown key {_show(k)}") for k in bad_keys] + found)
         config = None
         try:
-            config = Config.model_validate(data, context={"base_dir": self.base_dir})
+            config = Config.model_validate(
+                data, context={"base_dir": self.base_dir, "composed": self.composed}
+            )
         except ValidationError as exc:
             found[:0] = _from_validation_error(exc)
         except RecursionError:
             found[:0] = [_at("<root>", "nested too deeply")]
-        found += _cross_check(data, self.base_dir, protocols)
+        found += _cross_check(data, self.base_dir, protocols, self.composed)
         if found or config is None:
             raise self.error(found)
+        config._document = self
         return config
 
 

@@ -548,7 +548,7 @@ class Proxy:
         self.clusters = self.build_clusters(config, {})
         tables = self.route_tables(config, self.clusters)
         self.listeners = [
-            Listener(l, [protocols[p] for p in l.protocol], tables[l.route_config], self)
+            Listener(l, [protocols[p] for p in l.protocol], tables[l.route_config_name], self)
             for l in config.listeners
         ]
         self.closing: set[asyncio.Task] = set()  # listeners reloads removed, draining
@@ -558,6 +558,7 @@ class Proxy:
         self.config_updated = _now()
         self.health_failing = False  # /healthcheck/fail: /ready answers 503
         self.listeners_drained = False  # /drain_listeners: no listener accepts any more
+        self.xds = None  # the control plane's client (runtime/xds.py), when the config names one
 
     def build_clusters(self, config, old: dict[str, Cluster]) -> dict[str, Cluster]:
         """The clusters of ``config``: those of ``old`` whose config is the same are kept as they
@@ -667,10 +668,10 @@ class Proxy:
         for i, lc in enumerate(config.listeners):
             listener = kept.get(i)
             if listener is not None:
-                listener.set_routes(tables[lc.route_config])
+                listener.set_routes(tables[lc.route_config_name])
             else:
                 protos = [protocols[p] for p in lc.protocol]
-                listener = Listener(lc, protos, tables[lc.route_config], self)
+                listener = Listener(lc, protos, tables[lc.route_config_name], self)
                 if i in taken:
                     listener.take_over(taken[i])
                 else:

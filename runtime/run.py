@@ -28,15 +28,38 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     files in ``shared`` and worker 0 serves the admin endpoint, summing them; rate limits take
     1/workers each. ``reload()`` gives the config and protocols to serve on SIGHUP (checked:
     it raises ConfigError); ``watch()`` gives the files whose change reloads too."""
-    from .proxy import Proxy
+
+    from .config import ConfigError
 
     watched = _stats(watch()) if watch is not None else None  # (before a port opens)
-    proxy = Proxy(config, protocols, worker=worker, workers=workers, shared=shared)
     try:
-        await proxy.start()
+        proxy = await open_proxy(config, protocols, worker=worker, workers=workers, shared=shared)
+    except ConfigError as e:
+        for line in e.lines():
+            log.error("%s", line)
+        return 2
     except OSError as e:
         log.error("%s", e.strerror or e)
         return 2
+
+    async def apply(config, protocols) -> None:
+        """Serve a new config file's config (SIGHUP): through the xDS client when there is
+        or will be a control plane, which composes it with what it sent."""
+        if proxy.xds is None and config.dynamic_resources is not None:
+            from .xds import XdsClient
+
+            client = XdsClient(config, protocols)
+            client.proxy = proxy
+            await proxy.reload(client.compose(), protocols)
+            proxy.xds = client
+            client.start(proxy)
+        elif proxy.xds is not None:
+            await proxy.xds.reconfigure(config, protocols)
+            if config.dynamic_resources is None:
+                proxy.xds = None
+        else:
+            await proxy.reload(config, protocols)
+
     if worker == 0:
         for listener in proxy.listeners:
             log.info("listener %s on %s (%s)%s", listener.name, listener.config.address,
@@ -47,7 +70,7 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, proxy.reopen_logs)  # (log rotation)
-    reloader = Reloader(proxy, reload) if reload is not None else None
+    reloader = Reloader(proxy, reload, apply) if reload is not None else None
     watching = None
     if reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, reloader.request)
@@ -61,6 +84,8 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
         await reloader.idle()
     if watching is not None:
         await watching
+    if proxy.xds is not None:
+        await proxy.xds.stop()
     if worker == 0:
         log.info("draining (up to %d ms)", proxy.config.drain_timeout_ms)
     await proxy.drain(proxy.config.drain_timeout_ms / 1000)
@@ -72,13 +97,34 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     return 0
 
 
+async def open_proxy(config, protocols, **kw):
+    """The proxy of ``config``, started: its listeners open and, when the config names a
+    control plane, its xDS client asking (what it sends adds to the file's resources). Raises
+    OSError (an address taken) or ConfigError (static resources that cannot be composed)."""
+    from .proxy import Proxy
+
+    xds = None
+    if config.dynamic_resources is not None:
+        from .xds import XdsClient
+
+        xds = XdsClient(config, protocols)
+        config = xds.compose()
+    proxy = Proxy(config, protocols, **kw)
+    proxy.xds = xds
+    await proxy.start()
+    if xds is not None:
+        xds.start(proxy)
+    return proxy
+
+
 class Reloader:
     """Reloads one at a time: a request while one runs makes one more run after it (a burst
     of SIGHUPs, or of file events, is one or two reloads)."""
 
-    def __init__(self, proxy, load) -> None:
+    def __init__(self, proxy, load, apply=None) -> None:
         self.proxy = proxy
         self.load = load  # () -> (config, protocols), or raises ConfigError
+        self.apply = apply or proxy.reload  # (config, protocols) -> serve them
         self.task: asyncio.Task | None = None
         self.again = False
 
@@ -118,7 +164,13 @@ class Reloader:
             log.error("reload refused, the running config stays: %s: %s", type(e).__name__, e)
             return
         try:
-            await self.proxy.reload(config, protocols)
+            await self.apply(config, protocols)
+        except ConfigError as e:  # (the file's and the control plane's resources disagree)
+            log.error("reload refused, the running config stays; with the control plane's "
+                      "resources, the new one is invalid:")  # fmt: skip
+            for line in e.lines():
+                log.error("%s", line)
+            return
         except RuntimeError as e:  # (draining)
             log.error("reload refused: %s", e)
             return

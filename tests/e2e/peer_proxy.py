@@ -74,7 +74,7 @@ def proxy_process(config: dict, tmp_path: Path, name: str = "proxy") -> Iterator
     config_path = tmp_path / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     stderr_path = tmp_path / f"{name}.stderr"
-    ports = [int(listener["address"].rpartition(":")[2]) for listener in config["listeners"]]
+    ports = [int(l["address"].rpartition(":")[2]) for l in config.get("listeners", ())]
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
             protoc_x_command() + ["run", str(config_path)],

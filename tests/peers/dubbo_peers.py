@@ -25,6 +25,7 @@ from .recording import LOOPBACK, TO_CLIENT, TO_SERVER, recording_relay
 PEER_SCRIPT = NODE_DIR / "dubbo_peer.js"
 
 SERVICE = "com.acme.DemoService"
+SECOND_SERVICE = "com.acme.InventoryService"  # served the same way (routes by service)
 VERSION = "1.0.0"
 GROUP = "protocx"
 MISSING_SERVICE = "com.acme.Missing"
@@ -39,7 +40,7 @@ HESSIAN_NULL = b"N"
 class DubboServer:
     """A running sofa-rpc-node dubbo server. Unpacks as (host, port).
 
-    It serves SERVICE version VERSION: any method answers the hessian string
+    It serves SERVICE and SECOND_SERVICE, version VERSION: any method answers the hessian string
     "ok:<method>:<argument count>" (status 20, result flag 1); `fail` answers status 80 with
     a message; `nothing` answers status 20 with a bare hessian null (no result flag, a
     sofa-rpc-node quirk); an unknown service answers status 80. Oneway requests get no answer,

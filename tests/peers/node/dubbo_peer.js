@@ -24,6 +24,7 @@ const { RpcServer, RpcResponse } = require('sofa-rpc-node').server;
 
 const LOOPBACK = '127.0.0.1';
 const SERVICE = 'com.acme.DemoService';
+const SECOND_SERVICE = 'com.acme.InventoryService'; // (two services: routes by domain)
 const VERSION = '1.0.0';
 
 function emit(obj) {
@@ -114,6 +115,7 @@ async function runServer() {
     killTimeout: 1000,
   });
   server.addService({ interfaceName: SERVICE, version: VERSION, group: 'protocx' }, delegate);
+  server.addService({ interfaceName: SECOND_SERVICE, version: VERSION, group: 'protocx' }, delegate);
   server.on('error', err => quietLogger.warn('server error: ' + (err && err.message)));
   server.on('request', ({ req }) => {
     const data = req.data || {};

@@ -1,0 +1,291 @@
+"""xDS: a real gRPC control plane (tests/peers/xds_control_plane.py) serving Envoy v3 resources
+over ADS to the proxy's client, with bolt requests through the proxy on real sockets: what the
+control plane sends is served (listeners, generic_proxy routes, EDS clusters, endpoints); a
+resource the proxy cannot take is NACKed with the reason and changes nothing; the proxy keeps
+serving while the control plane is away and takes up again when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.request
+
+import pytest
+
+from protoc_x.runtime.config import ConfigError, parse_config
+from protoc_x.runtime.run import open_proxy
+from tests.peers import xds_control_plane as xcp
+from tests.peers.xds_control_plane import CLUSTER, ENDPOINT, LISTENER, ROUTE, ControlPlane
+
+from .harness import PROTOCOLS, client, eventually, free_port, run
+from .test_pool import status
+from .test_proxy_behaviour import bolt_request
+from .test_reload import upstreams
+
+
+def bootstrap(cp_port: int, admin: int | None = None, **extra) -> dict:
+    data = {
+        "node": {"id": "sidecar-1", "cluster": "checkout", "metadata": {"labels": {"app": "checkout"}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
+                           "retry_back_off": {"base_interval_ms": 50, "max_interval_ms": 200}},
+            "lds_config": {"ads": {}},
+            "cds_config": {"ads": {}},
+        },
+        "clusters": [{"name": "xds", "endpoints": [f"127.0.0.1:{cp_port}"]}],
+        **extra,
+    }  # fmt: skip
+    if admin is not None:
+        data["admin"] = {"address": f"127.0.0.1:{admin}"}
+    return data
+
+
+@contextlib.asynccontextmanager
+async def xds_proxy(data: dict):
+    proxy = await open_proxy(parse_config(data, "."), PROTOCOLS)
+    try:
+        yield proxy
+    finally:
+        await proxy.xds.stop()
+        await proxy.drain(0.5)
+
+
+def serve_bolt(cp: ControlPlane, port: int, ups: dict, routes=None) -> dict:
+    """LDS, RDS, CDS and EDS for one bolt listener on ``port`` routing to cluster ``a`` (or by
+    ``routes``), one EDS cluster per upstream name; the versions set."""
+    versions = {}
+    versions[CLUSTER] = cp.set(CLUSTER, [xcp.eds_cluster(n) for n in ups])
+    versions[ENDPOINT] = cp.set(
+        ENDPOINT, [xcp.assignment(n, [("127.0.0.1", p)]) for n, p in ups.items()]
+    )
+    versions[LISTENER] = cp.set(LISTENER, [xcp.listener("dyn", port, "bolt", rds="routes")])
+    m = routes or xcp.matcher(otherwise=xcp.action("a"))
+    versions[ROUTE] = cp.set(ROUTE, [xcp.route_config("routes", [("all", ["*"], m)])])
+    return versions
+
+
+async def acked(cp: ControlPlane, type_url: str, version: str):
+    return await asyncio.to_thread(cp.wait_ack, type_url, version)
+
+
+async def nacked(cp: ControlPlane, type_url: str, after: int):
+    return await asyncio.to_thread(cp.wait_nack, type_url, 10.0, after)
+
+
+def test_listener_routes_clusters_and_endpoints_from_the_control_plane():
+    async def scenario():
+        ports, seen, ups = await upstreams("a", "b", "c")
+        cp = ControlPlane().start()
+        port = free_port()
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port)) as proxy:
+                assert not proxy.xds.initialized.is_set()
+                blue = xcp.matcher(
+                    (xcp.predicate(headers={"color": "blue"}), xcp.action("b")),
+                    (xcp.predicate(method="weigh"), xcp.action(weighted={"a": 0, "c": 5})),
+                    otherwise=xcp.action("a"),
+                )
+                versions = serve_bolt(cp, port, {n: ports[n] for n in ("a", "b", "c")}, blue)
+                for t, v in versions.items():
+                    await acked(cp, t, v)
+                assert await eventually(lambda: proxy.xds.initialized.is_set())
+                first = cp.requests[0]
+                assert first.node.id == "sidecar-1" and first.node.cluster == "checkout"
+                assert first.node.metadata["labels"]["app"] == "checkout"
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_request(1))) == 200
+                assert status(await c.call(bolt_request(2, color="blue"))) == 200
+                assert status(await c.call(bolt_request(3, method="weigh"))) == 200
+                assert [len(seen[n]) for n in "abc"] == [1, 1, 1]
+                # EDS: a's endpoint becomes c's upstream; an unhealthy one is not used
+                v = cp.set(ENDPOINT, [
+                    xcp.assignment("a", [("127.0.0.1", ports["c"])], unhealthy=[("127.0.0.1", ports["a"])]),
+                    xcp.assignment("b", [("127.0.0.1", ports["b"])]),
+                    xcp.assignment("c", [("127.0.0.1", ports["c"])]),
+                ])  # fmt: skip
+                await acked(cp, ENDPOINT, v)
+                assert status(await c.call(bolt_request(4))) == 200
+                assert [len(seen[n]) for n in "abc"] == [1, 1, 2]
+                assert proxy.clusters["a"].endpoints == [f"127.0.0.1:{ports['c']}"]
+                # an EDS cluster with no endpoint: the protocol's 503
+                v = cp.set(ENDPOINT, [xcp.assignment("a", []), xcp.assignment("b", [("127.0.0.1", ports["b"])]),
+                                      xcp.assignment("c", [("127.0.0.1", ports["c"])])])  # fmt: skip
+                await acked(cp, ENDPOINT, v)
+                assert status(await c.call(bolt_request(5))) == 503
+                # LDS without the listener: it closes
+                v = cp.set(LISTENER, [])
+                await acked(cp, LISTENER, v)
+                assert proxy.listeners == []
+                with pytest.raises(OSError):
+                    await client("bolt", port)
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "type_url, bad, says",
+    [
+        (ROUTE, lambda: xcp.route_config("routes", [("all", ["*"], xcp.matcher(
+            (xcp.predicate(regex={"color": "(blue"}), xcp.action("a")), otherwise=xcp.action("a")))]),
+         "RouteConfiguration 'routes': virtual_hosts[0].routes[0].match.headers[0].regex: missing ), unterminated subpattern"),
+        (ROUTE, lambda: xcp.route_config("routes", [("all", ["*"], xcp.matcher(otherwise=xcp.action("nowhere")))]),
+         "RouteConfiguration 'routes': virtual_hosts[0].routes[0].route.cluster: unknown cluster 'nowhere'"),
+        (ROUTE, lambda: xcp.route_config("routes", [("all", ["*"], xcp.matcher(
+            (xcp.predicate(method="m"), xcp.action(weighted={"a": 0}))))]),
+         "RouteConfiguration 'routes': virtual_hosts[0].routes.matcher_list.matchers[0].on_match.action.typed_config.weighted_clusters.clusters: needs a cluster with a weight above 0"),
+        (LISTENER, lambda: xcp.listener("dyn", 1, "nosuch", rds="routes"),
+         "Listener 'dyn': protocol: unknown protocol 'nosuch'"),
+        (CLUSTER, lambda: xcp.eds_cluster("a", request_timeout_ms=-5),
+         "Cluster 'a': request_timeout_ms: must be greater than 0, got -5"),
+        (CLUSTER, lambda: xcp.eds_cluster("a", colour="blue"),
+         "Cluster 'a': typed_extension_protocol_options['protoc_x.cluster'].value.colour: unknown key"),
+    ],
+    ids=["bad-regex", "unknown-cluster", "all-weights-zero", "unknown-protocol", "bad-option", "unknown-option"],
+)  # fmt: skip
+def test_a_bad_update_is_nacked_with_the_reason_and_changes_nothing(type_url, bad, says):
+    async def scenario():
+        ports, seen, ups = await upstreams("a")
+        cp = ControlPlane().start()
+        port = free_port()
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port)) as proxy:
+                good = serve_bolt(cp, port, ports)
+                for t, v in good.items():
+                    await acked(cp, t, v)
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_request(1))) == 200
+                before = proxy.config
+                after = len(cp.requests)
+                resource = bad()
+                if type_url == LISTENER:
+                    resource = xcp.listener("dyn", port, "nosuch", rds="routes")
+                cp.set(type_url, [resource])
+                nack = await nacked(cp, type_url, after)
+                assert says in nack.error_detail.message
+                assert nack.error_detail.code == 3  # INVALID_ARGUMENT
+                assert nack.version_info == good[type_url], "a NACK carries the last good version"
+                assert proxy.config is before
+                assert status(await c.call(bolt_request(2))) == 200
+                assert len(seen["a"]) == 2 and not c.conn.closed
+                dump = proxy.xds.dump()
+                assert dump["nacks"] == 1 and says in dump["last_nack"]["error_detail"]
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+def test_the_proxy_serves_while_the_control_plane_is_away_and_takes_up_again():
+    async def scenario():
+        ports, seen, ups = await upstreams("a", "b")
+        cp = ControlPlane().start()
+        port = free_port()
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port)) as proxy:
+                for t, v in serve_bolt(cp, port, {"a": ports["a"]}).items():
+                    await acked(cp, t, v)
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_request(1))) == 200
+                cp.stop()
+                assert await eventually(lambda: not proxy.xds.connected)
+                for i in range(5):  # (reconnecting meanwhile, with backoff)
+                    assert status(await c.call(bolt_request(2 + i))) == 200
+                    await asyncio.sleep(0.1)
+                # a new control plane on the same port, with b where a was
+                cp = ControlPlane(cp.port)
+                versions = serve_bolt(cp, port, {"a": ports["b"]})
+                cp.start()
+                for t, v in versions.items():
+                    await acked(cp, t, v)
+                assert proxy.xds.counts["streams"] >= 2
+                assert status(await c.call(bolt_request(9))) == 200
+                assert (len(seen["a"]), len(seen["b"])) == (6, 1)
+                assert not c.conn.closed, "the listener stayed through it all"
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+def test_static_listener_and_cluster_with_routes_from_the_control_plane_and_config_dump():
+    async def scenario():
+        ports, seen, ups = await upstreams("a")
+        cp = ControlPlane().start()
+        port, admin = free_port(), free_port()
+        data = bootstrap(cp.port, admin)
+        del data["dynamic_resources"]["lds_config"], data["dynamic_resources"]["cds_config"]
+        data["listeners"] = [{"name": "static", "address": f"127.0.0.1:{port}", "protocol": "bolt",
+                              "rds": {"route_config_name": "routes"}}]  # fmt: skip
+        data["clusters"].append({"name": "a", "endpoints": [f"127.0.0.1:{ports['a']}"]})
+        try:
+            async with ups, xds_proxy(data) as proxy:
+                assert proxy.listeners == [], "the listener waits for its routes"
+                v = cp.set(
+                    ROUTE,
+                    [
+                        xcp.route_config(
+                            "routes", [("all", ["*"], xcp.matcher(otherwise=xcp.action("a")))]
+                        )
+                    ],
+                )
+                await acked(cp, ROUTE, v)
+                asked = [r for r in cp.requests if r.type_url == ROUTE]
+                assert list(asked[0].resource_names) == ["routes"]
+                assert not any(r.type_url in (LISTENER, CLUSTER) for r in cp.requests)
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_request(1))) == 200
+                body = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/config_dump").read()
+                )
+                dump = json.loads(body)
+                assert [l["name"] for l in dump["listeners"]] == ["static"]
+                assert [l["name"] for l in dump["static_resources"]["listeners"]] == ["static"]
+                dynamic = dump["dynamic_resources"]
+                (routes,) = dynamic["dynamic_route_configs"]
+                assert routes["name"] == "routes" and routes["version_info"] == v
+                assert routes["resource"]["@type"].endswith("generic_proxy.v3.RouteConfiguration")
+                assert dynamic["versions"] == {"RouteConfiguration": v}
+                assert dynamic["node"]["id"] == "sidecar-1" and dynamic["connected"]
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda d: d["dynamic_resources"]["ads_config"].update(api_type="DELTA_GRPC"),
+         "dynamic_resources.ads_config.api_type: DELTA_GRPC is not supported yet"),
+        (lambda d: d["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"].update(cluster_name="cp"),
+         "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: unknown cluster 'cp'"),
+        (lambda d: d.pop("node"), "dynamic_resources: needs the node's id"),
+        (lambda d: d["dynamic_resources"]["lds_config"].update(ads={"x": 1}),
+         "dynamic_resources.lds_config.ads: takes no options"),
+        (lambda d: d["clusters"].append({"name": "e", "type": "eds", "endpoints": ["127.0.0.1:1"]}),
+         "clusters[1]: a cluster of type eds takes its endpoints from EDS"),
+    ],
+    ids=["delta", "unknown-cluster", "no-node", "ads-options", "eds-with-endpoints"],
+)  # fmt: skip
+def test_a_bad_bootstrap_is_refused_at_its_yaml_path(change, says):
+    data = bootstrap(1)
+    change(data)
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, ".")
+    assert says in str(e.value)
+
+
+def test_without_a_control_plane_eds_and_rds_are_refused():
+    data = {
+        "listeners": [{"name": "l", "address": "127.0.0.1:1", "protocol": "bolt",
+                       "rds": {"route_config_name": "r"}}],
+        "route_configs": [],
+        "clusters": [{"name": "e", "type": "eds"}],
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, ".")
+    assert "listeners[0].rds: rds needs a control plane" in str(e.value)
+    assert "clusters[0].type: eds needs a control plane" in str(e.value)
