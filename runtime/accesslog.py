@@ -82,6 +82,12 @@ def _plain(getter: Callable[[Entry], Any]):
     return make
 
 
+def _trace_id(e: Entry) -> str | None:
+    """The request's trace id (32 hex digits), when the proxy traces it (runtime/tracing.py)."""
+    span = e.stream.span
+    return format(span.get_span_context().trace_id, "032x") if span is not None else None
+
+
 #: command operator → (its argument, or None) → the value of an entry (None: "-" in text,
 #: null in JSON)
 OPERATORS: dict[str, Callable[[str | None], Callable[[Entry], Any]]] = {
@@ -101,6 +107,7 @@ OPERATORS: dict[str, Callable[[str | None], Callable[[Entry], Any]]] = {
     "BYTES_RECEIVED": _plain(lambda e: e.stream.received),
     "BYTES_SENT": _plain(lambda e: len(e.answer) if e.answer is not None else 0),
     "REQUEST_ID": _plain(lambda e: e.stream.down_id),
+    "TRACE_ID": _plain(_trace_id),
     "REQ": _request_header,
 }
 

@@ -724,6 +724,28 @@ class Cluster(_Model):
         return None
 
 
+class Otlp(_Model):
+    endpoint: EndpointAddress  # an OpenTelemetry collector's OTLP/gRPC port (4317)
+    insecure: StrictBool = True  # plaintext gRPC
+    timeout_ms: PositiveInt = 10_000
+
+
+class Tracing(_Model):
+    """OpenTelemetry spans, one per request (runtime/tracing.py); off when absent."""
+
+    service_name: Name = "protoc-x"
+    #: the share of new traces recorded; a request carrying a traceparent follows its flag
+    sampling_percent: Annotated[StrictFloat | StrictInt, Field(ge=0, le=100)] = 100
+    exporter: Literal["otlp", "console"] = "otlp"
+    otlp: Otlp | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> "Tracing":
+        if self.exporter == "otlp" and self.otlp is None:
+            raise invalid("exporter otlp needs otlp: {endpoint: HOST:PORT}")
+        return self
+
+
 class Node(_Model):
     """Who this proxy is, as the control plane sees it (Envoy's ``node``)."""
 
@@ -788,6 +810,7 @@ class Config(_Model):
     admin: Admin | None = None
     node: Node | None = None
     dynamic_resources: DynamicResources | None = None
+    tracing: Tracing | None = None
     listeners: tuple[Listener, ...] = ()
     route_configs: tuple[RouteConfig, ...] = ()
     clusters: tuple[Cluster, ...] = ()

@@ -79,6 +79,8 @@ class Listener:
             ]
             for hook in ("on_request", "on_routed")
         }  # fmt: skip
+        if proxy.tracer is not None:  # (first: the filters' answers are in the span)
+            self.hooks["on_request"].insert(0, self.trace)
         self.gauge = proxy.metrics.child(proxy.metrics.downstream, self.name)
         log_cfg = config.access_log
         self.access_log = (
@@ -86,6 +88,9 @@ class Listener:
             if log_cfg is not None
             else None
         )
+
+    def trace(self, stream: Stream) -> None:
+        self.proxy.tracer.start(stream, self.name)
 
     async def start(self, socks: list[socket.socket]) -> None:
         """Listen on the sockets :meth:`bind` gave."""
@@ -420,6 +425,8 @@ class DownstreamConnection(FramedConnection):
                                       stream.cluster_name, code, elapsed)  # fmt: skip
         if listener.access_log is not None:
             listener.access_log.write(self, stream, code, status, elapsed, data)
+        if stream.span is not None:
+            listener.proxy.tracer.finish(stream, code, status)
         if stream is self.handshake and self.session is None:
             self.sessionless()  # answered before a session opened: no request can follow
         # (on a closed connection send() writes nothing and close() does nothing)
@@ -545,6 +552,7 @@ class Proxy:
         self.metrics = Metrics(worker=worker, shared=shared)
         self.deadlines = Deadlines(asyncio.get_event_loop())
         self.admin = None
+        self.tracer = _tracer(config)
         self.clusters = self.build_clusters(config, {})
         tables = self.route_tables(config, self.clusters)
         self.listeners = [
@@ -637,6 +645,7 @@ class Proxy:
                 old is not None
                 and old.config == lc
                 and old.protocols == [protocols[p] for p in lc.protocol]
+                and self.config.tracing == config.tracing  # (else: its hooks are others)
             ):
                 kept[i] = old
         for i, lc in enumerate(config.listeners):
@@ -657,6 +666,10 @@ class Proxy:
                 raise
             if old_admin is not None:
                 old_admin.close()
+        if self.config.tracing != config.tracing:
+            if self.tracer is not None:
+                self.tracer.close()
+            self.tracer = _tracer(config)
         self.config = config
         self.config_version += 1
         self.config_updated = _now()
@@ -757,6 +770,17 @@ class Proxy:
                 listener.access_log.close()
             for server in listener.servers:
                 await server.wait_closed()
+        if self.tracer is not None:
+            self.tracer.close()
+
+
+def _tracer(config):
+    """The tracer ``config.tracing`` asks for, or None (no hook, no cost)."""
+    if config.tracing is None:
+        return None
+    from .tracing import Tracer
+
+    return Tracer(config.tracing)
 
 
 def _now() -> str:

@@ -20,7 +20,7 @@ cdef class Deadlines:
 cdef class Stream:
     cdef public object downstream, _frame, down_id, kind, raw, phase, slot, timer, upstream
     cdef public object cluster, endpoint, service, method, tried, cluster_name, target
-    cdef public object extra_headers, timeout, up_id
+    cdef public object extra_headers, timeout, up_id, span
     cdef public double arrived, started
     cdef public Py_ssize_t seq, retries, id_at, received
     cdef public bint modified, paused

@@ -242,6 +242,7 @@ class Stream:
         self.paused = False  # a filter held it for a while
         self.id_at = id_at  # where the id sits in ``raw`` (-1: the frame says, or re-encoded)
         self.timeout = timeout  # the timeout the request carries (ms, or None; ASK: the frame's)
+        self.span = None  # its OpenTelemetry span, when the proxy traces (runtime/tracing.py)
 
     @property
     def frame(self) -> XFrame:
