@@ -25,7 +25,14 @@ from tests.peers import xds_control_plane as xcp
 from tests.peers.dubbo_peers import SECOND_SERVICE, _ensure_dubbo_ssl_threads, dubbo_server
 from tests.peers.framing import dubbo_frame_length
 from tests.peers.recording import TO_SERVER, recording_relay
-from tests.peers.xds_control_plane import CLUSTER, ENDPOINT, LISTENER, ROUTE, ControlPlane
+from tests.peers.xds_control_plane import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    ControlPlane,
+    bootstrap,
+)
 
 from . import peer_dubbo_client as dubbo_calls
 from .peer_proxy import free_port, proxy_process
@@ -129,20 +136,10 @@ def test_control_plane_changes_under_load_lose_no_call(tmp_path):
             for name, manager in zip(RELAYS, stack):
                 relays[name] = manager.__enter__()
             ends = {n: (r.host, r.port) for n, r in relays.items()}
-            bootstrap = {
-                "node": {"id": "dubbo-sidecar", "cluster": "demo", "metadata": {"labels": {"app": "demo"}}},
-                "admin": {"address": f"127.0.0.1:{admin}"},
-                "dynamic_resources": {
-                    "ads_config": {"api_type": "GRPC", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
-                                   "retry_back_off": {"base_interval_ms": 100, "max_interval_ms": 500}},
-                    "lds_config": {"ads": {}},
-                    "cds_config": {"ads": {}},
-                },
-                "clusters": [{"name": "xds", "endpoints": [f"127.0.0.1:{cp.port}"]}],
-            }  # fmt: skip
+            config = bootstrap(cp.port, admin, node="dubbo-sidecar", retry_ms=(100, 500))
             snapshot = resources(port, ends, (100, 0), ["inventory-1"])
             versions = serve(cp, snapshot)
-            with proxy_process(bootstrap, tmp_path) as proxy:
+            with proxy_process(config, tmp_path) as proxy:
                 for t, v in versions.items():
                     cp.wait_ack(t, v)
                 wait_for(lambda: accepting(port), 10, "the listener the control plane sent")

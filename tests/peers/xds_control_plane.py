@@ -167,6 +167,25 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 # ------------------------------------------------------------------------------------ builders
 
 
+def bootstrap(cp_port: int, admin: int | None = None, node: str = "sidecar-1",
+              retry_ms: tuple[int, int] = (50, 200)) -> dict:  # fmt: skip
+    """A proxy config naming the control plane on ``cp_port`` for listeners and clusters
+    (docs/xds.md), reconnecting after ``retry_ms`` (base, max)."""
+    data = {
+        "node": {"id": node, "cluster": "checkout", "metadata": {"labels": {"app": "checkout"}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
+                           "retry_back_off": {"base_interval_ms": retry_ms[0], "max_interval_ms": retry_ms[1]}},
+            "lds_config": {"ads": {}},
+            "cds_config": {"ads": {}},
+        },
+        "clusters": [{"name": "xds", "endpoints": [f"127.0.0.1:{cp_port}"]}],
+    }  # fmt: skip
+    if admin is not None:
+        data["admin"] = {"address": f"127.0.0.1:{admin}"}
+    return data
+
+
 def _any(message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)

@@ -16,29 +16,19 @@ import pytest
 from protoc_x.runtime.config import ConfigError, parse_config
 from protoc_x.runtime.run import open_proxy
 from tests.peers import xds_control_plane as xcp
-from tests.peers.xds_control_plane import CLUSTER, ENDPOINT, LISTENER, ROUTE, ControlPlane
+from tests.peers.xds_control_plane import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    ControlPlane,
+    bootstrap,
+)
 
 from .harness import PROTOCOLS, client, eventually, free_port, run
 from .test_pool import status
 from .test_proxy_behaviour import bolt_request
 from .test_reload import upstreams
-
-
-def bootstrap(cp_port: int, admin: int | None = None, **extra) -> dict:
-    data = {
-        "node": {"id": "sidecar-1", "cluster": "checkout", "metadata": {"labels": {"app": "checkout"}}},
-        "dynamic_resources": {
-            "ads_config": {"api_type": "GRPC", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
-                           "retry_back_off": {"base_interval_ms": 50, "max_interval_ms": 200}},
-            "lds_config": {"ads": {}},
-            "cds_config": {"ads": {}},
-        },
-        "clusters": [{"name": "xds", "endpoints": [f"127.0.0.1:{cp_port}"]}],
-        **extra,
-    }  # fmt: skip
-    if admin is not None:
-        data["admin"] = {"address": f"127.0.0.1:{admin}"}
-    return data
 
 
 @contextlib.asynccontextmanager
