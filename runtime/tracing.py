@@ -41,7 +41,6 @@ class Tracer:
     """The proxy's tracer: one provider (sampler, batch exporter) for every listener."""
 
     def __init__(self, config):
-        from opentelemetry.propagators.textmap import DefaultGetter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -57,10 +56,8 @@ class Tracer:
         self.provider.add_span_processor(BatchSpanProcessor(make_exporter(config)))
         self.tracer = self.provider.get_tracer("protoc-x")
         self.propagator = TraceContextTextMapPropagator()
-        self.getter = DefaultGetter()
         self.kind = SpanKind.SERVER
         self.in_context = set_span_in_context
-        self.error = Status(StatusCode.ERROR)
         self.Status, self.StatusCode = Status, StatusCode
 
     def start(self, stream, listener: str) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from . import xds_resources as envoy
 from .config import ConfigError, Document, EndpointAddress, _from_validation_error
+from .proxy import _now  # (one timestamp format in /config_dump)
 
 _ENDPOINT = TypeAdapter(EndpointAddress)
 
@@ -481,7 +481,3 @@ def _short(error: Exception) -> str:
     if callable(details) and callable(code):
         return f"{code().name}: {details()}"
     return f"{type(error).__name__}: {error}"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

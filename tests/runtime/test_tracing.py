@@ -11,7 +11,7 @@ import time
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from protoc_x.runtime import tracing
 from protoc_x.runtime.config import ConfigError, parse_config
@@ -87,7 +87,8 @@ def test_a_span_per_bolt_request_continuing_the_callers_trace(spans, tmp_path):
         assert (
             third.attributes["protoc_x.code"] == 404 and third.attributes["protoc_x.cluster"] == ""
         )
-        assert not third.status.is_ok is False  # (a 404 is the caller's error, not ours)
+        assert third.status.status_code is StatusCode.UNSET  # (a 404 is the caller's error)
+        assert first.status.status_code is StatusCode.UNSET
         assert len(seen) == 2
         lines = (tmp_path / "a.log").read_text().split("\n")
         assert lines[0] == f"{TRACE} 200"
