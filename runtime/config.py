@@ -507,7 +507,11 @@ class StreamFilterEntry(_Model):
 
 
 class RetryBudget(_Model):
+    """Envoy's: retries in progress stay under ``percent`` of the active requests, and may
+    always be ``min_concurrency``."""
+
     percent: Annotated[StrictFloat, Field(gt=0, le=100)] = 20.0
+    min_concurrency: NonNegativeInt = 3
 
 
 class Admin(_Model):
@@ -937,9 +941,9 @@ def _check_filters(listener: dict, base: str, protos: list, base_dir: Path) -> l
 def _cross_check(
     data: dict, base_dir: Path, protocols: Mapping[str, Any] | None, composed: bool = False
 ) -> list[_Problem]:
-    """``composed``: the document holds the control plane's resources too (every cluster a
-    route names must be there); else, with a control plane, a route may name a cluster it
-    has not sent yet."""
+    """``composed``: the document holds the control plane's resources too. With clusters from
+    a control plane (cds_config), a route may name a cluster that is not there (yet), as
+    Envoy's RDS routes may: it is answered 503 until the cluster comes."""
     from .engine import check_detectable
 
     out: list[_Problem] = []
@@ -965,7 +969,7 @@ def _cross_check(
     out.extend(_at("<root>", f"missing key '{key}'") for key in required if key not in data)
     if dynamic is not None and "node" not in data:
         out.append(_at("dynamic_resources", "needs the node's id: add node: {id: ...}"))
-    clusters_later = dynamic is not None and dynamic.get("cds_config") is not None and not composed
+    clusters_later = dynamic is not None and dynamic.get("cds_config") is not None
 
     listeners = _items(data, "listeners")
     route_configs = _items(data, "route_configs")

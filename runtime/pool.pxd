@@ -26,5 +26,6 @@ cdef class Cluster:
     cdef public object max_connections, keepalive, endpoints, pools, pools_of, balancer
     cdef public object hash_header, only, loop, config
     cdef public double retry_percent, unhealthy_until
+    cdef public int retry_min
     cdef public Py_ssize_t max_pending, max_requests, pending, active
     cpdef dispatch(self, Stream stream)

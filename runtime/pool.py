@@ -592,6 +592,7 @@ class Cluster:
         self.metrics = metrics
         budget = config.retry_budget
         self.retry_percent = budget.percent if budget is not None else 20.0
+        self.retry_min = budget.min_concurrency if budget is not None else 3
         self.retrying: set[Stream] = set()  # retried requests not yet answered
         self.connect_timeout = seconds(config.connect_timeout_ms)
         self.request_timeout_ms = config.request_timeout_ms
@@ -711,11 +712,11 @@ class Cluster:
 
     def may_retry(self) -> bool:
         """Envoy's retry budget: retries in progress (retried requests not answered yet) stay
-        under a share of active requests (at least 3 at a time)."""
+        under a share of active requests (at least ``retry_min`` at a time)."""
         retrying = self.retrying
         for stream in [s for s in retrying if s.done]:
             retrying.discard(stream)
-        return len(retrying) < max(3, self.active * self.retry_percent / 100)
+        return len(retrying) < max(self.retry_min, self.active * self.retry_percent / 100)
 
     def retry(self, stream: Stream) -> None:
         if self.metrics is not None:

@@ -30,24 +30,26 @@ ROUTED = Phase.ROUTED
 
 
 class Route:
-    """A route's action, resolved: which cluster(s), and its timeout."""
+    """A route's action, resolved: which cluster(s), and its timeout. A cluster the config
+    does not have (a control plane's route naming one it has not sent yet) is None: 503."""
 
     __slots__ = ("cluster", "picker", "timeout_ms", "clusters", "retries")
 
     def __init__(self, action, clusters: dict[str, Cluster]):
         self.timeout_ms = action.timeout_ms or None
         self.retries = action.retries or 0
+        self.picker = None
         if action.cluster is not None:
-            self.cluster = clusters[action.cluster]  # (no picker)
+            self.cluster = clusters.get(action.cluster)
         else:
             self.cluster = None
             self.picker = WeightedPicker([(w.name, w.weight) for w in action.weighted_clusters])
         self.clusters = clusters
 
-    def choose(self) -> Cluster:
-        if self.cluster is not None:
+    def choose(self) -> Cluster | None:
+        if self.picker is None:
             return self.cluster
-        return self.clusters[self.picker.pick()]
+        return self.clusters.get(self.picker.pick())
 
 
 class Listener:
@@ -345,6 +347,9 @@ class DownstreamConnection(FramedConnection):
             cluster = self.session_pool.cluster
         else:
             cluster = route.cluster or route.choose()
+            if cluster is None:  # (Envoy's "cluster not found")
+                stream.fail(503, "protoc-x: 503 the route's cluster is not there")
+                return
         stream.phase = ROUTED
         stream.target = cluster
         stream.cluster_name = cluster.name

@@ -14,6 +14,10 @@ listeners name and the endpoints of its EDS clusters. A listener waits (is not o
 its route config has come; an EDS cluster serves no endpoint until its assignment has. When
 the stream fails, the client reconnects with backoff (jittered, doubling up to a limit) and
 serves the last config meanwhile; on a new stream it tells the versions it has.
+
+A listener that changes to a route config that has not come yet is warming, as in Envoy: its
+last version keeps serving (with its routes) until the new routes come. A route naming a
+cluster that is not there (yet) is answered 503, as Envoy's RDS routes are.
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ KIND = {
     envoy.ENDPOINT: "ClusterLoadAssignment",
 }
 _INVALID_ARGUMENT = 3  # google.rpc.Code
+#: the ADS channel: a keepalive ping after 5 idle minutes (what gRPC servers allow by default)
+#: finds a dead control plane behind a silent network; responses up to 64 MiB (gRPC's default
+#: 4 MiB is less than a large mesh's CDS)
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+)
 
 
 @dataclass
@@ -68,9 +80,14 @@ class State:
         default_factory=lambda: {t: {} for t in ORDER}
     )
     versions: dict[str, str] = field(default_factory=dict)  # the last version taken, by type
+    # the version of each dynamic listener that serves: the newest whose routes are in, or the
+    # one before while the newest warms (:meth:`XdsClient.warm`)
+    serving: dict[str, Resource] = field(default_factory=dict)
 
     def copy(self) -> State:
-        return State({t: dict(r) for t, r in self.resources.items()}, dict(self.versions))
+        return State(
+            {t: dict(r) for t, r in self.resources.items()}, dict(self.versions), dict(self.serving)
+        )
 
 
 class XdsClient:
@@ -86,7 +103,7 @@ class XdsClient:
         self.task: asyncio.Task | None = None
         self.lock = asyncio.Lock()  # one reload at a time: the control plane's or SIGHUP's
         self.nonces: dict[str, str] = {}
-        self.asked: dict[str, tuple[str, ...]] = {}  # resource names asked for, by type
+        self.asked: dict[str, tuple[str, ...]] = {}  # the names last asked for, by type
         self.outbox: asyncio.Queue | None = None
         self.connected = False
         self.initialized = asyncio.Event()  # every first answer in, or the fetch timeout
@@ -100,18 +117,35 @@ class XdsClient:
         config = config or self.static
         routes = {l.rds.route_config_name for l in config.listeners if l.rds is not None}
         eds = {c.eds_service_name or c.name for c in config.clusters if c.type == "eds"}
-        for r in state.resources[envoy.LISTENER].values():
-            if "rds" in r.value[0]:
-                routes.add(r.value[0]["rds"]["route_config_name"])
+        for r in [*state.resources[envoy.LISTENER].values(), *state.serving.values()]:
+            name = _rds_name(r)
+            if name is not None:
+                routes.add(name)
         for r in state.resources[envoy.CLUSTER].values():
             if r.value.get("type") == "eds":
                 eds.add(r.value.get("eds_service_name") or r.value["name"])
         return {envoy.ROUTE: tuple(sorted(routes)), envoy.ENDPOINT: tuple(sorted(eds))}
 
+    def warm(self, state: State, static=None) -> None:
+        """Which version of each dynamic listener serves (``state.serving``): the newest if its
+        route config is in (inline, the file's or the control plane's); else the one that served
+        before, while the newest warms; else none yet."""
+        static = static or self.static
+        have = {rc.name for rc in static.route_configs} | set(state.resources[envoy.ROUTE])
+        serving = {}
+        for name, r in state.resources[envoy.LISTENER].items():
+            before = state.serving.get(name)
+            if _rds_name(r) in have or _rds_name(r) is None:
+                serving[name] = r
+            elif before is not None and (_rds_name(before) in have or _rds_name(before) is None):
+                serving[name] = before
+        state.serving = serving
+
     def compose(self, state: State | None = None, static=None):
         """The config to serve: the file's resources and the control plane's, checked whole
-        (ConfigError: each problem named by the resource it is in). A listener whose route
-        config has not come yet is left out until it comes."""
+        (ConfigError: each problem named by the resource it is in). Dynamic listeners are those
+        :meth:`warm` chose; a static listener whose route config has not come yet is left out
+        until it comes."""
         state = state or self.state
         static = static or self.static
         doc = static._document
@@ -127,12 +161,10 @@ class XdsClient:
         have_routes = {r.value["name"] for r in routes.values()}
         have_routes |= {rc.name for rc in static.route_configs}
         listeners, inline = [], []
-        for r in state.resources[envoy.LISTENER].values():
+        for r in state.serving.values():
             mapping, inline_routes = r.value
             if inline_routes is not None:
                 inline.append((inline_routes, f"Listener {r.name!r}: route_config"))
-            elif mapping["rds"]["route_config_name"] not in have_routes:
-                continue  # (warming: opened once its routes come)
             listeners.append((mapping, f"Listener {r.name!r}"))
         # static listeners with rds wait for their routes the same way
         data["listeners"] = [
@@ -167,6 +199,7 @@ class XdsClient:
     def start(self, proxy) -> None:
         self.proxy = proxy
         self.task = asyncio.ensure_future(self.run())
+        self._check_initialized(self.wanted(self.state))  # (it may ask for nothing)
         timeout = min(
             (s.initial_fetch_timeout_ms for s in self._sources() if s is not None), default=15_000
         )
@@ -184,7 +217,8 @@ class XdsClient:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
+            async with self.lock:  # (never halfway through serving an update)
+                self.task.cancel()
             try:
                 await self.task
             except asyncio.CancelledError:
@@ -203,6 +237,7 @@ class XdsClient:
         while True:
             target = self._target(attempt)
             attempt += 1
+            bug = None  # (an exception that is not grpc's: a bug)
             try:
                 got = await self.stream(target)
                 failure = "closed by the control plane"
@@ -210,14 +245,16 @@ class XdsClient:
                 raise
             except Exception as e:
                 got = self.connected
-                if not hasattr(e, "code"):  # a bug: said in full, and the stream starts again
-                    log.exception("xDS: stream to %s ended", target)
-                failure = _short(e)  # (grpc's AioRpcError: the stream broke, or never was)
+                if not hasattr(e, "code"):  # (grpc's AioRpcError: the stream broke, or never was)
+                    bug = e
+                failure = _short(e)
             self.connected = False
             if got:
                 delay, failures = base, 0  # (it worked for a while: start again from the base)
             failures += 1
             if failures == 1 or failures % 20 == 0:  # (not a line each retry)
+                if bug is not None:  # said in full, and the stream starts again
+                    log.error("xDS: stream to %s ended", target, exc_info=bug)
                 log.warning("xDS: no stream to %s (%s); serving the last config, retrying "
                             "(%d failed in a row)", target, failure, failures)  # fmt: skip
             await asyncio.sleep(random.uniform(delay / 2, delay))  # (jitter, as Envoy's)
@@ -237,11 +274,12 @@ class XdsClient:
         self.outbox = asyncio.Queue()
         self.nonces.clear()
         self.asked.clear()
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
             stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
             call = stub.StreamAggregatedResources(self._requests())
             self.counts["streams"] += 1
             self._ask_all()
+            self._check_initialized(self.wanted(self.state))
             async for response in call:
                 if not self.connected:
                     log.info("xDS: connected to %s", target)
@@ -275,13 +313,25 @@ class XdsClient:
                 continue
             if type_url == envoy.LISTENER and dyn.lds_config is None:
                 continue
-            if type_url in wanted and not wanted[type_url]:
-                continue
             self._ask(type_url, wanted.get(type_url, ()))
 
+    def _subscribed(self, type_url: str) -> bool:
+        dyn = self.static.dynamic_resources
+        if type_url == envoy.LISTENER:
+            return dyn.lds_config is not None
+        if type_url == envoy.CLUSTER:
+            return dyn.cds_config is not None
+        return bool(self.asked.get(type_url))
+
     def _ask(self, type_url: str, names: tuple[str, ...], error: str | None = None) -> None:
+        """Send a request for ``names`` of ``type_url`` (with ``error``: a NACK). Listeners and
+        clusters are asked for all at once (no names); route configs and endpoints by name, and
+        when none is wanted any more nothing is sent (an empty list would ask for all)."""
         from envoy.service.discovery.v3 import discovery_pb2
 
+        if not names and type_url in (envoy.ROUTE, envoy.ENDPOINT):
+            self.asked[type_url] = ()
+            return
         request = discovery_pb2.DiscoveryRequest(
             type_url=type_url,
             version_info=self.state.versions.get(type_url, ""),
@@ -297,10 +347,12 @@ class XdsClient:
     async def take(self, response) -> None:
         """Check a response, serve it, then ACK it; or NACK it and keep what serves."""
         type_url = response.type_url
-        self.nonces[type_url] = response.nonce
-        if type_url not in KIND:
-            self._nack(type_url, f"protoc-x does not take {type_url}")
+        if type_url not in KIND or not self._subscribed(type_url):
+            if response.resources:  # (as Envoy: what was not asked for is not taken)
+                log.warning("xDS: ignored %d resources of %s: not asked for",
+                            len(response.resources), type_url)  # fmt: skip
             return
+        self.nonces[type_url] = response.nonce
         async with self.lock:
             try:
                 state = self._with(response)
@@ -323,18 +375,25 @@ class XdsClient:
                     type_url, f"cannot serve it: {e.strerror if isinstance(e, OSError) else e}"
                 )
                 return
+            except Exception as e:  # a bug: said in full; the stream goes on
+                log.exception("xDS: cannot serve %s", KIND[type_url])
+                self._nack(type_url, f"protoc-x failed serving it: {type(e).__name__}: {e}")
+                return
             self.state = state
         self.counts["ack"] += 1
         log.info("xDS: %s version %s taken (%d resources)", KIND[type_url],
                  response.version_info, len(response.resources))  # fmt: skip
         wanted = self.wanted(state)
-        self._ask(type_url, self.asked.get(type_url, ()))  # (the ACK)
-        for t in (envoy.ENDPOINT, envoy.ROUTE):  # what the new listeners and clusters name
-            if not wanted[t]:
-                self.asked[t] = ()  # (an empty list would be a wildcard: nothing is asked)
-            elif wanted[t] != self.asked.get(t, ()):
-                self._ask(t, wanted[t])
+        self._ask(type_url, wanted.get(type_url, ()))  # (the ACK, with the names now wanted)
+        self._subscribe(wanted, acked=type_url)
         self._check_initialized(wanted)
+
+    def _subscribe(self, wanted, acked: str | None = None) -> None:
+        """Ask for the route configs and endpoints the listeners and clusters now name, where
+        that changed (``acked``: the type whose ACK said it already)."""
+        for t in (envoy.ENDPOINT, envoy.ROUTE):
+            if t != acked and wanted[t] != self.asked.get(t, ()):
+                self._ask(t, wanted[t])
 
     def _check_initialized(self, wanted) -> None:
         if self.initialized.is_set():
@@ -365,9 +424,13 @@ class XdsClient:
         kind = KIND[type_url]
         when = _now()
         taken: dict[str, Resource] = {}
+        by_name = type_url in (envoy.ROUTE, envoy.ENDPOINT)
+        asked = set(self.asked.get(type_url, ()))
         for i, any_msg in enumerate(response.resources):
             msg = envoy.unpack(any_msg, f"resources[{i}]", type_url.rpartition("/")[2])
             name = msg.cluster_name if type_url == envoy.ENDPOINT else msg.name
+            if by_name and name not in asked:
+                continue  # (not asked for: not taken, as in Envoy)
             try:
                 value = _translate(type_url, msg)
             except envoy.Refused as e:
@@ -387,6 +450,7 @@ class XdsClient:
         else:
             state.resources[type_url].update(taken)
         state.versions[type_url] = response.version_info
+        self.warm(state)
         # route configs and assignments nothing names any more are forgotten
         wanted = self.wanted(state)
         for t in (envoy.ROUTE, envoy.ENDPOINT):
@@ -396,19 +460,27 @@ class XdsClient:
 
     async def reconfigure(self, config, protocols: dict) -> None:
         """A new config file (SIGHUP): served composed with what the control plane sent;
-        ConfigError if the two do not fit together."""
+        ConfigError if the two do not fit together. Another control plane (or node) starts
+        a new stream, what the old one sent serving until replaced; none forgets it."""
         async with self.lock:
-            composed = self.compose(static=config) if config.dynamic_resources else config
-            await self.proxy.reload(composed, protocols)
             restart = (
                 config.dynamic_resources != self.static.dynamic_resources
                 or config.node != self.static.node
             )
-            self.static, self.protocols = config, protocols
-        if restart:  # (another control plane, or none: what it sent serves until replaced)
+            state = self.state.copy() if config.dynamic_resources else State()
+            if restart:
+                state.versions.clear()  # (another control plane's versions are its own)
+            self.warm(state, config)
+            composed = self.compose(state, static=config)
+            await self.proxy.reload(composed, protocols)
+            self.static, self.protocols, self.state = config, protocols, state
+        if restart:
             await self.stop()
+            self.connected = False
             if config.dynamic_resources is not None:
                 self.task = asyncio.ensure_future(self.run())
+        elif self.outbox is not None:  # (the route configs and endpoints the file now names)
+            self._subscribe(self.wanted(self.state))
 
     # -------------------------------------------------------------------------------- admin
 
@@ -427,12 +499,20 @@ class XdsClient:
         }
         names = {envoy.LISTENER: "dynamic_listeners", envoy.ROUTE: "dynamic_route_configs",
                  envoy.CLUSTER: "dynamic_clusters", envoy.ENDPOINT: "dynamic_endpoint_configs"}  # fmt: skip
+
+        def shown(r: Resource) -> dict:
+            return {"name": r.name, "version_info": r.version_info,
+                    "last_updated": r.last_updated, "resource": envoy.to_json(r.message)}  # fmt: skip
+
+        state = self.state
         for type_url in ORDER:
-            out[names[type_url]] = [
-                {"name": r.name, "version_info": r.version_info, "last_updated": r.last_updated,
-                 "resource": envoy.to_json(r.message)}  # fmt: skip
-                for r in self.state.resources[type_url].values()
-            ]
+            resources = state.resources[type_url].values()
+            if type_url == envoy.LISTENER:  # (as Envoy's: serving, and warming)
+                out["dynamic_warming_listeners"] = [
+                    shown(r) for r in resources if state.serving.get(r.name) is not r
+                ]
+                resources = state.serving.values()
+            out[names[type_url]] = [shown(r) for r in resources]
         return out
 
 
@@ -450,6 +530,12 @@ def _translate(type_url: str, msg):
         except ValidationError as e:
             raise envoy.Refused(where, _config_message(e)) from None
     return tuple(out)
+
+
+def _rds_name(listener: Resource) -> str | None:
+    """The route config a dynamic listener asks RDS for (None: its routes are inline)."""
+    rds = listener.value[0].get("rds")
+    return rds["route_config_name"] if rds is not None else None
 
 
 def _endpoints(assignments: dict[str, Resource], cluster) -> tuple:

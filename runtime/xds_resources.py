@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, text_format
 from google.protobuf.message import DecodeError, Message
 
 # (imported for their types: the default descriptor pool then knows every message named here)
@@ -232,7 +232,8 @@ def listener(msg: listener_pb2.Listener) -> tuple[dict, dict | None]:
         if kind == _ROUTER:
             if i != len(gp.filters) - 1:
                 raise Refused(where, "the router must be the last filter")
-            unpack(f.typed_config, _join(where, "typed_config"), _ROUTER)
+            router = unpack(f.typed_config, _join(where, "typed_config"), _ROUTER)
+            _only(router, _join(where, "typed_config"), set())
             continue
         name, config = typed_struct(f.typed_config, _join(where, "typed_config"))
         if not name.startswith(FILTER_PREFIX):
@@ -249,9 +250,12 @@ def listener(msg: listener_pb2.Listener) -> tuple[dict, dict | None]:
 
 
 def _ads_source(source, path: str) -> None:
-    _only(source, path, {"ads", "resource_api_version", "initial_fetch_timeout"})
+    """A ConfigSource: ``ads: {}`` only, v3 (its fetch timeout is the bootstrap's)."""
+    _only(source, path, {"ads", "resource_api_version"})
     if not source.HasField("ads"):
         raise Refused(path, "only ads: {} (the one ADS stream)")
+    if source.resource_api_version not in (0, 2):  # (AUTO, V3)
+        raise Refused(_join(path, "resource_api_version"), "only V3")
 
 
 def _codec(ext, path: str) -> dict:
@@ -263,6 +267,7 @@ def _codec(ext, path: str) -> dict:
     if envoys:
         if ext.typed_config.value:
             raise Refused(_join(path, "typed_config"), f"{kind}: options are not supported")
+        # (the message type may be one protobuf does not know: /config_dump shows it as text)
         return {"protocol": envoys.group(1)}
     name, value = typed_struct(ext.typed_config, _join(path, "typed_config"))
     if name != CODEC:
@@ -386,6 +391,9 @@ def _predicate(pred, path: str) -> list[_Conditions]:
             return [_request_matcher(single, where)]
         subject = _input(single.input, _join(where, "input"))
         return [_string_condition(subject, single.value_match, _join(where, "value_match"))]
+    for which in ("and_matcher", "or_matcher"):
+        if pred.HasField(which) and len(getattr(pred, which).predicate) < 2:
+            raise Refused(_join(path, f"{which}.predicate"), "needs two predicates or more")
     if pred.HasField("and_matcher"):
         alternatives: list[_Conditions] = [()]
         for i, p in enumerate(pred.and_matcher.predicate):
@@ -433,6 +441,8 @@ def _string_condition(subject, matcher, path: str) -> _Conditions:
     if which == "safe_regex":
         _only(matcher.safe_regex, _join(path, "safe_regex"), {"regex", "google_re2"})
         value = matcher.safe_regex.regex
+        if matcher.ignore_case:
+            raise Refused(_join(path, "ignore_case"), "has no effect on safe_regex: use (?i)")
     else:
         value = getattr(matcher, which)
     if subject[0] == "method":
@@ -509,6 +519,12 @@ def _action(ext, path: str) -> dict:
             _only(c, _join(where, f"clusters[{i}]"), {"name", "weight"})
             if c.weight.value:  # (a weight of 0: never chosen, as in Envoy)
                 weighted.append({"name": c.name, "weight": c.weight.value})
+        total = sum(c.weight.value for c in wc.clusters)
+        if wc.HasField("total_weight") and wc.total_weight.value != total:
+            raise Refused(
+                _join(where, "total_weight"),
+                f"{wc.total_weight.value} is not the sum of the weights ({total})",
+            )
         if not weighted:
             raise Refused(_join(where, "clusters"), "needs a cluster with a weight above 0")
         out["weighted_clusters"] = weighted
@@ -518,13 +534,28 @@ def _action(ext, path: str) -> dict:
         raise Refused(path, "needs cluster or weighted_clusters")
     if action.HasField("timeout"):
         timeout = _ms(action.timeout, _join(path, "timeout"))
-        if timeout is not None:
-            out["timeout_ms"] = timeout
+        if timeout is None:  # (Envoy's 0: no timeout at all)
+            raise Refused(_join(path, "timeout"), "0 (no timeout) is not supported: every "
+                          "request has one; leave it out for the cluster's request_timeout_ms")  # fmt: skip
+        out["timeout_ms"] = timeout
     if action.HasField("retry_policy"):
         policy = action.retry_policy
-        _only(policy, _join(path, "retry_policy"), {"num_retries", "retry_on"})
-        out["retries"] = policy.num_retries.value
+        where = _join(path, "retry_policy")
+        _only(policy, where, {"num_retries", "retry_on"})
+        unknown = {c.strip() for c in policy.retry_on.split(",") if c.strip()} - RETRY_ON
+        if unknown:
+            raise Refused(
+                _join(where, "retry_on"),
+                f"{', '.join(sorted(unknown))}: protoc-x retries on {', '.join(sorted(RETRY_ON))}",
+            )
+        # (Envoy's default: one retry)
+        out["retries"] = policy.num_retries.value if policy.HasField("num_retries") else 1
     return out
+
+
+#: the retry conditions protoc-x's retries are: a refused connection, a reset before the
+#: answer (never after an answer started)
+RETRY_ON = {"connect-failure", "refused-stream", "reset", "reset-before-request"}
 
 
 # ------------------------------------------------------------------------------------ clusters
@@ -568,7 +599,8 @@ def cluster(msg: cluster_pb2.Cluster) -> dict:
         if timeout is not None:
             out["connect_timeout_ms"] = timeout
     if msg.lb_policy in _LB:
-        out["lb_policy"] = _LB[msg.lb_policy]
+        if msg.lb_policy != cluster_pb2.Cluster.ROUND_ROBIN:  # (the default: unset)
+            out["lb_policy"] = _LB[msg.lb_policy]
     elif msg.lb_policy != cluster_pb2.Cluster.RING_HASH:
         raise Refused(
             "lb_policy", f"{cluster_pb2.Cluster.LbPolicy.Name(msg.lb_policy)} is not supported"
@@ -587,6 +619,8 @@ def cluster(msg: cluster_pb2.Cluster) -> dict:
         for k in options:
             if k not in allowed:
                 raise Refused(_join(where, f"value.{k}"), "unknown key")
+        if "lb_policy" in options and "lb_policy" in out:
+            raise Refused(_join(where, "value.lb_policy"), "the cluster's lb_policy says it")
     if msg.lb_policy == cluster_pb2.Cluster.RING_HASH and not str(
         options.get("lb_policy", "")
     ).startswith("hash:"):
@@ -601,6 +635,8 @@ def cluster(msg: cluster_pb2.Cluster) -> dict:
 def _breakers(cb, path: str) -> dict:
     _only(cb, path, {"thresholds"})
     out: dict[str, Any] = {}
+    if len(cb.thresholds) > 1:
+        raise Refused(_join(path, "thresholds"), "one (priority DEFAULT) at most")
     for i, t in enumerate(cb.thresholds):
         where = _join(path, f"thresholds[{i}]")
         _only(t, where, {"priority", "max_pending_requests", "max_requests", "retry_budget"})
@@ -616,8 +652,13 @@ def _breakers(cb, path: str) -> dict:
         if t.HasField("retry_budget"):
             budget = t.retry_budget
             _only(budget, _join(where, "retry_budget"), {"budget_percent", "min_retry_concurrency"})
-            if budget.HasField("budget_percent"):
-                out["retry_budget"] = {"percent": float(budget.budget_percent.value)}
+            # (Envoy's defaults: 20 %, at least 3)
+            out["retry_budget"] = {
+                "percent": float(budget.budget_percent.value)
+                if budget.HasField("budget_percent") else 20.0,
+                "min_concurrency": budget.min_retry_concurrency.value
+                if budget.HasField("min_retry_concurrency") else 3,
+            }  # fmt: skip
     return out
 
 
@@ -645,6 +686,10 @@ def endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str = "") -> list[t
 
 
 def to_json(msg: Message) -> dict:
-    """A resource as /config_dump shows it: Envoy's JSON form, with ``@type``."""
-    any_json = json_format.MessageToDict(msg, preserving_proto_field_name=True)
-    return {"@type": "type.googleapis.com/" + msg.DESCRIPTOR.full_name, **any_json}
+    """A resource as /config_dump shows it: Envoy's JSON form, with ``@type`` (with an Any of
+    a type protobuf does not know, such as one of Envoy's codec configs: its text form)."""
+    kind = {"@type": "type.googleapis.com/" + msg.DESCRIPTOR.full_name}
+    try:
+        return {**kind, **json_format.MessageToDict(msg, preserving_proto_field_name=True)}
+    except (TypeError, json_format.Error):
+        return {**kind, "text_proto": text_format.MessageToString(msg)}

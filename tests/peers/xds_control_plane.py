@@ -40,8 +40,13 @@ WILDCARD = (LISTENER, CLUSTER)  # every resource of these types goes in each res
 
 
 class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, send_unrequested: bool = False):
+        """``send_unrequested``: send every route config and assignment, asked for or not."""
         self.port = port
+        self.send_unrequested = send_unrequested
+        # requests for route configs or endpoints naming none: as go-control-plane does, served
+        # as a wildcard (every resource), though the client meant none
+        self.empty_asks: list[discovery_pb2.DiscoveryRequest] = []
         self.server = None
         self.changed = threading.Condition()
         self.snapshot: dict[str, tuple[str, dict]] = {}  # type → (version, name → resource)
@@ -95,6 +100,8 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     self.changed.notify_all()
                 t = request.type_url
                 names = tuple(request.resource_names)
+                if t not in WILDCARD and not names:
+                    self.empty_asks.append(request)
                 fresh = subscribed.get(t) != names
                 subscribed[t] = names
                 if request.HasField("error_detail") and not fresh:
@@ -110,7 +117,8 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def _response(self, type_url: str, names) -> discovery_pb2.DiscoveryResponse:
         version, resources = self.snapshot[type_url]
-        chosen = [r for n, r in resources.items() if type_url in WILDCARD or n in names]
+        every = type_url in WILDCARD or not names or self.send_unrequested
+        chosen = [r for n, r in resources.items() if every or n in names]
         response = discovery_pb2.DiscoveryResponse(
             type_url=type_url, version_info=version, nonce=str(next(self.nonces))
         )

@@ -701,27 +701,29 @@ def key_on(port: int, endpoints: list[str]) -> str:
 
 
 @pytest.mark.parametrize(
-    "percent, retried, n",
+    "budget, retried, n",
     [
         (None, 3, 10),
         (None, 4, 20),
-        (20.0, 3, 10),
-        (50.0, 5, 10),
-        (70.0, 7, 10),
-        (100.0, 110, 110),
+        ({"percent": 20.0}, 3, 10),
+        ({"percent": 50.0}, 5, 10),
+        ({"percent": 70.0}, 7, 10),
+        ({"percent": 100.0}, 110, 110),
+        ({"percent": 20.0, "min_concurrency": 6}, 6, 10),
+        ({"percent": 10.0, "min_concurrency": 0}, 1, 10),
     ],  # (20 at the default 20 %: 4)
 )
-def test_the_retry_budget_bounds_retries_in_progress(percent, retried, n):
+def test_the_retry_budget_bounds_retries_in_progress(budget, retried, n):
     """Ten requests at once to a refused endpoint, each allowed a retry: retries in progress
     (retried, not answered yet: the good endpoint answers after 10 s) stay under percent of the
-    ten active requests, at least 3; the others get 502 at once. Once the retries are answered
-    the budget is free again."""
+    ten active requests, at least min_concurrency (3); the others get 502 at once. Once the
+    retries are answered the budget is free again."""
 
     async def scenario():
         dead, good, port = free_port(), free_port(), free_port()
         eps = [f"127.0.0.1:{dead}", f"127.0.0.1:{good}"]
         key = key_on(dead, eps)
-        cluster = {"retry_budget": {"percent": percent}} if percent else {}
+        cluster = {"retry_budget": budget} if budget else {}
         seen: list = []
         async with (
             recorder("bolt", good, seen, delay=10.0),

@@ -121,8 +121,8 @@ def test_listener_routes_clusters_and_endpoints_from_the_control_plane():
         (ROUTE, lambda: xcp.route_config("routes", [("all", ["*"], xcp.matcher(
             (xcp.predicate(regex={"color": "(blue"}), xcp.action("a")), otherwise=xcp.action("a")))]),
          "RouteConfiguration 'routes': virtual_hosts[0].routes[0].match.headers[0].regex: missing ), unterminated subpattern"),
-        (ROUTE, lambda: xcp.route_config("routes", [("all", ["*"], xcp.matcher(otherwise=xcp.action("nowhere")))]),
-         "RouteConfiguration 'routes': virtual_hosts[0].routes[0].route.cluster: unknown cluster 'nowhere'"),
+        (ROUTE, lambda: xcp.route_config("routes", [("all", ["*"], xcp.matcher(otherwise=xcp.action("a", timeout_ms=0)))]),
+         "RouteConfiguration 'routes': virtual_hosts[0].routes.on_no_match.action.typed_config.timeout: 0 (no timeout) is not supported"),
         (ROUTE, lambda: xcp.route_config("routes", [("all", ["*"], xcp.matcher(
             (xcp.predicate(method="m"), xcp.action(weighted={"a": 0}))))]),
          "RouteConfiguration 'routes': virtual_hosts[0].routes.matcher_list.matchers[0].on_match.action.typed_config.weighted_clusters.clusters: needs a cluster with a weight above 0"),
@@ -133,7 +133,7 @@ def test_listener_routes_clusters_and_endpoints_from_the_control_plane():
         (CLUSTER, lambda: xcp.eds_cluster("a", colour="blue"),
          "Cluster 'a': typed_extension_protocol_options['protoc_x.cluster'].value.colour: unknown key"),
     ],
-    ids=["bad-regex", "unknown-cluster", "all-weights-zero", "unknown-protocol", "bad-option", "unknown-option"],
+    ids=["bad-regex", "zero-timeout", "all-weights-zero", "unknown-protocol", "bad-option", "unknown-option"],
 )  # fmt: skip
 def test_a_bad_update_is_nacked_with_the_reason_and_changes_nothing(type_url, bad, says):
     async def scenario():
@@ -162,6 +162,200 @@ def test_a_bad_update_is_nacked_with_the_reason_and_changes_nothing(type_url, ba
                 assert len(seen["a"]) == 2 and not c.conn.closed
                 dump = proxy.xds.dump()
                 assert dump["nacks"] == 1 and says in dump["last_nack"]["error_detail"]
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+def test_a_route_to_a_cluster_not_sent_yet_is_taken_and_answered_503_until_it_comes():
+    """As Envoy's RDS routes: a route may name a cluster CDS has not sent (yet), or no longer
+    sends; its requests are answered 503 meanwhile. The file's own route may name a cluster
+    that only CDS sends."""
+
+    async def scenario():
+        ports, seen, ups = await upstreams("a", "b")
+        cp = ControlPlane().start()
+        port, filed = free_port(), free_port()
+        data = bootstrap(cp.port)
+        data["listeners"] = [{"name": "filed", "address": f"127.0.0.1:{filed}", "protocol": "bolt",
+                              "route_config": "filed"}]  # fmt: skip
+        data["route_configs"] = [{"name": "filed", "virtual_hosts": [
+            {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "b"}}]}]}]  # fmt: skip
+        try:
+            async with ups, xds_proxy(data) as proxy:
+                served = serve_bolt(cp, port, {"a": ports["a"]}, xcp.matcher(
+                    (xcp.predicate(headers={"color": "blue"}), xcp.action("b")),
+                    otherwise=xcp.action("a")))  # fmt: skip
+                for t, v in served.items():
+                    await acked(cp, t, v)
+                c, f = await client("bolt", port), await client("bolt", filed)
+                assert status(await c.call(bolt_request(1))) == 200
+                assert status(await c.call(bolt_request(2, color="blue"))) == 503
+                assert status(await f.call(bolt_request(3))) == 503
+                # b comes: both routes to it serve
+                v = cp.set(CLUSTER, [xcp.eds_cluster("a"), xcp.eds_cluster("b")])
+                e = cp.set(ENDPOINT, [xcp.assignment(n, [("127.0.0.1", ports[n])]) for n in "ab"])
+                await acked(cp, CLUSTER, v)
+                await acked(cp, ENDPOINT, e)
+                assert status(await c.call(bolt_request(4, color="blue"))) == 200
+                assert status(await f.call(bolt_request(5))) == 200
+                assert (len(seen["a"]), len(seen["b"])) == (1, 2)
+                # and goes again: taken (not NACKed), 503 again
+                v = cp.set(CLUSTER, [xcp.eds_cluster("a")])
+                await acked(cp, CLUSTER, v)
+                assert status(await c.call(bolt_request(6, color="blue"))) == 503
+                assert status(await c.call(bolt_request(7))) == 200
+                assert proxy.xds.counts["nack"] == 0
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+def test_a_listener_whose_routes_change_keeps_serving_the_old_until_the_new_come():
+    """Envoy's warming: the listener's new version waits for its new route config; the old
+    version, with its routes, serves meanwhile. Route configs nothing names any more are
+    dropped from the subscription, and no request ever names none (which a control plane
+    could take for every one)."""
+
+    async def scenario():
+        ports, seen, ups = await upstreams("a", "b")
+        cp = ControlPlane().start()
+        port = free_port()
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port)) as proxy:
+                served = serve_bolt(cp, port, {n: ports[n] for n in "ab"})
+                for t, v in served.items():
+                    await acked(cp, t, v)
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_request(1))) == 200
+                v = cp.set(LISTENER, [xcp.listener("dyn", port, "bolt", rds="routes-2",
+                                                   codec={"idle_timeout_ms": 5000})])  # fmt: skip
+                await acked(cp, LISTENER, v)
+                asked = await asyncio.to_thread(cp.wait, lambda r: r.type_url == ROUTE
+                                                and "routes-2" in r.resource_names)  # fmt: skip
+                assert sorted(asked.resource_names) == ["routes", "routes-2"]
+                for i in range(3):  # warming: the old listener and routes serve
+                    assert status(await c.call(bolt_request(2 + i))) == 200
+                dump = proxy.xds.dump()
+                assert [l["name"] for l in dump["dynamic_warming_listeners"]] == ["dyn"]
+                assert proxy.listeners[0].config.idle_timeout_ms != 5000
+                # the new routes come: the new listener takes over, routing to b
+                v = cp.set(ROUTE, [xcp.route_config("routes-2", [("all", ["*"], xcp.matcher(
+                    otherwise=xcp.action("b")))])])  # fmt: skip
+                await acked(cp, ROUTE, v)
+                assert await eventually(lambda: proxy.listeners[0].config.idle_timeout_ms == 5000)
+                c2 = await client("bolt", port)
+                assert status(await c2.call(bolt_request(9))) == 200
+                assert (len(seen["a"]), len(seen["b"])) == (4, 1)
+                assert proxy.xds.dump()["dynamic_warming_listeners"] == []
+                last = [r for r in cp.requests if r.type_url == ROUTE][-1]
+                assert list(last.resource_names) == ["routes-2"]
+                assert set(proxy.xds.state.resources[ROUTE]) == {"routes-2"}
+                # no listener: nothing names a route config; the subscription is not emptied
+                v = cp.set(LISTENER, [])
+                await acked(cp, LISTENER, v)
+                await asyncio.sleep(0.3)
+                assert cp.empty_asks == []
+                assert proxy.xds.state.resources[ROUTE] == {}
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+def test_what_was_not_asked_for_is_not_taken():
+    async def scenario():
+        ports, seen, ups = await upstreams("a")
+        cp = ControlPlane(send_unrequested=True).start()
+        port = free_port()
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port)) as proxy:
+                served = serve_bolt(cp, port, {"a": ports["a"]})
+                cp.set(ENDPOINT, [xcp.assignment("a", [("127.0.0.1", ports["a"])]),
+                                  xcp.assignment("stray", [("127.0.0.1", 1)])])  # fmt: skip
+                stray = xcp.route_config("stray", [("all", ["*"], xcp.matcher(
+                    otherwise=xcp.action("a", timeout_ms=0)))])  # (one it could not take)  # fmt: skip
+                v = cp.set(ROUTE, [xcp.route_config("routes", [("all", ["*"], xcp.matcher(
+                    otherwise=xcp.action("a")))]), stray])  # fmt: skip
+                await acked(cp, ROUTE, v)
+                await acked(cp, LISTENER, served[LISTENER])
+                assert proxy.xds.counts["nack"] == 0
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_request(1))) == 200
+                assert set(proxy.xds.state.resources[ROUTE]) == {"routes"}
+                assert set(proxy.xds.state.resources[ENDPOINT]) == {"a"}
+                assert [rc.name for rc in proxy.config.route_configs] == ["routes"]
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+def test_a_reload_that_fails_is_nacked_and_the_stream_goes_on():
+    async def scenario():
+        ports, seen, ups = await upstreams("a", "b")
+        cp = ControlPlane().start()
+        port = free_port()
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port)) as proxy:
+                for t, v in serve_bolt(cp, port, {n: ports[n] for n in "ab"}).items():
+                    await acked(cp, t, v)
+                real = proxy.reload
+
+                async def broken(config, protocols):
+                    proxy.reload = real  # (once)
+                    raise ValueError("broken on purpose")
+
+                proxy.reload = broken
+                after = len(cp.requests)
+                cp.set(ROUTE, [xcp.route_config("routes", [("all", ["*"], xcp.matcher(
+                    otherwise=xcp.action("b")))])])  # fmt: skip
+                nack = await nacked(cp, ROUTE, after)
+                assert "ValueError: broken on purpose" in nack.error_detail.message
+                c = await client("bolt", port)
+                assert status(await c.call(bolt_request(1))) == 200
+                assert (len(seen["a"]), len(seen["b"])) == (1, 0), "the last good config serves"
+                v = cp.set(ROUTE, [xcp.route_config("routes", [("all", ["*"], xcp.matcher(
+                    otherwise=xcp.action("b", timeout_ms=900)))])])  # fmt: skip
+                await acked(cp, ROUTE, v)
+                assert status(await c.call(bolt_request(2))) == 200
+                assert (len(seen["a"]), len(seen["b"])) == (1, 1)
+                assert proxy.xds.counts["streams"] == 1
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
+def test_a_new_config_file_asks_for_the_route_configs_it_names():
+    """SIGHUP's path: a file listener with rds added; the client asks for its routes on the
+    running stream, and the listener opens when they come."""
+
+    async def scenario():
+        ports, seen, ups = await upstreams("a")
+        cp = ControlPlane().start()
+        port, filed = free_port(), free_port()
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port)) as proxy:
+                for t, v in serve_bolt(cp, port, {"a": ports["a"]}).items():
+                    await acked(cp, t, v)
+                data = bootstrap(cp.port)
+                data["listeners"] = [{"name": "filed", "address": f"127.0.0.1:{filed}",
+                                      "protocol": "bolt", "rds": {"route_config_name": "filed"}}]  # fmt: skip
+                await proxy.xds.reconfigure(parse_config(data, "."), PROTOCOLS)
+                asked = await asyncio.to_thread(cp.wait, lambda r: r.type_url == ROUTE
+                                                and "filed" in r.resource_names)  # fmt: skip
+                assert sorted(asked.resource_names) == ["filed", "routes"]
+                assert [l.name for l in proxy.listeners] == ["dyn"], "filed waits for its routes"
+                v = cp.set(ROUTE, [xcp.route_config(n, [("all", ["*"], xcp.matcher(
+                    otherwise=xcp.action("a")))]) for n in ("routes", "filed")])  # fmt: skip
+                await acked(cp, ROUTE, v)
+                assert await eventually(lambda: len(proxy.listeners) == 2)
+                c = await client("bolt", filed)
+                assert status(await c.call(bolt_request(1))) == 200
+                assert proxy.xds.counts["streams"] == 1
         finally:
             cp.stop()
 
