@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	PROTOC_X_PURE=1 $(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# xds-protos installs an old copy of opentelemetry-proto's modules over the real ones
+	# (grpc/grpc#42926), which the OTLP exporter cannot load: the real ones again, on top
+	$(PY) -m pip install -q --force-reinstall --no-deps -c constraints.txt opentelemetry-proto
 	touch $(STAMP)
 
 # The runtime's hot modules (COMPILED_MODULES in runtime/__init__.py) compiled in place with

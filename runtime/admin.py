@@ -147,11 +147,13 @@ class AdminServer:
         out = []
         for cluster in self.proxy.clusters.values():
             endpoints = []
+            weights = {str(e): getattr(e, "weight", 1) for e in cluster.config.endpoints}
             for endpoint in cluster.endpoints:
                 pools = [p for p in cluster.pools.values() if p.endpoint == endpoint]
                 healthy = all(p.unhealthy_until <= now for p in pools)
                 endpoints.append({
                     "address": endpoint,
+                    "weight": weights.get(endpoint, 1),
                     "health": "healthy" if healthy else "failed_connect",
                     "cx_active": sum(len(p.conns) for p in pools),
                     "rq_active": sum(p.active for p in pools),
@@ -178,7 +180,7 @@ class AdminServer:
             lines += [f"{name}::{k}::{c[k]}" for k in ("rq_active", "rq_pending")]
             for e in c["endpoints"]:
                 lines += [f"{name}::{e['address']}::{k}::{e[k]}"
-                          for k in ("cx_active", "rq_active", "rq_pending", "health")]  # fmt: skip
+                          for k in ("cx_active", "rq_active", "rq_pending", "weight", "health")]  # fmt: skip
         return "".join(line + "\n" for line in lines)
 
     def config_dump(self, method, query) -> dict:

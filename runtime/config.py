@@ -25,6 +25,7 @@ can share it, and suit its filters.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from bisect import bisect_right
@@ -285,6 +286,14 @@ class Address:
         return cls(host, port)
 
 
+@dataclass(frozen=True, slots=True)
+class WeightedAddress(Address):
+    """An upstream endpoint with its load-balancing weight (Envoy's load_balancing_weight):
+    its share of the requests is its weight over the cluster's total."""
+
+    weight: int = 1
+
+
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 
 
@@ -316,6 +325,31 @@ def _endpoint(value: Any) -> Address:
     return address
 
 
+def _upstream(value: Any) -> Address:
+    """An endpoint of a cluster: ``HOST:PORT``, or ``{address: HOST:PORT, weight: N}``."""
+    if isinstance(value, Address):
+        return value
+    if not isinstance(value, dict):
+        return _endpoint(value)
+    unknown = sorted(str(k) for k in value if k not in ("address", "weight"))
+    if unknown:
+        raise invalid(f"unknown key '{unknown[0]}' (an endpoint is HOST:PORT or "
+                      "{address: HOST:PORT, weight: N})")  # fmt: skip
+    if "address" not in value:
+        raise invalid("missing key 'address'")
+    address = _endpoint(value["address"])
+    weight = value.get("weight", 1)
+    if type(weight) is not int or not 1 <= weight <= MAX_INT:
+        raise invalid(f"weight must be a whole number from 1 to {MAX_INT}, got {_show(weight)}")
+    return address if weight == 1 else WeightedAddress(address.host, address.port, weight)
+
+
+def _upstream_out(address: Address) -> str | dict:
+    if isinstance(address, WeightedAddress):
+        return {"address": str(address), "weight": address.weight}
+    return str(address)
+
+
 _ADDRESS_SCHEMA = WithJsonSchema({"type": "string", "format": "HOST:PORT"})
 ListenAddress = Annotated[
     Address, PlainValidator(_address), PlainSerializer(str, return_type=str), _ADDRESS_SCHEMA
@@ -323,6 +357,18 @@ ListenAddress = Annotated[
 EndpointAddress = Annotated[
     Address, PlainValidator(_endpoint), PlainSerializer(str, return_type=str), _ADDRESS_SCHEMA
 ]
+#: a cluster's endpoint, with its weight
+UpstreamEndpoint = Annotated[
+    Address,
+    PlainValidator(_upstream),
+    PlainSerializer(_upstream_out),
+    WithJsonSchema({"anyOf": [
+        {"type": "string", "format": "HOST:PORT"},
+        {"type": "object", "required": ["address"], "additionalProperties": False,
+         "properties": {"address": {"type": "string", "format": "HOST:PORT"},
+                        "weight": {"type": "integer", "minimum": 1}}},
+    ]}),
+]  # fmt: skip
 
 Name = Annotated[StrictStr, Field(min_length=1)]
 #: the largest integer (count, size or milliseconds: about 24.8 days) a config takes, so that
@@ -690,7 +736,7 @@ class Cluster(_Model):
     #: for under ``eds_service_name`` (default: the cluster's name)
     type: Literal["static", "eds"] = "static"
     eds_service_name: Name | None = None
-    endpoints: tuple[EndpointAddress, ...] = ()
+    endpoints: tuple[UpstreamEndpoint, ...] = ()
     lb_policy: Annotated[StrictStr, AfterValidator(_check_lb_policy)] = "round_robin"
     connect_timeout_ms: PositiveInt = 1_000
     request_timeout_ms: PositiveInt = 15_000
@@ -756,6 +802,36 @@ class Node(_Model):
     id: Name
     cluster: StrictStr = ""
     metadata: dict[StrictStr, Any] = {}  # (labels and the like: sent as a Struct)
+
+    @field_validator("metadata")
+    @classmethod
+    def _json(cls, value: dict) -> dict:
+        """A Struct holds JSON: strings, numbers, booleans, null, lists and mappings with
+        string keys (a YAML date or a number key is not)."""
+
+        def bad(v: Any, where: str) -> str | None:
+            if isinstance(v, dict):
+                for k, item in v.items():
+                    if not isinstance(k, str):
+                        return f"{where}: key {_show(k)} is not a string"
+                    found = bad(item, f"{where}.{k}" if where else k)
+                    if found:
+                        return found
+            elif isinstance(v, list):
+                for i, item in enumerate(v):
+                    found = bad(item, f"{where}[{i}]")
+                    if found:
+                        return found
+            elif v is not None and not isinstance(v, (str, int, float, bool)):
+                return f"{where}: {type(v).__name__} {v} is not JSON: quote it"
+            elif isinstance(v, float) and not math.isfinite(v):
+                return f"{where}: {v} is not JSON"
+            return None
+
+        problem = bad(value, "")
+        if problem:
+            raise invalid(problem)
+        return value
 
 
 class EnvoyGrpc(_Model):

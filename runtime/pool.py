@@ -621,7 +621,10 @@ class Cluster:
         of endpoints that stay keep their connections; those of the others are retired
         (:meth:`EndpointPool.retire_all`)."""
         self.endpoints = [str(e) for e in endpoints]
-        self.balancer = make_balancer(self.config.lb_policy, self.endpoints, active=self.active_at)
+        weights = [getattr(e, "weight", 1) for e in endpoints]  # (an Address's is 1)
+        self.balancer = make_balancer(
+            self.config.lb_policy, self.endpoints, active=self.active_at, weights=weights
+        )
         self.hash_header = self.balancer.hash_header  # hash:NAME balancing: the header's value
         self.only = self.endpoints[0] if len(self.endpoints) == 1 else None
         for key, pool in list(self.pools.items()):

@@ -15,11 +15,13 @@ allocation:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import random
 import re
 import struct
 from bisect import bisect_left, bisect_right
+from functools import reduce
 from collections.abc import Mapping
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
@@ -307,9 +309,39 @@ class WeightedPicker:
 # ---------------------------------------------------------------------------------------------
 
 
+#: the longest cycle a weighted round robin goes through: weights whose sum (divided by their
+#: greatest common divisor) is larger are scaled down to it, each kept at 1 at least
+MAX_SCHEDULE = 8192
+
+
+def weighted_schedule(endpoints: Sequence[Hashable], weights: Sequence[int]) -> tuple:
+    """The endpoints, each as many times as its weight, spread out over one cycle: earliest
+    deadline first, as Envoy's weighted round robin (an endpoint of weight w is due every 1/w;
+    ties go to the first listed): ``a:3, b:1, c:1`` gives ``(a, a, b, c, a)``."""
+    g = reduce(math.gcd, weights)
+    weights = [w // g for w in weights]
+    total = sum(weights)
+    if total > MAX_SCHEDULE:
+        weights = [max(1, w * MAX_SCHEDULE // total) for w in weights]
+        total = sum(weights)
+    due = [(0.5 / w, i) for i, w in enumerate(weights)]  # (the middle of each one's period)
+    heapq.heapify(due)
+    out = []
+    for _ in range(total):
+        deadline, i = heapq.heappop(due)
+        out.append(endpoints[i])
+        heapq.heappush(due, (deadline + 1 / weights[i], i))
+    return tuple(out)
+
+
+def _weighted(weights: Sequence[int] | None) -> bool:
+    return weights is not None and any(w != 1 for w in weights)
+
+
 class Balancer:
     """Common shape: ``endpoints`` (a tuple), ``hash_header`` (None unless hashing) and
-    ``pick(key=None, exclude=frozenset())`` -> an endpoint not in ``exclude``, or None."""
+    ``pick(key=None, exclude=frozenset())`` -> an endpoint not in ``exclude``, or None.
+    ``weights`` (one per endpoint, each ≥ 1; None: all 1) give each endpoint its share."""
 
     __slots__ = ("endpoints", "hash_header")
     policy = ""
@@ -329,13 +361,16 @@ class Balancer:
 
 
 class RoundRobin(Balancer):
-    """Cycles through the endpoints in order, skipping excluded ones."""
+    """Cycles through the endpoints in order, skipping excluded ones; with weights, through
+    their :func:`weighted_schedule` (each endpoint in it as often as its weight)."""
 
     __slots__ = ("_next",)
     policy = "round_robin"
 
-    def __init__(self, endpoints: Iterable[Hashable]) -> None:
+    def __init__(self, endpoints: Iterable[Hashable], weights: Sequence[int] | None = None) -> None:
         super().__init__(endpoints)
+        if _weighted(weights):
+            self.endpoints = weighted_schedule(self.endpoints, weights)
         self._next = 0
 
     def pick(self, key: str | None = None, exclude: Any = _EMPTY) -> Any:
@@ -357,13 +392,20 @@ class RoundRobin(Balancer):
 
 
 class RandomLB(Balancer):
-    """A uniformly random endpoint among those not excluded."""
+    """A random endpoint among those not excluded, each as likely as its weight."""
 
     __slots__ = ("_rng",)
     policy = "random"
 
-    def __init__(self, endpoints: Iterable[Hashable], rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Iterable[Hashable],
+        rng: random.Random | None = None,
+        weights: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(endpoints)
+        if _weighted(weights):
+            self.endpoints = weighted_schedule(self.endpoints, weights)
         self._rng = rng if rng is not None else random.Random()
 
     def pick(self, key: str | None = None, exclude: Any = _EMPTY) -> Any:
@@ -387,6 +429,8 @@ class LeastRequest(Balancer):
 
     Up to ``full_scan_max`` endpoints every one is looked at, starting from a rotating offset so
     that ties go round robin; above that, Envoy's power of ``choice_count`` random choices.
+    With weights, an endpoint's load is (its active requests + 1) / its weight: one of weight 2
+    takes about twice the requests of one of weight 1 (Envoy's active_request_bias of 1).
     """
 
     __slots__ = ("_active", "_ring", "_next", "_rng", "_full_scan_max", "_choices")
@@ -399,11 +443,16 @@ class LeastRequest(Balancer):
         rng: random.Random | None = None,
         choice_count: int = 2,
         full_scan_max: int = 16,
+        weights: Sequence[int] | None = None,
     ) -> None:
         super().__init__(endpoints)
         if active is None:
             raise ValueError("least_request needs an active-request counter")
-        self._active = active
+        if _weighted(weights):
+            weight = dict(zip(self.endpoints, weights))
+            self._active = lambda endpoint: (active(endpoint) + 1) / weight[endpoint]
+        else:
+            self._active = active
         self._ring = self.endpoints + self.endpoints
         self._next = 0
         self._rng = rng if rng is not None else random.Random()
@@ -425,7 +474,7 @@ class LeastRequest(Balancer):
             load = active(endpoint)
             if load < best_load:
                 best, best_load = endpoint, load
-                if load <= 0:
+                if load <= 0:  # (idle: none does better; never with weights, whose load is > 0)
                     break
         return best
 
@@ -462,20 +511,30 @@ class ConsistentHash(Balancer):
     ``f"{endpoint}-{i}"``. ``pick(key)`` takes the first point clockwise from md5(key); excluded
     endpoints are walked past, which gives the same answer as a ring without them. A None key
     falls back to round robin. Endpoints should have a stable ``str`` (such as "host:port") so
-    that every process builds the same ring."""
+    that every process builds the same ring. With weights, an endpoint has points in proportion
+    to its weight (the ring keeps ``vnodes`` points per endpoint on average), so its share of
+    the keys is."""
 
     __slots__ = ("_points", "_owners", "_skip", "_fallback")
     policy = "hash"
 
     def __init__(
-        self, endpoints: Iterable[Hashable], vnodes: int = 160, hash_header: str | None = None
+        self,
+        endpoints: Iterable[Hashable],
+        vnodes: int = 160,
+        hash_header: str | None = None,
+        weights: Sequence[int] | None = None,
     ) -> None:
         super().__init__(endpoints)
         self.hash_header = hash_header
         ring: list[tuple[int, int]] = []
         digests = max(1, (vnodes + 3) // 4)  # four points each, at least one
+        counts = [digests] * len(self.endpoints)
+        if _weighted(weights):
+            mean = sum(weights) / len(weights)
+            counts = [max(1, round(digests * w / mean)) for w in weights]
         for index, endpoint in enumerate(self.endpoints):
-            for i in range(digests):
+            for i in range(counts[index]):
                 digest = _md5(f"{endpoint}-{i}".encode(), usedforsecurity=False).digest()
                 for j in range(0, 16, 4):
                     ring.append((_u32le(digest, j)[0], index))
@@ -493,7 +552,7 @@ class ConsistentHash(Balancer):
             following = i + 1 if i + 1 < size else 0
             skip[i] = following if indices[following] != indices[i] else skip[following]
         self._skip = skip
-        self._fallback = RoundRobin(self.endpoints)
+        self._fallback = RoundRobin(self.endpoints, weights)
 
     def pick(self, key: str | None = None, exclude: Any = _EMPTY) -> Any:
         points = self._points
@@ -527,19 +586,21 @@ def make_balancer(
     endpoints: Sequence[Hashable],
     active: Callable[[Any], int] | None = None,
     rng: random.Random | None = None,
+    weights: Sequence[int] | None = None,
 ) -> Balancer:
-    """A balancer for ``policy``: round_robin | random | least_request | hash:<header>."""
+    """A balancer for ``policy``: round_robin | random | least_request | hash:<header>;
+    ``weights``: one per endpoint (None: all 1)."""
     if policy == "round_robin":
-        return RoundRobin(endpoints)
+        return RoundRobin(endpoints, weights)
     if policy == "random":
-        return RandomLB(endpoints, rng=rng)
+        return RandomLB(endpoints, rng=rng, weights=weights)
     if policy == "least_request":
         if active is None:
             raise ValueError("least_request needs an active-request counter")
-        return LeastRequest(endpoints, active, rng=rng)
+        return LeastRequest(endpoints, active, rng=rng, weights=weights)
     if policy.startswith("hash:"):
         header = policy[5:].strip()
         if not header:
             raise ValueError("hash policy needs a header name: hash:<header>")
-        return ConsistentHash(endpoints, hash_header=header)
+        return ConsistentHash(endpoints, hash_header=header, weights=weights)
     raise ValueError(f"unknown load-balancing policy {policy!r}; expected one of {POLICIES}")

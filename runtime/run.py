@@ -41,6 +41,9 @@ async def serve_config(config, protocols, ready=None, worker: int = 0, workers: 
     except OSError as e:
         log.error("%s", e.strerror or e)
         return 2
+    except RuntimeError as e:  # (a part the config asks for cannot load: tracing's exporter)
+        log.error("%s", e)
+        return 2
 
     async def apply(config, protocols) -> None:
         """Serve a new config file's config (SIGHUP): through the xDS client when there is

@@ -30,7 +30,15 @@ def make_exporter(config):
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    except ImportError as e:
+        raise RuntimeError(
+            f"tracing: the OTLP exporter cannot load ({e}). If xds-protos was installed after "
+            "opentelemetry-proto, its old copy of opentelemetry-proto's modules replaced the "
+            "real ones (grpc/grpc#42926): pip install --force-reinstall --no-deps "
+            "opentelemetry-proto"
+        ) from None
 
     otlp = config.otlp
     return OTLPSpanExporter(endpoint=str(otlp.endpoint), insecure=otlp.insecure,

@@ -31,10 +31,10 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from . import xds_resources as envoy
-from .config import ConfigError, Document, EndpointAddress, _from_validation_error
+from .config import ConfigError, Document, UpstreamEndpoint, _from_validation_error
 from .proxy import _now  # (one timestamp format in /config_dump)
 
-_ENDPOINT = TypeAdapter(EndpointAddress)
+_ENDPOINT = TypeAdapter(UpstreamEndpoint)
 
 
 def _config_message(error: ValidationError) -> str:
@@ -151,11 +151,15 @@ class XdsClient:
         doc = static._document
         data = dict(doc.data)
         routes = state.resources[envoy.ROUTE]
-        owners: dict[str, list[str | None]] = {}
+        # who each item of the composed lists is: the resource it came from, or its index in
+        # the file (a file's listener left out while it waits moves the others up)
+        owners: dict[str, list[str | int]] = {}
+        static_index: dict[str, list[int]] = {}
 
-        def extend(key: str, items: list[tuple[dict, str | None]]) -> None:
+        def extend(key: str, items: list[tuple[dict, str]]) -> None:
             base = list(data.get(key) or ())
-            owners[key] = [None] * len(base) + [owner for _, owner in items]
+            at = static_index.get(key, range(len(base)))
+            owners[key] = list(at) + [owner for _, owner in items]
             data[key] = base + [item for item, _ in items]
 
         have_routes = {r.value["name"] for r in routes.values()}
@@ -167,11 +171,13 @@ class XdsClient:
                 inline.append((inline_routes, f"Listener {r.name!r}: route_config"))
             listeners.append((mapping, f"Listener {r.name!r}"))
         # static listeners with rds wait for their routes the same way
-        data["listeners"] = [
-            l for l in data.get("listeners") or ()
+        filed = list(data.get("listeners") or ())
+        static_index["listeners"] = [
+            i for i, l in enumerate(filed)
             if not (isinstance(l, dict) and isinstance(l.get("rds"), dict)
                     and l["rds"].get("route_config_name") not in have_routes)
         ]  # fmt: skip
+        data["listeners"] = [filed[i] for i in static_index["listeners"]]
         extend("listeners", listeners)
         extend(
             "route_configs",
@@ -550,12 +556,15 @@ def same(a, b) -> bool:
 
 
 def _owned(path: str, message: str, owners: dict) -> tuple[str, str]:
-    """A problem of the composed config, named by the resource it is in."""
+    """A problem of the composed config, named by the resource it is in (or at its path in
+    the file)."""
     head, _, rest = path.partition(".")
     key, _, index = head.partition("[")
     if index and key in owners:
         i = int(index.rstrip("]"))
         owner = owners[key][i] if i < len(owners[key]) else None
+        if isinstance(owner, int):
+            return (f"{key}[{owner}]{'.' + rest if rest else ''}", message)
         if owner is not None:
             return (f"{owner}{': ' + rest if rest else ''}", message)
     return (path, message)

@@ -662,9 +662,9 @@ def _breakers(cb, path: str) -> dict:
     return out
 
 
-def endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str = "") -> list[tuple[str, str]]:
-    """(path, ``HOST:PORT``) of each endpoint that serves: whose health is UNKNOWN or HEALTHY,
-    in order."""
+def endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str = "") -> list[tuple[str, Any]]:
+    """(path, ``HOST:PORT`` or ``{address, weight}``) of each endpoint that serves: whose
+    health is UNKNOWN or HEALTHY, in order."""
     _only(cla, path, {"cluster_name", "endpoints"})
     out = []
     for i, group in enumerate(cla.endpoints):
@@ -673,15 +673,17 @@ def endpoints(cla: endpoint_pb2.ClusterLoadAssignment, path: str = "") -> list[t
         for j, lb in enumerate(group.lb_endpoints):
             at = _join(where, f"lb_endpoints[{j}]")
             _only(lb, at, {"endpoint", "health_status", "load_balancing_weight"})
-            if lb.HasField("load_balancing_weight") and lb.load_balancing_weight.value != 1:
-                raise Refused(
-                    _join(at, "load_balancing_weight"),
-                    "endpoint weights are not supported yet (1 only)",
-                )
             _only(lb.endpoint, _join(at, "endpoint"), {"address"})
             if lb.health_status in _SERVING:
                 where = _join(at, "endpoint.address")
-                out.append((where, _address_of(lb.endpoint.address, where)))
+                address = _address_of(lb.endpoint.address, where)
+                if lb.HasField("load_balancing_weight"):
+                    weight = lb.load_balancing_weight.value
+                    if weight < 1:  # (Envoy's rule: 1 at least)
+                        raise Refused(_join(at, "load_balancing_weight"), "must be 1 or more")
+                    out.append((where, {"address": address, "weight": weight}))
+                else:
+                    out.append((where, address))
     return out
 
 

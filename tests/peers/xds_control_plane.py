@@ -344,14 +344,19 @@ def eds_cluster(name: str, **options) -> cluster_pb2.Cluster:
     return c
 
 
-def assignment(name: str, endpoints, unhealthy=()) -> endpoint_pb2.ClusterLoadAssignment:
-    """``endpoints``: (host, port) each; those in ``unhealthy`` are sent as UNHEALTHY."""
+def assignment(
+    name: str, endpoints, unhealthy=(), weights=None
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """``endpoints``: (host, port) each; those in ``unhealthy`` are sent as UNHEALTHY;
+    ``weights``: (host, port) → load_balancing_weight."""
     lbs = []
     for host, port in list(endpoints) + list(unhealthy):
         lbs.append(endpoint_components_pb2.LbEndpoint(
             endpoint=endpoint_components_pb2.Endpoint(address=socket_address(host, port)),
             health_status=(health_check_pb2.UNHEALTHY if (host, port) in unhealthy
                            else health_check_pb2.HEALTHY)))  # fmt: skip
+        if weights and (host, port) in weights:
+            lbs[-1].load_balancing_weight.value = weights[(host, port)]
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=name, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lbs)]
     )

@@ -91,6 +91,7 @@ def test_help_ready_health_check_stats_clusters_config_and_server_info():
             assert f"up::127.0.0.1:{up}::cx_active::1" in text
             assert f"up::127.0.0.1:{up}::rq_active::2" in text
             assert f"up::127.0.0.1:{up}::health::healthy" in text
+            assert f"up::127.0.0.1:{up}::weight::1" in text
             assert "up::circuit_breakers::open::true" in text
             assert "up::rq_active::2" in text
             clusters = json.loads((await http(admin, "/clusters?format=json"))[1])["clusters"]

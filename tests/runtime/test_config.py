@@ -211,6 +211,46 @@ def test_dump_is_plain_data():
     assert dumped["admin"] is None and dumped["clusters"][0]["retry_budget"] is None
 
 
+def test_an_endpoint_may_carry_a_weight():
+    data = minimal()
+    data["clusters"][0]["endpoints"] = [
+        {"address": "127.0.0.1:2000", "weight": 3},
+        "127.0.0.1:2001",
+        {"address": "127.0.0.1:2002"},
+    ]
+    config = parse_config(data, Path("."))
+    endpoints = config.clusters[0].endpoints
+    assert [str(e) for e in endpoints] == ["127.0.0.1:2000", "127.0.0.1:2001", "127.0.0.1:2002"]
+    assert [getattr(e, "weight", 1) for e in endpoints] == [3, 1, 1]
+    dumped = config.model_dump(mode="json")["clusters"][0]["endpoints"]
+    assert dumped == [
+        {"address": "127.0.0.1:2000", "weight": 3},
+        "127.0.0.1:2001",
+        "127.0.0.1:2002",
+    ]
+    data["clusters"][0]["endpoints"] = dumped
+    assert parse_config(data, Path(".")).clusters[0].endpoints == endpoints, "round trip"
+
+
+@pytest.mark.parametrize(
+    "endpoint, says",
+    [
+        ({"address": "127.0.0.1:1", "weight": 0}, "weight must be a whole number from 1 to 2147483647, got 0"),
+        ({"address": "127.0.0.1:1", "weight": "3"}, "weight must be a whole number from 1 to 2147483647, got '3'"),
+        ({"address": "127.0.0.1:1", "weight": 2.0}, "weight must be a whole number from 1 to 2147483647, got 2.0"),
+        ({"address": "127.0.0.1:1", "weight": True}, "weight must be a whole number"),
+        ({"weight": 2}, "missing key 'address'"),
+        ({"address": "127.0.0.1:1", "wieght": 2}, "unknown key 'wieght'"),
+        ({"address": "127.0.0.1:0", "weight": 2}, "port 0 is not allowed for an endpoint"),
+    ],
+)  # fmt: skip
+def test_a_bad_weighted_endpoint_is_refused_at_its_path(endpoint, says):
+    data = minimal()
+    data["clusters"][0]["endpoints"] = ["127.0.0.1:2000", endpoint]
+    line = only_error(data)
+    assert line.startswith("clusters[0].endpoints[1]: ") and says in line, line
+
+
 def test_format_path():
     assert format_path(("clusters", 0, "endpoints", 1)) == "clusters[0].endpoints[1]"
     assert format_path(()) == "<root>"

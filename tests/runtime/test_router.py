@@ -495,6 +495,63 @@ def test_make_balancer():
         make_balancer("least_request", EPS)
 
 
+# ----------------------------------------------------------------------- endpoint weights
+
+
+def test_a_weighted_schedule_spreads_each_endpoint_by_its_weight():
+    a, b, c = EPS
+    assert router.weighted_schedule(EPS, [3, 1, 1]) == (a, a, b, c, a)
+    assert router.weighted_schedule(EPS, [6, 2, 2]) == (a, a, b, c, a), "divided by the gcd"
+    assert router.weighted_schedule([a, b], [1, 3]) == (b, a, b, b)
+    cycle = router.weighted_schedule(EPS, [5, 3, 2])
+    assert cycle == (a, b, c, a, a, b, a, c, b, a)
+    # a sum past MAX_SCHEDULE is scaled down: the shares stay, each endpoint keeps a place
+    huge = router.weighted_schedule(EPS, [1_000_000, 3_000_000, 1])
+    counts = Counter(huge)
+    assert len(huge) <= router.MAX_SCHEDULE + 3 and counts[c] == 1
+    assert abs(counts[b] / counts[a] - 3) < 0.01
+
+
+def test_weighted_round_robin_and_random():
+    a, b, c = EPS
+    lb = RoundRobin(EPS, [3, 1, 1])
+    assert [lb.pick() for _ in range(10)] == [a, a, b, c, a] * 2
+    assert [lb.pick(exclude=frozenset({a})) for _ in range(4)] == [b, c, b, c]
+    assert lb.pick(exclude=frozenset(EPS)) is None
+    assert RoundRobin(EPS, [1, 1, 1]).endpoints == tuple(EPS), "all 1: as unweighted"
+    n = 40_000
+    rnd = RandomLB(EPS, rng=random.Random(3), weights=[6, 3, 1])
+    counts = Counter(rnd.pick() for _ in range(n))
+    for endpoint, share in zip(EPS, (0.6, 0.3, 0.1)):
+        assert within_binomial_bound(counts[endpoint], n, share), counts
+
+
+def test_weighted_least_request_shares_by_weight():
+    """Requests that stay active: each pick goes where (active + 1) / weight is least, so the
+    active requests settle in proportion to the weights."""
+    active = Counter()
+    lb = LeastRequest(EPS, active.__getitem__, weights=[2, 1, 1])
+    for _ in range(400):
+        active[lb.pick()] += 1
+    assert [active[e] for e in EPS] == [200, 100, 100]
+    # with no weight, idle wins at once
+    plain = LeastRequest(EPS, {EPS[0]: 3, EPS[1]: 0, EPS[2]: 1}.__getitem__)
+    assert plain.pick() == EPS[1]
+
+
+def test_weighted_consistent_hash_shares_keys_by_weight():
+    n = 20_000
+    counts = Counter(ConsistentHash(EPS, weights=[1, 1, 4]).pick(k) for k in keys(n))
+    assert 0.55 <= counts[EPS[2]] / n <= 0.78, counts
+    for endpoint in EPS[:2]:
+        assert 0.08 <= counts[endpoint] / n <= 0.26, counts
+    even = ConsistentHash(EPS, weights=[2, 2, 2])
+    assert [even.pick(k) for k in keys(2_000)] == [ConsistentHash(EPS).pick(k) for k in keys(2_000)]
+    # a request without a key: weighted round robin
+    lb = make_balancer("hash:k", EPS, weights=[1, 1, 4])
+    assert [lb.pick(None) for _ in range(6)] == [EPS[2], EPS[2], EPS[0], EPS[1], EPS[2], EPS[2]]
+
+
 # --------------------------------------------------------------------------- precise cases
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
+import sys
 import time
 
 import pytest
@@ -15,8 +17,18 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from protoc_x.runtime import tracing
 from protoc_x.runtime.config import ConfigError, parse_config
+from protoc_x.runtime.run import serve_config
 
-from .harness import client, eventually, free_port, proxy_in_thread, proxy_running, recorder, run
+from .harness import (
+    PROTOCOLS,
+    client,
+    eventually,
+    free_port,
+    proxy_in_thread,
+    proxy_running,
+    recorder,
+    run,
+)
 from .harness import simple_config
 from .test_pool import status
 from .test_proxy_behaviour import bolt_request
@@ -196,3 +208,22 @@ def test_a_bad_tracing_config_is_refused_at_its_path(tracing_config, says):
     with pytest.raises(ConfigError) as e:
         parse_config(data, ".")
     assert says in str(e.value)
+
+
+def test_an_otlp_exporter_that_cannot_load_stops_the_start_with_the_fix(monkeypatch, caplog):
+    """As when xds-protos' old copy of opentelemetry-proto's modules replaced the real ones
+    (grpc/grpc#42926): `run` says why and how to fix it, and exits 2 with no listener open."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    port = free_port()
+    data = simple_config("bolt", port, ["127.0.0.1:1"])
+    data["tracing"] = TRACING
+
+    async def scenario():
+        return await serve_config(parse_config(data, "."), PROTOCOLS)
+
+    assert run(scenario()) == 2
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith("tracing: the OTLP exporter cannot load (")
+    assert line.endswith("pip install --force-reinstall --no-deps opentelemetry-proto")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # (free: nothing listened)

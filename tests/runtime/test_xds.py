@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import urllib.request
 
@@ -265,6 +266,45 @@ def test_a_listener_whose_routes_change_keeps_serving_the_old_until_the_new_come
     run(scenario())
 
 
+def test_endpoint_weights_from_eds_share_the_requests():
+    """load_balancing_weight 3 and 1: round robin sends three of four requests to the first;
+    a new assignment with other weights takes over on the running cluster; /clusters shows
+    them."""
+
+    async def scenario():
+        ports, seen, ups = await upstreams("a", "b")
+        cp = ControlPlane().start()
+        port, admin = free_port(), free_port()
+        heavy, light = ("127.0.0.1", ports["a"]), ("127.0.0.1", ports["b"])
+        try:
+            async with ups, xds_proxy(bootstrap(cp.port, admin)) as proxy:
+                for t, v in serve_bolt(cp, port, {"a": ports["a"]}).items():
+                    await acked(cp, t, v)
+                v = cp.set(ENDPOINT, [xcp.assignment("a", [heavy, light], weights={heavy: 3})])
+                await acked(cp, ENDPOINT, v)
+                c = await client("bolt", port)
+                for i in range(40):
+                    assert status(await c.call(bolt_request(i))) == 200
+                assert (len(seen["a"]), len(seen["b"])) == (30, 10)
+                cluster = proxy.clusters["a"]
+                body = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters?format=json").read()
+                )  # fmt: skip
+                (shown,) = [x for x in json.loads(body)["clusters"] if x["name"] == "a"]
+                assert [(e["address"], e["weight"]) for e in shown["endpoints"]] == [
+                    (f"127.0.0.1:{ports['a']}", 3), (f"127.0.0.1:{ports['b']}", 1)]  # fmt: skip
+                v = cp.set(ENDPOINT, [xcp.assignment("a", [heavy, light], weights={light: 4})])
+                await acked(cp, ENDPOINT, v)
+                assert proxy.clusters["a"] is cluster, "the cluster (its connections) stays"
+                for i in range(50):
+                    assert status(await c.call(bolt_request(100 + i))) == 200
+                assert (len(seen["a"]), len(seen["b"])) == (40, 50)
+        finally:
+            cp.stop()
+
+    run(scenario())
+
+
 def test_what_was_not_asked_for_is_not_taken():
     async def scenario():
         ports, seen, ups = await upstreams("a")
@@ -451,8 +491,11 @@ def test_static_listener_and_cluster_with_routes_from_the_control_plane_and_conf
          "dynamic_resources.lds_config.ads: takes no options"),
         (lambda d: d["clusters"].append({"name": "e", "type": "eds", "endpoints": ["127.0.0.1:1"]}),
          "clusters[1]: a cluster of type eds takes its endpoints from EDS"),
+        (lambda d: d["node"]["metadata"]["labels"].update(since=datetime.date(2024, 1, 1)),
+         "node.metadata: labels.since: date 2024-01-01 is not JSON: quote it"),
+        (lambda d: d["node"]["metadata"].update({7: "x"}), "expected a string, got 7 (quote it in YAML)"),
     ],
-    ids=["delta", "unknown-cluster", "no-node", "ads-options", "eds-with-endpoints"],
+    ids=["delta", "unknown-cluster", "no-node", "ads-options", "eds-with-endpoints", "metadata-date", "metadata-key"],
 )  # fmt: skip
 def test_a_bad_bootstrap_is_refused_at_its_yaml_path(change, says):
     data = bootstrap(1)
