@@ -659,22 +659,30 @@ class Proxy:
                 taken[i] = old
             elif i not in kept:
                 fresh.append((i, lc.address))
-        bound = dict(zip([i for i, _ in fresh], self.bind(fresh)))
-        old_admin = self.admin
-        if self.config.admin != config.admin:
-            try:
-                self.admin = await self.start_admin(config)
-            except OSError:
-                for group in bound.values():
-                    for sock in group:
-                        sock.close()
-                raise
-            if old_admin is not None:
-                old_admin.close()
-        if self.config.tracing != config.tracing:
+        retrace = self.config.tracing != config.tracing
+        # first, as it may fail (RuntimeError: its exporter cannot load) with nothing changed
+        tracer = _tracer(config) if retrace else self.tracer
+        try:
+            bound = dict(zip([i for i, _ in fresh], self.bind(fresh)))
+            old_admin = self.admin
+            if self.config.admin != config.admin:
+                try:
+                    self.admin = await self.start_admin(config)
+                except OSError:
+                    for group in bound.values():
+                        for sock in group:
+                            sock.close()
+                    raise
+                if old_admin is not None:
+                    old_admin.close()
+        except OSError:
+            if retrace and tracer is not None:
+                tracer.close()
+            raise
+        if retrace:
             if self.tracer is not None:
                 self.tracer.close()
-            self.tracer = _tracer(config)
+            self.tracer = tracer
         self.config = config
         self.config_version += 1
         self.config_updated = _now()

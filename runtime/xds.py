@@ -130,14 +130,17 @@ class XdsClient:
         """Which version of each dynamic listener serves (``state.serving``): the newest if its
         route config is in (inline, the file's or the control plane's); else the one that served
         before, while the newest warms; else none yet."""
-        static = static or self.static
-        have = {rc.name for rc in static.route_configs} | set(state.resources[envoy.ROUTE])
+        have = _route_names(state, static or self.static)
+
+        def ready(r: Resource | None) -> bool:
+            return r is not None and (_rds_name(r) is None or _rds_name(r) in have)
+
         serving = {}
         for name, r in state.resources[envoy.LISTENER].items():
             before = state.serving.get(name)
-            if _rds_name(r) in have or _rds_name(r) is None:
+            if ready(r):
                 serving[name] = r
-            elif before is not None and (_rds_name(before) in have or _rds_name(before) is None):
+            elif ready(before):
                 serving[name] = before
         state.serving = serving
 
@@ -150,7 +153,6 @@ class XdsClient:
         static = static or self.static
         doc = static._document
         data = dict(doc.data)
-        routes = state.resources[envoy.ROUTE]
         # who each item of the composed lists is: the resource it came from, or its index in
         # the file (a file's listener left out while it waits moves the others up)
         owners: dict[str, list[str | int]] = {}
@@ -162,8 +164,7 @@ class XdsClient:
             owners[key] = list(at) + [owner for _, owner in items]
             data[key] = base + [item for item, _ in items]
 
-        have_routes = {r.value["name"] for r in routes.values()}
-        have_routes |= {rc.name for rc in static.route_configs}
+        have_routes = _route_names(state, static)
         listeners, inline = [], []
         for r in state.serving.values():
             mapping, inline_routes = r.value
@@ -181,7 +182,11 @@ class XdsClient:
         extend("listeners", listeners)
         extend(
             "route_configs",
-            [(r.value, f"RouteConfiguration {r.name!r}") for r in routes.values()] + inline,
+            [
+                (r.value, f"RouteConfiguration {r.name!r}")
+                for r in state.resources[envoy.ROUTE].values()
+            ]
+            + inline,
         )
         extend(
             "clusters",
@@ -285,7 +290,6 @@ class XdsClient:
             call = stub.StreamAggregatedResources(self._requests())
             self.counts["streams"] += 1
             self._ask_all()
-            self._check_initialized(self.wanted(self.state))
             async for response in call:
                 if not self.connected:
                     log.info("xDS: connected to %s", target)
@@ -536,6 +540,11 @@ def _translate(type_url: str, msg):
         except ValidationError as e:
             raise envoy.Refused(where, _config_message(e)) from None
     return tuple(out)
+
+
+def _route_names(state: State, static) -> set[str]:
+    """The route configs there are: the file's and those the control plane sent."""
+    return {rc.name for rc in static.route_configs} | set(state.resources[envoy.ROUTE])
 
 
 def _rds_name(listener: Resource) -> str | None:

@@ -107,7 +107,10 @@ def attributes(span) -> dict:
     return {a.key: a.value.string_value or a.value.int_value for a in span.attributes}
 
 
-def test_anthunder_requests_traced_to_an_otlp_collector(tmp_path):
+def test_anthunder_requests_traced_to_an_otlp_collector(tmp_path, monkeypatch):
+    # the SDK's batch exports every 5 s by default: a schedule past the test's end leaves the
+    # drain as the only way the spans can reach the collector
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
     anthunder_peer._anthunder()
     from anthunder.protocol import BoltRequest
 

@@ -227,3 +227,25 @@ def test_an_otlp_exporter_that_cannot_load_stops_the_start_with_the_fix(monkeypa
     assert line.endswith("pip install --force-reinstall --no-deps opentelemetry-proto")
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # (free: nothing listened)
+
+
+def test_a_reload_asking_for_an_exporter_that_cannot_load_changes_nothing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    port, admin, new_port = free_port(), free_port(), free_port()
+    data = simple_config("bolt", port, ["127.0.0.1:1"])
+
+    async def scenario():
+        async with proxy_running(data) as proxy:
+            before = proxy.config
+            traced = dict(data, tracing=TRACING, admin={"address": f"127.0.0.1:{admin}"})
+            traced["listeners"] = [dict(data["listeners"][0], name="other",
+                                        address=f"127.0.0.1:{new_port}")]  # fmt: skip
+            with pytest.raises(RuntimeError, match="the OTLP exporter cannot load"):
+                await proxy.reload(parse_config(traced, "."), PROTOCOLS)
+            assert proxy.config is before and proxy.tracer is None and proxy.admin is None
+            assert [l.name for l in proxy.listeners] == [data["listeners"][0]["name"]]
+            for free in (admin, new_port):  # (neither bound)
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", free))
+
+    run(scenario())
