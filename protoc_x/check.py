@@ -6,13 +6,14 @@ from __future__ import annotations
 import inspect
 import keyword
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from protoc_x.runtime import api
 
 from . import nodes as n
-from .diagnostics import Pos, SpecError  # noqa: F401 (Pos re-exported)
+from .diagnostics import Pos, SpecError, SpecErrors  # noqa: F401 (Pos re-exported)
 
 #: names a field may not take: they are the frame's API or the generated code's own
 RESERVED = {
@@ -261,56 +262,70 @@ class Checker:
         self.text_joins: set[int] = set()  # ids of the '+' nodes that join text (Types)
         self.let_enums: dict[str, str | None] = {}  # let name → the enum of its value
         self.again: list[FieldInfo] = []  # a field's declarations after its first
+        self.errors: list[SpecError] = []  # (collected by ``each``, raised by ``barrier``)
+
+    # ---- errors: every independent one in one run -----------------------------------
+    @contextmanager
+    def each(self):
+        """Check one independent part (a statement, an enum, a field, a binding): its error
+        is kept and checking goes on with the next part."""
+        try:
+            yield
+        except SpecError as e:
+            self.errors.append(e)
+
+    def barrier(self) -> None:
+        """The end of a phase: the next one reads what this one declared, so after an error
+        it would only report the same mistake again (an unknown field...); stop here."""
+        if self.errors:
+            raise SpecErrors(self.errors) if len(self.errors) > 1 else self.errors[0]
 
     # ---- entry point ---------------------------------------------------------------
     def run(self) -> Checked:
         s = self.spec
-        check_identifier(s.name, s.pos, "protocol name")
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", s.name):
-            raise SpecError(
-                s.pos, f"protocol name {s.name!r} must be lowercase letters, digits, '_'"
-            )
-        if self.stem is not None and s.name != self.stem:
-            raise SpecError(
-                s.pos, f"protocol name {s.name!r} differs from its file name {self.stem!r}"
-            )
+        # phase 1: the protocol's statements, enums, records and probes, each on its own
+        with self.each():
+            self.protocol_name()
         seen: dict[str, Pos] = {}
         for st in s.statements:
             if st.kind in n.REPEATABLE:
                 continue
             if st.kind in seen:
-                raise SpecError(
-                    st.pos, f"duplicate {st.kind} statement (first at line {seen[st.kind].line})"
+                self.errors.append(
+                    SpecError(
+                        st.pos,
+                        f"duplicate {st.kind} statement (first at line {seen[st.kind].line})",
+                    )
                 )
+                continue
             seen[st.kind] = st.pos
         # (a value other than the default comes from its statement: the error points at it)
         if s.byte_order not in ("big", "little"):
-            raise SpecError(
-                seen["byte_order"], f"byte_order must be big or little, not {s.byte_order!r}"
+            self.errors.append(
+                SpecError(
+                    seen["byte_order"], f"byte_order must be big or little, not {s.byte_order!r}"
+                )
             )
         if s.pool not in POOLS:
-            raise SpecError(
-                seen["pool"],
-                f"pool must be multiplex, pingpong, pipeline or session, not {s.pool!r}",
+            self.errors.append(
+                SpecError(
+                    seen["pool"],
+                    f"pool must be multiplex, pingpong, pipeline or session, not {s.pool!r}",
+                )
             )
         if not s.frame:
-            raise SpecError(s.pos, "the protocol has no frame layout")
+            self.errors.append(SpecError(s.pos, "the protocol has no frame layout"))
         for e in s.enums:
-            self.enum(e)
-        self.check_records()
+            with self.each():
+                self.enum(e)
+        with self.each():
+            self.check_records()
         for p in s.detect:
-            if p.offset + p.type.nbytes > MAX_DETECT_OFFSET:
-                raise SpecError(
-                    p.pos,
-                    f"detect probe at offset {p.offset} reads past the first {MAX_DETECT_OFFSET} "
-                    "bytes of a frame",
-                )
-            for v in p.values:
-                if not fits(v, p.type):
-                    raise SpecError(
-                        p.pos, f"detect value {v:#x} does not fit in {p.type.width} bits"
-                    )
+            with self.each():
+                self.probe(p)
+        # phase 2: the frame's fields, each declared on its own
         self.layout(s.frame, owner=None, path=())
+        self.barrier()
         # a frame's direction is needed when its layout, its stream type or any other
         # semantic reads it: then the decoder takes it and the frame keeps it
         semantic = [r.test for r in s.stream if r.test is not None]
@@ -326,59 +341,52 @@ class Checker:
         uses_direction = "direction" in names  # (no field has that name)
         uses_first = "first" in names  # (nor that one)
         if uses_first and s.pool != "session":
-            raise SpecError(
-                seen.get("pool", s.pos),
-                "a layout of a connection's first frame needs 'pool session': on a connection "
-                "clients share, a client's first frame is not the upstream connection's first",
+            self.errors.append(
+                SpecError(
+                    seen.get("pool", s.pos),
+                    "a layout of a connection's first frame needs 'pool session': on a "
+                    "connection clients share, a client's first frame is not the upstream "
+                    "connection's first",
+                )
             )
         body_targets: dict[str, list[n.Inside]] = {}
         for inside in s.insides:
-            target = self.fields.get(inside.target)
-            if target is None or target.owner is not None:
-                raise SpecError(inside.pos, f"unknown frame field {inside.target!r}")
-            whole = (  # a field type whose one value is bytes (a thrift struct) holds one too
-                target.kind == "ext" and target.ext.VALUE == "bytes" and not target.many
-            )
-            if target.kind != "bytes" and not whole:
-                raise SpecError(
-                    inside.pos, f"'inside' needs a bytes field; {inside.target!r} is {target.kind}"
-                )
-            self.expr(inside.test, ctx="frame")
-            tests = [inside.test]
-            tests += [i.test for i in self._all_items(inside.items) if isinstance(i, n.IfBlock)]
-            for x in (x for test in tests for x in _walk_expr(test)):
-                if isinstance(x, n.Name) and x.name == "first":
-                    raise SpecError(
-                        x.pos, "an 'inside' layout does not depend on first (the frame's does)"
-                    )
-            for x in _walk_expr(inside.test):
-                if isinstance(x, n.Name) and x.name in {inside.target} | {
-                    i.name for i in self.fields.values() if i.owner is not None
-                }:
-                    raise SpecError(
-                        x.pos,
-                        f"an 'inside' condition reads other frame fields, not {x.name!r} "
-                        "(reading it needs the layout this condition chooses)",
-                    )
-            body_targets.setdefault(inside.target, []).append(inside)
-            self.layout(inside.items, owner=inside.target, path=(("inside", id(inside)),))
-        self.tags()
-        # expressions inside layouts need every field known first
+            with self.each():
+                self.inside(inside, body_targets)
+        self.barrier()
+        # phase 3: expressions (inside layouts need every field known first), each on its own
+        with self.each():
+            self.tags()
+        failed: set[str] = set()  # fields whose sizes or values are wrong
         for info in list(self.fields.values()) + self.again:
-            self.field_exprs(info)
+            before = len(self.errors)
+            with self.each():
+                self.field_exprs(info)
+            if len(self.errors) > before:
+                failed.add(info.name)
         for f, targets in self.len_fields:
-            self._sizes(f, targets)
+            # (a recomputed length needs the sizes it matches right: else a second error)
+            if f.name not in failed and not failed & {t.name for t in targets}:
+                with self.each():
+                    self._sizes(f, targets)
         for item in self._all_items(s.frame):
             if isinstance(item, n.IfBlock):
-                self.expr(item.test, ctx="condition")
+                with self.each():
+                    self.expr(item.test, ctx="condition")
         for inside in s.insides:
             for item in self._all_items(inside.items):
                 if isinstance(item, n.IfBlock):
-                    self.expr(item.test, ctx="frame")
+                    with self.each():
+                        self.expr(item.test, ctx="frame")
+        before = len(self.errors)
         for let in s.lets:  # (each may use those before it: the parser resolved them)
-            check_identifier(let.name, let.pos, "let name")
-            self.let_enums[let.name] = self.expr(let.expr, ctx="frame")
+            with self.each():
+                check_identifier(let.name, let.pos, "let name")
+                self.let_enums[let.name] = self.expr(let.expr, ctx="frame")
+        if len(self.errors) > before:
+            self.barrier()  # (bindings read the lets' types)
         bindings = self.semantics()
+        self.barrier()
         Types(self).run()
         return Checked(
             s,
@@ -394,6 +402,60 @@ class Checker:
             text_joins=frozenset(self.text_joins),
             let_enums=self.let_enums,
         )
+
+    def inside(self, inside: n.Inside, body_targets: dict[str, list[n.Inside]]) -> None:
+        target = self.fields.get(inside.target)
+        if target is None or target.owner is not None:
+            raise SpecError(inside.pos, f"unknown frame field {inside.target!r}")
+        whole = (  # a field type whose one value is bytes (a thrift struct) holds one too
+            target.kind == "ext" and target.ext.VALUE == "bytes" and not target.many
+        )
+        if target.kind != "bytes" and not whole:
+            raise SpecError(
+                inside.pos, f"'inside' needs a bytes field; {inside.target!r} is {target.kind}"
+            )
+        self.expr(inside.test, ctx="frame")
+        tests = [inside.test]
+        tests += [i.test for i in self._all_items(inside.items) if isinstance(i, n.IfBlock)]
+        for x in (x for test in tests for x in _walk_expr(test)):
+            if isinstance(x, n.Name) and x.name == "first":
+                raise SpecError(
+                    x.pos, "an 'inside' layout does not depend on first (the frame's does)"
+                )
+        for x in _walk_expr(inside.test):
+            if isinstance(x, n.Name) and x.name in {inside.target} | {
+                i.name for i in self.fields.values() if i.owner is not None
+            }:
+                raise SpecError(
+                    x.pos,
+                    f"an 'inside' condition reads other frame fields, not {x.name!r} "
+                    "(reading it needs the layout this condition chooses)",
+                )
+        body_targets.setdefault(inside.target, []).append(inside)
+        self.layout(inside.items, owner=inside.target, path=(("inside", id(inside)),))
+
+    def protocol_name(self) -> None:
+        s = self.spec
+        check_identifier(s.name, s.pos, "protocol name")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", s.name):
+            raise SpecError(
+                s.pos, f"protocol name {s.name!r} must be lowercase letters, digits, '_'"
+            )
+        if self.stem is not None and s.name != self.stem:
+            raise SpecError(
+                s.pos, f"protocol name {s.name!r} differs from its file name {self.stem!r}"
+            )
+
+    def probe(self, p: n.Probe) -> None:
+        if p.offset + p.type.nbytes > MAX_DETECT_OFFSET:
+            raise SpecError(
+                p.pos,
+                f"detect probe at offset {p.offset} reads past the first {MAX_DETECT_OFFSET} "
+                "bytes of a frame",
+            )
+        for v in p.values:
+            if not fits(v, p.type):
+                raise SpecError(p.pos, f"detect value {v:#x} does not fit in {p.type.width} bits")
 
     # ---- records -------------------------------------------------------------------
     def check_records(self) -> None:
@@ -460,9 +522,12 @@ class Checker:
         sub.enums, sub.records, sub.in_record = self.enums, self.records, r
         sub.record_tables = self.record_tables  # (filled as records are checked)
         sub.layout(r.items, owner=None, path=())
+        sub.barrier()
         sub.tags()
         for info in list(sub.fields.values()) + sub.again:
-            sub.field_exprs(info)
+            with sub.each():
+                sub.field_exprs(info)
+        sub.barrier()
         for f, targets in sub.len_fields:
             sub._sizes(f, targets)
         blocks = {}  # field → the list of items it sits in (a recomputed value and what it
@@ -538,6 +603,7 @@ class Checker:
         check_identifier(e.name, e.pos, "enum name")
         if e.name in self.enums:
             raise SpecError(e.pos, f"duplicate enum {e.name!r}")
+        self.enums[e.name] = e  # (known even when a member is wrong: fields using it check)
         names: set[str] = set()
         values: set[int] = set()
         for m in e.members:
@@ -639,14 +705,18 @@ class Checker:
                 self.layout(item.body, owner, path + ((id(item), True),))
                 self.layout(item.orelse, owner, path + ((id(item), False),))
             elif isinstance(item, n.Bits):
-                self.bits(item, owner, path)
+                with self.each():
+                    self.bits(item, owner, path)
             elif isinstance(item, n.Fail):
                 if owner is not None:
-                    raise SpecError(
-                        item.pos, "'fail' is for frames and records, not 'inside' layouts"
+                    self.errors.append(
+                        SpecError(
+                            item.pos, "'fail' is for frames and records, not 'inside' layouts"
+                        )
                     )
             else:
-                self.field_decl(item, owner, path)
+                with self.each():
+                    self.field_decl(item, owner, path)
 
     def bits(self, b: n.Bits, owner, path) -> None:
         total = sum(f.width for f in b.fields)
@@ -1099,39 +1169,72 @@ class Checker:
         s = self.spec
         out: dict[str, n.Binding] = {}
         for b in s.bindings:
-            if b.name not in SEMANTIC_BINDINGS:
-                raise SpecError(
-                    b.pos, f"unknown binding {b.name!r} (one of: {', '.join(SEMANTIC_BINDINGS)})"
-                )
-            if b.name in out:
-                raise SpecError(b.pos, f"duplicate binding {b.name!r}")
-            self.expr(b.expr, ctx="frame")
-            if b.name == "request_id" and not isinstance(b.expr, n.Name):
-                self.request_id_path(b.expr)
-            elif b.name in ("body", "headers", "request_id"):
-                if not isinstance(b.expr, n.Name) or b.expr.name not in self.fields:
-                    raise SpecError(b.expr.pos, f"{b.name} must name a field")
-                info = self.fields[b.expr.name]
-                kind = info.kind
-                if kind == "ext":
-                    kind = {"bytes": "bytes", "map": "map", "int": "int"}.get(info.ext.VALUE, "ext")
-                want = {"body": "bytes", "headers": "map", "request_id": "int"}[b.name]
-                if kind != want and not (want == "int" and kind == "enum"):
-                    raise SpecError(
-                        b.expr.pos, f"{b.name} must be a {want} field, {b.expr.name!r} is {kind}"
-                    )
-                if b.name == "request_id" and info.int_type is not None and info.int_type.odd:
-                    raise SpecError(
-                        b.expr.pos,
-                        "the request id must be 8, 16, 32 or 64 bits wide (the proxy rewrites it in place)",
-                    )
-            out[b.name] = b
+            with self.each():
+                self.binding(b, out)
         keys: set[str] = set()
         for hb in s.header_bindings:
-            if hb.name in keys:
-                raise SpecError(hb.pos, f"duplicate header {hb.name!r}")
-            keys.add(hb.name)
-            self.expr(hb.expr, ctx="frame")
+            with self.each():
+                if hb.name in keys:
+                    raise SpecError(hb.pos, f"duplicate header {hb.name!r}")
+                keys.add(hb.name)
+                self.expr(hb.expr, ctx="frame")
+        with self.each():
+            self.stream_rules(out)
+        for r in s.answers:
+            with self.each():
+                self.expr(r.test, ctx="frame")
+                self.template(r.answer, "reply")
+        if s.heartbeat is not None:
+            with self.each():
+                self.heartbeat()
+        if s.goaway is not None:
+            with self.each():
+                self.expr(s.goaway, ctx="frame")
+        with self.each():
+            self.status_map()
+        with self.each():
+            if s.error_response is not None:
+                self.template(s.error_response, "error_response")
+            elif not s.no_error_response:
+                raise SpecError(
+                    s.pos, "the protocol needs an error_response (or 'error_response none')"
+                )
+        if s.success_response is not None:
+            with self.each():
+                self.template(s.success_response, "success_response")
+        return out
+
+    def binding(self, b: n.Binding, out: dict[str, n.Binding]) -> None:
+        if b.name not in SEMANTIC_BINDINGS:
+            raise SpecError(
+                b.pos, f"unknown binding {b.name!r} (one of: {', '.join(SEMANTIC_BINDINGS)})"
+            )
+        if b.name in out:
+            raise SpecError(b.pos, f"duplicate binding {b.name!r}")
+        out[b.name] = b  # (known, even when checking it fails below: no second error)
+        self.expr(b.expr, ctx="frame")
+        if b.name == "request_id" and not isinstance(b.expr, n.Name):
+            self.request_id_path(b.expr)
+        elif b.name in ("body", "headers", "request_id"):
+            if not isinstance(b.expr, n.Name) or b.expr.name not in self.fields:
+                raise SpecError(b.expr.pos, f"{b.name} must name a field")
+            info = self.fields[b.expr.name]
+            kind = info.kind
+            if kind == "ext":
+                kind = {"bytes": "bytes", "map": "map", "int": "int"}.get(info.ext.VALUE, "ext")
+            want = {"body": "bytes", "headers": "map", "request_id": "int"}[b.name]
+            if kind != want and not (want == "int" and kind == "enum"):
+                raise SpecError(
+                    b.expr.pos, f"{b.name} must be a {want} field, {b.expr.name!r} is {kind}"
+                )
+            if b.name == "request_id" and info.int_type is not None and info.int_type.odd:
+                raise SpecError(
+                    b.expr.pos,
+                    "the request id must be 8, 16, 32 or 64 bits wide (the proxy rewrites it in place)",
+                )
+
+    def stream_rules(self, out: dict[str, n.Binding]) -> None:
+        s = self.spec
         if s.pool == "multiplex" and "request_id" not in out:
             raise SpecError(
                 s.pos, "a multiplex protocol needs a request_id binding (request_id = <field>)"
@@ -1161,33 +1264,18 @@ class Checker:
                 self.expr(rule.test, ctx="frame")
         if s.stream[-1].test is not None:
             raise SpecError(s.stream[-1].pos, "the stream block must end with an 'else' rule")
-        for r in s.answers:
-            self.expr(r.test, ctx="frame")
-            self.template(r.answer, "reply")
-        if s.heartbeat is not None:
-            self.expr(s.heartbeat.test, ctx="frame")
-            names = set()
-            for t in s.heartbeat.templates:
-                if t.name not in ("ping", "reply"):
-                    raise SpecError(
-                        t.pos, f"heartbeat templates are ping and reply, not {t.name!r}"
-                    )
-                if t.name in names:
-                    raise SpecError(t.pos, f"duplicate {t.name} template")
-                names.add(t.name)
-                self.template(t, "ping" if t.name == "ping" else "reply")
-        if s.goaway is not None:
-            self.expr(s.goaway, ctx="frame")
-        self.status_map()
-        if s.error_response is not None:
-            self.template(s.error_response, "error_response")
-        elif not s.no_error_response:
-            raise SpecError(
-                s.pos, "the protocol needs an error_response (or 'error_response none')"
-            )
-        if s.success_response is not None:
-            self.template(s.success_response, "success_response")
-        return out
+
+    def heartbeat(self) -> None:
+        hb = self.spec.heartbeat
+        self.expr(hb.test, ctx="frame")
+        names = set()
+        for t in hb.templates:
+            if t.name not in ("ping", "reply"):
+                raise SpecError(t.pos, f"heartbeat templates are ping and reply, not {t.name!r}")
+            if t.name in names:
+                raise SpecError(t.pos, f"duplicate {t.name} template")
+            names.add(t.name)
+            self.template(t, "ping" if t.name == "ping" else "reply")
 
     def request_id_path(self, e) -> None:
         """``request_id`` in a record value or a map: ``rec.field`` (a record field's integer

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import check as check_mod
 from . import emit as emit_mod
 from . import plan as plan_mod
-from .diagnostics import SpecError
+from .diagnostics import SpecError, SpecErrors
 from .parser import decode_source, parse
 
 
@@ -70,8 +70,15 @@ def compile_file(path: Path) -> Compiled:
 
 
 def compile_all(paths: list[str | Path]) -> list[Compiled]:
-    """Compile every spec under ``paths``; raise the first SpecError."""
-    out = [compile_file(p) for p in find_specs(paths)]
+    """Compile every spec under ``paths``; a SpecError with every spec's errors if any fails."""
+    out, errors = [], []
+    for path in find_specs(paths):
+        try:
+            out.append(compile_file(path))
+        except SpecError as e:
+            errors.append(e)
+    if errors:
+        raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     names: dict[str, Path] = {}
     for c in out:
         if c.name in names:

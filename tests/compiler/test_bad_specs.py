@@ -313,3 +313,78 @@ def test_good_spec_builds(tmp_path):
     result = _run(["build", str(spec_dir), "-o", str(out)], cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr
     assert (out / "mini.py").is_file()
+
+
+#: independent mistakes of one spec, each with the ``line:col: message`` the checker gives it
+SEVERAL = {
+    "declarations": (
+        variant(
+            "pool multiplex",
+            "pool multiplex\n    byte_order middle",  # line 3 (the rest one line down)
+            "response = 1 }",
+            "response = 1, again = 1 }",  # line 5
+            "id u32",
+            "id Nope",  # line 9
+            "size u16 = len(data)",
+            "size u16 = len(data)\n        bits u8 { a : 3\n b : 3 }",  # line 11
+        ),
+        [
+            "3:5: byte_order must be big or little, not 'middle'",
+            "5:48: duplicate enum value 1 in Dir",
+            "9:12: unknown type 'Nope'",
+            "11:9: bit fields add up to 6 bits, not 8",
+        ],
+    ),
+    "expressions and semantics": (
+        variant(
+            "size u16 = len(data)",
+            "size u16 = len(data)\n        pad bytes[nope]",  # line 10
+            "body = data",
+            "body = size\n    speed = data",  # lines 14, 15 (after pad)
+            "else => request",
+            "else => request\n        dir == request => oneway",  # line 18
+        ),
+        [
+            "10:19: unknown field 'nope'",
+            "14:12: body must be a bytes field, 'size' is int",
+            "15:5: unknown binding 'speed' (one of: ",
+            "18:17: 'else' must be the last stream rule",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("text,expected", SEVERAL.values(), ids=SEVERAL)
+def test_the_checker_reports_every_independent_error_in_one_run(tmp_path, text, expected):
+    spec = tmp_path / "mini.xproto"
+    spec.write_text(text)
+    result = _run(["check", str(spec)], cwd=tmp_path)
+    assert result.returncode == 1
+    heads = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(heads) == len(expected), result.stderr
+    for head, want in zip(heads, expected):  # (in source order)
+        assert head.startswith(f"{spec}:{want.replace(': ', ': error: ', 1)}"), head
+    # each error keeps its source line and caret
+    lines = result.stderr.splitlines()
+    for want in expected:
+        line, col = (int(x) for x in want.split(":")[:2])
+        at = next(i for i, h in enumerate(lines) if h.startswith(f"{spec}:{line}:{col}:"))
+        assert lines[at + 1] == text.splitlines()[line - 1]
+        assert lines[at + 2] == " " * (col - 1) + "^"
+
+
+def test_every_bad_spec_of_a_build_is_reported(tmp_path):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "mini.xproto").write_text(variant("id u32", "id u99"))
+    (spec_dir / "other.xproto").write_text(
+        variant("protocol mini", "protocol other", "body = data", "body = size")
+    )
+    out = tmp_path / "out"
+    result = _run(["build", str(spec_dir), "-o", str(out)], cwd=tmp_path)
+    assert result.returncode == 1 and not out.exists()
+    heads = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert [h.split(": error: ")[0] for h in heads] == [
+        f"{spec_dir / 'mini.xproto'}:8:12",
+        f"{spec_dir / 'other.xproto'}:13:12",
+    ], result.stderr
