@@ -459,7 +459,7 @@ class Checker:
 
     # ---- records -------------------------------------------------------------------
     def check_records(self) -> None:
-        from .emit.code import API_NAMES  # (the names a generated module imports)
+        from .backends.python.code import API_NAMES  # (the names a generated module imports)
 
         stem = "".join(part.capitalize() for part in self.spec.name.split("_"))
         taken = set(API_NAMES) | {"PROTOCOL", f"{stem}Frame", f"{stem}Protocol"}

@@ -1,7 +1,9 @@
 """Plan a checked spec: the frame's layout variants (one per path through its if/else blocks),
-fixed-width runs merged into one ``struct.Struct`` each, where every field sits, how the
-decoder learns the frame's size, and which fields the encoder recomputes. The plan is plain
-data; ``protoc_x.emit`` turns it into code."""
+consecutive fixed-width items merged into runs (read or written at once), where every field
+sits, how the decoder learns the frame's size, and which fields the encoder recomputes. The
+plan is plain data in the spec's terms (widths in bytes, byte orders "big"/"little", offsets,
+conditions as spec expressions), no target language's: each back end (``protoc_x.backends``)
+turns it into its output."""
 
 from __future__ import annotations
 
@@ -15,23 +17,16 @@ from .diagnostics import SpecError
 #: limits on the frame's if/else expansion (each test is a branch of the decoder)
 MAX_VARIANTS = 64
 MAX_BRANCH_DEPTH = 32
-_FMT = {(8, False): "B", (8, True): "b", (16, False): "H", (16, True): "h",
-        (32, False): "I", (32, True): "i", (64, False): "Q", (64, True): "q"}  # fmt: skip
 
 
 @dataclass
 class Run:
-    """Consecutive fixed-width items read or written with one Struct."""
+    """Consecutive fixed-width items of one byte order, read or written at once."""
 
-    fmt: str  # struct format without byte order
-    size: int
-    items: list  # n.Field | n.Bits, in order
+    size: int  # bytes
+    items: list  # n.Field | n.Bits, in order (each item's type: ``int_type``)
     offset: int | None  # offset from the frame start when fixed, else None
-    order: str = ">"  # struct byte order: ">" or "<"
-
-    @property
-    def struct_key(self) -> str:
-        return self.fmt
+    order: str = "big"  # "big" or "little", of every item in the run
 
 
 @dataclass
@@ -96,7 +91,7 @@ class InsidePlan:
 @dataclass
 class Plan:
     checked: Checked
-    order: str  # ">" or "<"
+    order: str  # the protocol's byte order: "big" or "little"
     tree: Node
     insides: dict[str, list[InsidePlan]]
     recomputed: list[str]
@@ -120,31 +115,33 @@ def _width(item, checked: Checked) -> int:
     return checked.fields[item.name].int_type.nbytes
 
 
-def _fmt(item, checked: Checked, order: str) -> tuple[str, str]:
-    """(byte order, struct code) of a fixed-width item; ``order`` is the protocol's."""
-    t = item.type if isinstance(item, n.Bits) else checked.fields[item.name].int_type
-    if t.odd:  # read as bytes, then int.from_bytes (see odd_width)
-        order = {"big": ">", "little": "<"}.get(t.order or "", order)
-        return order, f"{t.nbytes}s"
-    if t.order is not None:
-        order = {"big": ">", "little": "<"}[t.order]
-    return order, _FMT[(t.width, not isinstance(item, n.Bits) and t.signed)]
+def int_type(item, checked: Checked) -> n.IntType:
+    """The integer type of a fixed-width item: a bit-field container's, or a field's."""
+    return item.type if isinstance(item, n.Bits) else checked.fields[item.name].int_type
+
+
+def item_order(item, checked: Checked, order: str) -> str:
+    """ "big" or "little": the item's own byte order, else the protocol's ``order``."""
+    return int_type(item, checked).order or order
+
+
+def signed(item, checked: Checked) -> bool:
+    """Whether a fixed-width item reads as a signed integer (a bit-field container never)."""
+    return not isinstance(item, n.Bits) and int_type(item, checked).signed
 
 
 def odd_width(item, checked: Checked, order: str) -> tuple[int, str, bool] | None:
-    """(bytes, "big" or "little", signed) of an item of a width struct cannot pack (a u24):
-    its run holds it as bytes, converted with ``int.from_bytes`` and ``int.to_bytes``."""
-    t = item.type if isinstance(item, n.Bits) else checked.fields[item.name].int_type
+    """(bytes, "big" or "little", signed) of an item whose width is not 8, 16, 32 or 64 bits
+    (a u24), which machine integers do not hold as they are; None for the others."""
+    t = int_type(item, checked)
     if not t.odd:
         return None
-    o = t.order or {">": "big", "<": "little"}[order]
-    return t.nbytes, o, not isinstance(item, n.Bits) and t.signed
+    return t.nbytes, item_order(item, checked, order), signed(item, checked)
 
 
 def single_run(item, checked: Checked, order: str) -> Run:
     """A run of one fixed-width item (layouts read field by field)."""
-    o, code = _fmt(item, checked, order)
-    return Run(code, _width(item, checked), [item], None, o)
+    return Run(_width(item, checked), [item], None, item_order(item, checked, order))
 
 
 def _is_crc(item) -> bool:
@@ -156,7 +153,7 @@ def _is_crc(item) -> bool:
 class Planner:
     def __init__(self, checked: Checked):
         self.c = checked
-        self.order = ">" if checked.spec.byte_order == "big" else "<"
+        self.order = checked.spec.byte_order  # "big" or "little"
         self.variants = 0  # if/else tests expanded so far (one more layout each)
 
     def run(self) -> Plan:
@@ -232,13 +229,12 @@ class Planner:
             if _is_crc(item):
                 steps.append(Crc(item))
             elif _is_fixed(item, self.c):
-                order, code = _fmt(item, self.c, self.order)
+                order = item_order(item, self.c, self.order)
                 if steps and isinstance(steps[-1], Run) and steps[-1].order == order:
-                    steps[-1].fmt += code
                     steps[-1].size += _width(item, self.c)
                     steps[-1].items.append(item)
                 else:
-                    steps.append(Run(code, _width(item, self.c), [item], None, order))
+                    steps.append(Run(_width(item, self.c), [item], None, order))
             else:
                 steps.append(Var(item, self.c.fields[item.name]))
         for i, s in enumerate(steps):

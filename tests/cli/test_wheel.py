@@ -143,7 +143,7 @@ def installed(tmp_path_factory):
         "protoc_x/runtime/fieldtypes/tars.py",
         "protoc_x/generated/bolt.py",
         "protoc_x/grammars/xproto.lark",
-        "protoc_x/templates/module.py.j2",
+        "protoc_x/backends/python/templates/module.py.j2",
         "protoc_x/specs/dubbo.xproto",
     ):
         assert must in names, f"{must} is not in the wheel"

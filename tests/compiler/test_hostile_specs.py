@@ -528,9 +528,10 @@ def test_compiler_fuzz_of_mutated_shipped_specs(tmp_path, monkeypatch):
     ],
 )  # fmt: skip
 def test_verify_refuses_a_module_that_would_not_load_or_would_run_code(tamper, message):
-    """emit.verify, which every build runs before writing, on modules the compiler must never
-    produce: each is a SpecError, not a module."""
-    from protoc_x import check, emit, parser, plan
+    """The Python back end's verify, which every build runs before writing, on modules the
+    compiler must never produce: each is a SpecError, not a module."""
+    from protoc_x import check, parser, plan
+    from protoc_x.backends import python as emit
 
     planned = plan.plan(check.check(parser.parse(GOOD, "mini.xproto"), "mini"))
     code = emit.emit(planned, "mini.xproto")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-COMPILER = ("lark", "jinja2", "black", "protoc_x.parser", "protoc_x.compiler", "protoc_x.emit")
+COMPILER = ("lark", "jinja2", "black", "protoc_x.parser", "protoc_x.compiler", "protoc_x.backends")
 
 
 def test_runtime_sources_import_only_the_runtime_and_generated():

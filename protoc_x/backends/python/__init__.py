@@ -1,5 +1,5 @@
 """Emit a planned spec as a Python module: method bodies are written here from the plan, the
-module around them comes from the Jinja2 templates in protoc_x/templates/, and black formats
+module around them comes from the Jinja2 templates in ``templates/`` here, and black formats
 the result. Spec strings reach the output only through ``repr``; spec names only after the
 checker has accepted them as plain identifiers.
 

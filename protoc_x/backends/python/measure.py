@@ -10,14 +10,14 @@ arrival (runtime.api.XProtocol.measure)."""
 
 from __future__ import annotations
 
-from .. import nodes as n
-from ..plan import Crc, Leaf, Run
+from ... import nodes as n
+from ...plan import Crc, Leaf, Run
 from .code import Code
 from .exprs import Exprs
 
 
 class MeasureEmitter:
-    """Emits ``_measure`` (a mixin of :class:`protoc_x.emit.module.Emitter`)."""
+    """Emits ``_measure`` (a mixin of :class:`protoc_x.backends.python.module.Emitter`)."""
 
     def parsed(self) -> bool:
         """Whether some layout of the frame ends where its last field ends."""

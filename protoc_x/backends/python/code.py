@@ -6,7 +6,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-from .. import nodes as n
+from ... import nodes as n
+from ...check import Checked
+from ...plan import Run, int_type, signed
+
+#: struct's code for each machine integer: (bits, signed) → code
+_FMT = {(8, False): "B", (8, True): "b", (16, False): "H", (16, True): "h",
+        (32, False): "I", (32, True): "i", (64, False): "Q", (64, True): "q"}  # fmt: skip
+_ORDER = {"big": ">", "little": "<"}
+
+
+def struct_code(item, checked: Checked) -> str:
+    """The ``struct`` code of a fixed-width item. An odd width (a u24) is held as bytes in its
+    run, converted with ``int.from_bytes``/``int.to_bytes`` (see ``plan.odd_width``)."""
+    t = int_type(item, checked)
+    if t.odd:
+        return f"{t.nbytes}s"
+    return _FMT[(t.width, signed(item, checked))]
+
+
+def int_code(t: n.IntType, is_signed: bool) -> str:
+    """The ``struct`` code of a machine integer type."""
+    return _FMT[(t.width, is_signed)]
+
 
 #: the runtime.api names generated code may use; the module imports those it does use
 API_NAMES = (
@@ -46,14 +68,20 @@ class Code:
 class Module:
     """Module-level constants the method bodies refer to."""
 
-    order: str
+    order: str  # the protocol's: "big" or "little"
     structs: dict[str, str] = field(default_factory=dict)  # fmt → name
     struct_docs: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)  # constructor source → name
     functions: dict[str, str] = field(default_factory=dict)  # module.func → name
 
+    def run_struct(self, run: Run, checked: Checked, doc: str) -> str:
+        """The name of the Struct that reads and writes ``run``."""
+        return self.struct("".join(struct_code(i, checked) for i in run.items), doc, run.order)
+
     def struct(self, fmt: str, doc: str, order: str | None = None) -> str:
-        full = (order or self.order) + fmt
+        """The name of the Struct of ``fmt`` (no byte order) in ``order``, "big" or "little"
+        (the protocol's by default)."""
+        full = _ORDER[order or self.order] + fmt
         if full not in self.structs:
             self.structs[full] = f"_S{len(self.structs)}"
             self.struct_docs[full] = doc

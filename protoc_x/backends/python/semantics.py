@@ -4,17 +4,17 @@ methods, the heartbeat and error templates, and field defaults."""
 from __future__ import annotations
 
 
-from .. import nodes as n
+from ... import nodes as n
 from .code import Code
 from collections import Counter
 
-from ..check import _walk_expr as _walk
+from ...check import _walk_expr as _walk
 from .exprs import Exprs, _int_fields
 
 
 class SemanticsEmitter:
     """Emits the XFrame methods of the bindings and templates (a mixin of
-    :class:`protoc_x.emit.module.Emitter`)."""
+    :class:`protoc_x.backends.python.module.Emitter`)."""
 
     # ---- semantics -----------------------------------------------------------------
     def presence(self, name: str) -> str | None:

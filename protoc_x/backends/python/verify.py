@@ -7,8 +7,8 @@ import ast
 import re
 
 
-from ..diagnostics import SpecError
-from ..plan import Plan
+from ...diagnostics import SpecError
+from ...plan import Plan
 
 _IMPORTABLE = ("protoc_x.runtime.api", "protoc_x.runtime.fieldtypes")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import black
 import jinja2
 
-from .. import nodes as n
-from ..plan import _FMT, Leaf, Plan, Var, leaves
+from ... import nodes as n
+from ...plan import Leaf, Plan, Var, leaves
 from .decode import DecodeEmitter
 from .encode import EncodeEmitter
 from .inside import InsideEmitter
@@ -20,7 +20,7 @@ from .records import records_code
 from .scan import ScanEmitter
 from .semantics import SemanticsEmitter
 from .verify import verify
-from .code import API_NAMES, Module
+from .code import API_NAMES, Module, int_code
 from .exprs import Exprs
 
 
@@ -191,9 +191,8 @@ class Emitter(
         if self.id_field is not None:
             slots.append("_ido")
             t = self.c.fields[self.id_field].int_type
-            order = {"big": ">", "little": "<"}.get(t.order or "", self.p.order)
             id_struct = self.mod.struct(
-                _FMT[(t.width, t.signed)], f"the request id ({self.id_field})", order
+                int_code(t, t.signed), f"the request id ({self.id_field})", t.order or self.p.order
             )
         forward = {}
         for row in s.status_rows:
@@ -267,7 +266,7 @@ class Emitter(
 def _template() -> jinja2.Template:
     """The module template, compiled once per process (a build renders it once per spec)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(__file__).parent.parent / "templates")),
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -4,15 +4,15 @@ with no frame built."""
 from __future__ import annotations
 
 
-from .. import nodes as n
-from ..check import _walk_expr as _walk
-from ..plan import Crc, Leaf, Var
+from ... import nodes as n
+from ...check import _walk_expr as _walk
+from ...plan import Crc, Leaf, Var
 from .code import Code
 from .exprs import Exprs
 
 
 class ScanEmitter:
-    """Emits ``scan`` (a mixin of :class:`protoc_x.emit.module.Emitter`)."""
+    """Emits ``scan`` (a mixin of :class:`protoc_x.backends.python.module.Emitter`)."""
 
     # ---- scan ----------------------------------------------------------------------
     # What the runtime's fast lane needs of a frame, in one pass with no frame built: the

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 
-from .. import nodes as n
-from ..check import FieldInfo
-from ..check import _walk_expr as _walk
-from ..plan import Crc, Leaf, Run, Var, odd_width
+from ... import nodes as n
+from ...check import FieldInfo
+from ...check import _walk_expr as _walk
+from ...plan import Crc, Leaf, Run, Var, odd_width
 from .code import Code
 from .exprs import Exprs, _to_bytes
 
 
 class EncodeEmitter:
-    """Emits ``encode`` (a mixin of :class:`protoc_x.emit.module.Emitter`)."""
+    """Emits ``encode`` (a mixin of :class:`protoc_x.backends.python.module.Emitter`)."""
 
     # ---- encode --------------------------------------------------------------------
     def encode_body(self) -> str:
@@ -150,7 +150,7 @@ class EncodeEmitter:
                     )
                     for it in step.items
                 )
-                s = self.mod.struct(step.fmt, doc, step.order)
+                s = self.mod.run_struct(step, self.c, doc)
                 chunks.append(f"{s}.pack({', '.join(self.run_values(step, ex))})")
             elif isinstance(step, Var):
                 p = parts[step.field.name]

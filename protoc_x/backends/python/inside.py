@@ -4,15 +4,15 @@ read in place by the scan."""
 from __future__ import annotations
 
 
-from .. import nodes as n
-from ..plan import single_run
+from ... import nodes as n
+from ...plan import single_run
 from .code import Code
 from .exprs import Exprs
 
 
 class InsideEmitter:
     """Emits the inside layouts' parse, build and scan functions (a mixin of
-    :class:`protoc_x.emit.module.Emitter`)."""
+    :class:`protoc_x.backends.python.module.Emitter`)."""
 
     # ---- inside layouts ------------------------------------------------------------
     def inside_parse(self, target: str) -> str:
@@ -177,7 +177,7 @@ class InsideEmitter:
                 continue
             if isinstance(item, n.Bits) or self.c.fields[item.name].kind in ("int", "enum"):
                 run = single_run(item, self.c, self.p.order)
-                s = self.mod.struct(run.fmt, getattr(item, "name", "bits"), run.order)
+                s = self.mod.run_struct(run, self.c, getattr(item, "name", "bits"))
                 w(f"parts.append({s}.pack({', '.join(self.run_values(run, ex))}))")
                 continue
             empty = " or b''" if item.nullable else ""  # a null string takes no bytes

@@ -6,8 +6,8 @@ import ast
 import re
 
 
-from .. import nodes as n
-from ..check import Checked, _is_request
+from ... import nodes as n
+from ...check import Checked, _is_request
 from .code import Module
 
 

@@ -8,14 +8,14 @@ depth it is nested at: a record that contains itself refuses to nest deeper than
 
 A record's layout is read in order, its if/else blocks tested in place on its own earlier
 integer fields (a frame's are planned into variants instead). Its parts are emitted by a child
-:class:`~protoc_x.emit.module.Emitter` over the record's own symbol table."""
+:class:`~protoc_x.backends.python.module.Emitter` over the record's own symbol table."""
 
 from __future__ import annotations
 
-from .. import nodes as n
-from ..check import _is_call
-from ..check import _walk_expr as _walk
-from ..plan import Plan, odd_width, single_run
+from ... import nodes as n
+from ...check import _is_call
+from ...check import _walk_expr as _walk
+from ...plan import Plan, odd_width, single_run
 from .code import Code
 from .exprs import Exprs, _to_bytes
 
@@ -187,7 +187,7 @@ class RecordEmitter:
             elif isinstance(item, n.Bits) or info.kind in ("int", "enum"):
                 run = single_run(item, e.c, e.p.order)
                 doc = getattr(item, "name", "bits")
-                s = e.mod.struct(run.fmt, doc, run.order)
+                s = e.mod.run_struct(run, e.c, doc)
                 w(f"parts.append({s}.pack({', '.join(e.run_values(run, self.values()))}))")
             else:
                 part = f"p_{item.name}"
@@ -218,7 +218,7 @@ class RecordEmitter:
             w(f"parts[i_{fld.name}] = {ft}.write(c_{fld.name}, {e.ctx_of(fld.type.ref)})")
             return
         run = single_run(fld, e.c, e.p.order)
-        s = e.mod.struct(run.fmt, fld.name, run.order)
+        s = e.mod.run_struct(run, e.c, fld.name)
         width = odd_width(fld, e.c, e.p.order)
         value = _to_bytes(f"c_{fld.name}", width) if width is not None else f"c_{fld.name}"
         w(f"parts[i_{fld.name}] = {s}.pack({value})")

@@ -4,16 +4,16 @@ variable-size fields."""
 from __future__ import annotations
 
 
-from .. import nodes as n
-from ..check import FieldInfo
-from ..check import _walk_expr as _walk
-from ..plan import Crc, Leaf, Run, Var, odd_width
+from ... import nodes as n
+from ...check import FieldInfo
+from ...check import _walk_expr as _walk
+from ...plan import Crc, Leaf, Run, Var, odd_width
 from .code import Code
 from .exprs import Exprs, _at, _from_bytes, _int_fields, _peek_bytes
 
 
 class DecodeEmitter:
-    """Emits ``decode`` and ``frame_size`` (a mixin of :class:`protoc_x.emit.module.Emitter`)."""
+    """Emits ``decode`` and ``frame_size`` (a mixin of :class:`protoc_x.backends.python.module.Emitter`)."""
 
     # ---- decode --------------------------------------------------------------------
     def decode_body(self) -> str:
@@ -180,7 +180,7 @@ class DecodeEmitter:
 
     def peek_code(self, name: str, off: int) -> str:
         info = self.c.fields[name]
-        order = "big" if self.p.order == ">" else "little"
+        order = self.p.order
         if isinstance(info.node, n.BitField):
             bits = self.bits_of(name)
             shift, mask = self.bit_shift(bits, name)
@@ -229,7 +229,7 @@ class DecodeEmitter:
             (f"bits({', '.join(b.name for b in it.fields)})" if isinstance(it, n.Bits) else it.name)
             for it in run.items
         )
-        s = self.mod.struct(run.fmt, doc, run.order)
+        s = self.mod.run_struct(run, self.c, doc)
         if len(targets) == 1:
             w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
         else:
@@ -330,7 +330,7 @@ class DecodeEmitter:
         if needed:
             targets = ["_" if isinstance(it, n.Bits) or it.name not in needed else f"v_{it.name}"
                        for it in leaf.prefix.items]  # fmt: skip
-            s = self.mod.struct(leaf.prefix.fmt, "", leaf.prefix.order)
+            s = self.mod.run_struct(leaf.prefix, self.c, "")
             w(f"({', '.join(targets)},) = {s}.unpack_from(buf, start)")
             for target, item in zip(targets, leaf.prefix.items):
                 width = odd_width(item, self.c, self.p.order)

@@ -1,0 +1,44 @@
+"""The compiler's back ends. Each turns a planned spec (:class:`protoc_x.plan.Plan`, plain data
+in the spec's own terms) into the files of one kind of output; the registry picks one by name.
+
+- ``python``: the codec module the proxy loads (``protoc-x build``);
+
+A back end is a function ``(plan, source_name) → {file name: text}``: its files for one spec,
+named after the protocol, deterministic (the same spec gives the same bytes). A spec's errors
+are found before any back end runs; a back end may still refuse a plan it cannot express with
+a :class:`~protoc_x.diagnostics.SpecError` at the construct responsible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..plan import Plan
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    summary: str  # what its files are, for --help
+    render: Callable[[Plan, str], dict[str, str]]
+
+
+def _python(plan: Plan, source_name: str, fmt: bool = True) -> dict[str, str]:
+    from . import python
+
+    code = python.emit(plan, source_name, fmt=fmt)
+    python.verify(code, plan)  # (a spec never yields a module that does not import)
+    return {f"{plan.checked.spec.name}.py": code}
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (Backend("python", "the codec module the proxy loads", _python),)
+}
+
+
+def backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown back end {name!r} (have: {', '.join(BACKENDS)})") from None
