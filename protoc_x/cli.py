@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -146,6 +147,18 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     proto = _protocol(args)
     if proto is None:
         return 1
+    if args.pcap is not None:
+        if args.pcap and args.file is not None:
+            print("error: --pcap CAPTURE and FILE: name the capture once", file=sys.stderr)
+            return 1
+        if args.hex or args.roundtrip or args.direction:
+            print(
+                "error: --pcap reads a capture: no --hex, --roundtrip or --direction (each "
+                "connection's client sends requests)",
+                file=sys.stderr,
+            )
+            return 1
+        return _decode_pcap(proto, args.pcap or args.file or "-", args)
     direction = Direction(args.direction) if args.direction else None
     if proto.needs_direction and direction is None:
         print(
@@ -201,6 +214,92 @@ def _cmd_decode(args: argparse.Namespace) -> int:
                 return 1
         pos += frame.length
     return 0
+
+
+def _decode_pcap(proto, capture: str, args: argparse.Namespace) -> int:
+    """Every frame of every TCP connection of a capture, in the order the packets completing
+    them came, each with its connection and direction. A direction that cannot be read on
+    (bytes that are no frame) is reported and left; the others go on."""
+    from .pcap import CaptureError, Reassembler, packets
+
+    streams = Reassembler(args.port)
+    pending: dict[tuple[int, str], bytearray] = {}  # undecoded bytes of each direction
+    start: dict[tuple[int, str], int] = {}  # their offset in it
+    first: dict[tuple[int, str], bool] = {}
+    broken: set[tuple[int, str]] = set()
+    failed = False
+
+    def where(conn, direction) -> str:
+        return f"connection {conn.index} ({conn.client} -> {conn.server}) {direction}"
+
+    try:
+        f = io.BytesIO(sys.stdin.buffer.read()) if capture == "-" else open(capture, "rb")
+        with f:
+            for number, _ts, linktype, buf in packets(f):
+                for d in streams.feed(number, linktype, buf):
+                    key = (d.connection.index, d.direction)
+                    if key in broken:
+                        continue
+                    if key not in pending:
+                        pending[key], start[key] = bytearray(), d.offset
+                        flow = d.connection.flows[d.direction]
+                        first[key] = proto.first_frames and flow.from_start and not args.mid_stream
+                    buf_ = pending[key]
+                    buf_ += d.data
+                    direction = (
+                        Direction.REQUEST if d.direction == "to_server" else Direction.RESPONSE
+                    )
+                    pos = 0
+                    while pos < len(buf_):
+                        try:
+                            if first[key]:
+                                frame = proto.decode(buf_, pos, direction, first=True)
+                            else:
+                                frame = proto.decode(buf_, pos, direction)
+                        except DecodeError as e:
+                            offset = start[key] + (e.offset if e.offset >= pos else pos + e.offset)
+                            print(
+                                f"error: {where(d.connection, d.direction)}: offset {offset}: "
+                                f"{e.reason} (the rest of this direction is not decoded)",
+                                file=sys.stderr,
+                            )
+                            broken.add(key)
+                            failed = True
+                            break
+                        if frame is None:
+                            break
+                        first[key] = False
+                        obj = {
+                            "connection": d.connection.index,
+                            "client": str(d.connection.client),
+                            "server": str(d.connection.server),
+                            "direction": d.direction,
+                            "packet": d.packet,
+                            "offset": start[key] + pos,
+                            **frame_json(proto.name, frame),
+                        }
+                        print(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+                        pos += frame.length
+                    del buf_[:pos]
+                    start[key] += pos
+    except (CaptureError, OSError) as e:
+        print(f"error: {capture}: {e}", file=sys.stderr)
+        return 1
+    for gap in streams.gaps():
+        print(
+            f"warning: {where(gap.connection, gap.direction)}: bytes missing after offset "
+            f"{gap.offset} (a segment the capture lost): the rest is not decoded",
+            file=sys.stderr,
+        )
+    for (index, direction), rest in pending.items():
+        if rest and (index, direction) not in broken:
+            conn = next(c for c in streams.connections.values() if c.index == index)
+            print(
+                f"warning: {where(conn, direction)}: {len(rest)} bytes at offset "
+                f"{start[(index, direction)]} end the capture without ending a frame",
+                file=sys.stderr,
+            )
+    return 1 if failed else 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -267,6 +366,22 @@ def main(argv: list[str] | None = None) -> int:
         "handshake has a layout of its own: otherwise its first frame is read as one)",
     )
     p.add_argument("--roundtrip", action="store_true", help="re-encode each frame and compare")
+    p.add_argument(
+        "--pcap",
+        nargs="?",
+        const="",
+        metavar="CAPTURE",
+        help="the input (CAPTURE, or FILE) is a pcap or pcapng capture: each TCP connection "
+        "reassembled per direction (client to server: requests), frames as JSON Lines with "
+        "their connection, direction, packet and offset",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="with --pcap: only connections to this server port (it also tells client from "
+        "server when the capture missed the handshake)",
+    )
     p.add_argument(
         "--protocols", action="append", metavar="PATH", help="extra specs or generated modules"
     )
