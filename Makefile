@@ -25,15 +25,20 @@ $(COMPILED): $(STAMP) setup.py $(HOT)
 	touch $(COMPILED)
 
 # Debian packages the tests run against: memcached, redis-server, thrift-compiler for
-# Apache thrift stubs, and zookeeper (a standalone server, with the Java it needs).
+# Apache thrift stubs, zookeeper (a standalone server, with the Java it needs), tshark (which
+# loads the generated Wireshark dissectors) and librsvg2-bin (rsvg-convert renders the frame
+# diagrams of protoc-x doc).
 system-deps:
 	@missing=""; \
 	command -v memcached >/dev/null 2>&1 || missing="$$missing memcached"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v thrift >/dev/null 2>&1 || missing="$$missing thrift-compiler"; \
 	test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
+	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
+	command -v rsvg-convert >/dev/null 2>&1 || missing="$$missing librsvg2-bin"; \
 	if [ -n "$$missing" ]; then \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -E"; \
+		export DEBIAN_FRONTEND=noninteractive; \
 		$$SUDO apt-get install -y $$missing || { $$SUDO apt-get update && $$SUDO apt-get install -y $$missing; }; \
 	fi
 

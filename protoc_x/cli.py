@@ -84,10 +84,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return max(codes)
 
 
-def _cmd_build(args: argparse.Namespace, write: bool) -> int:
+def _cmd_build(args: argparse.Namespace, write: bool, backend: str = "python") -> int:
     paths = args.paths or ["specs"]
     try:
-        compiled = compile_all(paths)
+        compiled = compile_all(paths, backend)
     except SpecError as e:
         print(e.render(), file=sys.stderr)
         return 1
@@ -98,7 +98,7 @@ def _cmd_build(args: argparse.Namespace, write: bool) -> int:
         return 1
     if write:
         try:
-            out = write_all(compiled, Path(args.output))
+            out = write_all(compiled, Path(args.output), package=backend == "python")
         except OSError as e:
             print(f"error: cannot write {args.output}: {e} (nothing written)", file=sys.stderr)
             return 1
@@ -341,6 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     p = sub.add_parser(
+        "doc", help="write each spec's reference page (NAME.md) and frame diagram (NAME.svg)"
+    )
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="spec files or directories (default: specs/)"
+    )
+    p.add_argument(
+        "-o", "--output", default="docs/protocols", metavar="DIR",
+        help="output directory (default: docs/protocols/)",
+    )  # fmt: skip
+
+    p = sub.add_parser(
         "check", help="check specs or proxy configs (.yaml/.yml) as run would, write nothing"
     )
     p.add_argument(
@@ -417,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_serve(args)
     if args.command == "build":
         return _cmd_build(args, write=True)
+    if args.command == "doc":
+        return _cmd_build(args, write=True, backend="doc")
     if args.command == "check":
         return _cmd_check(args)
     return _cmd_decode(args)

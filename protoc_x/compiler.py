@@ -37,7 +37,7 @@ def render_source(text: str, path: str, stem: str | None, backend: str = "python
     """One spec's files from the back end named ``backend`` (``protoc_x.backends``)."""
     planned = plan_source(text, path, stem)
     with _located(path, text):
-        return backends.backend(backend).render(planned, Path(path).name, **options)
+        return backends.backend(backend).render(planned, Path(path).name, source=text, **options)
 
 
 def compile_source(text: str, path: str, stem: str | None, fmt: bool = True) -> str:
@@ -47,7 +47,7 @@ def compile_source(text: str, path: str, stem: str | None, fmt: bool = True) -> 
     (tests)."""
     planned = plan_source(text, path, stem)
     with _located(path, text):
-        files = backends.backend("python").render(planned, Path(path).name, fmt=fmt)
+        files = backends.backend("python").render(planned, Path(path).name, source=text, fmt=fmt)
     return files[f"{planned.checked.spec.name}.py"]
 
 

@@ -2,8 +2,10 @@
 in the spec's own terms) into the files of one kind of output; the registry picks one by name.
 
 - ``python``: the codec module the proxy loads (``protoc-x build``);
+- ``doc``: a reference page (Markdown) and a frame diagram (SVG) (``protoc-x doc``).
 
-A back end is a function ``(plan, source_name) → {file name: text}``: its files for one spec,
+A back end is a function ``(plan, source_name, source=...) → {file name: text}`` (``source``:
+the spec's text): its files for one spec,
 named after the protocol, deterministic (the same spec gives the same bytes). A spec's errors
 are found before any back end runs; a back end may still refuse a plan it cannot express with
 a :class:`~protoc_x.diagnostics.SpecError` at the construct responsible.
@@ -21,10 +23,10 @@ from ..plan import Plan
 class Backend:
     name: str
     summary: str  # what its files are, for --help
-    render: Callable[[Plan, str], dict[str, str]]
+    render: Callable[..., dict[str, str]]
 
 
-def _python(plan: Plan, source_name: str, fmt: bool = True) -> dict[str, str]:
+def _python(plan: Plan, source_name: str, source: str = "", fmt: bool = True) -> dict[str, str]:
     from . import python
 
     code = python.emit(plan, source_name, fmt=fmt)
@@ -32,8 +34,18 @@ def _python(plan: Plan, source_name: str, fmt: bool = True) -> dict[str, str]:
     return {f"{plan.checked.spec.name}.py": code}
 
 
+def _doc(plan: Plan, source_name: str, source: str = "") -> dict[str, str]:
+    from . import doc
+
+    return doc.render(plan, source_name, source)
+
+
 BACKENDS: dict[str, Backend] = {
-    b.name: b for b in (Backend("python", "the codec module the proxy loads", _python),)
+    b.name: b
+    for b in (
+        Backend("python", "the codec module the proxy loads", _python),
+        Backend("doc", "a reference page and a frame diagram", _doc),
+    )
 }
 
 
