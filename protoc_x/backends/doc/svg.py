@@ -70,6 +70,32 @@ def _box(x: float, y: float, w: float, cell: Cell, dashed_left=False, dashed_rig
     return "".join(out)
 
 
+class _Rows:
+    """Where a diagram's next box goes: the row (``y``), the bit in it, and the row's byte
+    offset (``offset``; None after a variable part, then ``rel`` bytes after it)."""
+
+    def __init__(self, y: float):
+        self.y, self.bit, self.open = y, 0, False
+        self.offset: int | None = 0
+        self.rel = 0
+
+    def close(self) -> None:
+        """End the current row, if one is open."""
+        if not self.open and not self.bit:
+            return
+        self.y += ROW
+        self.bit, self.open = 0, False
+        if self.offset is not None:
+            self.offset += BITS // 8
+        else:
+            self.rel += BITS // 8
+
+    def label(self) -> str:
+        text = str(self.offset) if self.offset is not None else f"+{self.rel}"
+        y = self.y + ROW / 2 + 4
+        return f'<text x="{LEFT - 6}" y="{y:g}" text-anchor="end">{text}</text>'
+
+
 def render(name: str, variants: list[Variant]) -> str:
     """The SVG document: each variant's title, ruler and rows, then the legend."""
     width = LEFT + BITS * CELL + 10
@@ -91,51 +117,30 @@ def render(name: str, variants: list[Variant]) -> str:
             parts.append(f'<text x="{LEFT}" y="{y + 20}">{escape("fails: " + v.fail)}</text>')
             y += ROW + 12
             continue
-        bit = 0  # in the current row
-        offset: int | None = 0  # the row's byte offset, None after a variable part
-        rel = 0
-        row_open = False
-
-        def row_label(yy: float) -> str:
-            text = str(offset) if offset is not None else f"+{rel}"
-            return f'<text x="{LEFT - 6}" y="{yy + ROW / 2 + 4:g}" text-anchor="end">{text}</text>'
-
+        rows = _Rows(y)
         for cell in v.cells:
-            if cell.bits is None:  # a full row of its own
-                if row_open:
-                    y += ROW
-                    bit, row_open = 0, False
-                    if offset is not None:
-                        offset += BITS // 8
-                    else:
-                        rel += BITS // 8
-                parts.append(row_label(y) if offset is not None else "")
-                parts.append(_box(LEFT, y, BITS * CELL, cell, True, True))
-                y += ROW
-                offset, rel = None, 0
+            if cell.bits is None:  # a full row of its own, after the current one
+                rows.close()
+                if rows.offset is not None:  # (a variable part after another: no offset)
+                    parts.append(rows.label())
+                parts.append(_box(LEFT, rows.y, BITS * CELL, cell, True, True))
+                rows.y += ROW
+                rows.offset, rows.rel = None, 0
                 continue
-            remaining = cell.bits
-            first = True
+            remaining, first = cell.bits, True
             while remaining:
-                if not row_open:
-                    parts.append(row_label(y))
-                    row_open = True
-                take = min(remaining, BITS - bit)
-                parts.append(
-                    _box(LEFT + bit * CELL, y, take * CELL, cell, not first, remaining > take)
-                )
-                first = False
-                remaining -= take
-                bit += take
-                if bit == BITS:
-                    y += ROW
-                    bit, row_open = 0, False
-                    if offset is not None:
-                        offset += BITS // 8
-                    else:
-                        rel += BITS // 8
-        if row_open:
-            y += ROW
+                if not rows.open:
+                    parts.append(rows.label())
+                    rows.open = True
+                take = min(remaining, BITS - rows.bit)
+                x = LEFT + rows.bit * CELL
+                parts.append(_box(x, rows.y, take * CELL, cell, not first, remaining > take))
+                first, remaining = False, remaining - take
+                rows.bit += take
+                if rows.bit == BITS:
+                    rows.close()
+        rows.close()
+        y = rows.y
         y += 14
     # the legend
     x = 4
