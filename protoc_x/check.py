@@ -13,7 +13,7 @@ from typing import Iterator
 from protoc_x.runtime import api
 
 from . import nodes as n
-from .diagnostics import Pos, SpecError, SpecErrors  # noqa: F401 (Pos re-exported)
+from .diagnostics import Pos, SpecError, combined  # noqa: F401 (Pos re-exported)
 
 #: names a field may not take: they are the frame's API or the generated code's own
 RESERVED = {
@@ -278,7 +278,7 @@ class Checker:
         """The end of a phase: the next one reads what this one declared, so after an error
         it would only report the same mistake again (an unknown field...); stop here."""
         if self.errors:
-            raise SpecErrors(self.errors) if len(self.errors) > 1 else self.errors[0]
+            raise combined(self.errors)
 
     # ---- entry point ---------------------------------------------------------------
     def run(self) -> Checked:

@@ -143,6 +143,22 @@ def _protocol(args: argparse.Namespace):
     return proto
 
 
+def _frame_at(proto, data, pos: int, direction, first: bool):
+    """The frame at ``pos`` of a direction's bytes and its JSON view, or None if it is not all
+    there. A DecodeError (from the frame, or from a field read only for the view) carries
+    its offset in ``data``."""
+    try:
+        if first:  # (a connection's first frame that way: it may be a handshake)
+            frame = proto.decode(data, pos, direction, first=True)
+        else:
+            frame = proto.decode(data, pos, direction)
+        return None if frame is None else (frame, frame_json(proto.name, frame))
+    except DecodeError as e:
+        if e.offset >= pos:
+            raise
+        raise DecodeError(pos + e.offset, e.reason) from None  # (counted from the frame)
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     proto = _protocol(args)
     if proto is None:
@@ -182,21 +198,17 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     first = proto.first_frames and not args.mid_stream
     while pos < len(data):
         try:
-            if first:
-                frame = proto.decode(data, pos, direction, first=True)
-            else:
-                frame = proto.decode(data, pos, direction)
-            if frame is None:
-                print(
-                    f"error: offset {len(data)}: incomplete frame starting at offset {pos} (need more bytes)",
-                    file=sys.stderr,
-                )
-                return 1
-            obj = frame_json(proto.name, frame)
+            found = _frame_at(proto, data, pos, direction, first)
         except DecodeError as e:
-            offset = e.offset if e.offset >= pos else pos + e.offset
-            print(f"error: offset {offset}: {e.reason}", file=sys.stderr)
+            print(f"error: offset {e.offset}: {e.reason}", file=sys.stderr)
             return 1
+        if found is None:
+            print(
+                f"error: offset {len(data)}: incomplete frame starting at offset {pos} (need more bytes)",
+                file=sys.stderr,
+            )
+            return 1
+        frame, obj = found
         first = False
         print(json.dumps(obj, separators=(",", ":"), ensure_ascii=False), flush=True)
         if args.roundtrip:
@@ -252,12 +264,9 @@ def _decode_pcap(proto, capture: str, args: argparse.Namespace) -> int:
                     pos = 0
                     while pos < len(buf_):
                         try:
-                            if first[key]:
-                                frame = proto.decode(buf_, pos, direction, first=True)
-                            else:
-                                frame = proto.decode(buf_, pos, direction)
+                            found = _frame_at(proto, buf_, pos, direction, first[key])
                         except DecodeError as e:
-                            offset = start[key] + (e.offset if e.offset >= pos else pos + e.offset)
+                            offset = start[key] + e.offset
                             print(
                                 f"error: {where(d.connection, d.direction)}: offset {offset}: "
                                 f"{e.reason} (the rest of this direction is not decoded)",
@@ -266,8 +275,9 @@ def _decode_pcap(proto, capture: str, args: argparse.Namespace) -> int:
                             broken.add(key)
                             failed = True
                             break
-                        if frame is None:
+                        if found is None:
                             break
+                        frame, view = found
                         first[key] = False
                         obj = {
                             "connection": d.connection.index,
@@ -276,7 +286,7 @@ def _decode_pcap(proto, capture: str, args: argparse.Namespace) -> int:
                             "direction": d.direction,
                             "packet": d.packet,
                             "offset": start[key] + pos,
-                            **frame_json(proto.name, frame),
+                            **view,
                         }
                         print(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
                         pos += frame.length

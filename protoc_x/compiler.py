@@ -11,7 +11,7 @@ from pathlib import Path
 from . import check as check_mod
 from . import backends
 from . import plan as plan_mod
-from .diagnostics import SpecError, SpecErrors
+from .diagnostics import SpecError, combined
 from .parser import decode_source, parse
 
 
@@ -45,10 +45,8 @@ def compile_source(text: str, path: str, stem: str | None, fmt: bool = True) -> 
     The module is compiled and its names checked (``backends.python.verify``) before it is
     returned, so a spec never yields a module that does not import. ``fmt=False`` skips black
     (tests)."""
-    planned = plan_source(text, path, stem)
-    with _located(path, text):
-        files = backends.backend("python").render(planned, Path(path).name, source=text, fmt=fmt)
-    return files[f"{planned.checked.spec.name}.py"]
+    (code,) = render_source(text, path, stem, "python", fmt=fmt).values()
+    return code
 
 
 @contextmanager
@@ -102,7 +100,7 @@ def compile_all(paths: list[str | Path], backend: str = "python") -> list[Compil
         except SpecError as e:
             errors.append(e)
     if errors:
-        raise SpecErrors(errors) if len(errors) > 1 else errors[0]
+        raise combined(errors)
     names: dict[str, Path] = {}
     for c in out:
         if c.name in names:

@@ -68,3 +68,8 @@ class SpecErrors(SpecError):
         if len(self.errors) > ERROR_LIMIT:
             shown.append(f"{self.path}: {len(self.errors) - ERROR_LIMIT} more errors not shown")
         return "\n".join(shown)
+
+
+def combined(errors: list[SpecError]) -> SpecError:
+    """One exception for ``errors`` (not empty): the error itself when there is one."""
+    return SpecErrors(errors) if len(errors) > 1 else errors[0]

@@ -109,7 +109,8 @@ def _is_fixed(item, checked: Checked) -> bool:
     return False
 
 
-def _width(item, checked: Checked) -> int:
+def item_width(item, checked: Checked) -> int:
+    """Bytes of a fixed-width item (a field, or a bit-field container)."""
     if isinstance(item, n.Bits):
         return item.type.nbytes
     return checked.fields[item.name].int_type.nbytes
@@ -141,7 +142,7 @@ def odd_width(item, checked: Checked, order: str) -> tuple[int, str, bool] | Non
 
 def single_run(item, checked: Checked, order: str) -> Run:
     """A run of one fixed-width item (layouts read field by field)."""
-    return Run(_width(item, checked), [item], None, item_order(item, checked, order))
+    return Run(item_width(item, checked), [item], None, item_order(item, checked, order))
 
 
 def _is_crc(item) -> bool:
@@ -210,7 +211,7 @@ class Planner:
                     placed[f.name] = offset
             else:
                 placed[item.name] = offset
-            offset += _width(item, self.c)
+            offset += item_width(item, self.c)
         out = []
         for e in _walk_expr(test):
             if isinstance(e, n.Name) and e.name in self.c.fields:
@@ -231,10 +232,10 @@ class Planner:
             elif _is_fixed(item, self.c):
                 order = item_order(item, self.c, self.order)
                 if steps and isinstance(steps[-1], Run) and steps[-1].order == order:
-                    steps[-1].size += _width(item, self.c)
+                    steps[-1].size += item_width(item, self.c)
                     steps[-1].items.append(item)
                 else:
-                    steps.append(Run(_width(item, self.c), [item], None, order))
+                    steps.append(Run(item_width(item, self.c), [item], None, order))
             else:
                 steps.append(Var(item, self.c.fields[item.name]))
         for i, s in enumerate(steps):
@@ -265,7 +266,7 @@ class Planner:
                         )
                 else:
                     prefix_names.update(f.name for f in item.fields)
-                at += _width(item, self.c)
+                at += item_width(item, self.c)
         sized = []
         for s in steps[1:] if prefix is not None else steps:
             if isinstance(s, (Run, Crc)):

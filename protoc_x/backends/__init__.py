@@ -5,8 +5,7 @@ in the spec's own terms) into the files of one kind of output; the registry pick
 - ``doc``: a reference page (Markdown) and a frame diagram (SVG) (``protoc-x doc``).
 
 A back end is a function ``(plan, source_name, source=...) → {file name: text}`` (``source``:
-the spec's text): its files for one spec,
-named after the protocol, deterministic (the same spec gives the same bytes). A spec's errors
+the spec's text): its files for one spec, named after the protocol, deterministic (the same spec gives the same bytes). A spec's errors
 are found before any back end runs; a back end may still refuse a plan it cannot express with
 a :class:`~protoc_x.diagnostics.SpecError` at the construct responsible.
 """
@@ -22,7 +21,6 @@ from ..plan import Plan
 @dataclass(frozen=True)
 class Backend:
     name: str
-    summary: str  # what its files are, for --help
     render: Callable[..., dict[str, str]]
 
 
@@ -43,8 +41,8 @@ def _doc(plan: Plan, source_name: str, source: str = "") -> dict[str, str]:
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("python", "the codec module the proxy loads", _python),
-        Backend("doc", "a reference page and a frame diagram", _doc),
+        Backend("python", _python),
+        Backend("doc", _doc),
     )
 }
 

@@ -66,22 +66,24 @@ def test_the_diagram_renders(tmp_path, spec):
     subprocess.run([rsvg(), str(svg), "-o", str(png)], check=True, capture_output=True)
     assert _png_size(png) == (width, height)
     # every frame field of every layout is a box with its name in the diagram's tooltips
-    titles = " ".join(t.text or "" for t in root.iter(f"{SVG}title"))
+    titles = [t.text or "" for t in root.iter(f"{SVG}title")]
     text = (ROOT / "specs" / spec.name).read_text()
     planned = render_source(text, str(spec), spec.stem, "doc")
     page = planned[f"{spec.stem}.md"]
     assert f"![{spec.stem} frame layouts]({spec.stem}.svg)" in page
     from protoc_x.compiler import plan_source
-    from protoc_x.plan import leaves
+    from protoc_x.plan import Run, leaves
 
     plan = plan_source(text, str(spec), spec.stem)
     for leaf in leaves(plan.tree):
         for step in leaf.steps:
-            for item in getattr(step, "items", None) or [getattr(step, "field")]:
-                names = [f.name for f in getattr(item, "fields", [item])]
-                for name in names:
-                    assert f"{name}:" in titles or f"{name} " in titles, (spec.stem, name)
-                    assert f"`{name}`" in page, (spec.stem, name)
+            for item in step.items if isinstance(step, Run) else [step.field]:
+                for name in [f.name for f in getattr(item, "fields", [item])]:
+                    assert any(t.startswith((f"{name}:", f"{name} ")) for t in titles), (
+                        spec.stem,
+                        name,
+                    )
+                    assert f"| `{name}` |" in page, (spec.stem, name)
 
 
 def rsvg() -> str | None:

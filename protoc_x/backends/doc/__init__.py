@@ -6,7 +6,7 @@ the status map both ways, the stream rules, heartbeat, the routing view and the 
 from __future__ import annotations
 
 from ... import nodes as n
-from ...plan import Branch, Crc, Leaf, Plan, Run, Var
+from ...plan import Branch, Crc, Leaf, Plan, Run, Var, item_width
 from . import spell, svg
 
 POOL_WORDS = {
@@ -124,9 +124,9 @@ class Page:
                                      self.kind(item, leaf))
                         )  # fmt: skip
                     if offset is not None:
-                        offset += self._width(item)
+                        offset += item_width(item, self.c)
                     else:
-                        rel += self._width(item)
+                        rel += item_width(item, self.c)
             elif isinstance(step, Crc):
                 f = step.field
                 value = self.value_text(f)
@@ -153,11 +153,6 @@ class Page:
                 cells.append(svg.Cell(label, f"{label} {value}".strip(), None, "variable"))
                 offset, base, rel = None, f.name, 0
         return rows, cells
-
-    def _width(self, item) -> int:
-        if isinstance(item, n.Bits):
-            return item.type.nbytes
-        return self.c.fields[item.name].int_type.nbytes
 
     def size_text(self, leaf: Leaf) -> str:
         size = leaf.size
