@@ -352,7 +352,7 @@ class RedisFrame(XFrame):
     def get_method(self):
         return text(self._let_command())
 
-    def _header_0(self):  # header 'key' (spec line 59)
+    def _header_0(self):  # header 'key' (spec line 60)
         let_args = self._let_args()
         let_command = self._let_command()
         return (
@@ -460,15 +460,19 @@ class RedisFrame(XFrame):
 
     def _let_args(self):  # let args (spec line 52)
         return (
-            value_attr(value_attr(self.items, "bulk"), "data")
-            if (self.kind == 42)
-            else split_words(join_text(byte_of(self.kind), self.inline))
+            None
+            if (self.direction is Direction.RESPONSE)
+            else (
+                value_attr(value_attr(self.items, "bulk"), "data")
+                if (self.kind == 42)
+                else split_words(join_text(byte_of(self.kind), self.inline))
+            )
         )
 
-    def _let_command(self):  # let command (spec line 53)
+    def _let_command(self):  # let command (spec line 54)
         return lower_text(value_item(self._let_args(), 0))
 
-    def _let_code(self):  # let code (spec line 54)
+    def _let_code(self):  # let code (spec line 55)
         return (
             c0
             if (c0 := before(text((c1 if (c1 := self.text) is not None else "")), " ")) is not None
@@ -942,7 +946,7 @@ class RedisProtocol(XProtocol):
         let_command = request._let_command()
         if (let_command == "hello") and (
             (c0 if (c0 := lower_text(value_item(let_args, 1))) is not None else "2") != "2"
-        ):  # line 89
+        ):  # line 90
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
             f.kind = 45
@@ -955,7 +959,7 @@ class RedisProtocol(XProtocol):
             or ((let_command == "hello") and (value_item(let_args, 2) is not None))
         ) or (
             (let_command == "select") and (lower_text(value_item(let_args, 1)) != "0")
-        ):  # line 93
+        ):  # line 94
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
             f.kind = 45
@@ -963,7 +967,7 @@ class RedisProtocol(XProtocol):
                 "ERR protoc-x: this command would change the connection to redis, which clients share"
             )
             return f, False
-        if let_command == "multi":  # line 100
+        if let_command == "multi":  # line 101
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
             f.kind = 45
@@ -971,7 +975,7 @@ class RedisProtocol(XProtocol):
                 "ERR protoc-x: transactions need a connection of their own; connections to redis are shared"
             )
             return f, True
-        if let_command in ("exec", "discard", "watch", "unwatch"):  # line 104
+        if let_command in ("exec", "discard", "watch", "unwatch"):  # line 105
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
             f.kind = 45
@@ -1045,7 +1049,7 @@ class RedisProtocol(XProtocol):
                     and (lower_text(value_item(let_args, 7)) == "block")
                 )
             )
-        ):  # line 108
+        ):  # line 109
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
             f.kind = 45
@@ -1053,7 +1057,7 @@ class RedisProtocol(XProtocol):
                 "ERR protoc-x: blocking commands, pub/sub and MONITOR would hold a connection clients share"
             )
             return f, False
-        if let_command == "quit":  # line 123
+        if let_command == "quit":  # line 124
             f = RedisFrame.blank()
             f.direction = Direction.RESPONSE
             f.kind = 43

@@ -16,11 +16,21 @@ Capture functions (each starts what it needs and stops it again; a second or two
 - `boltv2_sofa_bolt_node()`     npm sofa-bolt-node 'bolt2' (CRC) -> sofa-rpc-node bolt server
 - `kafka_captures(library)`     kafka-python / kafkajs / librdkafka producers -> KafkaBroker
                                 (a broker written by hand: ApiVersions, Metadata, Produce)
+- `redis_redis_py()`            redis-py (RESP2) <-> Debian's redis-server
+- `tars_node()`                 npm @tars/rpc client -> @tars/rpc server (TarsNode)
+- `thrift_unframed_thriftpy2()` thriftpy2 client/server (buffered transport: unframed, strict
+                                binary)
+- `thrift_unframed_apache()`    Apache thrift generated client/processor (buffered transport)
+
+Frame lengths (framing.py, and beside their peers): `resp_frame_length` (RESP2 values, arrays
+nested, inline commands), `tars_frame_length`, `thrift_unframed_length` (walks the struct);
+`read_tars_packet(data)` reads a TARS packet's fields by hand.
 
 Peers that accept (modified) frames:
 
 - `anthunder_server()`          -> (host, port) of an anthunder AioListener (see HELLO_SERVICE)
-- `thrift_server(kind)`         -> (host, port); kind "thriftpy2" or "apache"; THRIFT_IDL
+- `thrift_server(kind)`         -> (host, port); kind "thriftpy2" or "apache"; THRIFT_IDL;
+                                   transport="buffered": unframed
 - `memcached_server()`          -> (host, port) of `memcached -B binary`
 - `dubbo_server()`              -> DubboServer (unpacks as (host, port)); it reports how it
                                    decoded each request (`wait_request`) and what it answered
@@ -29,6 +39,9 @@ Peers that accept (modified) frames:
                                    server on sofa-bolt-node, bolt v1 and v2; reports each
                                    request it decoded, its answers, CRC failures
 - `kafka_broker(advertise)`     -> KafkaBroker (unpacks as (host, port)); `requests`, `batches`
+- `redis_server()`              -> (host, port) of Debian's redis-server (in memory)
+- `tars_server(port)`           -> TarsServer (unpacks as (host, port)); `served(count)`: the
+                                   calls it decoded
 - `send_and_receive(host, port, data, min_bytes=None, timeout=5.0)` raw socket round trip
 
 The node packages come from node/package-lock.json: `npm ci --prefix tests/peers/node`.
@@ -70,12 +83,23 @@ from .kafka_peers import KafkaBroker, kafka_broker, kafka_captures
 from .memcached_peer import OPCODES as MEMCACHED_OPCODES
 from .memcached_peer import memcached_binary, memcached_server
 from .recording import RecordingRelay, recording_relay, send_and_receive
+from .redis_peer import redis_redis_py, redis_server, resp_frame_length
+from .tars_peers import (
+    TarsServer,
+    read_tars_packet,
+    tars_frame_length,
+    tars_node,
+    tars_server,
+)
 from .thrift_peers import (
     THRIFT_IDL,
     apache_stubs,
     thrift_apache,
     thrift_server,
     thrift_thriftpy2,
+    thrift_unframed_apache,
+    thrift_unframed_length,
+    thrift_unframed_thriftpy2,
     thriftpy2_module,
 )
 
@@ -94,6 +118,7 @@ __all__ = [
     "RecordingRelay",
     "SOFA_BOLT_NODE_PING",
     "THRIFT_IDL",
+    "TarsServer",
     "all_captures",
     "anthunder_server",
     "apache_stubs",
@@ -114,20 +139,30 @@ __all__ = [
     "memcached_binary",
     "memcached_frame_length",
     "memcached_server",
+    "read_tars_packet",
     "recording_relay",
+    "redis_redis_py",
+    "redis_server",
+    "resp_frame_length",
     "send_and_receive",
     "split_frames",
+    "tars_frame_length",
+    "tars_node",
+    "tars_server",
     "thrift_apache",
     "thrift_framed_length",
     "thrift_server",
     "thrift_thriftpy2",
+    "thrift_unframed_apache",
+    "thrift_unframed_length",
+    "thrift_unframed_thriftpy2",
     "thriftpy2_module",
 ]
 
 
 def all_captures() -> dict[str, list[Capture]]:
     """Every capture function's frames, by protocol ("bolt", "boltv2", "thrift", "memcached",
-    "dubbo", "kafka")."""
+    "dubbo", "kafka", "redis", "tars", "thrift_unframed"): the shipped spec that reads them."""
     with memcached_server() as (_host, port):
         memcached = memcached_binary(port)
     return {
@@ -139,4 +174,7 @@ def all_captures() -> dict[str, list[Capture]]:
         "kafka": [
             c for lib in ("kafka-python", "kafkajs", "librdkafka") for c in kafka_captures(lib)
         ],
+        "redis": redis_redis_py(),
+        "tars": tars_node(),
+        "thrift_unframed": thrift_unframed_thriftpy2() + thrift_unframed_apache(),
     }

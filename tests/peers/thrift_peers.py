@@ -74,6 +74,76 @@ def apache_stubs() -> ModuleType:
         return _apache_package
 
 
+# --- unframed messages ---------------------------------------------------------------------
+
+#: fixed sizes of the binary protocol's scalar types (BOOL, BYTE, DOUBLE, I16, I32, I64, UUID)
+_FIXED = {2: 1, 3: 1, 4: 8, 6: 2, 8: 4, 10: 8, 16: 16}
+T_STRING, T_STRUCT, T_MAP, T_SET, T_LIST = 11, 12, 13, 14, 15
+
+
+class _Short(Exception):
+    """More bytes are needed."""
+
+
+def _need(buf: bytes, end: int) -> None:
+    if len(buf) < end:
+        raise _Short
+
+
+def _skip_value(buf: bytes, pos: int, ttype: int, depth: int = 0) -> int:
+    """Where the binary-protocol value of type `ttype` at pos ends."""
+    if depth > 64:
+        raise ValueError("thrift value nested deeper than 64")
+    if ttype in _FIXED:
+        _need(buf, pos + _FIXED[ttype])
+        return pos + _FIXED[ttype]
+    if ttype == T_STRING:
+        _need(buf, pos + 4)
+        (size,) = struct.unpack_from(">i", buf, pos)
+        if size < 0:
+            raise ValueError(f"negative string length {size} at {pos}")
+        _need(buf, pos + 4 + size)
+        return pos + 4 + size
+    if ttype == T_STRUCT:
+        while True:
+            _need(buf, pos + 1)
+            ftype = buf[pos]
+            if ftype == 0:  # STOP
+                return pos + 1
+            _need(buf, pos + 3)
+            pos = _skip_value(buf, pos + 3, ftype, depth + 1)  # type, i16 field id, value
+    if ttype in (T_MAP, T_SET, T_LIST):
+        head = 6 if ttype == T_MAP else 5  # element type(s), i32 count
+        _need(buf, pos + head)
+        (count,) = struct.unpack_from(">i", buf, pos + head - 4)
+        if count < 0:
+            raise ValueError(f"negative container size {count} at {pos}")
+        types = (buf[pos], buf[pos + 1]) if ttype == T_MAP else (buf[pos],)
+        pos += head
+        for _ in range(count):
+            for etype in types:
+                pos = _skip_value(buf, pos, etype, depth + 1)
+        return pos
+    raise ValueError(f"unknown thrift type {ttype} at {pos}")
+
+
+def thrift_unframed_length(buf: bytes) -> int | None:
+    """Bytes of the strict binary-protocol message at the start of buf (no frame length: the
+    version word, name, seqid, then the struct walked to its STOP), or None if more bytes are
+    needed."""
+    try:
+        _need(buf, 8)
+        (version,) = struct.unpack_from(">I", buf, 0)
+        if version & 0xFFFF0000 != 0x80010000:
+            raise ValueError(f"not a strict binary thrift message: {buf[:4].hex()}")
+        (name_len,) = struct.unpack_from(">i", buf, 4)
+        if name_len < 0:
+            raise ValueError(f"negative name length {name_len}")
+        return _skip_value(buf, 8 + name_len + 4, T_STRUCT)
+    except _Short:
+        return None
+
+
 # --- handlers -------------------------------------------------------------------------------
 
 
@@ -327,12 +397,17 @@ def _message_expect(
     return expect
 
 
-def _check_message(data: bytes, name: str, mtype: int, body: bytes) -> None:
-    """The frame must be the library's own serialization: header fields plus that struct."""
+def _check_message(
+    data: bytes, name: str, mtype: int, body: bytes, transport: str = "framed"
+) -> None:
+    """The frame must be the library's own serialization: header fields plus that struct (after
+    a frame length with the framed transport)."""
     encoded = name.encode()
     head = struct.pack(">iI", -0x7FFF0000 | mtype, len(encoded)) + encoded
     head += struct.pack(">i", 0)
-    want = struct.pack(">I", len(head) + len(body)) + head + body
+    want = head + body
+    if transport == "framed":
+        want = struct.pack(">I", len(want)) + want
     if data != want:
         raise AssertionError(f"{name}: wire {data[:48].hex()}... != library {want[:48].hex()}...")
 
@@ -340,17 +415,21 @@ def _check_message(data: bytes, name: str, mtype: int, body: bytes) -> None:
 class _Recorder:
     """Collects (request, response) captures of one library through one relay."""
 
-    def __init__(self, library: str, relay: Any, captures: list[Capture]):
+    def __init__(
+        self, library: str, relay: Any, captures: list[Capture], transport: str = "framed"
+    ):
         self.library = library
         self.relay = relay
         self.captures = captures
+        self.transport = transport
+        self.prefix = "thrift" if transport == "framed" else "thrift_unframed"
 
     def request(self, label: str, name: str, mtype: int, body: bytes) -> None:
         (data,) = self.relay.take(TO_SERVER)
-        _check_message(data, name, mtype, body)
+        _check_message(data, name, mtype, body, self.transport)
         self.captures.append(
             Capture(
-                f"thrift/{self.library}/{label}",
+                f"{self.prefix}/{self.library}/{label}",
                 "request",
                 data,
                 _message_expect(data, name, mtype, body),
@@ -361,10 +440,10 @@ class _Recorder:
         self, label: str, name: str, mtype: int, body: bytes, status: int | None = None
     ) -> None:
         (data,) = self.relay.take(TO_CLIENT)
-        _check_message(data, name, mtype, body)
+        _check_message(data, name, mtype, body, self.transport)
         self.captures.append(
             Capture(
-                f"thrift/{self.library}/{label}",
+                f"{self.prefix}/{self.library}/{label}",
                 "response",
                 data,
                 _message_expect(data, name, mtype, body, status=status),
@@ -372,7 +451,8 @@ class _Recorder:
         )
 
 
-def _capture_library(library: str) -> list[Capture]:
+def _capture_library(library: str, transport: str = "framed") -> list[Capture]:
+    frame_length = thrift_framed_length if transport == "framed" else thrift_unframed_length
     if library == "thriftpy2":
         module = thriftpy2_module()
         calc, calc_plus, point_cls = module.Calc, module.CalcPlus, module.Point
@@ -398,9 +478,12 @@ def _capture_library(library: str) -> list[Capture]:
         return encode(obj)
 
     captures: list[Capture] = []
-    with thrift_server(library) as server, recording_relay(server, thrift_framed_length) as relay:
-        rec = _Recorder(library, relay, captures)
-        client = make_client(relay.address, "Calc")
+    with (
+        thrift_server(library, transport=transport) as server,
+        recording_relay(server, frame_length) as relay,
+    ):
+        rec = _Recorder(library, relay, captures, transport)
+        client = make_client(relay.address, "Calc", transport=transport)
         try:
             assert client.client.add(3, 4) == 7
             rec.request("call", "add", CALL, args(calc, "add", a=3, b=4))
@@ -442,7 +525,7 @@ def _capture_library(library: str) -> list[Capture]:
         finally:
             client.close()
 
-        plus = make_client(relay.address, "CalcPlus")
+        plus = make_client(relay.address, "CalcPlus", transport=transport)
         try:
             with contextlib.suppress(TApplicationException):
                 plus.client.sub(9, 1)
@@ -460,11 +543,11 @@ def _capture_library(library: str) -> list[Capture]:
             plus.close()
 
     with (
-        thrift_server(library, multiplexed=True) as server,
-        recording_relay(server, thrift_framed_length) as relay,
+        thrift_server(library, multiplexed=True, transport=transport) as server,
+        recording_relay(server, frame_length) as relay,
     ):
-        rec = _Recorder(library, relay, captures)
-        mux = make_client(relay.address, "Calc", multiplexed=SERVICE)
+        rec = _Recorder(library, relay, captures, transport)
+        mux = make_client(relay.address, "Calc", multiplexed=SERVICE, transport=transport)
         try:
             assert mux.client.add(5, 6) == 11
             rec.request("call-multiplexed", "Calc:add", CALL, args(calc, "add", a=5, b=6))
@@ -484,7 +567,7 @@ def _capture_library(library: str) -> list[Capture]:
 
         if library == "thriftpy2":
             # Apache's TMultiplexedProcessor drops the connection instead of answering.
-            nope = make_client(relay.address, "Calc", multiplexed="Nope")
+            nope = make_client(relay.address, "Calc", multiplexed="Nope", transport=transport)
             try:
                 with contextlib.suppress(TApplicationException):
                     nope.client.add(1, 1)
@@ -509,3 +592,14 @@ def thrift_thriftpy2() -> list[Capture]:
 def thrift_apache() -> list[Capture]:
     """Frames from Apache thrift's generated Client and Processor / TMultiplexedProcessor."""
     return _capture_library("apache")
+
+
+def thrift_unframed_thriftpy2() -> list[Capture]:
+    """thrift_thriftpy2()'s calls over the buffered transport: strict binary messages without a
+    frame length (the `thrift_unframed` protocol)."""
+    return _capture_library("thriftpy2", "buffered")
+
+
+def thrift_unframed_apache() -> list[Capture]:
+    """thrift_apache()'s calls over the buffered transport (the `thrift_unframed` protocol)."""
+    return _capture_library("apache", "buffered")
