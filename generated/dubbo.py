@@ -170,14 +170,17 @@ class DubboFrame(XFrame):
             raise
 
     def _read_body(self):
-        buf = self._raw_body
-        pos = 0
-        end = len(buf)
         self._f_dubbo_version = self._f_service_path = self._f_service_version = (
             self._f_method_name
         ) = self._f_param_types = self._f_arguments = self._f_attachments = (
             self._f_error_message
         ) = None
+        buf = self._raw_body
+        if buf is None:  # (a layout without it: none of its inside fields)
+            self._state_body = 1
+            return
+        pos = 0
+        end = len(buf)
         if ((self.is_request == 1) and (self.event == 0)) and (self.serialization == 2):
             ctx_hessian2 = hessian2.new_context()
             try:

@@ -153,10 +153,13 @@ class ThriftFrame(XFrame):
             raise
 
     def _read_body(self):
+        self._f_message = self._f_exc_type = self._f_stop = None
         buf = self._raw_body
+        if buf is None:  # (a layout without it: none of its inside fields)
+            self._state_body = 1
+            return
         pos = 0
         end = len(buf)
-        self._f_message = self._f_exc_type = self._f_stop = None
         if self.type == 3:
             ctx_thrift = thrift.new_context()
             try:

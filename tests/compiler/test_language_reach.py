@@ -139,6 +139,8 @@ def test_reply_layout_with_crc(reach):
     data = reply_frame()
     f = reach.decode(data)
     assert f.get_status() == -7 and f.big == 2**63 + 5 and f.items == [1, 1000, 2**40]
+    # a layout without the payload has none of its inside fields (read, not a TypeError)
+    assert (f.payload, f.id_len, f.ident, f.get_service()) == (None, None, None, None)
     assert f.encode() == data
     f.items = [5]
     assert reach.decode(f.encode()).items == [5]

@@ -18,11 +18,14 @@ class InsideEmitter:
     def inside_parse(self, target: str) -> str:
         w = Code()
         inner = [f for f in self.inner_fields if f.owner == target]
-        w(f"buf = self._raw_{target}")
-        w("pos = 0")
-        w("end = len(buf)")
         if inner:
             w(" = ".join(f"self._f_{f.name}" for f in inner) + " = None")
+        w(f"buf = self._raw_{target}")
+        w("if buf is None:  # (a layout without it: none of its inside fields)")
+        w(f"    self._state_{target} = 1")
+        w("    return")
+        w("pos = 0")
+        w("end = len(buf)")
         ex = self.exprs("self")
         first = True
         for ip in self.p.insides[target]:
