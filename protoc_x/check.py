@@ -976,7 +976,8 @@ class Checker:
                     e.pos,
                     f"let {e.name!r} is read in bindings, headers and stream rules, not here",
                 )
-            return self.let_enums[e.name]
+            # (a let whose own check failed has no entry: its error is reported already)
+            return self.let_enums.get(e.name)
         if isinstance(e, n.Param):
             allowed = TEMPLATE_PARAMS.get(ctx, set())
             if e.name not in allowed:

@@ -388,3 +388,17 @@ def test_every_bad_spec_of_a_build_is_reported(tmp_path):
         f"{spec_dir / 'mini.xproto'}:8:12",
         f"{spec_dir / 'other.xproto'}:13:12",
     ], result.stderr
+
+
+def test_a_let_that_fails_is_reported_once_by_the_lets_that_read_it(tmp_path):
+    """redis' `command` reads the let `args`: a mistake in `args` is its one error, not an
+    internal error of `command`'s check (found by the compiler fuzz)."""
+    root = Path(__file__).parents[2]
+    spec = tmp_path / "redis.xproto"
+    text = (root / "specs" / "redis.xproto").read_text()
+    assert text.count("items.bulk.data") == 1
+    spec.write_text(text.replace("items.bulk.data", "items5bulk.data"))
+    result = _run(["check", str(spec)], cwd=tmp_path)
+    assert result.returncode == 1
+    heads = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(heads) == 1 and "only request.<field> can be read with '.'" in heads[0], heads

@@ -101,7 +101,7 @@ def test_an_error_reply_s_first_word_is_its_status():
         ('answer and close when command == "quit" { kind = simple_string, text = "OK" }',
          'answer when command == "quit" { kind = simple_string, text = 3 }', "'text' in answer must be bytes or a string"),
         ('answer and close when command == "quit" {', 'answer and close when nope == "quit" {', "unknown field 'nope'"),
-        ('answer and close when command == "quit" {', 'answer or close when command == "quit" {', "123:12: error: unexpected 'or'; expected and_close, when"),
+        ('answer and close when command == "quit" {', 'answer or close when command == "quit" {', "124:12: error: unexpected 'or'; expected and_close, when"),
         # fail: in a frame's layout and a record's, not an inside layout's
         ('fail "expected a RESP2 type byte (+ - : $ *) or an inline command"', 'fail 3', "47:18: error: unexpected '3'; expected a string"),
     ],
