@@ -361,6 +361,15 @@ def main(argv: list[str] | None = None) -> int:
         help="output directory (default: docs/protocols/)",
     )  # fmt: skip
 
+    p = sub.add_parser("dissector", help="write each spec's Wireshark Lua dissector (NAME.lua)")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="spec files or directories (default: specs/)"
+    )
+    p.add_argument(
+        "-o", "--output", default=".", metavar="DIR",
+        help="output directory (default: the current directory)",
+    )  # fmt: skip
+
     p = sub.add_parser(
         "check", help="check specs or proxy configs (.yaml/.yml) as run would, write nothing"
     )
@@ -440,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_build(args, write=True)
     if args.command == "doc":
         return _cmd_build(args, write=True, backend="doc")
+    if args.command == "dissector":
+        return _cmd_build(args, write=True, backend="dissector")
     if args.command == "check":
         return _cmd_check(args)
     return _cmd_decode(args)

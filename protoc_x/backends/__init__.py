@@ -2,7 +2,8 @@
 in the spec's own terms) into the files of one kind of output; the registry picks one by name.
 
 - ``python``: the codec module the proxy loads (``protoc-x build``);
-- ``doc``: a reference page (Markdown) and a frame diagram (SVG) (``protoc-x doc``).
+- ``doc``: a reference page (Markdown) and a frame diagram (SVG) (``protoc-x doc``);
+- ``dissector``: a Wireshark dissector in Lua (``protoc-x dissector``).
 
 A back end is a function ``(plan, source_name, source=...) → {file name: text}`` (``source``:
 the spec's text): its files for one spec, named after the protocol, deterministic (the same spec gives the same bytes). A spec's errors
@@ -38,11 +39,18 @@ def _doc(plan: Plan, source_name: str, source: str = "") -> dict[str, str]:
     return doc.render(plan, source_name, source)
 
 
+def _dissector(plan: Plan, source_name: str, source: str = "") -> dict[str, str]:
+    from . import lua
+
+    return lua.render(plan, source_name, source)
+
+
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend("python", _python),
         Backend("doc", _doc),
+        Backend("dissector", _dissector),
     )
 }
 

@@ -145,6 +145,8 @@ def installed(tmp_path_factory):
         "protoc_x/grammars/xproto.lark",
         "protoc_x/backends/python/templates/module.py.j2",
         "protoc_x/specs/dubbo.xproto",
+        "protoc_x/backends/lua/core.lua",
+        "protoc_x/runtime/fieldtypes/hessian2.lua",
     ):
         assert must in names, f"{must} is not in the wheel"
     venv = base / "venv"
@@ -208,6 +210,19 @@ def test_build_a_spec_from_an_empty_directory(installed):
         env,
     )
     assert check.stdout.strip() == "acme"
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_a_dissector_from_the_install_loads_in_tshark(installed):
+    """`protoc-x dissector` of the installed package (its Lua files are package data) writes a
+    dissector tshark loads: dubbo's, whose hessian2 readers come from the field-type library."""
+    bin_dir, work, env = installed
+    shutil.copy(ROOT / "specs" / "dubbo.xproto", work / "dubbo.xproto")
+    run([bin_dir / "protoc-x", "dissector", "dubbo.xproto", "-o", "lua"], work, env)
+    listed = run(
+        ["tshark", "-G", "protocols", "-X", "lua_script:lua/dubbo.lua"], work, env
+    )  # fmt: skip
+    assert "dubbo (protoc-x)\tDUBBO\tdubbo" in listed.stdout, listed.stderr
 
 
 def test_a_user_spec_with_its_request_id_in_a_json_header_builds_and_remaps(installed):
