@@ -5,6 +5,10 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 class_len, header_len, content_len, crc recomputed.
 """
 
+#: the runtime API (protoc_x.runtime.api) this module was generated against: a runtime of
+#: another major version, or an older minor one, refuses it before it imports anything else
+API_VERSION = (1, 0)
+
 from protoc_x.runtime.api import (
     DecodeError,
     PoolMode,
@@ -13,6 +17,7 @@ from protoc_x.runtime.api import (
     XFrame,
     XProtocol,
     as_bytes,
+    before,
     crc32,
     default_message,
     map_get,

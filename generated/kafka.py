@@ -5,6 +5,10 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 size, client_id_len recomputed.
 """
 
+#: the runtime API (protoc_x.runtime.api) this module was generated against: a runtime of
+#: another major version, or an older minor one, refuses it before it imports anything else
+API_VERSION = (1, 0)
+
 from protoc_x.runtime.api import (
     DecodeError,
     Direction,
@@ -14,6 +18,7 @@ from protoc_x.runtime.api import (
     XFrame,
     XProtocol,
     as_bytes,
+    before,
     overrun,
 )
 

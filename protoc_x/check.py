@@ -117,10 +117,27 @@ class RecordType:
         raise NotImplementedError
 
 
-def _fieldtype_modules() -> dict:
+def _library(name: str, pos: Pos | None = None):
+    """The field-type library ``name``, built in or a plug-in's (runtime.fieldtypes.library),
+    None when there is none; a plug-in that is refused is a SpecError at ``pos``."""
     from protoc_x.runtime import fieldtypes
 
-    return fieldtypes.MODULES
+    if name == "record":  # (a spec's own records: ``record.Name``)
+        return None
+    try:
+        return fieldtypes.library(name)
+    except api.PluginError as e:
+        raise SpecError(pos or Pos(1, 1), str(e)) from None
+
+
+def _library_names(pos: Pos) -> list[str]:
+    """The libraries a spec may name, for a message."""
+    from protoc_x.runtime import fieldtypes
+
+    try:
+        return [name for name in fieldtypes.library_names() if name != "texts"]
+    except api.PluginError as e:
+        raise SpecError(pos, str(e)) from None
 
 
 def _walk_expr(e, into_lets: bool = True) -> Iterator:
@@ -263,6 +280,13 @@ class Checker:
         self.let_enums: dict[str, str | None] = {}  # let name → the enum of its value
         self.again: list[FieldInfo] = []  # a field's declarations after its first
         self.errors: list[SpecError] = []  # (collected by ``each``, raised by ``barrier``)
+        self.libraries: dict[str, object] = {}  # field-type libraries found (``library``)
+
+    def library(self, name: str, pos: Pos):
+        """:func:`_library`, found once per spec."""
+        if name not in self.libraries:
+            self.libraries[name] = _library(name, pos)
+        return self.libraries[name]
 
     # ---- errors: every independent one in one run -----------------------------------
     @contextmanager
@@ -462,7 +486,7 @@ class Checker:
         from .backends.python.code import API_NAMES  # (the names a generated module imports)
 
         stem = "".join(part.capitalize() for part in self.spec.name.split("_"))
-        taken = set(API_NAMES) | {"PROTOCOL", f"{stem}Frame", f"{stem}Protocol"}
+        taken = set(API_NAMES) | {"PROTOCOL", "API_VERSION", f"{stem}Frame", f"{stem}Protocol"}
         seen: dict[str, n.Record] = {}
         for r in self.spec.records:
             check_identifier(r.name, r.pos, "record name")
@@ -626,7 +650,7 @@ class Checker:
             if record is None:
                 raise SpecError(ref.pos, f"unknown record {ref.name!r}")
             return RecordType(record)
-        module = _fieldtype_modules().get(ref.module)
+        module = self.library(ref.module, ref.pos)
         if ref.module == "texts" and ref.spelled is None:  # (the language's own types)
             raise SpecError(
                 ref.pos,
@@ -636,7 +660,7 @@ class Checker:
         if module is None:
             raise SpecError(
                 ref.pos,
-                f"unknown field-type library {ref.module!r} (have: {', '.join(sorted(set(_fieldtype_modules()) - {'texts'}))})",
+                f"unknown field-type library {ref.module!r} (have: {', '.join(_library_names(ref.pos))})",
             )
         cls = module.TYPES.get(ref.name)
         if cls is None:
@@ -771,7 +795,7 @@ class Checker:
             info.ext = self._ext_class(t.ref)
         size = getattr(t, "size", None)
         if info.kind == "ext" and self.in_record is not None and t.ref.module != "record":
-            if _fieldtype_modules()[t.ref.module].new_context() is not None:
+            if self.library(t.ref.module, t.pos).new_context() is not None:
                 # (a record's values are read one by one: the frame's state, hessian2's class
                 # definitions or TARS's, would not be shared between them)
                 raise SpecError(
@@ -1118,7 +1142,7 @@ class Checker:
 
     def call(self, e: n.Call, ctx, before, owner):
         if e.module is not None:
-            module = _fieldtype_modules().get(e.module)
+            module = self.library(e.module, e.pos)
             if module is None or e.func not in module.FUNCTIONS:
                 raise SpecError(e.pos, f"unknown function {e.module}.{e.func}")
             self.modules.add(e.module)

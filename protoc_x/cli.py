@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from protoc_x.runtime.admin import LEVELS
-from protoc_x.runtime.api import DecodeError, Direction, XFrame, XRecord
+from protoc_x.runtime.api import DecodeError, Direction, PluginError, XFrame, XRecord
 
 from . import __version__
 from .compiler import compile_all, write_all
@@ -131,7 +131,7 @@ def _protocol(args: argparse.Namespace):
 
     try:
         protos = protocols(args.protocols or [])
-    except (SpecError, ValueError, OSError, ImportError) as e:
+    except (SpecError, ValueError, OSError, ImportError, PluginError) as e:
         print(e.render() if isinstance(e, SpecError) else f"error: {e}", file=sys.stderr)
         return None
     proto = protos.get(args.protocol)
