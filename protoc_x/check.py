@@ -178,6 +178,14 @@ def check_identifier(name: str, pos: Pos, what: str) -> None:
         raise SpecError(pos, f"{what} {name!r} is a Python keyword")
 
 
+def check_protocol_name(name: str, pos: Pos) -> None:
+    """A protocol's name: lowercase letters, digits and '_', not a Python keyword (``protoc-x
+    new`` holds a plug-in's name to it too)."""
+    check_identifier(name, pos, "protocol name")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise SpecError(pos, f"protocol name {name!r} must be lowercase letters, digits, '_'")
+
+
 def _check_field_name(name: str, pos: Pos) -> None:
     check_identifier(name, pos, "field name")
     if name in RESERVED:
@@ -460,11 +468,7 @@ class Checker:
 
     def protocol_name(self) -> None:
         s = self.spec
-        check_identifier(s.name, s.pos, "protocol name")
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", s.name):
-            raise SpecError(
-                s.pos, f"protocol name {s.name!r} must be lowercase letters, digits, '_'"
-            )
+        check_protocol_name(s.name, s.pos)
         if self.stem is not None and s.name != self.stem:
             raise SpecError(
                 s.pos, f"protocol name {s.name!r} differs from its file name {self.stem!r}"
