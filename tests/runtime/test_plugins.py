@@ -379,6 +379,15 @@ def test_a_refused_field_type_plugin_is_an_error_where_the_spec_names_it(site, v
     assert "plug-in 'mylib' (protoc-x-mylib 0.1.0) is refused: " in str(e.value)
 
 
+def test_a_plugin_type_without_write_is_an_error_at_the_field(site):
+    text = MYLIB.format(version="(1, 0)").replace("    def write(", "    def unused(")
+    site("protoc-x-mylib", {plugins.FIELDTYPES: {"mylib": "mylib_half"}}, {"mylib_half": text})
+    with pytest.raises(SpecError) as e:
+        compile_source(PMINI, "pmini.xproto", "pmini")
+    assert (e.value.pos.line, e.value.pos.col) == (9, 20)
+    assert "abstract method write" in e.value.message
+
+
 @pytest.mark.parametrize(
     "name,module,says",
     [
