@@ -21,11 +21,11 @@ StartError = ConfigError
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
-def _load_protocols(paths: list[tuple[str, Path]]):
-    """(name → protocol, [(yaml_path, message)]): the built-in and plug-in protocols and those
-    of each spec or module, or why one could not be loaded (a spec's own file:line:col
-    included)."""
-    found, origin = installed_protocols()
+def _load_protocols(installed: tuple[dict, dict], paths: list[tuple[str, Path]]):
+    """(name → protocol, [(yaml_path, message)]): the ``installed`` protocols (built-in and
+    plug-in ones, and where each comes from) and those of each spec or module, or why one
+    could not be loaded (a spec's own file:line:col included)."""
+    found, origin = dict(installed[0]), dict(installed[1])
     problems = []
     for where, path in paths:
         try:
@@ -52,8 +52,9 @@ def prepare(path: str | Path) -> tuple[Config, dict]:
     nothing opened. :class:`PluginError` first when an installed plug-in (a protocol or a
     filter) is refused: it is not the config's fault, and every config would meet it."""
     filters()
+    installed = installed_protocols()
     document = read_config(path)
-    protocols, problems = _load_protocols(document.protocol_paths())
+    protocols, problems = _load_protocols(installed, document.protocol_paths())
     # A spec that failed to load defines names nobody knows: listener protocols are checked
     # only when every spec loaded.
     config = document.parse(None if problems else protocols, problems)

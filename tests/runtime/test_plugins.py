@@ -259,6 +259,9 @@ def test_check_and_run_of_a_config_refuse_a_refused_plugin_with_exit_2(site, tmp
     assert capsys.readouterr().err.startswith(want)
     assert start.main(str(path)) == 2  # (before any port opens: prepare refuses it)
     assert capsys.readouterr().err.startswith(want)
+    path.write_text("listeners: [\n")  # (first, whatever the config: every file would meet it)
+    assert start.check(str(path)) == 2
+    assert capsys.readouterr().err.startswith(want)
 
 
 def test_a_generated_module_named_by_protocols_is_refused_for_another_api(tmp_path, capsys):
@@ -487,6 +490,10 @@ def test_a_refused_filter_plugin_refuses_the_config(site, fresh_filters, tmp_pat
     )
     with pytest.raises(PluginError):  # (every time: a refused plug-in is never skipped)
         filters()
+    # first, whatever the config: it is no fault of the file, and every file would meet it
+    path.write_text("listeners: [\n")
+    assert start.check(str(path)) == 2
+    assert capsys.readouterr().err.startswith("error: plug-in 'deny_ids' (protoc-x-deny 0.1.0)")
 
 
 @pytest.mark.parametrize(
