@@ -54,9 +54,11 @@ clusters:
 """
 
 
-def run(cmd: list, cwd: Path, env: dict, code: int = 0) -> subprocess.CompletedProcess:
+def run(
+    cmd: list, cwd: Path, env: dict, code: int = 0, timeout: float = 240
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert (
         result.returncode == code
@@ -189,7 +191,8 @@ def test_the_plugin_built_for_a_newer_minor_or_another_major_is_refused(fresh, d
         codec.write_text(original.replace("API_VERSION = (1, 0)\n", f"API_VERSION = {declared}\n"))
         shutil.rmtree(codec.parent / "__pycache__", ignore_errors=True)
         want = "error: " + PLUGIN.format(shown)
-        refused = run(["protoc-x", "run", "refused.yaml"], work, env, code=2)
+        # (a proxy that starts instead would serve until killed: 30 s is plenty to refuse)
+        refused = run(["protoc-x", "run", "refused.yaml"], work, env, code=2, timeout=30)
         assert refused.stderr.startswith(want), refused.stderr
         checked = run(["protoc-x", "check", "refused.yaml"], work, env, code=2)
         assert checked.stderr.startswith(want), checked.stderr
