@@ -6,7 +6,8 @@ payload_len recomputed.
 """
 
 #: the runtime API (protoc_x.runtime.api) this module was generated against: a runtime of
-#: another major version, or an older minor one, refuses it before it imports anything else
+#: another major version, or an older minor one, refuses it (set ahead of the imports, so it
+#: is read even where an import fails)
 API_VERSION = (1, 0)
 
 from protoc_x.runtime.api import (
@@ -17,7 +18,6 @@ from protoc_x.runtime.api import (
     XFrame,
     XProtocol,
     as_bytes,
-    before,
     default_message,
 )
 
