@@ -5,6 +5,11 @@ from a buffer that may hold part of one, one or several; ``frame.encode()`` writ
 class_len, header_len, content_len, crc recomputed.
 """
 
+#: the runtime API (protoc_x.runtime.api) this module was generated against: a runtime of
+#: another major version, or an older minor one, refuses it (set ahead of the imports, so it
+#: is read even where an import fails)
+API_VERSION = (1, 0)
+
 from protoc_x.runtime.api import (
     DecodeError,
     PoolMode,

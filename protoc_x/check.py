@@ -117,10 +117,27 @@ class RecordType:
         raise NotImplementedError
 
 
-def _fieldtype_modules() -> dict:
+def _library(name: str, pos: Pos | None = None):
+    """The field-type library ``name``, built in or a plug-in's (runtime.fieldtypes.library),
+    None when there is none; a plug-in that is refused is a SpecError at ``pos``."""
     from protoc_x.runtime import fieldtypes
 
-    return fieldtypes.MODULES
+    if name == "record":  # (a spec's own records: ``record.Name``)
+        return None
+    try:
+        return fieldtypes.library(name)
+    except api.PluginError as e:
+        raise SpecError(pos or Pos(1, 1), str(e)) from None
+
+
+def _library_names(pos: Pos) -> list[str]:
+    """The libraries a spec may name, for a message."""
+    from protoc_x.runtime import fieldtypes
+
+    try:
+        return [name for name in fieldtypes.library_names() if name != "texts"]
+    except api.PluginError as e:
+        raise SpecError(pos, str(e)) from None
 
 
 def _walk_expr(e, into_lets: bool = True) -> Iterator:
@@ -159,6 +176,14 @@ def check_identifier(name: str, pos: Pos, what: str) -> None:
     # (the grammar's NAME is [A-Za-z_][A-Za-z0-9_]*: with no leading '_', an identifier)
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) and name != "type":
         raise SpecError(pos, f"{what} {name!r} is a Python keyword")
+
+
+def check_protocol_name(name: str, pos: Pos) -> None:
+    """A protocol's name: lowercase letters, digits and '_', not a Python keyword (``protoc-x
+    new`` holds a plug-in's name to it too)."""
+    check_identifier(name, pos, "protocol name")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise SpecError(pos, f"protocol name {name!r} must be lowercase letters, digits, '_'")
 
 
 def _check_field_name(name: str, pos: Pos) -> None:
@@ -263,6 +288,13 @@ class Checker:
         self.let_enums: dict[str, str | None] = {}  # let name → the enum of its value
         self.again: list[FieldInfo] = []  # a field's declarations after its first
         self.errors: list[SpecError] = []  # (collected by ``each``, raised by ``barrier``)
+        self.libraries: dict[str, object] = {}  # field-type libraries found (``library``)
+
+    def library(self, name: str, pos: Pos):
+        """:func:`_library`, found once per spec."""
+        if name not in self.libraries:
+            self.libraries[name] = _library(name, pos)
+        return self.libraries[name]
 
     # ---- errors: every independent one in one run -----------------------------------
     @contextmanager
@@ -436,11 +468,7 @@ class Checker:
 
     def protocol_name(self) -> None:
         s = self.spec
-        check_identifier(s.name, s.pos, "protocol name")
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", s.name):
-            raise SpecError(
-                s.pos, f"protocol name {s.name!r} must be lowercase letters, digits, '_'"
-            )
+        check_protocol_name(s.name, s.pos)
         if self.stem is not None and s.name != self.stem:
             raise SpecError(
                 s.pos, f"protocol name {s.name!r} differs from its file name {self.stem!r}"
@@ -462,7 +490,7 @@ class Checker:
         from .backends.python.code import API_NAMES  # (the names a generated module imports)
 
         stem = "".join(part.capitalize() for part in self.spec.name.split("_"))
-        taken = set(API_NAMES) | {"PROTOCOL", f"{stem}Frame", f"{stem}Protocol"}
+        taken = set(API_NAMES) | {"PROTOCOL", "API_VERSION", f"{stem}Frame", f"{stem}Protocol"}
         seen: dict[str, n.Record] = {}
         for r in self.spec.records:
             check_identifier(r.name, r.pos, "record name")
@@ -626,7 +654,7 @@ class Checker:
             if record is None:
                 raise SpecError(ref.pos, f"unknown record {ref.name!r}")
             return RecordType(record)
-        module = _fieldtype_modules().get(ref.module)
+        module = self.library(ref.module, ref.pos)
         if ref.module == "texts" and ref.spelled is None:  # (the language's own types)
             raise SpecError(
                 ref.pos,
@@ -636,7 +664,7 @@ class Checker:
         if module is None:
             raise SpecError(
                 ref.pos,
-                f"unknown field-type library {ref.module!r} (have: {', '.join(sorted(set(_fieldtype_modules()) - {'texts'}))})",
+                f"unknown field-type library {ref.module!r} (have: {', '.join(_library_names(ref.pos))})",
             )
         cls = module.TYPES.get(ref.name)
         if cls is None:
@@ -771,7 +799,7 @@ class Checker:
             info.ext = self._ext_class(t.ref)
         size = getattr(t, "size", None)
         if info.kind == "ext" and self.in_record is not None and t.ref.module != "record":
-            if _fieldtype_modules()[t.ref.module].new_context() is not None:
+            if self.library(t.ref.module, t.pos).new_context() is not None:
                 # (a record's values are read one by one: the frame's state, hessian2's class
                 # definitions or TARS's, would not be shared between them)
                 raise SpecError(
@@ -1119,7 +1147,7 @@ class Checker:
 
     def call(self, e: n.Call, ctx, before, owner):
         if e.module is not None:
-            module = _fieldtype_modules().get(e.module)
+            module = self.library(e.module, e.pos)
             if module is None or e.func not in module.FUNCTIONS:
                 raise SpecError(e.pos, f"unknown function {e.module}.{e.func}")
             self.modules.add(e.module)

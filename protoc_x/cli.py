@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from protoc_x.runtime.admin import LEVELS
-from protoc_x.runtime.api import DecodeError, Direction, XFrame, XRecord
+from protoc_x.runtime.api import DecodeError, Direction, PluginError, XFrame, XRecord
 
 from . import __version__
 from .compiler import compile_all, write_all
@@ -131,7 +131,7 @@ def _protocol(args: argparse.Namespace):
 
     try:
         protos = protocols(args.protocols or [])
-    except (SpecError, ValueError, OSError, ImportError) as e:
+    except (SpecError, ValueError, OSError, ImportError, PluginError) as e:
         print(e.render() if isinstance(e, SpecError) else f"error: {e}", file=sys.stderr)
         return None
     proto = protos.get(args.protocol)
@@ -331,6 +331,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_new(args: argparse.Namespace) -> int:
+    from .scaffold import ScaffoldError, new
+
+    try:
+        out = new(args.name, Path(args.output) if args.output else None)
+    except ScaffoldError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="protoc-x", description="Compile .xproto protocol specs into proxy codecs."
@@ -416,6 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         "--protocols", action="append", metavar="PATH", help="extra specs or generated modules"
     )
 
+    p = sub.add_parser(
+        "new", help="scaffold a plug-in package for a protocol (spec, codec, samples, tests)"
+    )
+    p.add_argument("name", metavar="NAME", help="the protocol's name (lowercase, as in specs)")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", help="the package's directory (default: protoc-x-NAME)"
+    )
+
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("config", metavar="CONFIG", help="YAML config")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
@@ -453,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_build(args, write=True, backend="dissector")
     if args.command == "check":
         return _cmd_check(args)
+    if args.command == "new":
+        return _cmd_new(args)
     return _cmd_decode(args)
 
 

@@ -1,5 +1,6 @@
-"""Find protocol codecs: the built-in generated modules plus extra specs (.xproto, compiled in
-memory) or generated modules (.py) named by the user."""
+"""Find protocol codecs: the built-in generated modules, the installed plug-ins'
+(``protoc_x.protocols`` entry points, runtime/plugins.py), plus extra specs (.xproto, compiled
+in memory) or generated modules (.py) named by the user."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 import types
 from pathlib import Path
 
-from protoc_x.runtime.api import XProtocol
+from protoc_x.runtime import plugins
+from protoc_x.runtime.api import PluginError, XProtocol, check_api_version
 
 from .compiler import compile_source, find_specs, read_spec
 
@@ -25,6 +27,20 @@ def builtin_protocols() -> dict[str, XProtocol]:
         if isinstance(proto, XProtocol):
             out[proto.name] = proto
     return out
+
+
+def installed_protocols() -> tuple[dict[str, XProtocol], dict[str, str]]:
+    """The built-in protocols and every installed plug-in's, and where each comes from
+    (``built in``, ``plug-in 'acme' (protoc-x-acme 0.1.0)``). PluginError when a plug-in is
+    refused, or takes a built-in protocol's name."""
+    found = builtin_protocols()
+    origin = {name: "built in" for name in found}
+    for name, (proto, plugin) in plugins.protocols().items():
+        if name in found:
+            raise PluginError(f"protocol {name!r} is defined twice: built in, and by {plugin}")
+        found[name] = proto
+        origin[name] = str(plugin)
+    return found, origin
 
 
 def load_module_source(name: str, code: str, origin: str) -> types.ModuleType:
@@ -52,7 +68,11 @@ def load_path(path: Path) -> list[XProtocol]:
             spec.loader.exec_module(module)
         except (Exception, SystemExit) as e:
             sys.modules.pop(spec.name, None)
+            if "API_VERSION" in module.__dict__:  # (set before what failed: say if it is why)
+                check_api_version(f"module {path}", module.API_VERSION)
             raise ImportError(f"{path}: cannot load: {type(e).__name__}: {e}") from None
+        if "API_VERSION" in module.__dict__:  # (a generated module: refused as a plug-in is)
+            check_api_version(f"module {path}", module.API_VERSION)
         proto = getattr(module, "PROTOCOL", None)
         if not isinstance(proto, XProtocol):
             raise ImportError(f"{path}: defines no PROTOCOL (an XProtocol)")
@@ -77,9 +97,9 @@ _LOADED: dict[tuple, XProtocol] = {}
 
 
 def protocols(extra: list[str | Path] = ()) -> dict[str, XProtocol]:
-    """Built-in protocols plus those under ``extra``; a name defined twice is an error."""
-    found = builtin_protocols()
-    origin = {name: "built in" for name in found}
+    """Built-in and plug-in protocols plus those under ``extra``; a name defined twice is an
+    error (ValueError; PluginError for a plug-in that is refused)."""
+    found, origin = installed_protocols()
     for p in extra:
         for proto in load_path(Path(p)):
             if proto.name in found:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from . import nodes as n
-from .check import Checked, FieldInfo, _fieldtype_modules, _walk_expr
+from .check import Checked, FieldInfo, _library, _walk_expr
 from .diagnostics import SpecError
 
 #: limits on the frame's if/else expansion (each test is a branch of the decoder)
@@ -337,7 +337,7 @@ class Planner:
                 why = f"field type {ref.spelled or ref.module + '.' + ref.name} cannot find its own end"
             length = getattr(s.field.type, "length", None)
             if why is None and s.info.kind == "map" and not isinstance(length, n.IntType):
-                if not hasattr(_fieldtype_modules()[length.module].TYPES[length.name], "measure"):
+                if not hasattr(_library(length.module).TYPES[length.name], "measure"):
                     why = "its entries' length type cannot find its own end"
             if why is not None:
                 raise SpecError(

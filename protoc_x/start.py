@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 from .diagnostics import SpecError
-from .loader import builtin_protocols, load_path
+from .loader import installed_protocols, load_path
+from .runtime.api import PluginError
 from .runtime.config import Config, ConfigError, read_config
+from .runtime.filters import filters
 
 #: what :func:`prepare` raises: every problem, each with its YAML path and line
 StartError = ConfigError
@@ -19,11 +21,11 @@ StartError = ConfigError
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
-def _load_protocols(paths: list[tuple[str, Path]]):
-    """(name → protocol, [(yaml_path, message)]): the built-in protocols and those of each
-    spec or module, or why one could not be loaded (a spec's own file:line:col included)."""
-    found = builtin_protocols()
-    origin = {name: "built in" for name in found}
+def _load_protocols(installed: tuple[dict, dict], paths: list[tuple[str, Path]]):
+    """(name → protocol, [(yaml_path, message)]): the ``installed`` protocols (built-in and
+    plug-in ones, and where each comes from) and those of each spec or module, or why one
+    could not be loaded (a spec's own file:line:col included)."""
+    found, origin = dict(installed[0]), dict(installed[1])
     problems = []
     for where, path in paths:
         try:
@@ -47,9 +49,12 @@ def _load_protocols(paths: list[tuple[str, Path]]):
 
 def prepare(path: str | Path) -> tuple[Config, dict]:
     """(config, protocols) or :class:`ConfigError` with every problem — everything checked,
-    nothing opened."""
+    nothing opened. :class:`PluginError` first when an installed plug-in (a protocol or a
+    filter) is refused: it is not the config's fault, and every config would meet it."""
+    filters()
+    installed = installed_protocols()
     document = read_config(path)
-    protocols, problems = _load_protocols(document.protocol_paths())
+    protocols, problems = _load_protocols(installed, document.protocol_paths())
     # A spec that failed to load defines names nobody knows: listener protocols are checked
     # only when every spec loaded.
     config = document.parse(None if problems else protocols, problems)
@@ -67,6 +72,9 @@ def check(path: str) -> int:
         prepare(path)
     except ConfigError as e:
         report(e)
+        return 2
+    except PluginError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{path}: ok")
     return 0
@@ -96,6 +104,9 @@ def main(path: str, workers: int = 1, watch: bool = False, log_level: str = "inf
         config, protocols = prepare(path)
     except ConfigError as e:
         report(e)
+        return 2
+    except PluginError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return serve_main(
         config,

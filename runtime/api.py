@@ -4,8 +4,9 @@ A codec module exposes ``PROTOCOL``, an :class:`XProtocol`, whose frames are :cl
 instances. The model follows MOSN's XProtocol/XFrame (mosn/api xprotocol.go), in Python
 spelling, and is sans-IO: bytes in, frames out; a frame in, bytes out.
 
-Generated code imports only this module and ``runtime.fieldtypes``; plug-ins built for another
-major ``API_VERSION`` are refused. Documented for plug-in authors in docs/api.md.
+Generated code imports only this module and ``runtime.fieldtypes``. A plug-in declares the
+``API_VERSION`` it was built against, and :func:`check_api_version` refuses it when that is
+another major version or a newer minor one. Documented for plug-in authors in docs/api.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import struct
 import zlib
 from typing import Any, Callable, ClassVar, Iterator
 
+#: (major, minor) of this API. A minor version adds to it (a plug-in built for 1.0 works with
+#: 1.3); a major version changes or removes something.
 API_VERSION = (1, 0)
 
 # Re-exported so generated modules need no other import.
@@ -44,6 +47,38 @@ class DecodeError(Exception):
         super().__init__(f"offset {offset}: {reason}")
         self.offset = offset
         self.reason = reason
+
+
+class PluginError(Exception):
+    """A plug-in that cannot be used: refused for its API version, failing to import, not what
+    its entry point's group needs, or clashing with another one's name. The message names it."""
+
+
+def check_api_version(plugin: str, declared: Any) -> None:
+    """Refuse (:class:`PluginError`) a plug-in built for another major ``API_VERSION`` than
+    this one, or for a newer minor one, or that declares none. ``plugin`` names it in the
+    message (``plug-in 'acme' (protoc-x-acme 0.1.0)``); ``declared`` is the plug-in's
+    ``API_VERSION``, None when it has none."""
+    major, minor = API_VERSION
+    have = f"this protoc-x has API {major}.{minor}"
+    if declared is None:
+        raise PluginError(
+            f"{plugin} is refused: it declares no API_VERSION (the (major, minor) of "
+            f"protoc_x.runtime.api it was built against); {have}"
+        )
+    if not (
+        isinstance(declared, tuple)
+        and len(declared) == 2
+        and all(type(part) is int and part >= 0 for part in declared)
+    ):
+        raise PluginError(
+            f"{plugin} is refused: its API_VERSION is {declared!r}, not (major, minor); {have}"
+        )
+    if declared[0] != major or declared[1] > minor:
+        raise PluginError(
+            f"{plugin} is refused: built for API {declared[0]}.{declared[1]}; {have} (a "
+            f"plug-in must be built for API {major}.{minor} or an earlier {major}.x)"
+        )
 
 
 class Match(enum.Enum):

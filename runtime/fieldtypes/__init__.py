@@ -2,19 +2,16 @@
 field types (``hessian2.string``, ``thrift.field(1, "i32")``, ``tars.int(4)``, ``varint.signed``,
 ``json.object[n]``).
 
-Each module exports ``TYPES`` (name → class with ``PARAMS``, ``PARAM_TYPES``, ``VALUE``, and
-instances with ``read(buf, pos, end, ctx) -> (value, pos)`` and ``write(value, ctx) -> bytes``),
-optionally ``measure(buf, pos, ctx)``: a generator that steps over the same value in a buffer
-that grows while it waits, yielding the buffer length it needs before it can go on and
-returning ``(value, pos)``, ``pos`` as ``read`` gives it and ``value`` only where a later size
-may read it (an integer, VALUE "int"; None for other values, which are not copied: a frame
-that ends where such a value ends is measured with it, resuming where it stopped as bytes
-arrive), ``FUNCTIONS`` (helpers spec expressions may call) and ``new_context()`` (the
-per-message state passed as ``ctx`` to every field of one message). A type whose value cannot
-tell where it ends (a JSON object) sets ``WINDOW = True``: ``T[n]`` is then one value filling
-n bytes, not as many values as fill them, and a spec must give it a size. Readers never read at or past ``end`` and raise
-only :class:`runtime.api.DecodeError`. Field types encode one value each; message layouts belong
-to the specs.
+Each library is a module that exports ``TYPES`` (name → a :class:`FieldType` subclass, whose
+docstring says what the compiler and the generated code ask of it), ``FUNCTIONS`` (helpers spec
+expressions may call) and ``new_context()`` (the per-message state passed as ``ctx`` to every
+field of one message, or None). Field types encode one value each; message layouts belong to
+the specs.
+
+The built-in libraries are :data:`MODULES`; a plug-in package adds one through the
+``protoc_x.fieldtypes`` entry point group (runtime/plugins.py). :func:`library` finds either,
+and so does an attribute of this package: generated code imports a library as
+``from protoc_x.runtime.fieldtypes import NAME``, built in or not.
 """
 
 from __future__ import annotations
@@ -22,8 +19,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from . import hessian2, json, tars, texts, thrift, varint
+from .base import VALUES, FieldType
 
-#: library name (as specs spell it) → module
+#: library name (as specs spell it) → module: the built-in ones
 MODULES: dict[str, ModuleType] = {
     "hessian2": hessian2,
     "thrift": thrift,
@@ -33,4 +31,44 @@ MODULES: dict[str, ModuleType] = {
     "json": json,
 }
 
-__all__ = ["MODULES", "hessian2", "json", "tars", "texts", "thrift", "varint"]
+
+def library(name: str) -> ModuleType | None:
+    """The field-type library ``name``: built in, or an installed plug-in's (loaded and
+    checked: :class:`~protoc_x.runtime.api.PluginError` when it is refused); None when there
+    is none. A plug-in may not take a name this package has (a built-in library, ``base``):
+    asking for that name is then an error naming both."""
+    from ..plugins import fieldtype_library
+
+    reserved = {n: f"protoc_x.runtime.fieldtypes.{n}" for n in globals() if not n.startswith("_")}
+    reserved.update((n, "built in") for n in MODULES)
+    return fieldtype_library(name, reserved) or MODULES.get(name)
+
+
+def library_names() -> list[str]:
+    """The names of the built-in and the installed libraries (plug-ins listed, not loaded)."""
+    from ..plugins import FIELDTYPES, installed
+
+    return sorted(set(MODULES) | set(installed(FIELDTYPES)))
+
+
+def __getattr__(name: str) -> ModuleType:
+    """A plug-in's library as an attribute, for generated code's import of it."""
+    module = None if name.startswith("_") else library(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return module
+
+
+__all__ = [
+    "MODULES",
+    "VALUES",
+    "FieldType",
+    "hessian2",
+    "json",
+    "library",
+    "library_names",
+    "tars",
+    "texts",
+    "thrift",
+    "varint",
+]

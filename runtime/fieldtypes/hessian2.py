@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 
 from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes.base import FieldType
 
 MAX_DEPTH = 64
 
@@ -593,11 +594,9 @@ def encode_value(value) -> bytes:
 # ---- the field types ----------------------------------------------------------------------
 
 
-class String:
+class String(FieldType):
     """A string, or None for null ('N')."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "str"
     NULLABLE = True  # hessian2's null (N) reads as None, and None writes N
     __slots__ = ()
@@ -611,11 +610,9 @@ class String:
         return encode_string(value)
 
 
-class Int:
+class Int(FieldType):
     """An int or a long, in any of their forms."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "int"
     __slots__ = ()
 
@@ -632,11 +629,9 @@ class Int:
         return encode_int(value)
 
 
-class Any:
+class Any(FieldType):
     """Any one value (with the class definitions before it), kept as its raw bytes."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "raw"
     __slots__ = ()
 
@@ -652,13 +647,11 @@ class Any:
         return bytes(value)
 
 
-class Map:
+class Map(FieldType):
     """An untyped ('H') or typed ('M') map → dict, or None for null. Strings, ints, longs,
     bools, nulls and doubles become Python values; anything else a :class:`Raw`. Written
     back as an untyped map."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "map"
     NULLABLE = True  # hessian2's null (N) reads as None, and None writes N
     __slots__ = ()

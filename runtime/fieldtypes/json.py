@@ -18,6 +18,7 @@ from __future__ import annotations
 import json as _json
 
 from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes.base import FieldType
 
 #: arrays and objects nested deeper than this are refused (RocketMQ's header nests 2 deep)
 MAX_DEPTH = 64
@@ -74,11 +75,9 @@ def _depth_at(data: bytes) -> int:
     return -1
 
 
-class Object:
+class Object(FieldType):
     """A JSON object → dict, written back compact."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "map"
     WINDOW = True  # one object fills the bytes the frame gives it: json.object[n]
     __slots__ = ()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 
 from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes.base import FieldType
 
 MAX_DEPTH = 64
 
@@ -332,7 +333,7 @@ def _int_size(n: int) -> int:
     return 1 if n == 0 else 2 if n < 0x80 else 3 if n < 0x8000 else 5 if n < 0x80000000 else 9
 
 
-class _Tagged:
+class _Tagged(FieldType):
     PARAMS = ("tag",)
     PARAM_TYPES = (int,)
     VALUE = "raw"
@@ -567,12 +568,10 @@ class Any(_Tagged):
         return bytes(value)
 
 
-class Rest:
+class Rest(FieldType):
     """The fields after the last one a layout names, of any tags (fields a newer peer added):
     their raw bytes, written back verbatim; None when there are none."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "raw"
     __slots__ = ()
 

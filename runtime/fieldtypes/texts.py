@@ -18,6 +18,7 @@ rather than at its delimiter.
 from __future__ import annotations
 
 from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes.base import FieldType
 
 #: "-" and 19 digits hold any 64-bit integer; longer is not a number these protocols send
 MAX_DECIMAL = 20
@@ -54,7 +55,7 @@ def _until(buf, pos: int, delim: bytes):
         yield max(len(buf) + 1, p + k)  # (p is past the buffer after a skipped value)
 
 
-class Bytes:
+class Bytes(FieldType):
     """Bytes up to a delimiter, which follows them on the wire and is not part of the value."""
 
     PARAMS = ("delimiter",)
@@ -103,7 +104,7 @@ class String(Bytes):
         return value.encode("utf-8")
 
 
-class Decimal:
+class Decimal(FieldType):
     """A signed integer written in ASCII decimal digits, ended by a delimiter."""
 
     PARAMS = ("delimiter",)
@@ -162,7 +163,7 @@ class Decimal:
         return text + self.delim
 
 
-class Token:
+class Token(FieldType):
     """Literal bytes: checked on decode, written as they are."""
 
     PARAMS = ("token",)

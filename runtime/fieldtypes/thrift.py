@@ -12,6 +12,7 @@ import struct
 from functools import partial
 
 from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes.base import FieldType
 
 MAX_DEPTH = 64
 
@@ -333,11 +334,9 @@ _KINDS = {
 KINDS = tuple(_KINDS)
 
 
-class String:
+class String(FieldType):
     """A string: i32 byte length + UTF-8."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "str"
     __slots__ = ()
 
@@ -351,11 +350,9 @@ class String:
         return _write_string(value)
 
 
-class Struct:
+class Struct(FieldType):
     """A whole struct (its fields and STOP), skipped type by type and kept as raw bytes."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "bytes"
     __slots__ = ()
 
@@ -380,7 +377,7 @@ class Struct:
 ABSENT, HERE, SKIP = 0, 1, 2  # what a field header says to Field (its _says)
 
 
-class Field:
+class Field(FieldType):
     """Field ``id`` of a struct, of ``kind`` (bool, byte, i16, i32, i64, double, string, binary,
     struct, list, set, map). Fields with lower ids before it are skipped; when the next field
     has a higher id, or the struct ends, the field is absent: None, and nothing is consumed.
@@ -458,11 +455,9 @@ class Field:
         return self._header + self._write_value(value)
 
 
-class Stop:
+class Stop(FieldType):
     """The end of a struct: skips any fields left, then consumes the STOP byte."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "none"
     __slots__ = ()
 

@@ -8,6 +8,7 @@ or a 10th byte carrying bits above bit 63, is a DecodeError. Redundant trailing 
 from __future__ import annotations
 
 from protoc_x.runtime.api import DecodeError
+from protoc_x.runtime.fieldtypes.base import FieldType
 
 MAX_BYTES = 10
 _U64 = 1 << 64
@@ -73,11 +74,9 @@ def _write(value: int) -> bytes:
     return bytes(out)
 
 
-class Unsigned:
+class Unsigned(FieldType):
     """An unsigned LEB128 varint (0 .. 2**64-1)."""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "int"
     __slots__ = ()
 
@@ -91,11 +90,9 @@ class Unsigned:
         return _write(value)
 
 
-class Signed:
+class Signed(FieldType):
     """A zigzag-encoded signed varint (-2**63 .. 2**63-1): 0, -1, 1, -2 … → 0, 1, 2, 3 …"""
 
-    PARAMS: tuple[str, ...] = ()
-    PARAM_TYPES: tuple[type, ...] = ()
     VALUE = "int"
     __slots__ = ()
 

@@ -1,6 +1,8 @@
 """Stream filters: per-listener chains that see each request before and after routing, and
 its response. A filter is a class registered by name with :func:`register`; every module of
 this package is imported when filters are first needed, so adding a filter is adding a file.
+A plug-in package adds one through the ``protoc_x.filters`` entry point group instead
+(runtime/plugins.py): its entry point's name is the filter's, and it does not call ``register``.
 
 A hook returns ``None`` to continue, :class:`Reject` to answer the request at once with a
 runtime code (the spec turns it into the protocol's own error frame), or :class:`Pause` to hold
@@ -30,10 +32,15 @@ def register(name: str):
 
 
 def filters() -> dict[str, type["StreamFilter"]]:
-    """Every registered filter, importing this package's modules on first use."""
+    """Every filter, built in or an installed plug-in's, importing this package's modules and
+    loading the plug-ins on first use. A plug-in that is refused, or takes a built-in filter's
+    name, raises :class:`~protoc_x.runtime.api.PluginError` (each time: it is never skipped)."""
     if not getattr(filters, "loaded", False):
         for info in pkgutil.iter_modules(__path__):
             importlib.import_module(f"{__name__}.{info.name}")
+        from ..plugins import filters as plugin_filters
+
+        REGISTRY.update(plugin_filters(REGISTRY))
         filters.loaded = True  # type: ignore[attr-defined]
     return REGISTRY
 

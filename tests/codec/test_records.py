@@ -251,6 +251,8 @@ def compile_with(old: str, new: str) -> None:
         ("record Bulk {", "record Kind {", "'Kind' is an enum's name too"),
         ("record Bulk {", "record RespFrame {",
          "record name 'RespFrame' is a name the generated module uses"),
+        ("record Bulk {", "record API_VERSION {",
+         "record name 'API_VERSION' is a name the generated module uses"),
         ("items  Value[count count] nullable\n        } else if kind == integer {",
          "items  Value[until \"x\"]\n        } else if kind == integer {",
          "only bytes, string and decimal end at a delimiter (until)"),

@@ -94,6 +94,20 @@ def test_generated_imports_only_the_stable_api():
                 )
 
 
+def test_generated_declares_the_api_version_before_it_imports_anything():
+    """So a runtime of another major version refuses a generated plug-in for its version, not
+    for the import of a name it lacks (runtime/plugins.py reads it from the failed import)."""
+    from protoc_x.runtime.api import API_VERSION
+
+    for path in sorted((ROOT / "generated").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        body = ast.parse(path.read_text()).body
+        first = body[1]  # (after the docstring)
+        assert isinstance(first, ast.Assign) and first.targets[0].id == "API_VERSION", path.name
+        assert ast.literal_eval(first.value) == API_VERSION, path.name
+
+
 def test_build_replaces_an_output_file_that_is_not_utf8(tmp_path):
     """A stray non-UTF-8 file where a module goes is overwritten, not a traceback."""
     out = tmp_path / "out"

@@ -10,6 +10,8 @@ from pathlib import Path
 import black
 import jinja2
 
+from protoc_x.runtime.api import API_VERSION
+
 from ... import nodes as n
 from ...plan import Leaf, Plan, Var, leaves
 from .decode import DecodeEmitter
@@ -216,6 +218,7 @@ class Emitter(
             cls=self.cls,
             proto_cls=self.cls[: -len("Frame")] + "Protocol",
             modules=sorted(self.c.modules),
+            api_version=API_VERSION,
             mod=self.mod,
             decode=decode,
             encode=encode,
