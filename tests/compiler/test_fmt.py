@@ -178,6 +178,7 @@ protocol mini{
         data bytes[ size ]
         n u8 = len(extra)
           extra map( u8 )[count  n]
+  # (more to come)
     }
 
     request_id=id
@@ -204,6 +205,7 @@ protocol mini{
     status_map {
         0 ok<-200->200
          1 fail <- 400,403, 404, 429, 500, 502, 503, 504 -> 500   # all of them
+
       -1 odd -> 500
         others->500
     }
@@ -243,6 +245,7 @@ protocol mini {
         data    bytes[size]
         n       u8 = len(extra)
         extra   map(u8)[count n]
+        # (more to come)
     }
 
     request_id = id
@@ -267,10 +270,11 @@ protocol mini {
         dir  = response,
         code = -1 }
     status_map {
-        0  ok    <- 200                                     -> 200
-        1  fail  <- 400, 403, 404, 429, 500, 502, 503, 504  -> 500  # all of them
-        -1 odd                                              -> 500
-        others                                              -> 500
+        0 ok    <- 200                                     -> 200
+        1 fail  <- 400, 403, 404, 429, 500, 502, 503, 504  -> 500  # all of them
+
+        -1 odd  -> 500
+        others  -> 500
     }
     error_response   { dir = response, data = $message }
     success_response { dir = response, data = request.data }
@@ -282,11 +286,11 @@ def test_a_messy_spec_comes_out_in_the_canonical_layout():
     assert format_source(MESSY) == CANONICAL
     assert format_source(CANONICAL) == CANONICAL
     comments = [w for _, w in _words(MESSY) if w.startswith("#")]
-    assert len(comments) == 9
+    assert len(comments) == 10
     assert [w for _, w in _words(CANONICAL) if w.startswith("#")] == comments
     # its module cites spec lines (an answer, computed headers): they did not move
     code = compile_source(MESSY, "mini.xproto", "mini")
-    assert "# line 48" in code and "(spec line 35)" in code
+    assert "# line 49" in code and "(spec line 36)" in code
     assert compile_source(CANONICAL, "mini.xproto", "mini") == code
 
 
