@@ -14,6 +14,7 @@ the same lines, and formatting it again changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import shutil
@@ -84,8 +85,8 @@ _TIGHT_BEFORE = frozenset({")", "]", ",", ".", "["})
 _CALLS = frozenset({"call", "fieldtype_ref", "map_type"})  # f(x), tars.int(1), map(i32)
 _UNARY = frozenset({"neg", "signed_int"})
 
-_GAP_TEXT = re.compile(r"(?:[ \t\f\r\n]+|#[^\n]*)*")  # what the grammar ignores: WS, COMMENT
 _COMMENT = re.compile(r"#[^\n]*")
+_SPACE = " \t\f\r\n"  # the grammar's WS
 
 
 @dataclass
@@ -162,17 +163,18 @@ def _read(text: str) -> _Spec:
             if rule == "status_code" and i == 4 and node.children[2] is None:
                 kid_empty = "status <-"
             stack.append((kid, rule, stmt, kid_column, kid_empty))
-    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    # the comments: between the tokens, with the space the grammar ignores
+    ends = [m.start() for m in re.finditer("\n", text)]  # (where each line ends)
     comments = []
     gaps = zip([0] + [end for _, end in spans], [start for start, _ in spans] + [len(text)])
     for start, end in gaps:
         gap = text[start:end]
-        if not _GAP_TEXT.fullmatch(gap):
+        if _COMMENT.sub("", gap).strip(_SPACE):
             raise AssertionError(f"text between tokens that is not space or comments: {gap!r}")
         for m in _COMMENT.finditer(gap):
-            line = text.count("\n", 0, start + m.start()) + 1
+            line = bisect.bisect_left(ends, start + m.start()) + 1
             comments.append(_Comment(m.group().rstrip(), line))
-    return _Spec(toks, stmts, comments, len(line_starts))
+    return _Spec(toks, stmts, comments, len(ends) + 1)
 
 
 def _space(a: _Tok, b: _Tok) -> str:
@@ -279,8 +281,9 @@ def _alone(spec: _Spec, line: _Line) -> int | None:
     if rule not in _COLUMNS:
         return None
     here = {spec.toks[i].stmt for i in line.toks}
+    starts = set(line.toks)
     kin = [s for s in here if (spec.stmts[s].rule, spec.stmts[s].parent) == (rule, parent)]
-    return stmt if sum(spec.stmts[s].first in line.toks for s in kin) == 1 else None
+    return stmt if sum(spec.stmts[s].first in starts for s in kin) == 1 else None
 
 
 def _layout_of(spec: _Spec, stmt: int) -> int:
@@ -296,16 +299,19 @@ def _groups(spec: _Spec, lines: list[_Line]) -> None:
     if and else blocks included, form one group: the layout reads as a table. Other statements
     align over a run of lines each starting one of them, in one block, with nothing but
     comments between; one continued on the next line is not aligned and ends its run."""
+    continued, kind = [], "end"  # is the next line with code a continuation, for each line?
+    for line in reversed(lines):
+        continued.append(kind == "cont")
+        kind = kind if line.kind in ("comment", "blank") else line.kind
+    continued.reverse()
     run: tuple | None = None  # (parent statement, run number) of the run going on
     for n, line in enumerate(lines):
         if line.kind == "comment":
             continue
         stmt = _alone(spec, line)
-        nxt = next((x for x in lines[n + 1 :] if x.kind != "comment"), None)
-        continued = nxt is not None and nxt.kind == "cont"
         if stmt is not None and spec.stmts[stmt].rule == "field":
             line.group = ("layout", _layout_of(spec, stmt))
-        elif stmt is not None and not continued:
+        elif stmt is not None and not continued[n]:
             parent = spec.stmts[stmt].parent
             if run is None or run[0] != parent:
                 run = (parent, n)
@@ -341,17 +347,18 @@ def _align(group: list[_Line]) -> None:
             line.at.update({i: at + off for i, off in offsets})
 
 
-def _continuation(spec: _Spec, lines: list[_Line], n: int) -> int:
+def _continuation(spec: _Spec, lines: list[_Line], n: int, placed: dict) -> int:
     """The indent of continuation line ``n``: the column of the token on an earlier line of its
     statement that it started under, right of the statement's start (it stays aligned with that
-    token wherever the token goes), else one level more than the line its statement starts on."""
+    token wherever the token goes), else one level more than the line its statement starts on.
+    ``placed``: for each column in the source, the lines laid out with a token there, in order,
+    and its column now."""
     first = spec.toks[lines[n].toks[0]]
     head = spec.toks[spec.stmts[first.stmt].first]  # the statement's first token
-    for m in range(n - 1, head.line - 2, -1):
-        for i in lines[m].toks:
-            tok = spec.toks[i]
-            if tok.col == first.col and tok.col > head.col and i in lines[m].at:
-                return lines[m].at[i]
+    under = placed.get(first.col, [])
+    nearest = bisect.bisect_left(under, (n, -1)) - 1  # (the last line before this one)
+    if first.col > head.col and nearest >= 0 and under[nearest][0] >= head.line - 1:
+        return under[nearest][1]
     return lines[head.line - 1].indent + INDENT
 
 
@@ -400,10 +407,16 @@ def _layout(text: str) -> str:
             groups.setdefault(line.group or ("line", id(line)), []).append(line)
     for group in groups.values():
         _align(group)
+    placed: dict[int, list[tuple[int, int]]] = {}
+    for n, line in enumerate(lines):
+        for i, at in line.at.items():
+            placed.setdefault(spec.toks[i].col, []).append((n, at))
     for n, line in enumerate(lines):  # continuation lines, in order: each may follow the last
         if line.kind == "cont":
-            line.indent = _continuation(spec, lines, n)
+            line.indent = _continuation(spec, lines, n, placed)
             _align([line])
+            for i, at in line.at.items():
+                bisect.insort(placed.setdefault(spec.toks[i].col, []), (n, at))
     _trailing_comments(spec, lines)
     # a comment on its own line: at the indent of the code line it comes before
     indent = 0
