@@ -1,4 +1,5 @@
-"""The ``protoc-x`` command line: build, check (specs and proxy configs), decode, run, serve."""
+"""The ``protoc-x`` command line: build, check (specs and proxy configs), fmt, doc, decode, run,
+serve."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from protoc_x.runtime.admin import LEVELS
 from protoc_x.runtime.api import DecodeError, Direction, PluginError, XFrame, XRecord
 
 from . import __version__
-from .compiler import compile_all, write_all
+from .compiler import compile_all, find_specs, read_spec, write_all
 from .diagnostics import SpecError
+from .parser import decode_source
 
 
 def _json_value(value: Any, enum: dict | None = None) -> Any:
@@ -107,6 +109,61 @@ def _cmd_build(args: argparse.Namespace, write: bool, backend: str = "python") -
     else:
         for c in compiled:
             print(f"{c.source}: ok")
+    return 0
+
+
+def _cmd_fmt(args: argparse.Namespace) -> int:
+    """Rewrite each spec that is not in the canonical layout; ``--check``: name them, write
+    nothing, exit 1 if there are any. A spec that does not parse is reported (exit 1) and left
+    as it is; the others are still done. ``-``: stdin to stdout."""
+    from .fmt import format_source, rewrite
+
+    if "-" in args.paths:
+        if len(args.paths) > 1:
+            print("error: - (stdin) is formatted alone, not with other paths", file=sys.stderr)
+            return 1
+        return _fmt_stdin(args.check)
+    try:
+        paths = find_specs(args.paths)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    status = 0
+    for path in paths:
+        try:
+            text = format_source(read_spec(path), str(path))
+            if text.encode("utf-8") == path.read_bytes():
+                continue
+            if args.check:
+                print(f"would reformat {path}")
+                status = 1
+            else:
+                rewrite(path, text)
+                print(f"reformatted {path}")
+        except SpecError as e:
+            print(e.render(), file=sys.stderr)
+            status = 1
+        except OSError as e:
+            print(f"error: {path}: {e} (left as it was)", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _fmt_stdin(check: bool) -> int:
+    from .fmt import format_source
+
+    data = sys.stdin.buffer.read()
+    try:
+        text = format_source(decode_source(data, "<stdin>"), "<stdin>")
+    except SpecError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    if check:
+        if text.encode("utf-8") != data:
+            print("would reformat <stdin>")
+            return 1
+        return 0
+    sys.stdout.write(text)
     return 0
 
 
@@ -383,6 +440,19 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
 
     p = sub.add_parser(
+        "fmt",
+        help="rewrite specs in the canonical layout (docs/language.md, Formatting), comments kept",
+    )
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="spec files or directories; - reads stdin"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing: name each spec that would change, and exit 1 if any would",
+    )
+
+    p = sub.add_parser(
         "check", help="check specs or proxy configs (.yaml/.yml) as run would, write nothing"
     )
     p.add_argument(
@@ -475,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_check(args)
     if args.command == "new":
         return _cmd_new(args)
+    if args.command == "fmt":
+        return _cmd_fmt(args)
     return _cmd_decode(args)
 
 

@@ -30,6 +30,14 @@ def _lark() -> lark.Lark:
     return lark.Lark(_grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True)
 
 
+@functools.lru_cache(maxsize=1)
+def _lark_all_tokens() -> lark.Lark:
+    # the same parser keeping keywords and punctuation in the tree, for protoc_x.fmt: each
+    # token there has the type the contextual lexer gave it where the parser stood (a name
+    # spelled like a keyword, a unary or a binary '-'), which lexing alone cannot tell
+    return lark.Lark(_grammar_text(), parser="lalr", lexer="contextual", keep_all_tokens=True)
+
+
 def _pos(meta_or_token) -> Pos:
     line = getattr(meta_or_token, "line", None)
     col = getattr(meta_or_token, "column", None)
@@ -617,11 +625,16 @@ def decode_source(data: bytes, path: str) -> str:
         raise SpecError(pos, msg).located(path, good) from None
 
 
-def parse(source: str, path: str = "<spec>") -> n.Protocol:
-    """Parse one spec; raise SpecError (already located at ``path``) on a syntax error."""
+def spec_text(source: str) -> str:
+    """A spec's text as the parser reads it: no byte-order mark, every line end a newline."""
     if source.startswith("\ufeff"):
         source = source[1:]  # a byte-order mark: not part of the text
-    source = _lines(source)
+    return _lines(source)
+
+
+def parse(source: str, path: str = "<spec>") -> n.Protocol:
+    """Parse one spec; raise SpecError (already located at ``path``) on a syntax error."""
+    source = spec_text(source)
     try:
         tree = _lark().parse(source)
         _check_depth(tree)
@@ -654,3 +667,9 @@ def parse(source: str, path: str = "<spec>") -> n.Protocol:
 def parse_file(path: str | Path) -> n.Protocol:
     path = Path(path)
     return parse(decode_source(path.read_bytes(), str(path)), str(path))
+
+
+def token_tree(source: str) -> lark.Tree:
+    """The parse tree of ``source`` (a :func:`spec_text`) with every token in it, keywords and
+    punctuation too, in source order; for text that :func:`parse` accepts."""
+    return _lark_all_tokens().parse(source)

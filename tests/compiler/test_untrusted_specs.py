@@ -34,14 +34,28 @@ def _outside_strings(code: str) -> str:
     return " ".join(kept)
 
 
-@pytest.mark.parametrize("literal", SMUGGLING_STRINGS)
-def test_strings_stay_string_literals(literal, tmp_path):
-    spec = GOOD.replace(
+def smuggling_spec(literal: str) -> str:
+    """GOOD with ``literal`` as a string in a template and as a header's key, and a comment
+    carrying the payload."""
+    return GOOD.replace(
         "error_response { dir = response, data = $message }",
         f"error_response {{ dir = response, data = {literal} }}\n"
         f"    header {literal} = id\n"
         f'    # a comment """ \' {PAYLOAD}\n',
     )
+
+
+def named_spec(name: str) -> str:
+    """GOOD with its field ``id`` named ``name``."""
+    return GOOD.replace("id u32", f"{name} u32")
+
+
+NAMES = ["os.system", "x'y", 'x"y', "x\\y", "import", "__class__", "_hidden", "a-b", "1abc"]
+
+
+@pytest.mark.parametrize("literal", SMUGGLING_STRINGS)
+def test_strings_stay_string_literals(literal, tmp_path):
+    spec = smuggling_spec(literal)
     marker = Path("/tmp/protocx-pwned")
     marker.unlink(missing_ok=True)
     code = compile_source(spec, "mini.xproto", "mini")
@@ -54,12 +68,9 @@ def test_strings_stay_string_literals(literal, tmp_path):
     assert b"system" in reply.encode()  # the string arrives as data, intact
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["os.system", "x'y", 'x"y', "x\\y", "import", "__class__", "_hidden", "a-b", "1abc"],
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_names_that_could_carry_code_are_rejected(name):
-    spec = GOOD.replace("id u32", f"{name} u32")
+    spec = named_spec(name)
     with pytest.raises(SpecError) as info:
         compile_source(spec, "mini.xproto", "mini")
     assert info.value.pos.line == 8
