@@ -9,6 +9,7 @@ importlib.metadata as an installed package is. tests/e2e/test_plugin_package.py 
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -362,6 +363,51 @@ def test_a_plugin_field_type_is_usable_by_a_spec_and_its_generated_code(site):
     assert frame.encode() == bytes.fromhex("50 00 00000007 03") + b"bye"
     assert library("mylib") is sys.modules["mylib_types"]
     assert "mylib" in library_names()
+
+
+def test_a_plugin_library_ships_its_lua_readers_for_the_dissector(site):
+    """`protoc-x dissector` of a spec naming a plug-in library takes the library's Lua readers
+    from beside its module (mylib_types.lua); without them it is an error at the spec, and
+    nothing is written."""
+    from protoc_x.compiler import render_source
+
+    site("protoc-x-mylib", {plugins.FIELDTYPES: {"mylib": "mylib_types"}},
+         {"mylib_types": MYLIB.format(version="(1, 0)")})  # fmt: skip
+    with pytest.raises(SpecError, match="'mylib' has no Lua readers"):
+        render_source(PMINI, "pmini.xproto", "pmini", "dissector")
+    Path(sys.modules["mylib_types"].__file__).with_name("mylib_types.lua").write_text(PSTRING_LUA)
+    out = render_source(PMINI, "pmini.xproto", "pmini", "dissector")["pmini.lua"]
+    assert PSTRING_LUA.split("\n", 2)[1] in out
+    if shutil.which("tshark"):  # and Wireshark reads a frame with it
+        from tests.cli.test_dissector import tshark
+        from tests.peers.pcaps import write_capture
+
+        work = Path(sys.modules["mylib_types"].__file__).parent
+        (work / "pmini.lua").write_text(out)
+        write_capture(
+            work / "p.pcap", [[("request", bytes.fromhex("50 00 00000007 05") + b"hello")]], 7400
+        )
+        (frame,) = tshark(work / "pmini.lua", work / "p.pcap", "pmini", port=7400)
+        assert ("pmini.method", "hello") in frame["layer"] and ("pmini.request_id", "7") in frame[
+            "layer"
+        ]
+
+
+PSTRING_LUA = """local V = ...
+-- pstring: UTF-8 text after a one-byte length
+local PString = {}
+PString.__index = PString
+function PString:read(buf, pos, stop, ctx)
+    local n = V.byte(buf, pos, stop)
+    V.need(pos + 1, n, stop, "a pstring")
+    return V.utf8(buf, pos + 1, pos + 1 + n), pos + 1 + n
+end
+return {
+    TYPES = { pstring = function() return setmetatable({}, PString) end },
+    FUNCTIONS = {},
+    new_context = function() return nil end,
+}
+"""
 
 
 def test_an_unknown_library_lists_the_plugins(site):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from pathlib import Path
 
 from ... import nodes as n
 from ...check import Checked, _is_request
@@ -367,11 +368,22 @@ def _source(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text("utf-8")
 
 
-def _fieldtype_source(module: str) -> str:
+def _fieldtype_source(library: str, plan: Plan) -> str:
+    """The Lua readers of a field-type library: ``NAME.lua`` beside its Python module (a
+    plug-in library ships its own the same way; docs/api.md)."""
     from protoc_x.runtime import fieldtypes
 
-    path = resources.files(fieldtypes).joinpath(f"{module}.lua")
-    return path.read_text("utf-8")
+    module = fieldtypes.library(library)
+    file = getattr(module, "__file__", None)
+    if file is not None:
+        path = Path(file).parent / f"{module.__name__.rsplit('.', 1)[-1]}.lua"
+        if path.is_file():
+            return path.read_text("utf-8")
+    raise SpecError(
+        plan.checked.spec.pos,
+        f"field-type library {library!r} has no Lua readers ({library}.lua beside its module): "
+        "the dissector cannot read its fields",
+    )
 
 
 def _chunk(name: str, text: str, arg: str) -> str:
@@ -409,7 +421,8 @@ def render(plan: Plan, source_name: str, source: str = "") -> dict[str, str]:
     ]
     for mod in modules:
         parts.append(
-            f"FIELDTYPES[{lua_string(mod)}] = {_chunk(f'fieldtypes/{mod}.lua', _fieldtype_source(mod), 'V')}"
+            f"FIELDTYPES[{lua_string(mod)}] = "
+            + _chunk(f"fieldtypes/{mod}.lua", _fieldtype_source(mod, plan), "V")
         )
     parts += [
         "",
