@@ -17,7 +17,8 @@ local V = ...
 --
 -- Errors: always V.fail (the window is the value's whole size: more bytes cannot help).
 
-local byte, sub, find, char, format = string.byte, string.sub, string.find, string.char, string.format
+local byte, sub, find, char, format = string.byte, string.sub, string.find, string.char,
+    string.format
 local floor = math.floor
 
 local M = { TYPES = {}, FUNCTIONS = {}, WINDOW = { object = true } }
@@ -26,11 +27,12 @@ local M = { TYPES = {}, FUNCTIONS = {}, WINDOW = { object = true } }
 local MAX_DEPTH = 64
 -- the longest number, in characters
 local MAX_DIGITS = 64
-local MAX_EXACT = 2 ^ 53
 
 function M.new_context()
     return nil
 end
+
+local decimal_value = V.int_digits -- (a number, or a big value)
 
 local QUOTE, BACKSLASH = 0x22, 0x5C
 
@@ -138,7 +140,7 @@ local function scan_string(buf, i, stop)
             -- (Python also wants a character after the 4 digits: the string's end, at least)
             if cp == nil or u + 5 >= stop then invalid(u, "Invalid \\uXXXX escape") end
             i = u + 5
-            if cp >= 0xD800 and cp <= 0xDBFF and i + 6 <= stop
+            if cp >= 0xD800 and cp <= 0xDBFF and i + 6 < stop
                 and byte(buf, i + 1) == BACKSLASH and byte(buf, i + 2) == 0x75 then
                 local low = hex4(buf, i + 2, stop)
                 if low == nil then invalid(i + 1, "Invalid \\uXXXX escape") end
@@ -199,13 +201,9 @@ local function scan_number(buf, start, stop, field)
     local text = sub(buf, start + 1, i)
     if #text > MAX_DIGITS then invalid(field, format("a number of %d characters", #text)) end
     if is_float then return V.float(tonumber(text)), i end
-    local n = tonumber(text)
-    if n == 0 then return 0, i end -- (-0 is 0)
-    if math.abs(n) >= MAX_EXACT then
-        local negative = byte(text, 1) == 0x2D
-        return V.literal({ "bigint", negative, negative and sub(text, 2) or text }), i
-    end
-    return n, i
+    if tonumber(text) == 0 then return 0, i end -- (-0 is 0)
+    local negative = byte(text, 1) == 0x2D
+    return decimal_value(negative, negative and sub(text, 2) or text), i
 end
 
 local scan_value

@@ -303,7 +303,9 @@ function Map:value(buf, p, stop, ty, head)
                 tag = byte(buf, p + 1)
                 p = p + 1
             end
-            if tag ~= want then V.fail(h, format("map entry has tag %d, expected %d", tag, want)) end
+            if tag ~= want then
+                V.fail(h, format("map entry has tag %d, expected %d", tag, want))
+            end
             pair[want + 1], p = string_value(buf, p, stop, t, h)
         end
         out:put(pair[1], pair[2])

@@ -18,22 +18,25 @@ local V = ...
 -- token not all there), V.fail where it refuses them (a decimal at its first byte that cannot
 -- be part of one), both at the offset Python's read reports (the value's start).
 
-local byte, sub, find, char, format = string.byte, string.sub, string.find, string.char, string.format
+local byte, sub, find, char, format = string.byte, string.sub, string.find, string.char,
+    string.format
 
 local M = { TYPES = {}, FUNCTIONS = {} }
 
 -- ``s`` quoted on one line for a message: printable ASCII as it is, other bytes as \xNN.
 local function quoted(s)
-    return '"' .. string.gsub(s, '[^ -~]', function(c) return format("\\x%02x", byte(c)) end) .. '"'
+    local shown = string.gsub(s, "[^ -~]", function(c) return format("\\x%02x", byte(c)) end)
+    return '"' .. shown .. '"'
 end
 
 -- "-" and 19 digits hold any 64-bit integer; longer is not a number these protocols send
 local MAX_DECIMAL = 20
-local MAX_EXACT = 2 ^ 53
 
 function M.new_context()
     return nil -- text values need no per-message state
 end
+
+local decimal_value = V.int_digits -- (a number, or a big value)
 
 -- The bytes a spec's text stands for: each character (UTF-8 in ``text``) one byte 0-255.
 local function octets(text, what)
@@ -45,7 +48,8 @@ local function octets(text, what)
         if c < 0x80 then
             out[#out + 1] = char(c)
             i = i + 1
-        elseif (c == 0xC2 or c == 0xC3) and i < #text then -- U+0080..U+00FF
+        elseif (c == 0xC2 or c == 0xC3) and (byte(text, i + 1) or 0) >= 0x80
+            and byte(text, i + 1) < 0xC0 then -- U+0080..U+00FF
             out[#out + 1] = char((c - 0xC0) * 64 + byte(text, i + 1) - 0x80)
             i = i + 2
         else
@@ -102,7 +106,8 @@ local function is_digit(b)
 end
 
 local function bad_decimal(buf, pos, stop)
-    V.fail(pos, "expected a decimal number, found " .. quoted(sub(buf, pos + 1, math.min(stop, pos + 24))))
+    local found = sub(buf, pos + 1, math.min(stop, pos + 24))
+    V.fail(pos, "expected a decimal number, found " .. quoted(found))
 end
 
 function Decimal:read(buf, pos, stop, ctx)
@@ -128,14 +133,9 @@ function Decimal:read(buf, pos, stop, ctx)
     if i == nil then bad_decimal(buf, pos, stop) end
     local text = sub(buf, pos + 1, i)
     local digits = byte(text, 1) == 0x2D and sub(text, 2) or text
-    if digits == "" or find(digits, "[^0-9]") or (byte(digits, 1) == 0x30 and (#digits > 1 or digits ~= text)) then
-        bad_decimal(buf, pos, stop)
-    end
-    local n = tonumber(text)
-    if math.abs(n) >= MAX_EXACT then
-        n = V.literal({ "bigint", digits ~= text, digits })
-    end
-    return n, i + k
+    local leading_zero = byte(digits, 1) == 0x30 and (#digits > 1 or digits ~= text) -- (or -0)
+    if digits == "" or find(digits, "[^0-9]") or leading_zero then bad_decimal(buf, pos, stop) end
+    return decimal_value(digits ~= text, digits), i + k
 end
 
 M.TYPES.decimal = function(delimiter)
@@ -152,7 +152,8 @@ function Token:read(buf, pos, stop, ctx)
     local k = #self.token
     if pos + k > stop then V.short(pos, quoted(self.token)) end
     if sub(buf, pos + 1, pos + k) ~= self.token then
-        V.fail(pos, "expected " .. quoted(self.token) .. ", found " .. quoted(sub(buf, pos + 1, pos + k)))
+        local found = sub(buf, pos + 1, pos + k)
+        V.fail(pos, "expected " .. quoted(self.token) .. ", found " .. quoted(found))
     end
     return V.NULL, pos + k
 end

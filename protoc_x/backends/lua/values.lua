@@ -135,6 +135,34 @@ function V.literal(x)
     return setmetatable({ digits = x[3], neg = x[2] }, Big)
 end
 
+-- The integer of the decimal ``digits`` (no sign, no leading zeros): a number when exact as one,
+-- else a big value, which has its 64-bit two's complement (V.int_bytes) when it fits in 64 bits.
+function V.int_digits(negative, digits)
+    local n = tonumber(digits)
+    if n < MAX_EXACT then return negative and -n or n end
+    local b = { 0, 0, 0, 0, 0, 0, 0, 0, 0 } -- big-endian: 64 bits, and a byte above them
+    for i = 1, #digits do
+        local carry = string.byte(digits, i) - 0x30
+        for j = 9, 1, -1 do
+            local x = b[j] * 10 + carry
+            b[j], carry = x % 256, math.floor(x / 256)
+        end
+    end
+    local over = b[1] > 0
+    if negative then -- a magnitude of 2^63 at most (-2^63 is the lowest): negate it
+        local low = 0
+        for j = 3, 9 do low = low + b[j] end
+        over = over or b[2] > 0x80 or (b[2] == 0x80 and low > 0)
+        local carry = 1
+        for j = 9, 2, -1 do
+            local x = 255 - b[j] + carry
+            b[j], carry = x % 256, math.floor(x / 256)
+        end
+    end
+    if over then return V.literal({ "bigint", negative, digits }) end
+    return V.int_bytes(string.char(table.unpack(b, 2, 9)), "big", negative)
+end
+
 -- An integer value's decimal text.
 function V.int_text(x)
     if V.is_big(x) then return (x.neg and "-" or "") .. x.digits end
@@ -179,28 +207,61 @@ end
 
 -- ---- floats, as Python's repr writes them -----------------------------------------------
 
+-- The decimal digits ``d`` one unit above (by = 1) or below (by = -1) in the last digit, as
+-- text (17 digits are beyond what a Lua number holds exactly).
+local function step_digits(d, by)
+    local out, carry = {}, by
+    for k = #d, 1, -1 do
+        local x = string.byte(d, k) - 48 + carry
+        carry = 0
+        if x > 9 then x, carry = x - 10, 1 elseif x < 0 then x, carry = x + 10, -1 end
+        out[k] = string.char(48 + x)
+    end
+    if carry ~= 0 then return "" end -- (a carry out of the first digit: another length)
+    return table.concat(out)
+end
+
+-- The shortest decimal digits that read back as ``x`` (x > 0), and the exponent of the first
+-- (x = d.ddd * 10^E): the correctly rounded digits of each length in turn, and their neighbours
+-- in the last digit, as Python's repr finds the shortest.
+local function shortest(x)
+    for p = 1, 17 do
+        local m, e = string.match(string.format("%." .. (p - 1) .. "e", x), "^([%d%.]+)e([-+]%d+)$")
+        local digits, E = string.gsub(m, "%.", ""), tonumber(e)
+        for _, c in ipairs({ digits, step_digits(digits, -1), step_digits(digits, 1) }) do
+            if #c == p and string.sub(c, 1, 1) ~= "0" then
+                local text = string.sub(c, 1, 1) .. "." .. string.sub(c, 2) .. "e" .. E
+                if tonumber(text) == x then return c, E end
+            end
+        end
+    end
+    local m, e = string.match(string.format("%.16e", x), "^([%d%.]+)e([-+]%d+)$")
+    return (string.gsub(m, "%.", "")), tonumber(e)
+end
+
 local function float_text(x)
     if x ~= x then return "NaN" end
     if x == math.huge then return "Infinity" end
     if x == -math.huge then return "-Infinity" end
-    if x == math.floor(x) and math.abs(x) < 1e16 then
-        return string.format("%.1f", x)
+    local sign = (x < 0 or (x == 0 and 1 / x < 0)) and "-" or ""
+    if x == 0 then return sign .. "0.0" end
+    local digits, E = shortest(math.abs(x))
+    digits = string.gsub(digits, "0+$", "")
+    if E >= -4 and E < 16 then -- Python's repr: positional notation in this range
+        local int, frac
+        if E >= 0 then
+            int = string.sub(digits, 1, E + 1)
+            int = int .. string.rep("0", E + 1 - #int)
+            frac = string.sub(digits, E + 2)
+        else
+            int, frac = "0", string.rep("0", -E - 1) .. digits
+        end
+        if frac == "" then frac = "0" end
+        return sign .. int .. "." .. frac
     end
-    local s
-    for p = 1, 17 do
-        s = string.format("%." .. p .. "g", x)
-        if tonumber(s) == x then break end
-    end
-    -- Python: exponent of at least two digits, a mantissa without trailing zeros
-    local mant, exp = string.match(s, "^([^e]+)e([-+]%d+)$")
-    if mant then
-        local sign, d = string.match(exp, "^([-+])0*(%d+)$")
-        if #d < 2 then d = "0" .. d end
-        if string.find(mant, "%.") then mant = string.gsub(string.gsub(mant, "0+$", ""), "%.$", "") end
-        return mant .. "e" .. sign .. d
-    end
-    if not string.find(s, "[%.e]") then s = s .. ".0" end
-    return s
+    local mant = string.sub(digits, 1, 1)
+    if #digits > 1 then mant = mant .. "." .. string.sub(digits, 2) end
+    return sign .. mant .. "e" .. (E < 0 and "-" or "+") .. string.format("%02d", math.abs(E))
 end
 
 -- ---- JSON, as `protoc-x decode` writes values ---------------------------------------------
@@ -242,11 +303,17 @@ function V.json(v)
     end
     local m = V.is_record(v) and v.fields or v
     if V.is_map(m) then
-        local parts = {}
+        -- keys of the same text (1 and "1") are one JSON key: the first's place, the last value
+        local parts, at = {}, {}
         for i = 1, m.n do
             local value = m.values[i]
             if not (V.is_record(v) and (value == nil or value == V.NULL)) then
-                parts[#parts + 1] = json_string(V.key_text(m.keys[i])) .. ":" .. V.json(value)
+                local key = json_string(V.key_text(m.keys[i]))
+                local part = key .. ":" .. V.json(value)
+                if at[key] then parts[at[key]] = part else
+                    parts[#parts + 1] = part
+                    at[key] = #parts
+                end
             end
         end
         return "{" .. table.concat(parts, ",") .. "}"

@@ -260,8 +260,13 @@ add_value = function(tree, tvb, abbrev, t, node, value)
         local n = #value.s
         if n > node.len then return tree:add(f, range, V.text(value)) end
         return tree:add(f, tvb(node.pos + node.len - n, n), value.s)
-    elseif t.kind == "ext" and t.value == "int" and (type(value) == "number" or V.is_big(value)) then
+    elseif t.kind == "ext" and t.value == "int" and type(value) == "number" then
         return tree:add(f, range, int64(value, true))
+    elseif t.kind == "ext" and t.value == "int" and V.is_big(value) then
+        -- (beyond what the field's Int64 holds, at or above 2^63: shown as text only)
+        local x = value.hex and (value.neg or tonumber(string.sub(value.hex, 1, 1), 16) < 8)
+        if x then return tree:add(f, range, Int64.fromhex(value.hex)) end
+        return tree:add(range, abbrev .. ": " .. V.int_text(value))
     elseif t.kind == "ext" and t.value == "str" and type(value) == "string" then
         return tree:add(f, range, value)
     end
