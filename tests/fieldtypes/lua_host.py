@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protoc_x.backends.lua import lua_string
+
 ROOT = Path(__file__).resolve().parents[2]
 #: the value model every field-type reader is given (its ``...``)
 VALUES_LUA = ROOT / "protoc_x" / "backends" / "lua" / "values.lua"
@@ -41,19 +43,6 @@ class LuaError(Exception):
 def tshark() -> str | None:
     """The tshark binary, or None when it is not installed."""
     return shutil.which("tshark")
-
-
-def lua_string(data: bytes | str) -> str:
-    """A Lua string literal of ``data`` (UTF-8 for str): printable ASCII as it is, any other
-    byte, quote and backslash as a decimal escape."""
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    out = []
-    for b in raw:
-        if 0x20 <= b < 0x7F and b not in (0x22, 0x5C):
-            out.append(chr(b))
-        else:
-            out.append("\\%03d" % b)
-    return '"' + "".join(out) + '"'
 
 
 def lua_literal(value) -> str:
