@@ -102,15 +102,21 @@ local function digits_of(b)
     return string.reverse(table.concat(out))
 end
 
--- The integer in the bytes of ``s`` (a Lua string of 1 to 8 bytes), "big" or "little" endian,
--- signed or not: a Lua number when it is exact as one, else a big.
-function V.int_bytes(s, order, signed)
+-- The bytes of ``s`` (a table of numbers), most significant first.
+local function big_endian(s, order)
     local b = { string.byte(s, 1, -1) }
     if order == "little" then
         local r = {}
         for i = #b, 1, -1 do r[#r + 1] = b[i] end
         b = r
     end
+    return b
+end
+
+-- The integer in the bytes of ``s`` (a Lua string of 1 to 8 bytes), "big" or "little" endian,
+-- signed or not: a Lua number when it is exact as one, else a big.
+function V.int_bytes(s, order, signed)
+    local b = big_endian(s, order)
     local neg = signed and b[1] >= 128
     local hexes = {}
     for i = 1, 8 - #b do hexes[#hexes + 1] = neg and "ff" or "00" end
@@ -179,12 +185,7 @@ end
 
 -- The IEEE 754 float in the 4 or 8 bytes of ``s``, "big" or "little" endian (a Lua number).
 function V.float_bytes(s, order)
-    local b = { string.byte(s, 1, -1) }
-    if order == "little" then
-        local r = {}
-        for i = #b, 1, -1 do r[#r + 1] = b[i] end
-        b = r
-    end
+    local b = big_endian(s, order)
     local sign = b[1] >= 128 and -1 or 1
     local exp, mant, bias, bits, emax
     if #b == 4 then
