@@ -416,3 +416,21 @@ def test_spec_strings_reach_the_dissector_as_lua_strings_only(tmp_path):
         [TSHARK, "-G", "protocols", "-X", f"lua_script:{lua}"], capture_output=True, text=True
     )
     assert listed.returncode == 0 and "mini (protoc-x)" in listed.stdout, listed.stderr
+
+
+def test_an_inside_layout_that_cannot_be_read_is_an_error_under_a_whole_frame(tmp_path):
+    """dubbo's request body that is no hessian2: the frame and its routing fields are shown,
+    with the body's error (an expert error naming the body) where decode fails the frame."""
+    import struct
+
+    body = b"\x05hello\xff not hessian"
+    head = struct.pack(">HBBQI", 0xDABB, 0xC2, 0, 9, len(body))
+    capture = tmp_path / "bad_body.pcap"
+    write_capture(capture, [[("request", head + body)]], PORT)
+    lua = dissector(ROOT / "specs" / "dubbo.xproto", tmp_path)
+    (frame,) = tshark(lua, capture, "dubbo")
+    layer = dict(frame["layer"])
+    assert layer["dubbo.request_id"] == "9" and layer["dubbo.stream_type"] == "request"
+    assert "body: " in json.dumps(layer["_ws.expert"])
+    r = run("decode", "dubbo", "--pcap", str(capture), "--port", str(PORT))
+    assert r.returncode == 1 and b"body: " in r.stderr

@@ -87,7 +87,6 @@ local function int_field(abbrev, label, width, signed, vs, mask)
     if make == nil or (vs == nil and mask == nil and width > 32) then
         return field(abbrev, signed and ProtoField.int64 or ProtoField.uint64, label, base.DEC)
     end
-    if make == nil then make = signed and ProtoField.int64 or ProtoField.uint64 end
     return field(abbrev, make, label, base.DEC, vs, mask)
 end
 
