@@ -72,6 +72,13 @@ def frame_json(name: str, frame: XFrame) -> dict[str, Any]:
     }
 
 
+#: doc and dissector also take an installed protocol's name (its spec ships with it)
+INSTALLED_HELP = (
+    "spec files or directories, or an installed protocol's name (bolt, a plug-in's)"
+    " for the spec it ships (default: specs/)"
+)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     """Proxy configs (``.yaml``/``.yml``): exit 2 on any error; specs: as ``build`` without
     writing. The worst exit code wins."""
@@ -88,6 +95,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_build(args: argparse.Namespace, write: bool, backend: str = "python") -> int:
     paths = args.paths or ["specs"]
+    if backend in ("doc", "dissector"):
+        paths = [_spec_or_installed(p) for p in paths]
     try:
         compiled = compile_all(paths, backend)
     except SpecError as e:
@@ -110,6 +119,16 @@ def _cmd_build(args: argparse.Namespace, write: bool, backend: str = "python") -
         for c in compiled:
             print(f"{c.source}: ok")
     return 0
+
+
+def _spec_or_installed(path: str) -> str | Path:
+    """``path``, or if nothing is there, the spec of the installed protocol so named (a
+    built-in's, or a plug-in's that ships NAME.xproto beside its codec)."""
+    from .loader import installed_spec
+
+    if Path(path).exists() or Path(path).is_symlink():
+        return path
+    return installed_spec(path) or path
 
 
 def _cmd_fmt(args: argparse.Namespace) -> int:
@@ -422,18 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser(
         "doc", help="write each spec's reference page (NAME.md) and frame diagram (NAME.svg)"
     )
-    p.add_argument(
-        "paths", nargs="*", metavar="PATH", help="spec files or directories (default: specs/)"
-    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help=INSTALLED_HELP)
     p.add_argument(
         "-o", "--output", default="docs/protocols", metavar="DIR",
         help="output directory (default: docs/protocols/)",
     )  # fmt: skip
 
     p = sub.add_parser("dissector", help="write each spec's Wireshark Lua dissector (NAME.lua)")
-    p.add_argument(
-        "paths", nargs="*", metavar="PATH", help="spec files or directories (default: specs/)"
-    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help=INSTALLED_HELP)
     p.add_argument(
         "-o", "--output", default=".", metavar="DIR",
         help="output directory (default: the current directory)",

@@ -109,3 +109,28 @@ def protocols(extra: list[str | Path] = ()) -> dict[str, XProtocol]:
             found[proto.name] = proto
             origin[proto.name] = str(p)
     return found
+
+
+def installed_spec(name: str) -> Path | None:
+    """The spec an installed protocol was built from: a built-in's ships in ``protoc_x.specs``,
+    a plug-in's as NAME.xproto beside its codec module (what ``protoc-x new`` lays out). None if
+    there is no such protocol, or it ships no spec. For ``doc`` and ``dissector`` of a name."""
+    import sys
+
+    try:
+        found, _ = installed_protocols()
+    except PluginError:
+        return None
+    proto = found.get(name)
+    if proto is None:
+        return None
+    module = sys.modules.get(type(proto).__module__)
+    if module is not None and module.__name__.startswith("protoc_x.generated."):
+        here = Path(__file__).resolve().parent  # specs/ beside the package (a clone), or in it
+        places = [here.parent / "specs", here / "specs"]
+    else:
+        places = [Path(module.__file__).parent] if getattr(module, "__file__", None) else []
+    for place in places:
+        if (place / f"{name}.xproto").is_file():
+            return place / f"{name}.xproto"
+    return None

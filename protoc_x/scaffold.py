@@ -71,7 +71,10 @@ def package_files(name: str) -> dict[str, str]:
     """The package's files for protocol ``name``: path (relative, /-separated) → text."""
     package = f"protoc_x_{name}"
     spec = _fill(SPEC, name)
-    codec = compile_source(spec, f"{name}.xproto", name)
+    try:
+        codec = compile_source(spec, f"{name}.xproto", name)
+    except SpecError as e:  # a name the language allows but whose codec would clash (``x``)
+        raise ScaffoldError(f"{name!r} cannot name a protocol: {e.message}") from None
     files = {
         "pyproject.toml": _fill(PYPROJECT, name),
         "README.md": _fill(README, name),
@@ -133,24 +136,24 @@ SPEC = """\
 protocol @NAME@ {
     byte_order big
     pool multiplex
-    detect u16 at 4 == 0xcafe                  # the magic after the size
+    detect u16 at 4 == 0xcafe  # the magic after the size
 
     enum Kind : u8 { request = 0, response = 1 }
 
     frame {
-        size         u32 = sizeof(frame) - 4   # the bytes after this field
-        magic        u16 = 0xcafe
-        kind         Kind
+        size        u32 = sizeof(frame) - 4  # the bytes after this field
+        magic       u16 = 0xcafe
+        kind        Kind
         bits u8 {
-            heartbeat : 1                      # a keepalive ping, or its reply
-            oneway    : 1                      # a request that gets no response
+            heartbeat : 1                    # a keepalive ping, or its reply
+            oneway    : 1                    # a request that gets no response
             unused    : 6
         }
-        request_id   u32
-        status       u16                       # responses: 0 ok, 1 error; requests: 0
-        method_len   u8 = len(method)
-        method       string[method_len]
-        body         bytes[rest]
+        request_id  u32
+        status      u16                      # responses: 0 ok, 1 error; requests: 0
+        method_len  u8 = len(method)
+        method      string[method_len]
+        body        bytes[rest]
     }
 
     request_id = request_id
@@ -170,8 +173,8 @@ protocol @NAME@ {
     }
 
     status_map {
-        0 ok    <- 200                                    -> 200
-        1 error <- 400, 403, 404, 429, 500, 502, 503, 504 -> 500
+        0 ok     <- 200                                     -> 200
+        1 error  <- 400, 403, 404, 429, 500, 502, 503, 504  -> 500
     }
 
     error_response   { kind = response, status = $status, method = request.method, body = $message }

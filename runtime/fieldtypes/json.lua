@@ -12,8 +12,8 @@ local V = ...
 -- its last value) and the errors at the same offsets: the bytes must be UTF-8 and one JSON
 -- value, an object, with only whitespace around it (Python's whitespace, which is Unicode's);
 -- NaN and Infinity (not JSON), numbers of more than 64 characters and nesting deeper than 64
--- are refused. A "\uD800" escape that is not half of a pair is a lone surrogate in Python's
--- string: here its 3 bytes (ED A0 80), as Python's surrogatepass writes it.
+-- are refused, and so is a "\uD800" escape that is not half of a pair (a lone surrogate: no
+-- character; refused after the rest, where Python finds it, at its backslash).
 --
 -- Errors: always V.fail (the window is the value's whole size: more bytes cannot help).
 
@@ -92,7 +92,7 @@ local function invalid(at, message)
     V.fail(at, "invalid JSON: " .. message)
 end
 
--- The UTF-8 bytes of code point ``c`` (a lone surrogate as its 3 bytes).
+-- The UTF-8 bytes of code point ``c``.
 local function utf8_char(c)
     if c < 0x80 then return char(c) end
     if c < 0x800 then return char(0xC0 + floor(c / 64), 0x80 + c % 64) end
@@ -110,6 +110,9 @@ local function hex4(buf, i, stop)
     if find(digits, "^%x%x%x%x$") == nil then return nil end
     return tonumber(digits, 16)
 end
+
+-- where the first lone surrogate escape of the value being read is, or nil
+local lone
 
 local ESCAPES = { [0x22] = '"', [0x5C] = "\\", [0x2F] = "/", [0x62] = "\b", [0x66] = "\f",
     [0x6E] = "\n", [0x72] = "\r", [0x74] = "\t" }
@@ -149,6 +152,7 @@ local function scan_string(buf, i, stop)
                     i = i + 6
                 end
             end
+            if cp >= 0xD800 and cp <= 0xDFFF then lone = lone or j end
             parts[#parts + 1] = utf8_char(cp)
         end
     end
@@ -291,9 +295,11 @@ function Object:read(buf, pos, stop, ctx)
     local deep = too_deep(buf, pos, stop)
     if deep ~= nil then V.fail(deep, format("JSON nested more than %d deep", MAX_DEPTH)) end
     V.utf8(buf, pos, stop, "a JSON value")
+    lone = nil
     local value, after = scan_value(buf, skip_space(buf, pos, stop), stop, pos)
     if skip_space(buf, after, stop) < stop then V.fail(after, "bytes after the JSON value") end
     if not V.is_map(value) then V.fail(pos, "expected a JSON object") end
+    if lone ~= nil then V.fail(lone, "a lone surrogate escape in a JSON string (no character)") end
     return value, stop
 end
 

@@ -9,13 +9,15 @@ bytes, so a peer's spacing survives unless the proxy changes the object.
 
 Untrusted bytes are refused with a DecodeError at the field: invalid UTF-8 or JSON, a value
 that is not an object, ``NaN``/``Infinity`` (not JSON), numbers of more than
-:data:`MAX_DIGITS` digits, and nesting deeper than :data:`MAX_DEPTH` (checked before parsing,
-so no input reaches the parser's recursion limit).
+:data:`MAX_DIGITS` digits, nesting deeper than :data:`MAX_DEPTH` (checked before parsing,
+so no input reaches the parser's recursion limit), and a ``\\uD800`` escape that is not half of
+a surrogate pair (no character: the value could not be written back as UTF-8, nor printed).
 """
 
 from __future__ import annotations
 
 import json as _json
+import re
 
 from protoc_x.runtime.api import DecodeError
 from protoc_x.runtime.fieldtypes.base import FieldType
@@ -49,6 +51,29 @@ def _float(text: str) -> float:
 _DECODER = _json.JSONDecoder(
     parse_constant=_not_json, parse_int=_int, parse_float=_float, strict=True
 )
+
+
+#: every escape of a JSON text that parsed (a backslash is only ever an escape's), its code if \u
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)")
+
+
+def _lone_surrogate_at(text: str) -> int:
+    """The offset in ``text`` of the first \\uXXXX escape that is half of a surrogate pair alone
+    (Python's decoder pairs a high one with the low one right after it), or -1."""
+    high = -1  # a high surrogate's escape waiting for its low half: where it starts
+    ends = -1  # and where it ends
+    for m in _ESCAPE.finditer(text):
+        code = int(m.group(1), 16) if m.group(1) else -1
+        if high >= 0:
+            if m.start() == ends and 0xDC00 <= code <= 0xDFFF:
+                high = -1
+                continue
+            return high
+        if 0xD800 <= code <= 0xDBFF:
+            high, ends = m.start(), m.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return m.start()
+    return high
 
 
 def _depth_at(data: bytes) -> int:
@@ -102,6 +127,11 @@ class Object(FieldType):
             raise DecodeError(pos + len(text[:stop].encode()), "bytes after the JSON value")
         if not isinstance(value, dict):
             raise DecodeError(pos, f"expected a JSON object, found {type(value).__name__}")
+        if "\\u" in text:
+            lone = _lone_surrogate_at(text)
+            if lone >= 0:
+                at = pos + len(text[:lone].encode())
+                raise DecodeError(at, "a lone surrogate escape in a JSON string (no character)")
         return value, end
 
     def write(self, value, ctx=None) -> bytes:

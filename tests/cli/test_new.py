@@ -57,6 +57,21 @@ def test_new_writes_the_package_in_protoc_x_NAME(tmp_path, monkeypatch, capsys):
     )
 
 
+@pytest.mark.parametrize("name", ["acme", "y", "a_much_longer_protocol_name"])
+def test_the_scaffolded_spec_is_formatted_and_makes_every_back_end(name, tmp_path, capsys):
+    """A user's first `protoc-x fmt --check` of the scaffold passes, and doc and dissector take it."""
+    root = scaffold.new(name, tmp_path / "p")
+    spec = root / f"src/protoc_x_{name}/{name}.xproto"
+    assert cli.main(["fmt", "--check", str(spec)]) == 0, capsys.readouterr()
+    assert cli.main(["doc", str(spec), "-o", str(tmp_path / "out")]) == 0
+    assert cli.main(["dissector", str(spec), "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"{name}.lua",
+        f"{name}.md",
+        f"{name}.svg",
+    ]
+
+
 def test_the_samples_are_frames_of_the_spec(tmp_path):
     root = scaffold.new("acme", tmp_path / "p")
     proto = load_module_source(
@@ -98,6 +113,11 @@ def test_new_refuses_an_existing_directory_and_leaves_it_alone(tmp_path, capsys)
         ("_acme", "protocol name '_acme' may not start with '_' (reserved for generated code)"),
         ("class", "protocol name 'class' is a Python keyword"),
         ("bolt", "'bolt' is a built-in protocol: a plug-in of that name would be refused"),
+        (
+            "x",
+            "'x' cannot name a protocol: the generated module would not load: 'XFrame' is"
+            " defined twice (the protocol's or an enum's name makes a name the module already has)",
+        ),
     ],
 )
 def test_new_refuses_a_name_a_spec_could_not_have(tmp_path, capsys, name, says):

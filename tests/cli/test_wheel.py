@@ -214,11 +214,14 @@ def test_build_a_spec_from_an_empty_directory(installed):
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_a_dissector_from_the_install_loads_in_tshark(installed):
-    """`protoc-x dissector` of the installed package (its Lua files are package data) writes a
-    dissector tshark loads: dubbo's, whose hessian2 readers come from the field-type library."""
+    """`protoc-x dissector dubbo` of the installed package (the shipped spec and the Lua files
+    are package data) writes a dissector tshark loads, whose hessian2 readers come from the
+    field-type library; the same file as from the checkout's spec."""
     bin_dir, work, env = installed
+    run([bin_dir / "protoc-x", "dissector", "dubbo", "-o", "lua"], work, env)
     shutil.copy(ROOT / "specs" / "dubbo.xproto", work / "dubbo.xproto")
-    run([bin_dir / "protoc-x", "dissector", "dubbo.xproto", "-o", "lua"], work, env)
+    run([bin_dir / "protoc-x", "dissector", "dubbo.xproto", "-o", "copy"], work, env)
+    assert (work / "lua/dubbo.lua").read_bytes() == (work / "copy/dubbo.lua").read_bytes()
     listed = run(
         ["tshark", "-G", "protocols", "-X", "lua_script:lua/dubbo.lua"], work, env
     )  # fmt: skip

@@ -129,6 +129,36 @@ def test_a_hostile_json_header_is_refused_at_the_field(remoting, head, why):
         assert 8 <= e.value.offset <= 8 + len(head)
 
 
+@pytest.mark.parametrize(
+    "string, at",
+    [
+        ('"\\ud800"', 1),
+        ('"\\ud800x\\udc00"', 1),
+        ('"x\\udc00"', 2),
+        ('"\\ud800\\u0041"', 1),
+        ('"\\ud83d\\ude00\\ud800"', 13),
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused_at_its_backslash(remoting, string, at):
+    """No character: the header could neither be written back as UTF-8 when the id is
+    remapped nor printed by decode. Python's json would take it; the field type refuses it."""
+    head = b'{"opaque":1,"k":' + string.encode() + b"}"
+    data = remoting_frame(head, b"body")
+    for read in (remoting.decode, remoting.scan):
+        with pytest.raises(DecodeError, match="a lone surrogate escape") as e:
+            read(data)
+        assert e.value.offset == 8 + head.index(b'"k":') + 4 + at
+
+
+@pytest.mark.parametrize(
+    "string, value", [('"\\\\ud800"', "\\ud800"), ('"\\ud83d\\ude00"', "\U0001f600")]
+)
+def test_an_escaped_backslash_or_a_surrogate_pair_is_a_character(remoting, string, value):
+    f = remoting.decode(remoting_frame(b'{"opaque":1,"k":' + string.encode() + b"}", b"body"))
+    f.set_request_id(70000)
+    assert remoting_parse(f.encode())[0] == {"opaque": 70000, "k": value}
+
+
 def test_a_header_length_past_the_frame_is_refused(remoting):
     data = bytearray(remoting_frame(remoting_request(1), b"body"))
     data[5:8] = (len(data)).to_bytes(3, "big")

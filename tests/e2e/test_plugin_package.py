@@ -179,6 +179,21 @@ def test_run_loads_the_plugin_through_its_entry_point_and_proxies_it(fresh):
             p.communicate()
 
 
+def test_doc_and_dissector_of_the_plugins_name_take_the_spec_it_ships(fresh):
+    """From an empty directory, `protoc-x dissector demo` finds demo.xproto beside the plug-in's
+    installed codec: the same text the scaffold has, so the same dissector and page."""
+    _, _, scaffold, work, env = fresh
+    spec = scaffold / "src" / "protoc_x_demo" / "demo.xproto"
+    for command, made in (("dissector", ["demo.lua"]), ("doc", ["demo.md", "demo.svg"])):
+        shipped = run(["protoc-x", command, "demo", "-o", "by_name"], work, env)
+        assert shipped.stdout.split() == [f"by_name/{m}" for m in made]
+        run(["protoc-x", command, spec, "-o", "by_path"], work, env)
+        for m in made:
+            assert (work / "by_name" / m).read_bytes() == (work / "by_path" / m).read_bytes()
+    missing = run(["protoc-x", "dissector", "nodemo", "-o", "x"], work, env, code=1)
+    assert missing.stderr == "error: nodemo: no such file or directory\n"
+
+
 @pytest.mark.parametrize("declared,shown", [("(1, 99)", "1.99"), ("(2, 0)", "2.0")])
 def test_the_plugin_built_for_a_newer_minor_or_another_major_is_refused(fresh, declared, shown):
     _, site, _, work, env = fresh
