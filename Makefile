@@ -66,6 +66,8 @@ bench: $(COMPILED) system-deps
 	$(PY) benchmarks/codec_bench.py
 	$(PY) benchmarks/measured_bench.py
 	$(PY) benchmarks/summary.py
+	$(PY) -m pip install -q -c constraints.txt Cython  # (the typed-scan experiment builds a module)
+	$(PY) benchmarks/typed_scan_bench.py
 
 # Mutation testing of the core (not part of `make test`; over an hour on 2 cores): docs/testing.md says how to read it.
 MUTATE_STAMP := $(VENV)/.mutate-stamp

@@ -8,7 +8,6 @@ codecs send requests through it; the demo prints what went where and stops every
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import random

@@ -651,7 +651,7 @@ def parse(source: str, path: str = "<spec>") -> n.Protocol:
             what = f"unexpected {str(tok)!r}"
             pos = Pos(tok.line, tok.column)
         err = SpecError(pos, f"{what}; expected {_describe(e.expected)}")
-    except lark.exceptions.UnexpectedEOF as e:
+    except lark.exceptions.UnexpectedEOF:
         lines = source.splitlines() or [""]
         err = SpecError(Pos(len(lines), len(lines[-1]) + 1), "unexpected end of file")
     except lark.exceptions.VisitError as e:

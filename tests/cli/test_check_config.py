@@ -406,7 +406,7 @@ def test_run_refuses_with_the_same_messages_and_opens_no_port(tmp_path):
     text = BASE.replace("12220", str(port)) + f"admin: {{address: 127.0.0.1:{admin}}}\n"
     text = sub(LISTENER_END, LISTENER_END + "    access_log: {path: nowhere/a.log}\n", text)
     text = text.replace(
-        "clusters:", f"  - {{name: main, virtual_hosts: []}}\nclusters:"
+        "clusters:", "  - {name: main, virtual_hosts: []}\nclusters:"
     )  # a duplicate route_config
     path = materialise(text, tmp_path)
     checked = subprocess.run(
