@@ -16,20 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.peers import captures as peers
+from tests.peers.capture import VIEW_KEYS
 from protoc_x.cli import frame_json
 from protoc_x.runtime.api import DecodeError, Direction, StreamType
 
 ROOT = Path(__file__).parents[2]
-GENERIC = (
-    "request_id",
-    "stream_type",
-    "heartbeat",
-    "status",
-    "timeout_ms",
-    "service",
-    "method",
-    "length",
-)
 
 
 def codec(name):
@@ -45,7 +36,7 @@ def check_view(view: dict, cap) -> list[str]:
     """Mismatches between our decoding and what the library meant."""
     bad = []
     exp = cap.expect
-    for key in GENERIC:
+    for key in VIEW_KEYS:
         if key in exp and view[key] != exp[key]:
             bad.append(f"{cap.name}: {key} = {view[key]!r}, library meant {exp[key]!r}")
     for key, value in exp.get("headers", {}).items():

@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: the keys of `Capture.expect` that compare one for one with `protoc-x decode`'s view
+VIEW_KEYS = (
+    "request_id",
+    "stream_type",
+    "heartbeat",
+    "status",
+    "timeout_ms",
+    "service",
+    "method",
+    "length",
+)
+
 
 @dataclass(frozen=True)
 class Capture:

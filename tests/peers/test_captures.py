@@ -50,6 +50,7 @@ from .captures import (
     thrift_unframed_length,
     thrift_unframed_thriftpy2,
 )
+from .capture import VIEW_KEYS
 from .redis_peer import ERROR_STATUS as REDIS_ERROR_STATUS
 from .redis_peer import command as redis_command
 
@@ -447,18 +448,6 @@ def codec_problems(
         if lengths != [len(f) for f in frames]:
             problems.append(f"{direction}s in one buffer: {lengths} != {[len(f) for f in frames]}")
     return problems
-
-
-VIEW_KEYS = (
-    "request_id",
-    "stream_type",
-    "heartbeat",
-    "status",
-    "timeout_ms",
-    "service",
-    "method",
-    "length",
-)
 
 
 @pytest.fixture(scope="module")
