@@ -1,4 +1,5 @@
-"""The optional compiled back end (issue 12): the runtime's hot modules compiled with Cython.
+"""The optional compiled back end (issue 12): the runtime's hot modules compiled with Cython,
+and the generated codecs' typed scans (generated/_scan_NAME.pyx, from protoc-x build --typed).
 
 Everything else about the package is in pyproject.toml. The modules stay plain Python files;
 the ``.pxd`` file beside each one declares its classes as C types (typed attributes, methods
@@ -83,6 +84,15 @@ def extensions() -> list:
             (target.parent / "__init__.py").touch()
             if not target.exists() or target.read_bytes() != source.read_bytes():
                 shutil.copyfile(source, target)
+    # the generated codecs' typed scans (protoc-x build --typed), staged the same way
+    typed = stage / "protoc_x" / "generated"
+    typed.mkdir(parents=True, exist_ok=True)
+    (typed / "__init__.py").touch()
+    scans = sorted((HERE / "generated").glob("_scan_*.pyx"))
+    for source in scans:
+        target = typed / source.name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, target)
     return cythonize(
         [
             Extension(
@@ -90,6 +100,13 @@ def extensions() -> list:
                 [f"build/cython/protoc_x/runtime/{name.replace('.', '/')}.py"],
             )
             for name in modules
+        ]
+        + [
+            Extension(
+                f"protoc_x.generated.{source.stem}",
+                [f"build/cython/protoc_x/generated/{source.name}"],
+            )
+            for source in scans
         ],
         include_path=["build/cython"],
         compiler_directives={

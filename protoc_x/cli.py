@@ -437,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="output directory (default: generated/)",
     )
+    p.add_argument(
+        "--typed",
+        action="store_true",
+        help="also write each protocol's typed scan (_scan_NAME.pyx), which a package build "
+        "compiles with Cython (docs/performance.md)",
+    )
 
     p = sub.add_parser(
         "doc", help="write each spec's reference page (NAME.md) and frame diagram (NAME.svg)"
@@ -551,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _cmd_serve(args)
     if args.command == "build":
-        return _cmd_build(args, write=True)
+        return _cmd_build(args, write=True, backend="typed" if args.typed else "python")
     if args.command == "doc":
         return _cmd_build(args, write=True, backend="doc")
     if args.command == "dissector":

@@ -4,9 +4,11 @@ in memory) or generated modules (.py) named by the user."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import pkgutil
+import os
 import sys
 import types
 from pathlib import Path
@@ -22,11 +24,32 @@ def builtin_protocols() -> dict[str, XProtocol]:
 
     out = {}
     for info in sorted(pkgutil.iter_modules(generated.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):  # (a typed scan: _scan_NAME)
+            continue
         module = importlib.import_module(f"protoc_x.generated.{info.name}")
         proto = getattr(module, "PROTOCOL", None)
         if isinstance(proto, XProtocol):
+            use_typed_scan(module, proto)
             out[proto.name] = proto
     return out
+
+
+def use_typed_scan(module: types.ModuleType, proto: XProtocol) -> bool:
+    """Give ``proto`` the typed scan compiled beside its codec ``module`` (``_scan_NAME``, from
+    ``protoc-x build --typed``; docs/performance.md) when there is one, generated with this
+    very module, and ``PROTOC_X_PURE`` is not set. Whether it did."""
+    if os.environ.get("PROTOC_X_PURE"):
+        return False
+    package, _, name = module.__name__.rpartition(".")
+    try:
+        typed = importlib.import_module(f"{package}._scan_{name}")
+        codec = Path(module.__file__).read_bytes()
+    except (ImportError, OSError):  # (not compiled: the codec's own scan)
+        return False
+    if getattr(typed, "CODEC_SHA256", None) != hashlib.sha256(codec).hexdigest():
+        return False  # generated with another codec module: stale
+    proto.scan = types.MethodType(typed.scan, proto)
+    return True
 
 
 def installed_protocols() -> tuple[dict[str, XProtocol], dict[str, str]]:

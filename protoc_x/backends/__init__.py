@@ -2,6 +2,7 @@
 in the spec's own terms) into the files of one kind of output; the registry picks one by name.
 
 - ``python``: the codec module the proxy loads (``protoc-x build``);
+- ``typed``: that module, and its typed scan for a compiled package (``protoc-x build --typed``);
 - ``doc``: a reference page (Markdown) and a frame diagram (SVG) (``protoc-x doc``);
 - ``dissector``: a Wireshark dissector in Lua (``protoc-x dissector``).
 
@@ -33,6 +34,17 @@ def _python(plan: Plan, source_name: str, source: str = "", fmt: bool = True) ->
     return {f"{plan.checked.spec.name}.py": code}
 
 
+def _typed(plan: Plan, source_name: str, source: str = "", fmt: bool = True) -> dict[str, str]:
+    """The python back end's codec module, and beside it its typed scan (a Cython module)."""
+    from . import python
+
+    emitter = python.Emitter(plan, source_name)
+    code = emitter.render(fmt)
+    python.verify(code, plan)
+    name = plan.checked.spec.name
+    return {f"{name}.py": code, f"_scan_{name}.pyx": emitter.typed_scan(code)}
+
+
 def _doc(plan: Plan, source_name: str, source: str = "") -> dict[str, str]:
     from . import doc
 
@@ -49,6 +61,7 @@ BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend("python", _python),
+        Backend("typed", _typed),
         Backend("doc", _doc),
         Backend("dissector", _dissector),
     )

@@ -132,6 +132,9 @@ def installed(tmp_path_factory):
             assert any(
                 n.startswith(path + ".") and n.endswith(".so") for n in names
             ), f"{module} is not compiled in the wheel"
+        for spec in sorted((ROOT / "specs").glob("*.xproto")):  # every codec's typed scan
+            path = f"protoc_x/generated/_scan_{spec.stem}."
+            assert any(n.startswith(path) and n.endswith(".so") for n in names), path
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {
         "protoc_x",
@@ -189,6 +192,18 @@ def test_site_packages_holds_only_the_project(installed):
         [bin_dir / "python", "-c", "import protoc_x.runtime as r; print(r.compiled())"], work, env
     )
     assert running.stdout.strip() == str(not os.environ.get("PROTOC_X_PURE")), running.stdout
+    # with every built-in protocol's typed scan in use
+    typed = run(
+        [bin_dir / "python", "-c", "from protoc_x.loader import builtin_protocols as b;"
+         "print(sorted(n for n, p in b().items() if hasattr(p.scan, '__func__')))"],
+        work, env,
+    )  # fmt: skip
+    expected = (
+        []
+        if os.environ.get("PROTOC_X_PURE")
+        else sorted(p.stem for p in (ROOT / "specs").glob("*.xproto"))
+    )
+    assert typed.stdout.strip() == str(expected), typed.stdout
 
 
 def test_build_a_spec_from_an_empty_directory(installed):

@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import protoc_x.generated
+from protoc_x.loader import use_typed_scan
+from protoc_x.runtime import compiled
 from protoc_x.cli import frame_json
 from protoc_x.runtime.fieldtypes import tars
 from protoc_x.runtime.api import (
@@ -36,7 +38,12 @@ from protoc_x.runtime.api import (
 )
 from protoc_x.samples import SAMPLES
 
-PROTOCOLS = sorted(m.name for m in pkgutil.iter_modules(protoc_x.generated.__path__))
+PROTOCOLS = sorted(
+    m.name for m in pkgutil.iter_modules(protoc_x.generated.__path__) if m.name[0] != "_"
+)
+#: the scans the contract holds for: the codec's own, and its typed scan where it is compiled
+#: (generated/_scan_NAME.pyx; tests/codec/test_typed_scan.py compares the two)
+SCANS = ("python", "typed")
 FUZZ = settings(
     max_examples=300,
     deadline=None,
@@ -59,8 +66,15 @@ ACCESSORS = (
 )
 
 
-def codec(name):
-    return importlib.import_module(f"protoc_x.generated.{name}").PROTOCOL
+def codec(name, scan="python"):
+    """The protocol ``name`` with the codec's own scan, or with its typed scan."""
+    module = importlib.import_module(f"protoc_x.generated.{name}")
+    proto = type(module.PROTOCOL)()  # (the loader gives the module's own its typed scan)
+    if scan == "typed" and not use_typed_scan(module, proto):
+        if compiled():  # (a compiled build compiles every typed scan beside its codec)
+            pytest.fail(f"no typed scan for {name} in a compiled build")
+        pytest.skip("typed scans are compiled only")
+    return proto
 
 
 def directions(proto):
@@ -197,9 +211,10 @@ def mutate(data, raw: bytes) -> bytes:
     return bytes(buf)
 
 
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("name", PROTOCOLS)
-def test_samples_hold_the_contract(name):
-    proto = codec(name)
+def test_samples_hold_the_contract(name, scan):
+    proto = codec(name, scan)
     for raw in seeds(name):
         for d in directions(proto):
             check_contract(proto, raw, d)
@@ -207,11 +222,12 @@ def test_samples_hold_the_contract(name):
                 check_contract(proto, raw[:cut], d)
 
 
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("name", PROTOCOLS)
 @FUZZ
 @given(data=st.data())
-def test_fuzzed_frames_hold_the_contract(name, data):
-    proto = codec(name)
+def test_fuzzed_frames_hold_the_contract(name, scan, data):
+    proto = codec(name, scan)
     raw = data.draw(st.sampled_from(seeds(name)))
     d = data.draw(st.sampled_from(directions(proto)))
     check_contract(proto, mutate(data, raw), d)

@@ -17,12 +17,13 @@ ROOT = Path(__file__).parents[2]
 
 
 def _build(out: Path) -> None:
-    _build_dir(ROOT / "specs", out)
+    """What `make build` writes: every codec, and its typed scan (--typed)."""
+    _build_dir(ROOT / "specs", out, "--typed")
 
 
-def _build_dir(specs: Path, out: Path) -> None:
+def _build_dir(specs: Path, out: Path, *options: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "protoc_x.cli", "build", str(specs), "-o", str(out)],
+        [sys.executable, "-m", "protoc_x.cli", "build", *options, str(specs), "-o", str(out)],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
 
@@ -30,16 +31,20 @@ def _build_dir(specs: Path, out: Path) -> None:
 def test_build_twice_is_byte_identical(tmp_path):
     _build(tmp_path / "a")
     _build(tmp_path / "b")
-    a = sorted(p.name for p in (tmp_path / "a").glob("*.py"))
-    assert a == sorted(p.name for p in (tmp_path / "b").glob("*.py"))
-    assert len(a) >= 9  # eight protocols and __init__
+    a = sorted(p.name for p in (tmp_path / "a").glob("*.py*"))
+    assert a == sorted(p.name for p in (tmp_path / "b").glob("*.py*"))
+    assert len(a) >= 17  # eight protocols, their typed scans and __init__
     for name in a:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_generated_is_not_stale(tmp_path):
     _build(tmp_path / "fresh")
-    for fresh in sorted((tmp_path / "fresh").glob("*.py")):
+    fresh_files = sorted((tmp_path / "fresh").glob("*.py*"))
+    assert {p.name for p in fresh_files} - {"__init__.py"} == {
+        p.name for p in (ROOT / "generated").iterdir() if p.suffix in (".py", ".pyx")
+    } - {"__init__.py"}, "generated/ holds a file a build does not write: run `make build`"
+    for fresh in fresh_files:
         committed = ROOT / "generated" / fresh.name
         assert committed.is_file(), f"generated/{fresh.name} is missing: run `make build`"
         assert (
@@ -92,6 +97,27 @@ def test_generated_imports_only_the_stable_api():
                     path.name,
                     node.module,
                 )
+
+
+def test_a_typed_scan_imports_only_its_codec_and_c_declarations():
+    """A typed scan takes every Python name from its codec module (which imports only the
+    stable API), and cimports only Cython's declarations of CPython and libc."""
+    scans = sorted((ROOT / "generated").glob("_scan_*.pyx"))
+    assert len(scans) >= 8
+    for path in scans:
+        name = path.stem[len("_scan_") :]
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")):
+                module = line.split()[1]
+                assert module == f".{name}" or (
+                    line.split()[2] == "cimport" and module.split(".")[0] in ("cpython", "libc")
+                ), (path.name, line)
+
+
+def test_build_without_typed_writes_only_codecs(tmp_path):
+    _build_dir(ROOT / "specs", tmp_path)
+    assert not list(tmp_path.glob("*.pyx"))
+    assert (tmp_path / "bolt.py").read_bytes() == (ROOT / "generated" / "bolt.py").read_bytes()
 
 
 def test_generated_declares_the_api_version_before_it_imports_anything():

@@ -101,3 +101,9 @@ class Module:
         if key not in self.functions:
             self.functions[key] = f"_F{len(self.functions)}"
         return self.functions[key]
+
+
+def docsafe(value: str) -> str:
+    """``value`` as text that stays inside a triple-quoted docstring whatever it holds: ASCII,
+    backslashes and control characters as escapes, quotes as \\x22."""
+    return value.encode("unicode_escape").decode("ascii").replace('"', "\\x22")

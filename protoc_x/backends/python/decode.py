@@ -229,13 +229,18 @@ class DecodeEmitter:
             (f"bits({', '.join(b.name for b in it.fields)})" if isinstance(it, n.Bits) else it.name)
             for it in run.items
         )
-        s = self.mod.run_struct(run, self.c, doc)
-        if len(targets) == 1:
-            w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
+        if self.typed and into == "v_" and (at == "start" or self.bounded):
+            # the typed scan (a .pyx): each item read from the buffer's bytes in C
+            named = dict(zip((tmp for _, tmp, _ in odd), (target for target, _, _ in odd)))
+            self.typed_reads(run, w, at, [named.get(t, t) for t in targets])
         else:
-            w(f"({', '.join(targets)}) = {s}.unpack_from(buf, {at})")
-        for target, tmp, width in odd:
-            w(f"{target} = {_from_bytes(tmp, width)}")
+            s = self.mod.run_struct(run, self.c, doc)
+            if len(targets) == 1:
+                w(f"({targets[0]},) = {s}.unpack_from(buf, {at})")
+            else:
+                w(f"({', '.join(targets)}) = {s}.unpack_from(buf, {at})")
+            for target, tmp, width in odd:
+                w(f"{target} = {_from_bytes(tmp, width)}")
         if copies and into != "v_":
             for c in copies:
                 w(f"{into}{c} = v_{c}")
@@ -458,6 +463,8 @@ class DecodeEmitter:
         w("    return None")
         w(f"pos = start + {prefix}")
         checked_bounds = size.mode in ("length_field", "parsed")
+        # (a typed scan reads a run at pos in C only where its bounds were checked first)
+        self.bounded = checked_bounds
         for mod in self.contexts([s.field for s in leaf.steps if isinstance(s, Var)]):
             w(f"ctx_{mod} = {mod}.new_context()")
         for step in leaf.steps:

@@ -21,13 +21,20 @@ from .measure import MeasureEmitter
 from .records import records_code
 from .scan import ScanEmitter
 from .semantics import SemanticsEmitter
+from .typed import TypedEmitter
 from .verify import verify
-from .code import API_NAMES, Module, int_code
+from .code import API_NAMES, Module, docsafe, int_code
 from .exprs import Exprs
 
 
 class Emitter(
-    DecodeEmitter, MeasureEmitter, ScanEmitter, EncodeEmitter, InsideEmitter, SemanticsEmitter
+    DecodeEmitter,
+    MeasureEmitter,
+    ScanEmitter,
+    EncodeEmitter,
+    InsideEmitter,
+    SemanticsEmitter,
+    TypedEmitter,
 ):
     """Writes one planned spec as a Python module; each part of the module comes from the
     mixin of its own file."""
@@ -59,6 +66,9 @@ class Emitter(
         self.recording_id = False
         self.size_only = False  # emitting frame_size: stop once the length is known
         self.scanning = False  # emitting scan: fields into v_ locals, no frame
+        self.typed = False  # emitting the typed scan (backends.python.typed)
+        self.bounded = False  # the run being read lies within bounds checked before it
+        self.typed_locals: dict[str, str] = {}  # the typed scan's C locals: name → C type
         # frame maps kept as their bytes until read: a forwarded frame never builds them
         self.lazy_maps = {
             f.name
@@ -279,12 +289,6 @@ def _template() -> jinja2.Template:
     env.filters["pyrepr"] = repr
     env.filters["docsafe"] = docsafe
     return env.get_template("module.py.j2")
-
-
-def docsafe(value: str) -> str:
-    """``value`` as text that stays inside a triple-quoted docstring whatever it holds: ASCII,
-    backslashes and control characters as escapes, quotes as \\x22."""
-    return value.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
 
 
 def emit(plan: Plan, source_name: str, fmt: bool = True) -> str:
