@@ -16,10 +16,14 @@ from libc.string cimport memcmp
 from .dubbo import (
     DecodeError,
     DubboProtocol,
+    _F0,
     _ONEWAY,
     _REQUEST,
     _RESPONSE,
-    _scan_body,
+    _T0,
+    _T1,
+    _T2,
+    hessian2,
     map_get,
     text,
     to_int,
@@ -44,6 +48,45 @@ cdef inline long long _s(const unsigned char* p, int size, bint little) noexcept
     if size < 8 and (v >> (8 * size - 1)) & 1:
         return <long long>v - (<long long>1 << (8 * size))
     return <long long>v
+
+
+def _scan_body(buf, pos, end, v_event, v_is_request, v_serialization, v_status):
+    v_dubbo_version = v_service_path = v_service_version = v_method_name = v_param_types = (
+        v_arguments
+    ) = v_attachments = v_error_message = None
+    if ((v_is_request == 1) and (v_event == 0)) and (v_serialization == 2):
+        ctx_hessian2 = hessian2.new_context()
+        v_dubbo_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_service_path, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_service_version, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_method_name, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        v_param_types, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        items = []
+        count = _F0(v_param_types)
+        if count < 0 or count > end - pos:
+            raise DecodeError(pos, "arguments: bad element count %d" % count)
+        for _ in range(count):
+            item, pos = _T1.read(buf, pos, end, ctx_hessian2)
+            items.append(item)
+        v_arguments = items
+        v_attachments, pos = _T2.read(buf, pos, end, ctx_hessian2)
+        if pos != end:
+            raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
+    elif (((v_is_request == 0) and (v_event == 0)) and (v_serialization == 2)) and (v_status != 20):
+        ctx_hessian2 = hessian2.new_context()
+        v_error_message, pos = _T0.read(buf, pos, end, ctx_hessian2)
+        if pos != end:
+            raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
+    return (
+        v_dubbo_version,
+        v_service_path,
+        v_service_version,
+        v_method_name,
+        v_param_types,
+        v_arguments,
+        v_attachments,
+        v_error_message,
+    )
 
 
 def scan(self, buf, start=0, direction=None):

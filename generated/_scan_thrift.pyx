@@ -19,11 +19,14 @@ from .thrift import (
     _ONEWAY,
     _REQUEST,
     _RESPONSE,
-    _scan_body,
+    _T0,
+    _T1,
+    _T2,
     after,
     before,
     overrun,
     text,
+    thrift,
 )
 
 #: the SHA-256 of the text of the codec module this scan was generated with
@@ -45,6 +48,22 @@ cdef inline long long _s(const unsigned char* p, int size, bint little) noexcept
     if size < 8 and (v >> (8 * size - 1)) & 1:
         return <long long>v - (<long long>1 << (8 * size))
     return <long long>v
+
+
+def _scan_body(buf, pos, end, v_type):
+    v_message = v_exc_type = v_stop = None
+    if v_type == 3:
+        ctx_thrift = thrift.new_context()
+        v_message, pos = _T0.read(buf, pos, end, ctx_thrift)
+        v_exc_type, pos = _T1.read(buf, pos, end, ctx_thrift)
+        v_stop, pos = _T2.read(buf, pos, end, ctx_thrift)
+        if pos != end:
+            raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
+    return (
+        v_message,
+        v_exc_type,
+        v_stop,
+    )
 
 
 def scan(self, buf, start=0, direction=None):

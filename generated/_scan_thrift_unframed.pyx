@@ -20,9 +20,13 @@ from .thrift_unframed import (
     _REQUEST,
     _RESPONSE,
     _SCRATCH,
+    _T1,
+    _T2,
+    _T3,
     after,
     before,
     text,
+    thrift,
 )
 
 #: the SHA-256 of the text of the codec module this scan was generated with
@@ -44,6 +48,22 @@ cdef inline long long _s(const unsigned char* p, int size, bint little) noexcept
     if size < 8 and (v >> (8 * size - 1)) & 1:
         return <long long>v - (<long long>1 << (8 * size))
     return <long long>v
+
+
+def _scan_body(buf, pos, end, v_type):
+    v_message = v_exc_type = v_stop = None
+    if v_type == 3:
+        ctx_thrift = thrift.new_context()
+        v_message, pos = _T1.read(buf, pos, end, ctx_thrift)
+        v_exc_type, pos = _T2.read(buf, pos, end, ctx_thrift)
+        v_stop, pos = _T3.read(buf, pos, end, ctx_thrift)
+        if pos != end:
+            raise DecodeError(pos, "%d unexpected bytes after the last field" % (end - pos))
+    return (
+        v_message,
+        v_exc_type,
+        v_stop,
+    )
 
 
 def scan(self, buf, start=0, direction=None):

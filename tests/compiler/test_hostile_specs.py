@@ -72,7 +72,7 @@ for i, name in enumerate(
         f"pwn.x{{{{ {PAYLOAD} }}}}",
         f"pwn.x{{% {PAYLOAD} %}}",
         f"pwn.x\u2028{PAYLOAD}",
-        f"pwn.x\u00e9\u4e2d\U0001f600",
+        "pwn.x\u00e9\u4e2d\U0001f600",
         f"pwn.x\t{PAYLOAD}",
         f'pwn.xproto""" + {PAYLOAD} + """',
         f"pwn.x\x0c{PAYLOAD}",

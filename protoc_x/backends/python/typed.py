@@ -96,6 +96,24 @@ class TypedEmitter:
         stored = {x.id for x in names if not isinstance(x.ctx, ast.Load)}
         stored |= {x.name for x in ast.walk(tree) if isinstance(x, ast.ExceptHandler) and x.name}
         loaded = {x.id for x in names if isinstance(x.ctx, ast.Load)}
+        # the 'inside' readers the scan calls (``_scan_<target>``), compiled here as they are
+        insides = []
+        for target, inside_params in sorted(self.scan_insides.items()):
+            args = "".join(", " + (p if p == "direction" else f"v_{p}") for p in inside_params)
+            text = black.format_str(
+                f"def _scan_{target}(buf, pos, end{args}):\n{self.scan_inside(target)}\n",
+                mode=black.Mode(line_length=100),
+            )
+            insides.append(text)
+            inner = [x for x in ast.walk(ast.parse(text)) if isinstance(x, ast.Name)]
+            local = {x.id for x in inner if not isinstance(x.ctx, ast.Load)}
+            loaded |= (
+                {x.id for x in inner if isinstance(x.ctx, ast.Load)}
+                - local
+                - {a.arg for a in ast.parse(text).body[0].args.args}
+            )
+        own = {f"_scan_{target}" for target in self.scan_insides}
+        loaded -= own
         declared = {
             x.id if isinstance(x, ast.Name) else x.asname or x.name.split(".")[0]
             for top in ast.parse(codec).body
@@ -124,6 +142,7 @@ class TypedEmitter:
             sha=hashlib.sha256(codec.encode("utf-8")).hexdigest(),
             first=self.c.uses_first,
             kvmap=picked,
+            insides=insides,
             decls=decls,
             body="\n".join(lines).rstrip() + "\n",
         )
@@ -243,9 +262,9 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction{first_decl
 '''
 
 
-def _render(name, source_name, proto, imports, sha, first, kvmap, decls, body) -> str:
+def _render(name, source_name, proto, imports, sha, first, kvmap, insides, decls, body) -> str:
     text = _HEADER.format(
-        kvmap=_KVMAP if kvmap else "",
+        kvmap=(_KVMAP if kvmap else "") + "".join(f"{text}\n\n" for text in insides),
         name=name,
         source_name=source_name,
         proto=proto,
