@@ -132,6 +132,7 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
     cdef Py_ssize_t at_headers
     cdef Py_ssize_t end
     cdef Py_ssize_t ido
+    cdef dict m_headers
     cdef Py_ssize_t n
     cdef Py_ssize_t pos
     cdef long long v_class_len

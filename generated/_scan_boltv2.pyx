@@ -135,6 +135,7 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
     cdef unsigned long long b0
     cdef Py_ssize_t end
     cdef Py_ssize_t ido
+    cdef dict m_headers
     cdef Py_ssize_t n
     cdef Py_ssize_t pos
     cdef long long v_class_len

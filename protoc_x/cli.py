@@ -109,7 +109,7 @@ def _cmd_build(args: argparse.Namespace, write: bool, backend: str = "python") -
         return 1
     if write:
         try:
-            out = write_all(compiled, Path(args.output), package=backend == "python")
+            out = write_all(compiled, Path(args.output), package=backend in ("python", "typed"))
         except OSError as e:
             print(f"error: cannot write {args.output}: {e} (nothing written)", file=sys.stderr)
             return 1

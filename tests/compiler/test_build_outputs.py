@@ -41,6 +41,7 @@ def test_build_twice_is_byte_identical(tmp_path):
 def test_generated_is_not_stale(tmp_path):
     _build(tmp_path / "fresh")
     fresh_files = sorted((tmp_path / "fresh").glob("*.py*"))
+    assert (tmp_path / "fresh" / "__init__.py").is_file()  # (a package, with or without --typed)
     assert {p.name for p in fresh_files} - {"__init__.py"} == {
         p.name for p in (ROOT / "generated").iterdir() if p.suffix in (".py", ".pyx")
     } - {"__init__.py"}, "generated/ holds a file a build does not write: run `make build`"

@@ -16,9 +16,10 @@ from types import SimpleNamespace
 import pytest
 
 from protoc_x import cli
-from protoc_x.compiler import compile_source
+from protoc_x.compiler import compile_source, render_source
 from protoc_x.diagnostics import SpecError
 from protoc_x.loader import load_module_source
+from protoc_x.parser import decode_source
 from protoc_x.runtime.api import DecodeError, Direction, XFrame
 from protoc_x.samples import SAMPLES
 
@@ -303,6 +304,46 @@ def test_hostile_spec_is_refused_or_builds_a_working_module(
         direction = Direction.REQUEST if proto.needs_direction else None
         exercise(proto, SAMPLE, direction)
     assert not (tmp_path / MARKER).exists(), "a spec ran code"
+
+
+def typed_python(pyx: str) -> ast.Module:
+    """A typed scan's Python, parsed: the module with its C declarations taken out (the
+    ``cimport`` lines, the ``cdef`` helpers, the typed function's ``cdef`` locals, its
+    signature and its casts). What a spec puts in it is Python; none of it is C."""
+    head, _, scan = pyx.partition("\ncdef object _scan(")
+    kept, skipping = [], False
+    for line in head.splitlines():
+        if line.startswith("from ") and " cimport " in line:
+            continue
+        if line.startswith("cdef "):
+            skipping = True  # a C helper, up to the next top-level statement
+        elif line and not line[0].isspace():
+            skipping = False
+        if not skipping:
+            kept.append(line.replace("<bytes>buf", "buf"))
+    body = [line for line in scan.splitlines()[1:] if not line.startswith("    cdef ")]
+    text = "\n".join(kept) + "\ndef _scan(self, buf, start, direction):\n" + "\n".join(body)
+    return ast.parse(text)
+
+
+@pytest.mark.parametrize("cid,name,text", CASES, ids=[c[0] for c in CASES])
+def test_a_hostile_spec_puts_only_string_constants_in_a_typed_scan(cid, name, text, tmp_path):
+    """``protoc-x build --typed``: whatever a spec says reaches the typed scan only as the
+    value of a string constant (its names only once the checker accepted them as plain
+    identifiers), as in the codec module."""
+    spec = tmp_path / name
+    if isinstance(text, str):
+        text = text.encode()
+    try:
+        files = render_source(decode_source(text, str(spec)), str(spec), spec.stem, "typed")
+    except SpecError:
+        return  # (refused: test_hostile_spec_is_refused_or_builds_a_working_module)
+    (pyx,) = [t for n_, t in files.items() if n_.endswith(".pyx")]
+    tree = typed_python(pyx)
+    for node in ast.walk(tree):  # every string constant emptied: what is left is code
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+            node.value = type(node.value)()
+    assert "__import__(" not in ast.unparse(tree), "a spec put code in the typed scan"
 
 
 def test_file_name_payload_runs_neither_at_build_nor_at_import_nor_at_decode(

@@ -131,6 +131,8 @@ class TypedEmitter:
             ctype = self.typed_locals.get(name)
             if ctype is None and (name in _SIZES or name.startswith(("at_", "z_"))):
                 ctype = "Py_ssize_t"
+            if name.startswith("m_") and name[2:] in self.lazy_maps:
+                ctype = "dict"  # (a parsed map: its lookups are the dict's own, in C)
             if ctype is not None:
                 decls.append((name, ctype))
         lines = func.split("\n")[1:]
