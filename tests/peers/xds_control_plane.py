@@ -158,9 +158,13 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 self.changed.wait(left)
 
     def wait_ack(self, type_url: str, version: str, timeout: float = 10.0):
+        """The ACK of ``version``: a request answering a response (its nonce set) with that
+        version and no error. (A stream's first request carries the version the proxy already
+        has, which a restarted control plane numbering from 1 again may have sent before: it
+        is not an ACK of this one's.)"""
         return self.wait(
             lambda r: r.type_url == type_url and r.version_info == version
-            and not r.HasField("error_detail"),
+            and r.response_nonce and not r.HasField("error_detail"),
             timeout, f"ACK of {type_url.rpartition('.')[2]} version {version}",
         )  # fmt: skip
 
