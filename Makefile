@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 # Cython (setup.py; pinned by constraints.txt), again whenever one of them or a .pxd changes.
 # Without a C compiler the runtime stays Python.
 COMPILED := $(VENV)/.compiled-stamp
-HOT := runtime/__init__.py $(wildcard runtime/*.py runtime/*.pxd runtime/*/*.py runtime/*/*.pxd generated/_scan_*.pyx)
+HOT := runtime/__init__.py $(wildcard runtime/*.py runtime/*.pxd runtime/*/*.py runtime/*/*.pxd typed/*.pyx)
 $(COMPILED): $(STAMP) setup.py $(HOT)
 	PIP_CONSTRAINT=constraints.txt $(PY) -m pip install -q --no-deps -e .
 	touch $(COMPILED)
@@ -43,7 +43,7 @@ system-deps:
 	fi
 
 build: $(STAMP)
-	$(VENV)/bin/protoc-x build --typed specs -o generated
+	$(VENV)/bin/protoc-x build specs -o generated --typed typed
 
 check: $(STAMP)
 	$(VENV)/bin/protoc-x check specs

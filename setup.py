@@ -1,5 +1,5 @@
 """The optional compiled back end (issue 12): the runtime's hot modules compiled with Cython,
-and the generated codecs' typed scans (generated/_scan_NAME.pyx, from protoc-x build --typed).
+and the built-in codecs' typed scans (typed/NAME.pyx, from protoc-x build --typed typed).
 
 Everything else about the package is in pyproject.toml. The modules stay plain Python files;
 the ``.pxd`` file beside each one declares its classes as C types (typed attributes, methods
@@ -84,11 +84,11 @@ def extensions() -> list:
             (target.parent / "__init__.py").touch()
             if not target.exists() or target.read_bytes() != source.read_bytes():
                 shutil.copyfile(source, target)
-    # the generated codecs' typed scans (protoc-x build --typed), staged the same way
-    typed = stage / "protoc_x" / "generated"
+    # the built-in codecs' typed scans (protoc-x build --typed typed), staged the same way
+    typed = stage / "protoc_x" / "typed"
     typed.mkdir(parents=True, exist_ok=True)
     (typed / "__init__.py").touch()
-    scans = sorted((HERE / "generated").glob("_scan_*.pyx"))
+    scans = sorted((HERE / "typed").glob("*.pyx"))
     for source in scans:
         target = typed / source.name
         if not target.exists() or target.read_bytes() != source.read_bytes():
@@ -103,8 +103,8 @@ def extensions() -> list:
         ]
         + [
             Extension(
-                f"protoc_x.generated.{source.stem}",
-                [f"build/cython/protoc_x/generated/{source.name}"],
+                f"protoc_x.typed.{source.stem}",
+                [f"build/cython/protoc_x/typed/{source.name}"],
             )
             for source in scans
         ],

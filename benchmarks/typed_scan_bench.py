@@ -1,6 +1,6 @@
 """Bolt's scan three ways, alone (timeit) and in pipeline_bench's proxy (the protocol's scan
 replaced), same run: the codec's Python scan (generated/bolt.py), the generated typed scan the
-runtime uses where the package is compiled (generated/_scan_bolt.pyx, protoc-x build --typed),
+runtime uses where the package is compiled (typed/bolt.pyx, protoc-x build --typed typed),
 and the same scan written by hand in Cython (benchmarks/typed_scan.pyx, not the product: the
 bound a generated one could reach).
 

@@ -14,7 +14,7 @@ from protoc_x.runtime.admin import LEVELS
 from protoc_x.runtime.api import DecodeError, Direction, PluginError, XFrame, XRecord
 
 from . import __version__
-from .compiler import compile_all, find_specs, read_spec, write_all
+from .compiler import TYPED_INIT, compile_all, find_specs, read_spec, write_all
 from .diagnostics import SpecError
 from .parser import decode_source
 
@@ -97,8 +97,10 @@ def _cmd_build(args: argparse.Namespace, write: bool, backend: str = "python") -
     paths = args.paths or ["specs"]
     if backend in ("doc", "dissector"):
         paths = [_spec_or_installed(p) for p in paths]
+    typed_dir = getattr(args, "typed", None) if backend == "python" else None
     try:
         compiled = compile_all(paths, backend)
+        typed = compile_all(paths, "typed") if typed_dir else []
     except SpecError as e:
         print(e.render(), file=sys.stderr)
         return 1
@@ -109,9 +111,14 @@ def _cmd_build(args: argparse.Namespace, write: bool, backend: str = "python") -
         return 1
     if write:
         try:
-            out = write_all(compiled, Path(args.output), package=backend in ("python", "typed"))
+            out = write_all(compiled, Path(args.output), package=backend == "python")
         except OSError as e:
             print(f"error: cannot write {args.output}: {e} (nothing written)", file=sys.stderr)
+            return 1
+        try:
+            out += write_all(typed, Path(typed_dir), init=TYPED_INIT) if typed else []
+        except OSError as e:
+            print(f"error: cannot write {typed_dir}: {e} (no typed scan written)", file=sys.stderr)
             return 1
         for path in out:
             print(path)
@@ -439,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--typed",
-        action="store_true",
-        help="also write each protocol's typed scan (_scan_NAME.pyx), which a package build "
+        metavar="DIR",
+        help="also write each protocol's typed scan, DIR/NAME.pyx, which a package build "
         "compiles with Cython (docs/performance.md)",
     )
 
@@ -557,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _cmd_serve(args)
     if args.command == "build":
-        return _cmd_build(args, write=True, backend="typed" if args.typed else "python")
+        return _cmd_build(args, write=True)
     if args.command == "doc":
         return _cmd_build(args, write=True, backend="doc")
     if args.command == "dissector":

@@ -24,8 +24,6 @@ def builtin_protocols() -> dict[str, XProtocol]:
 
     out = {}
     for info in sorted(pkgutil.iter_modules(generated.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):  # (a typed scan: _scan_NAME)
-            continue
         module = importlib.import_module(f"protoc_x.generated.{info.name}")
         proto = getattr(module, "PROTOCOL", None)
         if isinstance(proto, XProtocol):
@@ -35,19 +33,21 @@ def builtin_protocols() -> dict[str, XProtocol]:
 
 
 def use_typed_scan(module: types.ModuleType, proto: XProtocol) -> bool:
-    """Give ``proto`` the typed scan compiled beside its codec ``module`` (``_scan_NAME``, from
-    ``protoc-x build --typed``; docs/performance.md) when there is one, generated with this
-    very module, and ``PROTOC_X_PURE`` is not set. Whether it did."""
+    """Give ``proto`` the typed scan of its codec ``module`` (a built-in's, ``protoc_x.typed.NAME``
+    beside ``protoc_x.generated.NAME``: ``protoc-x build --typed typed``; docs/performance.md)
+    when one is compiled, generated with this very module, and ``PROTOC_X_PURE`` is not set.
+    Whether it did."""
     if os.environ.get("PROTOC_X_PURE"):
         return False
     package, _, name = module.__name__.rpartition(".")
     try:
-        typed = importlib.import_module(f"{package}._scan_{name}")
+        typed = importlib.import_module(f"{package.rpartition('.')[0]}.typed.{name}")
         codec = Path(module.__file__).read_bytes()
     except (ImportError, OSError):  # (not compiled: the codec's own scan)
         return False
     if getattr(typed, "CODEC_SHA256", None) != hashlib.sha256(codec).hexdigest():
         return False  # generated with another codec module: stale
+    typed.bind(vars(module))
     proto.scan = types.MethodType(typed.scan, proto)
     return True
 

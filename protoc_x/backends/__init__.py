@@ -2,7 +2,7 @@
 in the spec's own terms) into the files of one kind of output; the registry picks one by name.
 
 - ``python``: the codec module the proxy loads (``protoc-x build``);
-- ``typed``: that module, and its typed scan for a compiled package (``protoc-x build --typed``);
+- ``typed``: that module's scan as Cython, for a compiled package (``protoc-x build --typed DIR``);
 - ``doc``: a reference page (Markdown) and a frame diagram (SVG) (``protoc-x doc``);
 - ``dissector``: a Wireshark dissector in Lua (``protoc-x dissector``).
 
@@ -35,14 +35,13 @@ def _python(plan: Plan, source_name: str, source: str = "", fmt: bool = True) ->
 
 
 def _typed(plan: Plan, source_name: str, source: str = "", fmt: bool = True) -> dict[str, str]:
-    """The python back end's codec module, and beside it its typed scan (a Cython module)."""
+    """The typed scan (a Cython module) of the python back end's codec module."""
     from . import python
 
     emitter = python.Emitter(plan, source_name)
     code = emitter.render(fmt)
     python.verify(code, plan)
-    name = plan.checked.spec.name
-    return {f"{name}.py": code, f"_scan_{name}.pyx": emitter.typed_scan(code)}
+    return {f"{plan.checked.spec.name}.pyx": emitter.typed_scan(code)}
 
 
 def _doc(plan: Plan, source_name: str, source: str = "") -> dict[str, str]:

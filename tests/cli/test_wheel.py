@@ -133,7 +133,7 @@ def installed(tmp_path_factory):
                 n.startswith(path + ".") and n.endswith(".so") for n in names
             ), f"{module} is not compiled in the wheel"
         for spec in sorted((ROOT / "specs").glob("*.xproto")):  # every codec's typed scan
-            path = f"protoc_x/generated/_scan_{spec.stem}."
+            path = f"protoc_x/typed/{spec.stem}."
             assert any(n.startswith(path) and n.endswith(".so") for n in names), path
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {

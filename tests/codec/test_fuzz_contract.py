@@ -38,11 +38,9 @@ from protoc_x.runtime.api import (
 )
 from protoc_x.samples import SAMPLES
 
-PROTOCOLS = sorted(
-    m.name for m in pkgutil.iter_modules(protoc_x.generated.__path__) if m.name[0] != "_"
-)
+PROTOCOLS = sorted(m.name for m in pkgutil.iter_modules(protoc_x.generated.__path__))
 #: the scans the contract holds for: the codec's own, and its typed scan where it is compiled
-#: (generated/_scan_NAME.pyx; tests/codec/test_typed_scan.py compares the two)
+#: (typed/NAME.pyx; tests/codec/test_typed_scan.py compares the two)
 SCANS = ("python", "typed")
 FUZZ = settings(
     max_examples=300,

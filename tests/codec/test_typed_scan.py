@@ -1,5 +1,5 @@
-"""The typed scans (generated/_scan_NAME.pyx, compiled beside each codec: ``protoc-x build
---typed``) answer exactly as the codec's own scan does: the same tuple, or the same error at
+"""The typed scans (typed/NAME.pyx, each for the codec generated/NAME.py: ``protoc-x build
+--typed typed``) answer exactly as the codec's own scan does: the same tuple, or the same error at
 the same offset with the same reason, on every spec's samples cut at every byte, on fuzzed
 frames, and on bolt header maps built to break a walk done in place (lengths past the map,
 negative and -1 lengths, text that is not UTF-8, keys repeated). The loader uses a typed scan
@@ -120,13 +120,13 @@ def test_the_proxy_loads_every_typed_scan():
     for name, proto in builtin_protocols().items():
         assert (
             getattr(proto.scan, "__func__", None)
-            is importlib.import_module(f"protoc_x.generated._scan_{name}").scan
+            is importlib.import_module(f"protoc_x.typed.{name}").scan
         ), name
 
 
 def test_a_typed_scan_of_another_codec_is_not_used(monkeypatch):
     module = importlib.import_module("protoc_x.generated.bolt")
-    typed = importlib.import_module("protoc_x.generated._scan_bolt")
+    typed = importlib.import_module("protoc_x.typed.bolt")
     monkeypatch.setattr(typed, "CODEC_SHA256", "0" * 64)
     proto = type(module.PROTOCOL)()
     assert not use_typed_scan(module, proto)

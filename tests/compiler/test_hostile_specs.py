@@ -328,7 +328,7 @@ def typed_python(pyx: str) -> ast.Module:
 
 @pytest.mark.parametrize("cid,name,text", CASES, ids=[c[0] for c in CASES])
 def test_a_hostile_spec_puts_only_string_constants_in_a_typed_scan(cid, name, text, tmp_path):
-    """``protoc-x build --typed``: whatever a spec says reaches the typed scan only as the
+    """``protoc-x build --typed DIR``: whatever a spec says reaches the typed scan only as the
     value of a string constant (its names only once the checker accepted them as plain
     identifiers), as in the codec module."""
     spec = tmp_path / name

@@ -1,5 +1,5 @@
-"""The typed scan: the fast lane's ``scan`` as a Cython module, ``_scan_<name>.pyx``, that a
-package build compiles beside the codec (``protoc-x build --typed``; docs/performance.md).
+"""The typed scan: the fast lane's ``scan`` as a Cython module, ``<name>.pyx``, that a package
+build compiles (``protoc-x build --typed DIR``: typed/ here; docs/performance.md).
 
 It is the codec's own ``scan``, from the same emitter with the same steps and errors, with
 three things changed:
@@ -14,8 +14,8 @@ compiles as it is. Where a C integer would overflow (``overflowcheck``) or the b
 ``bytes``, the codec's Python scan answers instead, so the two cannot disagree on a frame; the
 tests compare them on every spec's frames and on hostile bytes.
 
-The module imports from the codec module the names it uses, and records the SHA-256 of the
-codec's text: the loader uses it only beside the codec it was generated with.
+The module imports nothing: the loader pairs it with its codec module, whose names it uses
+(``bind``), and only with the codec whose text it was generated from (``CODEC_SHA256``).
 """
 
 from __future__ import annotations
@@ -213,9 +213,9 @@ _HEADER = '''\
 
 The codec module {name}.py's ``scan`` with its fixed-width fields read in C into C integers
 (protoc_x/backends/python/typed.py). A package build compiles it with Cython where it can;
-the loader then uses its ``scan`` for {name}'s protocol, and only beside the codec module it
-was generated with (``CODEC_SHA256``). Where a C integer would overflow, or the buffer is not
-bytes, the codec's own scan answers.
+the loader then uses its ``scan`` for {name}'s protocol, bound to the codec module it was
+generated with (``CODEC_SHA256``, ``bind``). Where a C integer would overflow, or the buffer is
+not bytes, the codec's own scan answers.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING
@@ -223,12 +223,22 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memcmp
 
-from .{name} import (
-{imports}
-)
-
 #: the SHA-256 of the text of the codec module this scan was generated with
 CODEC_SHA256 = "{sha}"
+
+#: the codec module's names the scan uses, set by ``bind`` (None until then)
+CODEC_NAMES = (
+{imports}
+)
+{unbound} = None
+
+
+def bind(codec):
+    """Take ``CODEC_NAMES`` from ``codec``, the namespace of the codec module this scan was
+    generated with (the loader checks that it is: ``CODEC_SHA256``)."""
+    names = globals()
+    for name in CODEC_NAMES:
+        names[name] = codec[name]
 
 
 cdef inline unsigned long long _u(const unsigned char* p, int size, bint little) noexcept:
@@ -270,7 +280,8 @@ def _render(name, source_name, proto, imports, sha, first, kvmap, insides, decls
         name=name,
         source_name=source_name,
         proto=proto,
-        imports="".join(f"    {i},\n" for i in imports).rstrip("\n"),
+        imports="".join(f'    "{i}",\n' for i in imports).rstrip("\n"),
+        unbound=" = ".join(imports),
         sha=sha,
         first_param=", first=False" if first else "",
         first_arg=", first" if first else "",

@@ -3,9 +3,9 @@
 
 The codec module dubbo.py's ``scan`` with its fixed-width fields read in C into C integers
 (protoc_x/backends/python/typed.py). A package build compiles it with Cython where it can;
-the loader then uses its ``scan`` for dubbo's protocol, and only beside the codec module it
-was generated with (``CODEC_SHA256``). Where a C integer would overflow, or the buffer is not
-bytes, the codec's own scan answers.
+the loader then uses its ``scan`` for dubbo's protocol, bound to the codec module it was
+generated with (``CODEC_SHA256``, ``bind``). Where a C integer would overflow, or the buffer is
+not bytes, the codec's own scan answers.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING
@@ -13,24 +13,34 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memcmp
 
-from .dubbo import (
-    DecodeError,
-    DubboProtocol,
-    _F0,
-    _ONEWAY,
-    _REQUEST,
-    _RESPONSE,
-    _T0,
-    _T1,
-    _T2,
-    hessian2,
-    map_get,
-    text,
-    to_int,
-)
-
 #: the SHA-256 of the text of the codec module this scan was generated with
 CODEC_SHA256 = "6cdf27a4187f8c121606782e6a0ea84fa4a435a19bc2c13f9283391c28be6156"
+
+#: the codec module's names the scan uses, set by ``bind`` (None until then)
+CODEC_NAMES = (
+    "DecodeError",
+    "DubboProtocol",
+    "_F0",
+    "_ONEWAY",
+    "_REQUEST",
+    "_RESPONSE",
+    "_T0",
+    "_T1",
+    "_T2",
+    "hessian2",
+    "map_get",
+    "text",
+    "to_int",
+)
+DecodeError = DubboProtocol = _F0 = _ONEWAY = _REQUEST = _RESPONSE = _T0 = _T1 = _T2 = hessian2 = map_get = text = to_int = None
+
+
+def bind(codec):
+    """Take ``CODEC_NAMES`` from ``codec``, the namespace of the codec module this scan was
+    generated with (the loader checks that it is: ``CODEC_SHA256``)."""
+    names = globals()
+    for name in CODEC_NAMES:
+        names[name] = codec[name]
 
 
 cdef inline unsigned long long _u(const unsigned char* p, int size, bint little) noexcept:

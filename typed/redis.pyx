@@ -3,9 +3,9 @@
 
 The codec module redis.py's ``scan`` with its fixed-width fields read in C into C integers
 (protoc_x/backends/python/typed.py). A package build compiles it with Cython where it can;
-the loader then uses its ``scan`` for redis's protocol, and only beside the codec module it
-was generated with (``CODEC_SHA256``). Where a C integer would overflow, or the buffer is not
-bytes, the codec's own scan answers.
+the loader then uses its ``scan`` for redis's protocol, bound to the codec module it was
+generated with (``CODEC_SHA256``, ``bind``). Where a C integer would overflow, or the buffer is
+not bytes, the codec's own scan answers.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING
@@ -13,17 +13,27 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memcmp
 
-from .redis import (
-    DecodeError,
-    Direction,
-    RedisProtocol,
-    _REQUEST,
-    _RESPONSE,
-    _SCRATCH,
-)
-
 #: the SHA-256 of the text of the codec module this scan was generated with
 CODEC_SHA256 = "393f6356425f356137fd92f68b1f1c1a2d372fe7807c00517d5441822ca2cf99"
+
+#: the codec module's names the scan uses, set by ``bind`` (None until then)
+CODEC_NAMES = (
+    "DecodeError",
+    "Direction",
+    "RedisProtocol",
+    "_REQUEST",
+    "_RESPONSE",
+    "_SCRATCH",
+)
+DecodeError = Direction = RedisProtocol = _REQUEST = _RESPONSE = _SCRATCH = None
+
+
+def bind(codec):
+    """Take ``CODEC_NAMES`` from ``codec``, the namespace of the codec module this scan was
+    generated with (the loader checks that it is: ``CODEC_SHA256``)."""
+    names = globals()
+    for name in CODEC_NAMES:
+        names[name] = codec[name]
 
 
 cdef inline unsigned long long _u(const unsigned char* p, int size, bint little) noexcept:

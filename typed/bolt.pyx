@@ -3,9 +3,9 @@
 
 The codec module bolt.py's ``scan`` with its fixed-width fields read in C into C integers
 (protoc_x/backends/python/typed.py). A package build compiles it with Cython where it can;
-the loader then uses its ``scan`` for bolt's protocol, and only beside the codec module it
-was generated with (``CODEC_SHA256``). Where a C integer would overflow, or the buffer is not
-bytes, the codec's own scan answers.
+the loader then uses its ``scan`` for bolt's protocol, bound to the codec module it was
+generated with (``CODEC_SHA256``, ``bind``). Where a C integer would overflow, or the buffer is
+not bytes, the codec's own scan answers.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING
@@ -13,16 +13,26 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memcmp
 
-from .bolt import (
-    BoltProtocol,
-    DecodeError,
-    _ONEWAY,
-    _REQUEST,
-    _RESPONSE,
-)
-
 #: the SHA-256 of the text of the codec module this scan was generated with
 CODEC_SHA256 = "6343977a09a32e6bd75839c8885883dd513375fb769833761e168c8db2cb0c93"
+
+#: the codec module's names the scan uses, set by ``bind`` (None until then)
+CODEC_NAMES = (
+    "BoltProtocol",
+    "DecodeError",
+    "_ONEWAY",
+    "_REQUEST",
+    "_RESPONSE",
+)
+BoltProtocol = DecodeError = _ONEWAY = _REQUEST = _RESPONSE = None
+
+
+def bind(codec):
+    """Take ``CODEC_NAMES`` from ``codec``, the namespace of the codec module this scan was
+    generated with (the loader checks that it is: ``CODEC_SHA256``)."""
+    names = globals()
+    for name in CODEC_NAMES:
+        names[name] = codec[name]
 
 
 cdef inline unsigned long long _u(const unsigned char* p, int size, bint little) noexcept:
