@@ -15,8 +15,18 @@ _HERE = os.path.dirname(__file__)
 
 #: the modules a build may compile, under this package: the request's path through the layers
 #: (each with a .pxd beside it declaring its C types), and the Python a request runs between
-#: them: the stable API's readers, routing, metrics and every field type's readers
-COMPILED_MODULES = ("network", "stream", "pool", "proxy", "api", "router", "metrics") + tuple(
+#: them: the stable API's readers, routing, metrics, the rate limit's buckets and every field
+#: type's readers
+COMPILED_MODULES = (
+    "network",
+    "stream",
+    "pool",
+    "proxy",
+    "api",
+    "router",
+    "metrics",
+    "ratelimit",
+) + tuple(
     "fieldtypes." + name[:-3]
     for name in sorted(os.listdir(os.path.join(_HERE, "fieldtypes")))
     if name.endswith(".py") and name != "__init__.py"

@@ -4,7 +4,6 @@ cached per label set so the per-request cost is a dict lookup and an increment."
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -12,6 +11,46 @@ from prometheus_client.utils import floatToGoString
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
            2.5, 5, 10)  # fmt: skip
+N = len(BUCKETS) + 1  # counts per label set: one per bucket, and +Inf (metrics.pxd says 17)
+
+
+class Cell:
+    """The answers of one label set: how many fell in each duration bucket (the last: +Inf),
+    and their seconds summed (compiled: C numbers, metrics.pxd)."""
+
+    def __init__(self, service, method, cluster, code: int):
+        self.service = service
+        self.method = method
+        self.cluster = cluster
+        self.code = code
+        zeros = [0] * N
+        self.counts = zeros
+        self.seconds = 0.0
+
+    def matches(self, service, method, cluster, code: int) -> bool:
+        """Whether an answer with these labels (and this cell's listener and protocol) is
+        counted here."""
+        return (
+            code == self.code
+            and service == self.service
+            and method == self.method
+            and cluster == self.cluster
+        )
+
+    def add(self, seconds: float) -> None:
+        """Count an answer that took ``seconds`` (the bucket: bisect_left of BUCKETS)."""
+        bounds = BUCKETS
+        lo = 0
+        hi = len(bounds)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            bound = bounds[mid]
+            if bound < seconds:
+                lo = mid + 1
+            else:
+                hi = mid
+        self.counts[lo] += 1
+        self.seconds += seconds
 
 
 class Metrics:
@@ -21,12 +60,11 @@ class Metrics:
         self._files: dict[str, object] = {}  # with several workers: kind → this worker's file
         self._keys: dict[tuple, str] = {}  # (sample name, *labels) → its key in the files
         r = self.registry = CollectorRegistry()
-        # The per-request metrics are counted in one plain dict and handed to prometheus-client
-        # when scraped: no lock and no label lookup on the request path. A cell per label set
-        # (listener, protocol, service, method, cluster, code) holds its duration histogram:
-        # [count per bucket (the last is +Inf)..., sum of seconds]; its request count is the
-        # sum of the buckets.
-        self.cells: dict[tuple, list] = {}
+        # The per-request metrics are counted in cells (a Cell per label set: listener,
+        # protocol, service, method, cluster, code) handed to prometheus-client when scraped:
+        # no lock and no label lookup on the request path (a connection keeps the cell of its
+        # last answer, proxy.py's deliver).
+        self.cells: dict[tuple, Cell] = {}
         r.register(_RequestCollector(self))
         self.downstream = Gauge(
             "protocx_downstream_connections",
@@ -65,13 +103,16 @@ class Metrics:
             c = self._children[key] = metric.labels(*labels)
         return c
 
-    def request_done(self, listener, protocol, service, method, cluster, code, seconds) -> None:
+    def cell(self, listener, protocol, service, method, cluster, code) -> "Cell":
+        """The cell counting the answers of this label set."""
         key = (listener, protocol, service, method, cluster, code)
         cell = self.cells.get(key)
         if cell is None:
-            cell = self.cells[key] = [0] * (len(BUCKETS) + 2)
-        cell[bisect_left(BUCKETS, seconds)] += 1
-        cell[-1] += seconds
+            cell = self.cells[key] = Cell(service, method, cluster, code)
+        return cell
+
+    def request_done(self, listener, protocol, service, method, cluster, code, seconds) -> None:
+        self.cell(listener, protocol, service, method, cluster, code).add(seconds)
 
     def rate_limited(self, ctx) -> None:
         self.child(self.rate_limited_total, ctx.listener, ctx.protocol.name).inc()
@@ -155,7 +196,7 @@ class Metrics:
         """Requests this process answered, by runtime code (a worker's log line at stop)."""
         codes: dict[int, int] = {}
         for key, cell in self.cells.items():
-            codes[key[-1]] = codes.get(key[-1], 0) + sum(cell[:-1])
+            codes[key[-1]] = codes.get(key[-1], 0) + sum(cell.counts)
         return codes
 
 
@@ -174,10 +215,12 @@ class _RequestCollector:
         for key, cell in self.metrics.cells.items():
             listener, protocol, service, method, cluster, code = key
             labels = [listener, protocol, service or "", method or "", cluster or "", str(code)]
-            requests.add_metric(labels, sum(cell[:-1]))
-            summed = durations.setdefault((listener, protocol, cluster or ""), [0] * len(cell))
-            for i, v in enumerate(cell):
+            requests.add_metric(labels, sum(cell.counts))
+            # [count per bucket (the last is +Inf)..., sum of seconds]
+            summed = durations.setdefault((listener, protocol, cluster or ""), [0] * (N + 1))
+            for i, v in enumerate(cell.counts):
                 summed[i] += v
+            summed[N] += cell.seconds
         yield requests
         duration = HistogramMetricFamily(
             "protocx_request_duration_seconds", "Time from request to answer",

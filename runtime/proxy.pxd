@@ -2,6 +2,7 @@
 
 from .network cimport FramedConnection
 from .stream cimport Stream, Deadlines
+from .metrics cimport Cell
 
 cdef class DownstreamConnection(FramedConnection):
     cdef public object listener, output, quiet_streams, routes, request_hooks, routed_hooks
@@ -11,6 +12,7 @@ cdef class DownstreamConnection(FramedConnection):
     cdef public double answered_at
     cdef public Py_ssize_t inflight
     cdef public Deadlines deadlines
+    cdef public Cell cell
     cpdef admit(self, Stream stream, invalid=*, answer=*)
     cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index, then)
     cpdef filtered(self, Stream stream)

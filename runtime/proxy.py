@@ -161,6 +161,7 @@ class DownstreamConnection(FramedConnection):
         self.request_hooks = listener.hooks["on_request"]
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
+        self.cell = None  # the metrics' cell of the last answer
         # session protocols (``pool session``): the upstream connection of this client's own,
         # its pool and route (those of its first request), and its requests waiting for it
         self.sessions = False
@@ -426,8 +427,13 @@ class DownstreamConnection(FramedConnection):
             data = frame.encode()
         elapsed = perf_counter() - stream.started
         if self.metrics is not None:
-            self.metrics.request_done(listener.name, self.proto.name, stream.service, stream.method,
-                                      stream.cluster_name, code, elapsed)  # fmt: skip
+            service, method, cluster = stream.service, stream.method, stream.cluster_name
+            cell = self.cell  # (a connection's answers mostly share their labels: no lookup)
+            if cell is None or not cell.matches(service, method, cluster, code):
+                cell = self.cell = self.metrics.cell(
+                    listener.name, self.proto.name, service, method, cluster, code
+                )
+            cell.add(elapsed)
         if listener.access_log is not None:
             listener.access_log.write(self, stream, code, status, elapsed, data)
         if stream.span is not None:

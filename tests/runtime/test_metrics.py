@@ -14,13 +14,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from bisect import bisect_left
 from types import SimpleNamespace
 
 from prometheus_client import generate_latest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from protoc_x.demo import wait_port
-from protoc_x.runtime.metrics import Metrics
+from protoc_x.runtime.metrics import BUCKETS, Cell, Metrics
 
 from .harness import (
     client,
@@ -32,7 +35,7 @@ from .harness import (
     upstream,
     wait_listening,
 )
-from .test_proxy_behaviour import bolt_request
+from .test_proxy_behaviour import BOLT, bolt_request
 
 
 def parse(text: str) -> dict:
@@ -52,6 +55,87 @@ def scrape(admin: int) -> dict:
     return parse(
         urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
     )
+
+
+@given(st.lists(st.sampled_from(BUCKETS) | st.floats(0, 20, allow_nan=False), max_size=30))
+def test_a_cell_counts_each_duration_in_the_bucket_bisect_left_gives(durations):
+    """(compiled, the cell's counts and bucket search are C: the same buckets as bisect, a
+    bound itself included in its bucket, the sum exact)"""
+    cell = Cell("S", "m", "up", 200)
+    expected = [0] * (len(BUCKETS) + 1)
+    for seconds in durations:
+        cell.add(seconds)
+        expected[bisect_left(BUCKETS, seconds)] += 1
+    assert list(cell.counts) == expected
+    assert cell.seconds == sum(durations, 0.0)
+
+
+def test_a_connections_answers_are_counted_by_their_own_labels():
+    """A connection remembers the cell of its last answer: answers on one connection that
+    change only their code (a timeout), only their cluster (a header route), their method or
+    their service each count under their own labels."""
+    # (service, method, to cluster two by header, answered too late)
+    plan = [
+        ("a.A", "m", False, False),
+        ("a.A", "m", False, False),
+        ("b.B", "m", False, False),
+        ("a.A", "n", False, False),
+        ("a.A", "m", False, True),
+        ("a.A", "m", False, False),
+        ("a.A", "m", True, False),
+        ("a.A", "m", False, False),
+        ("z.Z", "m", False, False),
+        ("b.B", "m", False, True),
+        ("b.B", "m", False, True),
+        ("b.B", "m", False, False),
+    ]
+    # fmt: skip
+    # the requests cluster one sees, in order: which it answers too late
+    late = {n for n, step in enumerate(s for s in plan if s[0] != "z.Z" and not s[2]) if step[3]}
+
+    async def scenario():
+        up1, up2, port, admin = free_port(), free_port(), free_port(), free_port()
+        cfg = config(
+            [{"name": "edge", "address": f"127.0.0.1:{port}", "protocol": "bolt", "route_config": "r"}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["a.*", "b.*"], "routes": [
+                {"match": {"headers": [{"name": "to", "exact": "two"}]}, "route": {"cluster": "two"}},
+                {"match": {"prefix": "/"}, "route": {"cluster": "one"}}]}]}],
+            [{"name": "one", "endpoints": [f"127.0.0.1:{up1}"]},
+             {"name": "two", "endpoints": [f"127.0.0.1:{up2}"]}],
+            admin={"address": f"127.0.0.1:{admin}"},
+        )  # fmt: skip
+        seen: list = []
+        slow = recorder("bolt", up1, seen, delay=lambda n: 0.5 if n in late else 0.0)
+        async with slow, upstream("bolt", up2), proxy_running(cfg):
+            c = await client("bolt", port)
+            codes = []
+            for i, (service, method, two, _) in enumerate(plan):
+                headers = {"to": "two"} if two else {}
+                request = bolt_request(i + 1, service=service, method=method, **headers)
+                request.timeout = 100  # (ms: the late answers come after 500)
+                codes.append(BOLT.runtime_status((await c.call(request)).get_status()))
+            c.close()
+            return codes, await asyncio.get_running_loop().run_in_executor(None, scrape, admin)
+
+    codes, metrics = run(scenario())
+    assert codes == [200] * 4 + [504] + [200] * 3 + [404, 504, 504, 200]
+    counted = {
+        (dict(k)["service"], dict(k)["method"], dict(k)["cluster"], dict(k)["code"]): v
+        for (name, k), v in metrics.items()
+        if name == "protocx_requests_total"
+    }
+    assert counted == {
+        ("a.A", "m", "one", "200"): 4,
+        ("a.A", "m", "one", "504"): 1,
+        ("a.A", "m", "two", "200"): 1,
+        ("a.A", "n", "one", "200"): 1,
+        ("b.B", "m", "one", "200"): 2,
+        ("b.B", "m", "one", "504"): 2,
+        ("z.Z", "m", "", "404"): 1,
+    }
+    count = metrics[("protocx_request_duration_seconds_count", (("cluster", "one"),
+                     ("listener", "edge"), ("protocol", "bolt")))]  # fmt: skip
+    assert count == 10
 
 
 def test_fast_requests_report_sub_millisecond_durations(tmp_path):
