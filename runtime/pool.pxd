@@ -1,15 +1,24 @@
 # C declarations for pool.py when it is compiled (setup.py); the .py file is the code.
 
+import cython
+
 from .network cimport FramedConnection
 from .stream cimport Stream
+
+@cython.locals(one=cython.longlong, bits=int, low=cython.longlong, high=cython.longlong,
+               v=cython.longlong, k=Py_ssize_t, shift=int, out=bytearray)
+cdef object _with_id(bytes data, Py_ssize_t start, Py_ssize_t length, Py_ssize_t at, value,
+                     int width, bint big, bint signed)
 
 cdef class UpstreamConnection(FramedConnection):
     cdef public object pool, id_struct, generate, current, line, quiet, paused_downstreams
     cdef public object keepalive_timer, gauge, owner
     cdef public bint multiplex, pipeline, pingpong, ordered, has_goaway, retired
     cdef public dict inflight
-    cdef public Py_ssize_t next_id, seq, keepalive_failures
+    cdef public Py_ssize_t next_id, seq, keepalive_failures, id_width
+    cdef public bint id_big, id_signed
     cpdef new_id(self)
+    cpdef bytearray with_id(self, buf, Py_ssize_t start, Py_ssize_t length, Py_ssize_t at, value)
     cpdef write_stream(self, Stream stream)
     cpdef answered(self, rid, buf, Py_ssize_t start, Py_ssize_t length, frame, Py_ssize_t id_at,
                    status)
@@ -19,6 +28,7 @@ cdef class EndpointPool:
     cdef public bint shared, session, retired
     cdef public Py_ssize_t max_connections, connecting, rr, active
     cdef public double unhealthy_until
+    @cython.locals(conn=UpstreamConnection)
     cpdef send(self, Stream stream)
 
 cdef class Cluster:
@@ -28,4 +38,6 @@ cdef class Cluster:
     cdef public double retry_percent, unhealthy_until
     cdef public int retry_min
     cdef public Py_ssize_t max_pending, max_requests, pending, active
+    @cython.locals(pool=EndpointPool)
     cpdef dispatch(self, Stream stream)
+    cpdef send_to(self, EndpointPool pool, Stream stream)

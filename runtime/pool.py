@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 from typing import Any
 
@@ -39,6 +40,39 @@ class Probe:
         self.timer = None
 
 
+#: ids of these struct formats are written in place by :func:`_with_id`: format → (width,
+#: big-endian, signed) (other formats, 8-byte ids among them, by the struct)
+_ID_LAYOUTS = {
+    order + code: (struct.calcsize(order + code), order != "<", code.islower())
+    for order in "<>!"
+    for code in "bBhHiIlL"
+}
+
+
+def _with_id(data: bytes, start: int, length: int, at: int, value: int, width: int, big: bool,
+             signed: bool):  # fmt: skip
+    """``data[start:start + length]`` as a bytearray, with the id ``value`` written over its
+    ``width`` bytes at ``at`` as ``id_struct.pack_into`` writes it (two's complement), or None
+    when ``value`` does not fit them (then the struct says why). Compiled, in C (pool.pxd)."""
+    one = 1
+    bits = 8 * width
+    low = -(one << (bits - 1)) if signed else 0
+    high = (one << (bits - 1 if signed else bits)) - 1
+    if type(value) is not int or at < 0 or at > length - width:
+        return None
+    try:
+        v = value  # (compiled: a C long long, which a larger int does not fit)
+    except OverflowError:
+        return None
+    if v < low or v > high:
+        return None
+    out = bytearray(data[start : start + length])
+    for k in range(width):
+        shift = 8 * (width - 1 - k) if big else 8 * k
+        out[at + k] = (v >> shift) & 0xFF
+    return out
+
+
 class UpstreamConnection(FramedConnection):
     direction = Direction.RESPONSE
     lane = True
@@ -55,6 +89,8 @@ class UpstreamConnection(FramedConnection):
         self.ordered = proto.ordered
         self.has_goaway = proto.has_goaway
         self.id_struct = proto.id_struct
+        layout = _ID_LAYOUTS.get(self.id_struct.format) if self.id_struct is not None else None
+        self.id_width, self.id_big, self.id_signed = layout or (0, False, False)
         # the protocol's own id scheme, when it has one (ids are otherwise the counter itself)
         overridden = type(proto).generate_request_id is not XProtocol.generate_request_id
         self.generate = proto.generate_request_id if overridden else None
@@ -83,6 +119,18 @@ class UpstreamConnection(FramedConnection):
             if uid not in inflight:
                 return uid
 
+    def with_id(self, buf: bytes, start: int, length: int, at: int, value: int) -> bytearray:
+        """The frame at ``buf[start:start + length]``, copied, with ``value`` as its id at
+        ``at`` (where the scan found it)."""
+        if self.id_width and type(buf) is bytes:
+            data = _with_id(buf, start, length, at, value, self.id_width, self.id_big,
+                            self.id_signed)  # fmt: skip
+            if data is not None:
+                return data
+        data = bytearray(buf[start : start + length])
+        self.id_struct.pack_into(data, at, value)
+        return data
+
     def write_stream(self, stream: Stream) -> None:
         stream.phase = SENT
         stream.upstream = self
@@ -102,11 +150,12 @@ class UpstreamConnection(FramedConnection):
             stream.up_id = uid
             raw = stream.raw
             if raw is not None:
-                data = bytearray(raw)  # forward the bytes that came, with our id in them
-                if stream.id_at >= 0:  # (where the scan found it)
-                    self.id_struct.pack_into(data, stream.id_at, uid)
-                elif not stream.frame.patch_request_id(data, uid):
-                    raw = None
+                if stream.id_at >= 0:  # forward the bytes that came, with our id where the scan
+                    data = self.with_id(raw, 0, len(raw), stream.id_at, uid)  # found it
+                else:
+                    data = bytearray(raw)
+                    if not stream.frame.patch_request_id(data, uid):
+                        raw = None
             if raw is None:
                 frame = stream.frame
                 frame.set_request_id(uid)
@@ -226,10 +275,10 @@ class UpstreamConnection(FramedConnection):
         else:
             # (an answered quiet request left in self.quiet goes with the next answer)
             if self.multiplex:
-                data = bytearray(buf[start : start + length])
                 if id_at >= 0:
-                    self.id_struct.pack_into(data, id_at, stream.down_id)
+                    data = self.with_id(buf, start, length, id_at, stream.down_id)
                 else:
+                    data = bytearray(buf[start : start + length])
                     if frame is None:
                         frame = self.frame_at(buf, start)
                     if not frame.patch_request_id(data, stream.down_id):
@@ -400,7 +449,8 @@ class EndpointPool:
             conns = self.conns
             if conns and (self.connecting or len(conns) >= self.max_connections):
                 self.rr += 1
-                conns[self.rr % len(conns)].write_stream(stream)
+                conn = conns[self.rr % len(conns)]
+                conn.write_stream(stream)
                 return
             # a connection is needed (the first, or one more): the request waits for it
             if not self.connecting:

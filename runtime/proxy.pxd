@@ -1,11 +1,16 @@
 # C declarations for proxy.py when it is compiled (setup.py); the .py file is the code.
 
+import cython
+
 from .network cimport FramedConnection
 from .stream cimport Stream, Deadlines
 from .metrics cimport Cell
+from .pool cimport Cluster
+from .router cimport RouteTable
 
 cdef class DownstreamConnection(FramedConnection):
-    cdef public object listener, output, quiet_streams, routes, request_hooks, routed_hooks
+    cdef public object listener, output, quiet_streams, request_hooks, routed_hooks
+    cdef public RouteTable routes
     cdef public object metrics, session, session_pool, session_route, session_waiting
     cdef public object handshake, session_backlog
     cdef public bint has_heartbeat, draining, sessions
@@ -17,5 +22,7 @@ cdef class DownstreamConnection(FramedConnection):
     cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index, then)
     cpdef filtered(self, Stream stream)
     cpdef route(self, Stream stream)
+    @cython.locals(cluster=Cluster)
+    cpdef send_upstream(self, Stream stream)
     cpdef deliver(self, Stream stream, data, frame=*, code=*, status=*)
     cpdef answer_error(self, Stream stream, code, message)

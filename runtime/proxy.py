@@ -378,7 +378,8 @@ class DownstreamConnection(FramedConnection):
         if pool is not None:  # a session's request after its first: where the first went
             pool.cluster.send_to(pool, stream)
             return
-        stream.target.dispatch(stream)
+        cluster = stream.target
+        cluster.dispatch(stream)
         if self.session_backlog and self.session_pool is not None:
             backlog, self.session_backlog = self.session_backlog, []
             for waiting in backlog:  # the handshake opened the session: they follow it

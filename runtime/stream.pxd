@@ -1,5 +1,7 @@
 # C declarations for stream.py when it is compiled (setup.py); the .py file is the code.
 
+import cython
+
 cdef class Stream
 
 cdef class Slot:
@@ -11,15 +13,20 @@ cdef class OrderedOutput:
     cpdef Slot reserve(self)
     cpdef fill(self, Slot slot, data)
 
+cdef Py_ssize_t TICKS_PER_SECOND
+
 cdef class Deadlines:
     cdef public object loop, handle, next_tick
     cdef public dict buckets
+    @cython.locals(tick=Py_ssize_t, bucket=dict)
     cpdef add(self, stream, double at)
+    @cython.locals(bucket=dict)
     cpdef remove(self, stream)
 
 cdef class Stream:
     cdef public object downstream, _frame, down_id, kind, raw, phase, slot, timer, upstream
     cdef public object cluster, endpoint, service, method, tried, cluster_name, target
+    cdef public Deadlines deadlines
     cdef public object extra_headers, timeout, up_id, span
     cdef public double arrived, started
     cdef public Py_ssize_t seq, retries, id_at, received

@@ -135,6 +135,9 @@ class OrderedOutput:
                 self.send(head.data)
 
 
+TICKS_PER_SECOND = 100  # the deadlines' resolution: 10 ms
+
+
 class Deadlines:
     """Request timeouts without a timer per request: a stream is filed under the first tick
     (10 ms) after its deadline and removed when it finishes; one loop timer, armed for the
@@ -143,8 +146,7 @@ class Deadlines:
     have millisecond resolution and may run half a millisecond early: the tick a timer was
     armed for counts as come)."""
 
-    RESOLUTION = 0.01
-    PER_SECOND = 100  # 1 / RESOLUTION
+    RESOLUTION = 1 / TICKS_PER_SECOND
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
@@ -154,7 +156,7 @@ class Deadlines:
 
     def add(self, stream: "Stream", at: float) -> None:
         """File ``stream`` to time out at loop time ``at``."""
-        tick = int(at * self.PER_SECOND) + 1
+        tick = int(at * TICKS_PER_SECOND) + 1
         bucket = self.buckets.get(tick)
         if bucket is None:
             bucket = self.buckets[tick] = {}
@@ -162,28 +164,31 @@ class Deadlines:
                 self.arm(tick)
         bucket[stream] = None
         stream.timer = tick
+        stream.deadlines = self
 
     def remove(self, stream: "Stream") -> None:
         bucket = self.buckets.get(stream.timer)
         if bucket is not None:
             bucket.pop(stream, None)
         stream.timer = None
+        stream.deadlines = None
 
     def arm(self, tick: int) -> None:
         if self.handle is not None:
             self.handle.cancel()
         self.next_tick = tick
-        self.handle = self.loop.call_at(tick / self.PER_SECOND, self.fire)
+        self.handle = self.loop.call_at(tick / TICKS_PER_SECOND, self.fire)
 
     def fire(self) -> None:
         self.handle = None
         # the tick this timer was armed for has come, and those the loop passed while busy;
         # the next ones have not (their streams' deadlines may be later than now)
-        now = max(self.next_tick, int(self.loop.time() * self.PER_SECOND))
+        now = max(self.next_tick, int(self.loop.time() * TICKS_PER_SECOND))
         due = [t for t in self.buckets if t <= now]
         for tick in sorted(due):
             for stream in list(self.buckets.pop(tick)):
                 stream.timer = None
+                stream.deadlines = None
                 stream.on_timeout()
         if self.buckets:
             self.arm(min(self.buckets))
@@ -226,6 +231,7 @@ class Stream:
         self.phase = Phase.ARRIVED
         self.slot: Slot | None = None  # its place in an ordered answer order
         self.timer: int | None = None  # its deadline tick in the Deadlines (None: none)
+        self.deadlines: Deadlines | None = None  # those Deadlines
         self.upstream: Upstream | None = None  # the connection it was written to
         self.seq = 0  # order of writing on that connection
         self.cluster: Target | None = None  # the cluster counting it as active (until it ends)
@@ -291,7 +297,7 @@ class Stream:
             return False
         self.phase = _DONE
         if self.timer is not None:
-            self.downstream.deadlines.remove(self)
+            self.deadlines.remove(self)
         if self.cluster is not None:
             self.leave_cluster()
         return True

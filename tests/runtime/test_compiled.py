@@ -1,10 +1,13 @@
-"""The compiled runtime and its Python source agree: where a ``.pxd`` gives a function C types,
+"""The compiled runtime and its Python source agree (and an id written in place is what the
+protocol's struct writes): where a ``.pxd`` gives a function C types,
 it is run side by side with the source on the same hostile inputs (a compiled slice with C
 offsets must not turn a length past the end into an OverflowError where Python refuses it); and
 the typed reader's other entry, for buffers that are not bytes, reads what bytes would."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib.util
 import struct
 import sys
@@ -14,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protoc_x.runtime import api, compiled, source_path
+from protoc_x.runtime.api import XProtocol
+from protoc_x.runtime.pool import UpstreamConnection
 from protoc_x.runtime.fieldtypes import hessian2
 
 compiled_only = pytest.mark.skipif(not compiled(), reason="the runtime is not compiled")
@@ -139,3 +144,61 @@ def test_hessian2_compiled_reads_as_the_source(kind, as_map, body, cut):
     want = outcome(getattr(HESSIAN2_SOURCE, kind)().read, data, 2, end,
                    HESSIAN2_SOURCE.new_context())  # fmt: skip
     assert repr(got) == repr(want)
+
+
+# ---- ids written in place -------------------------------------------------------------------
+
+
+@functools.cache
+def id_writer(fmt: str) -> UpstreamConnection:
+    """An upstream connection of a protocol whose ids are packed with ``fmt`` (made on a loop,
+    which writing an id does not use)."""
+
+    class Proto(XProtocol):
+        name = "ids"
+        id_struct = struct.Struct(fmt)
+
+    async def made() -> UpstreamConnection:
+        return UpstreamConnection(None, Proto())
+
+    return asyncio.run(made())
+
+
+ID_FORMATS = [o + c for o in "<>!" for c in "bBhHiIlLqQ"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(ID_FORMATS),
+    st.one_of(
+        st.integers(-(1 << 70), 1 << 70),
+        st.sampled_from([0, 1, -1, 127, 128, -128, -129, 255, 256, 65535, 65536, -32769,
+                         (1 << 31) - 1, 1 << 31, -(1 << 31) - 1, (1 << 32) - 1, 1 << 32,
+                         (1 << 63) - 1, 1 << 63, -(1 << 63), True, 2.0, "7", None]),
+    ),
+    st.binary(min_size=0, max_size=12),
+    st.integers(0, 12),
+)  # fmt: skip
+def test_an_id_written_in_place_is_what_the_struct_packs(fmt, value, frame, at):
+    """The connection writes a scanned frame's id itself for 1-, 2- and 4-byte ids (in C when
+    compiled): the copy is what ``id_struct.pack_into`` makes of it, byte for byte, and a value
+    the struct refuses is refused the same way."""
+    conn = id_writer(fmt)
+    buf = b"<<" + frame + b">>"
+    expected = bytearray(frame)
+    try:
+        conn.id_struct.pack_into(expected, at, value)
+    except Exception as e:
+        expected = type(e)
+    try:
+        got = conn.with_id(buf, 2, len(frame), at, value)
+    except Exception as e:
+        got = type(e)
+    assert got == expected
+    if type(got) is bytearray:
+        assert buf == b"<<" + frame + b">>"  # (a copy: the read buffer is untouched)
+
+
+def test_ids_of_one_two_and_four_bytes_are_written_without_the_struct():
+    """(the fast writer is the one the test above compares, not the struct's fallback)"""
+    assert [id_writer(f).id_width for f in (">I", "<h", "!b", ">q", "<Q")] == [4, 2, 1, 0, 0]
