@@ -20,6 +20,7 @@ cdef class UpstreamConnection(FramedConnection):
     cpdef new_id(self)
     cpdef bytearray with_id(self, buf, Py_ssize_t start, Py_ssize_t length, Py_ssize_t at, value)
     cpdef write_stream(self, Stream stream)
+    @cython.locals(request=Stream)
     cpdef answered(self, rid, buf, Py_ssize_t start, Py_ssize_t length, frame, Py_ssize_t id_at,
                    status)
 

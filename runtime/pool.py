@@ -270,23 +270,24 @@ class UpstreamConnection(FramedConnection):
             return  # an answer nobody waits for any more (timed out)
         if self.quiet:
             self.complete_quiet_before(stream.seq)
-        if stream.__class__ is Probe:
+        if type(stream) is Probe:
             self.probe_answered(stream)
         else:
+            request = stream  # (compiled: a Stream, its fields read in C)
             # (an answered quiet request left in self.quiet goes with the next answer)
             if self.multiplex:
                 if id_at >= 0:
-                    data = self.with_id(buf, start, length, id_at, stream.down_id)
+                    data = self.with_id(buf, start, length, id_at, request.down_id)
                 else:
                     data = bytearray(buf[start : start + length])
                     if frame is None:
                         frame = self.frame_at(buf, start)
-                    if not frame.patch_request_id(data, stream.down_id):
-                        frame.set_request_id(stream.down_id)
+                    if not frame.patch_request_id(data, request.down_id):
+                        frame.set_request_id(request.down_id)
                         data = frame.encode()
             else:
                 data = buf[start : start + length]
-            stream.finish(frame, data, status)
+            request.finish(frame, data, status)
         if self.retired:
             if not self.busy():
                 self.close()

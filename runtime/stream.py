@@ -42,7 +42,7 @@ class Phase(enum.IntEnum):
     DONE = 4
 
 
-_DONE, _QUEUED = Phase.DONE, Phase.QUEUED
+_ARRIVED, _DONE, _QUEUED = Phase.ARRIVED, Phase.DONE, Phase.QUEUED
 
 
 @runtime_checkable
@@ -228,7 +228,7 @@ class Stream:
         # count from (the runtime's one clock for behaviour, which tests can drive)
         self.arrived = arrived
         self.started = started  # time.perf_counter() then: for reported durations only
-        self.phase = Phase.ARRIVED
+        self.phase = _ARRIVED
         self.slot: Slot | None = None  # its place in an ordered answer order
         self.timer: int | None = None  # its deadline tick in the Deadlines (None: none)
         self.deadlines: Deadlines | None = None  # those Deadlines
