@@ -40,6 +40,8 @@ class Probe:
         self.timer = None
 
 
+_COMPILED = not __file__.endswith(".py")  # (this module, built by Cython: setup.py)
+
 #: ids of these struct formats are written in place by :func:`_with_id`: format → (width,
 #: big-endian, signed) (other formats, 8-byte ids among them, by the struct)
 _ID_LAYOUTS = {
@@ -67,6 +69,9 @@ def _with_id(data: bytes, start: int, length: int, at: int, value: int, width: i
     if v < low or v > high:
         return None
     out = bytearray(data[start : start + length])
+    if not _COMPILED:  # (the Python source: one call beats a loop of Python)
+        out[at : at + width] = value.to_bytes(width, "big" if big else "little", signed=signed)
+        return out
     for k in range(width):
         shift = 8 * (width - 1 - k) if big else 8 * k
         out[at + k] = (v >> shift) & 0xFF
