@@ -89,7 +89,6 @@ def test_a_connections_answers_are_counted_by_their_own_labels():
         ("b.B", "m", False, True),
         ("b.B", "m", False, False),
     ]
-    # fmt: skip
     # the requests cluster one sees, in order: which it answers too late
     late = {n for n, step in enumerate(s for s in plan if s[0] != "z.Z" and not s[2]) if step[3]}
 
