@@ -25,7 +25,7 @@ class Cell:
         self.method = method
         self.cluster = cluster
         self.code = code
-        zeros = [0] * N
+        zeros = [0] * N  # (compiled: copied into the C array, which a bare [0] * N is not)
         self.counts = zeros
         self.seconds = 0.0
 

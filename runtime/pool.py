@@ -55,7 +55,8 @@ def _with_id(data: bytes, start: int, length: int, at: int, value: int, width: i
              signed: bool):  # fmt: skip
     """``data[start:start + length]`` as a bytearray, with the id ``value`` written over its
     ``width`` bytes at ``at`` as ``id_struct.pack_into`` writes it (two's complement), or None
-    when ``value`` does not fit them (then the struct says why). Compiled, in C (pool.pxd)."""
+    when ``value`` does not fit them (then the struct says why). Used compiled only, where it
+    is C (pool.pxd): in Python the struct is the faster writer."""
     one = 1
     bits = 8 * width
     low = -(one << (bits - 1)) if signed else 0
@@ -69,9 +70,6 @@ def _with_id(data: bytes, start: int, length: int, at: int, value: int, width: i
     if v < low or v > high:
         return None
     out = bytearray(data[start : start + length])
-    if not _COMPILED:  # (the Python source: one call beats a loop of Python)
-        out[at : at + width] = value.to_bytes(width, "big" if big else "little", signed=signed)
-        return out
     for k in range(width):
         shift = 8 * (width - 1 - k) if big else 8 * k
         out[at + k] = (v >> shift) & 0xFF
@@ -127,7 +125,7 @@ class UpstreamConnection(FramedConnection):
     def with_id(self, buf: bytes, start: int, length: int, at: int, value: int) -> bytearray:
         """The frame at ``buf[start:start + length]``, copied, with ``value`` as its id at
         ``at`` (where the scan found it)."""
-        if self.id_width and type(buf) is bytes:
+        if _COMPILED and self.id_width and type(buf) is bytes:
             data = _with_id(buf, start, length, at, value, self.id_width, self.id_big,
                             self.id_signed)  # fmt: skip
             if data is not None:

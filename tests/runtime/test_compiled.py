@@ -167,6 +167,7 @@ def id_writer(fmt: str) -> UpstreamConnection:
 ID_FORMATS = [o + c for o in "<>!" for c in "bBhHiIlLqQ"]
 
 
+@compiled_only
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(ID_FORMATS),
@@ -180,8 +181,8 @@ ID_FORMATS = [o + c for o in "<>!" for c in "bBhHiIlLqQ"]
     st.integers(0, 12),
 )  # fmt: skip
 def test_an_id_written_in_place_is_what_the_struct_packs(fmt, value, frame, at):
-    """The connection writes a scanned frame's id itself for 1-, 2- and 4-byte ids (in C when
-    compiled): the copy is what ``id_struct.pack_into`` makes of it, byte for byte, and a value
+    """The compiled connection writes a scanned frame's id itself for 1-, 2- and 4-byte ids
+    (in C; the Python source uses the struct): the copy is what ``id_struct.pack_into`` makes of it, byte for byte, and a value
     the struct refuses is refused the same way."""
     conn = id_writer(fmt)
     buf = b"<<" + frame + b">>"
