@@ -8,6 +8,12 @@ from .metrics cimport Cell
 from .pool cimport Cluster
 from .router cimport RouteTable
 
+cdef class Route:
+    cdef public Cluster cluster
+    cdef public object picker, timeout_ms, clusters
+    cdef public Py_ssize_t retries
+    cpdef Cluster choose(self)
+
 cdef class DownstreamConnection(FramedConnection):
     cdef public object listener, output, quiet_streams, request_hooks, routed_hooks
     cdef public RouteTable routes
@@ -19,8 +25,10 @@ cdef class DownstreamConnection(FramedConnection):
     cdef public Deadlines deadlines
     cdef public Cell cell
     cpdef admit(self, Stream stream, invalid=*, answer=*)
-    cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index, then)
+    cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index)
     cpdef filtered(self, Stream stream)
+    @cython.locals(routes=RouteTable, route=Route, cluster=Cluster, ms=cython.double,
+                   start=cython.double)
     cpdef route(self, Stream stream)
     @cython.locals(cluster=Cluster)
     cpdef send_upstream(self, Stream stream)

@@ -280,7 +280,7 @@ class DownstreamConnection(FramedConnection):
             else:
                 self.deliver(stream, frame.encode(), frame)
             return
-        if self.request_hooks and not self.passes(stream, self.request_hooks, 0, self.filtered):
+        if self.request_hooks and not self.passes(stream, self.request_hooks, 0):
             return
         self.filtered(stream)
 
@@ -293,10 +293,11 @@ class DownstreamConnection(FramedConnection):
             else:
                 self.send(data)
 
-    def passes(self, stream: Stream, chain: list, index: int, then) -> bool:
-        """Run ``chain`` (a hook of each filter that has it) from ``index`` on: True when every
-        one let the request pass. Otherwise one answered it, or holds it and goes on with the
-        rest of the chain, then ``then``, later."""
+    def passes(self, stream: Stream, chain: list, index: int) -> bool:
+        """Run ``chain`` (the request or the routed hooks: a hook of each filter that has it)
+        from ``index`` on: True when every one let the request pass. Otherwise one answered it,
+        or holds it and goes on with the rest of the chain, then the request's next step,
+        later."""
         try:
             for i in range(index, len(chain)):
                 verdict = chain[i](stream)
@@ -306,7 +307,7 @@ class DownstreamConnection(FramedConnection):
                     else:  # Pause: hold the request, then go on with the next filter
                         stream.paused = True
                         self.loop.call_later(
-                            verdict.seconds, self.resume_filters, stream, chain, i + 1, then
+                            verdict.seconds, self.resume_filters, stream, chain, i + 1
                         )
                     return False
         except DecodeError as e:
@@ -314,9 +315,12 @@ class DownstreamConnection(FramedConnection):
             return False
         return True
 
-    def resume_filters(self, stream: Stream, chain: list, index: int, then) -> None:
-        if not stream.done and not self.closed and self.passes(stream, chain, index, then):
-            then(stream)
+    def resume_filters(self, stream: Stream, chain: list, index: int) -> None:
+        if not stream.done and not self.closed and self.passes(stream, chain, index):
+            if chain is self.routed_hooks:
+                self.send_upstream(stream)
+            else:
+                self.filtered(stream)
 
     def filtered(self, stream: Stream) -> None:
         """The request filters passed it: route it."""
@@ -330,8 +334,12 @@ class DownstreamConnection(FramedConnection):
             return
         route = self.session_route  # (a session's requests follow its first)
         if route is None:
-            try:  # (the table remembers the route of a service and method no header decides)
-                route = self.routes.match(stream.service, stream.method, stream.header)
+            routes = self.routes
+            # (the table remembers the route of a service and method no header decides; the
+            # headers, read only where a route matches them, may decode the frame)
+            headers = stream.header if routes.reads_headers else None
+            try:
+                route = routes.match(stream.service, stream.method, headers)
             except DecodeError as e:
                 stream.fail(400, f"protoc-x: 400 {e.reason}")
                 return
@@ -347,7 +355,7 @@ class DownstreamConnection(FramedConnection):
         if self.session_pool is not None:
             cluster = self.session_pool.cluster
         else:
-            cluster = route.cluster or route.choose()
+            cluster = route.cluster if route.picker is None else route.choose()
             if cluster is None:  # (Envoy's "cluster not found")
                 stream.fail(503, "protoc-x: 503 the route's cluster is not there")
                 return
@@ -362,14 +370,16 @@ class DownstreamConnection(FramedConnection):
             if timeout is ASK:  # (a decoded request: its frame says)
                 timeout = stream.frame.get_timeout()
             if timeout is None or timeout <= 0:  # none in the request: the route's, or the
-                timeout = route.timeout_ms or cluster.request_timeout_ms  # cluster's
+                ms = route.timeout_ms or cluster.request_timeout_ms  # cluster's
+            elif timeout < MAX_TIMEOUT_MS:
+                ms = timeout
             else:  # (a peer's 400-digit timeout: as long as configs allow)
-                timeout = min(timeout, MAX_TIMEOUT_MS)
+                ms = MAX_TIMEOUT_MS
             # counted on the loop's clock from the read that brought the request, or from now
             # if a filter held it
             start = self.loop.time() if stream.paused else stream.arrived
-            self.deadlines.add(stream, start + timeout / 1000)
-        if self.routed_hooks and not self.passes(stream, self.routed_hooks, 0, self.send_upstream):
+            self.deadlines.add(stream, start + ms / 1000)
+        if self.routed_hooks and not self.passes(stream, self.routed_hooks, 0):
             return
         self.send_upstream(stream)
 

@@ -11,6 +11,7 @@ cdef class RouteTable:
     cdef public tuple _suffixes, _prefixes
     cdef public object _default
     cdef public Py_ssize_t _cache_max
+    cdef public bint reads_headers
     @cython.locals(cache=dict)
     cpdef _host(self, service)
     @cython.locals(host=_VirtualHost, memo=dict)

@@ -128,7 +128,9 @@ class RouteTable:
     each route has ``match`` (``prefix`` | ``path``, ``headers``) and ``route`` (the action).
     """
 
-    __slots__ = ("_exact", "_suffixes", "_prefixes", "_default", "_cache", "_cache_max")
+    __slots__ = (
+        "_exact", "_suffixes", "_prefixes", "_default", "_cache", "_cache_max", "reads_headers"
+    )  # fmt: skip
 
     def __init__(self, virtual_hosts: Iterable[Any], cache_size: int = 4096) -> None:
         exact: dict[str, _VirtualHost] = {}
@@ -136,9 +138,13 @@ class RouteTable:
         prefixes: dict[int, dict[str, _VirtualHost]] = {}
         default: _VirtualHost | None = None
         seen: set[str] = set()
+        #: whether a route matches headers: the only time :meth:`match` reads them
+        self.reads_headers = False
         for vh in virtual_hosts:
             name = _get(vh, "name") or ""
             host = _VirtualHost(name, tuple(_compile_route(r) for r in (_get(vh, "routes") or ())))
+            if host.by_method is None:
+                self.reads_headers = True
             domains = _get(vh, "domains") or ()
             if isinstance(domains, str):
                 domains = (domains,)

@@ -16,12 +16,13 @@ cdef class OrderedOutput:
 cdef Py_ssize_t TICKS_PER_SECOND
 
 cdef class Deadlines:
-    cdef public object loop, handle, next_tick
-    cdef public dict buckets
+    cdef public object loop, handle, next_tick, last_key
+    cdef public dict buckets, last_bucket
+    cdef public Py_ssize_t last_tick
     @cython.locals(tick=Py_ssize_t, bucket=dict)
-    cpdef add(self, stream, double at)
+    cpdef add(self, Stream stream, double at)
     @cython.locals(bucket=dict)
-    cpdef remove(self, stream)
+    cpdef remove(self, Stream stream)
 
 cdef class Stream:
     cdef public object downstream, _frame, down_id, kind, raw, phase, slot, timer, upstream

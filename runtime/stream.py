@@ -153,23 +153,32 @@ class Deadlines:
         self.buckets: dict[int, dict] = {}
         self.handle: asyncio.TimerHandle | None = None
         self.next_tick = 0
+        # the tick of the last stream filed, and its bucket: a burst's streams share a tick
+        self.last_tick = -1  # (-1: none; ticks count from 1)
+        self.last_key: int | None = None  # (the tick as the streams' ``timer``)
+        self.last_bucket: dict | None = None
 
     def add(self, stream: "Stream", at: float) -> None:
         """File ``stream`` to time out at loop time ``at``."""
         tick = int(at * TICKS_PER_SECOND) + 1
-        bucket = self.buckets.get(tick)
-        if bucket is None:
-            bucket = self.buckets[tick] = {}
-            if self.handle is None or tick < self.next_tick:
-                self.arm(tick)
-        bucket[stream] = None
-        stream.timer = tick
+        if tick != self.last_tick:
+            key = tick
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                bucket = self.buckets[key] = {}
+                if self.handle is None or tick < self.next_tick:
+                    self.arm(tick)
+            self.last_tick, self.last_key, self.last_bucket = tick, key, bucket
+        self.last_bucket[stream] = None
+        stream.timer = self.last_key
         stream.deadlines = self
 
     def remove(self, stream: "Stream") -> None:
-        bucket = self.buckets.get(stream.timer)
-        if bucket is not None:
-            bucket.pop(stream, None)
+        tick = stream.timer
+        if tick is not None:
+            bucket = self.last_bucket if tick is self.last_key else self.buckets.get(tick)
+            if bucket is not None:
+                bucket.pop(stream, None)
         stream.timer = None
         stream.deadlines = None
 
@@ -186,7 +195,9 @@ class Deadlines:
         now = max(self.next_tick, int(self.loop.time() * TICKS_PER_SECOND))
         due = [t for t in self.buckets if t <= now]
         for tick in sorted(due):
-            for stream in list(self.buckets.pop(tick)):
+            bucket = self.buckets.pop(tick)
+            self.last_tick, self.last_key, self.last_bucket = -1, None, None  # (it may be it)
+            for stream in list(bucket):
                 stream.timer = None
                 stream.deadlines = None
                 stream.on_timeout()

@@ -257,11 +257,12 @@ def test_ordered_output_sends_in_reservation_order_and_skips_silent_answers():
 # ---- Deadlines ------------------------------------------------------------------------------
 
 
-class Timed:
+class Timed(Stream):
     """A stream that records when it timed out."""
 
     def __init__(self, loop, log):
-        self.loop, self.log, self.timer = loop, log, None
+        super().__init__(None, Frame(), StreamType.REQUEST, b"raw", 0.0, 0.0)
+        self.loop, self.log = loop, log
 
     def on_timeout(self):
         self.log.append((self, self.loop.now))
@@ -306,6 +307,33 @@ def test_a_removed_stream_does_not_time_out():
     deadlines.remove(a)  # twice: nothing
     loop.run_until(2.0)
     assert log == [(b, 1.01)]
+
+
+def test_a_stream_is_removed_from_its_own_tick_not_the_last_filed():
+    loop, log = Loop(), []
+    deadlines = Deadlines(loop)
+    a, b = Timed(loop, log), Timed(loop, log)
+    deadlines.add(a, 1.0)
+    deadlines.add(b, 2.0)
+    deadlines.remove(a)
+    loop.run_until(3.0)
+    assert log == [(b, 2.01)]
+
+
+def test_a_stream_filed_under_a_tick_that_has_fired_still_times_out():
+    # (the last tick's bucket is kept at hand for the next stream: once fired, never again)
+    loop, log = Loop(), []
+    deadlines = Deadlines(loop)
+    a, b, c = (Timed(loop, log) for _ in range(3))
+    deadlines.add(a, 1.0)
+    loop.run_until(1.5)
+    assert log == [(a, 1.01)]
+    deadlines.add(b, 1.0)  # the same tick, come and gone: the next timer times it out
+    deadlines.add(c, 1.0)
+    assert b.timer == c.timer == 101 and loop.armed() == [1.01]
+    deadlines.remove(c)
+    loop.run_until(2.0)
+    assert log == [(a, 1.01), (b, 1.5)] and c.timer is None
 
 
 def test_a_finished_stream_leaves_the_deadlines():
