@@ -24,6 +24,7 @@ cdef class DownstreamConnection(FramedConnection):
     cdef public Py_ssize_t inflight
     cdef public Deadlines deadlines
     cdef public Cell cell
+    cdef public dict codes
     cpdef admit(self, Stream stream, invalid=*, answer=*)
     cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index)
     cpdef filtered(self, Stream stream)
@@ -33,4 +34,6 @@ cdef class DownstreamConnection(FramedConnection):
     @cython.locals(cluster=Cluster)
     cpdef send_upstream(self, Stream stream)
     cpdef deliver(self, Stream stream, data, frame=*, code=*, status=*)
+    @cython.locals(codes=dict)
+    cpdef runtime_code(self, status)
     cpdef answer_error(self, Stream stream, code, message)

@@ -162,6 +162,7 @@ class DownstreamConnection(FramedConnection):
         self.routed_hooks = listener.hooks["on_routed"]
         self.metrics = listener.proxy.metrics
         self.cell = None  # the metrics' cell of the last answer
+        self.codes = None  # the runtime codes of the statuses its answers had (runtime_code)
         # session protocols (``pool session``): the upstream connection of this client's own,
         # its pool and route (those of its first request), and its requests waiting for it
         self.sessions = False
@@ -425,7 +426,7 @@ class DownstreamConnection(FramedConnection):
                     status = None
                     code = 500
             if code is None:
-                code = self.proto.runtime_status(status) if status is not None else 200
+                code = self.runtime_code(status) if status is not None else 200
             if listener.response_filters and frame is None and data is not None:
                 # (an answer of the fast lane: the filters need its frame)
                 frame = self.proto.decode(data, 0, Direction.RESPONSE)
@@ -458,6 +459,19 @@ class DownstreamConnection(FramedConnection):
             self.send(data)
         if self.draining and self.inflight == 0:
             self.close()
+
+    def runtime_code(self, status) -> int:
+        """The protocol's ``runtime_status`` of ``status``, asked once per status: a
+        connection's answers mostly carry a few (the first 16 are remembered)."""
+        codes = self.codes
+        if codes is None:
+            codes = self.codes = {}
+        code = codes.get(status)
+        if code is None:
+            code = self.proto.runtime_status(status)
+            if len(codes) < 16:
+                codes[status] = code
+        return code
 
     def answer_error(self, stream: Stream, code: int, message: str | None) -> None:
         if stream.kind is _QUIET:

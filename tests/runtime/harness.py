@@ -98,15 +98,18 @@ async def upstream(protocol: str, port: int, stats: dict | None = None):
 class Recorder(FramedConnection):
     """An upstream that records every request frame and answers like `serve`, or not at all
     (``answer=False``), or only after ``delay`` seconds (a number, or a function of how many
-    frames were seen before this one: answers can overtake each other)."""
+    frames were seen before this one: answers can overtake each other), or, where ``code``
+    (a function of the request frame) gives a runtime code, with the protocol's error answer
+    for that code."""
 
     direction = Direction.REQUEST
 
-    def __init__(self, proto, seen: list, answer=True, delay=0.0):
+    def __init__(self, proto, seen: list, answer=True, delay=0.0, code=None):
         super().__init__(proto)
         self.seen = seen
         self.answer = answer
         self.delay = delay
+        self.code = code
 
     def on_frame(self, frame: XFrame, buf, start, length) -> None:
         self.seen.append(frame)
@@ -116,7 +119,11 @@ class Recorder(FramedConnection):
             reply = self.proto.reply(frame)
             out = reply.encode() if reply is not None else None
         else:
-            resp = self.proto.success_response(frame)
+            code = self.code(frame) if self.code is not None else None
+            if code is None:
+                resp = self.proto.success_response(frame)
+            else:
+                resp = self.proto.hijack(frame, code, f"answered {code}")
             out = resp.encode() if resp is not None else None
         if out is None or frame.get_stream_type().value == "oneway":
             return

@@ -137,6 +137,43 @@ def test_a_connections_answers_are_counted_by_their_own_labels():
     assert count == 10
 
 
+def test_a_connections_answers_are_counted_by_their_own_status():
+    """One connection's answers whose protocol statuses differ (the upstream's own errors)
+    count each under the runtime code of its status, though the connection remembers the
+    codes of the statuses it has seen."""
+    plan = ["ok", "busy", "ok", "gone", "busy", "busy", "ok", "gone", "bad", "ok"]
+    answer = {"ok": None, "busy": 503, "gone": 404, "bad": 400}
+
+    async def scenario():
+        up, port, admin = free_port(), free_port(), free_port()
+        cfg = config(
+            [{"name": "edge", "address": f"127.0.0.1:{port}", "protocol": "bolt", "route_config": "r"}],
+            [{"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": "one"}}]}]}],
+            [{"name": "one", "endpoints": [f"127.0.0.1:{up}"]}],
+            admin={"address": f"127.0.0.1:{admin}"},
+        )  # fmt: skip
+        seen: list = []
+        code = lambda frame: answer[frame.get_method()]  # noqa: E731
+        async with recorder("bolt", up, seen, code=code), proxy_running(cfg):
+            c = await client("bolt", port)
+            codes = []
+            for i, method in enumerate(plan):
+                reply = await c.call(bolt_request(i + 1, service="a.A", method=method))
+                codes.append(BOLT.runtime_status(reply.get_status()))
+            c.close()
+            return codes, await asyncio.get_running_loop().run_in_executor(None, scrape, admin)
+
+    codes, metrics = run(scenario())
+    assert codes == [answer[m] or 200 for m in plan]
+    counted = {
+        (dict(k)["method"], dict(k)["code"]): v
+        for (name, k), v in metrics.items()
+        if name == "protocx_requests_total"
+    }
+    assert counted == {("ok", "200"): 4, ("busy", "503"): 3, ("gone", "404"): 2, ("bad", "400"): 1}
+
+
 def test_fast_requests_report_sub_millisecond_durations(tmp_path):
     """The loop's clock (uvloop: milliseconds) made every duration 0, 1 or 2 ms: a fast request
     is now reported in microseconds, in the access log and in the histogram's small buckets."""
