@@ -62,6 +62,16 @@ cdef inline bint _ascii(const unsigned char* s, Py_ssize_t size) noexcept:
     return True
 
 
+cdef inline int _utf8(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t size) except -1:
+    """``buf[pos : pos + size].decode()`` for its errors only: a string the scan does not
+    keep is checked where it is, with no str made."""
+    if pos < 0 or size < 0 or pos + size > len(buf):  # (the slice's own bounds: as it has them)
+        buf[pos : pos + size].decode()
+    elif not _ascii(p + pos, size):
+        PyUnicode_DecodeUTF8(<const char*>p + pos, size, NULL)
+    return 0
+
+
 cdef inline Py_ssize_t _text(const unsigned char* p, Py_ssize_t pos, Py_ssize_t size) except -1:
     """Check that the ``size`` bytes at ``pos`` are UTF-8, as str.decode does."""
     if not _ascii(p + pos, size):
@@ -81,15 +91,16 @@ cdef inline long long _length(const unsigned char* p, int width, bint little, bi
     return <long long>v if v <= <unsigned long long>PY_SSIZE_T_MAX else PY_SSIZE_T_MAX
 
 
-cdef dict _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, int width,
+cdef list _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, int width,
                  bint little, bint lsigned, tuple keys):
-    """runtime.api.read_kvmap_fixed of the map at ``buf[pos:end]`` (within ``buf``) with only
-    the entries whose key is one of ``keys`` (UTF-8): every length and every text is checked as
-    read_kvmap_fixed checks them, with its errors, but only those entries are decoded."""
-    cdef dict out = {}
+    """The values of ``keys`` (UTF-8) in the map at ``buf[pos:end]`` (within ``buf``), in the
+    keys' order, as ``runtime.api.read_kvmap_fixed(...).get(key)`` gives each (None: not there;
+    the last of a key that comes twice): every length and every text is checked as
+    read_kvmap_fixed checks them, with its errors, but only those values are decoded."""
+    cdef list out = [None] * len(keys)
     cdef long long size
     cdef bytes key
-    cdef object kept
+    cdef Py_ssize_t k, kept
     while pos < end:
         if end - pos < width:
             raise DecodeError(pos, "map entry length overruns the map")
@@ -100,10 +111,11 @@ cdef dict _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t e
         if size > end - pos:
             raise DecodeError(pos - width, "a map entry overruns the map")
         _text(p, pos, size)
-        kept = None
-        for key in keys:
+        kept = -1
+        for k in range(len(keys)):
+            key = <bytes>keys[k]
             if len(key) == size and memcmp(<const char*>key, p + pos, size) == 0:
-                kept = buf[pos : pos + size].decode()
+                kept = k
                 break
         pos += size
         if end - pos < width:
@@ -113,12 +125,12 @@ cdef dict _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t e
         if size < 0:
             if size != -1 or not lsigned:
                 raise DecodeError(pos - width, f"bad map value length {size}")
-            if kept is not None:
+            if kept >= 0:
                 out[kept] = None
             continue
         if size > end - pos:
             raise DecodeError(pos - width, "a map entry overruns the map")
-        if kept is not None:
+        if kept >= 0:
             try:
                 out[kept] = buf[pos : pos + size].decode()
             except UnicodeDecodeError:
@@ -145,7 +157,7 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
     cdef unsigned long long b0
     cdef Py_ssize_t end
     cdef Py_ssize_t ido
-    cdef dict m_headers
+    cdef list m_headers
     cdef Py_ssize_t n
     cdef Py_ssize_t pos
     cdef long long v_class_len
@@ -216,7 +228,7 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
                 if end > n:
                     return None
                 pos = start + 22
-                v_class_name = buf[pos : pos + v_class_len].decode()  # (UTF-8 checked)
+                _utf8(buf, p, pos, v_class_len)  # (UTF-8 checked)
                 pos += v_class_len
                 at_headers, z_headers = pos, v_header_len  # parsed if a binding reads it
                 pos += v_header_len
@@ -228,23 +240,19 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
                     kind = _REQUEST
                 if kind is _RESPONSE:
                     return (end - start, v_id, ido, kind, (v_cmd == 0), None, None, v_status)
-                m_headers = (
-                    _kvmap(
-                        buf,
-                        p,
-                        at_headers,
-                        at_headers + z_headers,
-                        4,
-                        0,
-                        1,
-                        (
-                            b"service",
-                            b"sofa_head_method_name",
-                            b"sofa_head_target_service",
-                        ),
-                    )
-                    if z_headers
-                    else {}
+                m_headers = _kvmap(
+                    buf,
+                    p,
+                    at_headers,
+                    at_headers + z_headers,
+                    4,
+                    0,
+                    1,
+                    (
+                        b"service",
+                        b"sofa_head_method_name",
+                        b"sofa_head_target_service",
+                    ),
                 )
                 return (
                     end - start,
@@ -252,12 +260,8 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
                     ido,
                     kind,
                     (v_cmd == 0),
-                    (
-                        c0
-                        if (c0 := m_headers.get("service")) is not None
-                        else m_headers.get("sofa_head_target_service")
-                    ),
-                    m_headers.get("sofa_head_method_name"),
+                    (c0 if (c0 := m_headers[0]) is not None else m_headers[2]),
+                    m_headers[1],
                     None,
                 )
         else:
@@ -309,7 +313,7 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
                 if end > n:
                     return None
                 pos = start + 24
-                v_class_name = buf[pos : pos + v_class_len].decode()  # (UTF-8 checked)
+                _utf8(buf, p, pos, v_class_len)  # (UTF-8 checked)
                 pos += v_class_len
                 at_headers, z_headers = pos, v_header_len  # parsed if a binding reads it
                 pos += v_header_len
@@ -321,23 +325,19 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
                     kind = _REQUEST
                 if kind is _RESPONSE:
                     return (end - start, v_id, ido, kind, (v_cmd == 0), None, None, None)
-                m_headers = (
-                    _kvmap(
-                        buf,
-                        p,
-                        at_headers,
-                        at_headers + z_headers,
-                        4,
-                        0,
-                        1,
-                        (
-                            b"service",
-                            b"sofa_head_method_name",
-                            b"sofa_head_target_service",
-                        ),
-                    )
-                    if z_headers
-                    else {}
+                m_headers = _kvmap(
+                    buf,
+                    p,
+                    at_headers,
+                    at_headers + z_headers,
+                    4,
+                    0,
+                    1,
+                    (
+                        b"service",
+                        b"sofa_head_method_name",
+                        b"sofa_head_target_service",
+                    ),
                 )
                 return (
                     end - start,
@@ -345,12 +345,8 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction):
                     ido,
                     kind,
                     (v_cmd == 0),
-                    (
-                        c0
-                        if (c0 := m_headers.get("service")) is not None
-                        else m_headers.get("sofa_head_target_service")
-                    ),
-                    m_headers.get("sofa_head_method_name"),
+                    (c0 if (c0 := m_headers[0]) is not None else m_headers[2]),
+                    m_headers[1],
                     v_timeout,
                 )
     except UnicodeDecodeError as e:

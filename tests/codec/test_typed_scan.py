@@ -99,6 +99,32 @@ def test_bolt_header_maps(headers):
     same("bolt", bolt_request(headers), None)
 
 
+@FUZZ
+@given(class_name=TEXT, headers=header_map())
+def test_bolt_class_names_the_scan_checks_but_does_not_keep(class_name, headers):
+    same("bolt", bolt_request(headers, class_name), None)
+
+
+def test_a_class_name_that_is_not_utf8_is_refused_where_its_bad_byte_is():
+    with pytest.raises(Exception) as e:
+        codec("bolt", "typed").scan(bolt_request(b"", b"com.\xffacme"), 0, None)
+    assert (e.value.offset, e.value.reason) == (22 + 4, "invalid UTF-8 in a string field")
+
+
+def test_each_key_the_scan_reads_is_its_own_value():
+    """Every key of the walk in its place: the service (before the target service, as the
+    spec's binding says) and the method, whatever the map's order."""
+    entries = [(b"sofa_head_method_name", b"m"), (b"sofa_head_target_service", b"t"),
+               (b"x", b"y"), (b"service", b"s")]  # fmt: skip
+    for order in (entries, entries[::-1]):
+        headers = b"".join(struct.pack(">i", len(x)) + x for kv in order for x in kv)
+        same("bolt", bolt_request(headers), None)
+        found = codec("bolt", "typed").scan(bolt_request(headers), 0, None)
+        assert found[5:7] == ("s", "m")
+        alone = b"".join(struct.pack(">i", len(x)) + x for x in entries[1])
+        assert codec("bolt", "typed").scan(bolt_request(alone), 0, None)[5:7] == ("t", None)
+
+
 def test_a_bolt_header_map_read_only_by_its_keys():
     """The map walk keeps the last of repeated keys, decodes the kept values, and still
     refuses a bad entry it does not keep."""

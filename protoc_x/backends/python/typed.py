@@ -41,7 +41,7 @@ def _ctype(size: int, is_signed: bool) -> str:
 
 
 #: the names the .pyx itself declares: the buffer's bytes, the readers and the map walk
-_OWN = {"p", "_u", "_s", "_kvmap"}
+_OWN = {"p", "_u", "_s", "_kvmap", "_utf8"}
 
 #: locals that hold a position or a size in the buffer
 _SIZES = ("n", "end", "pos", "ido")
@@ -89,7 +89,8 @@ class TypedEmitter:
             raise AssertionError("typed scan: a struct the codec module does not declare")
         params = ["self", "buf", "start", "direction"] + (["first"] if self.c.uses_first else [])
         func = f"def _scan({', '.join(params)}):\n" + textwrap.indent(textwrap.dedent(body), "    ")
-        func, picked = self.typed_maps(func)
+        func, walked = self.typed_maps(func)
+        func, unkept = self.unkept_strings(func)
         func = black.format_str(func, mode=black.Mode(line_length=100))
         tree = ast.parse(func).body[0]
         names = [x for x in ast.walk(tree) if isinstance(x, ast.Name)]
@@ -121,7 +122,7 @@ class TypedEmitter:
         }
         proto = self.cls[: -len("Frame")] + "Protocol"
         wanted = (loaded - stored - set(params) - set(dir(builtins)) - _OWN) | {proto}
-        if picked:
+        if walked:
             wanted.add("DecodeError")  # (_kvmap's errors)
         missing = wanted - declared
         if missing:
@@ -131,7 +132,9 @@ class TypedEmitter:
             ctype = self.typed_locals.get(name)
             if ctype is None and (name in _SIZES or name.startswith(("at_", "z_"))):
                 ctype = "Py_ssize_t"
-            if name.startswith("m_") and name[2:] in self.lazy_maps:
+            if name.startswith("m_") and name[2:] in walked:
+                ctype = "list"  # (a walked map: its keys' values)
+            elif name.startswith("m_") and name[2:] in self.lazy_maps:
                 ctype = "dict"  # (a parsed map: its lookups are the dict's own, in C)
             if ctype is not None:
                 decls.append((name, ctype))
@@ -143,24 +146,28 @@ class TypedEmitter:
             imports=sorted(wanted),
             sha=hashlib.sha256(codec.encode("utf-8")).hexdigest(),
             first=self.c.uses_first,
-            kvmap=picked,
+            kvmap=bool(walked),
+            text=bool(walked) or unkept,
             insides=insides,
             decls=decls,
             body="\n".join(lines).rstrip() + "\n",
         )
 
-    def typed_maps(self, func: str) -> tuple[str, bool]:
+    def typed_maps(self, func: str) -> tuple[str, set[str]]:
         """``func`` with each header map the scan reads only by constant keys (``m.get("k")``)
-        walked in place by ``_kvmap``, which decodes only those keys' values (a map read
-        otherwise is parsed whole, as the codec does); and whether any is."""
+        walked in place by ``_kvmap``, which decodes only those keys' values, into a list in
+        the keys' order (``m[i]``) (a map read otherwise is parsed whole, as the codec does);
+        and the maps walked so."""
         parents = {}
         tree = ast.parse(func)
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
                 parents[child] = node
-        picked = False
+        edits: list[tuple[ast.AST, str]] = []  # a read of a key → its item of the list
+        picks: list[tuple[str, str]] = []  # the map's parse → its walk
+        walked: set[str] = set()
         for name in sorted(self.lazy_maps):
-            keys: list[str] = []
+            gets: list[tuple[ast.AST, str]] = []
             for x in ast.walk(tree):
                 if not (isinstance(x, ast.Name) and x.id == f"m_{name}"):
                     continue
@@ -175,24 +182,78 @@ class TypedEmitter:
                     and isinstance(call.args[0].value, str)
                 ):  # fmt: skip
                     break  # read some other way: parsed whole
-                keys.append(call.args[0].value)
+                gets.append((call, call.args[0].value))
             else:
                 t = self.c.fields[name].node.type
                 codec, signed = self.length_codec(t), self.signed_length(t)
-                full = f"read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed})"
+                full = (
+                    f"read_kvmap_fixed(buf, at_{name}, at_{name} + z_{name}, {codec}, {signed})"
+                    f" if z_{name} else {{}}"
+                )
                 try:
-                    wire = sorted({k.encode("utf-8") for k in keys})
+                    wire = sorted({k.encode("utf-8") for _, k in gets})
                 except UnicodeEncodeError:  # (a key no UTF-8 text has: parsed whole)
                     continue
+                if full not in func:
+                    continue
                 little = (t.length.order or self.p.order) == "little"
-                pick = (
+                picks.append((full, (
                     f"_kvmap(buf, p, at_{name}, at_{name} + z_{name}, {t.length.nbytes}, "
                     f"{int(little)}, {int(t.length.signed)}, ({''.join(repr(k) + ', ' for k in wire)}))"
-                )
-                if full in func:
-                    func = func.replace(full, pick)
-                    picked = True
-        return func, picked
+                )))  # fmt: skip
+                edits += [(call, f"m_{name}[{wire.index(k.encode())}]") for call, k in gets]
+                walked.add(name)
+        func = _replaced(func, edits)
+        for full, pick in picks:
+            func = func.replace(full, pick)
+        return func, walked
+
+    def unkept_strings(self, func: str) -> tuple[str, bool]:
+        """``func`` with each string the scan reads and never uses checked as UTF-8 where it
+        is, as its decoding would check it, with no str made; and whether any is."""
+        tree = ast.parse(func)
+        loaded = {x.id for x in ast.walk(tree) if isinstance(x, ast.Name)
+                  and isinstance(x.ctx, ast.Load)}  # fmt: skip
+        edits = []
+        for x in ast.walk(tree):
+            if not (
+                isinstance(x, ast.Assign) and len(x.targets) == 1
+                and isinstance(x.targets[0], ast.Name) and x.targets[0].id not in loaded
+                and isinstance(x.value, ast.Call) and not x.value.args and not x.value.keywords
+                and isinstance(x.value.func, ast.Attribute) and x.value.func.attr == "decode"
+                and isinstance(x.value.func.value, ast.Subscript)
+            ):  # fmt: skip
+                continue
+            sliced = x.value.func.value
+            bounds = sliced.slice
+            if not (
+                isinstance(sliced.value, ast.Name) and sliced.value.id == "buf"
+                and isinstance(bounds, ast.Slice) and bounds.step is None
+                and isinstance(bounds.lower, ast.Name) and bounds.lower.id == "pos"
+                and isinstance(bounds.upper, ast.BinOp) and isinstance(bounds.upper.op, ast.Add)
+                and isinstance(bounds.upper.left, ast.Name) and bounds.upper.left.id == "pos"
+            ):  # fmt: skip
+                continue
+            size = ast.get_source_segment(func, bounds.upper.right)
+            edits.append((x, f"_utf8(buf, p, pos, {size})"))
+        return _replaced(func, edits), bool(edits)
+
+
+def _replaced(text: str, edits: list) -> str:
+    """``text`` with the source of each node of ``edits`` (node, new text) replaced (the nodes
+    of one parse of ``text``, none inside another)."""
+    data = text.encode("utf-8")  # (ast's columns count UTF-8 bytes)
+    starts = [0]
+    for line in data.split(b"\n"):
+        starts.append(starts[-1] + len(line) + 1)
+    spans = sorted(
+        ((starts[x.lineno - 1] + x.col_offset, starts[x.end_lineno - 1] + x.end_col_offset, new)
+         for x, new in edits),
+        reverse=True,
+    )  # fmt: skip
+    for begin, end, new in spans:
+        data = data[:begin] + new.encode("utf-8") + data[end:]
+    return data.decode("utf-8")
 
 
 def _top_names(stmt) -> list:
@@ -274,9 +335,11 @@ cdef object _scan(self, bytes buf, Py_ssize_t start, object direction{first_decl
 '''
 
 
-def _render(name, source_name, proto, imports, sha, first, kvmap, insides, decls, body) -> str:
+def _render(name, source_name, proto, imports, sha, first, kvmap, text, insides, decls, body):
     text = _HEADER.format(
-        kvmap=(_KVMAP if kvmap else "") + "".join(f"{text}\n\n" for text in insides),
+        kvmap=(_TEXT if text else "")
+        + (_KVMAP if kvmap else "")
+        + "".join(f"{inside}\n\n" for inside in insides),
         name=name,
         source_name=source_name,
         proto=proto,
@@ -291,7 +354,7 @@ def _render(name, source_name, proto, imports, sha, first, kvmap, insides, decls
     return text + body
 
 
-_KVMAP = """\
+_TEXT = """\
 cdef inline bint _ascii(const unsigned char* s, Py_ssize_t size) noexcept:
     cdef Py_ssize_t i
     for i in range(size):
@@ -300,6 +363,19 @@ cdef inline bint _ascii(const unsigned char* s, Py_ssize_t size) noexcept:
     return True
 
 
+cdef inline int _utf8(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t size) except -1:
+    \"\"\"``buf[pos : pos + size].decode()`` for its errors only: a string the scan does not
+    keep is checked where it is, with no str made.\"\"\"
+    if pos < 0 or size < 0 or pos + size > len(buf):  # (the slice's own bounds: as it has them)
+        buf[pos : pos + size].decode()
+    elif not _ascii(p + pos, size):
+        PyUnicode_DecodeUTF8(<const char*>p + pos, size, NULL)
+    return 0
+
+
+"""
+
+_KVMAP = """\
 cdef inline Py_ssize_t _text(const unsigned char* p, Py_ssize_t pos, Py_ssize_t size) except -1:
     \"\"\"Check that the ``size`` bytes at ``pos`` are UTF-8, as str.decode does.\"\"\"
     if not _ascii(p + pos, size):
@@ -319,15 +395,16 @@ cdef inline long long _length(const unsigned char* p, int width, bint little, bi
     return <long long>v if v <= <unsigned long long>PY_SSIZE_T_MAX else PY_SSIZE_T_MAX
 
 
-cdef dict _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, int width,
+cdef list _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, int width,
                  bint little, bint lsigned, tuple keys):
-    \"\"\"runtime.api.read_kvmap_fixed of the map at ``buf[pos:end]`` (within ``buf``) with only
-    the entries whose key is one of ``keys`` (UTF-8): every length and every text is checked as
-    read_kvmap_fixed checks them, with its errors, but only those entries are decoded.\"\"\"
-    cdef dict out = {}
+    \"\"\"The values of ``keys`` (UTF-8) in the map at ``buf[pos:end]`` (within ``buf``), in the
+    keys' order, as ``runtime.api.read_kvmap_fixed(...).get(key)`` gives each (None: not there;
+    the last of a key that comes twice): every length and every text is checked as
+    read_kvmap_fixed checks them, with its errors, but only those values are decoded.\"\"\"
+    cdef list out = [None] * len(keys)
     cdef long long size
     cdef bytes key
-    cdef object kept
+    cdef Py_ssize_t k, kept
     while pos < end:
         if end - pos < width:
             raise DecodeError(pos, "map entry length overruns the map")
@@ -338,10 +415,11 @@ cdef dict _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t e
         if size > end - pos:
             raise DecodeError(pos - width, "a map entry overruns the map")
         _text(p, pos, size)
-        kept = None
-        for key in keys:
+        kept = -1
+        for k in range(len(keys)):
+            key = <bytes>keys[k]
             if len(key) == size and memcmp(<const char*>key, p + pos, size) == 0:
-                kept = buf[pos : pos + size].decode()
+                kept = k
                 break
         pos += size
         if end - pos < width:
@@ -351,12 +429,12 @@ cdef dict _kvmap(bytes buf, const unsigned char* p, Py_ssize_t pos, Py_ssize_t e
         if size < 0:
             if size != -1 or not lsigned:
                 raise DecodeError(pos - width, f"bad map value length {size}")
-            if kept is not None:
+            if kept >= 0:
                 out[kept] = None
             continue
         if size > end - pos:
             raise DecodeError(pos - width, "a map entry overruns the map")
-        if kept is not None:
+        if kept >= 0:
             try:
                 out[kept] = buf[pos : pos + size].decode()
             except UnicodeDecodeError:
