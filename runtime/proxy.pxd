@@ -26,6 +26,7 @@ cdef class DownstreamConnection(FramedConnection):
     cdef public Cell cell
     cdef public dict codes
     cpdef admit(self, Stream stream, invalid=*, answer=*)
+    @cython.locals(i=Py_ssize_t)
     cpdef bint passes(self, Stream stream, list chain, Py_ssize_t index)
     cpdef filtered(self, Stream stream)
     @cython.locals(routes=RouteTable, route=Route, cluster=Cluster, ms=cython.double,
