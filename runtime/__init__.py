@@ -52,8 +52,13 @@ if os.environ.get("PROTOC_X_PURE") and not any(isinstance(f, _Source) for f in s
     sys.meta_path.insert(0, _Source())
 
 
+def built(path: str) -> bool:
+    """Whether the module whose ``__file__`` is ``path`` is the compiled one (setup.py)."""
+    return not path.endswith(".py")
+
+
 def compiled() -> bool:
     """Whether the running hot modules are the compiled ones."""
     from . import proxy
 
-    return not proxy.__file__.endswith(".py")
+    return built(proxy.__file__)

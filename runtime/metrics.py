@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from . import built
+
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
            2.5, 5, 10)  # fmt: skip
-_COMPILED = not __file__.endswith(".py")  # (this module, built by Cython: setup.py)
+_COMPILED = built(__file__)  # (this module, compiled by Cython)
 N = len(BUCKETS) + 1  # counts per label set: one per bucket, and +Inf (metrics.pxd says 17)
 
 

@@ -12,6 +12,7 @@ import struct
 from collections import deque
 from typing import Any
 
+from . import built
 from .api import DecodeError, Direction, PoolMode, StreamType, XFrame, XProtocol
 from .network import FramedConnection, parse_address
 from .router import _EMPTY, make_balancer
@@ -40,7 +41,7 @@ class Probe:
         self.timer = None
 
 
-_COMPILED = not __file__.endswith(".py")  # (this module, built by Cython: setup.py)
+_COMPILED = built(__file__)  # (this module, compiled by Cython)
 
 #: ids of these struct formats are written in place by :func:`_with_id`: format → (width,
 #: big-endian, signed) (other formats, 8-byte ids among them, by the struct)

@@ -277,7 +277,7 @@ class DownstreamConnection(FramedConnection):
             if close:  # no request after it: the ones before it are answered, then it closes
                 self.last_request("answered and closing")
             if kind is _ONEWAY:  # (its client expects no answer)
-                self.deliver(stream, None, code=self.proto.runtime_status(frame.get_status()))
+                self.deliver(stream, None, code=self.runtime_code(frame.get_status()))
             else:
                 self.deliver(stream, frame.encode(), frame)
             return

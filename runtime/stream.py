@@ -162,7 +162,7 @@ class Deadlines:
         """File ``stream`` to time out at loop time ``at``."""
         tick = int(at * TICKS_PER_SECOND) + 1
         if tick != self.last_tick:
-            key = tick
+            key = tick  # (compiled: the tick as an int object, made once for the bucket)
             bucket = self.buckets.get(key)
             if bucket is None:
                 bucket = self.buckets[key] = {}

@@ -121,8 +121,8 @@ def test_each_key_the_scan_reads_is_its_own_value():
         same("bolt", bolt_request(headers), None)
         found = codec("bolt", "typed").scan(bolt_request(headers), 0, None)
         assert found[5:7] == ("s", "m")
-        alone = b"".join(struct.pack(">i", len(x)) + x for x in entries[1])
-        assert codec("bolt", "typed").scan(bolt_request(alone), 0, None)[5:7] == ("t", None)
+    alone = b"".join(struct.pack(">i", len(x)) + x for x in entries[1])  # the target service
+    assert codec("bolt", "typed").scan(bolt_request(alone), 0, None)[5:7] == ("t", None)
 
 
 def test_a_bolt_header_map_read_only_by_its_keys():

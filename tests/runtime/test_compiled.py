@@ -182,8 +182,8 @@ ID_FORMATS = [o + c for o in "<>!" for c in "bBhHiIlLqQ"]
 )  # fmt: skip
 def test_an_id_written_in_place_is_what_the_struct_packs(fmt, value, frame, at):
     """The compiled connection writes a scanned frame's id itself for 1-, 2- and 4-byte ids
-    (in C; the Python source uses the struct): the copy is what ``id_struct.pack_into`` makes of it, byte for byte, and a value
-    the struct refuses is refused the same way."""
+    (in C; the Python source uses the struct): the copy is what ``id_struct.pack_into`` makes
+    of it, byte for byte, and a value the struct refuses is refused the same way."""
     conn = id_writer(fmt)
     buf = b"<<" + frame + b">>"
     expected = bytearray(frame)
